@@ -15,7 +15,7 @@ using namespace detail;
 
 namespace {
 
-constexpr int kDecodeChunk = 64;
+constexpr int kDecodeChunk = 32;
 constexpr int kDecodeWarps = 4;
 
 template <int G, int DPL>
@@ -48,27 +48,36 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
   const uint16_t* kbase = kc + static_cast<int64_t>(kvh) * a.max_seq * hd;
   const uint16_t* vbase = vc + static_cast<int64_t>(kvh) * a.max_seq * hd;
-  for (int p = start + warp; p < end; p += kDecodeWarps) {
-    float kr[DPL], vr[DPL];
+  // Each warp takes kPer consecutive positions; all their K/V loads are issued first.
+  constexpr int kPer = kDecodeChunk / kDecodeWarps;
+  const int p0 = start + warp * kPer;
+  float kr[kPer][DPL], vr[kPer][DPL];
+#pragma unroll
+  for (int j = 0; j < kPer; ++j)
 #pragma unroll
     for (int t = 0; t < DPL; ++t) {
-      const int d = lane + 32 * t;
-      kr[t] = d < hd ? bf16_bits_to_float(kbase[static_cast<int64_t>(p) * hd + d]) : 0.f;
-      vr[t] = d < hd ? bf16_bits_to_float(vbase[static_cast<int64_t>(p) * hd + d]) : 0.f;
+      const int d = lane + 32 * t, p = p0 + j;
+      const bool ok = d < hd && p < end;
+      kr[j][t] = ok ? bf16_bits_to_float(kbase[static_cast<int64_t>(p) * hd + d]) : 0.f;
+      vr[j][t] = ok ? bf16_bits_to_float(vbase[static_cast<int64_t>(p) * hd + d]) : 0.f;
     }
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      float s = 0.f;
+  for (int g = 0; g < G; ++g) {
+    float s[kPer];
 #pragma unroll
-      for (int t = 0; t < DPL; ++t) s = fmaf(qr[g][t], kr[t], s);
-      s = warp_sum(s);
-      const float mnew = fmaxf(mx[g], s);
-      const float corr = __expf(mx[g] - mnew);
-      const float pw = __expf(s - mnew);
-      l[g] = l[g] * corr + pw;
+    for (int j = 0; j < kPer; ++j) {
+      float d = 0.f;
 #pragma unroll
-      for (int t = 0; t < DPL; ++t) acc[g][t] = acc[g][t] * corr + pw * vr[t];
-      mx[g] = mnew;
+      for (int t = 0; t < DPL; ++t) d = fmaf(qr[g][t], kr[j][t], d);
+      s[j] = p0 + j < end ? warp_sum(d) : -INFINITY;
+      mx[g] = fmaxf(mx[g], s[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const float pw = p0 + j < end ? __expf(s[j] - mx[g]) : 0.f;
+      l[g] += pw;
+#pragma unroll
+      for (int t = 0; t < DPL; ++t) acc[g][t] = fmaf(pw, vr[j][t], acc[g][t]);
     }
   }
   // Merge the warps through shared memory.
@@ -106,6 +115,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
 __global__ void attn_decode_combine(const float* partial, const int32_t* pos, int nsplit, int hd,
                                     uint16_t* out) {
+  grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
   const int h = blockIdx.x;
   const int used = (*pos + kDecodeChunk) / kDecodeChunk;  // chunks holding 0..*pos
   const float* ph = partial + static_cast<int64_t>(h) * nsplit * (hd + 2);

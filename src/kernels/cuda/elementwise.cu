@@ -42,6 +42,7 @@ __global__ void fill_kernel(uint16_t* dst, int64_t n, uint16_t v) {
 
 __global__ void embedding_kernel(const uint16_t* embed, const int32_t* tokens, int dim,
                                  float* residual) {
+  grid_dependents_launch();  // the qkv GEMV may start streaming its weights
   const int m = blockIdx.x;
   const int64_t t = tokens[m];
   for (int i = threadIdx.x; i < dim; i += blockDim.x)
