@@ -47,8 +47,8 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
   };
   const Shape shapes[] = {{"qkv", 6144, 4096, GemvInput::rmsnorm, GemvOutput::bf16},
                           {"o", 4096, 4096, GemvInput::bf16, GemvOutput::add_residual},
-                          {"gate_up", 28672, 4096, GemvInput::rmsnorm, GemvOutput::bf16},
-                          {"down", 4096, 14336, GemvInput::swiglu, GemvOutput::add_residual},
+                          {"gate_up+swiglu", 28672, 4096, GemvInput::rmsnorm, GemvOutput::swiglu},
+                          {"down", 4096, 14336, GemvInput::bf16, GemvOutput::add_residual},
                           {"lm_head", 128256, 4096, GemvInput::rmsnorm, GemvOutput::f32}};
   void *src, *x, *y, *normw;
   AO_CUDA_CHECK(cudaMalloc(&src, size_t(128256) * 4096 * 2));

@@ -362,11 +362,11 @@ struct CudaEngine::Impl {
       cuda::gemv(L.o, o, stream);
       cuda::GemvArgs g = a;
       g.rms_weight = L.mlp_norm;
-      g.y = gu;
+      g.output = cuda::GemvOutput::swiglu;  // gate/up rows interleaved: h = silu(g) * u
+      g.y = h;
       cuda::gemv(L.gate_up, g, stream);
       cuda::GemvArgs d;
-      d.input = cuda::GemvInput::swiglu;
-      d.x = gu;
+      d.x = h;
       d.output = cuda::GemvOutput::add_residual;
       d.y = resid;
       cuda::gemv(L.down, d, stream);
@@ -506,14 +506,15 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
       cudaFree(b);
     }
   } freer{raw, stage};
-  // Appends rows of `w` to the staging matrix at row `row0` (K = cols).
-  auto put = [&](const HostWeight& w, int64_t row0, int64_t cols, uint16_t* dst) {
+  // Writes the rows of `w` (cols each) to dst, starting at row `row0`, every `step`-th row.
+  auto put = [&](const HostWeight& w, int64_t row0, int64_t cols, uint16_t* dst,
+                 int64_t step = 1) {
     int64_t n = 1;
     for (auto d : w.shape) n *= d;
     const int code = dtype_code(w.dtype, w.name);
     AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
     AO_CUDA_CHECK(cudaMemcpy(raw, w.data, n * dtype_bytes(w.dtype), cudaMemcpyHostToDevice));
-    cuda::convert_to_bf16(raw, code, dst + row0 * cols, n / cols, cols, cols, e.stream);
+    cuda::convert_to_bf16(raw, code, dst + row0 * cols, n / cols, cols, cols * step, e.stream);
   };
   auto small = [&](const HostWeight& w) {
     int64_t n = 1;
@@ -545,8 +546,9 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     }
     put(get(p + "self_attn.o_proj.weight", {D, qn}), 0, qn, stage);
     L.o = e.make_weight(stage, D, qn);
-    put(get(p + "mlp.gate_proj.weight", {F, D}), 0, D, stage);
-    put(get(p + "mlp.up_proj.weight", {F, D}), F, D, stage);
+    // gate and up rows interleaved (2j = gate j, 2j + 1 = up j) for the fused SwiGLU epilogue.
+    put(get(p + "mlp.gate_proj.weight", {F, D}), 0, D, stage, 2);
+    put(get(p + "mlp.up_proj.weight", {F, D}), 1, D, stage, 2);
     L.gate_up = e.make_weight(stage, 2 * F, D);
     put(get(p + "mlp.down_proj.weight", {D, F}), 0, F, stage);
     L.down = e.make_weight(stage, D, F);

@@ -148,7 +148,7 @@ TEST_P(CudaGemv, BatchesMatchReference) {
   }
 }
 
-TEST_P(CudaGemv, FusedRmsnormSwigluResidual) {
+TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
   const int64_t N = 130, K = 1024;
@@ -192,29 +192,39 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidual) {
       for (int64_t n = 0; n < N; ++n) ref[i * N + n] = dot(xn, i, n);
     EXPECT_LT(nmse(y, ref), 2e-5) << c.name << " rmsnorm m=" << m;
 
-    // SwiGLU prologue, residual-add epilogue.
-    auto gu = to_bf16(randn(m * 2 * K, 40 + m, 2.f));
-    std::vector<float> hx(m * K);
-    for (int i = 0; i < m; ++i)
-      for (int64_t k = 0; k < K; ++k) {
-        const float g = bf16_to_f32(gu[i * 2 * K + k]), u = bf16_to_f32(gu[i * 2 * K + K + k]);
-        hx[i * K + k] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
-      }
-    auto r0 = randn(m * N, 50 + m);
-    Guarded<uint16_t> dgu(gu);
-    Guarded<float> dr(r0);
-    GemvArgs b;
-    b.m = m;
-    b.input = GemvInput::swiglu;
-    b.x = dgu.get();
-    b.output = GemvOutput::add_residual;
-    b.y = dr.get();
+    // SwiGLU epilogue (rows interleave gate and up) after the RMSNorm prologue.
+    Guarded<uint16_t> dh(m * N / 2);
+    GemvArgs b = a;
+    b.output = GemvOutput::swiglu;
+    b.y = dh.get();
     gemv(tw.dw, b, nullptr);
+    auto hgot = from_bf16(dh.download());
+    EXPECT_TRUE(dh.guards_intact());
+    std::vector<float> href(m * N / 2);
+    for (int i = 0; i < m; ++i)
+      for (int64_t j = 0; j < N / 2; ++j) {
+        const float g = round_bf16(dot(xn, i, 2 * j)), u = round_bf16(dot(xn, i, 2 * j + 1));
+        href[i * N / 2 + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
+      }
+    EXPECT_LT(nmse(hgot, href), 2e-5) << c.name << " swiglu m=" << m;
+
+    // Residual-add epilogue.
+    auto xb = to_bf16(randn(m * K, 40 + m, 2.f));
+    auto xf = from_bf16(xb);
+    auto r0 = randn(m * N, 50 + m);
+    Guarded<uint16_t> dx(xb);
+    Guarded<float> dr(r0);
+    GemvArgs d;
+    d.m = m;
+    d.x = dx.get();
+    d.output = GemvOutput::add_residual;
+    d.y = dr.get();
+    gemv(tw.dw, d, nullptr);
     auto r = dr.download();
     EXPECT_TRUE(dr.guards_intact());
     for (int i = 0; i < m; ++i)
-      for (int64_t n = 0; n < N; ++n) ref[i * N + n] = r0[i * N + n] + dot(hx, i, n);
-    EXPECT_LT(nmse(r, ref), 2e-5) << c.name << " swiglu m=" << m;
+      for (int64_t n = 0; n < N; ++n) ref[i * N + n] = r0[i * N + n] + round_bf16(dot(xf, i, n));
+    EXPECT_LT(nmse(r, ref), 2e-5) << c.name << " residual m=" << m;
   }
 }
 
@@ -274,7 +284,7 @@ TEST(CudaKernels, EmbeddingAddRmsnormSwiglu) {
   std::vector<float> href(M * F);
   for (int m = 0; m < M; ++m)
     for (int j = 0; j < F; ++j) {
-      const float g = bf16_to_f32(gu[m * 2 * F + j]), u = bf16_to_f32(gu[m * 2 * F + F + j]);
+      const float g = bf16_to_f32(gu[m * 2 * F + 2 * j]), u = bf16_to_f32(gu[m * 2 * F + 2 * j + 1]);
       href[m * F + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
     }
   EXPECT_LT(nmse(h, href), 1e-5);

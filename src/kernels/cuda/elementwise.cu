@@ -74,8 +74,8 @@ __global__ void swiglu_kernel(const uint16_t* gu, int64_t m, int hidden, uint16_
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= m * hidden) return;
   const int64_t r = i / hidden, j = i % hidden;
-  const float g = bf16_bits_to_float(gu[r * 2 * hidden + j]);
-  const float u = bf16_bits_to_float(gu[r * 2 * hidden + hidden + j]);
+  const float g = bf16_bits_to_float(gu[r * 2 * hidden + 2 * j]);
+  const float u = bf16_bits_to_float(gu[r * 2 * hidden + 2 * j + 1]);
   out[i] = float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
 }
 

@@ -124,7 +124,7 @@ __device__ __forceinline__ int x_slot(int k) {
 // Weights are loaded U iterations ahead (double-buffered); the first batch is issued before the
 // grid-dependency wait and the prologue, so weight streaming overlaps the previous kernel's tail.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, const GemvArgs a,
+__global__ void __launch_bounds__(kThreads, 4) gemv_kernel(const DeviceWeight w, const GemvArgs a,
                                                         int seg) {
   constexpr int E = Fmt<F>::E;
   constexpr int V = E / 4;
@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, co
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t xstride = a.x_stride ? a.x_stride : (IN == GemvInput::swiglu ? 2 * K : K);
+  const int64_t xstride = a.x_stride ? a.x_stride : K;
   const int ntiles = (N + kWarps * R - 1) / (kWarps * R);
   const bool single = seg >= Kp;
   const int groups = kInt4 ? Kp / w.group_size : 1;
@@ -175,13 +175,23 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, co
   bool prefetched = true;
   grid_dependency_wait();
 
+  const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
   if constexpr (IN == GemvInput::rmsnorm) {
     const float* x = static_cast<const float*>(a.x);
     for (int m = 0; m < M; ++m) {
       float ss = 0.f;
-      for (int k = threadIdx.x; k < K; k += kThreads) {
-        const float v = x[m * xstride + k];
-        ss += v * v;
+      if (vec) {
+        const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
+#pragma unroll 8
+        for (int k = threadIdx.x; k < K / 4; k += kThreads) {
+          const float4 v = x4[k];
+          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+      } else {
+        for (int k = threadIdx.x; k < K; k += kThreads) {
+          const float v = x[m * xstride + k];
+          ss += v * v;
+        }
       }
       ss = block_sum(ss, red);
       if (threadIdx.x == 0) inv_rms[m] = rsqrtf(ss / K + a.eps);
@@ -203,32 +213,56 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, co
       if (!(single && loaded)) {
         loaded = true;
         __syncthreads();
-        // Prologue: x segment -> shared memory (fp32, rounded to bf16 like a bf16 activation).
+        // Prologue: x segment -> shared memory (fp32, rounded to bf16 like a bf16 activation),
+        // 4 consecutive k per thread.
         for (int m = 0; m < M; ++m) {
-          for (int j = threadIdx.x; j < slen; j += kThreads) {
+#pragma unroll 4
+          for (int j = threadIdx.x * 4; j < slen; j += kThreads * 4) {
             const int k = k0 + j;
-            float v = 0.f;
-            if (k < K) {
+            float v[4] = {0.f, 0.f, 0.f, 0.f};
+            if (vec && k + 3 < K) {
               if constexpr (IN == GemvInput::bf16) {
-                v = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k]);
-              } else if constexpr (IN == GemvInput::rmsnorm) {
-                v = round_bf16(static_cast<const float*>(a.x)[m * xstride + k] * inv_rms[m]) *
-                    bf16_bits_to_float(a.rms_weight[k]);
-                v = round_bf16(v);
+                const uint2 b = *reinterpret_cast<const uint2*>(
+                    static_cast<const uint16_t*>(a.x) + m * xstride + k);
+                v[0] = __uint_as_float(b.x << 16), v[1] = __uint_as_float(b.x & 0xffff0000u);
+                v[2] = __uint_as_float(b.y << 16), v[3] = __uint_as_float(b.y & 0xffff0000u);
               } else {
-                const uint16_t* gu = static_cast<const uint16_t*>(a.x) + m * xstride;
-                const float g = bf16_bits_to_float(gu[k]), u = bf16_bits_to_float(gu[K + k]);
-                v = round_bf16(round_bf16(g / (1.f + __expf(-g))) * u);
+                const float4 xv = *reinterpret_cast<const float4*>(
+                    static_cast<const float*>(a.x) + m * xstride + k);
+                const uint2 b = *reinterpret_cast<const uint2*>(a.rms_weight + k);
+                const float r = inv_rms[m];
+                v[0] = round_bf16(round_bf16(xv.x * r) * __uint_as_float(b.x << 16));
+                v[1] = round_bf16(round_bf16(xv.y * r) * __uint_as_float(b.x & 0xffff0000u));
+                v[2] = round_bf16(round_bf16(xv.z * r) * __uint_as_float(b.y << 16));
+                v[3] = round_bf16(round_bf16(xv.w * r) * __uint_as_float(b.y & 0xffff0000u));
+              }
+            } else {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                if (k + e >= K) break;
+                if constexpr (IN == GemvInput::bf16) {
+                  v[e] = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k + e]);
+                } else {
+                  v[e] = round_bf16(round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] *
+                                               inv_rms[m]) *
+                                    bf16_bits_to_float(a.rms_weight[k + e]));
+                }
               }
             }
             if constexpr (kInt4) {
-              // A warp holds 32 consecutive k = one chunk: its sums of x' and x.
-              const float xp = v * ((k & 1) ? 128.f : 2048.f);
-              const float sp = warp_sum(xp), su = warp_sum(v);
-              if (lane == 0) csum[m * (seg / 32) + j / 32] = make_float2(sp, su);
-              v = xp;
+              // 8 lanes hold 32 consecutive k = one chunk: its sums of x' and x.
+              float su = v[0] + v[1] + v[2] + v[3];
+              v[0] *= 2048.f, v[1] *= 128.f, v[2] *= 2048.f, v[3] *= 128.f;
+              float sp = v[0] + v[1] + v[2] + v[3];
+#pragma unroll
+              for (int o = 1; o < 8; o <<= 1) {
+                sp += __shfl_xor_sync(0xffffffffu, sp, o);
+                su += __shfl_xor_sync(0xffffffffu, su, o);
+              }
+              if ((lane & 7) == 0) csum[m * (seg / 32) + j / 32] = make_float2(sp, su);
             }
-            xs[m * seg + x_slot<E>(j)] = v;
+            *reinterpret_cast<float4*>(&xs[m * seg + x_slot<E>(j)]) =
+                make_float4(v[0], v[1], v[2], v[3]);
           }
         }
         __syncthreads();
@@ -326,6 +360,18 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, co
         float sc = 1.f;
         if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
           sc = static_cast<const float*>(w.scale)[row];
+        if constexpr (OUT == GemvOutput::swiglu) {
+          if (r & 1) continue;  // handled with its gate row (even r)
+          float sc_up = 1.f;
+          if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
+            sc_up = static_cast<const float*>(w.scale)[row + 1];
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            const float g = round_bf16(acc[m][r] * sc), u = round_bf16(acc[m][r + 1] * sc_up);
+            static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * (N / 2) + row / 2] =
+                float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
+          }
+        } else {
 #pragma unroll
         for (int m = 0; m < M; ++m) {
           const float v = acc[m][r] * sc;
@@ -336,6 +382,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, co
           else
             static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] += round_bf16(v);
         }
+        }
       }
     }
   }
@@ -344,7 +391,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, co
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   constexpr int R = (F == WeightFormat::int4) ? 4 : 2;
-  constexpr int U = (F == WeightFormat::bf16) ? 4 : 2;
+  constexpr int U = (F == WeightFormat::bf16) ? 4 : (F == WeightFormat::int4 ? 1 : 2);
   auto kernel = gemv_kernel<F, M, IN, OUT, R, U>;
   // Segment: the whole (padded) K when M rows of fp32 fit 64 KB, else 64 KB / M per segment.
   int seg = static_cast<int>(std::min<int64_t>(w.k_padded, 16384 / M));
@@ -396,8 +443,10 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.input == I::rmsnorm && a.output == O::f32) return launch<F, M, I::rmsnorm, O::f32>(w, a, s);
   if (a.input == I::bf16 && a.output == O::add_residual)
     return launch<F, M, I::bf16, O::add_residual>(w, a, s);
-  if (a.input == I::swiglu && a.output == O::add_residual)
-    return launch<F, M, I::swiglu, O::add_residual>(w, a, s);
+  if (a.input == I::rmsnorm && a.output == O::swiglu) {
+    if (w.n % 2 != 0) fail("gemv: swiglu output needs an even number of rows");
+    return launch<F, M, I::rmsnorm, O::swiglu>(w, a, s);
+  }
   if (a.input == I::bf16 && a.output == O::f32) return launch<F, M, I::bf16, O::f32>(w, a, s);
   if (a.input == I::bf16 && a.output == O::bf16) return launch<F, M, I::bf16, O::bf16>(w, a, s);
   fail("gemv: unsupported input/output combination");
@@ -422,12 +471,13 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   GemvArgs rest = a;
   rest.m = a.m - first;
   const int64_t K = w.k;
-  const int64_t xs = a.x_stride ? a.x_stride : (a.input == GemvInput::swiglu ? 2 * K : K);
+  const int64_t xs = a.x_stride ? a.x_stride : K;
   const size_t xel = a.input == GemvInput::rmsnorm ? 4 : 2;
   rest.x = static_cast<const uint8_t*>(a.x) + first * xs * xel;
   rest.x_stride = xs;
   const size_t yel = a.output == GemvOutput::bf16 ? 2 : 4;
-  rest.y = static_cast<uint8_t*>(a.y) + first * w.n * yel;
+  const int64_t ycols = a.output == GemvOutput::swiglu ? w.n / 2 : w.n;
+  rest.y = static_cast<uint8_t*>(a.y) + first * ycols * (a.output == GemvOutput::swiglu ? 2 : yel);
   gemv_format<F>(w, rest, s);
 }
 }  // namespace ao::cuda

@@ -41,20 +41,21 @@ struct DeviceWeight {
 enum class GemvInput : int {
   bf16 = 0,     // x [M, K] bf16
   rmsnorm = 1,  // x [M, K] f32 residual; uses rms_weight (bf16 [K]) and eps
-  swiglu = 2,   // x [M, 2K] bf16 = [gate | up]; uses silu(gate) * up
 };
 // What it does with the result (fused epilogue).
 enum class GemvOutput : int {
   bf16 = 0,          // y [M, N] bf16
   f32 = 1,           // y [M, N] f32
   add_residual = 2,  // residual [M, N] f32 += result
+  swiglu = 3,        // rows interleave gate and up (row 2j = gate j, 2j + 1 = up j):
+                     // y [M, N / 2] bf16 = silu(gate) * up
 };
 
 struct GemvArgs {
   int m = 1;  // batch 1..8
   GemvInput input = GemvInput::bf16;
   const void* x = nullptr;
-  int64_t x_stride = 0;             // elements between rows of x (0 = K, or 2K for swiglu)
+  int64_t x_stride = 0;             // elements between rows of x (0 = K)
   const uint16_t* rms_weight = nullptr;
   float eps = 1e-5f;
   GemvOutput output = GemvOutput::bf16;
@@ -84,7 +85,8 @@ void embedding(const uint16_t* embed, const int32_t* tokens, int m, int dim, flo
 // If delta: residual += delta (bf16). Then out = bf16(rmsnorm(residual) * weight). [M, dim].
 void add_rmsnorm(float* residual, const uint16_t* delta, const uint16_t* weight, float eps,
                  int m, int dim, uint16_t* out, cudaStream_t s);
-// out[m, j] = silu(gu[m, j]) * gu[m, hidden + j] (bf16).
+// out[m, j] = silu(gu[m, 2j]) * gu[m, 2j + 1] (bf16; gate and up interleaved as the
+// gate_up weight's rows are).
 void swiglu(const uint16_t* gate_up, int m, int hidden, uint16_t* out, cudaStream_t s);
 
 struct RopeArgs {
