@@ -1,7 +1,8 @@
 // Attention over the KV cache (layout per layer [n_kv_heads, max_seq, head_dim] bf16).
 // Decode: split-KV flash decoding: a block per (kv head, chunk of kDecodeChunk positions)
 // serves all query heads of the group (GQA: each K/V row is read once), writes an unnormalized
-// partial (max, sum, acc) per (head, chunk); a combine kernel merges the chunks. The grid covers
+// partial (max, sum, acc) per (head, chunk); the last block of each KV head to finish (an
+// atomic counter) merges the chunks. The grid covers
 // the cache capacity and blocks past the current position exit, so one CUDA graph serves every
 // position (*pos lives in device memory).
 // Prefill: a block per (8 query rows, head); K/V tiles of 32 keys in shared memory; one lane per
@@ -21,7 +22,9 @@ constexpr int kDecodeWarps = 4;
 template <int G, int DPL>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     attn_decode_split(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
-                      const int32_t* pos, AttentionArgs a, float* partial) {
+                      const int32_t* pos, AttentionArgs a, float* partial, int* counters,
+                      uint16_t* attn_out) {
+  grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
   const int kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y;
   const int len = *pos + 1;
   const int start = split * kDecodeChunk;
@@ -111,25 +114,29 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       out[1] = L;
     }
   }
-}
-
-__global__ void attn_decode_combine(const float* partial, const int32_t* pos, int nsplit, int hd,
-                                    uint16_t* out) {
-  grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
-  const int h = blockIdx.x;
-  const int used = (*pos + kDecodeChunk) / kDecodeChunk;  // chunks holding 0..*pos
-  const float* ph = partial + static_cast<int64_t>(h) * nsplit * (hd + 2);
-  float M = -INFINITY;
-  for (int s = 0; s < used; ++s) M = fmaxf(M, ph[s * (hd + 2)]);
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+  // The last block of this KV head to finish merges the chunks (threadfence reduction).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  const int used = (len + kDecodeChunk - 1) / kDecodeChunk;
+  if (threadIdx.x == 0) last = atomicAdd(&counters[kvh], 1) == used - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < G * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd, h = kvh * G + g;
+    const float* ph = partial + static_cast<int64_t>(h) * nsplit * (hd + 2);
+    float M = -INFINITY;
+    for (int c = 0; c < used; ++c) M = fmaxf(M, __ldcg(ph + c * (hd + 2)));
     float L = 0.f, A = 0.f;
-    for (int s = 0; s < used; ++s) {
-      const float c = __expf(ph[s * (hd + 2)] - M);
-      L += ph[s * (hd + 2) + 1] * c;
-      A += ph[s * (hd + 2) + 2 + d] * c;
+    for (int c = 0; c < used; ++c) {
+      const float w = __expf(__ldcg(ph + c * (hd + 2)) - M);
+      L += __ldcg(ph + c * (hd + 2) + 1) * w;
+      A += __ldcg(ph + c * (hd + 2) + 2 + d) * w;
     }
-    out[h * hd + d] = float_to_bf16_bits(A / L);
+    attn_out[h * hd + d] = float_to_bf16_bits(A / L);
   }
+  if (threadIdx.x == 0) counters[kvh] = 0;
 }
 
 constexpr int kPrefillRows = 8;  // query rows (warps) per block
@@ -220,16 +227,18 @@ __global__ void __launch_bounds__(kPrefillRows * 32)
 
 template <int G>
 void launch_decode_g(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
-                     const AttentionArgs& a, float* partial, dim3 grid, cudaStream_t s) {
+                     const AttentionArgs& a, float* partial, int* counters, uint16_t* out,
+                     dim3 grid, cudaStream_t s) {
   const int dpl = (a.head_dim + 31) / 32;
+  const unsigned t = kDecodeWarps * 32;
   if (dpl == 1)
-    attn_decode_split<G, 1><<<grid, kDecodeWarps * 32, 0, s>>>(q, kc, vc, pos, a, partial);
+    attn_decode_split<G, 1><<<grid, t, 0, s>>>(q, kc, vc, pos, a, partial, counters, out);
   else if (dpl == 2)
-    attn_decode_split<G, 2><<<grid, kDecodeWarps * 32, 0, s>>>(q, kc, vc, pos, a, partial);
+    attn_decode_split<G, 2><<<grid, t, 0, s>>>(q, kc, vc, pos, a, partial, counters, out);
   else if (dpl <= 4)
-    attn_decode_split<G, 4><<<grid, kDecodeWarps * 32, 0, s>>>(q, kc, vc, pos, a, partial);
+    attn_decode_split<G, 4><<<grid, t, 0, s>>>(q, kc, vc, pos, a, partial, counters, out);
   else if (dpl <= 8)
-    attn_decode_split<G, 8><<<grid, kDecodeWarps * 32, 0, s>>>(q, kc, vc, pos, a, partial);
+    attn_decode_split<G, 8><<<grid, t, 0, s>>>(q, kc, vc, pos, a, partial, counters, out);
   else
     fail("attention_decode: head_dim > 256 not supported");
 }
@@ -238,24 +247,25 @@ void launch_decode_g(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, 
 
 size_t attention_decode_workspace(const AttentionArgs& a) {
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
-  return static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2);
+  return (static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2) + a.n_kv_heads) * 4;
 }
 
 void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
-                      const int32_t* pos, const AttentionArgs& a, float* partial, uint16_t* out,
+                      const int32_t* pos, const AttentionArgs& a, void* workspace, uint16_t* out,
                       cudaStream_t s) {
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
+  float* partial = static_cast<float*>(workspace);
+  int* counters =
+      reinterpret_cast<int*>(partial + static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2));
   const int G = a.n_heads / a.n_kv_heads;
   const dim3 grid(a.n_kv_heads, nsplit);
   switch (G) {
-    case 1: launch_decode_g<1>(q, kc, vc, pos, a, partial, grid, s); break;
-    case 2: launch_decode_g<2>(q, kc, vc, pos, a, partial, grid, s); break;
-    case 4: launch_decode_g<4>(q, kc, vc, pos, a, partial, grid, s); break;
-    case 8: launch_decode_g<8>(q, kc, vc, pos, a, partial, grid, s); break;
+    case 1: launch_decode_g<1>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
+    case 2: launch_decode_g<2>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
+    case 4: launch_decode_g<4>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
+    case 8: launch_decode_g<8>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
     default: fail("attention_decode: n_heads / n_kv_heads must be 1, 2, 4 or 8");
   }
-  AO_CUDA_CHECK(cudaGetLastError());
-  attn_decode_combine<<<a.n_heads, 128, 0, s>>>(partial, pos, nsplit, a.head_dim, out);
   AO_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -360,7 +360,40 @@ __global__ void __launch_bounds__(kThreads, 4) gemv_kernel(const DeviceWeight w,
         float sc = 1.f;
         if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
           sc = static_cast<const float*>(w.scale)[row];
-        if constexpr (OUT == GemvOutput::swiglu) {
+        if constexpr (OUT == GemvOutput::rope_kv) {
+          if (r & 1) continue;  // the pair (row, row + 1) is rotated together
+          const RopeArgs& ro = a.rope;
+          const int hd = ro.head_dim, h = row / hd, i = (row % hd) / 2;
+          const int d0 = ro.interleaved ? 2 * i : i, d1 = ro.interleaved ? 2 * i + 1 : i + hd / 2;
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            float x0 = round_bf16(acc[m][r] * sc), x1 = round_bf16(acc[m][r + 1] * sc);
+            if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8) {
+              x1 = round_bf16(acc[m][r + 1] * static_cast<const float*>(w.scale)[row + 1]);
+            }
+            if (ro.bias) {
+              x0 = round_bf16(x0 + bf16_bits_to_float(ro.bias[h * hd + d0]));
+              x1 = round_bf16(x1 + bf16_bits_to_float(ro.bias[h * hd + d1]));
+            }
+            const int p = *a.pos + m;
+            if (h < ro.n_heads + ro.n_kv_heads) {
+              float sn, cs;
+              sincosf(static_cast<float>(p) * ro.inv_freq[i], &sn, &cs);
+              const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+              x0 = y0, x1 = y1;
+            }
+            uint16_t* dst;
+            if (h < ro.n_heads)
+              dst = a.q_out + (static_cast<int64_t>(m) * ro.n_heads + h) * hd;
+            else if (h < ro.n_heads + ro.n_kv_heads)
+              dst = a.k_cache + (static_cast<int64_t>(h - ro.n_heads) * ro.max_seq + p) * hd;
+            else
+              dst = a.v_cache +
+                    (static_cast<int64_t>(h - ro.n_heads - ro.n_kv_heads) * ro.max_seq + p) * hd;
+            dst[d0] = float_to_bf16_bits(x0);
+            dst[d1] = float_to_bf16_bits(x1);
+          }
+        } else if constexpr (OUT == GemvOutput::swiglu) {
           if (r & 1) continue;  // handled with its gate row (even r)
           float sc_up = 1.f;
           if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
@@ -443,6 +476,11 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.input == I::rmsnorm && a.output == O::f32) return launch<F, M, I::rmsnorm, O::f32>(w, a, s);
   if (a.input == I::bf16 && a.output == O::add_residual)
     return launch<F, M, I::bf16, O::add_residual>(w, a, s);
+  if (a.input == I::rmsnorm && a.output == O::rope_kv) {
+    if (a.rope.head_dim % 2 != 0 || w.n % a.rope.head_dim != 0)
+      fail("gemv: rope_kv output needs an even head_dim dividing the rows");
+    return launch<F, M, I::rmsnorm, O::rope_kv>(w, a, s);
+  }
   if (a.input == I::rmsnorm && a.output == O::swiglu) {
     if (w.n % 2 != 0) fail("gemv: swiglu output needs an even number of rows");
     return launch<F, M, I::rmsnorm, O::swiglu>(w, a, s);
@@ -464,6 +502,7 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     default: break;
   }
   // 3, 5, 6, 7: the largest power of two first, then the rest.
+  if (a.output == GemvOutput::rope_kv) fail("gemv: rope_kv output needs batch 1, 2, 4 or 8");
   const int first = a.m > 4 ? 4 : 2;
   GemvArgs head = a;
   head.m = first;
