@@ -50,6 +50,15 @@ std::string TokenStreamDecoder::finish() {
   return rest;
 }
 
+void check_tokenizer_fits_model(const Tokenizer& tokenizer, int64_t model_vocab_size, const std::string& model_name) {
+  AO_CHECK(tokenizer.vocab_size() <= model_vocab_size,
+           "tokenizer {} has {} tokens but model '{}' has a vocabulary of {}: they do not belong together",
+           tokenizer.description(), tokenizer.vocab_size(), model_name, model_vocab_size);
+  for (const int32_t id : {tokenizer.bos_id(), tokenizer.eos_id()})
+    AO_CHECK(id < model_vocab_size, "tokenizer {}: special token id {} is outside the vocabulary of model '{}' ({})",
+             tokenizer.description(), id, model_name, model_vocab_size);
+}
+
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path) {
   auto file = MappedFile::open(path);
   const uint8_t* p = file->data();

@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -107,6 +108,28 @@ TEST(TokenizerLlama2c, GoldenSentenceOnStories260K) {
   const std::string sample = read_file(ao::test::shared_data("models/stories260K/stories260K.greedy.txt"));
   const std::string decoded = tok->decode(greedy);
   EXPECT_EQ(sample.substr(0, decoded.size()), decoded);
+}
+
+// The perplexity protocol of shared/data/README.md: the first 100000 characters split on blank
+// lines, each paragraph encoded without BOS and followed by token 13, give 46731 tokens.
+TEST(TokenizerLlama2c, TinyStoriesProtocolTokenCount) {
+  const std::string path = ao::test::shared_data("models/stories260K/tok512.bin");
+  const std::string text_path = ao::test::shared_data("text/tinystories_valid_a.txt");
+  AO_REQUIRE_DATA(path);
+  AO_REQUIRE_DATA(text_path);
+  const auto tok = ao::text::load_tokenizer(path);
+  const std::string text = read_file(text_path).substr(0, 100000);
+  size_t total = 0;
+  for (size_t pos = 0; pos <= text.size();) {
+    size_t hit = text.find("\n\n", pos);
+    if (hit == std::string::npos) hit = text.size();
+    std::string para = text.substr(pos, hit - pos);
+    pos = hit + 2;
+    while (!para.empty() && (para.back() == '\n' || para.back() == ' ')) para.pop_back();
+    while (!para.empty() && (para.front() == '\n' || para.front() == ' ')) para.erase(0, 1);
+    if (!para.empty()) total += tok->encode(para, false).size() + 1;
+  }
+  EXPECT_EQ(total, 46731u);
 }
 
 TEST(TokenizerLlama2c, Llama2VocabMatchesLlamaCppVectors) {
@@ -271,6 +294,21 @@ TEST(TokenizerBadInput, UnknownPathAndKind) {
   fs::remove(tmp);
 }
 
+TEST(TokenizerBadInput, TokenizerLargerThanModel) {
+  const std::string path = ao::test::shared_data("models/stories260K/tok512.bin");
+  AO_REQUIRE_DATA(path);
+  const auto tok = ao::text::load_tokenizer(path);
+  EXPECT_NO_THROW(ao::text::check_tokenizer_fits_model(*tok, 512, "stories260K"));
+  EXPECT_NO_THROW(ao::text::check_tokenizer_fits_model(*tok, 576, "padded"));
+  try {
+    ao::text::check_tokenizer_fits_model(*tok, 256, "small");
+    FAIL();
+  } catch (const ao::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("512 tokens but model 'small' has a vocabulary of 256"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(TokenizerBadInput, IdOutOfRange) {
   const auto tok = ao::text::parse_hf_tokenizer(R"({"model": {"type": "BPE", "vocab": {"a": 0}}})", "t.json");
   EXPECT_THROW(tok->decode(std::vector<int32_t>{5}), ao::Error);
@@ -313,6 +351,7 @@ TEST(TokenizerPerf, HundredThousandCharactersUnderASecond) {
     const auto ids = tok->encode(text, true);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_LT(s, 1.0) << tok->description() << " took " << s << " s for 100k characters";
+    std::printf("encode 100k characters: %.3f s, %zu tokens, %s\n", s, ids.size(), tok->description().c_str());
     EXPECT_GT(ids.size(), 10000u);
     EXPECT_EQ(tok->decode(ids), text) << tok->description();
   }

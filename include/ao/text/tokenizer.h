@@ -91,6 +91,10 @@ class TokenStreamDecoder {
   bool at_start_ = true;
 };
 
+// Throws ao::Error naming both when `tokenizer` has more tokens than the model has embedding
+// rows (`model_vocab_size`); a model whose vocabulary is padded beyond the tokenizer's is fine.
+void check_tokenizer_fits_model(const Tokenizer& tokenizer, int64_t model_vocab_size, const std::string& model_name);
+
 // Picks the tokenizer by path:
 //   folder            -> tokenizer.json (+ tokenizer_config.json), else tokenizer.model,
 //                        else encoder.json + vocab.bpe, else tokenizer.bin
