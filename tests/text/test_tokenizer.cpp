@@ -357,4 +357,39 @@ TEST(TokenizerPerf, HundredThousandCharactersUnderASecond) {
   }
 }
 
+TEST(TokenizerRobustness, LongRunsAndInvalidUtf8) {
+  std::vector<std::string> paths = {ao::test::shared_data("models/stories260K/tok512.bin"),
+                                    ao::test::shared_data("tokenizers/llama2/tokenizer.model"),
+                                    ao::test::shared_data("tokenizers/gpt2"),
+                                    std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/llama3_style",
+                                    std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/qwen2_style",
+                                    std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/spm_style"};
+  std::string random_bytes;
+  uint32_t state = 12345;
+  for (int i = 0; i < 20000; ++i) {
+    state = state * 1664525u + 1013904223u;
+    random_bytes += static_cast<char>(state >> 24);
+  }
+  std::string emoji;
+  for (int i = 0; i < 5000; ++i) emoji += "🦙";
+  const std::vector<std::string> inputs = {std::string(50000, ' '), std::string(50000, '\n'), std::string(50000, 'x'),
+                                           std::string(20000, '3'), emoji, random_bytes,
+                                           std::string("a\0b", 3), "\xF0\x9F", "\xE2\x96"};
+  for (const std::string& p : paths) {
+    if (!fs::exists(p)) continue;
+    const auto tok = ao::text::load_tokenizer(p);
+    for (const std::string& in : inputs) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto ids = tok->encode(in, true);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      EXPECT_LT(secs, 1.0) << tok->description() << " input of " << in.size() << " bytes";
+      for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < tok->vocab_size()) << tok->description();
+      const std::string out = tok->decode(ids);
+      EXPECT_EQ(ao::text::detail::utf8_sanitize(out), out);
+      if (ao::text::detail::utf8_sanitize(in) == in && in.find('\0') == std::string::npos)
+        EXPECT_EQ(out, in) << tok->description() << " input of " << in.size() << " bytes";
+    }
+  }
+}
+
 }  // namespace
