@@ -23,10 +23,14 @@ class SentencePieceTokenizer : public detail::VocabTokenizer {
       vocab_.pieces.push_back(sp_.IdToPiece(i));
       vocab_.scores.push_back(sp_.GetScore(i));
       TokenType t = TokenType::normal;
-      if (sp_.IsUnknown(i)) t = TokenType::unknown;
-      else if (sp_.IsControl(i)) t = TokenType::control;
-      else if (sp_.IsByte(i)) t = TokenType::byte;
-      else if (sp_.IsUnused(i)) t = TokenType::unused;
+      if (sp_.IsUnknown(i))
+        t = TokenType::unknown;
+      else if (sp_.IsControl(i))
+        t = TokenType::control;
+      else if (sp_.IsByte(i))
+        t = TokenType::byte;
+      else if (sp_.IsUnused(i))
+        t = TokenType::unused;
       vocab_.types.push_back(t);
       if (t == TokenType::control) literals_.add({vocab_.pieces.back(), i, false, false});
     }

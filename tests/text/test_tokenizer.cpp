@@ -1,10 +1,10 @@
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "ao/core/error.h"
@@ -104,8 +104,10 @@ TEST(TokenizerLlama2c, GoldenSentenceOnStories260K) {
   EXPECT_EQ(ids.front(), 1);
   EXPECT_EQ(tok->decode(ids), text);
   // The greedy sample of the model starts with these ids; they decode to its first words.
-  const std::vector<int32_t> greedy = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
-  const std::string sample = read_file(ao::test::shared_data("models/stories260K/stories260K.greedy.txt"));
+  const std::vector<int32_t> greedy = {1,   403, 407, 261, 378, 432, 383, 286,
+                                       261, 376, 298, 315, 421, 395, 317, 426};
+  const std::string sample =
+      read_file(ao::test::shared_data("models/stories260K/stories260K.greedy.txt"));
   const std::string decoded = tok->decode(greedy);
   EXPECT_EQ(sample.substr(0, decoded.size()), decoded);
 }
@@ -210,7 +212,8 @@ TEST(TokenizerGpt2, SpecialTokensOnlyWhenAsked) {
   AO_REQUIRE_DATA(dir + "/encoder.json");
   const auto tok = ao::text::load_tokenizer(dir);
   const std::string text = "a<|endoftext|>b";
-  EXPECT_EQ(tok->encode(text, EncodeOptions{.parse_special = true}), (std::vector<int32_t>{64, 50256, 65}));
+  EXPECT_EQ(tok->encode(text, EncodeOptions{.parse_special = true}),
+            (std::vector<int32_t>{64, 50256, 65}));
   const auto plain = tok->encode(text, false);
   EXPECT_EQ(std::count(plain.begin(), plain.end(), 50256), 0);
   EXPECT_EQ(tok->decode(plain), text);
@@ -233,7 +236,8 @@ TEST_P(HfFixture, MatchesTokenizersLibrary) {
         << GetParam() << " text: '" << text << "'";
     EXPECT_EQ(tok->encode(text, EncodeOptions{.add_bos = true, .parse_special = true}), ids_special)
         << GetParam() << " text: '" << text << "'";
-    EXPECT_EQ(tok->decode(ids), c["decoded"].get<std::string>()) << GetParam() << " text: '" << text << "'";
+    EXPECT_EQ(tok->decode(ids), c["decoded"].get<std::string>())
+        << GetParam() << " text: '" << text << "'";
     ++checked;
   }
   EXPECT_GT(checked, 40);
@@ -241,7 +245,8 @@ TEST_P(HfFixture, MatchesTokenizersLibrary) {
 
 INSTANTIATE_TEST_SUITE_P(TokenizerJson, HfFixture,
                          ::testing::Values("gpt2_style", "llama3_style", "qwen2_style", "spm_style",
-                                           "metaspace_style", "metaspace_split_style", "lowercase_style"));
+                                           "metaspace_style", "metaspace_split_style",
+                                           "lowercase_style"));
 
 // ---- bad input -----------------------------------------------------------------------
 
@@ -269,15 +274,20 @@ TEST(TokenizerBadInput, UnknownModelType) {
 
 TEST(TokenizerBadInput, BrokenFields) {
   EXPECT_NE(expect_error(R"({"nothing": 1})").find("missing field 'model'"), std::string::npos);
-  EXPECT_NE(expect_error(R"({"model": {"type": "BPE", "vocab": {"a": "x"}}})").find("not an integer id"),
-            std::string::npos);
-  EXPECT_NE(expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}})")
-                .find("'ab' is not in the vocabulary"),
-            std::string::npos);
-  EXPECT_NE(expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}}, "pre_tokenizer": {"type": "Bert"}})")
-                .find("pre-tokenizer type 'Bert'"),
-            std::string::npos);
-  EXPECT_NE(expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "byte_fallback": 3}})").find("wrong type"),
+  EXPECT_NE(
+      expect_error(R"({"model": {"type": "BPE", "vocab": {"a": "x"}}})").find("not an integer id"),
+      std::string::npos);
+  EXPECT_NE(
+      expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}})")
+          .find("'ab' is not in the vocabulary"),
+      std::string::npos);
+  EXPECT_NE(
+      expect_error(
+          R"({"model": {"type": "BPE", "vocab": {"a": 0}}, "pre_tokenizer": {"type": "Bert"}})")
+          .find("pre-tokenizer type 'Bert'"),
+      std::string::npos);
+  EXPECT_NE(expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "byte_fallback": 3}})")
+                .find("wrong type"),
             std::string::npos);
 }
 
@@ -304,13 +314,15 @@ TEST(TokenizerBadInput, TokenizerLargerThanModel) {
     ao::text::check_tokenizer_fits_model(*tok, 256, "small");
     FAIL();
   } catch (const ao::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("512 tokens but model 'small' has a vocabulary of 256"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("512 tokens but model 'small' has a vocabulary of 256"),
+              std::string::npos)
         << e.what();
   }
 }
 
 TEST(TokenizerBadInput, IdOutOfRange) {
-  const auto tok = ao::text::parse_hf_tokenizer(R"({"model": {"type": "BPE", "vocab": {"a": 0}}})", "t.json");
+  const auto tok =
+      ao::text::parse_hf_tokenizer(R"({"model": {"type": "BPE", "vocab": {"a": 0}}})", "t.json");
   EXPECT_THROW(tok->decode(std::vector<int32_t>{5}), ao::Error);
   EXPECT_THROW(tok->piece(-1), ao::Error);
 }
@@ -343,7 +355,8 @@ TEST(TokenizerPerf, HundredThousandCharactersUnderASecond) {
   const std::string text = read_file(text_path).substr(0, 100000);
   std::vector<std::string> paths = {ao::test::shared_data("models/stories260K/tok512.bin"),
                                     ao::test::shared_data("tokenizers/llama2/tokenizer.bin"),
-                                    ao::test::shared_data("tokenizers/gpt2"), ao::test::shared_data(kSpmBase)};
+                                    ao::test::shared_data("tokenizers/gpt2"),
+                                    ao::test::shared_data(kSpmBase)};
   for (const std::string& p : paths) {
     if (!fs::exists(p)) continue;
     const auto tok = ao::text::load_tokenizer(p);
@@ -351,19 +364,21 @@ TEST(TokenizerPerf, HundredThousandCharactersUnderASecond) {
     const auto ids = tok->encode(text, true);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_LT(s, 1.0) << tok->description() << " took " << s << " s for 100k characters";
-    std::printf("encode 100k characters: %.3f s, %zu tokens, %s\n", s, ids.size(), tok->description().c_str());
+    std::printf("encode 100k characters: %.3f s, %zu tokens, %s\n", s, ids.size(),
+                tok->description().c_str());
     EXPECT_GT(ids.size(), 10000u);
     EXPECT_EQ(tok->decode(ids), text) << tok->description();
   }
 }
 
 TEST(TokenizerRobustness, LongRunsAndInvalidUtf8) {
-  std::vector<std::string> paths = {ao::test::shared_data("models/stories260K/tok512.bin"),
-                                    ao::test::shared_data("tokenizers/llama2/tokenizer.model"),
-                                    ao::test::shared_data("tokenizers/gpt2"),
-                                    std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/llama3_style",
-                                    std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/qwen2_style",
-                                    std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/spm_style"};
+  std::vector<std::string> paths = {
+      ao::test::shared_data("models/stories260K/tok512.bin"),
+      ao::test::shared_data("tokenizers/llama2/tokenizer.model"),
+      ao::test::shared_data("tokenizers/gpt2"),
+      std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/llama3_style",
+      std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/qwen2_style",
+      std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/spm_style"};
   std::string random_bytes;
   uint32_t state = 12345;
   for (int i = 0; i < 20000; ++i) {
@@ -372,16 +387,23 @@ TEST(TokenizerRobustness, LongRunsAndInvalidUtf8) {
   }
   std::string emoji;
   for (int i = 0; i < 5000; ++i) emoji += "🦙";
-  const std::vector<std::string> inputs = {std::string(50000, ' '), std::string(50000, '\n'), std::string(50000, 'x'),
-                                           std::string(20000, '3'), emoji, random_bytes,
-                                           std::string("a\0b", 3), "\xF0\x9F", "\xE2\x96"};
+  const std::vector<std::string> inputs = {std::string(50000, ' '),
+                                           std::string(50000, '\n'),
+                                           std::string(50000, 'x'),
+                                           std::string(20000, '3'),
+                                           emoji,
+                                           random_bytes,
+                                           std::string("a\0b", 3),
+                                           "\xF0\x9F",
+                                           "\xE2\x96"};
   for (const std::string& p : paths) {
     if (!fs::exists(p)) continue;
     const auto tok = ao::text::load_tokenizer(p);
     for (const std::string& in : inputs) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto ids = tok->encode(in, true);
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       EXPECT_LT(secs, 1.0) << tok->description() << " input of " << in.size() << " bytes";
       for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < tok->vocab_size()) << tok->description();
       const std::string out = tok->decode(ids);

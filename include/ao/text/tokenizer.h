@@ -20,7 +20,7 @@ enum class TokenType : uint8_t {
   control,       // BOS, EOS, chat markers: never produced from plain text, decoded as ""
   user_defined,  // added token matched literally in the text (never split by BPE)
   unused,
-  byte,          // <0xNN> byte-fallback piece
+  byte,  // <0xNN> byte-fallback piece
 };
 
 struct EncodeOptions {
@@ -33,7 +33,8 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  virtual std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const = 0;
+  virtual std::vector<int32_t> encode(std::string_view text,
+                                      const EncodeOptions& options) const = 0;
   std::vector<int32_t> encode(std::string_view text, bool add_bos = false) const {
     return encode(text, EncodeOptions{.add_bos = add_bos});
   }
@@ -93,7 +94,8 @@ class TokenStreamDecoder {
 
 // Throws ao::Error naming both when `tokenizer` has more tokens than the model has embedding
 // rows (`model_vocab_size`); a model whose vocabulary is padded beyond the tokenizer's is fine.
-void check_tokenizer_fits_model(const Tokenizer& tokenizer, int64_t model_vocab_size, const std::string& model_name);
+void check_tokenizer_fits_model(const Tokenizer& tokenizer, int64_t model_vocab_size,
+                                const std::string& model_name);
 
 // Picks the tokenizer by path:
 //   folder            -> tokenizer.json (+ tokenizer_config.json), else tokenizer.model,
