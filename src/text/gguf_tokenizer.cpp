@@ -77,7 +77,10 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
     const int32_t eos = token_id("tokenizer.ggml.eos_token_id");
     const int32_t unk = token_id("tokenizer.ggml.unknown_token_id");
     const bool prefix = gguf.get_bool("tokenizer.ggml.add_space_prefix", true);
-    return std::make_unique<detail::SpmTokenizer>(std::move(vocab), bos, eos, unk, prefix, desc);
+    auto tok =
+        std::make_unique<detail::SpmTokenizer>(std::move(vocab), bos, eos, unk, prefix, desc);
+    tok->set_default_add_bos(gguf.get_bool("tokenizer.ggml.add_bos_token", bos >= 0));
+    return tok;
   }
   if (model == "gpt2") {
     nlohmann::json vocab = nlohmann::json::object();
@@ -110,6 +113,7 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
       overrides.bos_id = bos;
     if (const int32_t eos = token_id("tokenizer.ggml.eos_token_id"); eos >= 0)
       overrides.eos_id = eos;
+    overrides.add_bos = gguf.get_bool("tokenizer.ggml.add_bos_token", false);
     return detail::build_hf_tokenizer(doc, desc, overrides);
   }
   throw NotSupported(

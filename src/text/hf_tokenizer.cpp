@@ -664,6 +664,8 @@ class HfBuilder {
         }
     // A template without BOS (Qwen2) still lets callers ask for add_bos; without a template
     // add_bos prepends the BOS token if there is one.
+    t.default_add_bos_ = !t.prefix_.empty();
+    if (overrides_.add_bos) t.default_add_bos_ = *overrides_.add_bos;
     if (t.prefix_.empty() && t.suffix_.empty() && t.bos_id_ >= 0 && !has(doc_, "post_processor"))
       t.prefix_.push_back(t.bos_id_);
   }
@@ -720,6 +722,9 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view json_text, const 
         parse_json(config_json_text, fmt::format("tokenizer_config.json for '{}'", name));
     overrides.bos_piece = config_token(config, "bos_token");
     overrides.eos_piece = config_token(config, "eos_token");
+    if (config.is_object() && config.contains("add_bos_token") &&
+        config["add_bos_token"].is_boolean())
+      overrides.add_bos = config["add_bos_token"].get<bool>();
   }
   return detail::build_hf_tokenizer(doc, what, overrides);
 }

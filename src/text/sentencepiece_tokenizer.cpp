@@ -38,6 +38,7 @@ class SentencePieceTokenizer : public detail::VocabTokenizer {
     bos_id_ = sp_.bos_id();
     eos_id_ = sp_.eos_id();
     unk_id_ = sp_.unk_id();
+    default_add_bos_ = bos_id_ >= 0;
     // The normalizer spec is not exposed by the library: probe whether a dummy "▁" is added.
     std::vector<std::string> probe;
     AO_CHECK(sp_.Encode("a", &probe).ok(), "SentencePiece model '{}': cannot encode", path);

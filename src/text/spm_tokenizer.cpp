@@ -17,6 +17,7 @@ SpmTokenizer::SpmTokenizer(Vocab vocab, int32_t bos, int32_t eos, int32_t unk,
   eos_id_ = eos;
   unk_id_ = unk;
   adds_space_prefix_ = add_space_prefix;
+  default_add_bos_ = bos >= 0;
   description_ = std::move(description);
   for (int32_t i = 0; i < vocab_.size(); ++i) {
     const TokenType t = vocab_.types[i];

@@ -15,7 +15,7 @@ void Vocab::build_index() {
   ids.reserve(pieces.size());
   std::fill(std::begin(byte_ids), std::end(byte_ids), -1);
   for (int32_t i = 0; i < size(); ++i) {
-    ids.emplace(pieces[i], i);
+    if (!pieces[i].empty()) ids.emplace(pieces[i], i);
     if (types[i] == TokenType::byte) {
       const int b = parse_byte_piece(pieces[i]);
       if (b >= 0 && byte_ids[b] < 0) byte_ids[b] = i;

@@ -115,6 +115,7 @@ TEST(TokenizerLlama2c, GoldenSentenceOnStories260K) {
   const std::vector<int32_t> ids = tok->encode(text, true);
   EXPECT_EQ(ids.size(), 35u) << show(ids);
   EXPECT_EQ(ids.front(), 1);
+  EXPECT_TRUE(tok->default_add_bos());
   EXPECT_EQ(tok->decode(ids), text);
   // The greedy sample of the model starts with these ids; they decode to its first words.
   const std::vector<int32_t> greedy = {1,   403, 407, 261, 378, 432, 383, 286,
@@ -216,6 +217,7 @@ TEST(TokenizerGpt2, LlamaCppVectors) {
   const auto tok = ao::text::load_tokenizer(dir);
   EXPECT_EQ(tok->vocab_size(), 50257);
   EXPECT_EQ(tok->eos_id(), 50256);
+  EXPECT_FALSE(tok->default_add_bos());
   expect_llamacpp_vectors(*tok, ao::test::shared_data(kGpt2Base));
   expect_round_trip(*tok, ao::test::shared_data(kGpt2Base));
 }
@@ -254,6 +256,8 @@ TEST_P(HfFixture, MatchesTokenizersLibrary) {
     ++checked;
   }
   EXPECT_GT(checked, 40);
+  // The template adds BOS exactly when the library adds something with special tokens on.
+  EXPECT_EQ(tok->default_add_bos(), GetParam() == "llama3_style" || GetParam() == "spm_style");
 }
 
 INSTANTIATE_TEST_SUITE_P(TokenizerJson, HfFixture,

@@ -61,6 +61,11 @@ class Tokenizer {
   // True when the encoder prepends a space to the text (SentencePiece dummy prefix); decode
   // then removes the space from the first token.
   bool adds_space_prefix() const { return adds_space_prefix_; }
+  // Whether prompts for this model family start with BOS (Llama: yes; GPT-2, Qwen2: no), as
+  // the tokenizer file says it (tokenizer.json template, GGUF add_bos_token). Model loaders
+  // may override it from the model's own config.
+  bool default_add_bos() const { return default_add_bos_; }
+  void set_default_add_bos(bool add) { default_add_bos_ = add; }
   // A short description: "llama2.c tok512.bin (512 tokens)", "tokenizer.json BPE (byte-level)".
   const std::string& description() const { return description_; }
 
@@ -74,6 +79,7 @@ class Tokenizer {
 
   int32_t bos_id_ = -1, eos_id_ = -1, unk_id_ = -1;
   bool adds_space_prefix_ = false;
+  bool default_add_bos_ = false;
   std::string description_;
 };
 
