@@ -1,6 +1,7 @@
 #include "ao/formats/float_formats.h"
 
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 
@@ -159,15 +160,24 @@ uint16_t f32_to_bf16_rne(float x) {
   return static_cast<uint16_t>((u + ((u >> 16) & 1) + 0x7FFFu) >> 16);
 }
 
-bool formats_use_avx2() {
-  static const bool use = [] {
-    if (std::getenv("AO_FORMATS_NO_SIMD") != nullptr) return false;
+namespace {
+bool cpu_has_avx2() {
+  static const bool has = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
   }();
-  return use;
+  return has;
 }
+std::atomic<bool>& simd_enabled() {
+  static std::atomic<bool> on{cpu_has_avx2() && std::getenv("AO_FORMATS_NO_SIMD") == nullptr};
+  return on;
+}
+}  // namespace
+
+bool formats_use_avx2() { return simd_enabled().load(std::memory_order_relaxed); }
+
+void set_formats_simd(bool enabled) { simd_enabled().store(enabled && cpu_has_avx2()); }
 
 namespace {
 

@@ -71,9 +71,13 @@ float decode(FloatFormat f, uint8_t code);
 void encode_bulk(FloatFormat f, const float* x, uint8_t* codes, int64_t n, bool saturate = false);
 void decode_bulk(FloatFormat f, const uint8_t* codes, float* out, int64_t n);
 
-// True when this process uses the AVX2 paths (CPU has AVX2, FMA and F16C and the
-// environment variable AO_FORMATS_NO_SIMD is not set).
+// True when the AVX2 paths are used: the CPU has AVX2, FMA and F16C (checked once with
+// __builtin_cpu_supports), the environment variable AO_FORMATS_NO_SIMD is not set, and
+// set_formats_simd(false) was not called.
 bool formats_use_avx2();
+// Enables/disables the AVX2 paths (they are never enabled on a CPU without AVX2). For tests
+// and benchmarks that compare the vectorized paths with the scalar reference.
+void set_formats_simd(bool enabled);
 
 // bfloat16 helpers with PyTorch's rounding (RNE; NaN -> quiet NaN 0x7FC0). Formats that
 // compute "in bf16" round after every operation, as PyTorch's CPU kernels do.
