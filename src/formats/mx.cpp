@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ao/core/error.h"
+#include "formats/block_kernels.h"
 #include "formats/bulk.h"
 #include "formats/float_codec.h"
 #include "formats/math_util.h"
@@ -43,21 +44,95 @@ void check_shape(int64_t n, int64_t k, int64_t block, const char* what) {
 uint8_t rceil_exponent(float descale) {
   if (descale != descale) return 255;
   if (std::isinf(descale)) return 254;
+  const uint32_t b = f32_bits(descale);
+  const int32_t e = static_cast<int32_t>((b >> 23) & 0xFF) - 127;
+  const uint32_t m = b & 0x7FFFFF;
+  // Fast path for normal values: log2 is exactly e when the mantissa is 0, and for a
+  // mantissa of 64 ulps or more log2(d) - e > 2^-17 >= half an ulp of any |e| < 128, so the
+  // f32-rounded log2 stays above e and its ceil is e + 1. Near 2^e, ask log2.
+  if (e > -127 && e < 127 && (m == 0 || m >= 64)) {
+    const int32_t c = m == 0 ? e : e + 1;
+    return static_cast<uint8_t>((c < -127 ? -127 : (c > 127 ? 127 : c)) + 127);
+  }
   const float l = static_cast<float>(std::log2(static_cast<double>(descale)));
-  float e = std::ceil(l);
-  e = e < -127.0f ? -127.0f : (e > 127.0f ? 127.0f : e);
-  return static_cast<uint8_t>(static_cast<int>(e) + 127);
-}
-
-// Encodes the scaled block values into one code per byte (saturating: TorchAO clamps to
-// +-max before the fp8 cast; its fp6/fp4 encoder saturates by itself; NaN passes).
-void encode_block(FloatFormat elem, const float* v, int64_t len, uint8_t* codes) {
-  float_format_info(elem).encode_bulk(v, codes, len, /*saturate=*/true);
+  float c = std::ceil(l);
+  c = c < -127.0f ? -127.0f : (c > 127.0f ? 127.0f : c);
+  return static_cast<uint8_t>(static_cast<int>(c) + 127);
 }
 
 void pack_fp4_pairs(const uint8_t* codes, int64_t len, uint8_t* out) {
   for (int64_t i = 0; i < len / 2; ++i)
     out[i] = static_cast<uint8_t>(codes[2 * i] | (codes[2 * i + 1] << 4));
+}
+
+}  // namespace
+
+namespace detail {
+
+BlockScaling block_scaling(const BlockRule& rule, float amax) {
+  if (rule.kind == BlockRule::mx) {
+    const uint8_t s = mx_scale_from_amax(amax, rule.elem, rule.mode);
+    if (rule.mode == ScaleMode::rceil) {  // _to_mx_rceil: multiply by the reciprocal
+      float rcp;
+      if (s == 255) rcp = amax / float_format_info(rule.elem).max_value;  // NaN
+      else if (s == 254) rcp = f32_from_bits(0x00400000u);               // 2^-127
+      else if (s == 0) rcp = 1.0f;
+      else rcp = f32_from_bits(static_cast<uint32_t>(254 - s) << 23);    // 2^(127 - s)
+      return {s, false, rcp};
+    }
+    // FLOOR/CEIL/EVEN: divide by the scale as f32, clamped to the smallest normal
+    // s == 255 gives +Inf (the NaN case divides by Inf, as TorchAO); s == 0 clamps to 2^-126
+    const float sf = s == 0 ? f32_from_bits(0x00800000u) : f32_from_bits(static_cast<uint32_t>(s) << 23);
+    return {s, true, sf};
+  }
+  // NVFP4 (nvfp4_quantize): e4m3 block scale, multiply by the reciprocal
+  const float eps = std::ldexp(1.0f, -6);  // torch.finfo(float8_e4m3fn).tiny
+  const float block_scale = amax / 6.0f;
+  if (rule.per_tensor_scale == nullptr) {
+    const uint8_t s8 = f32_to_f8_e4m3fn(clamp_keep_nan(clamp_min(block_scale, eps), 448.0f));
+    return {s8, false, 1.0f / f8_e4m3fn_to_f32(s8)};
+  }
+  const float pts = *rule.per_tensor_scale;
+  const uint8_t s8 = f32_to_f8_e4m3fn(clamp_keep_nan(clamp_min(block_scale / pts, eps), 448.0f));
+  return {s8, false, (1.0f / pts) / f8_e4m3fn_to_f32(s8)};
+}
+
+void quantize_blocks_row_ref(const BlockRule& rule, const float* row, int64_t k, int64_t bs,
+                             uint8_t* codes, uint8_t* scales) {
+  const auto& info = float_format_info(rule.elem);
+  std::vector<float> tmp(bs);
+  for (int64_t b = 0; b < k / bs; ++b) {
+    const float* blk = row + b * bs;
+    float amax = 0.0f;
+    for (int64_t j = 0; j < bs; ++j) amax = nan_max(amax, std::fabs(blk[j]));
+    const BlockScaling sc = block_scaling(rule, amax);
+    scales[b] = sc.scale_byte;
+    for (int64_t j = 0; j < bs; ++j)
+      tmp[j] = sc.value != sc.value ? sc.value : (sc.divide ? blk[j] / sc.value : blk[j] * sc.value);
+    info.encode_bulk_ref(tmp.data(), codes + b * bs, bs, /*saturate=*/true);
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+// Rows of x -> codes (packed for fp4) and scales, through the reference or AVX2 row kernel.
+void quantize_rows(const detail::BlockRule& rule, const void* x, DType x_dtype, int64_t n,
+                   int64_t k, int64_t bs, uint8_t* qdata, uint8_t* scale) {
+  const bool fp4 = rule.elem == FloatFormat::f4_e2m1;
+  const bool simd = formats_use_avx2();
+  std::vector<float> row(k);
+  std::vector<uint8_t> codes(fp4 ? k : 0);
+  for (int64_t r = 0; r < n; ++r) {
+    detail::load_row(x, x_dtype, r, k, row.data());
+    uint8_t* dst = fp4 ? codes.data() : qdata + r * k;
+    if (simd)
+      detail::quantize_blocks_row_avx2(rule, row.data(), k, bs, dst, scale + r * (k / bs));
+    else
+      detail::quantize_blocks_row_ref(rule, row.data(), k, bs, dst, scale + r * (k / bs));
+    if (fp4) pack_fp4_pairs(codes.data(), k, qdata + r * k / 2);
+  }
 }
 
 }  // namespace
@@ -88,35 +163,8 @@ void mx_quantize(const void* x, DType x_dtype, int64_t n, int64_t k, FloatFormat
   check_elem(elem, "mx_quantize");
   detail::check_float_input(x_dtype, "mx_quantize");
   check_shape(n, k, block_size, "mx_quantize");
-  const auto& info = float_format_info(elem);
-  const bool fp4 = elem == FloatFormat::f4_e2m1;
-  const int64_t nb = k / block_size;
-  std::vector<float> row(k), tmp(block_size);
-  std::vector<uint8_t> codes(block_size);
-  for (int64_t r = 0; r < n; ++r) {
-    detail::load_row(x, x_dtype, r, k, row.data());
-    for (int64_t b = 0; b < nb; ++b) {
-      const float* blk = row.data() + b * block_size;
-      const float amax = detail::abs_max(blk, block_size, 0.0f);
-      const uint8_t s = mx_scale_from_amax(amax, elem, mode);
-      scale[r * nb + b] = s;
-      if (mode == ScaleMode::rceil) {
-        float rcp;
-        if (s == 255) rcp = amax / info.max_value;  // NaN
-        else if (s == 254) rcp = std::ldexp(1.0f, -127);
-        else if (s == 0) rcp = 1.0f;
-        else rcp = std::ldexp(1.0f, 127 - s);
-        detail::mul_scalar(blk, rcp, tmp.data(), block_size);
-      } else {
-        float sf = f32_from_bits(static_cast<uint32_t>(s) << 23);
-        if (sf < std::ldexp(1.0f, -126)) sf = std::ldexp(1.0f, -126);
-        detail::div_scalar(blk, sf, tmp.data(), block_size);
-      }
-      uint8_t* dst = fp4 ? codes.data() : qdata + r * k + b * block_size;
-      encode_block(elem, tmp.data(), block_size, dst);
-      if (fp4) pack_fp4_pairs(codes.data(), block_size, qdata + (r * k + b * block_size) / 2);
-    }
-  }
+  quantize_rows(detail::BlockRule{detail::BlockRule::mx, elem, mode, nullptr}, x, x_dtype, n, k,
+                block_size, qdata, scale);
 }
 
 void mx_dequantize(const uint8_t* qdata, const uint8_t* scale, int64_t n, int64_t k,
@@ -160,32 +208,9 @@ void nvfp4_quantize(const void* x, DType x_dtype, int64_t n, int64_t k,
                     const float* per_tensor_scale, uint8_t* qdata, uint8_t* scale) {
   detail::check_float_input(x_dtype, "nvfp4_quantize");
   check_shape(n, k, kNvfp4BlockSize, "nvfp4_quantize");
-  const int64_t bs = kNvfp4BlockSize, nb = k / bs;
-  const float eps = std::ldexp(1.0f, -6);  // torch.finfo(float8_e4m3fn).tiny
-  std::vector<float> row(k), tmp(bs);
-  uint8_t codes[kNvfp4BlockSize];
-  for (int64_t r = 0; r < n; ++r) {
-    detail::load_row(x, x_dtype, r, k, row.data());
-    for (int64_t b = 0; b < nb; ++b) {
-      const float* blk = row.data() + b * bs;
-      const float block_scale = detail::abs_max(blk, bs, 0.0f) / 6.0f;
-      float recip;
-      uint8_t s8;
-      if (per_tensor_scale == nullptr) {
-        s8 = f32_to_f8_e4m3fn(detail::clamp_keep_nan(detail::clamp_min(block_scale, eps), 448.0f));
-        recip = 1.0f / f8_e4m3fn_to_f32(s8);
-      } else {
-        const float pts = *per_tensor_scale;
-        const float scaled = block_scale / pts;
-        s8 = f32_to_f8_e4m3fn(detail::clamp_keep_nan(detail::clamp_min(scaled, eps), 448.0f));
-        recip = (1.0f / pts) / f8_e4m3fn_to_f32(s8);
-      }
-      scale[r * nb + b] = s8;
-      detail::mul_scalar(blk, recip, tmp.data(), bs);
-      float_format_info(FloatFormat::f4_e2m1).encode_bulk(tmp.data(), codes, bs, /*saturate=*/true);
-      pack_fp4_pairs(codes, bs, qdata + (r * k + b * bs) / 2);
-    }
-  }
+  quantize_rows(detail::BlockRule{detail::BlockRule::nvfp4, FloatFormat::f4_e2m1, ScaleMode::floor,
+                                  per_tensor_scale},
+                x, x_dtype, n, k, kNvfp4BlockSize, qdata, scale);
 }
 
 void nvfp4_dequantize(const uint8_t* qdata, const uint8_t* scale, int64_t n, int64_t k,
