@@ -81,6 +81,7 @@ uint8_t e8m0_encode(float x);
 // AVX2 kernels (float_formats_avx2.cpp); only called when formats_use_avx2().
 void encode_avx2(const EncodeParams& p, const float* x, uint8_t* codes, int64_t n, bool saturate);
 void encode_e8m0_avx2(const float* x, uint8_t* codes, int64_t n);
-void decode_lut_avx2(const float* table, const uint8_t* codes, float* out, int64_t n);
+void decode_arith_avx2(FloatFormat f, const uint8_t* codes, float* out, int64_t n);
+void decode_e8m0_avx2(const uint8_t* codes, float* out, int64_t n);
 
 }  // namespace ao::formats::detail

@@ -215,7 +215,11 @@ void encode_fast(const float* x, uint8_t* codes, int64_t n, bool saturate) {
 template <FloatFormat F>
 void decode_fast(const uint8_t* codes, float* out, int64_t n) {
   if (!formats_use_avx2()) return decode_ref<F>(codes, out, n);
-  decode_lut_avx2(decode_table(F), codes, out, n);
+  if constexpr (F == FloatFormat::e8m0) {
+    decode_e8m0_avx2(codes, out, n);
+  } else {
+    decode_arith_avx2(F, codes, out, n);
+  }
 }
 
 template <FloatFormat F>

@@ -136,6 +136,12 @@ TEST(FormatFloat, BulkEqualsScalar) {
       info.encode_bulk(x.data(), fast.data(), static_cast<int64_t>(x.size()), sat);
       EXPECT_TRUE(same_vec(fast, ref)) << info.name << " saturate=" << sat;
     }
+    std::vector<uint8_t> every(1024);
+    for (size_t i = 0; i < every.size(); ++i) every[i] = static_cast<uint8_t>(i * 7);
+    std::vector<float> e1(every.size()), e2(every.size());
+    info.decode_bulk_ref(every.data(), e1.data(), static_cast<int64_t>(every.size()));
+    info.decode_bulk(every.data(), e2.data(), static_cast<int64_t>(every.size()));
+    EXPECT_TRUE(same_vec(e2, e1)) << info.name << " (every byte value)";
     info.decode_bulk_ref(ref.data(), dref.data(), static_cast<int64_t>(ref.size()));
     info.decode_bulk(ref.data(), dfast.data(), static_cast<int64_t>(ref.size()));
     EXPECT_TRUE(same_vec(dfast, dref)) << info.name;
