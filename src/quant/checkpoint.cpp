@@ -146,7 +146,7 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
       ++sum.quantized;
     } else {
       tensors.push_back({nt.name, w});
-      meta[nt.name] = json{{"_type", "torch.Tensor"}}.dump();
+      meta[nt.name] = json{{"_type", "Tensor"}}.dump();  // torch.Tensor.__name__, as TorchAO writes it
       row.bytes_after = row.bytes_before;
     }
     row.seconds = t.seconds();
@@ -230,7 +230,7 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
     }
     const std::string type = meta.value("_type", "");
     const std::string where = fmt::format("{}: {} ({})", m.path, name, type);
-    if (type == "torch.Tensor") {
+    if (type == "Tensor" || type == "torch.Tensor") {
       auto t = by_name.find(name);
       AO_CHECK(t != by_name.end(), "{}: tensor is declared in metadata but missing from the file", where);
       out.dense.push_back({name, t->second});
@@ -241,7 +241,7 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
     if (!info) {
       std::string known;
       for (const auto& t : qtensor_types()) known += (known.empty() ? "" : ", ") + std::string(t.name);
-      throw NotSupported(fmt::format("{}: tensor type '{}' (supported: {}, torch.Tensor)", m.path + ": " + name, type, known));
+      throw NotSupported(fmt::format("{}: tensor type '{}' (supported: {}, Tensor)", m.path + ": " + name, type, known));
     }
     AO_CHECK(meta.contains("_tensor_data_names") && meta["_tensor_data_names"].is_array(),
              "{}: metadata has no '_tensor_data_names' list", where);

@@ -235,8 +235,9 @@ QTensorPtr IntxUnpackedToInt8Tensor::load(const std::string& where, std::vector<
   ActivationQuant act = ActivationQuant::none;
   const json& aq = attr(where, a, "activation_quantization");
   if (!aq.is_null()) {
-    AO_CHECK(torch_name_of(aq) == "int8_asym_per_token", "{}: activation_quantization {} is not supported", where,
-             aq.dump());
+    std::string v = torch_name_of(aq);
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    AO_CHECK(v == "int8_asym_per_token", "{}: activation_quantization {} is not supported", where, aq.dump());
     act = ActivationQuant::int8_asymmetric_per_token;
   }
   Tensor zp = d.get("zero_point");

@@ -2,6 +2,8 @@
 // configs and write a Hugging Face folder in TorchAO's checkpoint format.
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 
 #include "ao/core/log.h"
@@ -20,6 +22,11 @@ struct QuantizeArgs {
 };
 
 void draw_progress(size_t done, size_t total, const std::string& name) {
+  static const bool tty = isatty(fileno(stderr)) != 0;
+  if (!tty) {
+    if (done == total) fmt::print(stderr, "quantized {} tensors\n", total);
+    return;
+  }
   const int width = 30;
   const int filled = total ? static_cast<int>(width * done / total) : width;
   fmt::print(stderr, "\r[{}{}] {}/{} {:<48.48}", std::string(static_cast<size_t>(filled), '#'),

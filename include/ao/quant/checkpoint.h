@@ -1,7 +1,7 @@
 // Quantized checkpoints in TorchAO's flattened safetensors layout, as transformers writes
 // them: a quantized weight `<module>.weight` is stored as `<module>._weight_<name>` for each
 // data tensor of its type, the file metadata holds, per tensor name, {"_type", "_data",
-// "_tensor_data_names"} (plain tensors: {"_type": "torch.Tensor"}) plus "tensor_names"; and
+// "_tensor_data_names"} (plain tensors: {"_type": "Tensor"}) plus "tensor_names"; and
 // config.json carries quantization_config {quant_method: torchao, quant_type: {default: ...}}.
 #pragma once
 
