@@ -265,6 +265,35 @@ INSTANTIATE_TEST_SUITE_P(TokenizerJson, HfFixture,
                                            "metaspace_style", "metaspace_split_style",
                                            "lowercase_style"));
 
+TEST(TokenizerJson, ConfigSuppliesBosEos) {
+  const std::string fixture = std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/qwen2_style";
+  const auto plain = ao::text::load_tokenizer(fixture);
+  EXPECT_EQ(plain->bos_id(), -1);
+  EXPECT_EQ(plain->eos_id(), *plain->piece_to_id("<|endoftext|>"));
+  EXPECT_FALSE(plain->default_add_bos());
+
+  const fs::path dir = fs::temp_directory_path() / "ao_test_tokenizer_config";
+  fs::create_directories(dir);
+  fs::copy_file(fixture + "/tokenizer.json", dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"bos_token": null, "eos_token": {"content": "<|im_end|>"}, "add_bos_token": false})";
+  const auto tok = ao::text::load_tokenizer(dir.string());
+  EXPECT_EQ(tok->eos_id(), *tok->piece_to_id("<|im_end|>"));
+  EXPECT_EQ(tok->bos_id(), -1);
+
+  std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": "<|nope|>"})";
+  try {
+    ao::text::load_tokenizer(dir.string());
+    FAIL() << "expected ao::Error";
+  } catch (const ao::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("EOS token '<|nope|>' is not in the vocabulary"),
+              std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
 // ---- bad input -----------------------------------------------------------------------
 
 std::string expect_error(const std::string& json_text) {
