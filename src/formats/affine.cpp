@@ -15,9 +15,12 @@ using detail::Rounder;
 
 const char* mapping_type_name(MappingType m) {
   switch (m) {
-    case MappingType::symmetric: return "SYMMETRIC";
-    case MappingType::symmetric_no_clipping_err: return "SYMMETRIC_NO_CLIPPING_ERR";
-    case MappingType::asymmetric: return "ASYMMETRIC";
+    case MappingType::symmetric:
+      return "SYMMETRIC";
+    case MappingType::symmetric_no_clipping_err:
+      return "SYMMETRIC_NO_CLIPPING_ERR";
+    case MappingType::asymmetric:
+      return "ASYMMETRIC";
   }
   return "?";
 }
@@ -114,7 +117,8 @@ void quantize_affine(const void* x, DType x_dtype, int64_t n, int64_t k, Block b
   detail::check_float_input(x_dtype, "quantize_affine");
   detail::check_float_input(scale_dtype, "quantize_affine (scale)");
   check_block(n, k, block, "quantize_affine");
-  const DType cdt = (x_dtype == DType::bf16 && scale_dtype == DType::bf16) ? DType::bf16 : DType::f32;
+  const DType cdt =
+      (x_dtype == DType::bf16 && scale_dtype == DType::bf16) ? DType::bf16 : DType::f32;
   detail::quantize_affine_rows(x, x_dtype, n, k, block, scale, Rounder(scale_dtype), zero_point,
                                fmt, Rounder(cdt), static_cast<uint8_t*>(q));
 }
@@ -128,8 +132,8 @@ void dequantize_affine(const void* q, IntFormat fmt, int64_t n, int64_t k, Block
                                  zero_point, out, out_dtype);
 }
 
-void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k,
-                                    Block block, IntFormat fmt, float* scale, float* zero,
+void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
+                                    IntFormat fmt, float* scale, float* zero,
                                     std::optional<float> eps) {
   check_fmt(fmt);
   detail::check_float_input(x_dtype, "choose_qparams_affine_tinygemm");
@@ -140,13 +144,14 @@ void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int
   std::vector<float> row(k);
   for (int64_t r = 0; r < n; ++r) {
     detail::load_row(x, x_dtype, r, k, row.data());
-    for_each_block_segment(1, k, Block{1, block.cols}, [&](int64_t c, int64_t, int64_t j0, int64_t j1) {
-      const int64_t bi = (r / block.rows) * (k / block.cols) + c;
-      for (int64_t j = j0; j < j1; ++j) {
-        mn[bi] = detail::nan_min(mn[bi], row[j]);
-        mx[bi] = detail::nan_max(mx[bi], row[j]);
-      }
-    });
+    for_each_block_segment(1, k, Block{1, block.cols},
+                           [&](int64_t c, int64_t, int64_t j0, int64_t j1) {
+                             const int64_t bi = (r / block.rows) * (k / block.cols) + c;
+                             for (int64_t j = j0; j < j1; ++j) {
+                               mn[bi] = detail::nan_min(mn[bi], row[j]);
+                               mx[bi] = detail::nan_max(mx[bi], row[j]);
+                             }
+                           });
   }
   const float e = eps ? *eps : std::ldexp(1.0f, -126);
   const float mid = (fmt.qmax() + fmt.qmin() + 1) / 2.0f;
@@ -165,7 +170,8 @@ void quantize_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k
   detail::check_float_input(x_dtype, "quantize_affine_tinygemm");
   detail::check_float_input(qparam_dtype, "quantize_affine_tinygemm (scale)");
   check_block(n, k, block, "quantize_affine_tinygemm");
-  const Rounder R((x_dtype == DType::bf16 && qparam_dtype == DType::bf16) ? DType::bf16 : DType::f32);
+  const Rounder R((x_dtype == DType::bf16 && qparam_dtype == DType::bf16) ? DType::bf16
+                                                                          : DType::f32);
   const Rounder Rq(qparam_dtype);
   const float mid = (fmt.qmax() + fmt.qmin() + 1) / 2.0f;
   const float qmin = static_cast<float>(fmt.qmin()), qmax = static_cast<float>(fmt.qmax());
@@ -184,9 +190,8 @@ void quantize_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k
   }
 }
 
-void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int64_t k,
-                                Block block, const float* scale, const float* zero, void* out,
-                                DType out_dtype) {
+void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int64_t k, Block block,
+                                const float* scale, const float* zero, void* out, DType out_dtype) {
   check_fmt(fmt);
   detail::check_float_input(out_dtype, "dequantize_affine_tinygemm (output)");
   check_block(n, k, block, "dequantize_affine_tinygemm");

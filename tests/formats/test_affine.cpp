@@ -46,8 +46,8 @@ TEST(FormatAffine, MatchesTorchAO) {
     const int64_t nb = check_block(n, k, block, "test");
     std::vector<float> scale(nb);
     std::vector<int32_t> zp(nb);
-    choose_qparams_affine(x.data(), xd, n, k, block, mapping_from(c["mapping"]), fmt,
-                          scale.data(), zp.data(), opt);
+    choose_qparams_affine(x.data(), xd, n, k, block, mapping_from(c["mapping"]), fmt, scale.data(),
+                          zp.data(), opt);
     EXPECT_TRUE(same_vec(scale, fx.get<float>(key + ".scale")));
     EXPECT_TRUE(same_vec(zp, fx.get<int32_t>(key + ".zp")));
     std::vector<uint8_t> q(n * k);
@@ -88,8 +88,8 @@ TEST(FormatAffine, Int4LayoutsMatchTorchAO) {
                                xd, u4, q.data());
       EXPECT_TRUE(same_vec(q, fx.bytes(key + ".q")));
       std::vector<uint8_t> out(n * k * (xd == DType::bf16 ? 2 : 4));
-      dequantize_affine_tinygemm(q.data(), u4, n, k, Block::per_group(g), scale.data(),
-                                 zero.data(), out.data(), xd);
+      dequantize_affine_tinygemm(q.data(), u4, n, k, Block::per_group(g), scale.data(), zero.data(),
+                                 out.data(), xd);
       EXPECT_TRUE(same_vec(out, fx.bytes(key + ".dq")));
     } else {
       std::vector<int8_t> q(n * k);
@@ -110,18 +110,19 @@ TEST(FormatAffine, BadArguments) {
   EXPECT_THROW(int_format(0, true), ao::Error);
   EXPECT_THROW(int_format(9, false), ao::Error);
   try {
-    choose_qparams_affine(x.data(), DType::f32, 2, 32, Block::per_group(24),
-                          MappingType::symmetric, int_format(4, true), s.data(), z.data());
+    choose_qparams_affine(x.data(), DType::f32, 2, 32, Block::per_group(24), MappingType::symmetric,
+                          int_format(4, true), s.data(), z.data());
     FAIL() << "expected ao::Error";
   } catch (const ao::Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not divide"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(choose_qparams_affine(x.data(), DType::f16, 2, 32, Block::per_row(32),
-                                     MappingType::symmetric, int_format(8, true), s.data(), z.data()),
-               ao::Error);
-  EXPECT_THROW(int4_row_quantize_zp(x.data(), DType::f32, 2, 32, 0, nullptr, nullptr, nullptr,
-                                    DType::f32),
-               ao::Error);
+  EXPECT_THROW(
+      choose_qparams_affine(x.data(), DType::f16, 2, 32, Block::per_row(32), MappingType::symmetric,
+                            int_format(8, true), s.data(), z.data()),
+      ao::Error);
+  EXPECT_THROW(
+      int4_row_quantize_zp(x.data(), DType::f32, 2, 32, 0, nullptr, nullptr, nullptr, DType::f32),
+      ao::Error);
 }
 
 // The AVX2 segment kernels against the scalar reference on random and edge inputs.
@@ -138,15 +139,23 @@ TEST(FormatAffine, SimdEqualsScalar) {
     for (bool sgn : {false, true})
       for (bool has_zp : {false, true}) {
         detail::AffineSegment s{bf16 ? round_to_bf16(1.0f / 0.37f) : 1.0f / 0.37f,
-                                has_zp ? 3.0f : 0.0f, has_zp, sgn ? -128.0f : 0.0f,
-                                sgn ? 127.0f : 255.0f, bf16, sgn};
+                                has_zp ? 3.0f : 0.0f,
+                                has_zp,
+                                sgn ? -128.0f : 0.0f,
+                                sgn ? 127.0f : 255.0f,
+                                bf16,
+                                sgn};
         detail::quantize_affine_segment_ref(s, x.data(), len, a.data());
-        if (formats_use_avx2()) detail::quantize_affine_segment_avx2(s, x.data(), len, b.data());
-        else b = a;
+        if (formats_use_avx2())
+          detail::quantize_affine_segment_avx2(s, x.data(), len, b.data());
+        else
+          b = a;
         EXPECT_TRUE(same_vec(a, b)) << bf16 << sgn << has_zp;
         detail::dequantize_affine_segment_ref(a.data(), sgn, s.zp, 0.37f, len, da.data());
-        if (formats_use_avx2()) detail::dequantize_affine_segment_avx2(a.data(), sgn, s.zp, 0.37f, len, db.data());
-        else db = da;
+        if (formats_use_avx2())
+          detail::dequantize_affine_segment_avx2(a.data(), sgn, s.zp, 0.37f, len, db.data());
+        else
+          db = da;
         EXPECT_TRUE(same_vec(da, db));
       }
 }

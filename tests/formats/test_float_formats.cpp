@@ -92,20 +92,20 @@ TEST(FormatFloat, SpecialValues) {
   const float nan = std::nanf(""), inf = INFINITY;
   EXPECT_EQ(f32_to_f8_e4m3fn(nan), 0x7F);
   EXPECT_EQ(f32_to_f8_e4m3fn(-nan), 0xFF);
-  EXPECT_EQ(f32_to_f8_e4m3fn(inf), 0x7F);        // PyTorch's cast: overflow -> NaN
-  EXPECT_EQ(f32_to_f8_e4m3fn(464.0f), 0x7E);     // halfway 448/480 rounds to even (448)
+  EXPECT_EQ(f32_to_f8_e4m3fn(inf), 0x7F);     // PyTorch's cast: overflow -> NaN
+  EXPECT_EQ(f32_to_f8_e4m3fn(464.0f), 0x7E);  // halfway 448/480 rounds to even (448)
   EXPECT_EQ(encode(FloatFormat::f8_e4m3fn, 1e9f, true), 0x7E);
   EXPECT_EQ(f32_to_f8_e5m2(inf), 0x7C);
   EXPECT_EQ(f32_to_f8_e5m2(-inf), 0xFC);
   EXPECT_EQ(f32_to_f8_e5m2(nan), 0x7F);
-  EXPECT_EQ(f32_to_f4_e2m1(inf), 0x07);          // fp4/fp6 saturate
+  EXPECT_EQ(f32_to_f4_e2m1(inf), 0x07);  // fp4/fp6 saturate
   EXPECT_EQ(f32_to_f4_e2m1(-100.0f), 0x0F);
-  EXPECT_EQ(f32_to_f4_e2m1(0.25f), 0x00);        // halfway 0/0.5 -> even (0)
-  EXPECT_EQ(f32_to_f4_e2m1(0.75f), 0x02);        // halfway 0.5/1 -> even (1.0)
+  EXPECT_EQ(f32_to_f4_e2m1(0.25f), 0x00);  // halfway 0/0.5 -> even (0)
+  EXPECT_EQ(f32_to_f4_e2m1(0.75f), 0x02);  // halfway 0.5/1 -> even (1.0)
   EXPECT_EQ(f32_to_f6_e2m3(7.75f), 0x1F);
   EXPECT_EQ(f32_to_e8m0(1.0f), 127);
   EXPECT_EQ(f32_to_e8m0(inf), 255);
-  EXPECT_EQ(f32_to_e8m0(1.5f), 128);             // ties to even on the exponent
+  EXPECT_EQ(f32_to_e8m0(1.5f), 128);  // ties to even on the exponent
   EXPECT_TRUE(std::isnan(e8m0_to_f32(255)));
   EXPECT_EQ(e8m0_to_f32(0), std::ldexp(1.0f, -127));
 }

@@ -55,7 +55,8 @@ TEST(FormatMx, MatchesTorchAO) {
       const auto all = fx.bytes("x_adv");
       const int64_t row_bytes = n * k * 4;
       const std::vector<std::string> order{"e4m3fn", "e5m2", "e2m3", "e3m2", "e2m1"};
-      const int64_t idx = std::find(order.begin(), order.end(), c["elem"].get<std::string>()) - order.begin();
+      const int64_t idx =
+          std::find(order.begin(), order.end(), c["elem"].get<std::string>()) - order.begin();
       x.assign(all.begin() + idx * row_bytes, all.begin() + (idx + 1) * row_bytes);
     } else {
       x = fx.bytes("x_" + d);
@@ -92,8 +93,10 @@ TEST(FormatNvfp4, MatchesTorchAO) {
       float amax = 0;
       for (int64_t i = 0; i < n * k; ++i) {
         float v;
-        if (xd == DType::f32) std::memcpy(&v, x.data() + 4 * i, 4);
-        else v = bf16_bits_to_f32(static_cast<uint16_t>(x[2 * i] | (x[2 * i + 1] << 8)));
+        if (xd == DType::f32)
+          std::memcpy(&v, x.data() + 4 * i, 4);
+        else
+          v = bf16_bits_to_f32(static_cast<uint16_t>(x[2 * i] | (x[2 * i + 1] << 8)));
         amax = std::max(amax, std::fabs(v));
       }
       pts = nvfp4_per_tensor_scale(amax);
@@ -129,8 +132,8 @@ TEST(FormatMx, BadArguments) {
   EXPECT_THROW(mx_quantize(x.data(), DType::f32, 2, 30, FloatFormat::f8_e4m3fn, ScaleMode::floor,
                            q.data(), s.data()),
                ao::Error);
-  EXPECT_THROW(mx_quantize(x.data(), DType::f32, 2, 32, FloatFormat::e8m0, ScaleMode::floor, q.data(),
-                           s.data()),
+  EXPECT_THROW(mx_quantize(x.data(), DType::f32, 2, 32, FloatFormat::e8m0, ScaleMode::floor,
+                           q.data(), s.data()),
                ao::Error);
   EXPECT_THROW(mx_quantize(x.data(), DType::f32, 1, 64, FloatFormat::f8_e4m3fn, ScaleMode::floor,
                            q.data(), s.data(), 0),

@@ -78,8 +78,8 @@ void dequantize_affine(const void* q, IntFormat fmt, int64_t n, int64_t k, Block
 //   scale = clamp((max - min) / (qmax - qmin), eps), zero = min + scale * mid,
 //   mid = (qmax + qmin + 1) / 2. Computed in the input dtype; `scale`/`zero` hold values
 //   of that dtype (Int4TilePackedTo4dTensor stores them as bf16).
-void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k,
-                                    Block block, IntFormat fmt, float* scale, float* zero,
+void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
+                                    IntFormat fmt, float* scale, float* zero,
                                     std::optional<float> eps = std::nullopt);
 // q = clamp(round((x - (zero - scale * mid)) / scale), qmin, qmax) as uint8; `qparam_dtype`
 // is the dtype scale/zero are held in (arithmetic in bf16 only if x and they are bf16).
@@ -87,9 +87,8 @@ void quantize_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k
                               const float* scale, const float* zero, DType qparam_dtype,
                               IntFormat fmt, uint8_t* q);
 // out = (q - mid) * scale + zero, each step rounded to out_dtype.
-void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int64_t k,
-                                Block block, const float* scale, const float* zero, void* out,
-                                DType out_dtype);
+void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int64_t k, Block block,
+                                const float* scale, const float* zero, void* out, DType out_dtype);
 
 // ---- plain Int4Tensor (mslk int4_row_quantize_zp, fp32 math) ------------------------------
 // Per group g along K: scale = clamp(max - min, 1e-6) / 15, zero = min + 8 * scale,
