@@ -7,6 +7,7 @@
 
 #include "ao/core/error.h"
 #include "ao/formats/float_formats.h"
+#include "formats/bulk.h"
 #include "formats/math_util.h"
 
 namespace ao::formats {
@@ -46,14 +47,6 @@ namespace {
 
 void check_fmt(IntFormat f) { int_format(f.bits, f.is_signed); }
 
-// Calls fn(block_index, row, col_begin, col_end) for each row segment of each block.
-template <typename Fn>
-void for_each_block_segment(int64_t n, int64_t k, Block b, Fn&& fn) {
-  const int64_t bpr = k / b.cols;  // blocks per block-row
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < bpr; ++c) fn((r / b.rows) * bpr + c, r, c * b.cols, (c + 1) * b.cols);
-}
-
 }  // namespace
 
 void choose_qparams_affine(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
@@ -75,10 +68,7 @@ void choose_qparams_affine(const void* x, DType x_dtype, int64_t n, int64_t k, B
     const int64_t bpr = k / block.cols;
     for (int64_t c = 0; c < bpr; ++c) {
       const int64_t bi = (r / block.rows) * bpr + c;
-      for (int64_t j = c * block.cols; j < (c + 1) * block.cols; ++j) {
-        mn[bi] = detail::nan_min(mn[bi], row[j]);
-        mx[bi] = detail::nan_max(mx[bi], row[j]);
-      }
+      detail::min_max(row.data() + c * block.cols, block.cols, &mn[bi], &mx[bi]);
     }
   }
   const float eps = options.eps ? *options.eps : std::ldexp(1.0f, -126);
@@ -144,14 +134,10 @@ void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int
   std::vector<float> row(k);
   for (int64_t r = 0; r < n; ++r) {
     detail::load_row(x, x_dtype, r, k, row.data());
-    for_each_block_segment(1, k, Block{1, block.cols},
-                           [&](int64_t c, int64_t, int64_t j0, int64_t j1) {
-                             const int64_t bi = (r / block.rows) * (k / block.cols) + c;
-                             for (int64_t j = j0; j < j1; ++j) {
-                               mn[bi] = detail::nan_min(mn[bi], row[j]);
-                               mx[bi] = detail::nan_max(mx[bi], row[j]);
-                             }
-                           });
+    for (int64_t c = 0; c < k / block.cols; ++c) {
+      const int64_t bi = (r / block.rows) * (k / block.cols) + c;
+      detail::min_max(row.data() + c * block.cols, block.cols, &mn[bi], &mx[bi]);
+    }
   }
   const float e = eps ? *eps : std::ldexp(1.0f, -126);
   const float mid = (fmt.qmax() + fmt.qmin() + 1) / 2.0f;
@@ -220,10 +206,7 @@ void int4_row_quantize_zp(const void* x, DType x_dtype, int64_t n, int64_t k, in
     detail::load_row(x, x_dtype, r, k, row.data());
     for (int64_t g = 0; g < ng; ++g) {
       float mn = std::numeric_limits<float>::infinity(), mx = -mn;
-      for (int64_t j = g * group_size; j < (g + 1) * group_size; ++j) {
-        mn = detail::nan_min(mn, row[j]);
-        mx = detail::nan_max(mx, row[j]);
-      }
+      detail::min_max(row.data() + g * group_size, group_size, &mn, &mx);
       const float s = detail::clamp_min(mx - mn, 1e-6f) / 15.0f;
       const float z = mn + s * 8.0f;
       for (int64_t j = g * group_size; j < (g + 1) * group_size; ++j) {
