@@ -34,6 +34,19 @@ TEST(FormatMx, MatchesTorchAO) {
   for (const auto& c : fx.cases()) {
     const std::string key = c["key"];
     SCOPED_TRACE(key);
+    if (c.contains("kind") && c["kind"] == "swizzled") {  // to_mx(..., is_swizzled_scales=True)
+      const int64_t n = c["rows"], k = c["cols"];
+      const FloatFormat elem = elem_from(c["elem"]);
+      const auto x = fx.bytes("x_swz");
+      std::vector<uint8_t> q(mx_qdata_bytes(elem, n, k)), s(n * k / 32),
+          b(blocked_scale_bytes(n, k / 32));
+      mx_quantize(x.data(), DType::bf16, n, k, elem, ScaleMode::rceil, q.data(), s.data());
+      to_blocked(s.data(), n, k / 32, b.data());
+      EXPECT_TRUE(same_vec(b, fx.bytes(key + ".scale")));
+      EXPECT_TRUE(same_vec(q, fx.bytes(key + ".q")));
+      ++blocked;
+      continue;
+    }
     if (c.contains("kind")) {  // to_blocked / from_blocked
       const int64_t rows = c["rows"], cols = c["cols"];
       const auto in = fx.bytes(key + ".in");
@@ -70,12 +83,15 @@ TEST(FormatMx, MatchesTorchAO) {
       std::vector<float> out(n * k);
       mx_dequantize(q.data(), s.data(), n, k, elem, out.data(), DType::f32);
       EXPECT_TRUE(same_vec(out, fx.get<float>(key + ".dq")));
+      std::vector<uint16_t> out16(n * k);
+      mx_dequantize(q.data(), s.data(), n, k, elem, out16.data(), DType::bf16);
+      EXPECT_TRUE(same_vec(out16, fx.get<uint16_t>(key + ".dq_bf16")));
       ++deq;
     }
   }
   EXPECT_EQ(quant, 60);
   EXPECT_EQ(deq, 10);
-  EXPECT_EQ(blocked, 4);
+  EXPECT_EQ(blocked, 6);
 }
 
 TEST(FormatNvfp4, MatchesTorchAO) {
