@@ -219,4 +219,19 @@ void int4_row_quantize_zp(const void* x, DType x_dtype, int64_t n, int64_t k, in
   }
 }
 
+void int4_row_dequantize_zp(const int8_t* q, int64_t n, int64_t k, int64_t group_size,
+                            const float* scale_t, const float* zero_t, void* out, DType out_dtype) {
+  detail::check_float_input(out_dtype, "int4_row_dequantize_zp (output)");
+  check_block(n, k, Block{1, group_size}, "int4_row_dequantize_zp");
+  std::vector<float> row(k);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t g = j / group_size;
+      const float prod = static_cast<float>(q[r * k + j]) * scale_t[g * n + r];
+      row[j] = prod + zero_t[g * n + r];
+    }
+    detail::store_row(row.data(), out, out_dtype, r, k);
+  }
+}
+
 }  // namespace ao::formats

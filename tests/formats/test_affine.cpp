@@ -1,6 +1,7 @@
 // Affine integer quantization against TorchAO fixtures: choose_qparams_affine,
 // quantize_affine, dequantize_affine for int1..int8 / uint1..uint8, three mappings, f32 and
 // bf16 inputs, per-tensor / per-row / per-group; tinygemm float zero point; plain Int4Tensor.
+#include <cmath>
 #include <random>
 
 #include "ao/core/error.h"
@@ -98,6 +99,16 @@ TEST(FormatAffine, Int4LayoutsMatchTorchAO) {
       EXPECT_TRUE(same_vec(q, fx.get<int8_t>(key + ".q")));
       EXPECT_TRUE(same_vec(s, fx.get<float>(key + ".scale")));
       EXPECT_TRUE(same_vec(z, fx.get<float>(key + ".zero")));
+      // round trip through our dequantize: within half a step (+ rounding) of the input
+      std::vector<float> y(n * k), xf(n * k);
+      int4_row_dequantize_zp(q.data(), n, k, g, s.data(), z.data(), y.data(), DType::f32);
+      for (int64_t i = 0; i < n * k; ++i)
+        xf[i] = xd == DType::f32 ? reinterpret_cast<const float*>(x.data())[i]
+                                 : bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(x.data())[i]);
+      for (int64_t i = 0; i < n * k; ++i) {
+        const float step = s[(i % k) / g * n + i / k];
+        EXPECT_LE(std::fabs(y[i] - xf[i]), 0.51f * step + 1e-3f * std::fabs(xf[i]) + 1e-30f) << i;
+      }
     }
     ++checked;
   }

@@ -98,4 +98,10 @@ void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int6
 void int4_row_quantize_zp(const void* x, DType x_dtype, int64_t n, int64_t k, int64_t group_size,
                           int8_t* q, float* scale_t, float* zero_t, DType scale_dtype);
 
+// Dequantizes the plain Int4Tensor layout: out = q * scale + zero (f32 math, no FMA), the
+// value the int4 GEMM kernels reconstruct ((q + 8) * scale + min). TorchAO has no reference
+// dequantize for this type, so this one is ours, not a bit-exact copy.
+void int4_row_dequantize_zp(const int8_t* q, int64_t n, int64_t k, int64_t group_size,
+                            const float* scale_t, const float* zero_t, void* out, DType out_dtype);
+
 }  // namespace ao::formats

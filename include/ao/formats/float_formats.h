@@ -67,7 +67,8 @@ float e8m0_to_f32(uint8_t c);  // 0 -> 2^-127, 255 -> NaN (as PyTorch)
 uint8_t encode(FloatFormat f, float x, bool saturate = false);
 float decode(FloatFormat f, uint8_t code);
 
-// Bulk: n values; uses the fastest path (AVX2 when the CPU has AVX2+FMA+F16C).
+// Bulk: n values; uses the fastest path (AVX2 when the CPU has AVX2+FMA+F16C). `saturate`
+// is ignored for e8m0 (its encoder already maps everything to a code).
 void encode_bulk(FloatFormat f, const float* x, uint8_t* codes, int64_t n, bool saturate = false);
 void decode_bulk(FloatFormat f, const uint8_t* codes, float* out, int64_t n);
 
