@@ -29,7 +29,15 @@ const char* mapping_type_name(MappingType m) {
 IntFormat int_format(int bits, bool is_signed) {
   AO_CHECK(bits >= 1 && bits <= 8, "formats: unsupported integer width {} (expected 1..8 bits)",
            bits);
-  return IntFormat{bits, is_signed};
+  return IntFormat{bits, is_signed, 0, 0};
+}
+
+IntFormat int_format_range(int bits, bool is_signed, int quant_min, int quant_max) {
+  const IntFormat full = int_format(bits, is_signed);
+  AO_CHECK(quant_min >= full.qmin() && quant_max <= full.qmax() && quant_min < quant_max,
+           "formats: quant range [{}, {}] must lie inside [{}, {}] of {}int{}", quant_min,
+           quant_max, full.qmin(), full.qmax(), is_signed ? "" : "u", bits);
+  return IntFormat{bits, is_signed, quant_min, quant_max};
 }
 
 int64_t check_block(int64_t n, int64_t k, Block b, const char* what) {
@@ -45,7 +53,12 @@ int64_t check_block(int64_t n, int64_t k, Block b, const char* what) {
 
 namespace {
 
-void check_fmt(IntFormat f) { int_format(f.bits, f.is_signed); }
+void check_fmt(IntFormat f) {
+  if (f.range_min < f.range_max)
+    int_format_range(f.bits, f.is_signed, f.range_min, f.range_max);
+  else
+    int_format(f.bits, f.is_signed);
+}
 
 }  // namespace
 

@@ -40,7 +40,10 @@ TEST(FormatAffine, MatchesTorchAO) {
     const auto x = fx.bytes("x_" + c["dtype"].get<std::string>());
     const int64_t n = shape[0], k = shape[1];
     const Block block{c["block"][0].get<int64_t>(), c["block"][1].get<int64_t>()};
-    const IntFormat fmt = int_format(c["bits"], c["signed"]);
+    const IntFormat fmt =
+        c.contains("quant_range")
+            ? int_format_range(c["bits"], c["signed"], c["quant_range"][0], c["quant_range"][1])
+            : int_format(c["bits"], c["signed"]);
     AffineOptions opt;
     opt.scale_dtype = dt(c["scale_dtype"]);
     if (c["eps"] == "f32_eps") opt.eps = std::ldexp(1.0f, -23);
@@ -63,7 +66,7 @@ TEST(FormatAffine, MatchesTorchAO) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 96);
+  EXPECT_EQ(checked, 98);
   EXPECT_GE(dq_checked, 30);
 }
 
@@ -120,6 +123,9 @@ TEST(FormatAffine, BadArguments) {
   std::vector<int32_t> z(64);
   EXPECT_THROW(int_format(0, true), ao::Error);
   EXPECT_THROW(int_format(9, false), ao::Error);
+  EXPECT_THROW(int_format_range(8, true, -129, 0), ao::Error);
+  EXPECT_THROW(int_format_range(4, false, 3, 3), ao::Error);
+  EXPECT_EQ(int_format_range(8, true, -64, 63).qmin(), -64);
   try {
     choose_qparams_affine(x.data(), DType::f32, 2, 32, Block::per_group(24), MappingType::symmetric,
                           int_format(4, true), s.data(), z.data());

@@ -25,15 +25,26 @@ namespace ao::formats {
 enum class MappingType : uint8_t { symmetric, symmetric_no_clipping_err, asymmetric };
 const char* mapping_type_name(MappingType m);  // TorchAO's names: "SYMMETRIC", ...
 
-// An integer element format: intN [-2^(N-1), 2^(N-1)-1] or uintN [0, 2^N-1], N in 1..8.
+// An integer element format: intN [-2^(N-1), 2^(N-1)-1] or uintN [0, 2^N-1], N in 1..8,
+// optionally narrowed to [quant_min, quant_max] (TorchAO's quant_min / quant_max arguments,
+// e.g. Int8Tensor's reduce_range = [-64, 63]).
 struct IntFormat {
   int bits = 8;
   bool is_signed = true;
-  int qmin() const { return is_signed ? -(1 << (bits - 1)) : 0; }
-  int qmax() const { return is_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1; }
+  int range_min = 0, range_max = 0;  // used when range_min < range_max
+  int qmin() const {
+    return range_min < range_max ? range_min : (is_signed ? -(1 << (bits - 1)) : 0);
+  }
+  int qmax() const {
+    return range_min < range_max ? range_max
+                                 : (is_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1);
+  }
 };
 // Validates the width (1..8); throws ao::Error otherwise.
 IntFormat int_format(int bits, bool is_signed);
+// The same format restricted to [quant_min, quant_max]; throws unless
+// full.qmin() <= quant_min < quant_max <= full.qmax().
+IntFormat int_format_range(int bits, bool is_signed, int quant_min, int quant_max);
 
 // TorchAO block_size for a 2-D tensor.
 struct Block {
