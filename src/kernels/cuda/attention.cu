@@ -18,6 +18,7 @@ namespace {
 
 constexpr int kDecodeChunk = 32;
 constexpr int kDecodeWarps = 4;
+constexpr int kMaxDecodeSplits = 1024;  // context up to 32768 positions
 
 template <int G, int DPL>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
@@ -85,7 +86,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
   // Merge the warps through shared memory.
   __shared__ float sm[kDecodeWarps][G][2];
-  __shared__ float sacc[kDecodeWarps][G][DPL * 32];
+  // Shared buffer: first the warps' accumulators, later (last block) the chunk weights.
+  constexpr int kAccFloats = kDecodeWarps * G * DPL * 32;
+  constexpr int kShFloats = kAccFloats > G * kMaxDecodeSplits ? kAccFloats : G * kMaxDecodeSplits;
+  __shared__ float shbuf[kShFloats];
+  auto sacc = reinterpret_cast<float(*)[G][DPL * 32]>(shbuf);
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     if (lane == 0) {
@@ -123,18 +128,32 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   __syncthreads();
   if (!last) return;
   __threadfence();
+  // Per head: the max over chunks, each chunk's weight exp(m_c - max) and the total sum (one warp
+  // per head), then every (head, dim) sums its weighted accumulators.
+  auto wsm = reinterpret_cast<float(*)[kMaxDecodeSplits]>(shbuf);
+  __shared__ float lsm[G];
+  for (int g = warp; g < G; g += kDecodeWarps) {
+    const float* ph = partial + static_cast<int64_t>(kvh * G + g) * nsplit * (hd + 2);
+    float M = -INFINITY;
+    for (int c = lane; c < used; c += 32) M = fmaxf(M, __ldcg(ph + c * (hd + 2)));
+    M = warp_max(M);
+    float L = 0.f;
+    for (int c = lane; c < used; c += 32) {
+      const float w = __expf(__ldcg(ph + c * (hd + 2)) - M);
+      wsm[g][c] = w;
+      L += w * __ldcg(ph + c * (hd + 2) + 1);
+    }
+    L = warp_sum(L);
+    if (lane == 0) lsm[g] = L;
+  }
+  __syncthreads();
   for (int i = threadIdx.x; i < G * hd; i += blockDim.x) {
     const int g = i / hd, d = i % hd, h = kvh * G + g;
-    const float* ph = partial + static_cast<int64_t>(h) * nsplit * (hd + 2);
-    float M = -INFINITY;
-    for (int c = 0; c < used; ++c) M = fmaxf(M, __ldcg(ph + c * (hd + 2)));
-    float L = 0.f, A = 0.f;
-    for (int c = 0; c < used; ++c) {
-      const float w = __expf(__ldcg(ph + c * (hd + 2)) - M);
-      L += __ldcg(ph + c * (hd + 2) + 1) * w;
-      A += __ldcg(ph + c * (hd + 2) + 2 + d) * w;
-    }
-    attn_out[h * hd + d] = float_to_bf16_bits(A / L);
+    const float* ph = partial + static_cast<int64_t>(h) * nsplit * (hd + 2) + 2 + d;
+    float A = 0.f;
+#pragma unroll 4
+    for (int c = 0; c < used; ++c) A = fmaf(wsm[g][c], __ldcg(ph + c * (hd + 2)), A);
+    attn_out[h * hd + d] = float_to_bf16_bits(A / lsm[g]);
   }
   if (threadIdx.x == 0) counters[kvh] = 0;
 }
@@ -254,6 +273,7 @@ void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
                       const int32_t* pos, const AttentionArgs& a, void* workspace, uint16_t* out,
                       cudaStream_t s) {
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
+  if (nsplit > kMaxDecodeSplits) fail("attention_decode: KV cache longer than 32768 positions");
   float* partial = static_cast<float*>(workspace);
   int* counters =
       reinterpret_cast<int*>(partial + static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2));
