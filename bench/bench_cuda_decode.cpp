@@ -57,7 +57,9 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
   AO_CUDA_CHECK(cudaMalloc(&normw, 16384 * 2));
   fill_random_bf16(static_cast<uint16_t*>(x), 8 * 28672 * 2, 1.f, 3, s);
   fill_bf16(static_cast<uint16_t*>(normw), 16384, 1.f, s);
-  std::printf("\n| kernel (llama3-8b shape) | format | M | bytes MB | us | GB/s | of copy BW |\n|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "\n| kernel (llama3-8b shape) | format | M | bytes MB | us | GB/s | of copy BW "
+      "|\n|---|---|---|---|---|---|---|\n");
   for (const auto& fname : formats) {
     int g = 128;
     auto f = ao::runtime::parse_cuda_weight_format(fname, &g);
@@ -110,14 +112,18 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
   fill_random_bf16(static_cast<uint16_t*>(q), 32 * 128, 1.f, 3, s);
   for (int p : {128, 1024, 4095}) {
     AO_CUDA_CHECK(cudaMemcpy(pos, &p, 4, cudaMemcpyHostToDevice));
-    const double us = time_us([&] {
-      attention_decode(static_cast<uint16_t*>(q), static_cast<uint16_t*>(kc),
-                       static_cast<uint16_t*>(vc), static_cast<int32_t*>(pos), aa,
-                       part, static_cast<uint16_t*>(out), s);
-    }, 50);
+    const double us = time_us(
+        [&] {
+          attention_decode(static_cast<uint16_t*>(q), static_cast<uint16_t*>(kc),
+                           static_cast<uint16_t*>(vc), static_cast<int32_t*>(pos), aa, part,
+                           static_cast<uint16_t*>(out), s);
+        },
+        50);
     const double mb = 2.0 * 8 * (p + 1) * 128 * 2 / 1e6;
-    std::printf("| attention decode pos %d (split, last block merges) | bf16 | 1 | %.1f | %.1f | %.0f | |\n", p,
-                mb, us, mb / us * 1e3);
+    std::printf(
+        "| attention decode pos %d (split, last block merges) | bf16 | 1 | %.1f | %.1f | %.0f | "
+        "|\n",
+        p, mb, us, mb / us * 1e3);
   }
   // Sampling over a 128256 vocabulary.
   SamplerState st{0.f, 0, 1.f, 0, 1, 0};
@@ -125,10 +131,12 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
   AO_CUDA_CHECK(cudaMalloc(&dst, sizeof(st)));
   AO_CUDA_CHECK(cudaMalloc(&tok, 8));
   AO_CUDA_CHECK(cudaMemcpy(dst, &st, sizeof(st), cudaMemcpyHostToDevice));
-  const double us_s = time_us([&] {
-    sample(static_cast<float*>(y), 128256, static_cast<SamplerState*>(dst),
-           static_cast<int32_t*>(tok), nullptr, 1, nullptr, static_cast<int32_t*>(pos), 0, s);
-  }, 50);
+  const double us_s = time_us(
+      [&] {
+        sample(static_cast<float*>(y), 128256, static_cast<SamplerState*>(dst),
+               static_cast<int32_t*>(tok), nullptr, 1, nullptr, static_cast<int32_t*>(pos), 0, s);
+      },
+      50);
   std::printf("| sample greedy, vocab 128256 | f32 | 1 | 0.5 | %.1f | | |\n", us_s);
   std::fflush(stdout);
   for (void* p : {src, x, y, normw, kc, vc, q, part, out, pos, dst, tok}) cudaFree(p);
@@ -152,13 +160,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--models") models = next();
-    else if (a == "--formats") formats = next();
-    else if (a == "--pp") pp = std::stoi(next());
-    else if (a == "--tg") tg = std::stoi(next());
-    else if (a == "--reps") reps = std::stoi(next());
-    else if (a == "--json") json = next();
-    else if (a == "--kernels") kernels = true;
+    if (a == "--models")
+      models = next();
+    else if (a == "--formats")
+      formats = next();
+    else if (a == "--pp")
+      pp = std::stoi(next());
+    else if (a == "--tg")
+      tg = std::stoi(next());
+    else if (a == "--reps")
+      reps = std::stoi(next());
+    else if (a == "--json")
+      json = next();
+    else if (a == "--kernels")
+      kernels = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -177,26 +192,31 @@ int main(int argc, char** argv) {
     if (models == "none") return 0;
     std::FILE* jf = json.empty() ? nullptr : std::fopen(json.c_str(), "w");
     if (jf)
-      std::fprintf(jf, "{\"device\":\"%s\",\"copy_gb_s\":%.1f,\"gemm_tflops\":%.1f,\"gemm_pp_tflops\":%.1f}\n",
-                   cuda_device_name().c_str(), bw, gemm_big, gemm_pp);
-    std::printf("| model | format | weights GB | test | t/s | GB/s | of copy BW | TFLOP/s | of GEMM |\n");
+      std::fprintf(
+          jf,
+          "{\"device\":\"%s\",\"copy_gb_s\":%.1f,\"gemm_tflops\":%.1f,\"gemm_pp_tflops\":%.1f}\n",
+          cuda_device_name().c_str(), bw, gemm_big, gemm_pp);
+    std::printf(
+        "| model | format | weights GB | test | t/s | GB/s | of copy BW | TFLOP/s | of GEMM |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (const auto& m : split(models)) {
       for (const auto& f : split(formats)) {
         CudaBenchResult r = cuda_bench(m, f, pp, tg, reps);
         if (pp > 0)
-          std::printf("| %s | %s | %.2f | pp%d | %.1f | | | %.0f | %.0f%% |\n", m.c_str(), f.c_str(),
-                      r.weight_gb, pp, r.pp_tok_s, r.pp_tflops, 100.0 * r.pp_tflops / gemm_big);
+          std::printf("| %s | %s | %.2f | pp%d | %.1f | | | %.0f | %.0f%% |\n", m.c_str(),
+                      f.c_str(), r.weight_gb, pp, r.pp_tok_s, r.pp_tflops,
+                      100.0 * r.pp_tflops / gemm_big);
         if (tg > 0)
-          std::printf("| %s | %s | %.2f | tg%d | %.1f | %.0f | %.0f%% | | |\n", m.c_str(), f.c_str(),
-                      r.weight_gb, tg, r.tg_tok_s, r.tg_gb_s, 100.0 * r.tg_gb_s / bw);
+          std::printf("| %s | %s | %.2f | tg%d | %.1f | %.0f | %.0f%% | | |\n", m.c_str(),
+                      f.c_str(), r.weight_gb, tg, r.tg_tok_s, r.tg_gb_s, 100.0 * r.tg_gb_s / bw);
         std::fflush(stdout);
         if (jf)
-          std::fprintf(jf,
-                       "{\"model\":\"%s\",\"format\":\"%s\",\"weight_gb\":%.4f,\"pp\":%d,\"pp_tok_s\":%.2f,"
-                       "\"pp_tflops\":%.2f,\"tg\":%d,\"tg_tok_s\":%.2f,\"tg_gb_s\":%.1f}\n",
-                       m.c_str(), f.c_str(), r.weight_gb, pp, r.pp_tok_s, r.pp_tflops, tg,
-                       r.tg_tok_s, r.tg_gb_s);
+          std::fprintf(
+              jf,
+              "{\"model\":\"%s\",\"format\":\"%s\",\"weight_gb\":%.4f,\"pp\":%d,\"pp_tok_s\":%.2f,"
+              "\"pp_tflops\":%.2f,\"tg\":%d,\"tg_tok_s\":%.2f,\"tg_gb_s\":%.1f}\n",
+              m.c_str(), f.c_str(), r.weight_gb, pp, r.pp_tok_s, r.pp_tflops, tg, r.tg_tok_s,
+              r.tg_gb_s);
       }
     }
     if (jf) std::fclose(jf);

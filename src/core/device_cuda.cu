@@ -64,11 +64,20 @@ void ao_cuda_free(void* p, int device) {
 void ao_cuda_memcpy(void* dst, const void* src, size_t bytes, int kind) {
   cudaMemcpyKind k = cudaMemcpyDefault;
   switch (kind) {
-    case 0: k = cudaMemcpyHostToDevice; break;
-    case 1: k = cudaMemcpyDeviceToHost; break;
-    case 2: k = cudaMemcpyDeviceToDevice; break;
-    case 3: k = cudaMemcpyHostToHost; break;
-    default: break;
+    case 0:
+      k = cudaMemcpyHostToDevice;
+      break;
+    case 1:
+      k = cudaMemcpyDeviceToHost;
+      break;
+    case 2:
+      k = cudaMemcpyDeviceToDevice;
+      break;
+    case 3:
+      k = cudaMemcpyHostToHost;
+      break;
+    default:
+      break;
   }
   AO_CUDA_CHECK(cudaMemcpy(dst, src, bytes, k));
 }

@@ -23,16 +23,19 @@ namespace {
 
 void cublas_check(cublasStatus_t st, const char* call, const char* file, int line) {
   if (st != CUBLAS_STATUS_SUCCESS)
-    throw Error(fmt::format("cuBLAS error in {} ({}:{}): {}", call, file, line,
-                            cublasGetStatusString(st)));
+    throw Error(
+        fmt::format("cuBLAS error in {} ({}:{}): {}", call, file, line, cublasGetStatusString(st)));
 }
 #define AO_CUBLAS_CHECK(call) cublas_check((call), #call, __FILE__, __LINE__)
 
 int dtype_code(DType t, const std::string& name) {
   switch (t) {
-    case DType::f32: return 0;
-    case DType::f16: return 1;
-    case DType::bf16: return 2;
+    case DType::f32:
+      return 0;
+    case DType::f16:
+      return 1;
+    case DType::bf16:
+      return 2;
     default:
       throw Error(fmt::format("CudaEngine: tensor '{}' has dtype {} (expected f32, f16 or bf16)",
                               name, static_cast<int>(t)));
@@ -42,11 +45,15 @@ size_t dtype_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
 
 WeightFormat device_format(CudaWeightFormat f) {
   switch (f) {
-    case CudaWeightFormat::bf16: return WeightFormat::bf16;
-    case CudaWeightFormat::int8wo: return WeightFormat::int8;
-    case CudaWeightFormat::int4wo: return WeightFormat::int4;
+    case CudaWeightFormat::bf16:
+      return WeightFormat::bf16;
+    case CudaWeightFormat::int8wo:
+      return WeightFormat::int8;
+    case CudaWeightFormat::int4wo:
+      return WeightFormat::int4;
     case CudaWeightFormat::fp8_tensor:
-    case CudaWeightFormat::fp8_row: return WeightFormat::fp8;
+    case CudaWeightFormat::fp8_row:
+      return WeightFormat::fp8;
   }
   return WeightFormat::bf16;
 }
@@ -80,11 +87,16 @@ CudaWeightFormat parse_cuda_weight_format(const std::string& s, int* group_size)
 
 std::string cuda_weight_format_name(CudaWeightFormat f, int g) {
   switch (f) {
-    case CudaWeightFormat::bf16: return "bf16";
-    case CudaWeightFormat::int8wo: return "int8wo";
-    case CudaWeightFormat::int4wo: return fmt::format("int4wo-g{}", g);
-    case CudaWeightFormat::fp8_tensor: return "fp8-tensor";
-    case CudaWeightFormat::fp8_row: return "fp8-row";
+    case CudaWeightFormat::bf16:
+      return "bf16";
+    case CudaWeightFormat::int8wo:
+      return "int8wo";
+    case CudaWeightFormat::int4wo:
+      return fmt::format("int4wo-g{}", g);
+    case CudaWeightFormat::fp8_tensor:
+      return "fp8-tensor";
+    case CudaWeightFormat::fp8_row:
+      return "fp8-row";
   }
   return "?";
 }
@@ -161,9 +173,10 @@ struct CudaEngine::Impl {
     AO_CHECK(dim > 0 && hidden > 0 && n_layers > 0 && n_heads > 0 && vocab > 0,
              "CudaEngine: config has a zero dimension (dim {}, hidden {}, layers {}, heads {})",
              dim, hidden, n_layers, n_heads);
-    AO_CHECK(n_heads % n_kv == 0, "CudaEngine: n_heads {} not a multiple of n_kv_heads {}",
-             n_heads, n_kv);
-    max_seq = o.max_seq_len > 0 ? o.max_seq_len : std::min(c.max_seq_len > 0 ? c.max_seq_len : 4096, 4096);
+    AO_CHECK(n_heads % n_kv == 0, "CudaEngine: n_heads {} not a multiple of n_kv_heads {}", n_heads,
+             n_kv);
+    max_seq = o.max_seq_len > 0 ? o.max_seq_len
+                                : std::min(c.max_seq_len > 0 ? c.max_seq_len : 4096, 4096);
     qkv_dim = (n_heads + 2 * n_kv) * hd;
     max_m = std::max(1, o.max_prefill);
     AO_CUDA_CHECK(cudaSetDevice(o.device));
@@ -261,8 +274,7 @@ struct CudaEngine::Impl {
       w.scale = alloc<float>(2 * n * (w.k_padded / w.group_size));
     else if (w.format != WeightFormat::bf16)
       w.scale = alloc<float>(n);
-    cuda::quantize_weight(src_bf16, w, opt.format == CudaWeightFormat::fp8_tensor, scratch,
-                          stream);
+    cuda::quantize_weight(src_bf16, w, opt.format == CudaWeightFormat::fp8_tensor, scratch, stream);
     if (w.format != WeightFormat::bf16)
       deq_elems = std::max(deq_elems, static_cast<size_t>(n * w.k_padded));
     return w;
@@ -292,12 +304,10 @@ struct CudaEngine::Impl {
       wp = deq;
     }
     const float alpha = 1.f, beta = 0.f;
-    AO_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), m,
-                                 static_cast<int>(w.k), &alpha, wp, CUDA_R_16BF,
-                                 static_cast<int>(w.k_padded), x, CUDA_R_16BF,
-                                 static_cast<int>(w.k), &beta, y, CUDA_R_16BF,
-                                 static_cast<int>(w.n), CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT));
+    AO_CUBLAS_CHECK(cublasGemmEx(
+        cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), m, static_cast<int>(w.k), &alpha,
+        wp, CUDA_R_16BF, static_cast<int>(w.k_padded), x, CUDA_R_16BF, static_cast<int>(w.k), &beta,
+        y, CUDA_R_16BF, static_cast<int>(w.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
   cuda::RopeArgs rope_args(const Layer& L) const {
@@ -422,8 +432,8 @@ struct CudaEngine::Impl {
 
   void check_room(int n) const {
     if (host_pos + n > max_seq)
-      throw Error(fmt::format("CudaEngine: KV cache full ({} + {} tokens > capacity {})",
-                              host_pos, n, max_seq));
+      throw Error(fmt::format("CudaEngine: KV cache full ({} + {} tokens > capacity {})", host_pos,
+                              n, max_seq));
   }
 
   // Prefill in chunks of max_m tokens; logits of the last token stay in `logits`.
@@ -528,8 +538,7 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     AO_CUDA_CHECK(cudaMemcpy(perm, p.data(), p.size() * 4, cudaMemcpyHostToDevice));
   }
   // Writes the rows of `w` (cols each) to dst, starting at row `row0`, every `step`-th row.
-  auto put = [&](const HostWeight& w, int64_t row0, int64_t cols, uint16_t* dst,
-                 int64_t step = 1) {
+  auto put = [&](const HostWeight& w, int64_t row0, int64_t cols, uint16_t* dst, int64_t step = 1) {
     int64_t n = 1;
     for (auto d : w.shape) n *= d;
     const int code = dtype_code(w.dtype, w.name);
@@ -755,8 +764,8 @@ CudaBenchResult CudaEngine::bench(int pp, int tg, int reps) {
       AO_CUDA_CHECK(cudaEventRecord(t0, e.stream));
       for (int off = 0; off < pp; off += e.max_m) {
         const int m = std::min(e.max_m, pp - off);
-        AO_CUDA_CHECK(cudaMemcpyAsync(e.d_tokens, toks.data() + off, m * 4,
-                                      cudaMemcpyHostToDevice, e.stream));
+        AO_CUDA_CHECK(cudaMemcpyAsync(e.d_tokens, toks.data() + off, m * 4, cudaMemcpyHostToDevice,
+                                      e.stream));
         e.enqueue_prefill(m);
         // Position advance on the device without a host round trip.
         e.h_pinned[2 + (off / e.max_m) % 8] = off + m;
@@ -859,8 +868,8 @@ double cuda_gemm_tflops(int m, int n, int k) {
   std::vector<float> times;
   for (int i = 0; i < 12; ++i) {
     AO_CUDA_CHECK(cudaEventRecord(t0));
-    AO_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k,
-                                 a, CUDA_R_16BF, k, &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+    AO_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, a,
+                                 CUDA_R_16BF, k, &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT));
     AO_CUDA_CHECK(cudaEventRecord(t1));
     AO_CUDA_CHECK(cudaEventSynchronize(t1));

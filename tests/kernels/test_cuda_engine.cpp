@@ -25,7 +25,8 @@ struct Stories {
 
 std::string model_path() {
   std::vector<std::string> c;
-  if (const char* s = std::getenv("AO_SHARED")) c.push_back(std::string(s) + "/data/models/stories260K/stories260K.bin");
+  if (const char* s = std::getenv("AO_SHARED"))
+    c.push_back(std::string(s) + "/data/models/stories260K/stories260K.bin");
   c.push_back(std::string(AO_SOURCE_DIR) + "/../shared/data/models/stories260K/stories260K.bin");
   c.push_back(std::string(AO_SOURCE_DIR) + "/.gpu/shared/data/models/stories260K/stories260K.bin");
   for (auto& p : c)
@@ -190,7 +191,7 @@ TEST_F(CudaEngineStories, PrefillAndGraphDecodeLogitsMatchCpuReference) {
     opt.max_prefill = 32;  // prompt of 40 runs in two chunks
     opt.cuda_graph = graph;
     auto eng = runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt);
-    std::vector<int> toks = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
+    std::vector<int> toks = {1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
                              317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265,
                              282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432};
     const int np = 34;
@@ -245,9 +246,9 @@ TEST_F(CudaEngineStories, QuantizedFormatsStayClose) {
     runtime::CudaWeightFormat f;
     double bound;
   };
-  for (auto [f, bound] : {F{runtime::CudaWeightFormat::int8wo, 2e-2},
-                          F{runtime::CudaWeightFormat::fp8_row, 1e-1},
-                          F{runtime::CudaWeightFormat::fp8_tensor, 1e-1}}) {
+  for (auto [f, bound] :
+       {F{runtime::CudaWeightFormat::int8wo, 2e-2}, F{runtime::CudaWeightFormat::fp8_row, 1e-1},
+        F{runtime::CudaWeightFormat::fp8_tensor, 1e-1}}) {
     runtime::CudaEngineOptions opt;
     opt.format = f;
     opt.max_seq_len = 64;

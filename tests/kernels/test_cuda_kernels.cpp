@@ -228,16 +228,15 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Formats, CudaGemv,
-    ::testing::Values(QuantCase{WeightFormat::bf16, 0, false, "bf16"},
-                      QuantCase{WeightFormat::int8, 0, false, "int8"},
-                      QuantCase{WeightFormat::int4, 32, false, "int4_g32"},
-                      QuantCase{WeightFormat::int4, 128, false, "int4_g128"},
-                      QuantCase{WeightFormat::int4, 256, false, "int4_g256"},
-                      QuantCase{WeightFormat::fp8, 0, false, "fp8_row"},
-                      QuantCase{WeightFormat::fp8, 0, true, "fp8_tensor"}),
-    [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Formats, CudaGemv,
+                         ::testing::Values(QuantCase{WeightFormat::bf16, 0, false, "bf16"},
+                                           QuantCase{WeightFormat::int8, 0, false, "int8"},
+                                           QuantCase{WeightFormat::int4, 32, false, "int4_g32"},
+                                           QuantCase{WeightFormat::int4, 128, false, "int4_g128"},
+                                           QuantCase{WeightFormat::int4, 256, false, "int4_g256"},
+                                           QuantCase{WeightFormat::fp8, 0, false, "fp8_row"},
+                                           QuantCase{WeightFormat::fp8, 0, true, "fp8_tensor"}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 // ---- elementwise ---------------------------------------------------------------------------
 
@@ -284,7 +283,8 @@ TEST(CudaKernels, EmbeddingAddRmsnormSwiglu) {
   std::vector<float> href(M * F);
   for (int m = 0; m < M; ++m)
     for (int j = 0; j < F; ++j) {
-      const float g = bf16_to_f32(gu[m * 2 * F + 2 * j]), u = bf16_to_f32(gu[m * 2 * F + 2 * j + 1]);
+      const float g = bf16_to_f32(gu[m * 2 * F + 2 * j]),
+                  u = bf16_to_f32(gu[m * 2 * F + 2 * j + 1]);
       href[m * F + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
     }
   EXPECT_LT(nmse(h, href), 1e-5);
@@ -455,7 +455,8 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
       const float inv = 1.f / std::sqrt(static_cast<float>(ss / K) + 1e-5f);
       for (int n = 0; n < N; ++n) {
         double a = 0;
-        for (int k = 0; k < K; ++k) a += double(round_bf16(resid[m * K + k] * inv)) * w[size_t(n) * K + k];
+        for (int k = 0; k < K; ++k)
+          a += double(round_bf16(resid[m * K + k] * inv)) * w[size_t(n) * K + k];
         qkv[m * N + n] = round_bf16(static_cast<float>(a));
       }
     }
@@ -505,7 +506,8 @@ TEST(CudaKernels, SamplingGreedyTopKTopP) {
   AO_SKIP_WITHOUT_GPU();
   const int V = 5000;
   auto logits = randn(V, 7, 2.f);
-  const int best = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  const int best =
+      static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   Guarded<float> dl(logits);
   Guarded<SamplerState> st(1);
   Guarded<int32_t> tok(1), out(64), nout(1), pos(1);

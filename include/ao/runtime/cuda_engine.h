@@ -52,11 +52,11 @@ struct SamplingParams {
 struct CudaBenchResult {
   std::string model, format, device;
   int64_t params = 0;
-  double weight_gb = 0;     // bytes read per decode step, in 1e9
+  double weight_gb = 0;  // bytes read per decode step, in 1e9
   int pp = 0, tg = 0;
   double pp_tok_s = 0, tg_tok_s = 0;
-  double pp_tflops = 0;     // 2 * params * pp / time
-  double tg_gb_s = 0;       // weight bytes per token * tok/s
+  double pp_tflops = 0;  // 2 * params * pp / time
+  double tg_gb_s = 0;    // weight bytes per token * tok/s
 };
 
 class CudaEngine {

@@ -22,9 +22,8 @@ constexpr int kMaxDecodeSplits = 1024;  // context up to 32768 positions
 
 template <int G, int DPL>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
-    attn_decode_split(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
-                      const int32_t* pos, AttentionArgs a, float* partial, int* counters,
-                      uint16_t* attn_out) {
+    attn_decode_split(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
+                      AttentionArgs a, float* partial, int* counters, uint16_t* attn_out) {
   grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
   const int kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y;
   const int len = *pos + 1;
@@ -176,9 +175,9 @@ __global__ void __launch_bounds__(kPrefillRows * 32)
   const int last_row = min(m - 1, static_cast<int>(blockIdx.x) * kPrefillRows + kPrefillRows - 1);
   const int kmax = p0 + last_row;  // last key any warp needs
   const int kstride = hd + 2;      // padded K row (bf16 elements): no bank conflicts
-  float* qs = psm;                                                   // [rows][hd]
+  float* qs = psm;                 // [rows][hd]
   uint16_t* ks = reinterpret_cast<uint16_t*>(qs + kPrefillRows * hd);  // [kTile][hd + 2]
-  uint16_t* vs = ks + kTile * kstride;                               // [kTile][hd]
+  uint16_t* vs = ks + kTile * kstride;                                 // [kTile][hd]
 
   if (qi < m)
     for (int d = lane; d < hd; d += 32)
@@ -269,9 +268,8 @@ size_t attention_decode_workspace(const AttentionArgs& a) {
   return (static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2) + a.n_kv_heads) * 4;
 }
 
-void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
-                      const int32_t* pos, const AttentionArgs& a, void* workspace, uint16_t* out,
-                      cudaStream_t s) {
+void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
+                      const AttentionArgs& a, void* workspace, uint16_t* out, cudaStream_t s) {
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
   if (nsplit > kMaxDecodeSplits) fail("attention_decode: KV cache longer than 32768 positions");
   float* partial = static_cast<float*>(workspace);
@@ -280,11 +278,20 @@ void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
   const int G = a.n_heads / a.n_kv_heads;
   const dim3 grid(a.n_kv_heads, nsplit);
   switch (G) {
-    case 1: launch_decode_g<1>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
-    case 2: launch_decode_g<2>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
-    case 4: launch_decode_g<4>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
-    case 8: launch_decode_g<8>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
-    default: fail("attention_decode: n_heads / n_kv_heads must be 1, 2, 4 or 8");
+    case 1:
+      launch_decode_g<1>(q, kc, vc, pos, a, partial, counters, out, grid, s);
+      break;
+    case 2:
+      launch_decode_g<2>(q, kc, vc, pos, a, partial, counters, out, grid, s);
+      break;
+    case 4:
+      launch_decode_g<4>(q, kc, vc, pos, a, partial, counters, out, grid, s);
+      break;
+    case 8:
+      launch_decode_g<8>(q, kc, vc, pos, a, partial, counters, out, grid, s);
+      break;
+    default:
+      fail("attention_decode: n_heads / n_kv_heads must be 1, 2, 4 or 8");
   }
   AO_CUDA_CHECK(cudaGetLastError());
 }

@@ -74,8 +74,7 @@ __global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const
   ss = block_sum(ss, red);
   const float inv = rsqrtf(ss / dim + eps);
   for (int i = threadIdx.x; i < dim; i += blockDim.x)
-    out[m * dim + i] =
-        float_to_bf16_bits(round_bf16(x[i] * inv) * bf16_bits_to_float(weight[i]));
+    out[m * dim + i] = float_to_bf16_bits(round_bf16(x[i] * inv) * bf16_bits_to_float(weight[i]));
 }
 
 __global__ void swiglu_kernel(const uint16_t* gu, int64_t m, int hidden, uint16_t* out) {

@@ -120,13 +120,15 @@ __global__ void dequantize_kernel(WeightFormat f, const void* data, const void* 
   const int64_t row = i / Kp, k = i % Kp;
   float v = 0.f;
   switch (f) {
-    case WeightFormat::bf16: v = bf16_bits_to_float(static_cast<const uint16_t*>(data)[i]); break;
+    case WeightFormat::bf16:
+      v = bf16_bits_to_float(static_cast<const uint16_t*>(data)[i]);
+      break;
     case WeightFormat::int8:
       v = static_cast<const int8_t*>(data)[i] * static_cast<const float*>(scale)[row];
       break;
     case WeightFormat::fp8: {
-      __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<const __nv_fp8_storage_t*>(data)[i],
-                                             __NV_E4M3);
+      __half_raw h =
+          __nv_cvt_fp8_to_halfraw(static_cast<const __nv_fp8_storage_t*>(data)[i], __NV_E4M3);
       v = __half2float(*reinterpret_cast<__half*>(&h)) * static_cast<const float*>(scale)[row];
       break;
     }
@@ -159,9 +161,9 @@ void quantize_weight(const uint16_t* w, DeviceWeight& d, bool fp8_per_tensor, fl
       if (d.group_size % 32 != 0 || d.k_padded % d.group_size != 0)
         fail("quantize_weight: int4 group size must be a multiple of 32 dividing the padded K");
       const int64_t n = d.n * (d.k_padded / d.group_size);
-      quantize_int4_groups<<<blocks_for(n, 128), 128, 0, s>>>(
-          w, d.n, d.k, d.k_padded, d.group_size, static_cast<uint32_t*>(d.data),
-          static_cast<float2*>(d.scale));
+      quantize_int4_groups<<<blocks_for(n, 128), 128, 0, s>>>(w, d.n, d.k, d.k_padded, d.group_size,
+                                                              static_cast<uint32_t*>(d.data),
+                                                              static_cast<float2*>(d.scale));
       break;
     }
     case WeightFormat::fp8:
@@ -179,8 +181,8 @@ void quantize_weight(const uint16_t* w, DeviceWeight& d, bool fp8_per_tensor, fl
 
 void dequantize_weight(const DeviceWeight& w, uint16_t* out, cudaStream_t s) {
   const int64_t n = w.n * w.k_padded;
-  dequantize_kernel<<<blocks_for(n, 256), 256, 0, s>>>(w.format, w.data, w.scale, w.n,
-                                                       w.k_padded, w.group_size, out);
+  dequantize_kernel<<<blocks_for(n, 256), 256, 0, s>>>(w.format, w.data, w.scale, w.n, w.k_padded,
+                                                       w.group_size, out);
   AO_CUDA_CHECK(cudaGetLastError());
 }
 

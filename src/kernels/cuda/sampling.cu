@@ -48,8 +48,7 @@ __device__ ArgMax block_argmax(ArgMax x) {
 
 __global__ void __launch_bounds__(kSampleThreads)
     sample_kernel(const float* logits, int vocab, SamplerState* st, int32_t* token,
-                  int32_t* out_tokens, int out_cap, int32_t* n_out, int32_t* pos,
-                  int advance) {
+                  int32_t* out_tokens, int out_cap, int32_t* n_out, int32_t* pos, int advance) {
   __shared__ float red[32];
   const float T = st->temperature;
   ArgMax best{-INFINITY, 0x7fffffff};
@@ -65,7 +64,8 @@ __global__ void __launch_bounds__(kSampleThreads)
         best = better(best, ArgMax{v.w, 4 * i + 3});
       }
     } else {
-      for (int i = threadIdx.x; i < vocab; i += blockDim.x) best = better(best, ArgMax{logits[i], i});
+      for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+        best = better(best, ArgMax{logits[i], i});
     }
     best = block_argmax(best);
   } else {
@@ -85,7 +85,10 @@ __global__ void __launch_bounds__(kSampleThreads)
         float c = 0.f;
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) c += logits[i] >= mid ? 1.f : 0.f;
         c = block_sum(c, red);
-        if (c >= k) lo = mid; else hi = mid;
+        if (c >= k)
+          lo = mid;
+        else
+          hi = mid;
       }
       thr = lo;
     }
@@ -102,7 +105,10 @@ __global__ void __launch_bounds__(kSampleThreads)
         for (int i = threadIdx.x; i < vocab; i += blockDim.x)
           if (logits[i] >= mid) c += __expf((logits[i] - mx) / T);
         c = block_sum(c, red);
-        if (c >= p * z) lo = mid; else hi = mid;
+        if (c >= p * z)
+          lo = mid;
+        else
+          hi = mid;
       }
       thr = lo;
     }
@@ -127,8 +133,8 @@ __global__ void __launch_bounds__(kSampleThreads)
 void sample(const float* logits, int vocab, SamplerState* state, int32_t* token,
             int32_t* out_tokens, int out_capacity, int32_t* n_out, int32_t* pos, int advance_pos,
             cudaStream_t s) {
-  sample_kernel<<<1, kSampleThreads, 0, s>>>(logits, vocab, state, token, out_tokens,
-                                             out_capacity, n_out, pos, advance_pos);
+  sample_kernel<<<1, kSampleThreads, 0, s>>>(logits, vocab, state, token, out_tokens, out_capacity,
+                                             n_out, pos, advance_pos);
   AO_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -19,22 +19,22 @@ void check(cudaError_t e, const char* call, const char* file, int line);
 // Weight formats the GEMV kernels read. Rows are padded to `k_padded` elements (a multiple of
 // gemv_k_align(format)); the padding holds zero weights.
 enum class WeightFormat : int {
-  bf16 = 0,   // w [N, Kp] bf16
-  int8 = 1,   // w [N, Kp] int8, scale [N] f32: deq = q * scale (TorchAO Int8 weight-only)
-  int4 = 2,   // w [N, Kp/2] bytes, 8 consecutive k per 32-bit word, element k in nibble k%8
-              // (low first), q in [0, 15]; scale_bias [N, Kp/g] float2 {s, zero - 8 s}:
-              // deq = q * s + (zero - 8 s) = (q - 8) * s + zero (TorchAO Int4 semantics)
-  fp8 = 3,    // w [N, Kp] e4m3fn, scale [N] f32 (per-tensor: all rows equal): deq = q * scale
+  bf16 = 0,  // w [N, Kp] bf16
+  int8 = 1,  // w [N, Kp] int8, scale [N] f32: deq = q * scale (TorchAO Int8 weight-only)
+  int4 = 2,  // w [N, Kp/2] bytes, 8 consecutive k per 32-bit word, element k in nibble k%8
+             // (low first), q in [0, 15]; scale_bias [N, Kp/g] float2 {s, zero - 8 s}:
+             // deq = q * s + (zero - 8 s) = (q - 8) * s + zero (TorchAO Int4 semantics)
+  fp8 = 3,   // w [N, Kp] e4m3fn, scale [N] f32 (per-tensor: all rows equal): deq = q * scale
 };
 int gemv_k_align(WeightFormat f);  // elements a row must be padded to
 
 struct DeviceWeight {
   WeightFormat format = WeightFormat::bf16;
   int64_t n = 0, k = 0, k_padded = 0;
-  int group_size = 0;          // int4 only
+  int group_size = 0;  // int4 only
   void* data = nullptr;
-  void* scale = nullptr;       // int8/fp8: float[N]; int4: float2[N, Kp/g]
-  size_t bytes() const;        // bytes read by one GEMV (data + scales)
+  void* scale = nullptr;  // int8/fp8: float[N]; int4: float2[N, Kp/g]
+  size_t bytes() const;   // bytes read by one GEMV (data + scales)
 };
 
 // What the GEMV computes on its input before the dot products (fused prologue).
@@ -69,17 +69,17 @@ struct GemvArgs {
   int m = 1;  // batch 1..8
   GemvInput input = GemvInput::bf16;
   const void* x = nullptr;
-  int64_t x_stride = 0;             // elements between rows of x (0 = K)
+  int64_t x_stride = 0;  // elements between rows of x (0 = K)
   const uint16_t* rms_weight = nullptr;
   float eps = 1e-5f;
   GemvOutput output = GemvOutput::bf16;
-  void* y = nullptr;                // bf16, f32 or residual f32 [M, N]
+  void* y = nullptr;  // bf16, f32 or residual f32 [M, N]
   // rope_kv output only: the weight is a qkv projection with paired rows (RopeArgs::paired);
   // rows of batch m are tokens at position *pos + m.
   RopeArgs rope;
   const int32_t* pos = nullptr;
-  uint16_t* q_out = nullptr;        // [M, H, hd]
-  uint16_t* k_cache = nullptr;      // [KV, max_seq, hd]
+  uint16_t* q_out = nullptr;    // [M, H, hd]
+  uint16_t* k_cache = nullptr;  // [KV, max_seq, hd]
   uint16_t* v_cache = nullptr;
 };
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
@@ -107,8 +107,8 @@ void fill_bf16(uint16_t* dst, int64_t n, float v, cudaStream_t s);
 void embedding(const uint16_t* embed, const int32_t* tokens, int m, int dim, float* residual,
                cudaStream_t s);
 // If delta: residual += delta (bf16). Then out = bf16(rmsnorm(residual) * weight). [M, dim].
-void add_rmsnorm(float* residual, const uint16_t* delta, const uint16_t* weight, float eps,
-                 int m, int dim, uint16_t* out, cudaStream_t s);
+void add_rmsnorm(float* residual, const uint16_t* delta, const uint16_t* weight, float eps, int m,
+                 int dim, uint16_t* out, cudaStream_t s);
 // out[m, j] = silu(gu[m, 2j]) * gu[m, 2j + 1] (bf16; gate and up interleaved as the
 // gate_up weight's rows are).
 void swiglu(const uint16_t* gate_up, int m, int hidden, uint16_t* out, cudaStream_t s);
@@ -131,18 +131,17 @@ void attention_decode(const uint16_t* q, const uint16_t* k_cache, const uint16_t
                       const int32_t* pos, const AttentionArgs& a, void* workspace, uint16_t* out,
                       cudaStream_t s);
 // Prefill: M query tokens at positions *pos .. *pos + M - 1, causal over the cache.
-void attention_prefill(const uint16_t* q, int m, const uint16_t* k_cache,
-                       const uint16_t* v_cache, const int32_t* pos, const AttentionArgs& a,
-                       uint16_t* out, cudaStream_t s);
+void attention_prefill(const uint16_t* q, int m, const uint16_t* k_cache, const uint16_t* v_cache,
+                       const int32_t* pos, const AttentionArgs& a, uint16_t* out, cudaStream_t s);
 
 // ---- sampling ----------------------------------------------------------------------------
-struct SamplerState {      // lives in device memory
-  float temperature;       // <= 0: greedy
-  int top_k;               // <= 0: off
-  float top_p;             // >= 1: off
+struct SamplerState {  // lives in device memory
+  float temperature;   // <= 0: greedy
+  int top_k;           // <= 0: off
+  float top_p;         // >= 1: off
   uint32_t pad;
   uint64_t seed;
-  uint64_t step;           // incremented by every sample
+  uint64_t step;  // incremented by every sample
 };
 // Picks the next token from logits [vocab] f32; writes it to *token and, when out_tokens is
 // not null, to out_tokens[*n_out % out_capacity] (then ++*n_out); ++*pos when advance_pos.
