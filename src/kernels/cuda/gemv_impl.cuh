@@ -107,43 +107,6 @@ __device__ __forceinline__ float4 weights4<WeightFormat::int4>(const uint4& w, i
                      __uint_as_float((s1 & 0x000f0000u) | 0x3f800000u));
 }
 
-// cp.async (sm_80+); older targets fall back to plain copies.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#define AO_NO_CP_ASYNC 1
-#endif
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-#ifndef AO_NO_CP_ASYNC
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(a), "l"(gmem) : "memory");
-#else
-  *static_cast<uint4*>(smem) = *static_cast<const uint4*>(gmem);
-#endif
-}
-__device__ __forceinline__ void cp_async8(void* smem, const void* gmem) {
-#ifndef AO_NO_CP_ASYNC
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(a), "l"(gmem) : "memory");
-#else
-  *static_cast<uint2*>(smem) = *static_cast<const uint2*>(gmem);
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#ifndef AO_NO_CP_ASYNC
-  asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-#ifndef AO_NO_CP_ASYNC
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-#endif
-}
-
-// Pipeline depth of the weight stream: 0 = registers (double-buffered, U iterations ahead),
-// S > 0 = a ring of S stages per warp in shared memory filled by cp.async (S - 1 ahead).
-template <WeightFormat F>
-constexpr int kStages = F == WeightFormat::bf16 ? 0 : 4;
-
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 
@@ -158,28 +121,17 @@ __device__ __forceinline__ int x_slot(int k) {
 // A block owns tiles of kWarps * R rows (warp w: rows tile * kWarps * R + w * R ..). When x fits
 // shared memory in one segment the grid is persistent (one prologue per block, tiles strided by
 // gridDim.x); otherwise each block takes one tile and walks K in segments.
-// Weights are loaded ahead (registers, U iterations, or a cp.async ring of kStages<F> stages);
-// the first batch is issued before the grid-dependency wait and the prologue, so weight
-// streaming overlaps the previous kernel's tail.
+// Weights are loaded U iterations ahead (double-buffered); the first batch is issued before the
+// grid-dependency wait and the prologue, so weight streaming overlaps the previous kernel's tail.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U>
 __global__ void __launch_bounds__(kThreads, 4)
     gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg) {
   constexpr int E = Fmt<F>::E;
   constexpr int V = E / 4;
   constexpr bool kInt4 = F == WeightFormat::int4;
-  constexpr int S = kStages<F>;
   extern __shared__ float4 smem4[];
   float* xs = reinterpret_cast<float*>(smem4);             // [M][seg]
   float2* csum = reinterpret_cast<float2*>(xs + M * seg);  // int4: [M][seg / 32]
-  // cp.async ring after x (and csum): per warp [S][R][32] uint4, then int4 scales [S][R][32].
-  uint4* ring =
-      reinterpret_cast<uint4*>(reinterpret_cast<uint8_t*>(smem4) +
-                               ((static_cast<size_t>(M) * seg * 4 +
-                                 (kInt4 ? static_cast<size_t>(M) * (seg / 32) * 8 : 0) + 15) /
-                                16 * 16));
-  uint4* wring = ring + (threadIdx.x >> 5) * (S ? S : 1) * R * 32;
-  float2* sring = reinterpret_cast<float2*>(ring + kWarps * (S ? S : 1) * R * 32) +
-                  (threadIdx.x >> 5) * (S ? S : 1) * R * 32;
   __shared__ float red[32];
   __shared__ float inv_rms[M];
 
@@ -210,40 +162,15 @@ __global__ void __launch_bounds__(kThreads, 4)
     }
   };
 
-  // cp.async of iteration i into ring stage st (each lane reads back only its own slots).
-  auto issue = [&](int cbase, int i, int st) {
-    const int c = cbase + i * 32 + lane;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      cp_async16(
-          &wring[(st * R + r) * 32 + lane],
-          static_cast<const uint8_t*>(w.data) + rows[r] * row_bytes + static_cast<int64_t>(c) * 16);
-      if constexpr (kInt4)
-        cp_async8(&sring[(st * R + r) * 32 + lane],
-                  &sbase[static_cast<int64_t>(rows[r]) * groups + c * 32 / w.group_size]);
-    }
-  };
-  auto issue_first = [&](int cbase, int iters) {
-#pragma unroll
-    for (int st = 0; st < S - 1; ++st) {
-      if (st < iters) issue(cbase, st, st);
-      cp_async_commit();
-    }
-  };
-
   uint4 wv[U][R];
   float2 sv[U][R];
   int tile = blockIdx.x;
   set_rows(tile);
   {
     const int iters0 = min(seg, Kp) / (32 * E);
-    if constexpr (S > 0) {
-      issue_first(0, iters0);
-    } else {
 #pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (u < iters0) load(wv[u], sv[u], 0, u);
-    }
+    for (int u = 0; u < U; ++u)
+      if (u < iters0) load(wv[u], sv[u], 0, u);
   }
   bool prefetched = true;
   grid_dependency_wait();
@@ -343,100 +270,79 @@ __global__ void __launch_bounds__(kThreads, 4)
 
       const int iters = slen / (32 * E);
       const int cbase = k0 / E;
-      // Dot products of iteration i (weights wr, int4 scales sr) into acc.
-      auto compute = [&](const uint4(&wr)[R], const float2(&sr)[R], int i) {
-        if constexpr (kInt4) {
-          float part[M][R];
+      if (!prefetched) {
 #pragma unroll
-          for (int m = 0; m < M; ++m)
+        for (int u = 0; u < U; ++u)
+          if (u < iters) load(wv[u], sv[u], cbase, u);
+      }
+      prefetched = false;
+      for (int i0 = 0; i0 < iters; i0 += U) {
+        uint4 nv[U][R];
+        float2 ns[U][R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) part[m][r] = 0.f;
+        for (int u = 0; u < U; ++u)
+          if (i0 + U + u < iters) load(nv[u], ns[u], cbase, i0 + U + u);
 #pragma unroll
-          for (int v = 0; v < V; ++v) {
-            float4 wf[R];
+        for (int u = 0; u < U; ++u) {
+          if (i0 + u >= iters) break;
+          const int i = i0 + u;
+          if constexpr (kInt4) {
+            float part[M][R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wr[r], v);
+            for (int m = 0; m < M; ++m)
 #pragma unroll
-            for (int m = 0; m < M; ++m) {
-              const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
+              for (int r = 0; r < R; ++r) part[m][r] = 0.f;
 #pragma unroll
-              for (int r = 0; r < R; ++r) {
-                part[m][r] = fmaf(x4.x, wf[r].x, part[m][r]);
-                part[m][r] = fmaf(x4.y, wf[r].y, part[m][r]);
-                part[m][r] = fmaf(x4.z, wf[r].z, part[m][r]);
-                part[m][r] = fmaf(x4.w, wf[r].w, part[m][r]);
+            for (int v = 0; v < V; ++v) {
+              float4 wf[R];
+#pragma unroll
+              for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wv[u][r], v);
+#pragma unroll
+              for (int m = 0; m < M; ++m) {
+                const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                  part[m][r] = fmaf(x4.x, wf[r].x, part[m][r]);
+                  part[m][r] = fmaf(x4.y, wf[r].y, part[m][r]);
+                  part[m][r] = fmaf(x4.z, wf[r].z, part[m][r]);
+                  part[m][r] = fmaf(x4.w, wf[r].w, part[m][r]);
+                }
               }
             }
-          }
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            const float2 cs = csum[m * (seg / 32) + i * 32 + lane];
-#pragma unroll
-            for (int r = 0; r < R; ++r) acc[m][r] += sr[r].x * (part[m][r] - cs.x) + sr[r].y * cs.y;
-          }
-        } else {
-#pragma unroll
-          for (int v = 0; v < V; ++v) {
-            float4 wf[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wr[r], v);
 #pragma unroll
             for (int m = 0; m < M; ++m) {
-              const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
+              const float2 cs = csum[m * (seg / 32) + i * 32 + lane];
 #pragma unroll
-              for (int r = 0; r < R; ++r) {
-                acc[m][r] = fmaf(x4.x, wf[r].x, acc[m][r]);
-                acc[m][r] = fmaf(x4.y, wf[r].y, acc[m][r]);
-                acc[m][r] = fmaf(x4.z, wf[r].z, acc[m][r]);
-                acc[m][r] = fmaf(x4.w, wf[r].w, acc[m][r]);
+              for (int r = 0; r < R; ++r)
+                acc[m][r] += sv[u][r].x * (part[m][r] - cs.x) + sv[u][r].y * cs.y;
+            }
+          } else {
+#pragma unroll
+            for (int v = 0; v < V; ++v) {
+              float4 wf[R];
+#pragma unroll
+              for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wv[u][r], v);
+#pragma unroll
+              for (int m = 0; m < M; ++m) {
+                const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                  acc[m][r] = fmaf(x4.x, wf[r].x, acc[m][r]);
+                  acc[m][r] = fmaf(x4.y, wf[r].y, acc[m][r]);
+                  acc[m][r] = fmaf(x4.z, wf[r].z, acc[m][r]);
+                  acc[m][r] = fmaf(x4.w, wf[r].w, acc[m][r]);
+                }
               }
             }
           }
         }
-      };
-      if constexpr (S > 0) {
-        if (!prefetched) issue_first(cbase, iters);
-        prefetched = false;
-        for (int i = 0; i < iters; ++i) {
-          if (i + S - 1 < iters) issue(cbase, i + S - 1, (i + S - 1) % S);
-          cp_async_commit();
-          cp_async_wait<S - 1>();
-          const int st = i % S;
-          uint4 wr[R];
-          float2 sr[R];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
 #pragma unroll
           for (int r = 0; r < R; ++r) {
-            wr[r] = wring[(st * R + r) * 32 + lane];
-            if constexpr (kInt4) sr[r] = sring[(st * R + r) * 32 + lane];
+            wv[u][r] = nv[u][r];
+            sv[u][r] = ns[u][r];
           }
-          compute(wr, sr, i);
-        }
-      } else {
-        if (!prefetched) {
-#pragma unroll
-          for (int u = 0; u < U; ++u)
-            if (u < iters) load(wv[u], sv[u], cbase, u);
-        }
-        prefetched = false;
-        for (int i0 = 0; i0 < iters; i0 += U) {
-          uint4 nv[U][R];
-          float2 ns[U][R];
-#pragma unroll
-          for (int u = 0; u < U; ++u)
-            if (i0 + U + u < iters) load(nv[u], ns[u], cbase, i0 + U + u);
-#pragma unroll
-          for (int u = 0; u < U; ++u) {
-            if (i0 + u >= iters) break;
-            compute(wv[u], sv[u], i0 + u);
-          }
-#pragma unroll
-          for (int u = 0; u < U; ++u)
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-              wv[u][r] = nv[u][r];
-              sv[u][r] = ns[u][r];
-            }
-        }
       }
     }
 
@@ -519,18 +425,14 @@ __global__ void __launch_bounds__(kThreads, 4)
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   constexpr int R = (F == WeightFormat::int4) ? 4 : 2;
-  constexpr int U = (F == WeightFormat::bf16) ? 4 : 1;  // register path only (bf16)
+  constexpr int U = (F == WeightFormat::bf16) ? 4 : (F == WeightFormat::int4 ? 1 : 2);
   auto kernel = gemv_kernel<F, M, IN, OUT, R, U>;
   // Segment: the whole (padded) K when M rows of fp32 fit 64 KB, else 64 KB / M per segment.
   int seg = static_cast<int>(std::min<int64_t>(w.k_padded, 16384 / M));
   const int align = gemv_k_align(F);
   seg = std::max(align, seg / align * align);
-  constexpr int S = kStages<F>;
-  const size_t xbytes = static_cast<size_t>(M) * seg * 4 +
-                        (F == WeightFormat::int4 ? static_cast<size_t>(M) * (seg / 32) * 8 : 0);
-  const size_t smem =
-      (xbytes + 15) / 16 * 16 +
-      (S ? static_cast<size_t>(kWarps) * S * R * 32 * (16 + (F == WeightFormat::int4 ? 8 : 0)) : 0);
+  const size_t smem = static_cast<size_t>(M) * seg * 4 +
+                      (F == WeightFormat::int4 ? static_cast<size_t>(M) * (seg / 32) * 8 : 0);
   static bool configured = false;
   static int sms = 0;
   static size_t occ_smem = ~size_t(0);
