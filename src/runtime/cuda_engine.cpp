@@ -685,6 +685,7 @@ std::vector<int32_t> CudaEngine::generate(const std::vector<int32_t>& prompt, in
   Impl& e = *impl_;
   std::vector<int32_t> out;
   if (n <= 0) return out;
+  constexpr int kMaxGenerate = 4096;  // the pinned token buffer
   e.check_room(static_cast<int>(prompt.size()) + n - 1);
   e.set_sampler(sp);
   e.prefill_tokens(prompt);
@@ -706,7 +707,9 @@ std::vector<int32_t> CudaEngine::generate(const std::vector<int32_t>& prompt, in
     AO_CUDA_CHECK(cudaEventRecord(ev[slot], e.stream));
     copied_upto[slot] = to;
   };
-  const int cap = std::min(n, 4096);
+  AO_CHECK(n <= kMaxGenerate, "CudaEngine::generate: at most {} tokens per call (asked for {})",
+           kMaxGenerate, n);
+  const int cap = n;
   enqueue_copy(0, 1, 0);
   int pending_slot = 0;
   bool pending = true;
