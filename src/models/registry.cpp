@@ -69,6 +69,24 @@ LoadedModel load_model(const std::string& path, const LoadOptions& opts) {
   return m;
 }
 
+void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model, const std::string& path) {
+  const int64_t V = model.vocab_size();
+  AO_CHECK(tok.vocab_size() <= V,
+           "tokenizer {} ({}) has {} tokens but the model's vocabulary has {}: they do not belong together", path,
+           tok.description(), tok.vocab_size(), V);
+  AO_CHECK(tok.bos_id() < V && tok.eos_id() < V, "tokenizer {}: BOS {} / EOS {} outside the model's vocabulary of {}",
+           path, tok.bos_id(), tok.eos_id(), V);
+}
+
+std::unique_ptr<text::Tokenizer> load_model_tokenizer(const LoadedModel& m, const std::string& path) {
+  const std::string p = path.empty() ? m.files.tokenizer_path : path;
+  AO_CHECK(!p.empty(), "{}: no tokenizer found next to the model (tokenizer.json, tokenizer.model, tok*.bin); "
+           "pass one with --tokenizer", m.files.path);
+  auto tok = text::load_tokenizer(p);
+  check_tokenizer_fits(*tok, *m.model, p);
+  return tok;
+}
+
 std::vector<std::string> synthetic_model_names() {
   return {"stories15M", "stories110M", "tinyllama-1.1b", "qwen2-0.5b", "llama3-1b", "llama2-7b", "mistral-7b",
           "llama3-8b"};

@@ -9,6 +9,7 @@
 
 #include "ao/io/model_files.h"
 #include "ao/models/llama.h"
+#include "ao/text/tokenizer.h"
 
 namespace ao::models {
 
@@ -27,6 +28,12 @@ struct LoadedModel {
   io::ModelFiles files;  // config, tokenizer path, file size (tensors moved into the model)
 };
 LoadedModel load_model(const std::string& path, const LoadOptions& opts = {});
+
+// Loads the tokenizer at `path`, or the one found next to the model when `path` is empty,
+// and checks it fits the model: every token id it can produce (and its BOS/EOS) must be
+// inside the model's vocabulary. Throws ao::Error naming both sizes otherwise.
+std::unique_ptr<text::Tokenizer> load_model_tokenizer(const LoadedModel& m, const std::string& path = "");
+void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model, const std::string& tokenizer_path);
 
 // Random-weight models with the shapes of known checkpoints, for benchmarks:
 // "stories15M", "stories110M", "tinyllama-1.1b", "llama3-1b", "llama2-7b", "llama3-8b",

@@ -8,7 +8,7 @@
 namespace ao::kernels::cpu {
 
 void rmsnorm_f32(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
-  parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
+  parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(n, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * n;
       float* yr = y + r * n;
@@ -21,7 +21,7 @@ void rmsnorm_f32(const float* x, const float* w, float* y, int64_t rows, int64_t
 }
 
 void silu_mul_f32(float* gate, const float* up, int64_t n) {
-  parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+  parallel_for(0, n, 1 << 16, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const float g = gate[i];
       gate[i] = g / (1.0f + std::exp(-g)) * up[i];

@@ -13,7 +13,8 @@ void gemm_f32_ref(const float* x, const float* W, float* y, int64_t M, int64_t N
 
 // y[N] = W[N, K] x[K]; multi-threaded over N, AVX2+FMA when the CPU has it.
 void gemv_f32(const float* W, const float* x, float* y, int64_t N, int64_t K);
-// y[M, N] = x[M, K] W[N, K]^T; OpenBLAS for M > 1, gemv_f32 for M == 1.
+// y[M, N] = x[M, K] W[N, K]^T: gemv_f32 for M == 1, a single-threaded loop for tiny
+// products, OpenBLAS sgemm otherwise.
 void gemm_f32(const float* x, const float* W, float* y, int64_t M, int64_t N, int64_t K);
 
 // Dot product of two f32 vectors (AVX2 when available).
