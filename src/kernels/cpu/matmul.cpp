@@ -3,7 +3,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <atomic>
 
 #include "ao/core/parallel.h"
 
@@ -64,13 +63,19 @@ void gemm_f32(const float* x, const float* W, float* y, int64_t M, int64_t N, in
     }
     return;
   }
-  // Keep OpenBLAS's pool the size of ours.
-  static std::atomic<int> blas_threads{0};
-  const int want = num_threads();
-  if (blas_threads.exchange(want) != want) openblas_set_num_threads(want);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
-              static_cast<int>(K), 1.0f, x, static_cast<int>(K), W, static_cast<int>(K), 0.0f, y,
-              static_cast<int>(N));
+  // OpenBLAS runs single-threaded inside our OpenMP workers, each on a slice of W's rows:
+  // one thread pool instead of two competing ones.
+  static const bool blas_single = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)blas_single;
+  const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 22) / std::max<int64_t>(M * K, 1));
+  parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(n1 - n0),
+                static_cast<int>(K), 1.0f, x, static_cast<int>(K), W + n0 * K, static_cast<int>(K), 0.0f, y + n0,
+                static_cast<int>(N));
+  });
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {
