@@ -10,7 +10,7 @@
 #include "ao/runtime/generate.h"
 #include "ao/runtime/perplexity.h"
 #include "ao/text/tokenizer.h"
-#include "models/shared_data.h"
+#include "test_util.h"
 
 namespace ao {
 namespace {
@@ -28,7 +28,8 @@ Stories load(const std::string& dir) {
 }
 
 TEST(ModelStories260K, LoadsWithExpectedShape) {
-  AO_REQUIRE_STORIES260K(dir);
+  AO_REQUIRE_SHARED_DATA();
+  const std::string dir = test::stories260k_dir();
   auto s = load(dir);
   const auto& c = s.m.model->config();
   EXPECT_EQ(c.dim, 64);
@@ -43,7 +44,8 @@ TEST(ModelStories260K, LoadsWithExpectedShape) {
 }
 
 TEST(ModelStories260K, GreedyFromBosMatchesGolden) {
-  AO_REQUIRE_STORIES260K(dir);
+  AO_REQUIRE_SHARED_DATA();
+  const std::string dir = test::stories260k_dir();
   auto s = load(dir);
   std::string golden = read_text_file(dir + "/stories260K.greedy.txt");
   // The file holds the text, then a line with the first token ids.
@@ -67,7 +69,8 @@ TEST(ModelStories260K, GreedyFromBosMatchesGolden) {
 }
 
 TEST(ModelStories260K, GoldenSentenceNll) {
-  AO_REQUIRE_STORIES260K(dir);
+  AO_REQUIRE_SHARED_DATA();
+  const std::string dir = test::stories260k_dir();
   auto s = load(dir);
   const auto ids = s.tok->encode("One day, a clever fox found a shiny key under the old oak tree.", true);
   ASSERT_EQ(ids.size(), 35u);
@@ -87,7 +90,8 @@ TEST(ModelStories260K, GoldenSentenceNll) {
 }
 
 TEST(ModelStories260K, ValidAProtocolPerplexity) {
-  AO_REQUIRE_STORIES260K(dir);
+  AO_REQUIRE_SHARED_DATA();
+  const std::string dir = test::stories260k_dir();
   auto s = load(dir);
   const std::string text = read_text_file(dir + "/../../text/tinystories_valid_a.txt");
   const auto tokens = runtime::tokenize_paragraphs(*s.tok, text, 100000);
