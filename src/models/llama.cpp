@@ -87,7 +87,7 @@ LlamaModel::LlamaModel(const io::ModelConfig& c, std::vector<io::NamedTensor> te
   else
     lm_head_ = make_linear(tt, "lm_head", V, D, false);
   cache_ = nn::KVCache(c.n_layers, c.n_kv_heads, c.head_dim, ctx);
-  AO_INFO("{}: {} ({} layers, dim {}, {} heads / {} kv heads, vocab {}), context {}, KV cache {:.1f} MiB", source,
+  log(LogLevel::debug, "{}: {} ({} layers, dim {}, {} heads / {} kv heads, vocab {}), context {}, KV cache {:.1f} MiB", source,
           c.architecture, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.vocab_size, ctx,
           cache_.nbytes() / 1048576.0);
 }
