@@ -20,7 +20,8 @@ using json = nlohmann::json;
 // ---- pipeline steps ------------------------------------------------------------------
 
 struct Normalizer {
-  enum class Kind { prepend, replace_string, replace_regex, nfc, strip } kind;
+  enum class Kind { prepend, replace_string, replace_regex, unicode, strip } kind;
+  UnicodeForm form = UnicodeForm::nfc;  // for Kind::unicode
   std::string a, b;  // prepend: a; replace: a -> b
   std::shared_ptr<Regex> regex;
   bool strip_left = false, strip_right = false;
@@ -183,8 +184,9 @@ class HfTokenizer : public VocabTokenizer {
         out.append(s, pos);
         return out;
       }
-      case Normalizer::Kind::nfc:
-        return is_ascii(s) ? s : nfc_normalize(s);
+      case Normalizer::Kind::unicode:
+        if (is_ascii(s) && n.form != UnicodeForm::lowercase) return s;
+        return unicode_normalize(s, n.form);
       case Normalizer::Kind::strip: {
         size_t b = 0, e = s.size();
         auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; };
@@ -207,7 +209,7 @@ class HfTokenizer : public VocabTokenizer {
     switch (p.kind) {
       case PreTokenizer::Kind::byte_level: {
         std::string s = std::move(w.text);
-        if (p.add_prefix_space && !s.empty() && s[0] != ' ') s.insert(0, " ");
+        if (p.add_prefix_space && !s.empty() && s[0] != ' ') s = " " + s;
         if (p.regex)
           split_by_matches(s, p.regex->find_all(s), SplitBehavior::isolated, false, pieces);
         else if (!s.empty())
@@ -228,7 +230,7 @@ class HfTokenizer : public VocabTokenizer {
         std::string s = replace_all(w.text, " ", p.replacement);
         const bool prepend = p.prepend == PreTokenizer::Prepend::always ||
                              (p.prepend == PreTokenizer::Prepend::first && at_text_start && out.empty());
-        if (prepend && s.rfind(p.replacement, 0) != 0) s.insert(0, p.replacement);
+        if (prepend && s.rfind(p.replacement, 0) != 0) s = p.replacement + s;
         if (p.split)
           split_by_matches(s, literal_matches(s, p.replacement), SplitBehavior::merged_with_next, false, pieces);
         else
@@ -475,8 +477,14 @@ class HfBuilder {
         n.kind = Normalizer::Kind::replace_regex;
         n.regex = pattern_regex(j, where);
       }
-    } else if (type == "NFC") {
-      n.kind = Normalizer::Kind::nfc;
+    } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD" || type == "Lowercase") {
+      static const std::unordered_map<std::string, UnicodeForm> forms = {{"NFC", UnicodeForm::nfc},
+                                                                         {"NFD", UnicodeForm::nfd},
+                                                                         {"NFKC", UnicodeForm::nfkc},
+                                                                         {"NFKD", UnicodeForm::nfkd},
+                                                                         {"Lowercase", UnicodeForm::lowercase}};
+      n.kind = Normalizer::Kind::unicode;
+      n.form = forms.at(type);
     } else if (type == "Strip") {
       n.kind = Normalizer::Kind::strip;
       n.strip_left = get<bool>(j, "left", true, where);

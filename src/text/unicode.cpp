@@ -1,6 +1,7 @@
 #include "text/unicode.h"
 
 #include <unicode/normalizer2.h>
+#include <unicode/locid.h>
 #include <unicode/unistr.h>
 
 #include <unordered_map>
@@ -99,15 +100,33 @@ bool unicode_to_bytes(std::string_view s, std::string& out) {
   return all;
 }
 
-std::string nfc_normalize(const std::string& s) {
+std::string unicode_normalize(const std::string& s, UnicodeForm form) {
+  icu::UnicodeString text = icu::UnicodeString::fromUTF8(s);
   UErrorCode status = U_ZERO_ERROR;
-  const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(status);
-  AO_CHECK(U_SUCCESS(status), "Unicode NFC normalizer unavailable: {}", u_errorName(status));
-  const icu::UnicodeString in = icu::UnicodeString::fromUTF8(s);
-  icu::UnicodeString out = nfc->normalize(in, status);
-  AO_CHECK(U_SUCCESS(status), "Unicode NFC normalization failed: {}", u_errorName(status));
+  if (form == UnicodeForm::lowercase) {
+    // Character by character, without context (no final sigma), as the tokenizers library.
+    icu::UnicodeString lowered;
+    for (int32_t i = 0; i < text.length();) {
+      const UChar32 c = text.char32At(i);
+      icu::UnicodeString one(c);
+      lowered += one.toLower(icu::Locale::getRoot());
+      i += U16_LENGTH(c);
+    }
+    text = lowered;
+  } else {
+    const icu::Normalizer2* n = nullptr;
+    switch (form) {
+      case UnicodeForm::nfc: n = icu::Normalizer2::getNFCInstance(status); break;
+      case UnicodeForm::nfd: n = icu::Normalizer2::getNFDInstance(status); break;
+      case UnicodeForm::nfkc: n = icu::Normalizer2::getNFKCInstance(status); break;
+      default: n = icu::Normalizer2::getNFKDInstance(status); break;
+    }
+    AO_CHECK(U_SUCCESS(status), "Unicode normalizer unavailable: {}", u_errorName(status));
+    text = n->normalize(text, status);
+    AO_CHECK(U_SUCCESS(status), "Unicode normalization failed: {}", u_errorName(status));
+  }
   std::string result;
-  out.toUTF8String(result);
+  text.toUTF8String(result);
   return result;
 }
 

@@ -42,8 +42,9 @@ int parse_byte_piece(std::string_view piece);
 
 inline constexpr std::string_view kSpmSpace = "\xE2\x96\x81";  // U+2581 '▁'
 
-// Unicode normalization form C (through ICU); throws ao::Error if ICU rejects the text.
-std::string nfc_normalize(const std::string& s);
+// Unicode normalization forms and lowercasing (through ICU); malformed UTF-8 becomes U+FFFD.
+enum class UnicodeForm { nfc, nfd, nfkc, nfkd, lowercase };
+std::string unicode_normalize(const std::string& s, UnicodeForm form);
 
 std::string replace_all(std::string_view s, std::string_view from, std::string_view to);
 

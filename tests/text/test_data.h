@@ -1,17 +1,12 @@
-// Locating the shared reference data for tokenizer tests.
+// Locating the shared reference data in the text and GGUF tests.
 #pragma once
 
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 
-namespace ao::test {
+#include "test_util.h"
 
-// <shared>/data: $AO_SHARED/data if AO_SHARED is set, else <source>/../shared/data.
-inline std::string shared_data_dir() {
-  if (const char* env = std::getenv("AO_SHARED"); env && *env) return std::string(env) + "/data";
-  return std::string(AO_SOURCE_DIR) + "/../shared/data";
-}
+namespace ao::test {
 
 inline std::string shared_data(const std::string& relative) { return shared_data_dir() + "/" + relative; }
 

@@ -218,7 +218,7 @@ TEST_P(HfFixture, MatchesTokenizersLibrary) {
 
 INSTANTIATE_TEST_SUITE_P(TokenizerJson, HfFixture,
                          ::testing::Values("gpt2_style", "llama3_style", "qwen2_style", "spm_style",
-                                           "metaspace_style"));
+                                           "metaspace_style", "metaspace_split_style", "lowercase_style"));
 
 // ---- bad input -----------------------------------------------------------------------
 

@@ -1,0 +1,106 @@
+#include "quant/quant_numerics.h"
+
+#include <algorithm>
+#include <bit>
+#include <limits>
+
+namespace ao::quant::detail {
+
+AffineParams choose_affine_params(const float* x, int64_t n, Mapping mapping, int qmin, int qmax, float eps) {
+  float mn = std::numeric_limits<float>::infinity(), mx = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  const float min_neg = std::min(mn, 0.0f), max_pos = std::max(mx, 0.0f);
+  AffineParams p{};
+  if (mapping == Mapping::symmetric) {
+    const float amax = std::max(-min_neg, max_pos);
+    p.scale = std::max(amax / (static_cast<float>(qmax - qmin) / 2.0f), eps);
+    p.zero_point = (qmax + qmin + 1) / 2;
+  } else {
+    p.scale = std::max((max_pos - min_neg) / static_cast<float>(qmax - qmin), eps);
+    float zp = static_cast<float>(qmin) - std::nearbyint(min_neg / p.scale);
+    zp = std::clamp(zp, static_cast<float>(qmin), static_cast<float>(qmax));
+    p.zero_point = static_cast<int32_t>(zp);
+  }
+  return p;
+}
+
+void fake_quantize_int8_per_token(float* x, int64_t M, int64_t K, Mapping mapping) {
+  for (int64_t m = 0; m < M; ++m) {
+    float* row = x + m * K;
+    // Int8Tensor passes fp32 machine eps; IntxUnpackedToInt8Tensor's per-token path uses the
+    // default (smallest normal of the input dtype).
+    const float eps = mapping == Mapping::symmetric ? kF32Eps : kF32SmallestNormal;
+    const AffineParams p = choose_affine_params(row, K, mapping, -128, 127, eps);
+    const float inv = 1.0f / p.scale;
+    for (int64_t k = 0; k < K; ++k)
+      row[k] = static_cast<float>(quantize_affine_value(row[k], inv, p.zero_point, -128, 127) - p.zero_point) *
+               p.scale;
+  }
+}
+
+uint8_t encode_minifloat(float x, const MiniFloat& f) {
+  const int bias = (1 << (f.ebits - 1)) - 1;
+  const int nbits = 1 + f.ebits + f.mbits;
+  const uint32_t sign = std::signbit(x) ? (1u << (nbits - 1)) : 0u;
+  if (std::isnan(x)) {
+    if (f.ebits == 4 && f.has_nan_code) return static_cast<uint8_t>(0x7F | sign);
+    if (f.ebits == 5 && f.has_nan_code) return static_cast<uint8_t>(0x7F | sign);
+    return static_cast<uint8_t>(sign);
+  }
+  float a = std::fabs(x);
+  if (a > f.max) a = f.max;
+  if (a == 0.0f) return static_cast<uint8_t>(sign);
+  const int emin = 1 - bias;
+  int e = 0;
+  std::frexp(a, &e);
+  int exp = std::max(e - 1, emin);
+  uint32_t m = static_cast<uint32_t>(std::nearbyint(std::ldexp(a, f.mbits - exp)));
+  if (m >= (2u << f.mbits)) {
+    m >>= 1;
+    exp += 1;
+  }
+  uint32_t code = m < (1u << f.mbits) ? m : ((static_cast<uint32_t>(exp + bias) << f.mbits) | (m - (1u << f.mbits)));
+  return static_cast<uint8_t>(sign | code);
+}
+
+float decode_minifloat(uint8_t code, const MiniFloat& f) {
+  const int bias = (1 << (f.ebits - 1)) - 1;
+  const int nbits = 1 + f.ebits + f.mbits;
+  const bool neg = (code >> (nbits - 1)) & 1;
+  const int exp = (code >> f.mbits) & ((1 << f.ebits) - 1);
+  const int mant = code & ((1 << f.mbits) - 1);
+  if (f.has_nan_code) {
+    if (f.ebits == 4 && exp == 15 && mant == 7) return std::numeric_limits<float>::quiet_NaN();
+    if (f.ebits == 5 && exp == 31)
+      return mant ? std::numeric_limits<float>::quiet_NaN()
+                  : (neg ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity());
+  }
+  const float v = exp == 0 ? std::ldexp(static_cast<float>(mant), 1 - bias - f.mbits)
+                           : std::ldexp(static_cast<float>(mant + (1 << f.mbits)), exp - bias - f.mbits);
+  return neg ? -v : v;
+}
+
+float e8m0_to_float(uint8_t s) {
+  if (s == 255) return std::numeric_limits<float>::quiet_NaN();
+  return std::ldexp(1.0f, static_cast<int>(s) - 127);
+}
+
+uint8_t mx_block_exponent(float amax, const MiniFloat& elem, int elem_emax, MxScaling mode) {
+  if (mode == MxScaling::floor) {
+    if (std::isnan(amax)) return 255;
+    const uint32_t bits = std::bit_cast<uint32_t>(amax);
+    int unbiased = static_cast<int>((bits >> 23) & 0xFF) - 127 - elem_emax;
+    unbiased = std::clamp(unbiased, -127, 128);
+    return static_cast<uint8_t>(unbiased + 127);
+  }
+  const float descale = amax / elem.max;
+  if (std::isnan(descale)) return 255;
+  if (std::isinf(descale)) return 254;
+  const float e = std::clamp(std::ceil(std::log2(descale)), -127.0f, 127.0f);
+  return static_cast<uint8_t>(static_cast<int>(e) + 127);
+}
+
+}  // namespace ao::quant::detail

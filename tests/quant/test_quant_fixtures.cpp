@@ -1,0 +1,110 @@
+// Bit-exactness against TorchAO: each fixture (scripts/fixtures/make_quant_fixtures.py) holds
+// a weight, TorchAO's flattened quantized tensors and metadata, its dequantization, and for
+// dynamic-activation types its quantize-dequantize of an activation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "ao/io/safetensors.h"
+#include "ao/quant/quantized_tensors.h"
+
+using namespace ao;
+using namespace ao::quant;
+
+namespace {
+
+struct FixtureCase {
+  const char* file;
+  std::function<QTensorPtr(const Tensor&)> quantize;
+};
+
+const std::vector<FixtureCase>& fixture_cases() {
+  static const std::vector<FixtureCase> c = {
+      {"int8_row", [](const Tensor& w) { return Int8Tensor::from_float(w, 0, ActivationQuant::none); }},
+      {"int8_g32", [](const Tensor& w) { return Int8Tensor::from_float(w, 32, ActivationQuant::none); }},
+      {"int8dq", [](const Tensor& w) { return Int8Tensor::from_float(w, 0, ActivationQuant::int8_symmetric_per_token); }},
+      {"int4_g32", [](const Tensor& w) { return Int4Tensor::from_float(w, 32); }},
+      {"int4_g96", [](const Tensor& w) { return Int4Tensor::from_float(w, 96); }},
+      {"intx4_g32_sym", [](const Tensor& w) { return IntxUnpackedToInt8Tensor::from_float(w, 4, 32, true, ActivationQuant::none); }},
+      {"intx3_g32_asym", [](const Tensor& w) { return IntxUnpackedToInt8Tensor::from_float(w, 3, 32, false, ActivationQuant::none); }},
+      {"intx2_row", [](const Tensor& w) { return IntxUnpackedToInt8Tensor::from_float(w, 2, 0, true, ActivationQuant::none); }},
+      {"8da4w_g32", [](const Tensor& w) { return IntxUnpackedToInt8Tensor::from_float(w, 4, 32, true, ActivationQuant::int8_asymmetric_per_token); }},
+      {"fp8_row", [](const Tensor& w) { return Float8Tensor::from_float(w, false, ActivationQuant::float8_per_row); }},
+      {"fp8_tensor", [](const Tensor& w) { return Float8Tensor::from_float(w, true, ActivationQuant::float8_per_tensor); }},
+      {"mxfp8", [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp8_e4m3, true); }},
+      {"mxfp6_e2m3", [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp6_e2m3, true); }},
+      {"mxfp6_e3m2", [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp6_e3m2, true); }},
+      {"mxfp4", [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp4_e2m1, true); }},
+      {"nvfp4", [](const Tensor& w) { return NVFP4Tensor::from_float(w, true); }},
+  };
+  return c;
+}
+
+io::SafetensorsFile open_fixture(const std::string& name) {
+  return io::SafetensorsFile::open(std::string(AO_SOURCE_DIR) + "/tests/fixtures/quant/" + name + ".safetensors");
+}
+
+// Largest |a - b| relative to max |b| (0 when equal).
+double max_rel_diff(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.contiguous().to(DType::f32), y = b.contiguous().to(DType::f32);
+  double d = 0, m = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    d = std::max(d, std::fabs(double(x.data<float>()[i]) - double(y.data<float>()[i])));
+    m = std::max(m, std::fabs(double(y.data<float>()[i])));
+  }
+  return m > 0 ? d / m : d;
+}
+
+class QuantFixture : public ::testing::TestWithParam<FixtureCase> {};
+
+TEST_P(QuantFixture, QuantizedDataIsBitExact) {
+  const auto f = open_fixture(GetParam().file);
+  const QTensorPtr q = GetParam().quantize(f.tensor("w"));
+  const auto meta = nlohmann::ordered_json::parse(f.metadata().at("layer.weight"));
+  EXPECT_EQ(q->type_name(), meta["_type"].get<std::string>());
+  std::vector<std::string> names;
+  for (const auto& d : q->data()) names.push_back(d.name);
+  EXPECT_EQ(names, meta["_tensor_data_names"].get<std::vector<std::string>>());
+  for (const auto& d : q->data()) {
+    const Tensor ref = f.tensor("layer._weight_" + d.name);
+    ASSERT_EQ(d.tensor.shape(), ref.shape()) << d.name;
+    ASSERT_EQ(d.tensor.dtype(), ref.dtype()) << d.name;
+    const auto* a = static_cast<const uint8_t*>(d.tensor.contiguous().data_ptr());
+    const auto* b = static_cast<const uint8_t*>(ref.data_ptr());
+    int64_t mismatches = 0, first = -1;
+    for (size_t i = 0; i < ref.nbytes(); ++i)
+      if (a[i] != b[i]) mismatches++, first = first < 0 ? int64_t(i) : first;
+    EXPECT_EQ(mismatches, 0) << GetParam().file << " " << d.name << ": first differing byte " << first;
+  }
+}
+
+TEST_P(QuantFixture, LoadsTorchAOTensorsAndDequantizesAsTorchAO) {
+  const auto f = open_fixture(GetParam().file);
+  const auto meta = nlohmann::ordered_json::parse(f.metadata().at("layer.weight"));
+  const QTensorTypeInfo* info = find_qtensor_type(meta["_type"].get<std::string>());
+  ASSERT_NE(info, nullptr);
+  std::vector<io::NamedTensor> data;
+  for (const auto& n : meta["_tensor_data_names"]) data.push_back({n, f.tensor("layer._weight_" + n.get<std::string>())});
+  const QTensorPtr q = info->load(GetParam().file, data, meta["_data"]);
+  EXPECT_LE(max_rel_diff(q->dequantize(), f.tensor("deq")), 1e-6) << GetParam().file;
+  if (f.contains("xq")) {
+    // The fixture's tensor may carry no activation settings; ours (from the config) does.
+    const QTensorPtr ours = GetParam().quantize(f.tensor("w"));
+    ASSERT_TRUE(ours->quantizes_activation());
+    Tensor x = f.tensor("x").clone();
+    ours->quantize_activation(x.data<float>(), x.size(0));
+    EXPECT_LE(max_rel_diff(x, f.tensor("xq")), 1e-6) << GetParam().file << ": dynamic activation quantization";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TorchAO, QuantFixture, ::testing::ValuesIn(fixture_cases()),
+                         [](const auto& info) {
+                           std::string n = info.param.file;
+                           for (char& c : n)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return n;
+                         });
+
+}  // namespace
