@@ -131,7 +131,10 @@ io::ModelConfig synthetic_config(const std::string& name) {
   return c;
 }
 
-std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t seed, const LoadOptions& opts) {
+std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t seed, const LoadOptions& opts,
+                                          DType weight_dtype) {
+  AO_CHECK(weight_dtype == DType::f32 || weight_dtype == DType::bf16 || weight_dtype == DType::f16,
+           "synthetic model: weight dtype must be f32, bf16 or f16, got {}", dtype_name(weight_dtype));
   const int64_t D = c.dim, F = c.hidden_dim, V = c.vocab_size, hd = c.head_dim;
   const int64_t qd = int64_t(c.n_heads) * hd, kvd = int64_t(c.n_kv_heads) * hd;
   std::vector<io::NamedTensor> t;
@@ -146,7 +149,7 @@ std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t see
       std::uniform_real_distribution<float> u(-a, a);
       for (int64_t i = b; i < e; ++i) p[i] = u(g);
     });
-    t.push_back({name, x});
+    t.push_back({name, shape.size() == 2 ? x.to(weight_dtype) : x});
   };
   auto ones = [&](const std::string& name, int64_t n) { t.push_back({name, Tensor::full({n}, 1.0f)}); };
   rnd("model.embed_tokens.weight", {V, D}, 1.0f);

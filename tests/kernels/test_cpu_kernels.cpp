@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "ao/core/dtype.h"
 #include "ao/core/parallel.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
@@ -56,6 +57,27 @@ TEST_P(CpuKernelMatmul, GemvMatchesReference) {
   EXPECT_LT(nmse(y.data(), ref.data(), N), 1e-11);
   EXPECT_LT(nmse(scalar.data(), ref.data(), N), 1e-11);
   for (int i = 0; i < 8; ++i) EXPECT_EQ(y[N + i], kSentinel) << "write past the output";
+}
+
+TEST_P(CpuKernelMatmul, HalfWeightsMatchReference) {
+  const auto [M, N, K] = GetParam();
+  auto x = random_vec(M * K, 21), wf = random_vec(N * K, 22);
+  for (HalfType t : {HalfType::bf16, HalfType::f16}) {
+    std::vector<uint16_t> w(N * K);
+    for (int64_t i = 0; i < N * K; ++i) w[i] = t == HalfType::bf16 ? f32_to_bf16(wf[i]) : f32_to_f16(wf[i]);
+    std::vector<float> y(M * N + 8, kSentinel), ref(M * N), row(N);
+    gemm_half(x.data(), w.data(), t, y.data(), M, N, K);
+    for (int64_t m = 0; m < M; ++m) {
+      gemv_half_ref(w.data(), t, x.data() + m * K, row.data(), N, K);
+      std::copy(row.begin(), row.end(), ref.begin() + m * N);
+    }
+    EXPECT_LT(nmse(y.data(), ref.data(), M * N), 1e-11) << (t == HalfType::bf16 ? "bf16" : "f16");
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(y[M * N + i], kSentinel) << "write past the output";
+    std::vector<float> scalar(N);
+    detail::gemv_rows_half_scalar(w.data(), t, x.data(), scalar.data(), 0, N, K);
+    gemv_half_ref(w.data(), t, x.data(), row.data(), N, K);
+    EXPECT_LT(nmse(scalar.data(), row.data(), N), 1e-11);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(CpuKernel, CpuKernelMatmul,

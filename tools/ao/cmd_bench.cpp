@@ -13,7 +13,7 @@ namespace ao::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, synthetic, device = "cpu";
+  std::string model, synthetic, device = "cpu", dtype = "f32";
   int layers = 0;
   std::vector<int64_t> n_prompt = {512}, n_gen = {128};
   int reps = 3;
@@ -34,15 +34,16 @@ int run_bench(const BenchArgs& a) {
   if (!a.synthetic.empty()) {
     io::ModelConfig c = models::synthetic_config(a.synthetic);
     if (a.layers > 0) c.n_layers = a.layers;
-    const double need = double(c.parameter_count()) * 4 + 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * lo.context * 4;
+    const DType wt = dtype_from_name(a.dtype);
+    const double need = double(c.parameter_count()) * dtype_size(wt) + 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * lo.context * 4;
     const double avail = double(sysconf(_SC_AVPHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
     AO_CHECK(need < 0.9 * avail,
-             "bench: synthetic {} needs {:.1f} GiB of f32 weights and cache but {:.1f} GiB of memory is free; try "
+             "bench: synthetic {} needs {:.1f} GiB of weights and cache but {:.1f} GiB of memory is free; try "
              "--layers N",
              a.synthetic, need / (1 << 30), avail / (1 << 30));
     lo.context = std::min<int64_t>(lo.context, c.max_seq_len);
-    model = models::synthetic_model(c, 1, lo);
-    name = a.synthetic + (a.layers > 0 ? fmt::format(" ({} layers)", c.n_layers) : "") + " synthetic f32";
+    model = models::synthetic_model(c, 1, lo, wt);
+    name = a.synthetic + (a.layers > 0 ? fmt::format(" ({} layers)", c.n_layers) : "") + " synthetic " + a.dtype;
   } else {
     auto m = models::load_model(a.model, lo);
     model = std::move(m.model);
@@ -63,6 +64,7 @@ const bool registered = register_command(
        std::string names;
        for (const auto& n : models::synthetic_model_names()) names += (names.empty() ? "" : ", ") + n;
        sub->add_option("--synthetic", a->synthetic, "random weights with the shape of: " + names);
+       sub->add_option("--dtype", a->dtype, "with --synthetic: weight dtype f32, bf16 or f16")->capture_default_str();
        sub->add_option("--layers", a->layers, "with --synthetic: use only this many layers")
            ->check(CLI::PositiveNumber);
        sub->add_option("-p,--n-prompt", a->n_prompt, "prompt lengths (pp tests)")->delimiter(',')->capture_default_str();

@@ -40,6 +40,8 @@ void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model, con
 // "qwen2-0.5b", "mistral-7b" (the config can be edited, e.g. fewer layers, before building).
 std::vector<std::string> synthetic_model_names();
 io::ModelConfig synthetic_config(const std::string& name);
-std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& config, uint64_t seed, const LoadOptions& opts = {});
+// Weights are drawn in f32 and stored as `weight_dtype` (f32, bf16 or f16).
+std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& config, uint64_t seed, const LoadOptions& opts = {},
+                                          DType weight_dtype = DType::f32);
 
 }  // namespace ao::models
