@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "ao/core/mmap.h"
@@ -51,7 +53,9 @@ TEST_P(ModelHfParity, LogitsAndGreedyMatchTransformers) {
     std::vector<float> logits(p.size() * V);
     m.model->reset();
     m.model->forward(p.data(), int64_t(p.size()), logits.data(), true);
-    EXPECT_LE(max_rel_error(logits.data(), expect.data<float>(), expect.numel()), 1e-4);
+    const double err = max_rel_error(logits.data(), expect.data<float>(), expect.numel());
+    RecordProperty("max_rel_error_prompt_" + std::to_string(i), fmt::format("{:.2e}", err));
+    EXPECT_LE(err, 1e-4);
 
     // Token by token through the KV cache gives the same last-position logits.
     std::vector<float> last(V);
