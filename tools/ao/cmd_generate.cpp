@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "ao/core/error.h"
 #include "ao/core/log.h"
+#include "ao/core/mmap.h"
 #include "ao/core/parallel.h"
 #include "ao/models/registry.h"
 #include "ao/runtime/generate.h"
@@ -21,14 +24,31 @@ struct GenerateArgs {
   bool no_bos = false, ignore_eos = false, no_echo = false;
 };
 
-// EOS ids: the config's (all of them when it lists several) and the tokenizer's; llama.c
-// checkpoints also stop at BOS, as llama2.c's run.c does.
-std::vector<int32_t> stop_tokens(const models::CausalLM& m, const text::Tokenizer& tok) {
+void add_eos_ids(const nlohmann::json& j, std::vector<int32_t>& s) {
+  if (!j.is_object() || !j.contains("eos_token_id")) return;
+  const auto& e = j["eos_token_id"];
+  if (e.is_number_integer()) s.push_back(e.get<int32_t>());
+  if (e.is_array())
+    for (const auto& x : e)
+      if (x.is_number_integer()) s.push_back(x.get<int32_t>());
+}
+
+// EOS ids: the config's and generation_config.json's (all of them when they list several)
+// and the tokenizer's; llama2.c checkpoints also stop at BOS, as llama2.c's run.c does.
+std::vector<int32_t> stop_tokens(const models::LoadedModel& lm, const text::Tokenizer& tok) {
+  const models::CausalLM& m = *lm.model;
   const auto& c = m.config();
   std::vector<int32_t> s = {c.eos_token_id};
-  if (c.raw.contains("eos_token_id") && c.raw["eos_token_id"].is_array())
-    for (const auto& e : c.raw["eos_token_id"])
-      if (e.is_number_integer()) s.push_back(e.get<int32_t>());
+  add_eos_ids(c.raw, s);
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::is_directory(lm.files.path) ? fs::path(lm.files.path) : fs::path(lm.files.path).parent_path();
+  if (fs::exists(dir / "generation_config.json")) {
+    try {
+      add_eos_ids(nlohmann::json::parse(read_text_file((dir / "generation_config.json").string())), s);
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON: {}", (dir / "generation_config.json").string(), e.what());
+    }
+  }
   if (tok.eos_id() >= 0) s.push_back(tok.eos_id());
   if (c.model_type == "llama2c") s.push_back(c.bos_token_id);
   std::sort(s.begin(), s.end());
@@ -50,7 +70,7 @@ int run_generate(GenerateArgs a) {
   runtime::GenerateOptions o;
   o.max_new_tokens = a.n;
   o.sampler = a.sampler;
-  if (!a.ignore_eos) o.stop_tokens = stop_tokens(*m.model, *tok);
+  if (!a.ignore_eos) o.stop_tokens = stop_tokens(m, *tok);
 
   if (!a.no_echo) {
     fmt::print("{}", a.prompt);
