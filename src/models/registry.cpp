@@ -18,7 +18,8 @@ std::map<std::string, ModelBuilder>& builders() {
                     const std::string& src) -> std::unique_ptr<CausalLM> {
       return std::make_unique<LlamaModel>(c, std::move(t), o, src);
     };
-    for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama2.c"}) m[a] = llama;
+    for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama2.c"})
+      m[a] = llama;
     return m;
   }();
   return b;
@@ -43,8 +44,9 @@ std::vector<std::string> registered_architectures() {
   return names;
 }
 
-std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config, std::vector<io::NamedTensor> tensors,
-                                      const LoadOptions& opts, const std::string& source) {
+std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config,
+                                      std::vector<io::NamedTensor> tensors, const LoadOptions& opts,
+                                      const std::string& source) {
   ModelBuilder b;
   {
     std::lock_guard lock(registry_mutex());
@@ -54,7 +56,8 @@ std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config, std::vector
   if (!b) {
     std::string known;
     for (const auto& n : registered_architectures()) known += (known.empty() ? "" : ", ") + n;
-    fail("{}: no model builder for architecture '{}' (known: {})", source, config.architecture, known);
+    fail("{}: no model builder for architecture '{}' (known: {})", source, config.architecture,
+         known);
   }
   return b(config, std::move(tensors), opts, source);
 }
@@ -62,41 +65,47 @@ std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config, std::vector
 LoadedModel load_model(const std::string& path, const LoadOptions& opts) {
   LoadedModel m;
   m.files = io::open_model_files(path);
-  AO_CHECK(m.files.config.has_value(), "{}: no config.json next to the weights; cannot tell the architecture",
-           path);
+  AO_CHECK(m.files.config.has_value(),
+           "{}: no config.json next to the weights; cannot tell the architecture", path);
   m.model = build_model(*m.files.config, std::move(m.files.tensors), opts, path);
   m.files.tensors.clear();
   return m;
 }
 
-void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model, const std::string& path) {
+void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model,
+                          const std::string& path) {
   const int64_t V = model.vocab_size();
   AO_CHECK(tok.vocab_size() <= V,
-           "tokenizer {} ({}) has {} tokens but the model's vocabulary has {}: they do not belong together", path,
-           tok.description(), tok.vocab_size(), V);
-  AO_CHECK(tok.bos_id() < V && tok.eos_id() < V, "tokenizer {}: BOS {} / EOS {} outside the model's vocabulary of {}",
-           path, tok.bos_id(), tok.eos_id(), V);
+           "tokenizer {} ({}) has {} tokens but the model's vocabulary has {}: they do not belong "
+           "together",
+           path, tok.description(), tok.vocab_size(), V);
+  AO_CHECK(tok.bos_id() < V && tok.eos_id() < V,
+           "tokenizer {}: BOS {} / EOS {} outside the model's vocabulary of {}", path, tok.bos_id(),
+           tok.eos_id(), V);
 }
 
-std::unique_ptr<text::Tokenizer> load_model_tokenizer(const LoadedModel& m, const std::string& path) {
+std::unique_ptr<text::Tokenizer> load_model_tokenizer(const LoadedModel& m,
+                                                      const std::string& path) {
   const std::string p = path.empty() ? m.files.tokenizer_path : path;
-  AO_CHECK(!p.empty(), "{}: no tokenizer found next to the model (tokenizer.json, tokenizer.model, tok*.bin); "
-           "pass one with --tokenizer", m.files.path);
+  AO_CHECK(!p.empty(),
+           "{}: no tokenizer found next to the model (tokenizer.json, tokenizer.model, tok*.bin); "
+           "pass one with --tokenizer",
+           m.files.path);
   auto tok = text::load_tokenizer(p);
   check_tokenizer_fits(*tok, *m.model, p);
   return tok;
 }
 
 std::vector<std::string> synthetic_model_names() {
-  return {"stories15M", "stories110M", "tinyllama-1.1b", "qwen2-0.5b", "llama3-1b", "llama2-7b", "mistral-7b",
-          "llama3-8b"};
+  return {"stories15M", "stories110M", "tinyllama-1.1b", "qwen2-0.5b",
+          "llama3-1b",  "llama2-7b",   "mistral-7b",     "llama3-8b"};
 }
 
 io::ModelConfig synthetic_config(const std::string& name) {
   io::ModelConfig c;
   c.torch_dtype = "float32";
-  auto set = [&](const char* arch, int dim, int hidden, int layers, int heads, int kv, int vocab, int ctx,
-                 float theta) {
+  auto set = [&](const char* arch, int dim, int hidden, int layers, int heads, int kv, int vocab,
+                 int ctx, float theta) {
     c.architecture = arch;
     c.dim = dim, c.hidden_dim = hidden, c.n_layers = layers, c.n_heads = heads, c.n_kv_heads = kv;
     c.head_dim = dim / heads, c.vocab_size = vocab, c.max_seq_len = ctx, c.rope_theta = theta;
@@ -131,10 +140,11 @@ io::ModelConfig synthetic_config(const std::string& name) {
   return c;
 }
 
-std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t seed, const LoadOptions& opts,
-                                          DType weight_dtype) {
+std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t seed,
+                                          const LoadOptions& opts, DType weight_dtype) {
   AO_CHECK(weight_dtype == DType::f32 || weight_dtype == DType::bf16 || weight_dtype == DType::f16,
-           "synthetic model: weight dtype must be f32, bf16 or f16, got {}", dtype_name(weight_dtype));
+           "synthetic model: weight dtype must be f32, bf16 or f16, got {}",
+           dtype_name(weight_dtype));
   const int64_t D = c.dim, F = c.hidden_dim, V = c.vocab_size, hd = c.head_dim;
   const int64_t qd = int64_t(c.n_heads) * hd, kvd = int64_t(c.n_kv_heads) * hd;
   std::vector<io::NamedTensor> t;
@@ -151,11 +161,14 @@ std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t see
     });
     t.push_back({name, shape.size() == 2 ? x.to(weight_dtype) : x});
   };
-  auto ones = [&](const std::string& name, int64_t n) { t.push_back({name, Tensor::full({n}, 1.0f)}); };
+  auto ones = [&](const std::string& name, int64_t n) {
+    t.push_back({name, Tensor::full({n}, 1.0f)});
+  };
   rnd("model.embed_tokens.weight", {V, D}, 1.0f);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    const float ad = 1.0f / std::sqrt(float(D)), aq = 1.0f / std::sqrt(float(qd)), af = 1.0f / std::sqrt(float(F));
+    const float ad = 1.0f / std::sqrt(float(D)), aq = 1.0f / std::sqrt(float(qd)),
+                af = 1.0f / std::sqrt(float(F));
     ones(p + "input_layernorm.weight", D);
     rnd(p + "self_attn.q_proj.weight", {qd, D}, ad);
     rnd(p + "self_attn.k_proj.weight", {kvd, D}, ad);

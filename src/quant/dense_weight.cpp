@@ -19,9 +19,11 @@ void DenseWeight::linear(const float* x, int64_t M, float* y) const {
   const int64_t N = weight_.size(0), K = weight_.size(1);
   switch (weight_.dtype()) {
     case DType::bf16:
-      return kernels::cpu::gemm_half(x, weight_.data<uint16_t>(), kernels::cpu::HalfType::bf16, y, M, N, K);
+      return kernels::cpu::gemm_half(x, weight_.data<uint16_t>(), kernels::cpu::HalfType::bf16, y,
+                                     M, N, K);
     case DType::f16:
-      return kernels::cpu::gemm_half(x, weight_.data<uint16_t>(), kernels::cpu::HalfType::f16, y, M, N, K);
+      return kernels::cpu::gemm_half(x, weight_.data<uint16_t>(), kernels::cpu::HalfType::f16, y, M,
+                                     N, K);
     default:
       return kernels::cpu::gemm_f32(x, weight_.data<float>(), y, M, N, K);
   }

@@ -44,10 +44,12 @@ int64_t bench_context(const BenchOptions& o) {
   return c;
 }
 
-std::vector<BenchRow> bench_cpu(models::CausalLM& model, const std::string& name, const BenchOptions& o) {
+std::vector<BenchRow> bench_cpu(models::CausalLM& model, const std::string& name,
+                                const BenchOptions& o) {
   AO_CHECK(o.repetitions > 0, "bench: repetitions must be positive");
-  AO_CHECK(bench_context(o) <= model.context_size(), "bench: tests need {} positions, the model's context has {}",
-           bench_context(o), model.context_size());
+  AO_CHECK(bench_context(o) <= model.context_size(),
+           "bench: tests need {} positions, the model's context has {}", bench_context(o),
+           model.context_size());
   std::mt19937_64 rng(o.seed);
   std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(model.vocab_size() - 1));
   std::vector<float> logits(static_cast<size_t>(model.vocab_size()));
@@ -102,8 +104,9 @@ std::string bench_markdown(const std::vector<BenchRow>& rows) {
   std::string s = "| model | size | params | backend | threads | test | t/s |\n";
   s += "| ----- | ---: | -----: | ------- | ------: | ---: | --: |\n";
   for (const auto& r : rows)
-    s += fmt::format("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |\n", r.model, human_size(double(r.size_bytes)),
-                     human_params(double(r.params)), r.backend, r.threads, r.test, r.tps_mean, r.tps_stddev);
+    s += fmt::format("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} |\n", r.model,
+                     human_size(double(r.size_bytes)), human_params(double(r.params)), r.backend,
+                     r.threads, r.test, r.tps_mean, r.tps_stddev);
   return s;
 }
 

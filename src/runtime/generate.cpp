@@ -13,18 +13,21 @@ double GenerateStats::decode_tokens_per_second() const {
   return decode_seconds > 0 ? steps / decode_seconds : 0;
 }
 
-GenerateResult generate(models::CausalLM& model, std::span<const int32_t> prompt, const GenerateOptions& opts,
-                        const std::function<bool(int32_t)>& on_token) {
+GenerateResult generate(models::CausalLM& model, std::span<const int32_t> prompt,
+                        const GenerateOptions& opts, const std::function<bool(int32_t)>& on_token) {
   AO_CHECK(!prompt.empty(), "generate: the prompt has no tokens");
-  AO_CHECK(opts.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got {}", opts.max_new_tokens);
+  AO_CHECK(opts.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got {}",
+           opts.max_new_tokens);
   const int64_t ctx = model.context_size(), V = model.vocab_size();
   AO_CHECK(static_cast<int64_t>(prompt.size()) < ctx,
-           "generate: the prompt has {} tokens but the context holds {} (prompt + at least one new token); "
+           "generate: the prompt has {} tokens but the context holds {} (prompt + at least one new "
+           "token); "
            "use a shorter prompt or a larger --ctx-size",
            prompt.size(), ctx);
   for (size_t i = 0; i < prompt.size(); ++i)
-    AO_CHECK(prompt[i] >= 0 && prompt[i] < V, "generate: prompt token {} at position {} is outside the vocabulary of {}",
-             prompt[i], i, V);
+    AO_CHECK(prompt[i] >= 0 && prompt[i] < V,
+             "generate: prompt token {} at position {} is outside the vocabulary of {}", prompt[i],
+             i, V);
   Sampler sampler(opts.sampler);
   GenerateResult r;
   r.stats.prompt_tokens = static_cast<int64_t>(prompt.size());
@@ -46,7 +49,8 @@ GenerateResult generate(models::CausalLM& model, std::span<const int32_t> prompt
       model.forward(&history.back(), 1, logits.data(), false);
     }
     const int32_t next = sampler.sample(logits, history);
-    if (std::find(opts.stop_tokens.begin(), opts.stop_tokens.end(), next) != opts.stop_tokens.end()) {
+    if (std::find(opts.stop_tokens.begin(), opts.stop_tokens.end(), next) !=
+        opts.stop_tokens.end()) {
       r.stats.stop_reason = "stop_token";
       break;
     }

@@ -12,8 +12,8 @@ void SamplerParams::validate() const {
   AO_CHECK(std::isfinite(temperature), "sampler: temperature must be finite, got {}", temperature);
   AO_CHECK(top_p > 0.0f, "sampler: top_p must be in (0, 1], got {}", top_p);
   AO_CHECK(min_p >= 0.0f && min_p <= 1.0f, "sampler: min_p must be in [0, 1], got {}", min_p);
-  AO_CHECK(repeat_penalty > 0.0f && std::isfinite(repeat_penalty), "sampler: repeat_penalty must be positive, got {}",
-           repeat_penalty);
+  AO_CHECK(repeat_penalty > 0.0f && std::isfinite(repeat_penalty),
+           "sampler: repeat_penalty must be positive, got {}", repeat_penalty);
   AO_CHECK(repeat_last_n >= 0, "sampler: repeat_last_n must be >= 0, got {}", repeat_last_n);
 }
 
@@ -41,7 +41,9 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   cand_.clear();
   cand_.reserve(V);
   for (int64_t i = 0; i < V; ++i) cand_.emplace_back(logits[i], static_cast<int32_t>(i));
-  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
   size_t keep = cand_.size();
   if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < keep) {
     keep = p_.top_k;
@@ -74,7 +76,8 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   // Temperature, then draw.
   std::vector<double> w(keep);
   double total = 0;
-  for (size_t i = 0; i < keep; ++i) total += (w[i] = std::exp((double(cand_[i].first) - mx) / p_.temperature));
+  for (size_t i = 0; i < keep; ++i)
+    total += (w[i] = std::exp((double(cand_[i].first) - mx) / p_.temperature));
   std::uniform_real_distribution<double> u(0.0, total);
   double r = u(rng_), acc = 0;
   for (size_t i = 0; i < keep; ++i) {

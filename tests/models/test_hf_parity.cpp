@@ -1,11 +1,10 @@
 // Parity with transformers on the tiny random models of tests/fixtures/hf (built by
 // scripts/fixtures/make_hf_fixtures.py): fp32 logits to 1e-4 relative error, greedy
 // continuations token for token, and the tokenizer on a text prompt.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fmt/format.h>
-
 #include <nlohmann/json.hpp>
 
 #include "ao/core/mmap.h"
@@ -38,9 +37,11 @@ TEST_P(ModelHfParity, LogitsAndGreedyMatchTransformers) {
   auto tok = models::load_model_tokenizer(m);
   const int64_t V = m.model->vocab_size();
 
-  std::vector<std::vector<int32_t>> prompts = ref["prompts"].get<std::vector<std::vector<int32_t>>>();
+  std::vector<std::vector<int32_t>> prompts =
+      ref["prompts"].get<std::vector<std::vector<int32_t>>>();
   const auto text_ids = ref["text_prompt_ids"].get<std::vector<int32_t>>();
-  EXPECT_EQ(tok->encode(ref["text_prompt"].get<std::string>(), false), text_ids) << "tokenizer differs from HF";
+  EXPECT_EQ(tok->encode(ref["text_prompt"].get<std::string>(), false), text_ids)
+      << "tokenizer differs from HF";
   std::vector<int32_t> text_prompt = {m.model->config().bos_token_id};
   text_prompt.insert(text_prompt.end(), text_ids.begin(), text_ids.end());
   prompts.push_back(text_prompt);

@@ -22,7 +22,8 @@ const std::string kLlama = test::fixtures_dir() + "/hf/llama";
 struct FixtureCopy {
   test::TempDir tmp;
   FixtureCopy() {
-    for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+    for (const char* f :
+         {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
       fs::copy_file(kLlama + "/" + f, tmp.file(f));
   }
   std::string dir() const { return tmp.path().string(); }
@@ -50,13 +51,15 @@ void expect_error(const test::RunResult& r, const std::string& needle) {
 TEST(ModelErrors, UnknownArchitectureThroughCli) {
   FixtureCopy f;
   f.edit_config([](auto& j) { j["architectures"] = {"GPT2LMHeadModel"}; });
-  expect_error(test::run_ao("generate -m " + f.dir() + " -p hi -n 2"), "unsupported architecture 'GPT2LMHeadModel'");
+  expect_error(test::run_ao("generate -m " + f.dir() + " -p hi -n 2"),
+               "unsupported architecture 'GPT2LMHeadModel'");
 }
 
 TEST(ModelErrors, MissingConfigFieldThroughCli) {
   FixtureCopy f;
   f.edit_config([](auto& j) { j.erase("hidden_size"); });
-  expect_error(test::run_ao("perplexity -m " + f.dir() + " -f " + kLlama + "/reference.json"), "'hidden_size'");
+  expect_error(test::run_ao("perplexity -m " + f.dir() + " -f " + kLlama + "/reference.json"),
+               "'hidden_size'");
 }
 
 TEST(ModelErrors, MissingTensorNamesIt) {
@@ -74,19 +77,21 @@ TEST(ModelErrors, WrongTensorShapeNamesIt) {
     for (auto& x : t)
       if (x.name == "model.layers.0.self_attn.k_proj.weight") x.tensor = x.tensor.t().contiguous();
   });
-  expect_error(test::run_ao("bench -m " + f.dir() + " -p 4 -n 2 -r 1"),
-               "tensor 'model.layers.0.self_attn.k_proj.weight' has shape [64, 32], expected [32, 64]");
+  expect_error(
+      test::run_ao("bench -m " + f.dir() + " -p 4 -n 2 -r 1"),
+      "tensor 'model.layers.0.self_attn.k_proj.weight' has shape [64, 32], expected [32, 64]");
 }
 
 TEST(ModelErrors, TokenizerVocabularyMismatch) {
   AO_REQUIRE_SHARED_DATA();
-  expect_error(test::run_ao("generate -m " + kLlama + " -p hi -n 2 --tokenizer " + test::shared_data_dir() +
-                            "/tokenizers/llama2/tokenizer.model"),
+  expect_error(test::run_ao("generate -m " + kLlama + " -p hi -n 2 --tokenizer " +
+                            test::shared_data_dir() + "/tokenizers/llama2/tokenizer.model"),
                "has 32000 tokens but the model's vocabulary has 384");
 }
 
 TEST(ModelErrors, PromptLongerThanContext) {
-  expect_error(test::run_ao("generate -m " + kLlama + " -c 8 -n 4 -p 'To be, or not to be, that is the question.'"),
+  expect_error(test::run_ao("generate -m " + kLlama +
+                            " -c 8 -n 4 -p 'To be, or not to be, that is the question.'"),
                "but the context holds 8");
 }
 
@@ -109,7 +114,8 @@ TEST(ModelErrors, SetWeightChecksNameAndShape) {
     m.model->set_weight("model.layers.0.mlp.up_proj", w);
     FAIL() << "expected a shape error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("model.layers.0.mlp.up_proj"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.layers.0.mlp.up_proj"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -64,7 +64,9 @@ TEST(ModelLoading, HalfPrecisionWeightsMatchTheirF32Widening) {
     EXPECT_LT(mh->weight_bytes(), mf->weight_bytes() * 0.6);
     const auto lh = all_logits(*mh, kIds), lf = all_logits(*mf, kIds);
     double err = 0, scale = 0;
-    for (size_t i = 0; i < lh.size(); ++i) err = std::max(err, double(std::abs(lh[i] - lf[i]))), scale = std::max(scale, double(std::abs(lf[i])));
+    for (size_t i = 0; i < lh.size(); ++i)
+      err = std::max(err, double(std::abs(lh[i] - lf[i]))),
+      scale = std::max(scale, double(std::abs(lf[i])));
     EXPECT_LT(err / scale, 1e-5) << dtype_name(half);
   }
 }

@@ -72,7 +72,8 @@ TEST(ModelStories260K, GoldenSentenceNll) {
   AO_REQUIRE_SHARED_DATA();
   const std::string dir = test::stories260k_dir();
   auto s = load(dir);
-  const auto ids = s.tok->encode("One day, a clever fox found a shiny key under the old oak tree.", true);
+  const auto ids =
+      s.tok->encode("One day, a clever fox found a shiny key under the old oak tree.", true);
   ASSERT_EQ(ids.size(), 35u);
   std::vector<float> logits(ids.size() * 512);
   s.m.model->reset();

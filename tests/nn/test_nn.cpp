@@ -21,7 +21,8 @@ TEST(NnRope, HalfAndInterleavedConventions) {
   half.apply(x.data(), 1, 1, pos);
   inter.apply(y.data(), 1, 1, pos);
   for (int i = 0; i < hd / 2; ++i) {
-    const double f = 1.0 / std::pow(10000.0, 2.0 * i / hd), c = std::cos(pos * f), s = std::sin(pos * f);
+    const double f = 1.0 / std::pow(10000.0, 2.0 * i / hd), c = std::cos(pos * f),
+                 s = std::sin(pos * f);
     // HF: pairs (i, i + hd/2).
     const double a = i + 1, b = i + 1 + hd / 2;
     EXPECT_NEAR(x[i], a * c - b * s, 1e-5);
@@ -50,8 +51,10 @@ TEST(NnRope, Llama3ScalingBands) {
   RotaryEmbedding plain(128, 500000.0f, false), scaled(128, 500000.0f, false, sc);
   for (size_t i = 0; i < plain.inv_freq().size(); ++i) {
     const double wavelen = 2 * std::numbers::pi / plain.inv_freq()[i];
-    if (wavelen < 8192 / 4.0) EXPECT_FLOAT_EQ(scaled.inv_freq()[i], plain.inv_freq()[i]);  // high frequencies kept
-    if (wavelen > 8192 / 1.0) EXPECT_FLOAT_EQ(scaled.inv_freq()[i], plain.inv_freq()[i] / 8);  // low divided
+    if (wavelen < 8192 / 4.0)
+      EXPECT_FLOAT_EQ(scaled.inv_freq()[i], plain.inv_freq()[i]);  // high frequencies kept
+    if (wavelen > 8192 / 1.0)
+      EXPECT_FLOAT_EQ(scaled.inv_freq()[i], plain.inv_freq()[i] / 8);  // low divided
   }
   EXPECT_THROW(RotaryEmbedding(64, 1e4f, false, io::RopeScaling{"yarn"}), Error);
 }
@@ -69,7 +72,9 @@ TEST(NnLinear, BiasAndWeightSwap) {
   lin.set_weight(std::make_shared<quant::DenseWeight>(Tensor::zeros({2, 3}, DType::f32)));
   lin.forward(x, 1, y);
   EXPECT_FLOAT_EQ(y[0], 10);
-  EXPECT_THROW(lin.set_weight(std::make_shared<quant::DenseWeight>(Tensor::zeros({3, 2}, DType::f32))), Error);
+  EXPECT_THROW(
+      lin.set_weight(std::make_shared<quant::DenseWeight>(Tensor::zeros({3, 2}, DType::f32))),
+      Error);
   EXPECT_THROW(Linear("bad", w, Tensor::from_vector({1, 2, 3}, {3})), Error);
 }
 

@@ -92,8 +92,10 @@ TEST(RuntimeGenerate, StopsAtStopTokenAndStreams) {
   EXPECT_EQ(full.stats.stop_reason, "length");
   o.stop_tokens = {full.tokens[4]};
   std::vector<int32_t> streamed;
-  const auto cut = generate(*m.model, prompt, o, [&](int32_t t) { return streamed.push_back(t), true; });
-  const auto first = std::find(full.tokens.begin(), full.tokens.end(), full.tokens[4]) - full.tokens.begin();
+  const auto cut =
+      generate(*m.model, prompt, o, [&](int32_t t) { return streamed.push_back(t), true; });
+  const auto first =
+      std::find(full.tokens.begin(), full.tokens.end(), full.tokens[4]) - full.tokens.begin();
   EXPECT_EQ(cut.tokens, std::vector<int32_t>(full.tokens.begin(), full.tokens.begin() + first));
   EXPECT_EQ(streamed, cut.tokens);
   EXPECT_EQ(cut.stats.stop_reason, "stop_token");
@@ -189,7 +191,8 @@ TEST(RuntimePerplexity, KlAgainstSavedBase) {
 }
 
 TEST(RuntimePerplexity, KlDivergenceOfKnownDistributions) {
-  const std::vector<float> p = {std::log(0.5f), std::log(0.5f)}, q = {std::log(0.25f), std::log(0.75f)};
+  const std::vector<float> p = {std::log(0.5f), std::log(0.5f)},
+                           q = {std::log(0.25f), std::log(0.75f)};
   EXPECT_NEAR(kl_divergence(p, q), 0.5 * std::log(2.0) + 0.5 * std::log(0.5 / 0.75), 1e-6);
   EXPECT_NEAR(kl_divergence(p, p), 0.0, 1e-7);
 }
@@ -206,7 +209,8 @@ TEST(RuntimeBench, RowsAndPrinters) {
   EXPECT_EQ(rows[1].test, "tg4");
   EXPECT_GT(rows[0].tps_mean, 0);
   const std::string md = bench_markdown(rows);
-  EXPECT_NE(md.find("| model | size | params | backend | threads | test | t/s |"), std::string::npos);
+  EXPECT_NE(md.find("| model | size | params | backend | threads | test | t/s |"),
+            std::string::npos);
   EXPECT_NE(md.find("| qwen2-tiny |"), std::string::npos);
   EXPECT_EQ(bench_json(rows)[1]["n_gen"], 4);
 }

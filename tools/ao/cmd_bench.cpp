@@ -21,8 +21,10 @@ struct BenchArgs {
 };
 
 int run_bench(const BenchArgs& a) {
-  AO_CHECK(a.model.empty() != a.synthetic.empty(), "bench: give exactly one of -m MODEL or --synthetic NAME");
-  if (a.device != "cpu") throw NotSupported("ao bench --device " + a.device + " (only cpu for now)");
+  AO_CHECK(a.model.empty() != a.synthetic.empty(),
+           "bench: give exactly one of -m MODEL or --synthetic NAME");
+  if (a.device != "cpu")
+    throw NotSupported("ao bench --device " + a.device + " (only cpu for now)");
   runtime::BenchOptions o;
   o.n_prompt = a.n_prompt;
   o.n_gen = a.n_gen;
@@ -35,15 +37,18 @@ int run_bench(const BenchArgs& a) {
     io::ModelConfig c = models::synthetic_config(a.synthetic);
     if (a.layers > 0) c.n_layers = a.layers;
     const DType wt = dtype_from_name(a.dtype);
-    const double need = double(c.parameter_count()) * dtype_size(wt) + 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * lo.context * 4;
+    const double need = double(c.parameter_count()) * dtype_size(wt) +
+                        2.0 * c.n_layers * c.n_kv_heads * c.head_dim * lo.context * 4;
     const double avail = double(sysconf(_SC_AVPHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
     AO_CHECK(need < 0.9 * avail,
-             "bench: synthetic {} needs {:.1f} GiB of weights and cache but {:.1f} GiB of memory is free; try "
+             "bench: synthetic {} needs {:.1f} GiB of weights and cache but {:.1f} GiB of memory "
+             "is free; try "
              "--layers N",
              a.synthetic, need / (1 << 30), avail / (1 << 30));
     lo.context = std::min<int64_t>(lo.context, c.max_seq_len);
     model = models::synthetic_model(c, 1, lo, wt);
-    name = a.synthetic + (a.layers > 0 ? fmt::format(" ({} layers)", c.n_layers) : "") + " synthetic " + a.dtype;
+    name = a.synthetic + (a.layers > 0 ? fmt::format(" ({} layers)", c.n_layers) : "") +
+           " synthetic " + a.dtype;
   } else {
     auto m = models::load_model(a.model, lo);
     model = std::move(m.model);
@@ -58,21 +63,29 @@ int run_bench(const BenchArgs& a) {
 }
 
 const bool registered = register_command(
-    {"bench", "Prompt-processing and generation throughput (llama-bench style)", 60, [](CLI::App* sub) {
+    {"bench", "Prompt-processing and generation throughput (llama-bench style)", 60,
+     [](CLI::App* sub) {
        auto a = std::make_shared<BenchArgs>();
        sub->add_option("-m,--model", a->model, "HF model folder, .safetensors or llama2.c .bin");
        std::string names;
-       for (const auto& n : models::synthetic_model_names()) names += (names.empty() ? "" : ", ") + n;
+       for (const auto& n : models::synthetic_model_names())
+         names += (names.empty() ? "" : ", ") + n;
        sub->add_option("--synthetic", a->synthetic, "random weights with the shape of: " + names);
-       sub->add_option("--dtype", a->dtype, "with --synthetic: weight dtype f32, bf16 or f16")->capture_default_str();
+       sub->add_option("--dtype", a->dtype, "with --synthetic: weight dtype f32, bf16 or f16")
+           ->capture_default_str();
        sub->add_option("--layers", a->layers, "with --synthetic: use only this many layers")
            ->check(CLI::PositiveNumber);
-       sub->add_option("-p,--n-prompt", a->n_prompt, "prompt lengths (pp tests)")->delimiter(',')->capture_default_str();
-       sub->add_option("-n,--n-gen", a->n_gen, "generation lengths (tg tests)")->delimiter(',')->capture_default_str();
+       sub->add_option("-p,--n-prompt", a->n_prompt, "prompt lengths (pp tests)")
+           ->delimiter(',')
+           ->capture_default_str();
+       sub->add_option("-n,--n-gen", a->n_gen, "generation lengths (tg tests)")
+           ->delimiter(',')
+           ->capture_default_str();
        sub->add_option("-r,--repetitions", a->reps, "timed repetitions per test")
            ->capture_default_str()
            ->check(CLI::PositiveNumber);
-       sub->add_option("--device", a->device, "cpu (cuda: not supported yet)")->capture_default_str();
+       sub->add_option("--device", a->device, "cpu (cuda: not supported yet)")
+           ->capture_default_str();
        sub->add_flag("--json", a->json, "print JSON instead of a markdown table");
        return [a] { return run_bench(*a); };
      }});

@@ -41,10 +41,12 @@ std::vector<int32_t> stop_tokens(const models::LoadedModel& lm, const text::Toke
   std::vector<int32_t> s = {c.eos_token_id};
   add_eos_ids(c.raw, s);
   namespace fs = std::filesystem;
-  const fs::path dir = fs::is_directory(lm.files.path) ? fs::path(lm.files.path) : fs::path(lm.files.path).parent_path();
+  const fs::path dir = fs::is_directory(lm.files.path) ? fs::path(lm.files.path)
+                                                       : fs::path(lm.files.path).parent_path();
   if (fs::exists(dir / "generation_config.json")) {
     try {
-      add_eos_ids(nlohmann::json::parse(read_text_file((dir / "generation_config.json").string())), s);
+      add_eos_ids(nlohmann::json::parse(read_text_file((dir / "generation_config.json").string())),
+                  s);
     } catch (const nlohmann::json::exception& e) {
       fail("{}: not valid JSON: {}", (dir / "generation_config.json").string(), e.what());
     }
@@ -66,7 +68,8 @@ int run_generate(GenerateArgs a) {
   const double load_s = load_timer.seconds();
 
   std::vector<int32_t> prompt = tok->encode(a.prompt, !a.no_bos);
-  if (prompt.empty()) prompt.push_back(m.model->config().bos_token_id);  // empty prompt: start from BOS
+  if (prompt.empty())
+    prompt.push_back(m.model->config().bos_token_id);  // empty prompt: start from BOS
   runtime::GenerateOptions o;
   o.max_new_tokens = a.n;
   o.sampler = a.sampler;
@@ -78,7 +81,8 @@ int run_generate(GenerateArgs a) {
   }
   text::TokenStreamDecoder dec(*tok);
   if (!a.no_echo && !a.prompt.empty())
-    for (int32_t id : prompt) dec.push(id);  // the prompt is already printed; keep the decoder's state
+    for (int32_t id : prompt)
+      dec.push(id);  // the prompt is already printed; keep the decoder's state
   const auto r = runtime::generate(*m.model, prompt, o, [&](int32_t id) {
     fmt::print("{}", dec.push(id));
     std::fflush(stdout);
@@ -87,11 +91,12 @@ int run_generate(GenerateArgs a) {
   fmt::print("{}\n", dec.finish());
   std::fflush(stdout);
   const auto& s = r.stats;
-  fmt::print(stderr, "\nload:   {:.2f} s ({}, {} threads)\n", load_s, m.model->config().architecture, num_threads());
-  fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tokens/s)\n", s.prompt_tokens, s.prompt_seconds,
-             s.prompt_tokens_per_second());
-  fmt::print(stderr, "decode: {} tokens in {:.3f} s ({:.1f} tokens/s)\n", s.generated_tokens, s.decode_seconds,
-             s.decode_tokens_per_second());
+  fmt::print(stderr, "\nload:   {:.2f} s ({}, {} threads)\n", load_s,
+             m.model->config().architecture, num_threads());
+  fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tokens/s)\n", s.prompt_tokens,
+             s.prompt_seconds, s.prompt_tokens_per_second());
+  fmt::print(stderr, "decode: {} tokens in {:.3f} s ({:.1f} tokens/s)\n", s.generated_tokens,
+             s.decode_seconds, s.decode_tokens_per_second());
   fmt::print(stderr, "stop:   {}\n", s.stop_reason);
   return 0;
 }
@@ -99,23 +104,31 @@ int run_generate(GenerateArgs a) {
 const bool registered = register_command(
     {"generate", "Generate text from a prompt (streams to stdout)", 20, [](CLI::App* sub) {
        auto a = std::make_shared<GenerateArgs>();
-       sub->add_option("-m,--model", a->model, "HF model folder, .safetensors or llama2.c .bin")->required();
+       sub->add_option("-m,--model", a->model, "HF model folder, .safetensors or llama2.c .bin")
+           ->required();
        sub->add_option("-p,--prompt", a->prompt, "prompt text (empty: start from BOS)");
-       sub->add_option("-n,--n-predict", a->n, "tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
-       sub->add_option("--tokenizer", a->tokenizer, "tokenizer file (default: the one next to the model)");
+       sub->add_option("-n,--n-predict", a->n, "tokens to generate")
+           ->capture_default_str()
+           ->check(CLI::NonNegativeNumber);
+       sub->add_option("--tokenizer", a->tokenizer,
+                       "tokenizer file (default: the one next to the model)");
        sub->add_option("-c,--ctx-size", a->ctx, "context size (default: min(model maximum, 4096))")
            ->check(CLI::PositiveNumber);
-       sub->add_option("--temp", a->sampler.temperature, "temperature; 0 = greedy")->capture_default_str();
+       sub->add_option("--temp", a->sampler.temperature, "temperature; 0 = greedy")
+           ->capture_default_str();
        sub->add_option("--top-k", a->sampler.top_k, "top-k (0 = off)")->capture_default_str();
        sub->add_option("--top-p", a->sampler.top_p, "top-p (1 = off)")->capture_default_str();
        sub->add_option("--min-p", a->sampler.min_p, "min-p (0 = off)")->capture_default_str();
-       sub->add_option("--repeat-penalty", a->sampler.repeat_penalty, "repetition penalty (1 = off)")
+       sub->add_option("--repeat-penalty", a->sampler.repeat_penalty,
+                       "repetition penalty (1 = off)")
            ->capture_default_str();
-       sub->add_option("--repeat-last-n", a->sampler.repeat_last_n, "tokens the penalty looks back on")
+       sub->add_option("--repeat-last-n", a->sampler.repeat_last_n,
+                       "tokens the penalty looks back on")
            ->capture_default_str();
        sub->add_option("-s,--seed", a->sampler.seed, "random seed")->capture_default_str();
        sub->add_flag("--no-bos", a->no_bos, "do not prepend BOS to the prompt");
-       sub->add_flag("--ignore-eos", a->ignore_eos, "keep generating after an end-of-sequence token");
+       sub->add_flag("--ignore-eos", a->ignore_eos,
+                     "keep generating after an end-of-sequence token");
        sub->add_flag("--no-echo", a->no_echo, "do not print the prompt before the continuation");
        return [a] { return run_generate(*a); };
      }});

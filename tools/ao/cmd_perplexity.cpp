@@ -41,18 +41,20 @@ int run_perplexity(const PerplexityArgs& a) {
   const std::string text = read_text_file(a.text_file);
   std::vector<int32_t> tokens;
   if (paragraphs) {
-    tokens = runtime::tokenize_paragraphs(*tok, text, a.max_chars >= 0 ? size_t(a.max_chars) : 100000);
+    tokens =
+        runtime::tokenize_paragraphs(*tok, text, a.max_chars >= 0 ? size_t(a.max_chars) : 100000);
   } else {
-    const std::string_view view =
-        a.max_chars >= 0 ? std::string_view(text).substr(0, size_t(a.max_chars)) : std::string_view(text);
+    const std::string_view view = a.max_chars >= 0
+                                      ? std::string_view(text).substr(0, size_t(a.max_chars))
+                                      : std::string_view(text);
     tokens = tok->encode(view, false);
   }
-  fmt::print(stderr, "perplexity: tokenized {} into {} tokens in {:.2f} s\n", a.text_file, tokens.size(),
-             t.seconds());
+  fmt::print(stderr, "perplexity: tokenized {} into {} tokens in {:.2f} s\n", a.text_file,
+             tokens.size(), t.seconds());
   o.on_chunk = [&](const runtime::ChunkProgress& p) {
     if (p.chunk == 1)
-      fmt::print(progress, "perplexity: {} chunks, n_ctx={}, mode {}, {:.2f} s per chunk\n", p.n_chunks, o.ctx,
-                 runtime::perplexity_mode_name(o.mode), p.seconds);
+      fmt::print(progress, "perplexity: {} chunks, n_ctx={}, mode {}, {:.2f} s per chunk\n",
+                 p.n_chunks, o.ctx, runtime::perplexity_mode_name(o.mode), p.seconds);
     fmt::print(progress, "[{}]{:.4f},", p.chunk, p.ppl);
     if (p.chunk == p.n_chunks || p.chunk % 16 == 0) fmt::print(progress, "\n");
     std::fflush(progress);
@@ -75,18 +77,26 @@ int run_perplexity(const PerplexityArgs& a) {
     j["seconds"] = r.seconds;
     if (r.kl) {
       const auto& k = *r.kl;
-      j["kl"] = {{"base", a.kl_base},           {"mean_kl", k.mean_kl},     {"kl_stderr", k.kl_stderr},
-                 {"median_kl", k.median_kl},    {"kl_p99", k.kl_p99},       {"max_kl", k.max_kl},
-                 {"top1_agreement", k.top1_agreement}, {"top1_stderr", k.top1_stderr},
-                 {"base_ppl", k.base_ppl},      {"ppl", k.ppl},             {"delta_ppl", k.delta_ppl()}};
+      j["kl"] = {{"base", a.kl_base},
+                 {"mean_kl", k.mean_kl},
+                 {"kl_stderr", k.kl_stderr},
+                 {"median_kl", k.median_kl},
+                 {"kl_p99", k.kl_p99},
+                 {"max_kl", k.max_kl},
+                 {"top1_agreement", k.top1_agreement},
+                 {"top1_stderr", k.top1_stderr},
+                 {"base_ppl", k.base_ppl},
+                 {"ppl", k.ppl},
+                 {"delta_ppl", k.delta_ppl()}};
     }
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
   fmt::print("\nFinal estimate: PPL = {:.4f} +/- {:.5f}\n", r.ppl, r.ppl_stderr);
-  fmt::print("tokens: {}, mean NLL: {:.4f}, {:.2f} s ({:.1f} tokens/s)\n", r.n_tokens, r.mean_nll, r.seconds,
-             r.n_tokens / std::max(r.seconds, 1e-9));
-  if (!a.save_logits.empty()) fmt::print("saved log-probs of {} tokens to {}\n", r.n_tokens, a.save_logits);
+  fmt::print("tokens: {}, mean NLL: {:.4f}, {:.2f} s ({:.1f} tokens/s)\n", r.n_tokens, r.mean_nll,
+             r.seconds, r.n_tokens / std::max(r.seconds, 1e-9));
+  if (!a.save_logits.empty())
+    fmt::print("saved log-probs of {} tokens to {}\n", r.n_tokens, a.save_logits);
   if (r.kl) {
     const auto& k = *r.kl;
     fmt::print("\n====== Perplexity statistics ======\n");
@@ -105,24 +115,34 @@ int run_perplexity(const PerplexityArgs& a) {
 }
 
 const bool registered = register_command(
-    {"perplexity", "Perplexity of a model on a text file (llama-perplexity style), KL divergence vs a base run", 30,
-     [](CLI::App* sub) {
+    {"perplexity",
+     "Perplexity of a model on a text file (llama-perplexity style), KL divergence vs a base run",
+     30, [](CLI::App* sub) {
        auto a = std::make_shared<PerplexityArgs>();
-       sub->add_option("-m,--model", a->model, "HF model folder, .safetensors or llama2.c .bin")->required();
+       sub->add_option("-m,--model", a->model, "HF model folder, .safetensors or llama2.c .bin")
+           ->required();
        sub->add_option("-f,--file", a->text_file, "text file to score")->required();
-       sub->add_option("--tokenizer", a->tokenizer, "tokenizer file (default: the one next to the model)");
-       sub->add_option("--ctx", a->ctx, "tokens per chunk (default 512; 256 with --protocol paragraphs)")
+       sub->add_option("--tokenizer", a->tokenizer,
+                       "tokenizer file (default: the one next to the model)");
+       sub->add_option("--ctx", a->ctx,
+                       "tokens per chunk (default 512; 256 with --protocol paragraphs)")
            ->check(CLI::PositiveNumber);
-       sub->add_option("--chunks", a->chunks, "score at most this many chunks")->check(CLI::PositiveNumber);
-       sub->add_option("--protocol", a->protocol,
-                       "llama: whole text, chunks of --ctx with BOS, second half scored; paragraphs: first "
-                       "--max-chars characters split on blank lines, each paragraph + newline token, windows of "
-                       "ctx-1 tokens after BOS, all scored (the stories260K golden protocol)")
+       sub->add_option("--chunks", a->chunks, "score at most this many chunks")
+           ->check(CLI::PositiveNumber);
+       sub->add_option(
+              "--protocol", a->protocol,
+              "llama: whole text, chunks of --ctx with BOS, second half scored; paragraphs: first "
+              "--max-chars characters split on blank lines, each paragraph + newline token, "
+              "windows of "
+              "ctx-1 tokens after BOS, all scored (the stories260K golden protocol)")
            ->capture_default_str();
-       sub->add_option("--max-chars", a->max_chars, "use only the first N characters (paragraphs default: 100000)")
+       sub->add_option("--max-chars", a->max_chars,
+                       "use only the first N characters (paragraphs default: 100000)")
            ->check(CLI::NonNegativeNumber);
-       sub->add_option("--save-logits", a->save_logits, "save this run's log-probs as a base for --kl-base");
-       sub->add_option("--kl-base", a->kl_base, "compare with a run saved by --save-logits: KL, top-1, delta PPL");
+       sub->add_option("--save-logits", a->save_logits,
+                       "save this run's log-probs as a base for --kl-base");
+       sub->add_option("--kl-base", a->kl_base,
+                       "compare with a run saved by --save-logits: KL, top-1, delta PPL");
        sub->add_flag("--json", a->json, "print JSON (progress goes to stderr)");
        return [a] { return run_perplexity(*a); };
      }});

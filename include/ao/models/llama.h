@@ -31,8 +31,8 @@ class LlamaModel final : public CausalLM {
   // `tensors` use HF names; every expected tensor must be present with the expected shape
   // (an ao::Error names the first one that is missing or wrong). `source` names the
   // checkpoint in messages.
-  LlamaModel(const io::ModelConfig& config, std::vector<io::NamedTensor> tensors, const LoadOptions& opts,
-             const std::string& source);
+  LlamaModel(const io::ModelConfig& config, std::vector<io::NamedTensor> tensors,
+             const LoadOptions& opts, const std::string& source);
 
   const io::ModelConfig& config() const override { return config_; }
   int64_t context_size() const override { return cache_.capacity(); }

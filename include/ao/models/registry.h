@@ -13,15 +13,18 @@
 
 namespace ao::models {
 
-using ModelBuilder = std::function<std::unique_ptr<CausalLM>(
-    const io::ModelConfig&, std::vector<io::NamedTensor>, const LoadOptions&, const std::string& source)>;
+using ModelBuilder =
+    std::function<std::unique_ptr<CausalLM>(const io::ModelConfig&, std::vector<io::NamedTensor>,
+                                            const LoadOptions&, const std::string& source)>;
 
 void register_architecture(const std::string& architecture, ModelBuilder builder);
 std::vector<std::string> registered_architectures();  // sorted
 
 // Builds from a config and HF-named tensors; throws for an unregistered architecture.
-std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config, std::vector<io::NamedTensor> tensors,
-                                      const LoadOptions& opts = {}, const std::string& source = "model");
+std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config,
+                                      std::vector<io::NamedTensor> tensors,
+                                      const LoadOptions& opts = {},
+                                      const std::string& source = "model");
 
 struct LoadedModel {
   std::unique_ptr<CausalLM> model;
@@ -32,8 +35,10 @@ LoadedModel load_model(const std::string& path, const LoadOptions& opts = {});
 // Loads the tokenizer at `path`, or the one found next to the model when `path` is empty,
 // and checks it fits the model: every token id it can produce (and its BOS/EOS) must be
 // inside the model's vocabulary. Throws ao::Error naming both sizes otherwise.
-std::unique_ptr<text::Tokenizer> load_model_tokenizer(const LoadedModel& m, const std::string& path = "");
-void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model, const std::string& tokenizer_path);
+std::unique_ptr<text::Tokenizer> load_model_tokenizer(const LoadedModel& m,
+                                                      const std::string& path = "");
+void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model,
+                          const std::string& tokenizer_path);
 
 // Random-weight models with the shapes of known checkpoints, for benchmarks:
 // "stories15M", "stories110M", "tinyllama-1.1b", "llama3-1b", "llama2-7b", "llama3-8b",
@@ -41,7 +46,8 @@ void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model, con
 std::vector<std::string> synthetic_model_names();
 io::ModelConfig synthetic_config(const std::string& name);
 // Weights are drawn in f32 and stored as `weight_dtype` (f32, bf16 or f16).
-std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& config, uint64_t seed, const LoadOptions& opts = {},
+std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& config, uint64_t seed,
+                                          const LoadOptions& opts = {},
                                           DType weight_dtype = DType::f32);
 
 }  // namespace ao::models

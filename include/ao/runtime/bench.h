@@ -22,12 +22,12 @@ struct BenchOptions {
 };
 
 struct BenchRow {
-  std::string model;     // name shown in the table
+  std::string model;  // name shown in the table
   uint64_t size_bytes = 0;
   int64_t params = 0;
-  std::string backend;   // "CPU", "CUDA"
+  std::string backend;  // "CPU", "CUDA"
   int threads = 0;
-  std::string test;      // "pp512", "tg128"
+  std::string test;  // "pp512", "tg128"
   int64_t n_prompt = 0, n_gen = 0;
   std::vector<double> samples_tps;
   double tps_mean = 0, tps_stddev = 0;
@@ -35,7 +35,8 @@ struct BenchRow {
 
 // Context the model needs for these tests.
 int64_t bench_context(const BenchOptions& opts);
-std::vector<BenchRow> bench_cpu(models::CausalLM& model, const std::string& model_name, const BenchOptions& opts);
+std::vector<BenchRow> bench_cpu(models::CausalLM& model, const std::string& model_name,
+                                const BenchOptions& opts);
 
 // | model | size | params | backend | threads | test | t/s |
 std::string bench_markdown(const std::vector<BenchRow>& rows);

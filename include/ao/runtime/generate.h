@@ -25,7 +25,9 @@ struct GenerateStats {
   double prompt_seconds = 0;  // prefill
   double decode_seconds = 0;  // sampling + forward of every generated token after the first
   std::string stop_reason;    // "length", "stop_token", "context", "callback"
-  double prompt_tokens_per_second() const { return prompt_seconds > 0 ? prompt_tokens / prompt_seconds : 0; }
+  double prompt_tokens_per_second() const {
+    return prompt_seconds > 0 ? prompt_tokens / prompt_seconds : 0;
+  }
   double decode_tokens_per_second() const;
 };
 
@@ -37,7 +39,8 @@ struct GenerateResult {
 // on_token(id) is called for every generated token as soon as it is sampled; returning
 // false stops generation. Throws ao::Error if the prompt is empty or does not fit the
 // context. The model's cache is reset first.
-GenerateResult generate(models::CausalLM& model, std::span<const int32_t> prompt, const GenerateOptions& opts,
+GenerateResult generate(models::CausalLM& model, std::span<const int32_t> prompt,
+                        const GenerateOptions& opts,
                         const std::function<bool(int32_t)>& on_token = {});
 
 }  // namespace ao::runtime

@@ -33,7 +33,8 @@ const char* perplexity_mode_name(PerplexityMode m);
 // The stories260K text protocol: the first max_chars characters (UTF-8 code points) of
 // `text`, split on blank lines into paragraphs; each non-empty paragraph (trimmed of
 // surrounding whitespace) is encoded without BOS and followed by the newline token.
-std::vector<int32_t> tokenize_paragraphs(const text::Tokenizer& tok, std::string_view text, size_t max_chars);
+std::vector<int32_t> tokenize_paragraphs(const text::Tokenizer& tok, std::string_view text,
+                                         size_t max_chars);
 
 // Mean KL divergence KL(base || model), top-1 agreement and both perplexities over the
 // same scored tokens.
@@ -70,7 +71,8 @@ double kl_divergence(std::span<const float> base_logprobs, std::span<const float
 // -inf, i.e. probability ~0). Written atomically.
 class LogprobWriter {
  public:
-  LogprobWriter(const std::string& path, int32_t vocab, int64_t n_tokens, int64_t ctx, PerplexityMode mode);
+  LogprobWriter(const std::string& path, int32_t vocab, int64_t n_tokens, int64_t ctx,
+                PerplexityMode mode);
   ~LogprobWriter();
   void add(std::span<const float> logprobs, int32_t target);
   void commit();  // throws unless exactly n_tokens rows were added
@@ -101,15 +103,15 @@ class LogprobReader {
 struct ChunkProgress {
   int64_t chunk = 0, n_chunks = 0;  // chunk is 1-based
   int64_t tokens_scored = 0;
-  double ppl = 0;       // over all tokens scored so far
-  double seconds = 0;   // since the start
+  double ppl = 0;      // over all tokens scored so far
+  double seconds = 0;  // since the start
 };
 
 struct PerplexityOptions {
   PerplexityMode mode = PerplexityMode::llama;
   int64_t ctx = 512;
-  int64_t max_chunks = -1;  // -1: all
-  int32_t bos_id = -1;      // -1: the model config's bos_token_id
+  int64_t max_chunks = -1;         // -1: all
+  int32_t bos_id = -1;             // -1: the model config's bos_token_id
   std::string save_logprobs_path;  // "" : don't save
   std::string kl_base_path;        // "" : no KL comparison
   std::function<void(const ChunkProgress&)> on_chunk;

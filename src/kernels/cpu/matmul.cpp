@@ -72,9 +72,9 @@ void gemm_f32(const float* x, const float* W, float* y, int64_t M, int64_t N, in
   (void)blas_single;
   const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 22) / std::max<int64_t>(M * K, 1));
   parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(n1 - n0),
-                static_cast<int>(K), 1.0f, x, static_cast<int>(K), W + n0 * K, static_cast<int>(K), 0.0f, y + n0,
-                static_cast<int>(N));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M),
+                static_cast<int>(n1 - n0), static_cast<int>(K), 1.0f, x, static_cast<int>(K),
+                W + n0 * K, static_cast<int>(K), 0.0f, y + n0, static_cast<int>(N));
   });
 }
 

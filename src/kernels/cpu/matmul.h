@@ -23,7 +23,8 @@ enum class HalfType : uint8_t { bf16, f16 };
 void gemv_half_ref(const uint16_t* W, HalfType t, const float* x, float* y, int64_t N, int64_t K);
 void gemv_half(const uint16_t* W, HalfType t, const float* x, float* y, int64_t N, int64_t K);
 // M > 1: W is widened in blocks of rows into per-thread f32 buffers, then sgemm.
-void gemm_half(const float* x, const uint16_t* W, HalfType t, float* y, int64_t M, int64_t N, int64_t K);
+void gemm_half(const float* x, const uint16_t* W, HalfType t, float* y, int64_t M, int64_t N,
+               int64_t K);
 // dst[i] = float(src[i])
 void widen_half(const uint16_t* src, HalfType t, float* dst, int64_t n);
 
@@ -39,10 +40,10 @@ void gemv_rows_scalar(const float* W, const float* x, float* y, int64_t n0, int6
 void gemv_rows_avx2(const float* W, const float* x, float* y, int64_t n0, int64_t n1, int64_t K);
 float dot_avx2(const float* a, const float* b, int64_t n);
 bool cpu_has_f16c();
-void gemv_rows_half_scalar(const uint16_t* W, HalfType t, const float* x, float* y, int64_t n0, int64_t n1,
-                           int64_t K);
-void gemv_rows_half_avx2(const uint16_t* W, HalfType t, const float* x, float* y, int64_t n0, int64_t n1,
-                         int64_t K);
+void gemv_rows_half_scalar(const uint16_t* W, HalfType t, const float* x, float* y, int64_t n0,
+                           int64_t n1, int64_t K);
+void gemv_rows_half_avx2(const uint16_t* W, HalfType t, const float* x, float* y, int64_t n0,
+                         int64_t n1, int64_t K);
 void widen_half_avx2(const uint16_t* src, HalfType t, float* dst, int64_t n);
 void axpy_avx2(float a, const float* x, float* y, int64_t n);
 }  // namespace detail

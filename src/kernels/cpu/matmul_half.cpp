@@ -11,9 +11,13 @@
 namespace ao::kernels::cpu {
 namespace {
 
-inline float widen(uint16_t v, HalfType t) { return t == HalfType::bf16 ? bf16_to_f32(v) : f16_to_f32(v); }
+inline float widen(uint16_t v, HalfType t) {
+  return t == HalfType::bf16 ? bf16_to_f32(v) : f16_to_f32(v);
+}
 
-bool use_avx2(HalfType t) { return detail::cpu_has_avx2_fma() && (t == HalfType::bf16 || detail::cpu_has_f16c()); }
+bool use_avx2(HalfType t) {
+  return detail::cpu_has_avx2_fma() && (t == HalfType::bf16 || detail::cpu_has_f16c());
+}
 
 }  // namespace
 
@@ -24,8 +28,8 @@ bool cpu_has_f16c() {
   return has;
 }
 
-void gemv_rows_half_scalar(const uint16_t* W, HalfType t, const float* x, float* y, int64_t n0, int64_t n1,
-                           int64_t K) {
+void gemv_rows_half_scalar(const uint16_t* W, HalfType t, const float* x, float* y, int64_t n0,
+                           int64_t n1, int64_t K) {
   for (int64_t n = n0; n < n1; ++n) {
     const uint16_t* w = W + n * K;
     float acc = 0.0f;
@@ -60,7 +64,8 @@ void gemv_half(const uint16_t* W, HalfType t, const float* x, float* y, int64_t 
   });
 }
 
-void gemm_half(const float* x, const uint16_t* W, HalfType t, float* y, int64_t M, int64_t N, int64_t K) {
+void gemm_half(const float* x, const uint16_t* W, HalfType t, float* y, int64_t M, int64_t N,
+               int64_t K) {
   if (M == 1) return gemv_half(W, t, x, y, N, K);
   static const bool blas_single = [] {
     openblas_set_num_threads(1);
@@ -75,9 +80,9 @@ void gemm_half(const float* x, const uint16_t* W, HalfType t, float* y, int64_t 
     for (int64_t b = n0; b < n1; b += block) {
       const int64_t rows = std::min(block, n1 - b);
       widen_half(W + b * K, t, wf.data(), rows * K);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(rows),
-                  static_cast<int>(K), 1.0f, x, static_cast<int>(K), wf.data(), static_cast<int>(K), 0.0f, y + b,
-                  static_cast<int>(N));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M),
+                  static_cast<int>(rows), static_cast<int>(K), 1.0f, x, static_cast<int>(K),
+                  wf.data(), static_cast<int>(K), 0.0f, y + b, static_cast<int>(N));
     }
   });
 }

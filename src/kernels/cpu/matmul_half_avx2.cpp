@@ -9,7 +9,8 @@ namespace {
 
 inline __m256 load8(const uint16_t* p, HalfType t) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  if (t == HalfType::bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  if (t == HalfType::bf16)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   return _mm256_cvtph_ps(h);
 }
 
@@ -21,7 +22,9 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-inline float widen1(uint16_t v, HalfType t) { return t == HalfType::bf16 ? bf16_to_f32(v) : f16_to_f32(v); }
+inline float widen1(uint16_t v, HalfType t) {
+  return t == HalfType::bf16 ? bf16_to_f32(v) : f16_to_f32(v);
+}
 
 template <HalfType T>
 void rows(const uint16_t* W, const float* x, float* y, int64_t n0, int64_t n1, int64_t K) {
@@ -46,8 +49,8 @@ void rows(const uint16_t* W, const float* x, float* y, int64_t n0, int64_t n1, i
       b2 = _mm256_fmadd_ps(load8(w2 + k + 8, T), xb, b2);
       b3 = _mm256_fmadd_ps(load8(w3 + k + 8, T), xb, b3);
     }
-    float s0 = hsum(_mm256_add_ps(a0, b0)), s1 = hsum(_mm256_add_ps(a1, b1)), s2 = hsum(_mm256_add_ps(a2, b2)),
-          s3 = hsum(_mm256_add_ps(a3, b3));
+    float s0 = hsum(_mm256_add_ps(a0, b0)), s1 = hsum(_mm256_add_ps(a1, b1)),
+          s2 = hsum(_mm256_add_ps(a2, b2)), s3 = hsum(_mm256_add_ps(a3, b3));
     for (int64_t k = K16; k < K; ++k) {
       s0 += widen1(w0[k], T) * x[k];
       s1 += widen1(w1[k], T) * x[k];
@@ -69,8 +72,8 @@ void rows(const uint16_t* W, const float* x, float* y, int64_t n0, int64_t n1, i
 
 }  // namespace
 
-void gemv_rows_half_avx2(const uint16_t* W, HalfType t, const float* x, float* y, int64_t n0, int64_t n1,
-                         int64_t K) {
+void gemv_rows_half_avx2(const uint16_t* W, HalfType t, const float* x, float* y, int64_t n0,
+                         int64_t n1, int64_t K) {
   if (t == HalfType::bf16)
     rows<HalfType::bf16>(W, x, y, n0, n1, K);
   else
