@@ -20,11 +20,13 @@ namespace {
 class TensorTable {
  public:
   TensorTable(const std::vector<io::NamedTensor>& tensors, const io::ModelConfig& c,
-              std::string source)
-      : source_(std::move(source)), arch_(c.architecture) {
+              std::string source, const LinearWeightMap& prebuilt)
+      : prebuilt(prebuilt), source_(std::move(source)), arch_(c.architecture) {
     for (const auto& t : tensors) map_.emplace(t.name, t.tensor);
   }
   bool has(const std::string& name) const { return map_.count(name) != 0; }
+  const std::string& source() const { return source_; }
+  const LinearWeightMap& prebuilt;
   Tensor get(const std::string& name, const Shape& shape) const {
     auto it = map_.find(name);
     AO_CHECK(it != map_.end(), "{}: tensor '{}' (shape {}) is missing; {} needs it", source_, name,
@@ -45,15 +47,24 @@ class TensorTable {
 
 nn::Linear make_linear(const TensorTable& tt, const std::string& name, int64_t out, int64_t in,
                        bool bias) {
+  Tensor b = bias ? tt.get(name + ".bias", {out}) : Tensor();
+  if (auto it = tt.prebuilt.find(name); it != tt.prebuilt.end()) {
+    const auto& w = it->second;
+    AO_CHECK(w->out_features() == out && w->in_features() == in,
+             "{}: weight of '{}' ({}) is [{}, {}], expected [{}, {}] from the config", tt.source(),
+             name, w->type_name(), w->out_features(), w->in_features(), out, in);
+    return nn::Linear(name, w, b);
+  }
   auto w =
       std::make_shared<quant::DenseWeight>(tt.get(name + ".weight", {out, in}), name + ".weight");
-  return nn::Linear(name, std::move(w), bias ? tt.get(name + ".bias", {out}) : Tensor());
+  return nn::Linear(name, std::move(w), b);
 }
 
 }  // namespace
 
 LlamaModel::LlamaModel(const io::ModelConfig& c, std::vector<io::NamedTensor> tensors,
-                       const LoadOptions& opts, const std::string& source)
+                       const LoadOptions& opts, const std::string& source,
+                       const LinearWeightMap& prebuilt)
     : config_(c), opts_(opts), source_(std::move(tensors)) {
   AO_CHECK(c.dim > 0 && c.hidden_dim > 0 && c.n_layers > 0 && c.n_heads > 0 && c.n_kv_heads > 0 &&
                c.head_dim > 0 && c.vocab_size > 0 && c.max_seq_len > 0,
@@ -63,11 +74,20 @@ LlamaModel::LlamaModel(const io::ModelConfig& c, std::vector<io::NamedTensor> te
            "{}: context {} is larger than the model's maximum of {} positions", source, ctx,
            c.max_seq_len);
   AO_CHECK(opts_.max_batch_tokens > 0, "max_batch_tokens must be positive");
-  TensorTable tt(source_, c, source);
+  for (const auto& [name, w] : prebuilt) {
+    AO_CHECK(w != nullptr, "{}: no weight given for '{}'", source, name);
+    (void)w;
+  }
+  TensorTable tt(source_, c, source, prebuilt);
   const int64_t D = c.dim, F = c.hidden_dim, V = c.vocab_size, hd = c.head_dim;
   const int64_t qd = int64_t(c.n_heads) * hd, kvd = int64_t(c.n_kv_heads) * hd;
   rope_ = nn::RotaryEmbedding(c.head_dim, c.rope_theta, c.rope_interleaved, c.rope_scaling);
-  embed_ = nn::Embedding("model.embed_tokens", tt.get("model.embed_tokens.weight", {V, D}));
+  // A quantized embedding table (rare) is looked up from its dequantized values.
+  if (auto it = prebuilt.find("model.embed_tokens");
+      it != prebuilt.end() && !tt.has("model.embed_tokens.weight"))
+    embed_ = nn::Embedding("model.embed_tokens", it->second->dequantize());
+  else
+    embed_ = nn::Embedding("model.embed_tokens", tt.get("model.embed_tokens.weight", {V, D}));
   nn::AttentionConfig ac{c.n_heads, c.n_kv_heads, c.head_dim, c.sliding_window.value_or(0)};
   layers_.reserve(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -89,7 +109,7 @@ LlamaModel::LlamaModel(const io::ModelConfig& c, std::vector<io::NamedTensor> te
     layers_.push_back(std::move(layer));
   }
   norm_ = nn::RMSNorm("model.norm", tt.get("model.norm.weight", {D}), c.norm_eps);
-  if (c.tie_embeddings)
+  if (c.tie_embeddings && !prebuilt.count("lm_head"))
     lm_head_ = nn::Linear("lm_head",
                           std::make_shared<quant::DenseWeight>(embed_.weight(), "lm_head.weight"));
   else
@@ -119,11 +139,7 @@ std::vector<std::pair<std::string, nn::Linear*>> LlamaModel::linears() {
   return out;
 }
 
-int64_t LlamaModel::parameter_count() const {
-  int64_t n = 0;
-  for (const auto& t : source_) n += t.tensor.numel();
-  return n;
-}
+int64_t LlamaModel::parameter_count() const { return config_.parameter_count(); }
 
 size_t LlamaModel::weight_bytes() const {
   size_t b = embed_.weight().nbytes() + norm_.weight().nbytes();

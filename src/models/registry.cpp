@@ -7,6 +7,7 @@
 
 #include "ao/core/error.h"
 #include "ao/core/parallel.h"
+#include "ao/quant/checkpoint.h"
 
 namespace ao::models {
 namespace {
@@ -15,8 +16,9 @@ std::map<std::string, ModelBuilder>& builders() {
   static std::map<std::string, ModelBuilder> b = [] {
     std::map<std::string, ModelBuilder> m;
     auto llama = [](const io::ModelConfig& c, std::vector<io::NamedTensor> t, const LoadOptions& o,
-                    const std::string& src) -> std::unique_ptr<CausalLM> {
-      return std::make_unique<LlamaModel>(c, std::move(t), o, src);
+                    const std::string& src,
+                    const LinearWeightMap& pre) -> std::unique_ptr<CausalLM> {
+      return std::make_unique<LlamaModel>(c, std::move(t), o, src, pre);
     };
     for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama2.c"})
       m[a] = llama;
@@ -46,7 +48,7 @@ std::vector<std::string> registered_architectures() {
 
 std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config,
                                       std::vector<io::NamedTensor> tensors, const LoadOptions& opts,
-                                      const std::string& source) {
+                                      const std::string& source, const LinearWeightMap& prebuilt) {
   ModelBuilder b;
   {
     std::lock_guard lock(registry_mutex());
@@ -59,7 +61,7 @@ std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config,
     fail("{}: no model builder for architecture '{}' (known: {})", source, config.architecture,
          known);
   }
-  return b(config, std::move(tensors), opts, source);
+  return b(config, std::move(tensors), opts, source, prebuilt);
 }
 
 LoadedModel load_model(const std::string& path, const LoadOptions& opts) {
@@ -67,7 +69,13 @@ LoadedModel load_model(const std::string& path, const LoadOptions& opts) {
   m.files = io::open_model_files(path);
   AO_CHECK(m.files.config.has_value(),
            "{}: no config.json next to the weights; cannot tell the architecture", path);
-  m.model = build_model(*m.files.config, std::move(m.files.tensors), opts, path);
+  if (quant::is_torchao_checkpoint(m.files)) {
+    quant::QuantizedWeights q = quant::load_quantized_weights(m.files);
+    LinearWeightMap prebuilt(q.linears.begin(), q.linears.end());
+    m.model = build_model(*m.files.config, std::move(q.dense), opts, path, prebuilt);
+  } else {
+    m.model = build_model(*m.files.config, std::move(m.files.tensors), opts, path);
+  }
   m.files.tensors.clear();
   return m;
 }

@@ -13,23 +13,27 @@
 
 namespace ao::models {
 
-using ModelBuilder =
-    std::function<std::unique_ptr<CausalLM>(const io::ModelConfig&, std::vector<io::NamedTensor>,
-                                            const LoadOptions&, const std::string& source)>;
+using ModelBuilder = std::function<std::unique_ptr<CausalLM>(
+    const io::ModelConfig&, std::vector<io::NamedTensor>, const LoadOptions&,
+    const std::string& source, const LinearWeightMap& prebuilt)>;
 
 void register_architecture(const std::string& architecture, ModelBuilder builder);
 std::vector<std::string> registered_architectures();  // sorted
 
-// Builds from a config and HF-named tensors; throws for an unregistered architecture.
+// Builds from a config and HF-named tensors (plus Linear weights given by module FQN, e.g.
+// quantized ones); throws for an unregistered architecture.
 std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config,
                                       std::vector<io::NamedTensor> tensors,
                                       const LoadOptions& opts = {},
-                                      const std::string& source = "model");
+                                      const std::string& source = "model",
+                                      const LinearWeightMap& prebuilt = {});
 
 struct LoadedModel {
   std::unique_ptr<CausalLM> model;
   io::ModelFiles files;  // config, tokenizer path, file size (tensors moved into the model)
 };
+// TorchAO quantized checkpoints (as `ao quantize` or transformers write them) load with
+// their quantized Linear weights in place.
 LoadedModel load_model(const std::string& path, const LoadOptions& opts = {});
 
 // Loads the tokenizer at `path`, or the one found next to the model when `path` is empty,
