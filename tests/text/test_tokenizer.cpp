@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -32,9 +33,10 @@ struct VocabCase {
   std::vector<int32_t> ids;
 };
 
-std::vector<VocabCase> read_llamacpp_cases(const std::string& base) {
-  const std::string inp = read_file(base + ".inp");
-  const std::string out = read_file(base + ".out");
+std::vector<VocabCase> read_llamacpp_cases(const std::string& inp_path,
+                                           const std::string& out_path) {
+  const std::string inp = read_file(inp_path);
+  const std::string out = read_file(out_path);
   const std::string sep = "\n__ggml_vocab_test__\n";
   std::vector<VocabCase> cases;
   for (size_t pos = 0;;) {
@@ -53,8 +55,12 @@ std::vector<VocabCase> read_llamacpp_cases(const std::string& base) {
     while (ids >> id) cases[i].ids.push_back(id);
     ++i;
   }
-  EXPECT_EQ(i, cases.size()) << "the .out file of " << base << " has a different number of cases";
+  EXPECT_EQ(i, cases.size()) << out_path << " has a different number of cases than " << inp_path;
   return cases;
+}
+
+std::vector<VocabCase> read_llamacpp_cases(const std::string& base) {
+  return read_llamacpp_cases(base + ".inp", base + ".out");
 }
 
 std::string show(const std::vector<int32_t>& ids) {
@@ -264,6 +270,69 @@ INSTANTIATE_TEST_SUITE_P(TokenizerJson, HfFixture,
                          ::testing::Values("gpt2_style", "llama3_style", "qwen2_style", "spm_style",
                                            "metaspace_style", "metaspace_split_style",
                                            "lowercase_style"));
+
+TEST(TokenizerJson, ConfigSuppliesBosEos) {
+  const std::string fixture = std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/qwen2_style";
+  const auto plain = ao::text::load_tokenizer(fixture);
+  EXPECT_EQ(plain->bos_id(), -1);
+  EXPECT_EQ(plain->eos_id(), *plain->piece_to_id("<|endoftext|>"));
+  EXPECT_FALSE(plain->default_add_bos());
+
+  const fs::path dir = fs::temp_directory_path() / "ao_test_tokenizer_config";
+  fs::create_directories(dir);
+  fs::copy_file(fixture + "/tokenizer.json", dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"bos_token": null, "eos_token": {"content": "<|im_end|>"}, "add_bos_token": false})";
+  const auto tok = ao::text::load_tokenizer(dir.string());
+  EXPECT_EQ(tok->eos_id(), *tok->piece_to_id("<|im_end|>"));
+  EXPECT_EQ(tok->bos_id(), -1);
+
+  std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": "<|nope|>"})";
+  try {
+    ao::text::load_tokenizer(dir.string());
+    FAIL() << "expected ao::Error";
+  } catch (const ao::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("EOS token '<|nope|>' is not in the vocabulary"),
+              std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+// Large differential run against SentencePiece and the tokenizers library; the vectors are
+// made by scripts/fixtures/make_differential_vectors.py (too large to commit).
+TEST(TokenizerDifferential, AgainstReferenceLibraries) {
+  const char* dir = std::getenv("AO_TOKENIZER_DIFF_DIR");
+  if (!dir || !*dir)
+    GTEST_SKIP() << "set AO_TOKENIZER_DIFF_DIR to the output of "
+                    "scripts/fixtures/make_differential_vectors.py";
+  const std::string d = dir;
+  const std::string fixtures = std::string(AO_SOURCE_DIR) + "/tests/text/fixtures/";
+  const std::vector<std::pair<std::string, std::string>> runs = {
+      {ao::test::shared_data("tokenizers/llama2/tokenizer.model"), "llama_spm"},
+      {ao::test::shared_data("tokenizers/llama2/tokenizer.bin"), "llama_spm"},
+      {ao::test::shared_data(kSpmBase), "llama_spm"},
+      {ao::test::shared_data("tokenizers/gpt2"), "gpt2"},
+      {ao::test::shared_data(kGpt2Base), "gpt2"},
+      {fixtures + "gpt2_style", "gpt2_style"},
+      {fixtures + "llama3_style", "llama3_style"},
+      {fixtures + "qwen2_style", "qwen2_style"},
+      {fixtures + "spm_style", "spm_style"},
+      {fixtures + "metaspace_style", "metaspace_style"},
+      {fixtures + "metaspace_split_style", "metaspace_split_style"},
+      {fixtures + "lowercase_style", "lowercase_style"}};
+  for (const auto& [path, name] : runs) {
+    if (!fs::exists(path)) continue;
+    const auto tok = ao::text::load_tokenizer(path);
+    int mismatches = 0;
+    for (const VocabCase& c : read_llamacpp_cases(d + "/corpus.inp", d + "/" + name + ".out")) {
+      if (tok->encode(c.text, false) != c.ids && ++mismatches <= 3)
+        ADD_FAILURE() << tok->description() << " differs on: '" << c.text << "'";
+    }
+    EXPECT_EQ(mismatches, 0) << tok->description();
+  }
+}
 
 // ---- bad input -----------------------------------------------------------------------
 
