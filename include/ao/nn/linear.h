@@ -16,7 +16,9 @@ class Linear {
   // `bias`, when defined, is f32 [out_features] (other float dtypes are widened).
   Linear(std::string name, std::shared_ptr<const quant::LinearWeight> weight, Tensor bias = {});
 
-  const std::string& name() const { return name_; }  // fully qualified: model.layers.3.mlp.down_proj
+  const std::string& name() const {
+    return name_;
+  }  // fully qualified: model.layers.3.mlp.down_proj
   const std::shared_ptr<const quant::LinearWeight>& weight() const { return weight_; }
   const Tensor& bias() const { return bias_; }
   int64_t in_features() const { return weight_->in_features(); }
