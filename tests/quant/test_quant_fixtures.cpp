@@ -99,7 +99,7 @@ TEST_P(QuantFixture, LoadsTorchAOTensorsAndDequantizesAsTorchAO) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(TorchAO, QuantFixture, ::testing::ValuesIn(fixture_cases()),
+INSTANTIATE_TEST_SUITE_P(QuantTorchAO, QuantFixture, ::testing::ValuesIn(fixture_cases()),
                          [](const auto& info) {
                            std::string n = info.param.file;
                            for (char& c : n)
