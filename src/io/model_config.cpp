@@ -126,7 +126,7 @@ ModelConfig load_hf_config(const std::string& path) {
   json j;
   try {
     j = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", path, e.what());
   }
   return parse_hf_config(j, path);

@@ -17,7 +17,7 @@ std::vector<TensorEntry> parse_safetensors_header(std::string_view header_json, 
   json h;
   try {
     h = json::parse(header_json);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail("{}: header is not valid JSON: {}", context, e.what());
   }
   AO_CHECK(h.is_object(), "{}: header must be a JSON object", context);
@@ -175,7 +175,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
       json j;
       try {
         j = json::parse(read_text_file(index.string()));
-      } catch (const json::parse_error& e) {
+      } catch (const json::exception& e) {
         fail("{}: not valid JSON: {}", index.string(), e.what());
       }
       AO_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),

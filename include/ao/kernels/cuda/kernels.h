@@ -1,0 +1,133 @@
+// CUDA kernels of the Llama-family forward: plain launchers over raw device pointers, enqueued
+// on a caller's stream. bf16 activations, fp32 accumulation. Fronts (the engine, the tests)
+// validate shapes; launchers only check what would make a kernel read out of bounds.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ao::cuda {
+
+// Throws ao::Error naming the call and the CUDA error string.
+void check(cudaError_t e, const char* call, const char* file, int line);
+#define AO_CUDA_CHECK(call) ::ao::cuda::check((call), #call, __FILE__, __LINE__)
+// Throws ao::Error with `msg` (usable from .cu files that do not include fmt).
+[[noreturn]] void fail(const char* msg);
+
+// ---- weights for GEMV/GEMM ---------------------------------------------------------------
+// Weight formats the GEMV kernels read. Rows are padded to `k_padded` elements (a multiple of
+// gemv_k_align(format)); the padding holds zero weights.
+enum class WeightFormat : int {
+  bf16 = 0,   // w [N, Kp] bf16
+  int8 = 1,   // w [N, Kp] int8, scale [N] f32: deq = q * scale (TorchAO Int8 weight-only)
+  int4 = 2,   // w [N, Kp/2] bytes, 8 consecutive k per 32-bit word, element k in nibble k%8
+              // (low first), q in [0, 15]; scale_bias [N, Kp/g] float2 {s, zero - 8 s}:
+              // deq = q * s + (zero - 8 s) = (q - 8) * s + zero (TorchAO Int4 semantics)
+  fp8 = 3,    // w [N, Kp] e4m3fn, scale [N] f32 (per-tensor: all rows equal): deq = q * scale
+};
+int gemv_k_align(WeightFormat f);  // elements a row must be padded to
+
+struct DeviceWeight {
+  WeightFormat format = WeightFormat::bf16;
+  int64_t n = 0, k = 0, k_padded = 0;
+  int group_size = 0;          // int4 only
+  void* data = nullptr;
+  void* scale = nullptr;       // int8/fp8: float[N]; int4: float2[N, Kp/g]
+  size_t bytes() const;        // bytes read by one GEMV (data + scales)
+};
+
+// What the GEMV computes on its input before the dot products (fused prologue).
+enum class GemvInput : int {
+  bf16 = 0,     // x [M, K] bf16
+  rmsnorm = 1,  // x [M, K] f32 residual; uses rms_weight (bf16 [K]) and eps
+  swiglu = 2,   // x [M, 2K] bf16 = [gate | up]; uses silu(gate) * up
+};
+// What it does with the result (fused epilogue).
+enum class GemvOutput : int {
+  bf16 = 0,          // y [M, N] bf16
+  f32 = 1,           // y [M, N] f32
+  add_residual = 2,  // residual [M, N] f32 += result
+};
+
+struct GemvArgs {
+  int m = 1;  // batch 1..8
+  GemvInput input = GemvInput::bf16;
+  const void* x = nullptr;
+  int64_t x_stride = 0;             // elements between rows of x (0 = K, or 2K for swiglu)
+  const uint16_t* rms_weight = nullptr;
+  float eps = 1e-5f;
+  GemvOutput output = GemvOutput::bf16;
+  void* y = nullptr;                // bf16, f32 or residual f32 [M, N]
+};
+void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
+
+// Quantize a bf16 device weight [N, K] (row stride K) into a padded device weight (TorchAO
+// numerics, see NUMERICS.md). `dst` must have format, n, k, k_padded, group_size, data and
+// scale set and allocated. For fp8, per_tensor_amax (device float, may be null = per row).
+void quantize_weight(const uint16_t* w_bf16, DeviceWeight& dst, bool fp8_per_tensor,
+                     float* scratch_amax, cudaStream_t s);
+// Dequantize into bf16 [N, Kp] (for prefill GEMMs through cuBLAS).
+void dequantize_weight(const DeviceWeight& w, uint16_t* out_bf16, cudaStream_t s);
+
+// ---- elementwise -------------------------------------------------------------------------
+// Any of f32/f16/bf16 (dtype code: 0 f32, 1 f16, 2 bf16) -> bf16, row stride change allowed.
+void convert_to_bf16(const void* src, int src_dtype, uint16_t* dst, int64_t rows, int64_t cols,
+                     int64_t dst_stride, cudaStream_t s);
+// Uniform random bf16 in [-a, a] from a counter-based hash (seed, index).
+void fill_random_bf16(uint16_t* dst, int64_t n, float a, uint64_t seed, cudaStream_t s);
+void fill_bf16(uint16_t* dst, int64_t n, float v, cudaStream_t s);
+
+// residual[m, :] = f32(embed[tokens[m], :]) for m < M.
+void embedding(const uint16_t* embed, const int32_t* tokens, int m, int dim, float* residual,
+               cudaStream_t s);
+// If delta: residual += delta (bf16). Then out = bf16(rmsnorm(residual) * weight). [M, dim].
+void add_rmsnorm(float* residual, const uint16_t* delta, const uint16_t* weight, float eps,
+                 int m, int dim, uint16_t* out, cudaStream_t s);
+// out[m, j] = silu(gu[m, j]) * gu[m, hidden + j] (bf16).
+void swiglu(const uint16_t* gate_up, int m, int hidden, uint16_t* out, cudaStream_t s);
+
+struct RopeArgs {
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  bool interleaved = false;       // llama2.c pairs (2i, 2i+1); HF rotates halves
+  const float* inv_freq = nullptr;  // [head_dim / 2]
+  const uint16_t* bias = nullptr;   // [(H + 2 KV) * hd] or null
+  int max_seq = 0;                  // cache capacity
+};
+// qkv [M, (H + 2 KV) hd] bf16 (rows are tokens at positions *pos + m). Adds bias, rotates q and
+// k, writes q to q_out [M, H, hd] and k, v into the layer's cache [KV, max_seq, hd].
+void rope_kv_append(const uint16_t* qkv, int m, const int32_t* pos, const RopeArgs& a,
+                    uint16_t* q_out, uint16_t* k_cache, uint16_t* v_cache, cudaStream_t s);
+
+// ---- attention ---------------------------------------------------------------------------
+struct AttentionArgs {
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0, max_seq = 0;
+  float scale = 0.f;
+};
+// Decode, one token at position *pos (attends to 0..*pos): split-KV flash decoding.
+// partial: float workspace of attention_decode_workspace() floats.
+size_t attention_decode_workspace(const AttentionArgs& a);
+void attention_decode(const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                      const int32_t* pos, const AttentionArgs& a, float* partial, uint16_t* out,
+                      cudaStream_t s);
+// Prefill: M query tokens at positions *pos .. *pos + M - 1, causal over the cache.
+void attention_prefill(const uint16_t* q, int m, const uint16_t* k_cache,
+                       const uint16_t* v_cache, const int32_t* pos, const AttentionArgs& a,
+                       uint16_t* out, cudaStream_t s);
+
+// ---- sampling ----------------------------------------------------------------------------
+struct SamplerState {      // lives in device memory
+  float temperature;       // <= 0: greedy
+  int top_k;               // <= 0: off
+  float top_p;             // >= 1: off
+  uint32_t pad;
+  uint64_t seed;
+  uint64_t step;           // incremented by every sample
+};
+// Picks the next token from logits [vocab] f32; writes it to *token and, when out_tokens is
+// not null, to out_tokens[*n_out % out_capacity] (then ++*n_out); ++*pos when advance_pos.
+void sample(const float* logits, int vocab, SamplerState* state, int32_t* token,
+            int32_t* out_tokens, int out_capacity, int32_t* n_out, int32_t* pos, int advance_pos,
+            cudaStream_t s);
+
+}  // namespace ao::cuda

@@ -1,0 +1,36 @@
+// Linear layer y = x W^T (+ b). The weight is any quant::LinearWeight (dense or quantized),
+// shared and immutable, so quantization swaps it with set_weight() and nothing else changes.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "ao/core/tensor.h"
+#include "ao/quant/linear_weight.h"
+
+namespace ao::nn {
+
+class Linear {
+ public:
+  Linear() = default;
+  // `bias`, when defined, is f32 [out_features] (other float dtypes are widened).
+  Linear(std::string name, std::shared_ptr<const quant::LinearWeight> weight, Tensor bias = {});
+
+  const std::string& name() const { return name_; }  // fully qualified: model.layers.3.mlp.down_proj
+  const std::shared_ptr<const quant::LinearWeight>& weight() const { return weight_; }
+  const Tensor& bias() const { return bias_; }
+  int64_t in_features() const { return weight_->in_features(); }
+  int64_t out_features() const { return weight_->out_features(); }
+  // Replaces the weight; throws if its shape differs from the current one.
+  void set_weight(std::shared_ptr<const quant::LinearWeight> w);
+
+  // x: [M, in_features], y: [M, out_features] (overwritten).
+  void forward(const float* x, int64_t M, float* y) const;
+
+ private:
+  std::string name_;
+  std::shared_ptr<const quant::LinearWeight> weight_;
+  Tensor bias_;
+};
+
+}  // namespace ao::nn

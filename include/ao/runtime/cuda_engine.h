@@ -1,0 +1,118 @@
+// CudaEngine: Llama-family inference on one NVIDIA GPU. Weights live on the device in bf16,
+// int8 / int4 weight-only or fp8 (e4m3) form; bf16 activations with fp32 accumulation and an
+// fp32 residual stream; static KV cache; prefill through cuBLAS GEMMs + a tiled attention
+// kernel; the decode step (embedding .. sampling) captured once in a CUDA graph that reads the
+// position and token from device memory, so generation needs no host sync per token.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ao/core/dtype.h"
+#include "ao/io/model_config.h"
+
+namespace ao::io {
+struct NamedTensor;
+}
+
+namespace ao::runtime {
+
+enum class CudaWeightFormat { bf16, int8wo, int4wo, fp8_tensor, fp8_row };
+// "bf16", "int8wo", "int4wo-g128" (group 32..256), "fp8-tensor", "fp8-row". Throws ao::Error.
+CudaWeightFormat parse_cuda_weight_format(const std::string& s, int* group_size);
+std::string cuda_weight_format_name(CudaWeightFormat f, int group_size);
+
+struct CudaEngineOptions {
+  CudaWeightFormat format = CudaWeightFormat::bf16;
+  int group_size = 128;    // int4wo
+  int max_seq_len = 0;     // KV-cache capacity; 0 = min(config.max_seq_len, 4096)
+  int max_prefill = 512;   // tokens per prefill chunk (longer prompts run in chunks)
+  bool cuda_graph = true;  // capture the decode step
+  int device = 0;
+};
+
+// One weight handed over from the host: contiguous, f32 / f16 / bf16, HF name.
+struct HostWeight {
+  std::string name;
+  const void* data = nullptr;
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+};
+
+struct SamplingParams {
+  float temperature = 0.f;  // <= 0: greedy
+  int top_k = 0;            // <= 0: off
+  float top_p = 1.f;        // >= 1: off
+  uint64_t seed = 0;
+};
+
+struct CudaBenchResult {
+  std::string model, format, device;
+  int64_t params = 0;
+  double weight_gb = 0;     // bytes read per decode step, in 1e9
+  int pp = 0, tg = 0;
+  double pp_tok_s = 0, tg_tok_s = 0;
+  double pp_tflops = 0;     // 2 * params * pp / time
+  double tg_gb_s = 0;       // weight bytes per token * tok/s
+};
+
+class CudaEngine {
+ public:
+  // Weights under HF names (model.embed_tokens.weight, model.layers.N.self_attn.q_proj.weight,
+  // ...); Q/K rows in the order config.rope_interleaved says. CPU tensors, f32/f16/bf16.
+  static std::unique_ptr<CudaEngine> create(const io::ModelConfig& config,
+                                            const std::vector<io::NamedTensor>& weights,
+                                            const CudaEngineOptions& options);
+  static std::unique_ptr<CudaEngine> create_from_host(const io::ModelConfig& config,
+                                                      const std::vector<HostWeight>& weights,
+                                                      const CudaEngineOptions& options);
+  // Random weights generated on the device (for benchmarks): config from synthetic_config().
+  static std::unique_ptr<CudaEngine> create_synthetic(const io::ModelConfig& config,
+                                                      const CudaEngineOptions& options,
+                                                      uint64_t seed = 1234);
+  // "llama3-8b", "llama2-7b", "llama3-1b"; throws ao::Error for other names.
+  static io::ModelConfig synthetic_config(const std::string& name);
+
+  ~CudaEngine();
+  CudaEngine(const CudaEngine&) = delete;
+  CudaEngine& operator=(const CudaEngine&) = delete;
+
+  const io::ModelConfig& config() const;
+  int position() const;  // tokens in the KV cache
+  void reset();          // empties the KV cache
+
+  // Appends `tokens` to the cache; returns the logits after the last one (f32, vocab).
+  std::vector<float> prefill(const std::vector<int32_t>& tokens);
+  // One decode step (through the CUDA graph when enabled): appends `token`, returns logits.
+  std::vector<float> decode(int32_t token);
+  // Prefill `prompt`, then sample `n` tokens on the device; `on_token` gets each (in order) and
+  // may return false to stop. Returns the tokens generated.
+  std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int n,
+                                const SamplingParams& sampling,
+                                const std::function<bool(int32_t)>& on_token = {});
+
+  // llama-bench style: prefill of `pp` random tokens, then `tg` decode steps from an empty
+  // cache; medians over `reps` runs.
+  CudaBenchResult bench(int pp, int tg, int reps = 3);
+  size_t weight_bytes_per_token() const;
+
+  struct Impl;
+
+ private:
+  explicit CudaEngine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// For `ao bench --device cuda --synthetic NAME`: builds the synthetic model and runs bench().
+CudaBenchResult cuda_bench(const std::string& synthetic_model, const std::string& format, int pp,
+                           int tg, int reps = 3);
+// Measured device-to-device copy bandwidth in GB/s (bytes read + written), `bytes` per copy.
+double cuda_copy_bandwidth_gb_s(size_t bytes = size_t(1) << 30);
+// Measured cuBLAS bf16 GEMM throughput in TFLOP/s for an m x n x k product.
+double cuda_gemm_tflops(int m, int n, int k);
+std::string cuda_device_name();
+
+}  // namespace ao::runtime

@@ -1,0 +1,46 @@
+#!/bin/bash
+# Build, test and benchmark the CUDA backend on the GPU machine in one go (run from the project
+# root, with .gpu/ from ../shared/scripts/gpu-prep.sh beside it). Logs and JSON go to $OUT (or
+# ./out). Stages: STAGES="build test bench peer" (default all); BENCH_ARGS, PEER_VARIANTS tune them.
+# Builds the stand-alone CUDA lab project (bench/kernels/CMakeLists.txt), which needs only CUDA,
+# fmt, nlohmann-json and GoogleTest.
+set -uo pipefail
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+STAGES=${STAGES:-"build test bench peer"}
+BENCH_ARGS=${BENCH_ARGS:-"--models llama3-8b,llama3-1b --formats bf16,int8wo,int4wo-g128,fp8-row --pp 512 --tg 128"}
+PEER_VARIANTS=${PEER_VARIANTS:-"llama3-8b:eager:bf16,llama3-8b:compile:bf16,llama3-8b:compile:int8,llama3-8b:compile:int4,llama3-1b:compile:bf16,llama3-1b:compile:int4"}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+t0=$(date +%s)
+stamp() { echo "[gpu-check +$(( $(date +%s) - t0 ))s] $*"; }
+
+[ -f .gpu/gpu-env.sh ] && . .gpu/gpu-env.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee "$OUT/card.txt"
+nvcc --version | tail -1
+
+if has build; then
+  stamp "configure + build (Release, sm_90a)"
+  cmake -S bench/kernels -B build-lab -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/build.log" 2>&1 &&
+    cmake --build build-lab -j"$(nproc)" >> "$OUT/build.log" 2>&1
+  rc=$?
+  tail -5 "$OUT/build.log"
+  [ $rc -eq 0 ] || { grep -E "error" "$OUT/build.log" | head -30; stamp "BUILD FAILED"; exit 1; }
+fi
+
+if has test; then
+  stamp "tests"
+  timeout 150 ./build-lab/ao_cuda_tests --gtest_brief=1 2>&1 | tee "$OUT/tests.log" | grep -vE "^\[ +(OK|RUN) " | tail -60
+fi
+
+if has bench; then
+  stamp "bench (ours)"
+  timeout 180 ./build-lab/bench_cuda_decode $BENCH_ARGS --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
+fi
+
+if has peer; then
+  stamp "peer (PyTorch)"
+  PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-330} python3 bench/peers/gpt_fast_decode.py \
+      --variants "$PEER_VARIANTS" --json "$OUT/peer.json" 2>&1 | grep -v Warning | tee "$OUT/peer.log" | tail -20
+fi
+stamp "done"

@@ -1,0 +1,170 @@
+// Elementwise and row kernels: conversion, random fill, embedding, residual add + RMSNorm,
+// SwiGLU, RoPE with KV-cache append.
+#include <cuda_fp16.h>
+
+#include "ao/kernels/cuda/kernels.h"
+#include "common.cuh"
+
+namespace ao::cuda {
+
+using namespace detail;
+
+namespace {
+
+__global__ void convert_kernel(const void* src, int dt, uint16_t* dst, int64_t rows, int64_t cols,
+                               int64_t dst_stride) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * cols) return;
+  const int64_t r = i / cols, c = i % cols;
+  float v;
+  if (dt == 0) {
+    v = static_cast<const float*>(src)[i];
+  } else if (dt == 1) {
+    v = __half2float(static_cast<const __half*>(src)[i]);
+  } else {
+    dst[r * dst_stride + c] = static_cast<const uint16_t*>(src)[i];
+    return;
+  }
+  dst[r * dst_stride + c] = float_to_bf16_bits(v);
+}
+
+__global__ void fill_random_kernel(uint16_t* dst, int64_t n, float a, uint64_t seed) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = float_to_bf16_bits((2.f * uniform01(seed, i) - 1.f) * a);
+}
+
+__global__ void fill_kernel(uint16_t* dst, int64_t n, uint16_t v) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = v;
+}
+
+__global__ void embedding_kernel(const uint16_t* embed, const int32_t* tokens, int dim,
+                                 float* residual) {
+  const int m = blockIdx.x;
+  const int64_t t = tokens[m];
+  for (int i = threadIdx.x; i < dim; i += blockDim.x)
+    residual[static_cast<int64_t>(m) * dim + i] = bf16_bits_to_float(embed[t * dim + i]);
+}
+
+__global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const uint16_t* weight,
+                                   float eps, int dim, uint16_t* out) {
+  __shared__ float red[32];
+  const int64_t m = blockIdx.x;
+  float* x = residual + m * dim;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = x[i];
+    if (delta) {
+      v += bf16_bits_to_float(delta[m * dim + i]);
+      x[i] = v;
+    }
+    ss += v * v;
+  }
+  ss = block_sum(ss, red);
+  const float inv = rsqrtf(ss / dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x)
+    out[m * dim + i] =
+        float_to_bf16_bits(round_bf16(x[i] * inv) * bf16_bits_to_float(weight[i]));
+}
+
+__global__ void swiglu_kernel(const uint16_t* gu, int64_t m, int hidden, uint16_t* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= m * hidden) return;
+  const int64_t r = i / hidden, j = i % hidden;
+  const float g = bf16_bits_to_float(gu[r * 2 * hidden + j]);
+  const float u = bf16_bits_to_float(gu[r * 2 * hidden + hidden + j]);
+  out[i] = float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
+}
+
+// One block per token; threads over (head, pair). Heads 0..H-1 are q, H..H+KV-1 are k, then v.
+__global__ void rope_kv_append_kernel(const uint16_t* qkv, const int32_t* pos, RopeArgs a,
+                                      uint16_t* q_out, uint16_t* k_cache, uint16_t* v_cache) {
+  const int m = blockIdx.x;
+  const int p = *pos + m;
+  const int hd = a.head_dim, half = hd / 2;
+  const int heads = a.n_heads + 2 * a.n_kv_heads;
+  const uint16_t* row = qkv + static_cast<int64_t>(m) * heads * hd;
+  for (int t = threadIdx.x; t < heads * half; t += blockDim.x) {
+    const int h = t / half, i = t % half;
+    int i0, i1;  // the pair rotated together
+    if (a.interleaved) {
+      i0 = 2 * i;
+      i1 = 2 * i + 1;
+    } else {
+      i0 = i;
+      i1 = i + half;
+    }
+    float x0 = bf16_bits_to_float(row[h * hd + i0]);
+    float x1 = bf16_bits_to_float(row[h * hd + i1]);
+    if (a.bias) {
+      x0 = round_bf16(x0 + bf16_bits_to_float(a.bias[h * hd + i0]));
+      x1 = round_bf16(x1 + bf16_bits_to_float(a.bias[h * hd + i1]));
+    }
+    if (h < a.n_heads + a.n_kv_heads) {
+      float sn, cs;
+      sincosf(static_cast<float>(p) * a.inv_freq[i], &sn, &cs);
+      const float y0 = x0 * cs - x1 * sn;
+      const float y1 = x1 * cs + x0 * sn;
+      x0 = y0;
+      x1 = y1;
+    }
+    uint16_t* dst;
+    if (h < a.n_heads) {
+      dst = q_out + (static_cast<int64_t>(m) * a.n_heads + h) * hd;
+    } else if (h < a.n_heads + a.n_kv_heads) {
+      dst = k_cache + (static_cast<int64_t>(h - a.n_heads) * a.max_seq + p) * hd;
+    } else {
+      dst = v_cache + (static_cast<int64_t>(h - a.n_heads - a.n_kv_heads) * a.max_seq + p) * hd;
+    }
+    dst[i0] = float_to_bf16_bits(x0);
+    dst[i1] = float_to_bf16_bits(x1);
+  }
+}
+
+}  // namespace
+
+void convert_to_bf16(const void* src, int src_dtype, uint16_t* dst, int64_t rows, int64_t cols,
+                     int64_t dst_stride, cudaStream_t s) {
+  convert_kernel<<<blocks_for(rows * cols, 256), 256, 0, s>>>(src, src_dtype, dst, rows, cols,
+                                                              dst_stride);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void fill_random_bf16(uint16_t* dst, int64_t n, float a, uint64_t seed, cudaStream_t s) {
+  fill_random_kernel<<<1024, 256, 0, s>>>(dst, n, a, seed);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void fill_bf16(uint16_t* dst, int64_t n, float v, cudaStream_t s) {
+  __nv_bfloat16 h = __float2bfloat16_rn(v);
+  fill_kernel<<<1024, 256, 0, s>>>(dst, n, *reinterpret_cast<uint16_t*>(&h));
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void embedding(const uint16_t* embed, const int32_t* tokens, int m, int dim, float* residual,
+               cudaStream_t s) {
+  embedding_kernel<<<m, 256, 0, s>>>(embed, tokens, dim, residual);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void add_rmsnorm(float* residual, const uint16_t* delta, const uint16_t* weight, float eps, int m,
+                 int dim, uint16_t* out, cudaStream_t s) {
+  add_rmsnorm_kernel<<<m, 512, 0, s>>>(residual, delta, weight, eps, dim, out);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void swiglu(const uint16_t* gate_up, int m, int hidden, uint16_t* out, cudaStream_t s) {
+  swiglu_kernel<<<blocks_for(static_cast<int64_t>(m) * hidden, 256), 256, 0, s>>>(gate_up, m,
+                                                                                  hidden, out);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void rope_kv_append(const uint16_t* qkv, int m, const int32_t* pos, const RopeArgs& a,
+                    uint16_t* q_out, uint16_t* k_cache, uint16_t* v_cache, cudaStream_t s) {
+  rope_kv_append_kernel<<<m, 256, 0, s>>>(qkv, pos, a, q_out, k_cache, v_cache);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace ao::cuda

@@ -1,0 +1,15 @@
+// CUDA error reporting: every CUDA runtime call goes through AO_CUDA_CHECK.
+#include "ao/core/error.h"
+#include "ao/kernels/cuda/kernels.h"
+
+namespace ao::cuda {
+
+void check(cudaError_t e, const char* call, const char* file, int line) {
+  if (e == cudaSuccess) return;
+  throw Error(fmt::format("CUDA error in {} ({}:{}): {} ({})", call, file, line,
+                          cudaGetErrorString(e), cudaGetErrorName(e)));
+}
+
+void fail(const char* msg) { throw Error(msg); }
+
+}  // namespace ao::cuda

@@ -1,0 +1,40 @@
+// GEMV front: dispatch by weight format (kernels in gemv_impl.cuh, one .cu per format).
+#include "ao/kernels/cuda/kernels.h"
+
+namespace ao::cuda {
+
+template <WeightFormat F>
+void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
+
+int gemv_k_align(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::bf16: return 32 * 8;
+    case WeightFormat::int8: return 32 * 16;
+    case WeightFormat::fp8: return 32 * 16;
+    case WeightFormat::int4: return 32 * 32;
+  }
+  return 1024;
+}
+
+size_t DeviceWeight::bytes() const {
+  switch (format) {
+    case WeightFormat::bf16: return static_cast<size_t>(n * k_padded * 2);
+    case WeightFormat::int8:
+    case WeightFormat::fp8: return static_cast<size_t>(n * k_padded + n * 4);
+    case WeightFormat::int4:
+      return static_cast<size_t>(n * k_padded / 2 + n * (k_padded / group_size) * 8);
+  }
+  return 0;
+}
+
+void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
+  if (a.m < 1 || a.m > 8) fail("gemv: batch must be 1..8");
+  switch (w.format) {
+    case WeightFormat::bf16: return gemv_format<WeightFormat::bf16>(w, a, s);
+    case WeightFormat::int8: return gemv_format<WeightFormat::int8>(w, a, s);
+    case WeightFormat::int4: return gemv_format<WeightFormat::int4>(w, a, s);
+    case WeightFormat::fp8: return gemv_format<WeightFormat::fp8>(w, a, s);
+  }
+}
+
+}  // namespace ao::cuda

@@ -1,0 +1,187 @@
+// Weight quantization on the device (TorchAO numerics, NUMERICS.md) into the padded layouts
+// the GEMV kernels read, and dequantization back to bf16 for the prefill GEMMs.
+#include <cuda_fp8.h>
+
+#include "ao/kernels/cuda/kernels.h"
+#include "common.cuh"
+
+namespace ao::cuda {
+
+using namespace detail;
+
+namespace {
+
+// int8 weight-only, symmetric per row: scale = max(-min(x,0), max(x,0)) / 127.5 (>= fp32 eps),
+// q = clamp(rint(x * (1 / scale)), -128, 127).
+__global__ void quantize_int8_rows(const uint16_t* w, int64_t K, int64_t Kp, int8_t* q,
+                                   float* scale) {
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;
+  const uint16_t* x = w + row * K;
+  float mn = 0.f, mx = 0.f;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+    const float v = bf16_bits_to_float(x[k]);
+    mn = fminf(mn, v);
+    mx = fmaxf(mx, v);
+  }
+  mx = block_max(mx, red);
+  mn = -block_max(-mn, red);
+  const float s = fmaxf(fmaxf(-mn, mx) / 127.5f, 1.1920929e-07f);
+  const float inv = 1.f / s;
+  for (int64_t k = threadIdx.x; k < Kp; k += blockDim.x) {
+    float v = 0.f;
+    if (k < K) v = fminf(fmaxf(rintf(bf16_bits_to_float(x[k]) * inv), -128.f), 127.f);
+    q[row * Kp + k] = static_cast<int8_t>(v);
+  }
+  if (threadIdx.x == 0) scale[row] = s;
+}
+
+// int4 weight-only (plain Int4Tensor): per group, scale = clamp(max - min, 1e-6) / 15,
+// zero = min + 8 scale, q = clamp(rint((x - min) / scale), 0, 15); deq = (q - 8) scale + zero.
+// One thread per (row, group of 8 elements); a warp covers 256 consecutive elements.
+__global__ void quantize_int4_groups(const uint16_t* w, int64_t N, int64_t K, int64_t Kp, int g,
+                                     uint32_t* q, float2* sb) {
+  const int64_t groups = Kp / g;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= N * groups) return;
+  const int64_t row = t / groups, grp = t % groups;
+  const int64_t k0 = grp * g;
+  const uint16_t* x = w + row * K;
+  float mn = INFINITY, mx = -INFINITY;
+  for (int j = 0; j < g; ++j) {
+    const int64_t k = k0 + j;
+    if (k < K) {
+      const float v = bf16_bits_to_float(x[k]);
+      mn = fminf(mn, v);
+      mx = fmaxf(mx, v);
+    }
+  }
+  if (mn > mx) mn = mx = 0.f;  // a group entirely in the padding
+  const float s = fmaxf(mx - mn, 1e-6f) / 15.f;
+  const float zero = mn + 8.f * s;
+  for (int j = 0; j < g; j += 8) {
+    uint32_t word = 0;
+    for (int e = 0; e < 8; ++e) {
+      const int64_t k = k0 + j + e;
+      uint32_t qv = 0;
+      if (k < K) {
+        const float v = bf16_bits_to_float(x[k]);
+        qv = static_cast<uint32_t>(fminf(fmaxf(rintf((v - mn) / s), 0.f), 15.f));
+      } else {
+        qv = 8;  // with s applied to the padding group this is (8 - 8) s + zero; x is 0 there
+      }
+      word |= qv << (4 * e);
+    }
+    q[(row * Kp + k0 + j) / 8] = word;
+  }
+  sb[row * groups + grp] = make_float2(s, zero - 8.f * s);
+}
+
+__global__ void amax_all(const uint16_t* w, int64_t n, float* amax) {
+  __shared__ float red[32];
+  float m = 0.f;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    m = fmaxf(m, fabsf(bf16_bits_to_float(w[i])));
+  m = block_max(m, red);
+  if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned int*>(amax), __float_as_uint(m));
+}
+
+// fp8 e4m3 (Float8Tensor inference convention): scale = amax / 448 per row or per tensor,
+// q = e4m3(clamp(x / scale, -448, 448)) (round to nearest even, saturating). An all-zero row
+// (or tensor) gets scale 1 so that q = 0.
+__global__ void quantize_fp8_rows(const uint16_t* w, int64_t K, int64_t Kp,
+                                  const float* tensor_amax, __nv_fp8_storage_t* q, float* scale) {
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;
+  const uint16_t* x = w + row * K;
+  float amax;
+  if (tensor_amax) {
+    amax = *tensor_amax;
+  } else {
+    float m = 0.f;
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
+      m = fmaxf(m, fabsf(bf16_bits_to_float(x[k])));
+    amax = block_max(m, red);
+  }
+  const float s = amax > 0.f ? amax / 448.f : 1.f;
+  for (int64_t k = threadIdx.x; k < Kp; k += blockDim.x) {
+    float v = 0.f;
+    if (k < K) v = fminf(fmaxf(bf16_bits_to_float(x[k]) / s, -448.f), 448.f);
+    q[row * Kp + k] = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+  }
+  if (threadIdx.x == 0) scale[row] = s;
+}
+
+__global__ void dequantize_kernel(WeightFormat f, const void* data, const void* scale, int64_t N,
+                                  int64_t Kp, int g, uint16_t* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= N * Kp) return;
+  const int64_t row = i / Kp, k = i % Kp;
+  float v = 0.f;
+  switch (f) {
+    case WeightFormat::bf16: v = bf16_bits_to_float(static_cast<const uint16_t*>(data)[i]); break;
+    case WeightFormat::int8:
+      v = static_cast<const int8_t*>(data)[i] * static_cast<const float*>(scale)[row];
+      break;
+    case WeightFormat::fp8: {
+      __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<const __nv_fp8_storage_t*>(data)[i],
+                                             __NV_E4M3);
+      v = __half2float(*reinterpret_cast<__half*>(&h)) * static_cast<const float*>(scale)[row];
+      break;
+    }
+    case WeightFormat::int4: {
+      const uint32_t word = static_cast<const uint32_t*>(data)[i / 8];
+      const float q = static_cast<float>((word >> (4 * (k % 8))) & 15u);
+      const float2 sb = static_cast<const float2*>(scale)[row * (Kp / g) + k / g];
+      v = q * sb.x + sb.y;
+      break;
+    }
+  }
+  out[i] = float_to_bf16_bits(v);
+}
+
+}  // namespace
+
+void quantize_weight(const uint16_t* w, DeviceWeight& d, bool fp8_per_tensor, float* scratch,
+                     cudaStream_t s) {
+  switch (d.format) {
+    case WeightFormat::bf16:
+      AO_CUDA_CHECK(cudaMemsetAsync(d.data, 0, d.bytes(), s));
+      AO_CUDA_CHECK(cudaMemcpy2DAsync(d.data, d.k_padded * 2, w, d.k * 2, d.k * 2, d.n,
+                                      cudaMemcpyDeviceToDevice, s));
+      break;
+    case WeightFormat::int8:
+      quantize_int8_rows<<<static_cast<unsigned>(d.n), 256, 0, s>>>(
+          w, d.k, d.k_padded, static_cast<int8_t*>(d.data), static_cast<float*>(d.scale));
+      break;
+    case WeightFormat::int4: {
+      if (d.group_size % 32 != 0 || d.k_padded % d.group_size != 0)
+        fail("quantize_weight: int4 group size must be a multiple of 32 dividing the padded K");
+      const int64_t n = d.n * (d.k_padded / d.group_size);
+      quantize_int4_groups<<<blocks_for(n, 128), 128, 0, s>>>(
+          w, d.n, d.k, d.k_padded, d.group_size, static_cast<uint32_t*>(d.data),
+          static_cast<float2*>(d.scale));
+      break;
+    }
+    case WeightFormat::fp8:
+      if (fp8_per_tensor) {
+        AO_CUDA_CHECK(cudaMemsetAsync(scratch, 0, sizeof(float), s));
+        amax_all<<<264, 256, 0, s>>>(w, d.n * d.k, scratch);
+      }
+      quantize_fp8_rows<<<static_cast<unsigned>(d.n), 256, 0, s>>>(
+          w, d.k, d.k_padded, fp8_per_tensor ? scratch : nullptr,
+          static_cast<__nv_fp8_storage_t*>(d.data), static_cast<float*>(d.scale));
+      break;
+  }
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void dequantize_weight(const DeviceWeight& w, uint16_t* out, cudaStream_t s) {
+  const int64_t n = w.n * w.k_padded;
+  dequantize_kernel<<<blocks_for(n, 256), 256, 0, s>>>(w.format, w.data, w.scale, w.n,
+                                                       w.k_padded, w.group_size, out);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace ao::cuda

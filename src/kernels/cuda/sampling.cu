@@ -1,0 +1,123 @@
+// Sampling on the device (no logits go back to the host): greedy argmax, or temperature with
+// optional top-k and top-p. Top-k and top-p become a logit threshold found by bisection
+// (count >= k, then kept probability mass >= p); the token is drawn among the logits above the
+// threshold with the Gumbel-max trick, noise from a counter-based hash of (seed, step, index).
+#include "ao/kernels/cuda/kernels.h"
+#include "common.cuh"
+
+namespace ao::cuda {
+
+using namespace detail;
+
+namespace {
+
+constexpr int kSampleThreads = 1024;
+
+struct ArgMax {
+  float v;
+  int i;
+};
+__device__ __forceinline__ ArgMax better(ArgMax a, ArgMax b) {
+  if (b.v > a.v || (b.v == a.v && b.i < a.i)) return b;
+  return a;
+}
+__device__ ArgMax block_argmax(ArgMax x) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    ArgMax y{__shfl_xor_sync(0xffffffffu, x.v, o), __shfl_xor_sync(0xffffffffu, x.i, o)};
+    x = better(x, y);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) {
+    sv[warp] = x.v;
+    si[warp] = x.i;
+  }
+  __syncthreads();
+  ArgMax r{-INFINITY, 0x7fffffff};
+  if (lane < (blockDim.x >> 5)) r = ArgMax{sv[lane], si[lane]};
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    ArgMax y{__shfl_xor_sync(0xffffffffu, r.v, o), __shfl_xor_sync(0xffffffffu, r.i, o)};
+    r = better(r, y);
+  }
+  return r;
+}
+
+__global__ void __launch_bounds__(kSampleThreads)
+    sample_kernel(const float* logits, int vocab, SamplerState* st, int32_t* token,
+                  int32_t* out_tokens, int out_cap, int32_t* n_out, int32_t* pos,
+                  int advance) {
+  __shared__ float red[32];
+  const float T = st->temperature;
+  ArgMax best{-INFINITY, 0x7fffffff};
+  if (T <= 0.f) {
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) best = better(best, ArgMax{logits[i], i});
+    best = block_argmax(best);
+  } else {
+    float mx = -INFINITY, mn = INFINITY;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+      mx = fmaxf(mx, logits[i]);
+      mn = fminf(mn, logits[i]);
+    }
+    mx = block_max(mx, red);
+    mn = -block_max(-mn, red);
+    float thr = mn;
+    const int k = st->top_k;
+    if (k > 0 && k < vocab) {
+      float lo = mn, hi = mx;
+      for (int it = 0; it < 40; ++it) {
+        const float mid = 0.5f * (lo + hi);
+        float c = 0.f;
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) c += logits[i] >= mid ? 1.f : 0.f;
+        c = block_sum(c, red);
+        if (c >= k) lo = mid; else hi = mid;
+      }
+      thr = lo;
+    }
+    const float p = st->top_p;
+    if (p < 1.f) {
+      float z = 0.f;
+      for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+        if (logits[i] >= thr) z += __expf((logits[i] - mx) / T);
+      z = block_sum(z, red);
+      float lo = thr, hi = mx;
+      for (int it = 0; it < 40; ++it) {
+        const float mid = 0.5f * (lo + hi);
+        float c = 0.f;
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+          if (logits[i] >= mid) c += __expf((logits[i] - mx) / T);
+        c = block_sum(c, red);
+        if (c >= p * z) lo = mid; else hi = mid;
+      }
+      thr = lo;
+    }
+    const uint64_t base = st->seed ^ (st->step * 0x9E3779B97F4A7C15ull);
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+      if (logits[i] < thr) continue;
+      const float u = fmaxf(uniform01(base, i), 1e-7f);
+      best = better(best, ArgMax{(logits[i] - mx) / T - __logf(-__logf(u)), i});
+    }
+    best = block_argmax(best);
+  }
+  if (threadIdx.x == 0) {
+    *token = best.i;
+    if (out_tokens) out_tokens[(*n_out)++ % out_cap] = best.i;
+    if (advance) ++*pos;
+    ++st->step;
+  }
+}
+
+}  // namespace
+
+void sample(const float* logits, int vocab, SamplerState* state, int32_t* token,
+            int32_t* out_tokens, int out_capacity, int32_t* n_out, int32_t* pos, int advance_pos,
+            cudaStream_t s) {
+  sample_kernel<<<1, kSampleThreads, 0, s>>>(logits, vocab, state, token, out_tokens,
+                                             out_capacity, n_out, pos, advance_pos);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace ao::cuda

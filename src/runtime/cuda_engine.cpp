@@ -1,0 +1,856 @@
+// CudaEngine implementation (host side): weight upload and quantization, the prefill and
+// decode schedules, CUDA-graph capture of the decode step, generation and benchmarking.
+#include "ao/runtime/cuda_engine.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+
+#include "ao/core/error.h"
+#include "ao/kernels/cuda/kernels.h"
+
+namespace ao::runtime {
+
+using cuda::DeviceWeight;
+using cuda::WeightFormat;
+
+namespace {
+
+void cublas_check(cublasStatus_t st, const char* call, const char* file, int line) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw Error(fmt::format("cuBLAS error in {} ({}:{}): {}", call, file, line,
+                            cublasGetStatusString(st)));
+}
+#define AO_CUBLAS_CHECK(call) cublas_check((call), #call, __FILE__, __LINE__)
+
+int dtype_code(DType t, const std::string& name) {
+  switch (t) {
+    case DType::f32: return 0;
+    case DType::f16: return 1;
+    case DType::bf16: return 2;
+    default:
+      throw Error(fmt::format("CudaEngine: tensor '{}' has dtype {} (expected f32, f16 or bf16)",
+                              name, static_cast<int>(t)));
+  }
+}
+size_t dtype_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
+
+WeightFormat device_format(CudaWeightFormat f) {
+  switch (f) {
+    case CudaWeightFormat::bf16: return WeightFormat::bf16;
+    case CudaWeightFormat::int8wo: return WeightFormat::int8;
+    case CudaWeightFormat::int4wo: return WeightFormat::int4;
+    case CudaWeightFormat::fp8_tensor:
+    case CudaWeightFormat::fp8_row: return WeightFormat::fp8;
+  }
+  return WeightFormat::bf16;
+}
+
+float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+CudaWeightFormat parse_cuda_weight_format(const std::string& s, int* group_size) {
+  if (s == "bf16") return CudaWeightFormat::bf16;
+  if (s == "int8wo") return CudaWeightFormat::int8wo;
+  if (s == "fp8-tensor") return CudaWeightFormat::fp8_tensor;
+  if (s == "fp8-row") return CudaWeightFormat::fp8_row;
+  if (s.rfind("int4wo", 0) == 0) {
+    int g = 128;
+    if (s.size() > 6) {
+      if (s.rfind("int4wo-g", 0) != 0) throw Error("unknown CUDA weight format '" + s + "'");
+      g = std::atoi(s.c_str() + 8);
+    }
+    if (g != 32 && g != 64 && g != 128 && g != 256)
+      throw Error(fmt::format("int4wo group size must be 32, 64, 128 or 256 (got '{}')", s));
+    if (group_size) *group_size = g;
+    return CudaWeightFormat::int4wo;
+  }
+  throw Error("unknown CUDA weight format '" + s +
+              "' (expected bf16, int8wo, int4wo-gN, fp8-tensor, fp8-row)");
+}
+
+std::string cuda_weight_format_name(CudaWeightFormat f, int g) {
+  switch (f) {
+    case CudaWeightFormat::bf16: return "bf16";
+    case CudaWeightFormat::int8wo: return "int8wo";
+    case CudaWeightFormat::int4wo: return fmt::format("int4wo-g{}", g);
+    case CudaWeightFormat::fp8_tensor: return "fp8-tensor";
+    case CudaWeightFormat::fp8_row: return "fp8-row";
+  }
+  return "?";
+}
+
+struct Layer {
+  DeviceWeight qkv, o, gate_up, down;
+  uint16_t* attn_norm = nullptr;
+  uint16_t* mlp_norm = nullptr;
+  uint16_t* qkv_bias = nullptr;
+  uint16_t* k_cache = nullptr;
+  uint16_t* v_cache = nullptr;
+};
+
+struct CudaEngine::Impl {
+  io::ModelConfig cfg;
+  CudaEngineOptions opt;
+  int dim = 0, hidden = 0, n_layers = 0, n_heads = 0, n_kv = 0, hd = 0, vocab = 0, max_seq = 0;
+  int qkv_dim = 0, max_m = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  std::vector<void*> allocations;
+
+  uint16_t* embed = nullptr;
+  uint16_t* final_norm = nullptr;
+  DeviceWeight lm_head;
+  std::vector<Layer> layers;
+  float* inv_freq = nullptr;
+
+  float* resid = nullptr;
+  uint16_t *xn = nullptr, *qkv = nullptr, *q = nullptr, *attn = nullptr, *tmp = nullptr,
+           *gu = nullptr, *h = nullptr, *deq = nullptr;
+  float* logits = nullptr;
+  float* partial = nullptr;
+  float* scratch = nullptr;
+  int32_t *d_pos = nullptr, *d_token = nullptr, *d_tokens = nullptr, *d_out = nullptr,
+          *d_n_out = nullptr;
+  cuda::SamplerState* d_sampler = nullptr;
+  int32_t* h_pinned = nullptr;  // [0] pos, [1] token, [16..] tokens / outputs
+  static constexpr int kOutCap = 1 << 16;
+  int host_pos = 0;
+  size_t deq_elems = 0;
+
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t graph_exec = nullptr;
+
+  ~Impl() {
+    if (graph_exec) cudaGraphExecDestroy(graph_exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (stream) cudaStreamSynchronize(stream);
+    for (void* p : allocations) cudaFree(p);
+    if (h_pinned) cudaFreeHost(h_pinned);
+    if (cublas) cublasDestroy(cublas);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  template <typename T>
+  T* alloc(size_t count) {
+    void* p = nullptr;
+    AO_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(count * sizeof(T), 16)));
+    allocations.push_back(p);
+    return static_cast<T*>(p);
+  }
+
+  void init(const io::ModelConfig& c, const CudaEngineOptions& o) {
+    cfg = c;
+    opt = o;
+    dim = c.dim;
+    hidden = c.hidden_dim;
+    n_layers = c.n_layers;
+    n_heads = c.n_heads;
+    n_kv = c.n_kv_heads ? c.n_kv_heads : c.n_heads;
+    hd = c.head_dim ? c.head_dim : c.dim / c.n_heads;
+    vocab = c.vocab_size;
+    AO_CHECK(dim > 0 && hidden > 0 && n_layers > 0 && n_heads > 0 && vocab > 0,
+             "CudaEngine: config has a zero dimension (dim {}, hidden {}, layers {}, heads {})",
+             dim, hidden, n_layers, n_heads);
+    AO_CHECK(n_heads % n_kv == 0, "CudaEngine: n_heads {} not a multiple of n_kv_heads {}",
+             n_heads, n_kv);
+    max_seq = o.max_seq_len > 0 ? o.max_seq_len : std::min(c.max_seq_len > 0 ? c.max_seq_len : 4096, 4096);
+    qkv_dim = (n_heads + 2 * n_kv) * hd;
+    max_m = std::max(1, o.max_prefill);
+    AO_CUDA_CHECK(cudaSetDevice(o.device));
+    AO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    AO_CUBLAS_CHECK(cublasCreate(&cublas));
+    AO_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+    AO_CUDA_CHECK(cudaMallocHost(&h_pinned, (16 + std::max(max_m, 4096)) * sizeof(int32_t)));
+
+    // RoPE inverse frequencies (HF, with llama3 / linear scaling).
+    std::vector<float> f(hd / 2);
+    for (int i = 0; i < hd / 2; ++i) {
+      double inv = 1.0 / std::pow(static_cast<double>(c.rope_theta), (2.0 * i) / hd);
+      const auto& rs = c.rope_scaling;
+      if (rs.type == "linear") {
+        inv /= rs.factor;
+      } else if (rs.type == "llama3") {
+        const double old_len = rs.original_max_position_embeddings;
+        const double low_wl = old_len / rs.low_freq_factor, high_wl = old_len / rs.high_freq_factor;
+        const double wl = 2 * M_PI / inv;
+        if (wl > low_wl) {
+          inv /= rs.factor;
+        } else if (wl >= high_wl) {
+          const double smooth =
+              (old_len / wl - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+          inv = (1 - smooth) * inv / rs.factor + smooth * inv;
+        }
+      }
+      f[i] = static_cast<float>(inv);
+    }
+    inv_freq = alloc<float>(f.size());
+    AO_CUDA_CHECK(cudaMemcpy(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
+
+    const int M = max_m;
+    resid = alloc<float>(static_cast<size_t>(M) * dim);
+    xn = alloc<uint16_t>(static_cast<size_t>(M) * dim);
+    qkv = alloc<uint16_t>(static_cast<size_t>(M) * qkv_dim);
+    q = alloc<uint16_t>(static_cast<size_t>(M) * n_heads * hd);
+    attn = alloc<uint16_t>(static_cast<size_t>(M) * n_heads * hd);
+    tmp = alloc<uint16_t>(static_cast<size_t>(M) * dim);
+    gu = alloc<uint16_t>(static_cast<size_t>(M) * 2 * hidden);
+    h = alloc<uint16_t>(static_cast<size_t>(M) * hidden);
+    logits = alloc<float>(vocab);
+    partial = alloc<float>(cuda::attention_decode_workspace(attn_args()));
+    scratch = alloc<float>(16);
+    d_pos = alloc<int32_t>(1);
+    d_token = alloc<int32_t>(1);
+    d_tokens = alloc<int32_t>(M);
+    d_out = alloc<int32_t>(kOutCap);
+    d_n_out = alloc<int32_t>(1);
+    d_sampler = alloc<cuda::SamplerState>(1);
+    AO_CUDA_CHECK(cudaMemset(d_pos, 0, 4));
+    AO_CUDA_CHECK(cudaMemset(d_token, 0, 4));
+    AO_CUDA_CHECK(cudaMemset(d_n_out, 0, 4));
+    cuda::SamplerState st{0.f, 0, 1.f, 0, 0, 0};
+    AO_CUDA_CHECK(cudaMemcpy(d_sampler, &st, sizeof(st), cudaMemcpyHostToDevice));
+    layers.resize(n_layers);
+    const size_t cache = static_cast<size_t>(n_kv) * max_seq * hd;
+    for (auto& L : layers) {
+      L.k_cache = alloc<uint16_t>(cache);
+      L.v_cache = alloc<uint16_t>(cache);
+      AO_CUDA_CHECK(cudaMemset(L.k_cache, 0, cache * 2));
+      AO_CUDA_CHECK(cudaMemset(L.v_cache, 0, cache * 2));
+    }
+  }
+
+  cuda::AttentionArgs attn_args() const {
+    cuda::AttentionArgs a;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv;
+    a.head_dim = hd;
+    a.max_seq = max_seq;
+    a.scale = 1.f / std::sqrt(static_cast<float>(hd));
+    return a;
+  }
+
+  // Allocates a device weight of the engine's format and fills it from bf16 [n, k] (device).
+  DeviceWeight make_weight(const uint16_t* src_bf16, int64_t n, int64_t k) {
+    DeviceWeight w;
+    w.format = device_format(opt.format);
+    w.n = n;
+    w.k = k;
+    const int align = cuda::gemv_k_align(w.format);
+    w.k_padded = (k + align - 1) / align * align;
+    w.group_size = w.format == WeightFormat::int4 ? opt.group_size : 0;
+    if (w.format == WeightFormat::int4 && k % opt.group_size != 0)
+      throw Error(fmt::format("CudaEngine: int4wo-g{} needs K ({}) divisible by the group size",
+                              opt.group_size, k));
+    const size_t data_bytes = w.format == WeightFormat::bf16   ? n * w.k_padded * 2
+                              : w.format == WeightFormat::int4 ? n * w.k_padded / 2
+                                                               : n * w.k_padded;
+    w.data = alloc<uint8_t>(data_bytes);
+    if (w.format == WeightFormat::int4)
+      w.scale = alloc<float>(2 * n * (w.k_padded / w.group_size));
+    else if (w.format != WeightFormat::bf16)
+      w.scale = alloc<float>(n);
+    cuda::quantize_weight(src_bf16, w, opt.format == CudaWeightFormat::fp8_tensor, scratch,
+                          stream);
+    if (w.format != WeightFormat::bf16)
+      deq_elems = std::max(deq_elems, static_cast<size_t>(n * w.k_padded));
+    return w;
+  }
+
+  void finish_setup() {
+    if (deq_elems) deq = alloc<uint16_t>(deq_elems);
+    AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (opt.cuda_graph) capture();
+  }
+
+  // ---- schedules --------------------------------------------------------------------------
+  void linear(const DeviceWeight& w, const uint16_t* x, int m, uint16_t* y) {
+    if (m <= 8) {
+      cuda::GemvArgs a;
+      a.m = m;
+      a.input = cuda::GemvInput::bf16;
+      a.x = x;
+      a.output = cuda::GemvOutput::bf16;
+      a.y = y;
+      cuda::gemv(w, a, stream);
+      return;
+    }
+    const void* wp = w.data;
+    if (w.format != WeightFormat::bf16) {
+      cuda::dequantize_weight(w, deq, stream);
+      wp = deq;
+    }
+    const float alpha = 1.f, beta = 0.f;
+    AO_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), m,
+                                 static_cast<int>(w.k), &alpha, wp, CUDA_R_16BF,
+                                 static_cast<int>(w.k_padded), x, CUDA_R_16BF,
+                                 static_cast<int>(w.k), &beta, y, CUDA_R_16BF,
+                                 static_cast<int>(w.n), CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
+  }
+
+  cuda::RopeArgs rope_args(const Layer& L) const {
+    cuda::RopeArgs r;
+    r.n_heads = n_heads;
+    r.n_kv_heads = n_kv;
+    r.head_dim = hd;
+    r.interleaved = cfg.rope_interleaved;
+    r.inv_freq = inv_freq;
+    r.bias = L.qkv_bias;
+    r.max_seq = max_seq;
+    return r;
+  }
+
+  // Enqueues the prefill of m tokens already in d_tokens at position *d_pos; leaves the
+  // logits of the last token in `logits`.
+  void enqueue_prefill(int m) {
+    const float eps = cfg.norm_eps;
+    cuda::embedding(embed, d_tokens, m, dim, resid, stream);
+    const auto aa = attn_args();
+    for (int l = 0; l < n_layers; ++l) {
+      Layer& L = layers[l];
+      cuda::add_rmsnorm(resid, l == 0 ? nullptr : tmp, L.attn_norm, eps, m, dim, xn, stream);
+      linear(L.qkv, xn, m, qkv);
+      cuda::rope_kv_append(qkv, m, d_pos, rope_args(L), q, L.k_cache, L.v_cache, stream);
+      cuda::attention_prefill(q, m, L.k_cache, L.v_cache, d_pos, aa, attn, stream);
+      linear(L.o, attn, m, tmp);
+      cuda::add_rmsnorm(resid, tmp, L.mlp_norm, eps, m, dim, xn, stream);
+      linear(L.gate_up, xn, m, gu);
+      cuda::swiglu(gu, m, hidden, h, stream);
+      linear(L.down, h, m, tmp);
+    }
+    cuda::add_rmsnorm(resid, tmp, final_norm, eps, m, dim, xn, stream);
+    cuda::GemvArgs a;
+    a.m = 1;
+    a.x = xn + static_cast<size_t>(m - 1) * dim;
+    a.output = cuda::GemvOutput::f32;
+    a.y = logits;
+    cuda::gemv(lm_head, a, stream);
+  }
+
+  // One decode step: token *d_token at position *d_pos -> logits, then sample into d_token,
+  // d_out, and advance *d_pos.
+  void enqueue_decode() {
+    const float eps = cfg.norm_eps;
+    cuda::embedding(embed, d_token, 1, dim, resid, stream);
+    const auto aa = attn_args();
+    for (int l = 0; l < n_layers; ++l) {
+      Layer& L = layers[l];
+      cuda::GemvArgs a;
+      a.input = cuda::GemvInput::rmsnorm;
+      a.x = resid;
+      a.rms_weight = L.attn_norm;
+      a.eps = eps;
+      a.output = cuda::GemvOutput::bf16;
+      a.y = qkv;
+      cuda::gemv(L.qkv, a, stream);
+      cuda::rope_kv_append(qkv, 1, d_pos, rope_args(L), q, L.k_cache, L.v_cache, stream);
+      cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, partial, attn, stream);
+      cuda::GemvArgs o;
+      o.x = attn;
+      o.output = cuda::GemvOutput::add_residual;
+      o.y = resid;
+      cuda::gemv(L.o, o, stream);
+      cuda::GemvArgs g = a;
+      g.rms_weight = L.mlp_norm;
+      g.y = gu;
+      cuda::gemv(L.gate_up, g, stream);
+      cuda::GemvArgs d;
+      d.input = cuda::GemvInput::swiglu;
+      d.x = gu;
+      d.output = cuda::GemvOutput::add_residual;
+      d.y = resid;
+      cuda::gemv(L.down, d, stream);
+    }
+    cuda::GemvArgs f;
+    f.input = cuda::GemvInput::rmsnorm;
+    f.x = resid;
+    f.rms_weight = final_norm;
+    f.eps = eps;
+    f.output = cuda::GemvOutput::f32;
+    f.y = logits;
+    cuda::gemv(lm_head, f, stream);
+    cuda::sample(logits, vocab, d_sampler, d_token, d_out, kOutCap, d_n_out, d_pos, 1, stream);
+  }
+
+  void run_decode_step() {
+    if (graph_exec)
+      AO_CUDA_CHECK(cudaGraphLaunch(graph_exec, stream));
+    else
+      enqueue_decode();
+  }
+
+  void capture() {
+    // One eager step first: kernels' attributes are set outside the capture.
+    set_pos(0);
+    enqueue_decode();
+    AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    AO_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    enqueue_decode();
+    AO_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    AO_CUDA_CHECK(cudaGraphInstantiate(&graph_exec, graph, 0));
+    set_pos(0);
+    AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  // Writes host_pos = p to the device (synchronously with the stream's work).
+  void set_pos(int p) {
+    host_pos = p;
+    AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    h_pinned[0] = p;
+    AO_CUDA_CHECK(cudaMemcpyAsync(d_pos, &h_pinned[0], 4, cudaMemcpyHostToDevice, stream));
+    AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  void check_room(int n) const {
+    if (host_pos + n > max_seq)
+      throw Error(fmt::format("CudaEngine: KV cache full ({} + {} tokens > capacity {})",
+                              host_pos, n, max_seq));
+  }
+
+  // Prefill in chunks of max_m tokens; logits of the last token stay in `logits`.
+  void prefill_tokens(const std::vector<int32_t>& tokens) {
+    AO_CHECK(!tokens.empty(), "CudaEngine::prefill: no tokens");
+    check_room(static_cast<int>(tokens.size()));
+    for (int32_t t : tokens)
+      AO_CHECK(t >= 0 && t < vocab, "CudaEngine: token id {} outside the vocabulary ({})", t,
+               vocab);
+    for (size_t off = 0; off < tokens.size(); off += max_m) {
+      const int m = static_cast<int>(std::min<size_t>(max_m, tokens.size() - off));
+      AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+      std::memcpy(&h_pinned[16], tokens.data() + off, m * sizeof(int32_t));
+      AO_CUDA_CHECK(cudaMemcpyAsync(d_tokens, &h_pinned[16], m * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, stream));
+      enqueue_prefill(m);
+      set_pos(host_pos + m);
+    }
+  }
+
+  std::vector<float> read_logits() {
+    std::vector<float> out(vocab);
+    AO_CUDA_CHECK(cudaMemcpyAsync(out.data(), logits, vocab * 4, cudaMemcpyDeviceToHost, stream));
+    AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return out;
+  }
+
+  void set_sampler(const SamplingParams& s) {
+    cuda::SamplerState st{s.temperature, s.top_k, s.top_p, 0, s.seed, 0};
+    AO_CUDA_CHECK(cudaMemcpyAsync(d_sampler, &st, sizeof(st), cudaMemcpyHostToDevice, stream));
+    AO_CUDA_CHECK(cudaMemsetAsync(d_n_out, 0, 4, stream));
+    AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  size_t weight_bytes() const {
+    size_t b = lm_head.bytes() + static_cast<size_t>(dim) * 2;
+    for (const auto& L : layers)
+      b += L.qkv.bytes() + L.o.bytes() + L.gate_up.bytes() + L.down.bytes() +
+           static_cast<size_t>(dim) * 4;
+    return b;
+  }
+  int64_t linear_params() const {
+    int64_t p = lm_head.n * lm_head.k;
+    for (const auto& L : layers)
+      p += L.qkv.n * L.qkv.k + L.o.n * L.o.k + L.gate_up.n * L.gate_up.k + L.down.n * L.down.k;
+    return p;
+  }
+};
+
+// ---- construction ----------------------------------------------------------------------------
+
+CudaEngine::CudaEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaEngine::~CudaEngine() = default;
+const io::ModelConfig& CudaEngine::config() const { return impl_->cfg; }
+int CudaEngine::position() const { return impl_->host_pos; }
+void CudaEngine::reset() { impl_->set_pos(0); }
+size_t CudaEngine::weight_bytes_per_token() const { return impl_->weight_bytes(); }
+
+std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& cfg,
+                                                         const std::vector<HostWeight>& weights,
+                                                         const CudaEngineOptions& opt) {
+  auto impl = std::make_unique<Impl>();
+  Impl& e = *impl;
+  e.init(cfg, opt);
+  std::map<std::string, const HostWeight*> by_name;
+  for (const auto& w : weights) by_name[w.name] = &w;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) -> const HostWeight& {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) throw Error("CudaEngine: missing weight '" + name + "'");
+    const HostWeight& w = *it->second;
+    if (w.shape != shape)
+      throw Error(fmt::format("CudaEngine: weight '{}' has shape [{}], expected [{}]", name,
+                              fmt::join(w.shape, ", "), fmt::join(shape, ", ")));
+    return w;
+  };
+  // Staging: raw bytes and a bf16 matrix, sized for the largest tensor.
+  size_t max_elems = static_cast<size_t>(e.vocab) * e.dim;
+  max_elems = std::max(max_elems, static_cast<size_t>(2) * e.hidden * e.dim);
+  max_elems = std::max(max_elems, static_cast<size_t>(e.qkv_dim) * e.dim);
+  uint8_t* raw = nullptr;
+  uint16_t* stage = nullptr;
+  AO_CUDA_CHECK(cudaMalloc(&raw, max_elems * 4));
+  AO_CUDA_CHECK(cudaMalloc(&stage, max_elems * 2));
+  struct Freer {
+    void* a;
+    void* b;
+    ~Freer() {
+      cudaFree(a);
+      cudaFree(b);
+    }
+  } freer{raw, stage};
+  // Appends rows of `w` to the staging matrix at row `row0` (K = cols).
+  auto put = [&](const HostWeight& w, int64_t row0, int64_t cols, uint16_t* dst) {
+    int64_t n = 1;
+    for (auto d : w.shape) n *= d;
+    const int code = dtype_code(w.dtype, w.name);
+    AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
+    AO_CUDA_CHECK(cudaMemcpy(raw, w.data, n * dtype_bytes(w.dtype), cudaMemcpyHostToDevice));
+    cuda::convert_to_bf16(raw, code, dst + row0 * cols, n / cols, cols, cols, e.stream);
+  };
+  auto small = [&](const HostWeight& w) {
+    int64_t n = 1;
+    for (auto d : w.shape) n *= d;
+    uint16_t* d = e.alloc<uint16_t>(n);
+    put(w, 0, n, d);
+    return d;
+  };
+  const int64_t D = e.dim, F = e.hidden, Hd = e.hd;
+  const int64_t qn = int64_t(e.n_heads) * Hd, kvn = int64_t(e.n_kv) * Hd;
+  const HostWeight& emb = get("model.embed_tokens.weight", {e.vocab, D});
+  e.embed = e.alloc<uint16_t>(static_cast<size_t>(e.vocab) * D);
+  put(emb, 0, D, e.embed);
+  e.final_norm = small(get("model.norm.weight", {D}));
+  for (int l = 0; l < e.n_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    Layer& L = e.layers[l];
+    L.attn_norm = small(get(p + "input_layernorm.weight", {D}));
+    L.mlp_norm = small(get(p + "post_attention_layernorm.weight", {D}));
+    put(get(p + "self_attn.q_proj.weight", {qn, D}), 0, D, stage);
+    put(get(p + "self_attn.k_proj.weight", {kvn, D}), qn, D, stage);
+    put(get(p + "self_attn.v_proj.weight", {kvn, D}), qn + kvn, D, stage);
+    L.qkv = e.make_weight(stage, qn + 2 * kvn, D);
+    if (cfg.attention_bias) {
+      L.qkv_bias = e.alloc<uint16_t>(qn + 2 * kvn);
+      put(get(p + "self_attn.q_proj.bias", {qn}), 0, 1, L.qkv_bias);
+      put(get(p + "self_attn.k_proj.bias", {kvn}), qn, 1, L.qkv_bias);
+      put(get(p + "self_attn.v_proj.bias", {kvn}), qn + kvn, 1, L.qkv_bias);
+    }
+    put(get(p + "self_attn.o_proj.weight", {D, qn}), 0, qn, stage);
+    L.o = e.make_weight(stage, D, qn);
+    put(get(p + "mlp.gate_proj.weight", {F, D}), 0, D, stage);
+    put(get(p + "mlp.up_proj.weight", {F, D}), F, D, stage);
+    L.gate_up = e.make_weight(stage, 2 * F, D);
+    put(get(p + "mlp.down_proj.weight", {D, F}), 0, F, stage);
+    L.down = e.make_weight(stage, D, F);
+  }
+  if (cfg.tie_embeddings || by_name.find("lm_head.weight") == by_name.end()) {
+    e.lm_head = e.make_weight(e.embed, e.vocab, D);
+  } else {
+    put(get("lm_head.weight", {e.vocab, D}), 0, D, stage);
+    e.lm_head = e.make_weight(stage, e.vocab, D);
+  }
+  AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
+  e.finish_setup();
+  return std::unique_ptr<CudaEngine>(new CudaEngine(std::move(impl)));
+}
+
+std::unique_ptr<CudaEngine> CudaEngine::create_synthetic(const io::ModelConfig& cfg,
+                                                         const CudaEngineOptions& opt,
+                                                         uint64_t seed) {
+  auto impl = std::make_unique<Impl>();
+  Impl& e = *impl;
+  e.init(cfg, opt);
+  const int64_t D = e.dim, F = e.hidden;
+  size_t max_elems = std::max({static_cast<size_t>(e.vocab) * D, static_cast<size_t>(2 * F * D),
+                               static_cast<size_t>(e.qkv_dim) * D});
+  uint16_t* stage = nullptr;
+  AO_CUDA_CHECK(cudaMalloc(&stage, max_elems * 2));
+  const float a = 0.02f * std::sqrt(3.f);
+  auto random = [&](int64_t n, int64_t k) {
+    cuda::fill_random_bf16(stage, n * k, a, seed++, e.stream);
+    return e.make_weight(stage, n, k);
+  };
+  auto ones = [&](int64_t n) {
+    uint16_t* d = e.alloc<uint16_t>(n);
+    cuda::fill_bf16(d, n, 1.f, e.stream);
+    return d;
+  };
+  e.embed = e.alloc<uint16_t>(static_cast<size_t>(e.vocab) * D);
+  cuda::fill_random_bf16(e.embed, e.vocab * D, 1.f, seed++, e.stream);
+  e.final_norm = ones(D);
+  const int64_t qn = int64_t(e.n_heads) * e.hd;
+  for (auto& L : e.layers) {
+    L.attn_norm = ones(D);
+    L.mlp_norm = ones(D);
+    L.qkv = random(e.qkv_dim, D);
+    L.o = random(D, qn);
+    L.gate_up = random(2 * F, D);
+    L.down = random(D, F);
+  }
+  e.lm_head = cfg.tie_embeddings ? e.make_weight(e.embed, e.vocab, D) : random(e.vocab, D);
+  AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
+  cudaFree(stage);
+  e.finish_setup();
+  return std::unique_ptr<CudaEngine>(new CudaEngine(std::move(impl)));
+}
+
+io::ModelConfig CudaEngine::synthetic_config(const std::string& name) {
+  io::ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.model_type = "llama";
+  c.max_seq_len = 8192;
+  c.norm_eps = 1e-5f;
+  if (name == "llama3-8b") {
+    c.dim = 4096, c.hidden_dim = 14336, c.n_layers = 32, c.n_heads = 32, c.n_kv_heads = 8;
+    c.vocab_size = 128256, c.rope_theta = 500000.f;
+  } else if (name == "llama2-7b") {
+    c.dim = 4096, c.hidden_dim = 11008, c.n_layers = 32, c.n_heads = 32, c.n_kv_heads = 32;
+    c.vocab_size = 32000, c.rope_theta = 10000.f, c.max_seq_len = 4096;
+  } else if (name == "llama3-1b") {
+    c.dim = 2048, c.hidden_dim = 8192, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8;
+    c.vocab_size = 128256, c.rope_theta = 500000.f, c.tie_embeddings = true;
+  } else {
+    throw Error("unknown synthetic model '" + name +
+                "' (expected llama3-8b, llama2-7b or llama3-1b)");
+  }
+  c.head_dim = c.dim / c.n_heads;
+  c.torch_dtype = "bfloat16";
+  return c;
+}
+
+// ---- running -------------------------------------------------------------------------------
+
+std::vector<float> CudaEngine::prefill(const std::vector<int32_t>& tokens) {
+  impl_->prefill_tokens(tokens);
+  return impl_->read_logits();
+}
+
+std::vector<float> CudaEngine::decode(int32_t token) {
+  Impl& e = *impl_;
+  AO_CHECK(token >= 0 && token < e.vocab, "CudaEngine::decode: token {} outside the vocabulary",
+           token);
+  e.check_room(1);
+  AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
+  e.h_pinned[1] = token;
+  AO_CUDA_CHECK(cudaMemcpyAsync(e.d_token, &e.h_pinned[1], 4, cudaMemcpyHostToDevice, e.stream));
+  e.run_decode_step();
+  ++e.host_pos;
+  return e.read_logits();
+}
+
+std::vector<int32_t> CudaEngine::generate(const std::vector<int32_t>& prompt, int n,
+                                          const SamplingParams& sp,
+                                          const std::function<bool(int32_t)>& on_token) {
+  Impl& e = *impl_;
+  std::vector<int32_t> out;
+  if (n <= 0) return out;
+  e.check_room(static_cast<int>(prompt.size()) + n - 1);
+  e.set_sampler(sp);
+  e.prefill_tokens(prompt);
+  cuda::sample(e.logits, e.vocab, e.d_sampler, e.d_token, e.d_out, Impl::kOutCap, e.d_n_out,
+               e.d_pos, 0, e.stream);
+  // Steps run in batches; the tokens of one batch are copied back while the next one runs.
+  constexpr int kBatch = 8;
+  int32_t* host = &e.h_pinned[16];
+  cudaEvent_t ev[2];
+  AO_CUDA_CHECK(cudaEventCreateWithFlags(&ev[0], cudaEventDisableTiming));
+  AO_CUDA_CHECK(cudaEventCreateWithFlags(&ev[1], cudaEventDisableTiming));
+  int enqueued = 1;  // tokens whose sampling is enqueued
+  int delivered = 0;
+  int copied_upto[2] = {0, 0};
+  bool stop = false;
+  auto enqueue_copy = [&](int from, int to, int slot) {
+    AO_CUDA_CHECK(cudaMemcpyAsync(host + from, e.d_out + from, (to - from) * sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, e.stream));
+    AO_CUDA_CHECK(cudaEventRecord(ev[slot], e.stream));
+    copied_upto[slot] = to;
+  };
+  const int cap = std::min(n, 4096);
+  enqueue_copy(0, 1, 0);
+  int pending_slot = 0;
+  bool pending = true;
+  while (pending) {
+    // Enqueue the next batch before waiting for the previous one.
+    bool next = false;
+    int next_slot = 1 - pending_slot;
+    if (!stop && enqueued < cap) {
+      const int from = enqueued;
+      const int steps = std::min(kBatch, cap - enqueued);
+      for (int i = 0; i < steps; ++i) e.run_decode_step();
+      enqueued += steps;
+      e.host_pos += steps;
+      enqueue_copy(from, enqueued, next_slot);
+      next = true;
+    }
+    AO_CUDA_CHECK(cudaEventSynchronize(ev[pending_slot]));
+    for (; delivered < copied_upto[pending_slot] && !stop; ++delivered) {
+      out.push_back(host[delivered]);
+      if (on_token && !on_token(host[delivered])) stop = true;
+    }
+    pending = next;
+    pending_slot = next_slot;
+  }
+  AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
+  cudaEventDestroy(ev[0]);
+  cudaEventDestroy(ev[1]);
+  // The cache now holds the prompt and every sampled token but the last (host_pos advanced
+  // with each enqueued step; the device advanced *d_pos itself).
+  return out;
+}
+
+CudaBenchResult CudaEngine::bench(int pp, int tg, int reps) {
+  Impl& e = *impl_;
+  AO_CHECK(pp >= 0 && tg >= 0 && pp + tg <= e.max_seq,
+           "CudaEngine::bench: pp {} + tg {} exceeds the KV-cache capacity {}", pp, tg, e.max_seq);
+  CudaBenchResult r;
+  r.format = cuda_weight_format_name(e.opt.format, e.opt.group_size);
+  r.device = cuda_device_name();
+  r.params = e.linear_params();
+  r.weight_gb = e.weight_bytes() / 1e9;
+  r.pp = pp;
+  r.tg = tg;
+  cudaEvent_t t0, t1;
+  AO_CUDA_CHECK(cudaEventCreate(&t0));
+  AO_CUDA_CHECK(cudaEventCreate(&t1));
+  std::mt19937 rng(42);
+  std::vector<float> times;
+  if (pp > 0) {
+    for (int rep = 0; rep <= reps; ++rep) {  // rep 0 warms up
+      std::vector<int32_t> toks(pp);
+      for (auto& t : toks) t = static_cast<int32_t>(rng() % e.vocab);
+      e.set_pos(0);
+      // Upload outside the timed region; chunks of max_m as prefill() does.
+      AO_CUDA_CHECK(cudaEventRecord(t0, e.stream));
+      for (int off = 0; off < pp; off += e.max_m) {
+        const int m = std::min(e.max_m, pp - off);
+        AO_CUDA_CHECK(cudaMemcpyAsync(e.d_tokens, toks.data() + off, m * 4,
+                                      cudaMemcpyHostToDevice, e.stream));
+        e.enqueue_prefill(m);
+        // Position advance on the device without a host round trip.
+        e.h_pinned[2 + (off / e.max_m) % 8] = off + m;
+        AO_CUDA_CHECK(cudaMemcpyAsync(e.d_pos, &e.h_pinned[2 + (off / e.max_m) % 8], 4,
+                                      cudaMemcpyHostToDevice, e.stream));
+      }
+      AO_CUDA_CHECK(cudaEventRecord(t1, e.stream));
+      AO_CUDA_CHECK(cudaEventSynchronize(t1));
+      float ms = 0;
+      AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+      if (rep > 0) times.push_back(ms);
+    }
+    const double s = median(times) / 1e3;
+    r.pp_tok_s = pp / s;
+    r.pp_tflops = 2.0 * r.params * pp / s / 1e12;
+  }
+  if (tg > 0) {
+    times.clear();
+    e.set_sampler(SamplingParams{});
+    for (int rep = 0; rep <= reps; ++rep) {
+      e.set_pos(0);
+      AO_CUDA_CHECK(cudaEventRecord(t0, e.stream));
+      for (int i = 0; i < tg; ++i) e.run_decode_step();
+      AO_CUDA_CHECK(cudaEventRecord(t1, e.stream));
+      AO_CUDA_CHECK(cudaEventSynchronize(t1));
+      float ms = 0;
+      AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+      if (rep > 0) times.push_back(ms);
+    }
+    const double s = median(times) / 1e3;
+    r.tg_tok_s = tg / s;
+    r.tg_gb_s = r.weight_gb * r.tg_tok_s;
+  }
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
+  e.set_pos(0);
+  return r;
+}
+
+// ---- free functions -------------------------------------------------------------------------
+
+CudaBenchResult cuda_bench(const std::string& model, const std::string& format, int pp, int tg,
+                           int reps) {
+  CudaEngineOptions opt;
+  opt.format = parse_cuda_weight_format(format, &opt.group_size);
+  opt.max_seq_len = std::max(pp + tg, 16);
+  opt.max_prefill = std::max(std::min(pp, 512), 1);
+  auto eng = CudaEngine::create_synthetic(CudaEngine::synthetic_config(model), opt);
+  CudaBenchResult r = eng->bench(pp, tg, reps);
+  r.model = model;
+  return r;
+}
+
+std::string cuda_device_name() {
+  int dev = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp p{};
+  AO_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+  return p.name;
+}
+
+double cuda_copy_bandwidth_gb_s(size_t bytes) {
+  void *a = nullptr, *b = nullptr;
+  AO_CUDA_CHECK(cudaMalloc(&a, bytes));
+  AO_CUDA_CHECK(cudaMalloc(&b, bytes));
+  AO_CUDA_CHECK(cudaMemset(a, 1, bytes));
+  cudaEvent_t t0, t1;
+  AO_CUDA_CHECK(cudaEventCreate(&t0));
+  AO_CUDA_CHECK(cudaEventCreate(&t1));
+  std::vector<float> times;
+  for (int i = 0; i < 12; ++i) {
+    AO_CUDA_CHECK(cudaEventRecord(t0));
+    AO_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+    AO_CUDA_CHECK(cudaEventRecord(t1));
+    AO_CUDA_CHECK(cudaEventSynchronize(t1));
+    float ms = 0;
+    AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+    if (i >= 2) times.push_back(ms);
+  }
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (median(times) / 1e3) / 1e9;
+}
+
+double cuda_gemm_tflops(int m, int n, int k) {
+  cublasHandle_t h;
+  AO_CUBLAS_CHECK(cublasCreate(&h));
+  void *a, *b, *c;
+  AO_CUDA_CHECK(cudaMalloc(&a, size_t(m) * k * 2));
+  AO_CUDA_CHECK(cudaMalloc(&b, size_t(n) * k * 2));
+  AO_CUDA_CHECK(cudaMalloc(&c, size_t(m) * n * 2));
+  cuda::fill_random_bf16(static_cast<uint16_t*>(a), int64_t(m) * k, 1.f, 1, nullptr);
+  cuda::fill_random_bf16(static_cast<uint16_t*>(b), int64_t(n) * k, 1.f, 2, nullptr);
+  cudaEvent_t t0, t1;
+  AO_CUDA_CHECK(cudaEventCreate(&t0));
+  AO_CUDA_CHECK(cudaEventCreate(&t1));
+  const float alpha = 1.f, beta = 0.f;
+  std::vector<float> times;
+  for (int i = 0; i < 12; ++i) {
+    AO_CUDA_CHECK(cudaEventRecord(t0));
+    AO_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k,
+                                 a, CUDA_R_16BF, k, &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
+    AO_CUDA_CHECK(cudaEventRecord(t1));
+    AO_CUDA_CHECK(cudaEventSynchronize(t1));
+    float ms = 0;
+    AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+    if (i >= 2) times.push_back(ms);
+  }
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  cublasDestroy(h);
+  return 2.0 * m * n * k / (median(times) / 1e3) / 1e12;
+}
+
+}  // namespace ao::runtime

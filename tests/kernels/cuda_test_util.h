@@ -1,0 +1,109 @@
+// Helpers for the CUDA tests: skip without a GPU, device buffers with sentinel guards, bf16
+// bits, random data, NMSE.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "ao/kernels/cuda/kernels.h"
+
+bool ao_cuda_available();  // src/core/device_cuda.cu
+
+#define AO_SKIP_WITHOUT_GPU() \
+  if (!ao_cuda_available()) GTEST_SKIP() << "no CUDA device"
+
+namespace ao::cuda::testing {
+
+inline float bf16_to_f32(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+inline std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
+  std::vector<uint16_t> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = f32_to_bf16(v[i]);
+  return o;
+}
+inline std::vector<float> from_bf16(const std::vector<uint16_t>& v) {
+  std::vector<float> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = bf16_to_f32(v[i]);
+  return o;
+}
+
+// Normalized mean squared error sum (a - b)^2 / sum b^2.
+inline double nmse(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    num += d * d;
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return num / std::max(den, 1e-30);
+}
+
+// A device buffer of `count` T with 4 KiB sentinel guards on both sides.
+template <typename T>
+class Guarded {
+ public:
+  static constexpr size_t kGuard = 4096;
+  explicit Guarded(size_t count) : count_(count) {
+    AO_CUDA_CHECK(cudaMalloc(&base_, bytes() + 2 * kGuard));
+    AO_CUDA_CHECK(cudaMemset(base_, 0xA5, bytes() + 2 * kGuard));
+  }
+  explicit Guarded(const std::vector<T>& v) : Guarded(v.size()) { upload(v); }
+  ~Guarded() { cudaFree(base_); }
+  Guarded(const Guarded&) = delete;
+  Guarded& operator=(const Guarded&) = delete;
+  T* get() const { return reinterpret_cast<T*>(static_cast<uint8_t*>(base_) + kGuard); }
+  size_t bytes() const { return count_ * sizeof(T); }
+  void upload(const std::vector<T>& v) {
+    AO_CUDA_CHECK(cudaMemcpy(get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<T> v(count_);
+    AO_CUDA_CHECK(cudaMemcpy(v.data(), get(), bytes(), cudaMemcpyDeviceToHost));
+    return v;
+  }
+  // True when both guards still hold the sentinel.
+  bool guards_intact() const {
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<uint8_t> g(kGuard);
+    for (int side = 0; side < 2; ++side) {
+      const uint8_t* p = static_cast<uint8_t*>(base_) + (side ? kGuard + bytes() : 0);
+      AO_CUDA_CHECK(cudaMemcpy(g.data(), p, kGuard, cudaMemcpyDeviceToHost));
+      for (uint8_t b : g)
+        if (b != 0xA5) return false;
+    }
+    return true;
+  }
+
+ private:
+  void* base_ = nullptr;
+  size_t count_;
+};
+
+}  // namespace ao::cuda::testing

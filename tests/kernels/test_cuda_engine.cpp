@@ -1,0 +1,291 @@
+// Whole-model check of CudaEngine on stories260K (llama2.c checkpoint, read here directly)
+// against a plain fp32 scalar forward written in this file: prefill logits, decode logits
+// through the CUDA graph, greedy generation, and the quantized formats. Skipped without a GPU
+// or without the model file.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "ao/core/error.h"
+#include "ao/runtime/cuda_engine.h"
+#include "cuda_test_util.h"
+
+namespace ao::cuda::testing {
+namespace {
+
+struct Stories {
+  io::ModelConfig cfg;
+  std::vector<std::vector<float>> store;  // owns the tensors
+  std::vector<runtime::HostWeight> weights;
+  // Views for the reference forward.
+  const float *emb, *rms_final;
+  std::vector<const float*> rms_att, rms_ffn, wq, wk, wv, wo, w1, w2, w3;
+};
+
+std::string model_path() {
+  std::vector<std::string> c;
+  if (const char* s = std::getenv("AO_SHARED")) c.push_back(std::string(s) + "/data/models/stories260K/stories260K.bin");
+  c.push_back(std::string(AO_SOURCE_DIR) + "/../shared/data/models/stories260K/stories260K.bin");
+  c.push_back(std::string(AO_SOURCE_DIR) + "/.gpu/shared/data/models/stories260K/stories260K.bin");
+  for (auto& p : c)
+    if (std::ifstream(p).good()) return p;
+  return "";
+}
+
+bool load_stories(Stories& s) {
+  const std::string path = model_path();
+  if (path.empty()) return false;
+  std::ifstream f(path, std::ios::binary);
+  int32_t h[7];
+  f.read(reinterpret_cast<char*>(h), sizeof(h));
+  const int D = h[0], F = h[1], L = h[2], H = h[3], KV = h[4], V = std::abs(h[5]), S = h[6];
+  const int hd = D / H;
+  auto& c = s.cfg;
+  c.architecture = "llama2.c";
+  c.model_type = "llama2c";
+  c.dim = D, c.hidden_dim = F, c.n_layers = L, c.n_heads = H, c.n_kv_heads = KV, c.head_dim = hd;
+  c.vocab_size = V, c.max_seq_len = S, c.norm_eps = 1e-5f, c.rope_theta = 10000.f;
+  c.rope_interleaved = true, c.tie_embeddings = h[5] > 0;
+  auto read = [&](size_t n) {
+    s.store.emplace_back(n);
+    f.read(reinterpret_cast<char*>(s.store.back().data()), n * 4);
+    return s.store.size() - 1;
+  };
+  // llama2.c order: token_embedding, rms_att[L], wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final.
+  s.store.reserve(16);
+  const size_t emb = read(size_t(V) * D), ra = read(size_t(L) * D), q = read(size_t(L) * D * D),
+               k = read(size_t(L) * KV * hd * D), v = read(size_t(L) * KV * hd * D),
+               o = read(size_t(L) * D * D), rf = read(size_t(L) * D), w1 = read(size_t(L) * F * D),
+               w2 = read(size_t(L) * D * F), w3 = read(size_t(L) * F * D), fin = read(D);
+  if (!f) return false;
+  auto P = [&](size_t i, size_t off) { return s.store[i].data() + off; };
+  s.emb = P(emb, 0);
+  s.rms_final = P(fin, 0);
+  auto add = [&](const std::string& name, const float* p, std::vector<int64_t> shape) {
+    s.weights.push_back(runtime::HostWeight{name, p, DType::f32, shape});
+  };
+  add("model.embed_tokens.weight", s.emb, {V, D});
+  add("model.norm.weight", s.rms_final, {D});
+  for (int l = 0; l < L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    s.rms_att.push_back(P(ra, size_t(l) * D));
+    s.rms_ffn.push_back(P(rf, size_t(l) * D));
+    s.wq.push_back(P(q, size_t(l) * D * D));
+    s.wk.push_back(P(k, size_t(l) * KV * hd * D));
+    s.wv.push_back(P(v, size_t(l) * KV * hd * D));
+    s.wo.push_back(P(o, size_t(l) * D * D));
+    s.w1.push_back(P(w1, size_t(l) * F * D));
+    s.w2.push_back(P(w2, size_t(l) * D * F));
+    s.w3.push_back(P(w3, size_t(l) * F * D));
+    add(p + "input_layernorm.weight", s.rms_att[l], {D});
+    add(p + "post_attention_layernorm.weight", s.rms_ffn[l], {D});
+    add(p + "self_attn.q_proj.weight", s.wq[l], {D, D});
+    add(p + "self_attn.k_proj.weight", s.wk[l], {KV * hd, D});
+    add(p + "self_attn.v_proj.weight", s.wv[l], {KV * hd, D});
+    add(p + "self_attn.o_proj.weight", s.wo[l], {D, D});
+    add(p + "mlp.gate_proj.weight", s.w1[l], {F, D});
+    add(p + "mlp.down_proj.weight", s.w2[l], {D, F});
+    add(p + "mlp.up_proj.weight", s.w3[l], {F, D});
+  }
+  return true;
+}
+
+// Plain fp32 llama2.c forward; returns the logits after each token.
+std::vector<std::vector<float>> reference_forward(const Stories& s, const std::vector<int>& toks) {
+  const auto& c = s.cfg;
+  const int D = c.dim, F = c.hidden_dim, H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim;
+  const int V = c.vocab_size, T = static_cast<int>(toks.size());
+  std::vector<std::vector<float>> kc(c.n_layers, std::vector<float>(T * KV * hd)),
+      vc(c.n_layers, std::vector<float>(T * KV * hd));
+  auto matvec = [](const float* w, const std::vector<float>& x, int n, int k) {
+    std::vector<float> y(n);
+    for (int i = 0; i < n; ++i) {
+      double a = 0;
+      for (int j = 0; j < k; ++j) a += double(w[size_t(i) * k + j]) * x[j];
+      y[i] = float(a);
+    }
+    return y;
+  };
+  auto rmsnorm = [&](const std::vector<float>& x, const float* w) {
+    double ss = 0;
+    for (float v : x) ss += double(v) * v;
+    const float inv = 1.f / std::sqrt(float(ss / x.size()) + c.norm_eps);
+    std::vector<float> y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * inv * w[i];
+    return y;
+  };
+  std::vector<std::vector<float>> out;
+  for (int t = 0; t < T; ++t) {
+    std::vector<float> x(s.emb + size_t(toks[t]) * D, s.emb + size_t(toks[t] + 1) * D);
+    for (int l = 0; l < c.n_layers; ++l) {
+      auto xn = rmsnorm(x, s.rms_att[l]);
+      auto q = matvec(s.wq[l], xn, H * hd, D);
+      auto k = matvec(s.wk[l], xn, KV * hd, D);
+      auto v = matvec(s.wv[l], xn, KV * hd, D);
+      auto rope = [&](std::vector<float>& z, int heads) {
+        for (int h = 0; h < heads; ++h)
+          for (int i = 0; i < hd / 2; ++i) {
+            const double ang = t * std::pow(10000.0, -2.0 * i / hd);
+            const float cs = std::cos(ang), sn = std::sin(ang);
+            float& a = z[h * hd + 2 * i];
+            float& b = z[h * hd + 2 * i + 1];
+            const float a2 = a * cs - b * sn, b2 = a * sn + b * cs;
+            a = a2, b = b2;
+          }
+      };
+      rope(q, H);
+      rope(k, KV);
+      std::copy(k.begin(), k.end(), kc[l].begin() + size_t(t) * KV * hd);
+      std::copy(v.begin(), v.end(), vc[l].begin() + size_t(t) * KV * hd);
+      std::vector<float> att(H * hd, 0.f);
+      for (int h = 0; h < H; ++h) {
+        const int kv = h / (H / KV);
+        std::vector<double> sc(t + 1);
+        double mx = -1e30;
+        for (int j = 0; j <= t; ++j) {
+          double d = 0;
+          for (int i = 0; i < hd; ++i) d += q[h * hd + i] * kc[l][(size_t(j) * KV + kv) * hd + i];
+          sc[j] = d / std::sqrt(double(hd));
+          mx = std::max(mx, sc[j]);
+        }
+        double z = 0;
+        for (auto& e : sc) z += (e = std::exp(e - mx));
+        for (int i = 0; i < hd; ++i) {
+          double a = 0;
+          for (int j = 0; j <= t; ++j) a += sc[j] * vc[l][(size_t(j) * KV + kv) * hd + i];
+          att[h * hd + i] = float(a / z);
+        }
+      }
+      auto o = matvec(s.wo[l], att, D, H * hd);
+      for (int i = 0; i < D; ++i) x[i] += o[i];
+      xn = rmsnorm(x, s.rms_ffn[l]);
+      auto g = matvec(s.w1[l], xn, F, D);
+      auto u = matvec(s.w3[l], xn, F, D);
+      for (int i = 0; i < F; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+      auto d = matvec(s.w2[l], g, D, F);
+      for (int i = 0; i < D; ++i) x[i] += d[i];
+    }
+    out.push_back(matvec(s.emb, rmsnorm(x, s.rms_final), V, D));
+  }
+  return out;
+}
+
+const std::vector<int32_t> kGreedy = {1,   403, 407, 261, 378, 432, 383, 286,
+                                      261, 376, 298, 315, 421, 395, 317, 426};
+
+class CudaEngineStories : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!ao_cuda_available()) GTEST_SKIP() << "no CUDA device";
+    if (!load_stories(s_)) GTEST_SKIP() << "stories260K.bin not found";
+  }
+  Stories s_;
+};
+
+TEST_F(CudaEngineStories, PrefillAndGraphDecodeLogitsMatchCpuReference) {
+  for (bool graph : {true, false}) {
+    runtime::CudaEngineOptions opt;
+    opt.max_seq_len = 256;
+    opt.max_prefill = 32;  // prompt of 40 runs in two chunks
+    opt.cuda_graph = graph;
+    auto eng = runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt);
+    std::vector<int> toks = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
+                             317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265,
+                             282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432};
+    const int np = 34;
+    auto ref = reference_forward(s_, toks);
+    auto got = eng->prefill(std::vector<int32_t>(toks.begin(), toks.begin() + np));
+    const double e0 = nmse(got, ref[np - 1]);
+    std::printf("stories260K bf16 prefill logits NMSE %.3g (graph %d)\n", e0, graph);
+    EXPECT_LT(e0, 5e-3);
+    for (int t = np; t < static_cast<int>(toks.size()); ++t) {
+      auto lg = eng->decode(toks[t]);
+      const double e = nmse(lg, ref[t]);
+      EXPECT_LT(e, 5e-3) << "decode position " << t;
+      EXPECT_EQ(std::max_element(lg.begin(), lg.end()) - lg.begin(),
+                std::max_element(ref[t].begin(), ref[t].end()) - ref[t].begin())
+          << "argmax at position " << t;
+    }
+    EXPECT_EQ(eng->position(), static_cast<int>(toks.size()));
+  }
+}
+
+TEST_F(CudaEngineStories, GreedyGenerationMatchesReferenceIds) {
+  runtime::CudaEngineOptions opt;
+  opt.max_seq_len = 512;
+  auto eng = runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt);
+  std::vector<int32_t> streamed;
+  auto out = eng->generate({1}, 15, runtime::SamplingParams{}, [&](int32_t t) {
+    streamed.push_back(t);
+    return true;
+  });
+  ASSERT_EQ(out.size(), 15u);
+  EXPECT_EQ(streamed, out);
+  EXPECT_EQ(std::vector<int32_t>(kGreedy.begin() + 1, kGreedy.end()), out);
+  EXPECT_EQ(eng->position(), 15);
+  // Stopping early from the callback.
+  eng->reset();
+  int n = 0;
+  auto out2 = eng->generate({1}, 50, runtime::SamplingParams{}, [&](int32_t) { return ++n < 5; });
+  EXPECT_EQ(out2.size(), 5u);
+  // Sampling with a seed is reproducible.
+  runtime::SamplingParams sp{0.8f, 40, 0.9f, 7};
+  eng->reset();
+  auto a = eng->generate({1}, 20, sp);
+  eng->reset();
+  auto b = eng->generate({1}, 20, sp);
+  EXPECT_EQ(a, b);
+}
+
+TEST_F(CudaEngineStories, QuantizedFormatsStayClose) {
+  std::vector<int> toks(kGreedy.begin(), kGreedy.end());
+  auto ref = reference_forward(s_, toks);
+  struct F {
+    runtime::CudaWeightFormat f;
+    double bound;
+  };
+  for (auto [f, bound] : {F{runtime::CudaWeightFormat::int8wo, 2e-2},
+                          F{runtime::CudaWeightFormat::fp8_row, 1e-1},
+                          F{runtime::CudaWeightFormat::fp8_tensor, 1e-1}}) {
+    runtime::CudaEngineOptions opt;
+    opt.format = f;
+    opt.max_seq_len = 64;
+    auto eng = runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt);
+    auto got = eng->prefill(std::vector<int32_t>(toks.begin(), toks.end() - 1));
+    const double e = nmse(got, ref[toks.size() - 2]);
+    auto lg = eng->decode(toks.back());
+    const double e2 = nmse(lg, ref.back());
+    std::printf("stories260K %s logits NMSE prefill %.3g decode %.3g\n",
+                runtime::cuda_weight_format_name(f, 0).c_str(), e, e2);
+    EXPECT_LT(e, bound);
+    EXPECT_LT(e2, bound);
+  }
+  // int4 needs K divisible by the group; stories260K's hidden size 172 is not.
+  runtime::CudaEngineOptions opt;
+  opt.format = runtime::CudaWeightFormat::int4wo;
+  opt.group_size = 32;
+  EXPECT_THROW(runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt), ao::Error);
+}
+
+TEST(CudaEngineSynthetic, BenchRunsOnSmallShape) {
+  AO_SKIP_WITHOUT_GPU();
+  io::ModelConfig c = runtime::CudaEngine::synthetic_config("llama3-1b");
+  c.n_layers = 2;
+  for (const char* f : {"bf16", "int4wo-g128", "int8wo", "fp8-row"}) {
+    runtime::CudaEngineOptions opt;
+    opt.format = runtime::parse_cuda_weight_format(f, &opt.group_size);
+    opt.max_seq_len = 96;
+    opt.max_prefill = 64;
+    auto eng = runtime::CudaEngine::create_synthetic(c, opt);
+    auto r = eng->bench(64, 16, 1);
+    EXPECT_GT(r.pp_tok_s, 0);
+    EXPECT_GT(r.tg_tok_s, 0);
+    // Prefill + decode logits are finite.
+    auto lg = eng->prefill({1, 2, 3});
+    for (float v : lg) ASSERT_TRUE(std::isfinite(v)) << f;
+  }
+}
+
+}  // namespace
+}  // namespace ao::cuda::testing

@@ -1,0 +1,472 @@
+// Every CUDA kernel against a scalar CPU reference written here: NMSE bound per op, sentinel
+// guards around every output. Skipped without a GPU.
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "cuda_test_util.h"
+
+namespace ao::cuda::testing {
+namespace {
+
+// ---- CPU references ----------------------------------------------------------------------------
+
+float e4m3_round(float v) {  // round to nearest even into e4m3fn, saturating at 448
+  const float a = std::fabs(v);
+  if (a == 0.f) return 0.f;
+  if (a >= 448.f) return std::copysign(448.f, v);
+  int e = static_cast<int>(std::floor(std::log2(a)));
+  e = std::max(e, -6);
+  const float step = std::ldexp(1.f, e - 3);
+  return std::copysign(std::nearbyint(a / step) * step, v);
+}
+
+// Dequantized weights [N, K] per the device format (TorchAO numerics, NUMERICS.md).
+std::vector<float> reference_dequant(const std::vector<float>& w, int64_t N, int64_t K,
+                                     WeightFormat f, int g, bool per_tensor) {
+  std::vector<float> out(w.size());
+  float tensor_amax = 0.f;
+  for (float v : w) tensor_amax = std::max(tensor_amax, std::fabs(v));
+  for (int64_t n = 0; n < N; ++n) {
+    const float* x = &w[n * K];
+    float* o = &out[n * K];
+    if (f == WeightFormat::bf16) {
+      std::copy(x, x + K, o);
+    } else if (f == WeightFormat::int8) {
+      float mn = 0.f, mx = 0.f;
+      for (int64_t k = 0; k < K; ++k) mn = std::min(mn, x[k]), mx = std::max(mx, x[k]);
+      const float s = std::max(std::max(-mn, mx) / 127.5f, 1.1920929e-07f);
+      const float inv = 1.f / s;
+      for (int64_t k = 0; k < K; ++k)
+        o[k] = std::min(std::max(std::nearbyint(x[k] * inv), -128.f), 127.f) * s;
+    } else if (f == WeightFormat::int4) {
+      for (int64_t k0 = 0; k0 < K; k0 += g) {
+        float mn = INFINITY, mx = -INFINITY;
+        for (int j = 0; j < g; ++j) mn = std::min(mn, x[k0 + j]), mx = std::max(mx, x[k0 + j]);
+        const float s = std::max(mx - mn, 1e-6f) / 15.f;
+        const float zero = mn + 8.f * s;
+        for (int j = 0; j < g; ++j) {
+          const float q = std::min(std::max(std::nearbyint((x[k0 + j] - mn) / s), 0.f), 15.f);
+          o[k0 + j] = (q - 8.f) * s + zero;
+        }
+      }
+    } else {
+      float amax = 0.f;
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
+      if (per_tensor) amax = tensor_amax;
+      const float s = amax > 0.f ? amax / 448.f : 1.f;
+      for (int64_t k = 0; k < K; ++k)
+        o[k] = e4m3_round(std::min(std::max(x[k] / s, -448.f), 448.f)) * s;
+    }
+  }
+  return out;
+}
+
+struct QuantCase {
+  WeightFormat format;
+  int group;
+  bool per_tensor;
+  const char* name;
+};
+
+class CudaGemv : public ::testing::TestWithParam<QuantCase> {};
+
+// Allocates and quantizes a device weight from bf16 values w [N, K].
+struct TestWeight {
+  DeviceWeight dw;
+  std::unique_ptr<Guarded<uint8_t>> data, scale;
+  TestWeight(const std::vector<uint16_t>& wb, int64_t N, int64_t K, const QuantCase& c) {
+    dw.format = c.format;
+    dw.n = N;
+    dw.k = K;
+    const int align = gemv_k_align(c.format);
+    dw.k_padded = (K + align - 1) / align * align;
+    dw.group_size = c.format == WeightFormat::int4 ? c.group : 0;
+    const size_t db = c.format == WeightFormat::bf16   ? N * dw.k_padded * 2
+                      : c.format == WeightFormat::int4 ? N * dw.k_padded / 2
+                                                       : N * dw.k_padded;
+    data = std::make_unique<Guarded<uint8_t>>(db);
+    const size_t sb = c.format == WeightFormat::int4 ? N * (dw.k_padded / c.group) * 8 : N * 4;
+    scale = std::make_unique<Guarded<uint8_t>>(sb);
+    dw.data = data->get();
+    dw.scale = scale->get();
+    Guarded<uint16_t> src(wb);
+    Guarded<float> amax(4);
+    quantize_weight(src.get(), dw, c.per_tensor, amax.get(), nullptr);
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_TRUE(data->guards_intact());
+    EXPECT_TRUE(scale->guards_intact());
+  }
+};
+
+TEST_P(CudaGemv, QuantizeDequantizeMatchesReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  const int64_t N = 72, K = 1536;
+  auto wb = to_bf16(randn(N * K, 1, 0.05f));
+  TestWeight tw(wb, N, K, c);
+  Guarded<uint16_t> deq(N * tw.dw.k_padded);
+  dequantize_weight(tw.dw, deq.get(), nullptr);
+  auto got_p = from_bf16(deq.download());
+  EXPECT_TRUE(deq.guards_intact());
+  std::vector<float> got(N * K);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) got[n * K + k] = got_p[n * tw.dw.k_padded + k];
+  auto ref = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  for (auto& v : ref) v = round_bf16(v);
+  EXPECT_LT(nmse(got, ref), 1e-6) << c.name;
+}
+
+TEST_P(CudaGemv, BatchesMatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  const int64_t N = 203, K = 1536;
+  auto wb = to_bf16(randn(N * K, 2, 0.05f));
+  TestWeight tw(wb, N, K, c);
+  auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  for (int m : {1, 2, 3, 4, 5, 8}) {
+    auto xb = to_bf16(randn(m * K, 10 + m));
+    auto x = from_bf16(xb);
+    Guarded<uint16_t> dx(xb);
+    Guarded<float> dy(m * N);
+    GemvArgs a;
+    a.m = m;
+    a.x = dx.get();
+    a.output = GemvOutput::f32;
+    a.y = dy.get();
+    gemv(tw.dw, a, nullptr);
+    auto y = dy.download();
+    EXPECT_TRUE(dy.guards_intact());
+    std::vector<float> ref(m * N);
+    for (int i = 0; i < m; ++i)
+      for (int64_t n = 0; n < N; ++n) {
+        double s = 0;
+        for (int64_t k = 0; k < K; ++k) s += static_cast<double>(x[i * K + k]) * deq[n * K + k];
+        ref[i * N + n] = static_cast<float>(s);
+      }
+    EXPECT_LT(nmse(y, ref), 1e-6) << c.name << " m=" << m;
+  }
+}
+
+TEST_P(CudaGemv, FusedRmsnormSwigluResidual) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  const int64_t N = 130, K = 1024;
+  auto wb = to_bf16(randn(N * K, 3, 0.05f));
+  TestWeight tw(wb, N, K, c);
+  auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  auto dot = [&](const std::vector<float>& xn, int m, int64_t n) {
+    double s = 0;
+    for (int64_t k = 0; k < K; ++k) s += static_cast<double>(xn[m * K + k]) * deq[n * K + k];
+    return static_cast<float>(s);
+  };
+  for (int m : {1, 2}) {
+    // RMSNorm prologue, bf16 output.
+    auto resid = randn(m * K, 20 + m, 3.f);
+    auto nw = to_bf16(randn(K, 30, 0.1f));
+    for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
+    std::vector<float> xn(m * K);
+    for (int i = 0; i < m; ++i) {
+      double ss = 0;
+      for (int64_t k = 0; k < K; ++k) ss += resid[i * K + k] * resid[i * K + k];
+      const float inv = 1.f / std::sqrt(static_cast<float>(ss / K) + 1e-5f);
+      for (int64_t k = 0; k < K; ++k)
+        xn[i * K + k] = round_bf16(round_bf16(resid[i * K + k] * inv) * bf16_to_f32(nw[k]));
+    }
+    Guarded<float> dres(resid);
+    Guarded<uint16_t> dnw(nw);
+    Guarded<uint16_t> dy(m * N);
+    GemvArgs a;
+    a.m = m;
+    a.input = GemvInput::rmsnorm;
+    a.x = dres.get();
+    a.rms_weight = dnw.get();
+    a.eps = 1e-5f;
+    a.output = GemvOutput::bf16;
+    a.y = dy.get();
+    gemv(tw.dw, a, nullptr);
+    auto y = from_bf16(dy.download());
+    EXPECT_TRUE(dy.guards_intact());
+    std::vector<float> ref(m * N);
+    for (int i = 0; i < m; ++i)
+      for (int64_t n = 0; n < N; ++n) ref[i * N + n] = dot(xn, i, n);
+    EXPECT_LT(nmse(y, ref), 2e-5) << c.name << " rmsnorm m=" << m;
+
+    // SwiGLU prologue, residual-add epilogue.
+    auto gu = to_bf16(randn(m * 2 * K, 40 + m, 2.f));
+    std::vector<float> hx(m * K);
+    for (int i = 0; i < m; ++i)
+      for (int64_t k = 0; k < K; ++k) {
+        const float g = bf16_to_f32(gu[i * 2 * K + k]), u = bf16_to_f32(gu[i * 2 * K + K + k]);
+        hx[i * K + k] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
+      }
+    auto r0 = randn(m * N, 50 + m);
+    Guarded<uint16_t> dgu(gu);
+    Guarded<float> dr(r0);
+    GemvArgs b;
+    b.m = m;
+    b.input = GemvInput::swiglu;
+    b.x = dgu.get();
+    b.output = GemvOutput::add_residual;
+    b.y = dr.get();
+    gemv(tw.dw, b, nullptr);
+    auto r = dr.download();
+    EXPECT_TRUE(dr.guards_intact());
+    for (int i = 0; i < m; ++i)
+      for (int64_t n = 0; n < N; ++n) ref[i * N + n] = r0[i * N + n] + dot(hx, i, n);
+    EXPECT_LT(nmse(r, ref), 2e-5) << c.name << " swiglu m=" << m;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Formats, CudaGemv,
+    ::testing::Values(QuantCase{WeightFormat::bf16, 0, false, "bf16"},
+                      QuantCase{WeightFormat::int8, 0, false, "int8"},
+                      QuantCase{WeightFormat::int4, 32, false, "int4_g32"},
+                      QuantCase{WeightFormat::int4, 128, false, "int4_g128"},
+                      QuantCase{WeightFormat::int4, 256, false, "int4_g256"},
+                      QuantCase{WeightFormat::fp8, 0, false, "fp8_row"},
+                      QuantCase{WeightFormat::fp8, 0, true, "fp8_tensor"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// ---- elementwise ---------------------------------------------------------------------------
+
+TEST(CudaKernels, EmbeddingAddRmsnormSwiglu) {
+  AO_SKIP_WITHOUT_GPU();
+  const int V = 50, D = 200, M = 3, F = 300;
+  auto emb = to_bf16(randn(V * D, 1));
+  std::vector<int32_t> toks = {7, 0, 49};
+  Guarded<uint16_t> demb(emb);
+  Guarded<int32_t> dt(toks);
+  Guarded<float> res(M * D);
+  embedding(demb.get(), dt.get(), M, D, res.get(), nullptr);
+  auto r = res.download();
+  for (int m = 0; m < M; ++m)
+    for (int i = 0; i < D; ++i) ASSERT_EQ(r[m * D + i], bf16_to_f32(emb[toks[m] * D + i]));
+  EXPECT_TRUE(res.guards_intact());
+
+  auto delta = to_bf16(randn(M * D, 2));
+  auto w = to_bf16(randn(D, 3));
+  Guarded<uint16_t> dd(delta), dw(w), out(M * D);
+  add_rmsnorm(res.get(), dd.get(), dw.get(), 1e-5f, M, D, out.get(), nullptr);
+  auto got = from_bf16(out.download());
+  auto r2 = res.download();
+  std::vector<float> ref(M * D), rres(M * D);
+  for (int m = 0; m < M; ++m) {
+    double ss = 0;
+    for (int i = 0; i < D; ++i) {
+      rres[m * D + i] = r[m * D + i] + bf16_to_f32(delta[m * D + i]);
+      ss += rres[m * D + i] * rres[m * D + i];
+    }
+    const float inv = 1.f / std::sqrt(static_cast<float>(ss / D) + 1e-5f);
+    for (int i = 0; i < D; ++i)
+      ref[m * D + i] = round_bf16(round_bf16(rres[m * D + i] * inv) * bf16_to_f32(w[i]));
+  }
+  EXPECT_LT(nmse(r2, rres), 1e-12);
+  EXPECT_LT(nmse(got, ref), 1e-5);
+  EXPECT_TRUE(out.guards_intact());
+  EXPECT_TRUE(res.guards_intact());
+
+  auto gu = to_bf16(randn(M * 2 * F, 4, 2.f));
+  Guarded<uint16_t> dgu(gu), hout(M * F);
+  swiglu(dgu.get(), M, F, hout.get(), nullptr);
+  auto h = from_bf16(hout.download());
+  std::vector<float> href(M * F);
+  for (int m = 0; m < M; ++m)
+    for (int j = 0; j < F; ++j) {
+      const float g = bf16_to_f32(gu[m * 2 * F + j]), u = bf16_to_f32(gu[m * 2 * F + F + j]);
+      href[m * F + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
+    }
+  EXPECT_LT(nmse(h, href), 1e-5);
+  EXPECT_TRUE(hout.guards_intact());
+}
+
+TEST(CudaKernels, ConvertAndFill) {
+  AO_SKIP_WITHOUT_GPU();
+  auto v = randn(1000, 5);
+  Guarded<float> src(v);
+  Guarded<uint16_t> dst(20 * 64);
+  convert_to_bf16(src.get(), 0, dst.get(), 20, 50, 64, nullptr);
+  auto d = dst.download();
+  for (int r = 0; r < 20; ++r)
+    for (int c = 0; c < 50; ++c) ASSERT_EQ(d[r * 64 + c], f32_to_bf16(v[r * 50 + c]));
+  EXPECT_TRUE(dst.guards_intact());
+}
+
+// RoPE + cache append reference; returns q [M, H, hd] and fills caches [KV, S, hd].
+void reference_rope(const std::vector<float>& qkv, int M, int p0, int H, int KV, int hd, int S,
+                    bool inter, const std::vector<float>& inv_freq, const std::vector<float>* bias,
+                    std::vector<float>& q, std::vector<float>& kc, std::vector<float>& vc) {
+  const int heads = H + 2 * KV;
+  q.assign(M * H * hd, 0.f);
+  for (int m = 0; m < M; ++m)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < hd / 2; ++i) {
+        const int i0 = inter ? 2 * i : i, i1 = inter ? 2 * i + 1 : i + hd / 2;
+        float x0 = qkv[(m * heads + h) * hd + i0], x1 = qkv[(m * heads + h) * hd + i1];
+        if (bias) {
+          x0 = round_bf16(x0 + (*bias)[h * hd + i0]);
+          x1 = round_bf16(x1 + (*bias)[h * hd + i1]);
+        }
+        const int p = p0 + m;
+        if (h < H + KV) {
+          const double ang = static_cast<double>(p) * inv_freq[i];
+          const float c = std::cos(ang), s = std::sin(ang);
+          const float y0 = x0 * c - x1 * s, y1 = x1 * c + x0 * s;
+          x0 = y0, x1 = y1;
+        }
+        float* dst = h < H        ? &q[(m * H + h) * hd]
+                     : h < H + KV ? &kc[((h - H) * S + p) * hd]
+                                  : &vc[((h - H - KV) * S + p) * hd];
+        dst[i0] = round_bf16(x0);
+        dst[i1] = round_bf16(x1);
+      }
+}
+
+std::vector<float> reference_attention(const std::vector<float>& q, int M, int p0, int H, int KV,
+                                       int hd, int S, const std::vector<float>& kc,
+                                       const std::vector<float>& vc) {
+  std::vector<float> out(M * H * hd);
+  const int G = H / KV;
+  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  for (int m = 0; m < M; ++m)
+    for (int h = 0; h < H; ++h) {
+      const int kv = h / G, p = p0 + m;
+      std::vector<double> s(p + 1);
+      double mx = -1e30;
+      for (int j = 0; j <= p; ++j) {
+        double d = 0;
+        for (int i = 0; i < hd; ++i) d += q[(m * H + h) * hd + i] * kc[(kv * S + j) * hd + i];
+        s[j] = d * scale;
+        mx = std::max(mx, s[j]);
+      }
+      double z = 0;
+      for (auto& v : s) z += (v = std::exp(v - mx));
+      for (int i = 0; i < hd; ++i) {
+        double a = 0;
+        for (int j = 0; j <= p; ++j) a += s[j] * vc[(kv * S + j) * hd + i];
+        out[(m * H + h) * hd + i] = static_cast<float>(a / z);
+      }
+    }
+  return out;
+}
+
+struct AttnCase {
+  int H, KV, hd, S;
+};
+
+class CudaAttention : public ::testing::TestWithParam<AttnCase> {};
+
+TEST_P(CudaAttention, RopePrefillThenDecodeMatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const auto c = GetParam();
+  const int H = c.H, KV = c.KV, hd = c.hd, S = c.S, heads = H + 2 * KV;
+  std::vector<float> inv_freq(hd / 2);
+  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = 1.f / std::pow(10000.f, 2.f * i / hd);
+  Guarded<float> dinv(inv_freq);
+  for (bool inter : {false, true}) {
+    std::vector<float> kc(KV * S * hd, 0.f), vc(KV * S * hd, 0.f), q;
+    Guarded<uint16_t> dk(KV * S * hd), dv(KV * S * hd);
+    AO_CUDA_CHECK(cudaMemset(dk.get(), 0, dk.bytes()));
+    AO_CUDA_CHECK(cudaMemset(dv.get(), 0, dv.bytes()));
+    auto bias = from_bf16(to_bf16(randn(heads * hd, 9, 0.1f)));
+    Guarded<uint16_t> dbias(to_bf16(bias));
+    RopeArgs ra;
+    ra.n_heads = H;
+    ra.n_kv_heads = KV;
+    ra.head_dim = hd;
+    ra.interleaved = inter;
+    ra.inv_freq = dinv.get();
+    ra.bias = dbias.get();
+    ra.max_seq = S;
+    AttentionArgs aa{H, KV, hd, S, 1.f / std::sqrt(static_cast<float>(hd))};
+    // Prefill two chunks (positions 0..M1-1, then M1..M1+M2-1), then decode steps.
+    int p0 = 0;
+    for (int M : {45, 70, 1, 1, 1}) {
+      auto qkv = from_bf16(to_bf16(randn(M * heads * hd, 100 + p0)));
+      reference_rope(qkv, M, p0, H, KV, hd, S, inter, inv_freq, &bias, q, kc, vc);
+      auto ref = reference_attention(q, M, p0, H, KV, hd, S, kc, vc);
+      Guarded<uint16_t> dqkv(to_bf16(qkv)), dq(M * H * hd), dout(M * H * hd);
+      Guarded<int32_t> dpos(std::vector<int32_t>{p0});
+      rope_kv_append(dqkv.get(), M, dpos.get(), ra, dq.get(), dk.get(), dv.get(), nullptr);
+      auto gq = from_bf16(dq.download());
+      EXPECT_LT(nmse(gq, q), 1e-5) << "rope q M=" << M << " inter=" << inter;
+      if (M > 1) {
+        attention_prefill(dq.get(), M, dk.get(), dv.get(), dpos.get(), aa, dout.get(), nullptr);
+      } else {
+        Guarded<float> part(attention_decode_workspace(aa));
+        attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, part.get(), dout.get(),
+                         nullptr);
+        EXPECT_TRUE(part.guards_intact());
+      }
+      auto got = from_bf16(dout.download());
+      EXPECT_LT(nmse(got, ref), 2e-5) << "attention M=" << M << " pos=" << p0;
+      EXPECT_TRUE(dout.guards_intact());
+      EXPECT_TRUE(dq.guards_intact());
+      p0 += M;
+    }
+    auto gk = from_bf16(dk.download());
+    EXPECT_LT(nmse(gk, kc), 1e-5);
+    EXPECT_TRUE(dk.guards_intact());
+    EXPECT_TRUE(dv.guards_intact());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention,
+                         ::testing::Values(AttnCase{8, 2, 128, 256}, AttnCase{8, 4, 8, 200},
+                                           AttnCase{4, 4, 64, 160}, AttnCase{16, 2, 64, 130}));
+
+// ---- sampling ----------------------------------------------------------------------------
+
+TEST(CudaKernels, SamplingGreedyTopKTopP) {
+  AO_SKIP_WITHOUT_GPU();
+  const int V = 5000;
+  auto logits = randn(V, 7, 2.f);
+  const int best = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  Guarded<float> dl(logits);
+  Guarded<SamplerState> st(1);
+  Guarded<int32_t> tok(1), out(64), nout(1), pos(1);
+  auto run = [&](float T, int k, float p, int n) {
+    SamplerState s{T, k, p, 0, 1234, 0};
+    st.upload({s});
+    nout.upload({0});
+    pos.upload({5});
+    for (int i = 0; i < n; ++i)
+      sample(dl.get(), V, st.get(), tok.get(), out.get(), 64, nout.get(), pos.get(), 1, nullptr);
+    auto o = out.download();
+    o.resize(n);
+    EXPECT_EQ(pos.download()[0], 5 + n);
+    return o;
+  };
+  for (int t : run(0.f, 0, 1.f, 3)) EXPECT_EQ(t, best);
+  for (int t : run(1.f, 1, 1.f, 5)) EXPECT_EQ(t, best);
+  // top-k = 10: every draw among the 10 largest logits, and more than one distinct draw.
+  std::vector<int> order(V);
+  for (int i = 0; i < V; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+  std::set<int> top10(order.begin(), order.begin() + 10);
+  auto draws = run(5.f, 10, 1.f, 60);
+  std::set<int> seen;
+  for (int t : draws) {
+    EXPECT_TRUE(top10.count(t)) << t;
+    seen.insert(t);
+  }
+  EXPECT_GT(seen.size(), 1u);
+  // top-p: the nucleus of the softmax at T = 1.
+  std::vector<double> pr(V);
+  double z = 0;
+  for (int i = 0; i < V; ++i) z += (pr[i] = std::exp(logits[i] - logits[best]));
+  double cum = 0;
+  std::set<int> nucleus;
+  for (int i : order) {
+    nucleus.insert(i);
+    cum += pr[i] / z;
+    if (cum >= 0.5) break;
+  }
+  for (int t : run(1.f, 0, 0.5f, 40)) EXPECT_TRUE(nucleus.count(t)) << t;
+  EXPECT_TRUE(out.guards_intact());
+  EXPECT_TRUE(tok.guards_intact());
+}
+
+}  // namespace
+}  // namespace ao::cuda::testing
