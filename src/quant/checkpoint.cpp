@@ -195,6 +195,12 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
   return sum;
 }
 
+std::vector<io::NamedTensor> QuantizedWeights::builder_tensors() const {
+  std::vector<io::NamedTensor> t = dense;
+  for (const auto& [fqn, q] : linears) t.push_back({fqn + ".weight", q->dequantize()});
+  return t;
+}
+
 QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
   QuantizedWeights out;
   if (m.config && m.config->raw.is_object() && m.config->raw.contains("quantization_config"))
