@@ -238,6 +238,8 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
     const std::string where = fmt::format("{}: {} ({})", m.path, name, type);
     if (type == "Tensor" || type == "torch.Tensor") {
       auto t = by_name.find(name);
+      // transformers lists a tied lm_head.weight in tensor_names but does not store it.
+      if (t == by_name.end() && name == "lm_head.weight" && m.config && m.config->tie_embeddings) continue;
       AO_CHECK(t != by_name.end(), "{}: tensor is declared in metadata but missing from the file", where);
       out.dense.push_back({name, t->second});
       used.insert(name);
