@@ -32,6 +32,8 @@ struct QuantizeSummary {
   int quantized = 0;
   double seconds = 0;
   std::string markdown() const;  // | tensors | format | bytes before | bytes after | time | ...
+  nlohmann::ordered_json json() const;  // totals plus bits per quantized weight
+  double quantized_bits_per_weight() const;  // over the weights that were quantized
 };
 using QuantizeProgress = std::function<void(size_t done, size_t total, const std::string& name)>;
 
