@@ -83,6 +83,24 @@ float decode_minifloat(uint8_t code, const MiniFloat& f) {
   return neg ? -v : v;
 }
 
+const float* minifloat_table(const MiniFloat& f) {
+  struct Table {
+    float v[256];
+  };
+  auto build = [](const MiniFloat& m) {
+    Table t{};
+    const int n = 1 << (1 + m.ebits + m.mbits);
+    for (int c = 0; c < 256; ++c) t.v[c] = c < n ? decode_minifloat(static_cast<uint8_t>(c), m) : 0.0f;
+    return t;
+  };
+  static const Table e4m3 = build(kE4M3), e5m2 = build(kE5M2), e2m3 = build(kE2M3), e3m2 = build(kE3M2),
+                     e2m1 = build(kE2M1);
+  if (f.ebits == 4) return e4m3.v;
+  if (f.ebits == 5) return e5m2.v;
+  if (f.ebits == 3) return e3m2.v;
+  return f.mbits == 3 ? e2m3.v : e2m1.v;
+}
+
 float e8m0_to_float(uint8_t s) {
   if (s == 255) return std::numeric_limits<float>::quiet_NaN();
   return std::ldexp(1.0f, static_cast<int>(s) - 127);

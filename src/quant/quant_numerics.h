@@ -45,6 +45,9 @@ constexpr MiniFloat kE3M2{3, 2, 28.0f, false};
 constexpr MiniFloat kE2M1{2, 1, 6.0f, false};
 uint8_t encode_minifloat(float x, const MiniFloat& f);
 float decode_minifloat(uint8_t code, const MiniFloat& f);
+// decode_minifloat for every code (256 entries; codes beyond the format's width unused),
+// built once per format: the dequantization kernels index it.
+const float* minifloat_table(const MiniFloat& f);
 
 // E8M0 (MX scale): 2^(s - 127); 255 = NaN.
 float e8m0_to_float(uint8_t s);

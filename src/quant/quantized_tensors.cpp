@@ -424,9 +424,10 @@ void Float8Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const int64_t K = shape_[1];
   const auto* q = data("qdata").data<uint8_t>();
   const float* s = data("scale").data<float>();
+  const float* lut = minifloat_table(kE4M3);
   for (int64_t n = n0; n < n1; ++n) {
     const float sc = per_tensor_ ? s[0] : s[n];
-    for (int64_t k = 0; k < K; ++k) out[(n - n0) * K + k] = decode_minifloat(q[n * K + k], kE4M3) * sc;
+    for (int64_t k = 0; k < K; ++k) out[(n - n0) * K + k] = lut[q[n * K + k]] * sc;
   }
 }
 
@@ -584,14 +585,20 @@ void MXTensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const MxElementInfo& info = mx_info(elem_);
   const auto* q = static_cast<const uint8_t*>(data("qdata").data_ptr());
   const auto* s = static_cast<const uint8_t*>(data("scale").data_ptr());
+  const float* lut = minifloat_table(info.f);
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t bi = 0; bi < blocks; ++bi) {
       const float sc = e8m0_to_float(s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi]);
-      for (int64_t i = 0; i < 32; ++i) {
-        const int64_t k = bi * 32 + i;
-        const uint8_t code = info.bits == 4 ? ((k % 2 == 0) ? (q[n * (K / 2) + k / 2] & 0xF) : (q[n * (K / 2) + k / 2] >> 4))
-                                            : q[n * K + k];
-        out[(n - n0) * K + k] = decode_minifloat(code, info.f) * sc;
+      float* o = out + (n - n0) * K + bi * 32;
+      if (info.bits == 4) {
+        const uint8_t* b = q + n * (K / 2) + bi * 16;
+        for (int64_t i = 0; i < 16; ++i) {
+          o[2 * i] = lut[b[i] & 0xF] * sc;
+          o[2 * i + 1] = lut[b[i] >> 4] * sc;
+        }
+      } else {
+        const uint8_t* b = q + n * K + bi * 32;
+        for (int64_t i = 0; i < 32; ++i) o[i] = lut[b[i]] * sc;
       }
     }
 }
@@ -711,13 +718,16 @@ void NVFP4Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const auto* q = data("qdata").data<uint8_t>();
   const auto* s = static_cast<const uint8_t*>(data("scale").data_ptr());
   const float pts = has_data("per_tensor_scale") ? data("per_tensor_scale").data<float>()[0] : 1.0f;
+  const float* e4m3 = minifloat_table(kE4M3);
+  const float* e2m1 = minifloat_table(kE2M1);
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t bi = 0; bi < blocks; ++bi) {
-      const float sc = decode_minifloat(s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi], kE4M3) * pts;
-      for (int64_t i = 0; i < 16; ++i) {
-        const int64_t k = bi * 16 + i;
-        const uint8_t byte = q[n * (K / 2) + k / 2];
-        out[(n - n0) * K + k] = decode_minifloat((k % 2 == 0) ? (byte & 0xF) : (byte >> 4), kE2M1) * sc;
+      const float sc = e4m3[s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi]] * pts;
+      const uint8_t* b = q + n * (K / 2) + bi * 8;
+      float* o = out + (n - n0) * K + bi * 16;
+      for (int64_t i = 0; i < 8; ++i) {
+        o[2 * i] = e2m1[b[i] & 0xF] * sc;
+        o[2 * i + 1] = e2m1[b[i] >> 4] * sc;
       }
     }
 }
