@@ -24,7 +24,7 @@ namespace {
 
 struct QevalArgs {
   std::string model, base, text;
-  int64_t chars = 100000, window = 255, decode_tokens = 128;
+  int64_t chars = 100000, window = 255, decode_tokens = 256;
   int threads = 0;
   bool json = false;
 };
@@ -125,17 +125,20 @@ int run_qeval(const QevalArgs& a) {
   }
   const double mean = nll / double(count), var = std::max(0.0, nll2 / double(count) - mean * mean);
   const double ppl = std::exp(mean), ppl_err = ppl * std::sqrt(var / double(count));
-  // Decode speed: greedy from BOS, one token per forward.
+  // Decode speed: greedy from BOS, one token per forward; best of 5 runs (shared machines).
   std::vector<float> last(static_cast<size_t>(V));
-  int32_t t = tok->bos_id() >= 0 ? tok->bos_id() : 1;
-  m.model->reset();
   const int64_t steps = std::min<int64_t>(a.decode_tokens, m.model->context_size() - 1);
-  Timer timer;
-  for (int64_t i = 0; i < steps; ++i) {
-    m.model->forward(&t, 1, last.data(), false);
-    t = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+  double tps = 0;
+  for (int run = 0; run < 5; ++run) {
+    int32_t t = tok->bos_id() >= 0 ? tok->bos_id() : 1;
+    m.model->reset();
+    Timer timer;
+    for (int64_t i = 0; i < steps; ++i) {
+      m.model->forward(&t, 1, last.data(), false);
+      t = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    }
+    tps = std::max(tps, double(steps) / timer.seconds());
   }
-  const double tps = double(steps) / timer.seconds();
   if (a.json) {
     nlohmann::ordered_json j{{"model", a.model},   {"tokens", count},  {"nll", mean},         {"ppl", ppl},
                              {"ppl_err", ppl_err}, {"decode_tok_s", tps}, {"file_bytes", m.file_bytes},
@@ -158,7 +161,7 @@ const bool registered = register_command(
        sub->add_option("--base", a->base, "base model for the KL divergence");
        sub->add_option("--chars", a->chars, "characters of the text to score (0 = all)");
        sub->add_option("--window", a->window, "tokens per scoring window (each preceded by BOS)");
-       sub->add_option("--decode-tokens", a->decode_tokens, "greedy tokens timed for decode speed");
+       sub->add_option("--decode-tokens", a->decode_tokens, "greedy tokens timed for decode speed (best of 5 runs)");
        sub->add_option("--threads,-t", a->threads, "threads (default: all)");
        sub->add_flag("--json", a->json, "one JSON line");
        return [a] { return run_qeval(*a); };
