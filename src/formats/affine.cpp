@@ -7,6 +7,7 @@
 
 #include "ao/core/error.h"
 #include "ao/formats/float_formats.h"
+#include "formats/bulk.h"
 #include "formats/math_util.h"
 
 namespace ao::formats {
@@ -15,9 +16,12 @@ using detail::Rounder;
 
 const char* mapping_type_name(MappingType m) {
   switch (m) {
-    case MappingType::symmetric: return "SYMMETRIC";
-    case MappingType::symmetric_no_clipping_err: return "SYMMETRIC_NO_CLIPPING_ERR";
-    case MappingType::asymmetric: return "ASYMMETRIC";
+    case MappingType::symmetric:
+      return "SYMMETRIC";
+    case MappingType::symmetric_no_clipping_err:
+      return "SYMMETRIC_NO_CLIPPING_ERR";
+    case MappingType::asymmetric:
+      return "ASYMMETRIC";
   }
   return "?";
 }
@@ -25,7 +29,15 @@ const char* mapping_type_name(MappingType m) {
 IntFormat int_format(int bits, bool is_signed) {
   AO_CHECK(bits >= 1 && bits <= 8, "formats: unsupported integer width {} (expected 1..8 bits)",
            bits);
-  return IntFormat{bits, is_signed};
+  return IntFormat{bits, is_signed, 0, 0};
+}
+
+IntFormat int_format_range(int bits, bool is_signed, int quant_min, int quant_max) {
+  const IntFormat full = int_format(bits, is_signed);
+  AO_CHECK(quant_min >= full.qmin() && quant_max <= full.qmax() && quant_min < quant_max,
+           "formats: quant range [{}, {}] must lie inside [{}, {}] of {}int{}", quant_min,
+           quant_max, full.qmin(), full.qmax(), is_signed ? "" : "u", bits);
+  return IntFormat{bits, is_signed, quant_min, quant_max};
 }
 
 int64_t check_block(int64_t n, int64_t k, Block b, const char* what) {
@@ -41,14 +53,11 @@ int64_t check_block(int64_t n, int64_t k, Block b, const char* what) {
 
 namespace {
 
-void check_fmt(IntFormat f) { int_format(f.bits, f.is_signed); }
-
-// Calls fn(block_index, row, col_begin, col_end) for each row segment of each block.
-template <typename Fn>
-void for_each_block_segment(int64_t n, int64_t k, Block b, Fn&& fn) {
-  const int64_t bpr = k / b.cols;  // blocks per block-row
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < bpr; ++c) fn((r / b.rows) * bpr + c, r, c * b.cols, (c + 1) * b.cols);
+void check_fmt(IntFormat f) {
+  if (f.range_min < f.range_max)
+    int_format_range(f.bits, f.is_signed, f.range_min, f.range_max);
+  else
+    int_format(f.bits, f.is_signed);
 }
 
 }  // namespace
@@ -72,10 +81,7 @@ void choose_qparams_affine(const void* x, DType x_dtype, int64_t n, int64_t k, B
     const int64_t bpr = k / block.cols;
     for (int64_t c = 0; c < bpr; ++c) {
       const int64_t bi = (r / block.rows) * bpr + c;
-      for (int64_t j = c * block.cols; j < (c + 1) * block.cols; ++j) {
-        mn[bi] = detail::nan_min(mn[bi], row[j]);
-        mx[bi] = detail::nan_max(mx[bi], row[j]);
-      }
+      detail::min_max(row.data() + c * block.cols, block.cols, &mn[bi], &mx[bi]);
     }
   }
   const float eps = options.eps ? *options.eps : std::ldexp(1.0f, -126);
@@ -114,7 +120,8 @@ void quantize_affine(const void* x, DType x_dtype, int64_t n, int64_t k, Block b
   detail::check_float_input(x_dtype, "quantize_affine");
   detail::check_float_input(scale_dtype, "quantize_affine (scale)");
   check_block(n, k, block, "quantize_affine");
-  const DType cdt = (x_dtype == DType::bf16 && scale_dtype == DType::bf16) ? DType::bf16 : DType::f32;
+  const DType cdt =
+      (x_dtype == DType::bf16 && scale_dtype == DType::bf16) ? DType::bf16 : DType::f32;
   detail::quantize_affine_rows(x, x_dtype, n, k, block, scale, Rounder(scale_dtype), zero_point,
                                fmt, Rounder(cdt), static_cast<uint8_t*>(q));
 }
@@ -128,8 +135,8 @@ void dequantize_affine(const void* q, IntFormat fmt, int64_t n, int64_t k, Block
                                  zero_point, out, out_dtype);
 }
 
-void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k,
-                                    Block block, IntFormat fmt, float* scale, float* zero,
+void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
+                                    IntFormat fmt, float* scale, float* zero,
                                     std::optional<float> eps) {
   check_fmt(fmt);
   detail::check_float_input(x_dtype, "choose_qparams_affine_tinygemm");
@@ -140,13 +147,10 @@ void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int
   std::vector<float> row(k);
   for (int64_t r = 0; r < n; ++r) {
     detail::load_row(x, x_dtype, r, k, row.data());
-    for_each_block_segment(1, k, Block{1, block.cols}, [&](int64_t c, int64_t, int64_t j0, int64_t j1) {
+    for (int64_t c = 0; c < k / block.cols; ++c) {
       const int64_t bi = (r / block.rows) * (k / block.cols) + c;
-      for (int64_t j = j0; j < j1; ++j) {
-        mn[bi] = detail::nan_min(mn[bi], row[j]);
-        mx[bi] = detail::nan_max(mx[bi], row[j]);
-      }
-    });
+      detail::min_max(row.data() + c * block.cols, block.cols, &mn[bi], &mx[bi]);
+    }
   }
   const float e = eps ? *eps : std::ldexp(1.0f, -126);
   const float mid = (fmt.qmax() + fmt.qmin() + 1) / 2.0f;
@@ -165,7 +169,8 @@ void quantize_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k
   detail::check_float_input(x_dtype, "quantize_affine_tinygemm");
   detail::check_float_input(qparam_dtype, "quantize_affine_tinygemm (scale)");
   check_block(n, k, block, "quantize_affine_tinygemm");
-  const Rounder R((x_dtype == DType::bf16 && qparam_dtype == DType::bf16) ? DType::bf16 : DType::f32);
+  const Rounder R((x_dtype == DType::bf16 && qparam_dtype == DType::bf16) ? DType::bf16
+                                                                          : DType::f32);
   const Rounder Rq(qparam_dtype);
   const float mid = (fmt.qmax() + fmt.qmin() + 1) / 2.0f;
   const float qmin = static_cast<float>(fmt.qmin()), qmax = static_cast<float>(fmt.qmax());
@@ -184,9 +189,8 @@ void quantize_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k
   }
 }
 
-void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int64_t k,
-                                Block block, const float* scale, const float* zero, void* out,
-                                DType out_dtype) {
+void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int64_t k, Block block,
+                                const float* scale, const float* zero, void* out, DType out_dtype) {
   check_fmt(fmt);
   detail::check_float_input(out_dtype, "dequantize_affine_tinygemm (output)");
   check_block(n, k, block, "dequantize_affine_tinygemm");
@@ -215,10 +219,7 @@ void int4_row_quantize_zp(const void* x, DType x_dtype, int64_t n, int64_t k, in
     detail::load_row(x, x_dtype, r, k, row.data());
     for (int64_t g = 0; g < ng; ++g) {
       float mn = std::numeric_limits<float>::infinity(), mx = -mn;
-      for (int64_t j = g * group_size; j < (g + 1) * group_size; ++j) {
-        mn = detail::nan_min(mn, row[j]);
-        mx = detail::nan_max(mx, row[j]);
-      }
+      detail::min_max(row.data() + g * group_size, group_size, &mn, &mx);
       const float s = detail::clamp_min(mx - mn, 1e-6f) / 15.0f;
       const float z = mn + s * 8.0f;
       for (int64_t j = g * group_size; j < (g + 1) * group_size; ++j) {
@@ -228,6 +229,21 @@ void int4_row_quantize_zp(const void* x, DType x_dtype, int64_t n, int64_t k, in
       scale_t[g * n + r] = Rs(s);
       zero_t[g * n + r] = Rs(z);
     }
+  }
+}
+
+void int4_row_dequantize_zp(const int8_t* q, int64_t n, int64_t k, int64_t group_size,
+                            const float* scale_t, const float* zero_t, void* out, DType out_dtype) {
+  detail::check_float_input(out_dtype, "int4_row_dequantize_zp (output)");
+  check_block(n, k, Block{1, group_size}, "int4_row_dequantize_zp");
+  std::vector<float> row(k);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t g = j / group_size;
+      const float prod = static_cast<float>(q[r * k + j]) * scale_t[g * n + r];
+      row[j] = prod + zero_t[g * n + r];
+    }
+    detail::store_row(row.data(), out, out_dtype, r, k);
   }
 }
 

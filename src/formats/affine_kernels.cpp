@@ -21,7 +21,8 @@ void quantize_affine_segment_ref(const AffineSegment& s, const float* x, int64_t
 void dequantize_affine_segment_ref(const uint8_t* q, bool is_signed, float zp, float scale,
                                    int64_t len, float* out) {
   for (int64_t j = 0; j < len; ++j) {
-    const float v = is_signed ? static_cast<float>(static_cast<int8_t>(q[j])) : static_cast<float>(q[j]);
+    const float v =
+        is_signed ? static_cast<float>(static_cast<int8_t>(q[j])) : static_cast<float>(q[j]);
     out[j] = (v - zp) * scale;
   }
 }

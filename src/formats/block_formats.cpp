@@ -53,9 +53,10 @@ const BlockFormatInfo& block_format_info(BlockFormat f) {
 BlockFormat block_format_from_name(std::string_view name) {
   for (const auto& r : kBlockFormats)
     if (name == r.name) return r.format;
-  fail("formats: unknown block format '{}' (expected mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, "
-       "mxfp6_e3m2, mxfp4 or nvfp4)",
-       name);
+  fail(
+      "formats: unknown block format '{}' (expected mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, "
+      "mxfp6_e3m2, mxfp4 or nvfp4)",
+      name);
 }
 
 }  // namespace ao::formats

@@ -29,6 +29,14 @@ void mul_scalar(const float* x, float s, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * s;
 }
 
+void min_max(const float* x, int64_t n, float* mn, float* mx) {
+  if (formats_use_avx2()) return min_max_avx2(x, n, mn, mx);
+  for (int64_t i = 0; i < n; ++i) {
+    *mn = nan_min(*mn, x[i]);
+    *mx = nan_max(*mx, x[i]);
+  }
+}
+
 float abs_max(const float* x, int64_t n, float acc) {
   if (formats_use_avx2()) return abs_max_avx2(x, n, acc);
   for (int64_t i = 0; i < n; ++i) acc = nan_max(acc, std::fabs(x[i]));

@@ -42,7 +42,8 @@ void for_segments(const void* x, DType x_dtype, int64_t n, int64_t k, Block bloc
   for (int64_t r = 0; r < n; ++r) {
     detail::load_row(x, x_dtype, r, k, row.data());
     for (int64_t c = 0; c < bpr; ++c)
-      fn(row.data() + c * block.cols, block.cols, (r / block.rows) * bpr + c, r * k + c * block.cols);
+      fn(row.data() + c * block.cols, block.cols, (r / block.rows) * bpr + c,
+         r * k + c * block.cols);
   }
 }
 

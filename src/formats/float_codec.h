@@ -29,17 +29,17 @@ inline float f32_from_bits(uint32_t u) {
 }
 
 struct EncodeParams {
-  uint32_t sat_bits;        // |x| bits >= this take the saturate branch
-  uint32_t sat_code;        // code for that branch (without sign)
-  bool nan_to_code;         // true: NaN -> nan_code; false: NaN takes the normal branch
+  uint32_t sat_bits;  // |x| bits >= this take the saturate branch
+  uint32_t sat_code;  // code for that branch (without sign)
+  bool nan_to_code;   // true: NaN -> nan_code; false: NaN takes the normal branch
   uint32_t nan_code;
-  uint32_t denorm_bits;     // |x| bits < this take the denormal branch
-  uint32_t denorm_mask;     // bits of the magic float added in the denormal branch
-  int32_t normal_add;       // exponent re-bias + round bias (without the odd bit)
-  int shift;                // 23 - mbits
-  int sign_shift;           // right shift of the f32 sign bit onto the code's sign bit
-  uint32_t sign_mask;       // the code's sign bit
-  float max_value;          // clamp bound used when saturating
+  uint32_t denorm_bits;  // |x| bits < this take the denormal branch
+  uint32_t denorm_mask;  // bits of the magic float added in the denormal branch
+  int32_t normal_add;    // exponent re-bias + round bias (without the odd bit)
+  int shift;             // 23 - mbits
+  int sign_shift;        // right shift of the f32 sign bit onto the code's sign bit
+  uint32_t sign_mask;    // the code's sign bit
+  float max_value;       // clamp bound used when saturating
 };
 
 // Parameters for fp8 e4m3fn, e5m2 (PyTorch casts) and fp6/fp4 (TorchAO's routine).

@@ -13,20 +13,34 @@ namespace detail {
 namespace {
 
 // PyTorch's fp8 casts (torch/headeronly/util/Float8_e4m3fn.h, Float8_e5m2.h).
-constexpr EncodeParams kE4m3fn{
-    /*sat_bits=*/1087u << 20, /*sat_code=*/0x7F, /*nan_to_code=*/true, /*nan_code=*/0x7F,
-    /*denorm_bits=*/121u << 23, /*denorm_mask=*/141u << 23,
-    /*normal_add=*/static_cast<int32_t>((7u - 127u) << 23) + 0x7FFFF, /*shift=*/20,
-    /*sign_shift=*/24, /*sign_mask=*/0x80, /*max_value=*/448.0f};
-constexpr EncodeParams kE5m2{
-    143u << 23, 0x7C, true, 0x7F, 113u << 23, 134u << 23,
-    static_cast<int32_t>((15u - 127u) << 23) + 0xFFFFF, 21, 24, 0x80, 57344.0f};
+constexpr EncodeParams kE4m3fn{/*sat_bits=*/1087u << 20,
+                               /*sat_code=*/0x7F,
+                               /*nan_to_code=*/true,
+                               /*nan_code=*/0x7F,
+                               /*denorm_bits=*/121u << 23,
+                               /*denorm_mask=*/141u << 23,
+                               /*normal_add=*/static_cast<int32_t>((7u - 127u) << 23) + 0x7FFFF,
+                               /*shift=*/20,
+                               /*sign_shift=*/24,
+                               /*sign_mask=*/0x80,
+                               /*max_value=*/448.0f};
+constexpr EncodeParams kE5m2{143u << 23,
+                             0x7C,
+                             true,
+                             0x7F,
+                             113u << 23,
+                             134u << 23,
+                             static_cast<int32_t>((15u - 127u) << 23) + 0xFFFFF,
+                             21,
+                             24,
+                             0x80,
+                             57344.0f};
 
 // TorchAO's _f32_to_floatx_unpacked constants for (ebits, mbits).
 EncodeParams floatx_params(int ebits, int mbits) {
   const int bias = (1 << (ebits - 1)) - 1;
-  const float max_normal = std::ldexp(static_cast<float>((1 << (mbits + 1)) - 1),
-                                      (1 << ebits) - 1 - bias - mbits);
+  const float max_normal =
+      std::ldexp(static_cast<float>((1 << (mbits + 1)) - 1), (1 << ebits) - 1 - bias - mbits);
   const float min_normal = std::ldexp(1.0f, 1 - bias);
   EncodeParams p{};
   p.sat_bits = f32_bits(max_normal);
@@ -35,8 +49,8 @@ EncodeParams floatx_params(int ebits, int mbits) {
   p.nan_code = 0;
   p.denorm_bits = f32_bits(min_normal);
   p.denorm_mask = static_cast<uint32_t>((127 - bias) + (23 - mbits) + 1) << 23;
-  p.normal_add = static_cast<int32_t>(static_cast<uint32_t>(bias - 127) << 23) +
-                 ((1 << (23 - mbits - 1)) - 1);
+  p.normal_add =
+      static_cast<int32_t>(static_cast<uint32_t>(bias - 127) << 23) + ((1 << (23 - mbits - 1)) - 1);
   p.shift = 23 - mbits;
   p.sign_shift = 23 + 8 - mbits - ebits;
   p.sign_mask = 1u << (ebits + mbits);
@@ -88,12 +102,18 @@ const Tables& tables() {
 
 const EncodeParams& encode_params(FloatFormat f) {
   switch (f) {
-    case FloatFormat::f8_e4m3fn: return kE4m3fn;
-    case FloatFormat::f8_e5m2: return kE5m2;
-    case FloatFormat::f6_e2m3: return kE2m3;
-    case FloatFormat::f6_e3m2: return kE3m2;
-    case FloatFormat::f4_e2m1: return kE2m1;
-    default: break;
+    case FloatFormat::f8_e4m3fn:
+      return kE4m3fn;
+    case FloatFormat::f8_e5m2:
+      return kE5m2;
+    case FloatFormat::f6_e2m3:
+      return kE2m3;
+    case FloatFormat::f6_e3m2:
+      return kE3m2;
+    case FloatFormat::f4_e2m1:
+      return kE2m1;
+    default:
+      break;
   }
   fail("formats: {} has no element encoder parameters", float_format_info(f).name);
 }
@@ -225,16 +245,28 @@ void decode_fast(const uint8_t* codes, float* out, int64_t n) {
 template <FloatFormat F>
 constexpr FloatFormatInfo row(const char* name, int bits, int eb, int mb, int bias, float maxv,
                               int maxp2, bool inf, bool nan, EncodeFn enc, DecodeFn dec) {
-  return FloatFormatInfo{F,           name,           bits,           eb,          mb,
-                         bias,        maxv,           maxp2,          inf,         nan,
-                         enc,         dec,            encode_ref<F>,  decode_ref<F>,
-                         encode_fast<F>, decode_fast<F>};
+  return FloatFormatInfo{F,
+                         name,
+                         bits,
+                         eb,
+                         mb,
+                         bias,
+                         maxv,
+                         maxp2,
+                         inf,
+                         nan,
+                         enc,
+                         dec,
+                         encode_ref<F>,
+                         decode_ref<F>,
+                         encode_fast<F>,
+                         decode_fast<F>};
 }
 
 // The traits table: one row per format.
 const FloatFormatInfo kFormats[] = {
-    row<FloatFormat::f8_e4m3fn>("f8_e4m3fn", 8, 4, 3, 7, 448.0f, 8, false, true,
-                                f32_to_f8_e4m3fn, f8_e4m3fn_to_f32),
+    row<FloatFormat::f8_e4m3fn>("f8_e4m3fn", 8, 4, 3, 7, 448.0f, 8, false, true, f32_to_f8_e4m3fn,
+                                f8_e4m3fn_to_f32),
     row<FloatFormat::f8_e5m2>("f8_e5m2", 8, 5, 2, 15, 57344.0f, 15, true, true, f32_to_f8_e5m2,
                               f8_e5m2_to_f32),
     row<FloatFormat::f6_e2m3>("f6_e2m3", 6, 2, 3, 1, 7.5f, 2, false, false, f32_to_f6_e2m3,
@@ -259,9 +291,10 @@ const FloatFormatInfo& float_format_info(FloatFormat f) {
 FloatFormat float_format_from_name(std::string_view name) {
   for (const auto& r : kFormats)
     if (name == r.name) return r.format;
-  fail("formats: unknown float format '{}' (expected f8_e4m3fn, f8_e5m2, f6_e2m3, f6_e3m2, "
-       "f4_e2m1 or e8m0)",
-       name);
+  fail(
+      "formats: unknown float format '{}' (expected f8_e4m3fn, f8_e5m2, f6_e2m3, f6_e3m2, "
+      "f4_e2m1 or e8m0)",
+      name);
 }
 
 uint8_t encode(FloatFormat f, float x, bool saturate) {

@@ -22,7 +22,8 @@ inline void store_low_bytes(__m256i v, uint8_t* dst) {
 
 void encode_avx2(const EncodeParams& p, const float* x, uint8_t* codes, int64_t n, bool saturate) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) store_low_bytes(encode8(p, _mm256_loadu_ps(x + i), saturate), codes + i);
+  for (; i + 8 <= n; i += 8)
+    store_low_bytes(encode8(p, _mm256_loadu_ps(x + i), saturate), codes + i);
   for (; i < n; ++i) codes[i] = encode_with(p, saturate ? clamp_keep_nan(x[i], p.max_value) : x[i]);
 }
 
@@ -34,8 +35,8 @@ void encode_e8m0_avx2(const float* x, uint8_t* codes, int64_t n) {
     const __m256i e = _mm256_and_si256(_mm256_srli_epi32(b, 23), ff);
     const __m256i g = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x400000)),
                                          _mm256_set1_epi32(0x400000));
-    const __m256i rs_zero =
-        _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x3FFFFF)), _mm256_setzero_si256());
+    const __m256i rs_zero = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x3FFFFF)),
+                                               _mm256_setzero_si256());
     const __m256i lsb_zero = _mm256_cmpeq_epi32(e, _mm256_setzero_si256());
     // round up when g && (rs || lsb) == g && !(rs_zero && lsb_zero)
     const __m256i up = _mm256_andnot_si256(_mm256_and_si256(rs_zero, lsb_zero), g);
@@ -74,7 +75,8 @@ void decode_arith_avx2(FloatFormat f, const uint8_t* codes, float* out, int64_t 
     } else if (f == FloatFormat::f8_e5m2) {
       const __m256i m = _mm256_and_si256(pos, _mm256_set1_epi32(3));
       const __m256i special = _mm256_cmpgt_epi32(pos, _mm256_set1_epi32(0x7B));
-      const __m256i nan_bits = _mm256_or_si256(_mm256_set1_epi32(0x7FC00000), _mm256_slli_epi32(m, 21));
+      const __m256i nan_bits =
+          _mm256_or_si256(_mm256_set1_epi32(0x7FC00000), _mm256_slli_epi32(m, 21));
       const __m256i sv = _mm256_blendv_epi8(nan_bits, _mm256_set1_epi32(0x7F800000),
                                             _mm256_cmpeq_epi32(m, _mm256_setzero_si256()));
       r = _mm256_blendv_epi8(r, sv, special);
@@ -91,8 +93,10 @@ void decode_e8m0_avx2(const uint8_t* codes, float* out, int64_t n) {
     const __m256i c =
         _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
     __m256i r = _mm256_slli_epi32(c, 23);
-    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x00400000), _mm256_cmpeq_epi32(c, _mm256_setzero_si256()));
-    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7F800001), _mm256_cmpeq_epi32(c, _mm256_set1_epi32(255)));
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x00400000),
+                           _mm256_cmpeq_epi32(c, _mm256_setzero_si256()));
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7F800001),
+                           _mm256_cmpeq_epi32(c, _mm256_set1_epi32(255)));
     _mm256_storeu_ps(out + i, _mm256_castsi256_ps(r));
   }
   for (; i < n; ++i) out[i] = e8m0_to_f32(codes[i]);

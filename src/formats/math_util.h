@@ -75,7 +75,7 @@ struct AffineSegment {
   float zp;         // zero point (0 when absent)
   bool has_zp;
   float qmin, qmax;
-  bool bf16;        // compute dtype bf16
+  bool bf16;  // compute dtype bf16
   bool is_signed;
 };
 void quantize_affine_segment_ref(const AffineSegment& s, const float* x, int64_t len, uint8_t* q);

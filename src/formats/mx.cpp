@@ -17,10 +17,14 @@ using detail::f32_from_bits;
 
 const char* scale_mode_name(ScaleMode m) {
   switch (m) {
-    case ScaleMode::floor: return "FLOOR";
-    case ScaleMode::ceil: return "CEIL";
-    case ScaleMode::even: return "EVEN";
-    case ScaleMode::rceil: return "RCEIL";
+    case ScaleMode::floor:
+      return "FLOOR";
+    case ScaleMode::ceil:
+      return "CEIL";
+    case ScaleMode::even:
+      return "EVEN";
+    case ScaleMode::rceil:
+      return "RCEIL";
   }
   return "?";
 }
@@ -74,15 +78,20 @@ BlockScaling block_scaling(const BlockRule& rule, float amax) {
     const uint8_t s = mx_scale_from_amax(amax, rule.elem, rule.mode);
     if (rule.mode == ScaleMode::rceil) {  // _to_mx_rceil: multiply by the reciprocal
       float rcp;
-      if (s == 255) rcp = amax / float_format_info(rule.elem).max_value;  // NaN
-      else if (s == 254) rcp = f32_from_bits(0x00400000u);               // 2^-127
-      else if (s == 0) rcp = 1.0f;
-      else rcp = f32_from_bits(static_cast<uint32_t>(254 - s) << 23);    // 2^(127 - s)
+      if (s == 255)
+        rcp = amax / float_format_info(rule.elem).max_value;  // NaN
+      else if (s == 254)
+        rcp = f32_from_bits(0x00400000u);  // 2^-127
+      else if (s == 0)
+        rcp = 1.0f;
+      else
+        rcp = f32_from_bits(static_cast<uint32_t>(254 - s) << 23);  // 2^(127 - s)
       return {s, false, rcp};
     }
     // FLOOR/CEIL/EVEN: divide by the scale as f32, clamped to the smallest normal
     // s == 255 gives +Inf (the NaN case divides by Inf, as TorchAO); s == 0 clamps to 2^-126
-    const float sf = s == 0 ? f32_from_bits(0x00800000u) : f32_from_bits(static_cast<uint32_t>(s) << 23);
+    const float sf =
+        s == 0 ? f32_from_bits(0x00800000u) : f32_from_bits(static_cast<uint32_t>(s) << 23);
     return {s, true, sf};
   }
   // NVFP4 (nvfp4_quantize): e4m3 block scale, multiply by the reciprocal
@@ -108,7 +117,8 @@ void quantize_blocks_row_ref(const BlockRule& rule, const float* row, int64_t k,
     const BlockScaling sc = block_scaling(rule, amax);
     scales[b] = sc.scale_byte;
     for (int64_t j = 0; j < bs; ++j)
-      tmp[j] = sc.value != sc.value ? sc.value : (sc.divide ? blk[j] / sc.value : blk[j] * sc.value);
+      tmp[j] =
+          sc.value != sc.value ? sc.value : (sc.divide ? blk[j] / sc.value : blk[j] * sc.value);
     info.encode_bulk_ref(tmp.data(), codes + b * bs, bs, /*saturate=*/true);
   }
 }
@@ -252,14 +262,17 @@ void to_blocked(const uint8_t* scale, int64_t rows, int64_t cols, uint8_t* block
   const int64_t col_tiles = (cols + 3) / 4;
   std::memset(blocked, 0, static_cast<size_t>(blocked_scale_bytes(rows, cols)));
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) blocked[blocked_offset(r, c, col_tiles)] = scale[r * cols + c];
+    for (int64_t c = 0; c < cols; ++c)
+      blocked[blocked_offset(r, c, col_tiles)] = scale[r * cols + c];
 }
 
 void from_blocked(const uint8_t* blocked, int64_t rows, int64_t cols, uint8_t* scale) {
-  AO_CHECK(rows > 0 && cols > 0, "from_blocked: scale shape [{}, {}] must be non-empty", rows, cols);
+  AO_CHECK(rows > 0 && cols > 0, "from_blocked: scale shape [{}, {}] must be non-empty", rows,
+           cols);
   const int64_t col_tiles = (cols + 3) / 4;
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) scale[r * cols + c] = blocked[blocked_offset(r, c, col_tiles)];
+    for (int64_t c = 0; c < cols; ++c)
+      scale[r * cols + c] = blocked[blocked_offset(r, c, col_tiles)];
 }
 
 }  // namespace ao::formats

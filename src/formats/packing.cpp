@@ -8,8 +8,8 @@ namespace ao::formats {
 
 namespace {
 void check_multiple(int64_t n, int64_t m, const char* what) {
-  AO_CHECK(n >= 0 && n % m == 0, "{}: element count {} must be a non-negative multiple of {}",
-           what, n, m);
+  AO_CHECK(n >= 0 && n % m == 0, "{}: element count {} must be a non-negative multiple of {}", what,
+           n, m);
 }
 }  // namespace
 
@@ -82,7 +82,7 @@ namespace {
 struct UintxShards {
   int count;
   int bits[3];
-  int shift[3];   // position of the piece inside the element ("shifts")
+  int shift[3];  // position of the piece inside the element ("shifts")
   uint8_t mask[3];
 };
 

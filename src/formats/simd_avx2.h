@@ -47,14 +47,13 @@ inline __m256i encode8(const EncodeParams& p, __m256 xf, bool saturate) {
   const __m256i sign = _mm256_and_si256(u0, _mm256_set1_epi32(static_cast<int>(0x80000000u)));
   const __m256i a = _mm256_xor_si256(u0, sign);  // |x| bits, as non-negative int32
   const __m256i is_nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000));
-  const __m256i ge_sat =
-      _mm256_cmpgt_epi32(a, _mm256_set1_epi32(static_cast<int>(p.sat_bits - 1)));
+  const __m256i ge_sat = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(static_cast<int>(p.sat_bits - 1)));
   const __m256i lt_den = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(p.denorm_bits)), a);
   // denormal branch
   const __m256 dmask = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(p.denorm_mask)));
-  const __m256i den = _mm256_sub_epi32(
-      _mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(a), dmask)),
-      _mm256_set1_epi32(static_cast<int>(p.denorm_mask)));
+  const __m256i den =
+      _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(_mm256_castsi256_ps(a), dmask)),
+                       _mm256_set1_epi32(static_cast<int>(p.denorm_mask)));
   // normal branch
   const __m128i sh = _mm_cvtsi32_si128(p.shift);
   const __m256i odd = _mm256_and_si256(_mm256_sra_epi32(a, sh), _mm256_set1_epi32(1));
@@ -65,12 +64,12 @@ inline __m256i encode8(const EncodeParams& p, __m256 xf, bool saturate) {
   __m256i r = _mm256_blendv_epi8(nor, den, lt_den);
   const __m256i sat_sel = _mm256_andnot_si256(is_nan, ge_sat);
   r = _mm256_blendv_epi8(r, _mm256_set1_epi32(static_cast<int>(p.sat_code)), sat_sel);
-  if (p.nan_to_code) r = _mm256_blendv_epi8(r, _mm256_set1_epi32(static_cast<int>(p.nan_code)), is_nan);
+  if (p.nan_to_code)
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(static_cast<int>(p.nan_code)), is_nan);
   r = _mm256_and_si256(r, _mm256_set1_epi32(0xFF));
   const __m256i s = _mm256_and_si256(_mm256_srl_epi32(sign, _mm_cvtsi32_si128(p.sign_shift)),
                                      _mm256_set1_epi32(static_cast<int>(p.sign_mask)));
   return _mm256_or_si256(r, s);
 }
-
 
 }  // namespace ao::formats::detail

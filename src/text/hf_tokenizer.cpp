@@ -22,7 +22,7 @@ using json = nlohmann::json;
 struct Normalizer {
   enum class Kind { prepend, replace_string, replace_regex, unicode, strip } kind;
   UnicodeForm form = UnicodeForm::nfc;  // for Kind::unicode
-  std::string a, b;  // prepend: a; replace: a -> b
+  std::string a, b;                     // prepend: a; replace: a -> b
   std::shared_ptr<Regex> regex;
   bool strip_left = false, strip_right = false;
 };
@@ -54,7 +54,8 @@ bool is_ascii(std::string_view s) {
   return true;
 }
 
-void split_by_matches(const std::string& s, const std::vector<std::pair<size_t, size_t>>& raw_matches,
+void split_by_matches(const std::string& s,
+                      const std::vector<std::pair<size_t, size_t>>& raw_matches,
                       SplitBehavior behavior, bool invert, std::vector<std::string>& out) {
   // Pieces as (begin, end, is_match).
   struct Piece {
@@ -130,8 +131,12 @@ class HfTokenizer : public VocabTokenizer {
     if (options.add_bos) out.insert(out.end(), prefix_.begin(), prefix_.end());
     literals_.split(
         text,
-        [&](const LiteralToken& t) { return options.parse_special || vocab_.types[t.id] == TokenType::user_defined; },
-        [&](std::string_view fragment) { encode_fragment(fragment, fragment.data() == text.data(), out); },
+        [&](const LiteralToken& t) {
+          return options.parse_special || vocab_.types[t.id] == TokenType::user_defined;
+        },
+        [&](std::string_view fragment) {
+          encode_fragment(fragment, fragment.data() == text.data(), out);
+        },
         [&](const LiteralToken& t) { out.push_back(t.id); });
     if (options.add_bos) out.insert(out.end(), suffix_.begin(), suffix_.end());
     return out;
@@ -154,7 +159,8 @@ class HfTokenizer : public VocabTokenizer {
     return replace_all(p, kSpmSpace, " ");
   }
 
-  void encode_fragment(std::string_view fragment, bool at_text_start, std::vector<int32_t>& out) const {
+  void encode_fragment(std::string_view fragment, bool at_text_start,
+                       std::vector<int32_t>& out) const {
     std::string s(fragment);
     for (const Normalizer& n : normalizers_) s = normalize(n, s);
     std::vector<Word> words{{std::move(s), false}};
@@ -189,7 +195,9 @@ class HfTokenizer : public VocabTokenizer {
         return unicode_normalize(s, n.form);
       case Normalizer::Kind::strip: {
         size_t b = 0, e = s.size();
-        auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; };
+        auto space = [](char c) {
+          return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+        };
         if (n.strip_left)
           while (b < e && space(s[b])) ++b;
         if (n.strip_right)
@@ -200,7 +208,8 @@ class HfTokenizer : public VocabTokenizer {
     return s;
   }
 
-  void pre_tokenize(const PreTokenizer& p, Word& w, bool at_text_start, std::vector<Word>& out) const {
+  void pre_tokenize(const PreTokenizer& p, Word& w, bool at_text_start,
+                    std::vector<Word>& out) const {
     if (w.byte_level) {  // nothing after ByteLevel changes its output in the supported pipelines
       out.push_back(std::move(w));
       return;
@@ -228,11 +237,13 @@ class HfTokenizer : public VocabTokenizer {
         break;
       case PreTokenizer::Kind::metaspace: {
         std::string s = replace_all(w.text, " ", p.replacement);
-        const bool prepend = p.prepend == PreTokenizer::Prepend::always ||
-                             (p.prepend == PreTokenizer::Prepend::first && at_text_start && out.empty());
+        const bool prepend =
+            p.prepend == PreTokenizer::Prepend::always ||
+            (p.prepend == PreTokenizer::Prepend::first && at_text_start && out.empty());
         if (prepend && s.rfind(p.replacement, 0) != 0) s = p.replacement + s;
         if (p.split)
-          split_by_matches(s, literal_matches(s, p.replacement), SplitBehavior::merged_with_next, false, pieces);
+          split_by_matches(s, literal_matches(s, p.replacement), SplitBehavior::merged_with_next,
+                           false, pieces);
         else
           pieces.push_back(std::move(s));
         break;
@@ -253,7 +264,8 @@ class HfTokenizer : public VocabTokenizer {
     syms.reserve(word.size());
     auto push = [&](int32_t id, size_t start, size_t len) {
       const auto idx = static_cast<int32_t>(syms.size());
-      syms.push_back({id, static_cast<uint32_t>(start), static_cast<uint32_t>(len), idx - 1, idx + 1});
+      syms.push_back(
+          {id, static_cast<uint32_t>(start), static_cast<uint32_t>(len), idx - 1, idx + 1});
     };
     for (size_t i = 0; i < word.size();) {
       const size_t n = utf8_char_len(word, i);
@@ -264,7 +276,8 @@ class HfTokenizer : public VocabTokenizer {
                      if (vocab_.byte_ids[static_cast<unsigned char>(word[i + k])] < 0) return false;
                    return true;
                  }()) {
-        for (size_t k = 0; k < n; ++k) push(vocab_.byte_ids[static_cast<unsigned char>(word[i + k])], i + k, 1);
+        for (size_t k = 0; k < n; ++k)
+          push(vocab_.byte_ids[static_cast<unsigned char>(word[i + k])], i + k, 1);
       } else if (unk_id_ >= 0) {
         if (fuse_unk_ && !syms.empty() && syms.back().id == unk_id_)
           syms.back().len += static_cast<uint32_t>(n);
@@ -304,7 +317,10 @@ class HfTokenizer : public VocabTokenizer {
 class HfBuilder {
  public:
   HfBuilder(const json& doc, std::string name, const SpecialTokenOverrides& overrides)
-      : doc_(doc), name_(std::move(name)), overrides_(overrides), tok_(std::make_unique<HfTokenizer>()) {}
+      : doc_(doc),
+        name_(std::move(name)),
+        overrides_(overrides),
+        tok_(std::make_unique<HfTokenizer>()) {}
 
   std::unique_ptr<Tokenizer> build() {
     AO_CHECK(doc_.is_object(), "{}: expected a JSON object at the top level", name_);
@@ -315,12 +331,14 @@ class HfBuilder {
     if (has(doc_, "normalizer")) read_normalizer(doc_["normalizer"], "normalizer");
     if (has(doc_, "pre_tokenizer")) read_pre_tokenizer(doc_["pre_tokenizer"], "pre_tokenizer");
     if (has(doc_, "post_processor")) read_post_processor(doc_["post_processor"], "post_processor");
-    if (has(doc_, "decoder")) read_decoder(doc_["decoder"], "decoder");
-    else tok_->byte_level_decode_ = uses_byte_level_;
+    if (has(doc_, "decoder"))
+      read_decoder(doc_["decoder"], "decoder");
+    else
+      tok_->byte_level_decode_ = uses_byte_level_;
     pick_special_ids();
-    tok_->description_ = fmt::format("{} (BPE, {}, {} tokens)", name_,
-                                     tok_->byte_level_decode_ ? "byte-level" : "SentencePiece-style",
-                                     tok_->vocab_.size());
+    tok_->description_ = fmt::format(
+        "{} (BPE, {}, {} tokens)", name_,
+        tok_->byte_level_decode_ ? "byte-level" : "SentencePiece-style", tok_->vocab_.size());
     return std::move(tok_);
   }
 
@@ -337,12 +355,14 @@ class HfBuilder {
     try {
       return j[key].get<T>();
     } catch (const json::exception& e) {
-      fail("{}: field '{}{}{}' has the wrong type: {}", name_, where, where.empty() ? "" : ".", key, e.what());
+      fail("{}: field '{}{}{}' has the wrong type: {}", name_, where, where.empty() ? "" : ".", key,
+           e.what());
     }
   }
 
   const json& object_field(const json& j, const char* key, const std::string& where) const {
-    AO_CHECK(has(j, key), "{}: missing field '{}{}{}'", name_, where, where.empty() ? "" : ".", key);
+    AO_CHECK(has(j, key), "{}: missing field '{}{}{}'", name_, where, where.empty() ? "" : ".",
+             key);
     return j[key];
   }
 
@@ -364,11 +384,14 @@ class HfBuilder {
 
     auto& pieces = tok_->vocab_.pieces;
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      AO_CHECK(it.value().is_number_integer(), "{}: 'model.vocab[\"{}\"]' is not an integer id", name_, it.key());
+      AO_CHECK(it.value().is_number_integer(), "{}: 'model.vocab[\"{}\"]' is not an integer id",
+               name_, it.key());
       const int64_t id = it.value().get<int64_t>();
-      AO_CHECK(id >= 0 && id < (1 << 24), "{}: 'model.vocab[\"{}\"]' = {} is not a valid id", name_, it.key(), id);
+      AO_CHECK(id >= 0 && id < (1 << 24), "{}: 'model.vocab[\"{}\"]' = {} is not a valid id", name_,
+               it.key(), id);
       if (static_cast<size_t>(id) >= pieces.size()) pieces.resize(id + 1);
-      AO_CHECK(pieces[id].empty(), "{}: id {} is used by both '{}' and '{}'", name_, id, pieces[id], it.key());
+      AO_CHECK(pieces[id].empty(), "{}: id {} is used by both '{}' and '{}'", name_, id, pieces[id],
+               it.key());
       pieces[id] = it.key();
     }
     tok_->vocab_.types.assign(pieces.size(), TokenType::normal);
@@ -382,8 +405,8 @@ class HfBuilder {
       for (size_t i = 0; i < added.size(); ++i) {
         const json& t = added[i];
         const std::string where = fmt::format("added_tokens[{}]", i);
-        AO_CHECK(t.is_object() && has(t, "id") && has(t, "content"), "{}: '{}' needs 'id' and 'content'", name_,
-                 where);
+        AO_CHECK(t.is_object() && has(t, "id") && has(t, "content"),
+                 "{}: '{}' needs 'id' and 'content'", name_, where);
         const auto id = get<int64_t>(t, "id", -1, where);
         const auto content = get<std::string>(t, "content", "", where);
         AO_CHECK(id >= 0 && id < (1 << 24), "{}: '{}.id' = {} is not a valid id", name_, where, id);
@@ -393,16 +416,19 @@ class HfBuilder {
           v.types.resize(id + 1, TokenType::unused);
         }
         AO_CHECK(v.pieces[id].empty() || v.pieces[id] == content,
-                 "{}: added token '{}' has id {} which the vocabulary gives to '{}'", name_, content, id, v.pieces[id]);
+                 "{}: added token '{}' has id {} which the vocabulary gives to '{}'", name_,
+                 content, id, v.pieces[id]);
         v.pieces[id] = content;
         const bool special = get<bool>(t, "special", false, where);
         v.types[id] = special ? TokenType::control : TokenType::user_defined;
-        tok_->literals_.add({content, static_cast<int32_t>(id), get<bool>(t, "lstrip", false, where),
+        tok_->literals_.add({content, static_cast<int32_t>(id),
+                             get<bool>(t, "lstrip", false, where),
                              get<bool>(t, "rstrip", false, where)});
       }
     }
     for (size_t i = 0; i < v.pieces.size(); ++i) {
-      if (v.pieces[i].empty()) v.types[i] = TokenType::unused;  // a hole in the id range
+      if (v.pieces[i].empty())
+        v.types[i] = TokenType::unused;  // a hole in the id range
       else if (tok_->byte_fallback_ && parse_byte_piece(v.pieces[i]) >= 0)
         v.types[i] = TokenType::byte;
       if (!unk_piece_.empty() && v.pieces[i] == unk_piece_) {
@@ -410,8 +436,8 @@ class HfBuilder {
         tok_->unk_id_ = static_cast<int32_t>(i);
       }
     }
-    AO_CHECK(unk_piece_.empty() || tok_->unk_id_ >= 0, "{}: 'model.unk_token' '{}' is not in the vocabulary", name_,
-             unk_piece_);
+    AO_CHECK(unk_piece_.empty() || tok_->unk_id_ >= 0,
+             "{}: 'model.unk_token' '{}' is not in the vocabulary", name_, unk_piece_);
   }
 
   void read_merges() {
@@ -427,7 +453,8 @@ class HfBuilder {
       if (m.is_string()) {
         const std::string& s = m.get_ref<const std::string&>();
         const size_t sp = s.find(' ', 1);
-        AO_CHECK(sp != std::string::npos, "{}: merge {} '{}' is not two pieces separated by a space", name_, rank, s);
+        AO_CHECK(sp != std::string::npos,
+                 "{}: merge {} '{}' is not two pieces separated by a space", name_, rank, s);
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
@@ -439,8 +466,8 @@ class HfBuilder {
       const auto ia = tok_->vocab_.find(a), ib = tok_->vocab_.find(b);
       merged = a + b;
       const auto im = tok_->vocab_.find(merged);
-      AO_CHECK(ia && ib && im, "{}: merge {} ('{}' + '{}'): '{}' is not in the vocabulary", name_, rank, a, b,
-               !ia ? a : (!ib ? b : merged));
+      AO_CHECK(ia && ib && im, "{}: merge {} ('{}' + '{}'): '{}' is not in the vocabulary", name_,
+               rank, a, b, !ia ? a : (!ib ? b : merged));
       tok_->merges_.emplace(HfTokenizer::merge_key(*ia, *ib),
                             std::pair<int32_t, int32_t>{static_cast<int32_t>(rank), *im});
     }
@@ -448,7 +475,8 @@ class HfBuilder {
 
   std::shared_ptr<Regex> pattern_regex(const json& j, const std::string& where) const {
     const json& pattern = object_field(j, "pattern", where);
-    if (has(pattern, "Regex")) return std::make_shared<Regex>(get<std::string>(pattern, "Regex", "", where), name_);
+    if (has(pattern, "Regex"))
+      return std::make_shared<Regex>(get<std::string>(pattern, "Regex", "", where), name_);
     if (has(pattern, "String")) {
       // Escape the literal for PCRE2.
       const std::string lit = get<std::string>(pattern, "String", "", where);
@@ -462,7 +490,8 @@ class HfBuilder {
     Normalizer n{};
     if (type == "Sequence") {
       const json& list = object_field(j, "normalizers", where);
-      for (size_t i = 0; i < list.size(); ++i) read_normalizer(list[i], fmt::format("{}.normalizers[{}]", where, i));
+      for (size_t i = 0; i < list.size(); ++i)
+        read_normalizer(list[i], fmt::format("{}.normalizers[{}]", where, i));
       return;
     } else if (type == "Prepend") {
       n.kind = Normalizer::Kind::prepend;
@@ -477,12 +506,14 @@ class HfBuilder {
         n.kind = Normalizer::Kind::replace_regex;
         n.regex = pattern_regex(j, where);
       }
-    } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD" || type == "Lowercase") {
-      static const std::unordered_map<std::string, UnicodeForm> forms = {{"NFC", UnicodeForm::nfc},
-                                                                         {"NFD", UnicodeForm::nfd},
-                                                                         {"NFKC", UnicodeForm::nfkc},
-                                                                         {"NFKD", UnicodeForm::nfkd},
-                                                                         {"Lowercase", UnicodeForm::lowercase}};
+    } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD" ||
+               type == "Lowercase") {
+      static const std::unordered_map<std::string, UnicodeForm> forms = {
+          {"NFC", UnicodeForm::nfc},
+          {"NFD", UnicodeForm::nfd},
+          {"NFKC", UnicodeForm::nfkc},
+          {"NFKD", UnicodeForm::nfkd},
+          {"Lowercase", UnicodeForm::lowercase}};
       n.kind = Normalizer::Kind::unicode;
       n.form = forms.at(type);
     } else if (type == "Strip") {
@@ -506,7 +537,8 @@ class HfBuilder {
     } else if (type == "ByteLevel") {
       p.kind = PreTokenizer::Kind::byte_level;
       p.add_prefix_space = get<bool>(j, "add_prefix_space", false, where);
-      if (get<bool>(j, "use_regex", true, where)) p.regex = std::make_shared<Regex>(kGpt2Regex, name_);
+      if (get<bool>(j, "use_regex", true, where))
+        p.regex = std::make_shared<Regex>(kGpt2Regex, name_);
       uses_byte_level_ = true;
     } else if (type == "Split") {
       p.kind = PreTokenizer::Kind::split;
@@ -520,21 +552,28 @@ class HfBuilder {
           {"MergedWithNext", SplitBehavior::merged_with_next},
           {"Contiguous", SplitBehavior::contiguous}};
       auto it = behaviors.find(behavior);
-      AO_CHECK(it != behaviors.end(), "{}: '{}.behavior' '{}' is not a known split behavior", name_, where, behavior);
+      AO_CHECK(it != behaviors.end(), "{}: '{}.behavior' '{}' is not a known split behavior", name_,
+               where, behavior);
       p.behavior = it->second;
     } else if (type == "Digits") {
       p.kind = PreTokenizer::Kind::split;
-      p.regex = std::make_shared<Regex>(get<bool>(j, "individual_digits", false, where) ? "\\p{N}" : "\\p{N}+", name_);
+      p.regex = std::make_shared<Regex>(
+          get<bool>(j, "individual_digits", false, where) ? "\\p{N}" : "\\p{N}+", name_);
     } else if (type == "Metaspace") {
       p.kind = PreTokenizer::Kind::metaspace;
       p.replacement = get<std::string>(j, "replacement", std::string(kSpmSpace), where);
       p.split = get<bool>(j, "split", true, where);
-      const std::string scheme =
-          get<std::string>(j, "prepend_scheme", get<bool>(j, "add_prefix_space", true, where) ? "always" : "never", where);
-      if (scheme == "always") p.prepend = PreTokenizer::Prepend::always;
-      else if (scheme == "first") p.prepend = PreTokenizer::Prepend::first;
-      else if (scheme == "never") p.prepend = PreTokenizer::Prepend::never;
-      else fail("{}: '{}.prepend_scheme' '{}' is not always/first/never", name_, where, scheme);
+      const std::string scheme = get<std::string>(
+          j, "prepend_scheme", get<bool>(j, "add_prefix_space", true, where) ? "always" : "never",
+          where);
+      if (scheme == "always")
+        p.prepend = PreTokenizer::Prepend::always;
+      else if (scheme == "first")
+        p.prepend = PreTokenizer::Prepend::first;
+      else if (scheme == "never")
+        p.prepend = PreTokenizer::Prepend::never;
+      else
+        fail("{}: '{}.prepend_scheme' '{}' is not always/first/never", name_, where, scheme);
     } else {
       unsupported(fmt::format("pre-tokenizer type '{}' at '{}'", type, where));
     }
@@ -557,13 +596,16 @@ class HfBuilder {
         if (has(item, "Sequence")) {
           after_sequence = true;
         } else if (has(item, "SpecialToken")) {
-          const std::string id = get<std::string>(item["SpecialToken"], "id", "", where + ".single");
-          AO_CHECK(has(specials, id.c_str()), "{}: '{}.single' uses special token '{}' missing from special_tokens",
-                   name_, where, id);
+          const std::string id =
+              get<std::string>(item["SpecialToken"], "id", "", where + ".single");
+          AO_CHECK(has(specials, id.c_str()),
+                   "{}: '{}.single' uses special token '{}' missing from special_tokens", name_,
+                   where, id);
           for (const json& tid : object_field(specials[id], "ids", where + ".special_tokens")) {
             const auto v = tid.get<int64_t>();
-            AO_CHECK(v >= 0 && v < tok_->vocab_.size(), "{}: '{}' special token '{}' has id {} outside the vocabulary",
-                     name_, where, id, v);
+            AO_CHECK(v >= 0 && v < tok_->vocab_.size(),
+                     "{}: '{}' special token '{}' has id {} outside the vocabulary", name_, where,
+                     id, v);
             (after_sequence ? tok_->suffix_ : tok_->prefix_).push_back(static_cast<int32_t>(v));
           }
         }
@@ -577,15 +619,17 @@ class HfBuilder {
     const std::string type = get<std::string>(j, "type", "", where);
     if (type == "Sequence") {
       const json& list = object_field(j, "decoders", where);
-      for (size_t i = 0; i < list.size(); ++i) read_decoder(list[i], fmt::format("{}.decoders[{}]", where, i));
+      for (size_t i = 0; i < list.size(); ++i)
+        read_decoder(list[i], fmt::format("{}.decoders[{}]", where, i));
     } else if (type == "ByteLevel") {
       tok_->byte_level_decode_ = true;
     } else if (type == "Strip") {
       if (get<int>(j, "start", 0, where) > 0 && get<std::string>(j, "content", " ", where) == " ")
         tok_->adds_space_prefix_ = true;
     } else if (type == "Metaspace") {
-      const std::string scheme =
-          get<std::string>(j, "prepend_scheme", get<bool>(j, "add_prefix_space", true, where) ? "always" : "never", where);
+      const std::string scheme = get<std::string>(
+          j, "prepend_scheme", get<bool>(j, "add_prefix_space", true, where) ? "always" : "never",
+          where);
       if (scheme != "never") tok_->adds_space_prefix_ = true;
     } else if (type == "Replace" || type == "ByteFallback" || type == "Fuse") {
       // The SentencePiece-style decode (▁ -> space, <0xNN> -> byte) covers these.
@@ -601,19 +645,27 @@ class HfBuilder {
       AO_CHECK(id.has_value(), "{}: {} token '{}' is not in the vocabulary", name_, what, piece);
       return *id;
     };
-    if (overrides_.bos_id) t.bos_id_ = *overrides_.bos_id;
-    else if (overrides_.bos_piece) t.bos_id_ = by_piece(*overrides_.bos_piece, "BOS");
-    else if (!t.prefix_.empty()) t.bos_id_ = t.prefix_.front();
-    if (overrides_.eos_id) t.eos_id_ = *overrides_.eos_id;
-    else if (overrides_.eos_piece) t.eos_id_ = by_piece(*overrides_.eos_piece, "EOS");
+    if (overrides_.bos_id)
+      t.bos_id_ = *overrides_.bos_id;
+    else if (overrides_.bos_piece)
+      t.bos_id_ = by_piece(*overrides_.bos_piece, "BOS");
+    else if (!t.prefix_.empty())
+      t.bos_id_ = t.prefix_.front();
+    if (overrides_.eos_id)
+      t.eos_id_ = *overrides_.eos_id;
+    else if (overrides_.eos_piece)
+      t.eos_id_ = by_piece(*overrides_.eos_piece, "EOS");
     else
-      for (const char* name : {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>"})
+      for (const char* name :
+           {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>"})
         if (auto id = t.vocab_.find(name); id && t.vocab_.types[*id] == TokenType::control) {
           t.eos_id_ = *id;
           break;
         }
     // A template without BOS (Qwen2) still lets callers ask for add_bos; without a template
     // add_bos prepends the BOS token if there is one.
+    t.default_add_bos_ = !t.prefix_.empty();
+    if (overrides_.add_bos) t.default_add_bos_ = *overrides_.add_bos;
     if (t.prefix_.empty() && t.suffix_.empty() && t.bos_id_ >= 0 && !has(doc_, "post_processor"))
       t.prefix_.push_back(t.bos_id_);
   }
@@ -653,7 +705,8 @@ std::optional<std::string> config_token(const nlohmann::json& config, const char
   if (!config.is_object() || !config.contains(key)) return std::nullopt;
   const auto& v = config[key];
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string())
+    return v["content"].get<std::string>();
   return std::nullopt;
 }
 
@@ -665,20 +718,26 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view json_text, const 
   const nlohmann::json doc = parse_json(json_text, what);
   detail::SpecialTokenOverrides overrides;
   if (!config_json_text.empty()) {
-    const nlohmann::json config = parse_json(config_json_text, fmt::format("tokenizer_config.json for '{}'", name));
+    const nlohmann::json config =
+        parse_json(config_json_text, fmt::format("tokenizer_config.json for '{}'", name));
     overrides.bos_piece = config_token(config, "bos_token");
     overrides.eos_piece = config_token(config, "eos_token");
+    if (config.is_object() && config.contains("add_bos_token") &&
+        config["add_bos_token"].is_boolean())
+      overrides.add_bos = config["add_bos_token"].get<bool>();
   }
   return detail::build_hf_tokenizer(doc, what, overrides);
 }
 
-std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& tokenizer_json_path, const std::string& config_path) {
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& tokenizer_json_path,
+                                             const std::string& config_path) {
   const std::string text = read_text_file(tokenizer_json_path);
   const std::string config = config_path.empty() ? std::string() : read_text_file(config_path);
   return parse_hf_tokenizer(text, tokenizer_json_path, config);
 }
 
-std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& encoder_json_path, const std::string& vocab_bpe_path) {
+std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& encoder_json_path,
+                                               const std::string& vocab_bpe_path) {
   const std::string what = fmt::format("GPT-2 vocabulary '{}'", encoder_json_path);
   nlohmann::json encoder = parse_json(read_text_file(encoder_json_path), what);
   AO_CHECK(encoder.is_object(), "{}: expected an object of piece -> id", what);
@@ -693,8 +752,8 @@ std::unique_ptr<Tokenizer> load_gpt2_tokenizer(const std::string& encoder_json_p
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
-    AO_CHECK(line.find(' ', 1) != std::string::npos, "GPT-2 merges '{}': line {} '{}' is not two pieces", vocab_bpe_path,
-             line_no, line);
+    AO_CHECK(line.find(' ', 1) != std::string::npos,
+             "GPT-2 merges '{}': line {} '{}' is not two pieces", vocab_bpe_path, line_no, line);
     merges.push_back(std::move(line));
   }
   nlohmann::json doc = {

@@ -4,9 +4,8 @@
 // JSON document and go through the same code.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
@@ -17,6 +16,7 @@ namespace ao::text::detail {
 struct SpecialTokenOverrides {
   std::optional<std::string> bos_piece, eos_piece;  // from tokenizer_config.json
   std::optional<int32_t> bos_id, eos_id;            // from GGUF metadata
+  std::optional<bool> add_bos;                      // tokenizer_config.json / GGUF add_bos_token
 };
 
 // `name` names the source in error messages ("tokenizer.json '/path/tokenizer.json'").

@@ -23,10 +23,14 @@ class SentencePieceTokenizer : public detail::VocabTokenizer {
       vocab_.pieces.push_back(sp_.IdToPiece(i));
       vocab_.scores.push_back(sp_.GetScore(i));
       TokenType t = TokenType::normal;
-      if (sp_.IsUnknown(i)) t = TokenType::unknown;
-      else if (sp_.IsControl(i)) t = TokenType::control;
-      else if (sp_.IsByte(i)) t = TokenType::byte;
-      else if (sp_.IsUnused(i)) t = TokenType::unused;
+      if (sp_.IsUnknown(i))
+        t = TokenType::unknown;
+      else if (sp_.IsControl(i))
+        t = TokenType::control;
+      else if (sp_.IsByte(i))
+        t = TokenType::byte;
+      else if (sp_.IsUnused(i))
+        t = TokenType::unused;
       vocab_.types.push_back(t);
       if (t == TokenType::control) literals_.add({vocab_.pieces.back(), i, false, false});
     }
@@ -34,6 +38,7 @@ class SentencePieceTokenizer : public detail::VocabTokenizer {
     bos_id_ = sp_.bos_id();
     eos_id_ = sp_.eos_id();
     unk_id_ = sp_.unk_id();
+    default_add_bos_ = bos_id_ >= 0;
     // The normalizer spec is not exposed by the library: probe whether a dummy "▁" is added.
     std::vector<std::string> probe;
     AO_CHECK(sp_.Encode("a", &probe).ok(), "SentencePiece model '{}': cannot encode", path);

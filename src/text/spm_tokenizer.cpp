@@ -5,17 +5,19 @@
 
 namespace ao::text::detail {
 
-SpmTokenizer::SpmTokenizer(Vocab vocab, int32_t bos, int32_t eos, int32_t unk, bool add_space_prefix,
-                           std::string description) {
+SpmTokenizer::SpmTokenizer(Vocab vocab, int32_t bos, int32_t eos, int32_t unk,
+                           bool add_space_prefix, std::string description) {
   vocab_ = std::move(vocab);
-  AO_CHECK(vocab_.scores.size() == vocab_.pieces.size() && vocab_.types.size() == vocab_.pieces.size(),
-           "{}: {} pieces but {} scores and {} types", description, vocab_.pieces.size(), vocab_.scores.size(),
-           vocab_.types.size());
+  AO_CHECK(
+      vocab_.scores.size() == vocab_.pieces.size() && vocab_.types.size() == vocab_.pieces.size(),
+      "{}: {} pieces but {} scores and {} types", description, vocab_.pieces.size(),
+      vocab_.scores.size(), vocab_.types.size());
   vocab_.build_index();
   bos_id_ = bos;
   eos_id_ = eos;
   unk_id_ = unk;
   adds_space_prefix_ = add_space_prefix;
+  default_add_bos_ = bos >= 0;
   description_ = std::move(description);
   for (int32_t i = 0; i < vocab_.size(); ++i) {
     const TokenType t = vocab_.types[i];
@@ -24,7 +26,8 @@ SpmTokenizer::SpmTokenizer(Vocab vocab, int32_t bos, int32_t eos, int32_t unk, b
   }
 }
 
-std::vector<int32_t> SpmTokenizer::encode(std::string_view text, const EncodeOptions& options) const {
+std::vector<int32_t> SpmTokenizer::encode(std::string_view text,
+                                          const EncodeOptions& options) const {
   std::vector<int32_t> out;
   if (options.add_bos && bos_id_ >= 0) out.push_back(bos_id_);
   // As llama.cpp: a text fragment gets the space prefix when it starts the text or follows
@@ -32,7 +35,9 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, const EncodeOpt
   bool prev_special = true;
   literals_.split(
       text,
-      [&](const LiteralToken& t) { return options.parse_special || vocab_.types[t.id] == TokenType::user_defined; },
+      [&](const LiteralToken& t) {
+        return options.parse_special || vocab_.types[t.id] == TokenType::user_defined;
+      },
       [&](std::string_view fragment) {
         encode_text(fragment, adds_space_prefix_ && prev_special, out);
         prev_special = false;
@@ -44,7 +49,8 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, const EncodeOpt
   return out;
 }
 
-void SpmTokenizer::encode_text(std::string_view fragment, bool prefix_space, std::vector<int32_t>& out) const {
+void SpmTokenizer::encode_text(std::string_view fragment, bool prefix_space,
+                               std::vector<int32_t>& out) const {
   std::string text;
   if (prefix_space) text = kSpmSpace;
   text += replace_all(fragment, " ", kSpmSpace);

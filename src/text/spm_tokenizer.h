@@ -11,7 +11,8 @@ namespace ao::text::detail {
 class SpmTokenizer : public VocabTokenizer {
  public:
   // `vocab` must have pieces (with "▁" for spaces), types and scores.
-  SpmTokenizer(Vocab vocab, int32_t bos, int32_t eos, int32_t unk, bool add_space_prefix, std::string description);
+  SpmTokenizer(Vocab vocab, int32_t bos, int32_t eos, int32_t unk, bool add_space_prefix,
+               std::string description);
 
   std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const override;
   std::string token_bytes(int32_t id) const override;

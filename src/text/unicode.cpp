@@ -1,7 +1,7 @@
 #include "text/unicode.h"
 
-#include <unicode/normalizer2.h>
 #include <unicode/locid.h>
+#include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
 
 #include <unordered_map>
@@ -70,7 +70,8 @@ const std::array<std::string, 256>& byte_to_unicode() {
     std::array<std::string, 256> t;
     uint32_t next = 256;
     for (int b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      const bool printable =
+          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
       append_utf8(t[b], printable ? static_cast<uint32_t>(b) : next++);
     }
     return t;
@@ -116,10 +117,18 @@ std::string unicode_normalize(const std::string& s, UnicodeForm form) {
   } else {
     const icu::Normalizer2* n = nullptr;
     switch (form) {
-      case UnicodeForm::nfc: n = icu::Normalizer2::getNFCInstance(status); break;
-      case UnicodeForm::nfd: n = icu::Normalizer2::getNFDInstance(status); break;
-      case UnicodeForm::nfkc: n = icu::Normalizer2::getNFKCInstance(status); break;
-      default: n = icu::Normalizer2::getNFKDInstance(status); break;
+      case UnicodeForm::nfc:
+        n = icu::Normalizer2::getNFCInstance(status);
+        break;
+      case UnicodeForm::nfd:
+        n = icu::Normalizer2::getNFDInstance(status);
+        break;
+      case UnicodeForm::nfkc:
+        n = icu::Normalizer2::getNFKCInstance(status);
+        break;
+      default:
+        n = icu::Normalizer2::getNFKDInstance(status);
+        break;
     }
     AO_CHECK(U_SUCCESS(status), "Unicode normalizer unavailable: {}", u_errorName(status));
     text = n->normalize(text, status);

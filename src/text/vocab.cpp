@@ -15,7 +15,7 @@ void Vocab::build_index() {
   ids.reserve(pieces.size());
   std::fill(std::begin(byte_ids), std::end(byte_ids), -1);
   for (int32_t i = 0; i < size(); ++i) {
-    ids.emplace(pieces[i], i);
+    if (!pieces[i].empty()) ids.emplace(pieces[i], i);
     if (types[i] == TokenType::byte) {
       const int b = parse_byte_piece(pieces[i]);
       if (b >= 0 && byte_ids[b] < 0) byte_ids[b] = i;
@@ -39,14 +39,17 @@ std::vector<BpeSymbol> utf8_symbols(std::string_view word) {
 Regex::Regex(const std::string& pattern, const std::string& context) {
   int err = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                   PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &offset, nullptr);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &offset, nullptr);
   if (!code) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof(msg));
-    fail("{}: cannot compile regex '{}' at offset {}: {}", context, pattern, offset, reinterpret_cast<char*>(msg));
+    fail("{}: cannot compile regex '{}' at offset {}: {}", context, pattern, offset,
+         reinterpret_cast<char*>(msg));
   }
-  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is unavailable
+  pcre2_jit_compile(code,
+                    PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is unavailable
   code_ = code;
 }
 
@@ -87,15 +90,19 @@ void LiteralSplitter::add(LiteralToken t) {
   tokens_.push_back(std::move(t));
   bucket.push_back(idx);
   // Longest first, so the first allowed match at a position is the longest.
-  std::stable_sort(bucket.begin(), bucket.end(),
-                   [&](int32_t a, int32_t b) { return tokens_[a].content.size() > tokens_[b].content.size(); });
+  std::stable_sort(bucket.begin(), bucket.end(), [&](int32_t a, int32_t b) {
+    return tokens_[a].content.size() > tokens_[b].content.size();
+  });
 }
 
 namespace {
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 }  // namespace
 
-void LiteralSplitter::split(std::string_view text, const std::function<bool(const LiteralToken&)>& allowed,
+void LiteralSplitter::split(std::string_view text,
+                            const std::function<bool(const LiteralToken&)>& allowed,
                             const std::function<void(std::string_view)>& on_text,
                             const std::function<void(const LiteralToken&)>& on_token) const {
   size_t text_start = 0;  // start of the pending text run

@@ -74,7 +74,8 @@ void bpe_merge(std::vector<BpeSymbol>& syms, PairFn&& pair_of) {
     std::optional<BpePair> p = pair_of(syms[l], syms[r]);
     if (p) queue.push({p->priority, l, r, syms[l].len + syms[r].len, p->merged_id});
   };
-  for (size_t i = 0; i + 1 < syms.size(); ++i) try_add(static_cast<int32_t>(i), static_cast<int32_t>(i + 1));
+  for (size_t i = 0; i + 1 < syms.size(); ++i)
+    try_add(static_cast<int32_t>(i), static_cast<int32_t>(i + 1));
   while (!queue.empty()) {
     const Candidate c = queue.top();
     queue.pop();
@@ -116,7 +117,9 @@ class VocabTokenizer : public Tokenizer {
     check_id(id);
     return vocab_.pieces[id];
   }
-  std::optional<int32_t> piece_to_id(std::string_view piece) const override { return vocab_.find(piece); }
+  std::optional<int32_t> piece_to_id(std::string_view piece) const override {
+    return vocab_.find(piece);
+  }
   TokenType token_type(int32_t id) const override {
     check_id(id);
     return vocab_.types[id];

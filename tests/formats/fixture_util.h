@@ -17,7 +17,8 @@ namespace ao::formats::testing {
 class Fixture {
  public:
   explicit Fixture(const std::string& file)
-      : f_(io::SafetensorsFile::open(std::string(AO_SOURCE_DIR) + "/tests/fixtures/formats/" + file)) {
+      : f_(io::SafetensorsFile::open(std::string(AO_SOURCE_DIR) + "/tests/fixtures/formats/" +
+                                     file)) {
     cases_ = nlohmann::json::parse(f_.metadata().at("cases"));
   }
   const nlohmann::json& cases() const { return cases_; }
@@ -55,9 +56,9 @@ inline ::testing::AssertionResult same_bytes(const void* a, const void* b, size_
     for (size_t k = elem_size; k-- > 0;) s += fmt::format("{:02x}", p[first * elem_size + k]);
     return s;
   };
-  return ::testing::AssertionFailure() << bad << " of " << nbytes / elem_size
-                                       << " elements differ; first at " << first << ": ours 0x"
-                                       << hex(pa) << " vs reference 0x" << hex(pb);
+  return ::testing::AssertionFailure()
+         << bad << " of " << nbytes / elem_size << " elements differ; first at " << first
+         << ": ours 0x" << hex(pa) << " vs reference 0x" << hex(pb);
 }
 
 template <typename T>

@@ -1,6 +1,7 @@
 // Affine integer quantization against TorchAO fixtures: choose_qparams_affine,
 // quantize_affine, dequantize_affine for int1..int8 / uint1..uint8, three mappings, f32 and
 // bf16 inputs, per-tensor / per-row / per-group; tinygemm float zero point; plain Int4Tensor.
+#include <cmath>
 #include <random>
 
 #include "ao/core/error.h"
@@ -39,15 +40,18 @@ TEST(FormatAffine, MatchesTorchAO) {
     const auto x = fx.bytes("x_" + c["dtype"].get<std::string>());
     const int64_t n = shape[0], k = shape[1];
     const Block block{c["block"][0].get<int64_t>(), c["block"][1].get<int64_t>()};
-    const IntFormat fmt = int_format(c["bits"], c["signed"]);
+    const IntFormat fmt =
+        c.contains("quant_range")
+            ? int_format_range(c["bits"], c["signed"], c["quant_range"][0], c["quant_range"][1])
+            : int_format(c["bits"], c["signed"]);
     AffineOptions opt;
     opt.scale_dtype = dt(c["scale_dtype"]);
     if (c["eps"] == "f32_eps") opt.eps = std::ldexp(1.0f, -23);
     const int64_t nb = check_block(n, k, block, "test");
     std::vector<float> scale(nb);
     std::vector<int32_t> zp(nb);
-    choose_qparams_affine(x.data(), xd, n, k, block, mapping_from(c["mapping"]), fmt,
-                          scale.data(), zp.data(), opt);
+    choose_qparams_affine(x.data(), xd, n, k, block, mapping_from(c["mapping"]), fmt, scale.data(),
+                          zp.data(), opt);
     EXPECT_TRUE(same_vec(scale, fx.get<float>(key + ".scale")));
     EXPECT_TRUE(same_vec(zp, fx.get<int32_t>(key + ".zp")));
     std::vector<uint8_t> q(n * k);
@@ -62,7 +66,7 @@ TEST(FormatAffine, MatchesTorchAO) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 96);
+  EXPECT_EQ(checked, 98);
   EXPECT_GE(dq_checked, 30);
 }
 
@@ -88,8 +92,8 @@ TEST(FormatAffine, Int4LayoutsMatchTorchAO) {
                                xd, u4, q.data());
       EXPECT_TRUE(same_vec(q, fx.bytes(key + ".q")));
       std::vector<uint8_t> out(n * k * (xd == DType::bf16 ? 2 : 4));
-      dequantize_affine_tinygemm(q.data(), u4, n, k, Block::per_group(g), scale.data(),
-                                 zero.data(), out.data(), xd);
+      dequantize_affine_tinygemm(q.data(), u4, n, k, Block::per_group(g), scale.data(), zero.data(),
+                                 out.data(), xd);
       EXPECT_TRUE(same_vec(out, fx.bytes(key + ".dq")));
     } else {
       std::vector<int8_t> q(n * k);
@@ -98,6 +102,16 @@ TEST(FormatAffine, Int4LayoutsMatchTorchAO) {
       EXPECT_TRUE(same_vec(q, fx.get<int8_t>(key + ".q")));
       EXPECT_TRUE(same_vec(s, fx.get<float>(key + ".scale")));
       EXPECT_TRUE(same_vec(z, fx.get<float>(key + ".zero")));
+      // round trip through our dequantize: within half a step (+ rounding) of the input
+      std::vector<float> y(n * k), xf(n * k);
+      int4_row_dequantize_zp(q.data(), n, k, g, s.data(), z.data(), y.data(), DType::f32);
+      for (int64_t i = 0; i < n * k; ++i)
+        xf[i] = xd == DType::f32 ? reinterpret_cast<const float*>(x.data())[i]
+                                 : bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(x.data())[i]);
+      for (int64_t i = 0; i < n * k; ++i) {
+        const float step = s[(i % k) / g * n + i / k];
+        EXPECT_LE(std::fabs(y[i] - xf[i]), 0.51f * step + 1e-3f * std::fabs(xf[i]) + 1e-30f) << i;
+      }
     }
     ++checked;
   }
@@ -109,19 +123,23 @@ TEST(FormatAffine, BadArguments) {
   std::vector<int32_t> z(64);
   EXPECT_THROW(int_format(0, true), ao::Error);
   EXPECT_THROW(int_format(9, false), ao::Error);
+  EXPECT_THROW(int_format_range(8, true, -129, 0), ao::Error);
+  EXPECT_THROW(int_format_range(4, false, 3, 3), ao::Error);
+  EXPECT_EQ(int_format_range(8, true, -64, 63).qmin(), -64);
   try {
-    choose_qparams_affine(x.data(), DType::f32, 2, 32, Block::per_group(24),
-                          MappingType::symmetric, int_format(4, true), s.data(), z.data());
+    choose_qparams_affine(x.data(), DType::f32, 2, 32, Block::per_group(24), MappingType::symmetric,
+                          int_format(4, true), s.data(), z.data());
     FAIL() << "expected ao::Error";
   } catch (const ao::Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not divide"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(choose_qparams_affine(x.data(), DType::f16, 2, 32, Block::per_row(32),
-                                     MappingType::symmetric, int_format(8, true), s.data(), z.data()),
-               ao::Error);
-  EXPECT_THROW(int4_row_quantize_zp(x.data(), DType::f32, 2, 32, 0, nullptr, nullptr, nullptr,
-                                    DType::f32),
-               ao::Error);
+  EXPECT_THROW(
+      choose_qparams_affine(x.data(), DType::f16, 2, 32, Block::per_row(32), MappingType::symmetric,
+                            int_format(8, true), s.data(), z.data()),
+      ao::Error);
+  EXPECT_THROW(
+      int4_row_quantize_zp(x.data(), DType::f32, 2, 32, 0, nullptr, nullptr, nullptr, DType::f32),
+      ao::Error);
 }
 
 // The AVX2 segment kernels against the scalar reference on random and edge inputs.
@@ -138,15 +156,23 @@ TEST(FormatAffine, SimdEqualsScalar) {
     for (bool sgn : {false, true})
       for (bool has_zp : {false, true}) {
         detail::AffineSegment s{bf16 ? round_to_bf16(1.0f / 0.37f) : 1.0f / 0.37f,
-                                has_zp ? 3.0f : 0.0f, has_zp, sgn ? -128.0f : 0.0f,
-                                sgn ? 127.0f : 255.0f, bf16, sgn};
+                                has_zp ? 3.0f : 0.0f,
+                                has_zp,
+                                sgn ? -128.0f : 0.0f,
+                                sgn ? 127.0f : 255.0f,
+                                bf16,
+                                sgn};
         detail::quantize_affine_segment_ref(s, x.data(), len, a.data());
-        if (formats_use_avx2()) detail::quantize_affine_segment_avx2(s, x.data(), len, b.data());
-        else b = a;
+        if (formats_use_avx2())
+          detail::quantize_affine_segment_avx2(s, x.data(), len, b.data());
+        else
+          b = a;
         EXPECT_TRUE(same_vec(a, b)) << bf16 << sgn << has_zp;
         detail::dequantize_affine_segment_ref(a.data(), sgn, s.zp, 0.37f, len, da.data());
-        if (formats_use_avx2()) detail::dequantize_affine_segment_avx2(a.data(), sgn, s.zp, 0.37f, len, db.data());
-        else db = da;
+        if (formats_use_avx2())
+          detail::dequantize_affine_segment_avx2(a.data(), sgn, s.zp, 0.37f, len, db.data());
+        else
+          db = da;
         EXPECT_TRUE(same_vec(da, db));
       }
 }

@@ -20,7 +20,8 @@ TEST(FormatFloat8, MatchesTorchAO) {
   for (const auto& c : fx.cases()) {
     const std::string key = c["key"];
     SCOPED_TRACE(c.dump());
-    const std::string xn = std::string(c["input"] == "big" ? "xb_" : "xs_") + c["dtype"].get<std::string>();
+    const std::string xn =
+        std::string(c["input"] == "big" ? "xb_" : "xs_") + c["dtype"].get<std::string>();
     const auto x = fx.bytes(xn);
     const DType xd = dt(c["dtype"]);
     const int64_t n = fx.shape(xn)[0], k = fx.shape(xn)[1];
@@ -62,7 +63,8 @@ TEST(FormatFloat8, AmaxToScaleEdgeCases) {
       std::vector<float> ours(amax.size());
       for (size_t i = 0; i < amax.size(); ++i)
         ours[i] = float8_training_scale_from_amax(amax[i], f8(name), pow2);
-      EXPECT_TRUE(same_vec(ours, fx.get<float>(std::string("amax_scale_") + name + (pow2 ? "_pow2" : ""))))
+      EXPECT_TRUE(
+          same_vec(ours, fx.get<float>(std::string("amax_scale_") + name + (pow2 ? "_pow2" : ""))))
           << name << " pow2=" << pow2;
     }
 }
@@ -73,19 +75,24 @@ TEST(FormatFloat8, AllZeroRowAndBadArguments) {
   for (int j = 0; j < 16; ++j) x[16 + j] = static_cast<float>(j);
   float scale[2];
   uint8_t q[32];
-  float8_choose_scale(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f8_e4m3fn, scale);
+  float8_choose_scale(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f8_e4m3fn,
+                      scale);
   EXPECT_EQ(scale[0], 0.0f);
-  float8_quantize(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f8_e4m3fn, scale, q);
+  float8_quantize(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f8_e4m3fn, scale,
+                  q);
   EXPECT_EQ(q[0] & 0x7F, 0x7F);  // NaN (x86 0/0 is the negative default NaN: 0xFF)
-  EXPECT_EQ(q[31], 0x7E);  // 15 / (15/448) = 448
+  EXPECT_EQ(q[31], 0x7E);        // 15 / (15/448) = 448
   // hp_value_lb avoids it
-  float8_choose_scale(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f8_e4m3fn, scale,
-                      AmaxBounds{1e-12f, std::nullopt});
-  float8_quantize(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f8_e4m3fn, scale, q);
+  float8_choose_scale(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f8_e4m3fn,
+                      scale, AmaxBounds{1e-12f, std::nullopt});
+  float8_quantize(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f8_e4m3fn, scale,
+                  q);
   EXPECT_EQ(q[0], 0x00);
-  EXPECT_THROW(float8_choose_scale(x.data(), DType::f32, 2, 16, Block{1, 128}, FloatFormat::f8_e4m3fn, scale),
+  EXPECT_THROW(float8_choose_scale(x.data(), DType::f32, 2, 16, Block{1, 128},
+                                   FloatFormat::f8_e4m3fn, scale),
                ao::Error);
-  EXPECT_THROW(float8_choose_scale(x.data(), DType::f32, 2, 16, Block::per_row(16), FloatFormat::f4_e2m1, scale),
+  EXPECT_THROW(float8_choose_scale(x.data(), DType::f32, 2, 16, Block::per_row(16),
+                                   FloatFormat::f4_e2m1, scale),
                ao::Error);
 }
 

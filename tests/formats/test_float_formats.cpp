@@ -1,5 +1,6 @@
 // Element formats: every code decodes as PyTorch/TorchAO does, a large float32 sweep with
 // every boundary encodes as they do, and the AVX2 bulk paths equal the scalar reference.
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -92,22 +93,76 @@ TEST(FormatFloat, SpecialValues) {
   const float nan = std::nanf(""), inf = INFINITY;
   EXPECT_EQ(f32_to_f8_e4m3fn(nan), 0x7F);
   EXPECT_EQ(f32_to_f8_e4m3fn(-nan), 0xFF);
-  EXPECT_EQ(f32_to_f8_e4m3fn(inf), 0x7F);        // PyTorch's cast: overflow -> NaN
-  EXPECT_EQ(f32_to_f8_e4m3fn(464.0f), 0x7E);     // halfway 448/480 rounds to even (448)
+  EXPECT_EQ(f32_to_f8_e4m3fn(inf), 0x7F);     // PyTorch's cast: overflow -> NaN
+  EXPECT_EQ(f32_to_f8_e4m3fn(464.0f), 0x7E);  // halfway 448/480 rounds to even (448)
   EXPECT_EQ(encode(FloatFormat::f8_e4m3fn, 1e9f, true), 0x7E);
   EXPECT_EQ(f32_to_f8_e5m2(inf), 0x7C);
   EXPECT_EQ(f32_to_f8_e5m2(-inf), 0xFC);
   EXPECT_EQ(f32_to_f8_e5m2(nan), 0x7F);
-  EXPECT_EQ(f32_to_f4_e2m1(inf), 0x07);          // fp4/fp6 saturate
+  EXPECT_EQ(f32_to_f4_e2m1(inf), 0x07);  // fp4/fp6 saturate
   EXPECT_EQ(f32_to_f4_e2m1(-100.0f), 0x0F);
-  EXPECT_EQ(f32_to_f4_e2m1(0.25f), 0x00);        // halfway 0/0.5 -> even (0)
-  EXPECT_EQ(f32_to_f4_e2m1(0.75f), 0x02);        // halfway 0.5/1 -> even (1.0)
+  EXPECT_EQ(f32_to_f4_e2m1(0.25f), 0x00);  // halfway 0/0.5 -> even (0)
+  EXPECT_EQ(f32_to_f4_e2m1(0.75f), 0x02);  // halfway 0.5/1 -> even (1.0)
   EXPECT_EQ(f32_to_f6_e2m3(7.75f), 0x1F);
   EXPECT_EQ(f32_to_e8m0(1.0f), 127);
   EXPECT_EQ(f32_to_e8m0(inf), 255);
-  EXPECT_EQ(f32_to_e8m0(1.5f), 128);             // ties to even on the exponent
+  EXPECT_EQ(f32_to_e8m0(1.5f), 128);  // ties to even on the exponent
   EXPECT_TRUE(std::isnan(e8m0_to_f32(255)));
   EXPECT_EQ(e8m0_to_f32(0), std::ldexp(1.0f, -127));
+}
+
+// An oracle independent of the bit tricks: the nearest representable value with ties to
+// the even code; PyTorch's fp8 overflow modelled as one virtual code above max (e4m3fn:
+// 480 -> NaN 0x7F, e5m2: 65536 -> Inf 0x7C); fp6/fp4 saturate. Checked on ~2M float32 bit
+// patterns spread over the whole range.
+using Grid = std::vector<std::pair<float, uint8_t>>;
+Grid oracle_grid(FloatFormat f) {
+  const auto& info = float_format_info(f);
+  Grid grid;
+  for (int c = 0; c < (1 << (info.bits - 1)); ++c) {
+    const float v = info.decode(static_cast<uint8_t>(c));
+    if (std::isfinite(v)) grid.emplace_back(v, static_cast<uint8_t>(c));
+  }
+  if (f == FloatFormat::f8_e4m3fn) grid.emplace_back(480.0f, 0x7F);
+  if (f == FloatFormat::f8_e5m2) grid.emplace_back(65536.0f, 0x7C);
+  return grid;
+}
+
+uint8_t oracle_encode(const Grid& grid, int bits, float x) {
+  const uint8_t sign = std::signbit(x) ? static_cast<uint8_t>(1u << (bits - 1)) : 0;
+  float a = std::fabs(x);
+  if (a > grid.back().first) a = grid.back().first;
+  auto hi = std::lower_bound(grid.begin(), grid.end(), std::make_pair(a, uint8_t{0}),
+                             [](const auto& p, const auto& q) { return p.first < q.first; });
+  if (hi == grid.begin()) return hi->second | sign;
+  const auto lo = hi - 1;
+  const double dl = double(a) - lo->first, dh = double(hi->first) - a;
+  const uint8_t code = dl < dh   ? lo->second
+                       : dh < dl ? hi->second
+                                 : ((lo->second & 1) ? hi->second : lo->second);
+  return code | sign;
+}
+
+TEST(FormatFloat, EncodeMatchesNearestValueOracle) {
+  for (FloatFormat f : {FloatFormat::f8_e4m3fn, FloatFormat::f8_e5m2, FloatFormat::f6_e2m3,
+                        FloatFormat::f6_e3m2, FloatFormat::f4_e2m1}) {
+    const auto& info = float_format_info(f);
+    const Grid grid = oracle_grid(f);
+    int64_t bad = 0, checked = 0;
+    for (uint64_t u = 0; u <= 0xFFFFFFFFull; u += 2039) {
+      float x;
+      const uint32_t b = static_cast<uint32_t>(u);
+      std::memcpy(&x, &b, 4);
+      if (std::isnan(x)) continue;
+      ++checked;
+      const uint8_t want = oracle_encode(grid, info.bits, x);
+      if (info.encode(x) != want && bad++ < 3)
+        ADD_FAILURE() << info.name << " x=" << x << " ours " << int(info.encode(x)) << " oracle "
+                      << int(want);
+    }
+    EXPECT_EQ(bad, 0) << info.name;
+    EXPECT_GT(checked, 2000000);
+  }
 }
 
 // Inputs that exercise every branch: the fixture sweep plus random bit patterns.

@@ -34,6 +34,19 @@ TEST(FormatMx, MatchesTorchAO) {
   for (const auto& c : fx.cases()) {
     const std::string key = c["key"];
     SCOPED_TRACE(key);
+    if (c.contains("kind") && c["kind"] == "swizzled") {  // to_mx(..., is_swizzled_scales=True)
+      const int64_t n = c["rows"], k = c["cols"];
+      const FloatFormat elem = elem_from(c["elem"]);
+      const auto x = fx.bytes("x_swz");
+      std::vector<uint8_t> q(mx_qdata_bytes(elem, n, k)), s(n * k / 32),
+          b(blocked_scale_bytes(n, k / 32));
+      mx_quantize(x.data(), DType::bf16, n, k, elem, ScaleMode::rceil, q.data(), s.data());
+      to_blocked(s.data(), n, k / 32, b.data());
+      EXPECT_TRUE(same_vec(b, fx.bytes(key + ".scale")));
+      EXPECT_TRUE(same_vec(q, fx.bytes(key + ".q")));
+      ++blocked;
+      continue;
+    }
     if (c.contains("kind")) {  // to_blocked / from_blocked
       const int64_t rows = c["rows"], cols = c["cols"];
       const auto in = fx.bytes(key + ".in");
@@ -55,7 +68,8 @@ TEST(FormatMx, MatchesTorchAO) {
       const auto all = fx.bytes("x_adv");
       const int64_t row_bytes = n * k * 4;
       const std::vector<std::string> order{"e4m3fn", "e5m2", "e2m3", "e3m2", "e2m1"};
-      const int64_t idx = std::find(order.begin(), order.end(), c["elem"].get<std::string>()) - order.begin();
+      const int64_t idx =
+          std::find(order.begin(), order.end(), c["elem"].get<std::string>()) - order.begin();
       x.assign(all.begin() + idx * row_bytes, all.begin() + (idx + 1) * row_bytes);
     } else {
       x = fx.bytes("x_" + d);
@@ -69,12 +83,15 @@ TEST(FormatMx, MatchesTorchAO) {
       std::vector<float> out(n * k);
       mx_dequantize(q.data(), s.data(), n, k, elem, out.data(), DType::f32);
       EXPECT_TRUE(same_vec(out, fx.get<float>(key + ".dq")));
+      std::vector<uint16_t> out16(n * k);
+      mx_dequantize(q.data(), s.data(), n, k, elem, out16.data(), DType::bf16);
+      EXPECT_TRUE(same_vec(out16, fx.get<uint16_t>(key + ".dq_bf16")));
       ++deq;
     }
   }
   EXPECT_EQ(quant, 60);
   EXPECT_EQ(deq, 10);
-  EXPECT_EQ(blocked, 4);
+  EXPECT_EQ(blocked, 6);
 }
 
 TEST(FormatNvfp4, MatchesTorchAO) {
@@ -92,8 +109,10 @@ TEST(FormatNvfp4, MatchesTorchAO) {
       float amax = 0;
       for (int64_t i = 0; i < n * k; ++i) {
         float v;
-        if (xd == DType::f32) std::memcpy(&v, x.data() + 4 * i, 4);
-        else v = bf16_bits_to_f32(static_cast<uint16_t>(x[2 * i] | (x[2 * i + 1] << 8)));
+        if (xd == DType::f32)
+          std::memcpy(&v, x.data() + 4 * i, 4);
+        else
+          v = bf16_bits_to_f32(static_cast<uint16_t>(x[2 * i] | (x[2 * i + 1] << 8)));
         amax = std::max(amax, std::fabs(v));
       }
       pts = nvfp4_per_tensor_scale(amax);
@@ -129,8 +148,8 @@ TEST(FormatMx, BadArguments) {
   EXPECT_THROW(mx_quantize(x.data(), DType::f32, 2, 30, FloatFormat::f8_e4m3fn, ScaleMode::floor,
                            q.data(), s.data()),
                ao::Error);
-  EXPECT_THROW(mx_quantize(x.data(), DType::f32, 2, 32, FloatFormat::e8m0, ScaleMode::floor, q.data(),
-                           s.data()),
+  EXPECT_THROW(mx_quantize(x.data(), DType::f32, 2, 32, FloatFormat::e8m0, ScaleMode::floor,
+                           q.data(), s.data()),
                ao::Error);
   EXPECT_THROW(mx_quantize(x.data(), DType::f32, 1, 64, FloatFormat::f8_e4m3fn, ScaleMode::floor,
                            q.data(), s.data(), 0),

@@ -22,7 +22,8 @@ TEST(FormatPacking, MatchesTorchAO) {
   EXPECT_TRUE(same_vec(back, u4));
 
   const auto i4 = fx.get<int8_t>("i4");
-  pack_nibbles_low_first(reinterpret_cast<const uint8_t*>(i4.data()), static_cast<int64_t>(i4.size()), p.data());
+  pack_nibbles_low_first(reinterpret_cast<const uint8_t*>(i4.data()),
+                         static_cast<int64_t>(i4.size()), p.data());
   EXPECT_TRUE(same_vec(p, fx.bytes("i4.pack_int4")));
   std::vector<int8_t> iback(i4.size());
   unpack_int4_low_first(p.data(), static_cast<int64_t>(i4.size()), iback.data());

@@ -27,12 +27,23 @@ std::vector<float> make_input(uint32_t seed) {
     for (int64_t j = 0; j < kK; ++j) {
       float v = nd(rng);
       switch (r % 6) {
-        case 1: v = v / ud(rng) * ((j % 97 == 0) ? 40.0f : 1.0f); break;
-        case 2: v = ((j / 32) % 2 == 0) ? 0.0f : v; break;
-        case 3: v *= 1e-39f; break;
-        case 4: v *= 1e20f; break;
-        case 5: v = (j % 101 == 7) ? NAN : (j % 103 == 9) ? -INFINITY : v * 3.0f; break;
-        default: break;
+        case 1:
+          v = v / ud(rng) * ((j % 97 == 0) ? 40.0f : 1.0f);
+          break;
+        case 2:
+          v = ((j / 32) % 2 == 0) ? 0.0f : v;
+          break;
+        case 3:
+          v *= 1e-39f;
+          break;
+        case 4:
+          v *= 1e20f;
+          break;
+        case 5:
+          v = (j % 101 == 7) ? NAN : (j % 103 == 9) ? -INFINITY : v * 3.0f;
+          break;
+        default:
+          break;
       }
       x[r * kK + j] = v;
     }

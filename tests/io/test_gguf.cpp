@@ -30,7 +30,9 @@ class GgufBytes {
     bytes.insert(bytes.end(), {'G', 'G', 'U', 'F'});
     return pod<uint32_t>(version).pod<uint64_t>(n_tensors).pod<uint64_t>(n_kv);
   }
-  GgufBytes& key(const std::string& k, GgufType t) { return str(k).pod<uint32_t>(static_cast<uint32_t>(t)); }
+  GgufBytes& key(const std::string& k, GgufType t) {
+    return str(k).pod<uint32_t>(static_cast<uint32_t>(t));
+  }
   GgufBytes& pad_to(size_t align) {
     while (bytes.size() % align) bytes.push_back(0);
     return *this;
@@ -55,7 +57,13 @@ std::vector<uint8_t> sample_file() {
   b.key("i64", GgufType::int64).pod<int64_t>(-(1ll << 40));
   b.key("f64", GgufType::float64).pod<double>(0.25);
   b.key("strings", GgufType::array).pod<uint32_t>(8).pod<uint64_t>(2).str("a").str("bc");
-  b.key("nested", GgufType::array).pod<uint32_t>(9).pod<uint64_t>(1).pod<uint32_t>(5).pod<uint64_t>(2).pod<int32_t>(3).pod<int32_t>(4);
+  b.key("nested", GgufType::array)
+      .pod<uint32_t>(9)
+      .pod<uint64_t>(1)
+      .pod<uint32_t>(5)
+      .pod<uint64_t>(2)
+      .pod<int32_t>(3)
+      .pod<int32_t>(4);
   b.key("general.alignment", GgufType::uint32).pod<uint32_t>(64);
   // tensor "w": F32 [4, 2] at 0; tensor "q": Q8_0 [64] at 64.
   b.str("w").pod<uint32_t>(2).pod<uint64_t>(4).pod<uint64_t>(2).pod<uint32_t>(0).pod<uint64_t>(0);
@@ -172,7 +180,11 @@ TEST(Gguf, RejectsBadHeadersAndInfos) {
   }
   {
     GgufBytes b;
-    b.header(0, 2).key("k", GgufType::uint8).pod<uint8_t>(1).key("k", GgufType::uint8).pod<uint8_t>(2);
+    b.header(0, 2)
+        .key("k", GgufType::uint8)
+        .pod<uint8_t>(1)
+        .key("k", GgufType::uint8)
+        .pod<uint8_t>(2);
     EXPECT_NE(parse_error(b.bytes).find("duplicate metadata key 'k'"), std::string::npos);
   }
   {
@@ -209,7 +221,8 @@ TEST(Gguf, RejectsBadHeadersAndInfos) {
   {  // duplicate tensor names
     GgufBytes b;
     b.header(2, 0);
-    for (int i = 0; i < 2; ++i) b.str("t").pod<uint32_t>(1).pod<uint64_t>(1).pod<uint32_t>(0).pod<uint64_t>(0);
+    for (int i = 0; i < 2; ++i)
+      b.str("t").pod<uint32_t>(1).pod<uint64_t>(1).pod<uint32_t>(0).pod<uint64_t>(0);
     b.pad_to(32).pod<float>(0);
     EXPECT_NE(parse_error(b.bytes).find("duplicate tensor name 't'"), std::string::npos);
   }
@@ -221,14 +234,16 @@ TEST(Gguf, RejectsBadHeadersAndInfos) {
 }
 
 TEST(Gguf, ReadsLlamaCppVocabFiles) {
-  const std::string spm = ao::test::shared_data("tokenizers/llamacpp-vocab/ggml-vocab-llama-spm.gguf");
+  const std::string spm =
+      ao::test::shared_data("tokenizers/llamacpp-vocab/ggml-vocab-llama-spm.gguf");
   AO_REQUIRE_DATA(spm);
   const GgufFile f = GgufFile::open(spm);
   EXPECT_EQ(f.get_string("tokenizer.ggml.model", ""), "llama");
   EXPECT_EQ(f.get_string_array("tokenizer.ggml.tokens").size(), 32000u);
   EXPECT_EQ(f.get_number_array("tokenizer.ggml.scores").size(), 32000u);
   EXPECT_EQ(f.get_int("tokenizer.ggml.bos_token_id", -1), 1);
-  const GgufFile g = GgufFile::open(ao::test::shared_data("tokenizers/llamacpp-vocab/ggml-vocab-gpt-2.gguf"));
+  const GgufFile g =
+      GgufFile::open(ao::test::shared_data("tokenizers/llamacpp-vocab/ggml-vocab-gpt-2.gguf"));
   EXPECT_EQ(g.get_string("tokenizer.ggml.model", ""), "gpt2");
   EXPECT_EQ(g.get_string_array("tokenizer.ggml.merges").size(), 50000u);
 }

@@ -8,14 +8,16 @@
 
 namespace ao::test {
 
-inline std::string shared_data(const std::string& relative) { return shared_data_dir() + "/" + relative; }
+inline std::string shared_data(const std::string& relative) {
+  return shared_data_dir() + "/" + relative;
+}
 
 }  // namespace ao::test
 
 // Skips the test when a shared data file is absent.
-#define AO_REQUIRE_DATA(path)                                                                    \
-  do {                                                                                           \
-    if (!std::filesystem::exists(path))                                                          \
-      GTEST_SKIP() << "reference data not found: " << (path)                                     \
-                   << " (set AO_SHARED to the folder holding data/)";                            \
+#define AO_REQUIRE_DATA(path)                                         \
+  do {                                                                \
+    if (!std::filesystem::exists(path))                               \
+      GTEST_SKIP() << "reference data not found: " << (path)          \
+                   << " (set AO_SHARED to the folder holding data/)"; \
   } while (0)

@@ -25,15 +25,26 @@ namespace ao::formats {
 enum class MappingType : uint8_t { symmetric, symmetric_no_clipping_err, asymmetric };
 const char* mapping_type_name(MappingType m);  // TorchAO's names: "SYMMETRIC", ...
 
-// An integer element format: intN [-2^(N-1), 2^(N-1)-1] or uintN [0, 2^N-1], N in 1..8.
+// An integer element format: intN [-2^(N-1), 2^(N-1)-1] or uintN [0, 2^N-1], N in 1..8,
+// optionally narrowed to [quant_min, quant_max] (TorchAO's quant_min / quant_max arguments,
+// e.g. Int8Tensor's reduce_range = [-64, 63]).
 struct IntFormat {
   int bits = 8;
   bool is_signed = true;
-  int qmin() const { return is_signed ? -(1 << (bits - 1)) : 0; }
-  int qmax() const { return is_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1; }
+  int range_min = 0, range_max = 0;  // used when range_min < range_max
+  int qmin() const {
+    return range_min < range_max ? range_min : (is_signed ? -(1 << (bits - 1)) : 0);
+  }
+  int qmax() const {
+    return range_min < range_max ? range_max
+                                 : (is_signed ? (1 << (bits - 1)) - 1 : (1 << bits) - 1);
+  }
 };
 // Validates the width (1..8); throws ao::Error otherwise.
 IntFormat int_format(int bits, bool is_signed);
+// The same format restricted to [quant_min, quant_max]; throws unless
+// full.qmin() <= quant_min < quant_max <= full.qmax().
+IntFormat int_format_range(int bits, bool is_signed, int quant_min, int quant_max);
 
 // TorchAO block_size for a 2-D tensor.
 struct Block {
@@ -78,8 +89,8 @@ void dequantize_affine(const void* q, IntFormat fmt, int64_t n, int64_t k, Block
 //   scale = clamp((max - min) / (qmax - qmin), eps), zero = min + scale * mid,
 //   mid = (qmax + qmin + 1) / 2. Computed in the input dtype; `scale`/`zero` hold values
 //   of that dtype (Int4TilePackedTo4dTensor stores them as bf16).
-void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k,
-                                    Block block, IntFormat fmt, float* scale, float* zero,
+void choose_qparams_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
+                                    IntFormat fmt, float* scale, float* zero,
                                     std::optional<float> eps = std::nullopt);
 // q = clamp(round((x - (zero - scale * mid)) / scale), qmin, qmax) as uint8; `qparam_dtype`
 // is the dtype scale/zero are held in (arithmetic in bf16 only if x and they are bf16).
@@ -87,9 +98,8 @@ void quantize_affine_tinygemm(const void* x, DType x_dtype, int64_t n, int64_t k
                               const float* scale, const float* zero, DType qparam_dtype,
                               IntFormat fmt, uint8_t* q);
 // out = (q - mid) * scale + zero, each step rounded to out_dtype.
-void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int64_t k,
-                                Block block, const float* scale, const float* zero, void* out,
-                                DType out_dtype);
+void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int64_t k, Block block,
+                                const float* scale, const float* zero, void* out, DType out_dtype);
 
 // ---- plain Int4Tensor (mslk int4_row_quantize_zp, fp32 math) ------------------------------
 // Per group g along K: scale = clamp(max - min, 1e-6) / 15, zero = min + 8 * scale,
@@ -98,5 +108,11 @@ void dequantize_affine_tinygemm(const uint8_t* q, IntFormat fmt, int64_t n, int6
 // with scale_dtype bf16 they are rounded to bf16 (Int4Tensor keeps them in the weight dtype).
 void int4_row_quantize_zp(const void* x, DType x_dtype, int64_t n, int64_t k, int64_t group_size,
                           int8_t* q, float* scale_t, float* zero_t, DType scale_dtype);
+
+// Dequantizes the plain Int4Tensor layout: out = q * scale + zero (f32 math, no FMA), the
+// value the int4 GEMM kernels reconstruct ((q + 8) * scale + min). TorchAO has no reference
+// dequantize for this type, so this one is ours, not a bit-exact copy.
+void int4_row_dequantize_zp(const int8_t* q, int64_t n, int64_t k, int64_t group_size,
+                            const float* scale_t, const float* zero_t, void* out, DType out_dtype);
 
 }  // namespace ao::formats

@@ -16,7 +16,15 @@
 
 namespace ao::formats {
 
-enum class BlockFormat : uint8_t { mxfp8_e4m3, mxfp8_e5m2, mxfp6_e2m3, mxfp6_e3m2, mxfp4, nvfp4, count_ };
+enum class BlockFormat : uint8_t {
+  mxfp8_e4m3,
+  mxfp8_e5m2,
+  mxfp6_e2m3,
+  mxfp6_e3m2,
+  mxfp4,
+  nvfp4,
+  count_
+};
 
 // Per-call options: MX scale mode (TorchAO's MXDynamicActivationMXWeightConfig default is
 // RCEIL; MXTensor's own default FLOOR), NVFP4 optional per-tensor scale.
@@ -25,20 +33,19 @@ struct BlockQuantOptions {
   const float* per_tensor_scale = nullptr;
 };
 
-using BlockQuantizeFn = void (*)(const void* x, DType x_dtype, int64_t n, int64_t k,
-                                 uint8_t* qdata, uint8_t* scale, const BlockQuantOptions& opt);
-using BlockDequantizeFn = void (*)(const uint8_t* qdata, const uint8_t* scale, int64_t n,
-                                   int64_t k, void* out, DType out_dtype,
-                                   const BlockQuantOptions& opt);
+using BlockQuantizeFn = void (*)(const void* x, DType x_dtype, int64_t n, int64_t k, uint8_t* qdata,
+                                 uint8_t* scale, const BlockQuantOptions& opt);
+using BlockDequantizeFn = void (*)(const uint8_t* qdata, const uint8_t* scale, int64_t n, int64_t k,
+                                   void* out, DType out_dtype, const BlockQuantOptions& opt);
 
 struct BlockFormatInfo {
   BlockFormat format;
-  const char* name;           // "mxfp8_e4m3", ..., "nvfp4" (TorchAO / CLI spelling)
-  int64_t block_size;         // elements per scale along K
-  FloatFormat element;        // element format
-  int storage_bits;           // bits per element in qdata (8, or 4 for packed fp4)
-  FloatFormat scale_format;   // e8m0 (MX) or f8_e4m3fn (NVFP4)
-  BlockQuantizeFn quantize;   // validates arguments, throws ao::Error
+  const char* name;          // "mxfp8_e4m3", ..., "nvfp4" (TorchAO / CLI spelling)
+  int64_t block_size;        // elements per scale along K
+  FloatFormat element;       // element format
+  int storage_bits;          // bits per element in qdata (8, or 4 for packed fp4)
+  FloatFormat scale_format;  // e8m0 (MX) or f8_e4m3fn (NVFP4)
+  BlockQuantizeFn quantize;  // validates arguments, throws ao::Error
   BlockDequantizeFn dequantize;
 };
 

@@ -30,18 +30,18 @@ using DecodeBulkFn = void (*)(const uint8_t* codes, float* out, int64_t n);
 
 struct FloatFormatInfo {
   FloatFormat format;
-  const char* name;    // "f8_e4m3fn", "f8_e5m2", "f6_e2m3", "f6_e3m2", "f4_e2m1", "e8m0"
-  int bits;            // element width in bits
-  int ebits, mbits;    // exponent and mantissa bits (e8m0: 8, 0)
+  const char* name;  // "f8_e4m3fn", "f8_e5m2", "f6_e2m3", "f6_e3m2", "f4_e2m1", "e8m0"
+  int bits;          // element width in bits
+  int ebits, mbits;  // exponent and mantissa bits (e8m0: 8, 0)
   int exp_bias;
-  float max_value;     // largest finite value (e8m0: 2^127)
-  int max_pow2;        // floor(log2(max_value)): the "emax" MX scales use
+  float max_value;  // largest finite value (e8m0: 2^127)
+  int max_pow2;     // floor(log2(max_value)): the "emax" MX scales use
   bool has_inf, has_nan;
-  EncodeFn encode;     // scalar reference, PyTorch/TorchAO semantics (no clamp)
-  DecodeFn decode;     // scalar reference
+  EncodeFn encode;               // scalar reference, PyTorch/TorchAO semantics (no clamp)
+  DecodeFn decode;               // scalar reference
   EncodeBulkFn encode_bulk_ref;  // scalar loop
   DecodeBulkFn decode_bulk_ref;
-  EncodeBulkFn encode_bulk;      // fastest available on this CPU (bit-identical to ref)
+  EncodeBulkFn encode_bulk;  // fastest available on this CPU (bit-identical to ref)
   DecodeBulkFn decode_bulk;
 };
 
@@ -67,7 +67,8 @@ float e8m0_to_f32(uint8_t c);  // 0 -> 2^-127, 255 -> NaN (as PyTorch)
 uint8_t encode(FloatFormat f, float x, bool saturate = false);
 float decode(FloatFormat f, uint8_t code);
 
-// Bulk: n values; uses the fastest path (AVX2 when the CPU has AVX2+FMA+F16C).
+// Bulk: n values; uses the fastest path (AVX2 when the CPU has AVX2+FMA+F16C). `saturate`
+// is ignored for e8m0 (its encoder already maps everything to a code).
 void encode_bulk(FloatFormat f, const float* x, uint8_t* codes, int64_t n, bool saturate = false);
 void decode_bulk(FloatFormat f, const uint8_t* codes, float* out, int64_t n);
 

@@ -22,7 +22,7 @@
 
 namespace ao::formats {
 
-void pack_nibbles_low_first(const uint8_t* v, int64_t n, uint8_t* packed);   // n even
+void pack_nibbles_low_first(const uint8_t* v, int64_t n, uint8_t* packed);    // n even
 void unpack_nibbles_low_first(const uint8_t* packed, int64_t n, uint8_t* v);  // v in [0, 15]
 void unpack_int4_low_first(const uint8_t* packed, int64_t n, int8_t* v);      // v in [-8, 7]
 void pack_nibbles_high_first(const uint8_t* v, int64_t n, uint8_t* packed);
@@ -35,7 +35,7 @@ inline void unpack_fp4(const uint8_t* packed, int64_t n, uint8_t* codes) {
   unpack_nibbles_low_first(packed, n, codes);
 }
 
-int64_t fp6_packed_bytes(int64_t n);                            // 3 * n / 4, n % 4 == 0
+int64_t fp6_packed_bytes(int64_t n);                              // 3 * n / 4, n % 4 == 0
 void pack_fp6(const uint8_t* codes, int64_t n, uint8_t* packed);  // codes in bits 0-5
 void unpack_fp6(const uint8_t* packed, int64_t n, uint8_t* codes);
 

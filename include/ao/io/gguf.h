@@ -47,7 +47,7 @@ class GgufValue {
   bool is_integer() const;
 
   // Typed access; `key` is used in the error message when the type does not match.
-  int64_t to_int(std::string_view key) const;  // any integer type that fits int64
+  int64_t to_int(std::string_view key) const;    // any integer type that fits int64
   double to_double(std::string_view key) const;  // float or integer types
   bool to_bool(std::string_view key) const;
   const std::string& to_string(std::string_view key) const;
@@ -105,7 +105,9 @@ class GgufFile {
 
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* find_tensor(std::string_view name) const;
-  const uint8_t* tensor_data(const GgufTensorInfo& t) const { return base_ + data_offset_ + t.offset; }
+  const uint8_t* tensor_data(const GgufTensorInfo& t) const {
+    return base_ + data_offset_ + t.offset;
+  }
 
  private:
   std::shared_ptr<MappedFile> file_;

@@ -20,7 +20,7 @@ enum class TokenType : uint8_t {
   control,       // BOS, EOS, chat markers: never produced from plain text, decoded as ""
   user_defined,  // added token matched literally in the text (never split by BPE)
   unused,
-  byte,          // <0xNN> byte-fallback piece
+  byte,  // <0xNN> byte-fallback piece
 };
 
 struct EncodeOptions {
@@ -33,7 +33,8 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  virtual std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const = 0;
+  virtual std::vector<int32_t> encode(std::string_view text,
+                                      const EncodeOptions& options) const = 0;
   std::vector<int32_t> encode(std::string_view text, bool add_bos = false) const {
     return encode(text, EncodeOptions{.add_bos = add_bos});
   }
@@ -60,6 +61,11 @@ class Tokenizer {
   // True when the encoder prepends a space to the text (SentencePiece dummy prefix); decode
   // then removes the space from the first token.
   bool adds_space_prefix() const { return adds_space_prefix_; }
+  // Whether prompts for this model family start with BOS (Llama: yes; GPT-2, Qwen2: no), as
+  // the tokenizer file says it (tokenizer.json template, GGUF add_bos_token). Model loaders
+  // may override it from the model's own config.
+  bool default_add_bos() const { return default_add_bos_; }
+  void set_default_add_bos(bool add) { default_add_bos_ = add; }
   // A short description: "llama2.c tok512.bin (512 tokens)", "tokenizer.json BPE (byte-level)".
   const std::string& description() const { return description_; }
 
@@ -73,6 +79,7 @@ class Tokenizer {
 
   int32_t bos_id_ = -1, eos_id_ = -1, unk_id_ = -1;
   bool adds_space_prefix_ = false;
+  bool default_add_bos_ = false;
   std::string description_;
 };
 
@@ -90,6 +97,11 @@ class TokenStreamDecoder {
   std::string pending_;
   bool at_start_ = true;
 };
+
+// Throws ao::Error naming both when `tokenizer` has more tokens than the model has embedding
+// rows (`model_vocab_size`); a model whose vocabulary is padded beyond the tokenizer's is fine.
+void check_tokenizer_fits_model(const Tokenizer& tokenizer, int64_t model_vocab_size,
+                                const std::string& model_name);
 
 // Picks the tokenizer by path:
 //   folder            -> tokenizer.json (+ tokenizer_config.json), else tokenizer.model,
