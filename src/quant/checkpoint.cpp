@@ -84,14 +84,28 @@ std::string QuantizeSummary::markdown() const {
                      shape_str(r.shape), r.bytes_before, r.bytes_after, 8.0 * r.bytes_after / n, r.seconds * 1e3);
   }
   const int dense = static_cast<int>(rows.size()) - quantized;
-  s += fmt::format("\n| tensors | quantized | kept | bytes before | bytes after | ratio | file | time |\n"
-                   "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-                   "| {} | {} | {} | {} | {} | {:.2f}x | {} | {:.2f} s |\n",
-                   rows.size(), quantized, dense, human_bytes(static_cast<double>(bytes_before)),
+  s += fmt::format("\n| tensors | quantized | kept | bits/weight (quantized) | bytes before | bytes after | ratio | file | time |\n"
+                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+                   "| {} | {} | {} | {:.2f} | {} | {} | {:.2f}x | {} | {:.2f} s |\n",
+                   rows.size(), quantized, dense, quantized_bits_per_weight(), human_bytes(static_cast<double>(bytes_before)),
                    human_bytes(static_cast<double>(bytes_after)),
                    bytes_after ? static_cast<double>(bytes_before) / static_cast<double>(bytes_after) : 0.0,
                    human_bytes(static_cast<double>(file_bytes)), seconds);
   return s;
+}
+
+double QuantizeSummary::quantized_bits_per_weight() const {
+  double bits = 0, n = 0;
+  for (const auto& r : rows)
+    if (r.format != "dense") bits += 8.0 * static_cast<double>(r.bytes_after), n += static_cast<double>(shape_numel(r.shape));
+  return n > 0 ? bits / n : 0.0;
+}
+
+json QuantizeSummary::json() const {
+  return {{"tensors", rows.size()},          {"quantized", quantized},
+          {"bytes_before", bytes_before},    {"bytes_after", bytes_after},
+          {"file_bytes", file_bytes},        {"bits_per_quantized_weight", quantized_bits_per_weight()},
+          {"seconds", seconds}};
 }
 
 bool is_torchao_checkpoint(const io::ModelFiles& m) {
@@ -195,6 +209,12 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
   return sum;
 }
 
+std::vector<io::NamedTensor> QuantizedWeights::builder_tensors() const {
+  std::vector<io::NamedTensor> t = dense;
+  for (const auto& [fqn, q] : linears) t.push_back({fqn + ".weight", q->dequantize()});
+  return t;
+}
+
 QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
   QuantizedWeights out;
   if (m.config && m.config->raw.is_object() && m.config->raw.contains("quantization_config"))
@@ -232,6 +252,8 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
     const std::string where = fmt::format("{}: {} ({})", m.path, name, type);
     if (type == "Tensor" || type == "torch.Tensor") {
       auto t = by_name.find(name);
+      // transformers lists a tied lm_head.weight in tensor_names but does not store it.
+      if (t == by_name.end() && name == "lm_head.weight" && m.config && m.config->tie_embeddings) continue;
       AO_CHECK(t != by_name.end(), "{}: tensor is declared in metadata but missing from the file", where);
       out.dense.push_back({name, t->second});
       used.insert(name);

@@ -151,9 +151,12 @@ QuantConfig parse_torchao_form(std::string_view text, const std::string& name, c
     c.group_size = 128;
     for (const auto& [k, v] : args) {
       if (k == "group_size") c.group_size = parse_int(text, v);
-      if (k == "int4_packing_format" && v.find("PLAIN") == std::string::npos && v.find("plain") == std::string::npos)
-        throw NotSupported(fmt::format("{}: only the plain Int4Tensor packing format is written; tile-packed "
-                                       "(tinygemm) checkpoints are not supported yet", text));
+      if (k == "int4_packing_format") {
+        if (v.find("TILE_PACKED_TO_4D") != std::string::npos || v.find("tile_packed_to_4d") != std::string::npos)
+          c.int4_tile_packed = true;
+        else if (v.find("PLAIN") == std::string::npos && v.find("plain") == std::string::npos)
+          throw NotSupported(fmt::format("{}: int4 packing format {} (plain and tile_packed_to_4d are)", text, v));
+      }
       if (k == "int4_choose_qparams_algorithm" && v.find("TINYGEMM") == std::string::npos)
         throw NotSupported(fmt::format("{}: HQQ qparams", text));
     }
@@ -240,7 +243,7 @@ QuantConfig parse_torchao_form(std::string_view text, const std::string& name, c
 
 const std::vector<std::string>& quant_config_spellings() {
   static const std::vector<std::string> s = {
-      "int8wo",   "int8wo-gG", "int8dq",      "int4wo-gG (G = 32, 64, 128, 256)", "intxBwo[-gG][-asym] (B = 1..8)",
+      "int8wo",   "int8wo-gG", "int8dq",      "int4wo-gG (G = 32, 64, 128, 256)", "int4wo-gG-tp (tinygemm layout)", "intxBwo[-gG][-asym] (B = 1..8)",
       "8daBw[-gG]", "fp8wo",   "fp8dq-row",   "fp8dq-tensor", "mxfp8", "mxfp6", "mxfp6-e3m2", "mxfp4", "nvfp4", "nvfp4wo"};
   return s;
 }
@@ -251,7 +254,7 @@ QuantConfig parse_quant_config(std::string_view text_in) {
   std::smatch m;
   if (std::regex_match(text, m, torchao)) return parse_torchao_form(text, m[1], m[2]);
   QuantConfig c;
-  static const std::regex int8wo(R"(^int8wo(?:-g(\d+))?$)"), int4wo(R"(^int4wo(?:-g(\d+))?$)"),
+  static const std::regex int8wo(R"(^int8wo(?:-g(\d+))?$)"), int4wo(R"(^int4wo(?:-g(\d+))?(-tp)?$)"),
       intx(R"(^intx([1-8])wo(?:-g(\d+))?(-asym)?$)"), da(R"(^8da([1-8])w(?:-g(\d+))?$)");
   auto group = [&](const std::ssub_match& s, int64_t dflt) {
     if (!s.matched) return dflt;
@@ -267,6 +270,7 @@ QuantConfig parse_quant_config(std::string_view text_in) {
   } else if (std::regex_match(text, m, int4wo)) {
     c.scheme = QuantScheme::int4_weight_only;
     c.group_size = group(m[1], 128);
+    c.int4_tile_packed = m[2].matched;
   } else if (std::regex_match(text, m, intx)) {
     c.scheme = QuantScheme::intx_weight_only;
     c.bits = std::stoi(m[1]);
@@ -298,6 +302,9 @@ QuantConfig parse_quant_config(std::string_view text_in) {
   }
   if (c.scheme == QuantScheme::int4_weight_only)
     AO_CHECK(c.group_size % 2 == 0, "quantization config '{}': int4 group size must be even", text);
+  if (c.int4_tile_packed)
+    AO_CHECK(c.group_size == 32 || c.group_size == 64 || c.group_size == 128 || c.group_size == 256,
+             "quantization config '{}': the tile-packed (tinygemm) layout takes group sizes 32, 64, 128, 256", text);
   return c;
 }
 
@@ -306,7 +313,7 @@ std::string QuantConfig::short_name() const {
   switch (scheme) {
     case QuantScheme::int8_weight_only: return "int8wo" + g;
     case QuantScheme::int8_dynamic: return "int8dq";
-    case QuantScheme::int4_weight_only: return "int4wo" + g;
+    case QuantScheme::int4_weight_only: return "int4wo" + g + (int4_tile_packed ? "-tp" : "");
     case QuantScheme::intx_weight_only: return fmt::format("intx{}wo{}{}", bits, g, symmetric ? "" : "-asym");
     case QuantScheme::int8_dynamic_intx: return fmt::format("8da{}w{}", bits, g);
     case QuantScheme::float8_weight_only: return "fp8wo";
@@ -325,7 +332,9 @@ std::string QuantConfig::torchao_string() const {
     case QuantScheme::int8_weight_only:
       return group_size > 0 ? fmt::format("Int8WeightOnlyConfig(granularity=PerGroup({}))", group_size) : "Int8WeightOnlyConfig()";
     case QuantScheme::int8_dynamic: return "Int8DynamicActivationInt8WeightConfig()";
-    case QuantScheme::int4_weight_only: return fmt::format("Int4WeightOnlyConfig(group_size={})", group_size);
+    case QuantScheme::int4_weight_only:
+      return int4_tile_packed ? fmt::format("Int4WeightOnlyConfig(group_size={}, int4_packing_format=\"tile_packed_to_4d\")", group_size)
+                              : fmt::format("Int4WeightOnlyConfig(group_size={})", group_size);
     case QuantScheme::intx_weight_only:
       return fmt::format("IntxWeightOnlyConfig(weight_dtype=torch.int{}, granularity={}, mapping_type={})", bits, gran, map);
     case QuantScheme::int8_dynamic_intx:
@@ -371,7 +380,7 @@ json QuantConfig::to_torchao_json() const {
     case QuantScheme::int4_weight_only:
       return versioned("Int4WeightOnlyConfig", 2,
                        json{{"group_size", group_size}, {"set_inductor_config", true},
-                            {"int4_packing_format", typed("Int4PackingFormat", "PLAIN")},
+                            {"int4_packing_format", typed("Int4PackingFormat", int4_tile_packed ? "TILE_PACKED_TO_4D" : "PLAIN")},
                             {"int4_choose_qparams_algorithm", typed("Int4ChooseQParamsAlgorithm", "TINYGEMM")},
                             {"int4_tile_packed_ntile", 8}});
     case QuantScheme::intx_weight_only:
@@ -436,6 +445,7 @@ QuantConfig quant_config_from_torchao_json(const nlohmann::json& j) {
   if (type == "Int4WeightOnlyConfig") {
     c.scheme = QuantScheme::int4_weight_only;
     c.group_size = d.value("group_size", int64_t(128));
+    c.int4_tile_packed = d.contains("int4_packing_format") && str_of(d["int4_packing_format"]) == "TILE_PACKED_TO_4D";
   } else if (type == "Int8WeightOnlyConfig") {
     c.scheme = QuantScheme::int8_weight_only;
     c.group_size = d.contains("granularity") ? std::max<int64_t>(0, gran_of(d["granularity"])) : 0;
@@ -474,6 +484,7 @@ QTensorPtr quantize_weight(const Tensor& w, const QuantConfig& c, const std::str
   int64_t g = c.group_size;
   const bool grouped = c.scheme == QuantScheme::int4_weight_only || c.scheme == QuantScheme::int8_weight_only ||
                        c.scheme == QuantScheme::intx_weight_only || c.scheme == QuantScheme::int8_dynamic_intx;
+  if (c.int4_tile_packed) return Int4TilePackedTo4dTensor::from_float(w, g);  // pads K like TorchAO
   if (grouped && g > 0 && K % g != 0) {
     AO_WARN("{}: group size {} does not divide K = {}; using one group per row (group size {}) for this weight", fqn, g,
             K, K);

@@ -1,7 +1,7 @@
-// Scalar numerics the quantized tensor types need, written to match TorchAO 0.18's reference
-// (PyTorch) implementations bit for bit (NUMERICS.md). Private to src/quant and the tests.
-// TODO(formats): switch to ao/formats once that branch lands its public headers; keep these
-// functions' behaviour as the test oracle.
+// Scalar numerics the quantized tensor types need, matching TorchAO 0.18's reference
+// (PyTorch) implementations bit for bit (NUMERICS.md; checked against TorchAO fixtures in
+// tests/quant). Element codecs delegate to ao/formats; the block-level rules (affine qparams
+// per group, MX scale selection, swizzled scale layout) live here. Private to src/quant.
 #pragma once
 
 #include <cmath>
@@ -31,8 +31,8 @@ constexpr float kF32SmallestNormal = 1.1754943508222875e-38f;  // torch.finfo(fl
 // asymmetric: IntxUnpackedToInt8Tensor's int8_asym_per_token).
 void fake_quantize_int8_per_token(float* x, int64_t M, int64_t K, Mapping mapping);
 
-// Small floats (fp8 e4m3fn / e5m2, fp6 e2m3 / e3m2, fp4 e2m1): round to nearest even with
-// saturation to +-max (callers clamp first, as TorchAO does), subnormals supported.
+// Small floats (fp8 e4m3fn / e5m2, fp6 e2m3 / e3m2, fp4 e2m1) through ao/formats: round to
+// nearest even, saturating to +-max, subnormals supported.
 struct MiniFloat {
   int ebits, mbits;
   float max;
@@ -45,6 +45,9 @@ constexpr MiniFloat kE3M2{3, 2, 28.0f, false};
 constexpr MiniFloat kE2M1{2, 1, 6.0f, false};
 uint8_t encode_minifloat(float x, const MiniFloat& f);
 float decode_minifloat(uint8_t code, const MiniFloat& f);
+// decode_minifloat for every code (256 entries; codes beyond the format's width unused),
+// built once per format: the dequantization kernels index it.
+const float* minifloat_table(const MiniFloat& f);
 
 // E8M0 (MX scale): 2^(s - 127); 255 = NaN.
 float e8m0_to_float(uint8_t s);

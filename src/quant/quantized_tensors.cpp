@@ -326,6 +326,153 @@ bool Int4Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, fl
   return true;
 }
 
+// ---- Int4TilePackedTo4dTensor (tinygemm) --------------------------------------------------
+
+namespace {
+
+float bf16r(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+// One int32 of the m16n8k16 B layout holds, for lane t of tile (nTile, kOuter, pair j), the
+// bytes in[n0][ks[0..3]] of the [N][K/2] byte matrix (element 2i in the HIGH nibble):
+// low nibbles in bits 16..31, high nibbles in bits 0..15 (matrix_to_m16n8k16_Bint4_layout).
+template <typename Fn>
+void for_each_tile_word(int64_t n_tiles, int64_t k_outer, int64_t inner_k_tiles, Fn&& fn) {
+  for (int64_t nt = 0; nt < n_tiles; ++nt)
+    for (int64_t ko = 0; ko < k_outer; ++ko)
+      for (int64_t t = 0; t < 32; ++t)
+        for (int64_t j = 0; j < inner_k_tiles / 2; ++j) {
+          const int64_t n0 = nt * 8 + t / 4;
+          const int64_t kb = (ko * inner_k_tiles + 2 * j) * 8;
+          const int64_t ks[4] = {kb + t % 4, kb + t % 4 + 4, kb + 8 + t % 4, kb + 12 + t % 4};
+          const int64_t word = ((nt * k_outer + ko) * 32 + t) * (inner_k_tiles / 2) + j;
+          fn(word, n0, ks);
+        }
+}
+
+}  // namespace
+
+Int4TilePackedTo4dTensor::Int4TilePackedTo4dTensor(Tensor qdata, Tensor scale_and_zero, int64_t group_size, Shape shape)
+    : QTensor("Int4TilePackedTo4dTensor", shape, {{"qdata", qdata}, {"scale_and_zero", scale_and_zero}},
+              json{{"block_size", json::array({1, group_size})}, {"shape", shape}}),
+      group_size_(group_size) {
+  // Unpack once into the plain Int4Tensor layout (signed nibbles, element 2i low).
+  const int64_t N = shape_[0], K = shape_[1];
+  const int64_t n_tiles = qdata.size(0), k_outer = qdata.size(1), ikt = qdata.size(3) * 2, Np = n_tiles * 8;
+  plain_q_ = Tensor::zeros({N, K / 2}, DType::i8);
+  const int64_t groups = (K + group_size - 1) / group_size;  // groups may straddle TorchAO's K padding
+  plain_scale_ = Tensor::empty({groups, N}, DType::f32);
+  plain_zero_ = Tensor::empty({groups, N}, DType::f32);
+  const auto* words = reinterpret_cast<const uint32_t*>(qdata.data<int32_t>());
+  auto* pq = reinterpret_cast<uint8_t*>(plain_q_.data<int8_t>());
+  for_each_tile_word(n_tiles, k_outer, ikt, [&](int64_t w, int64_t n0, const int64_t* ks) {
+    if (n0 >= N) return;
+    for (int i = 0; i < 4; ++i) {
+      const int64_t k = 2 * ks[i];
+      if (k >= K) continue;
+      const int hi = static_cast<int>((words[w] >> (4 * i)) & 0xF), lo = static_cast<int>((words[w] >> (16 + 4 * i)) & 0xF);
+      // u in [0, 15] -> q = u - 8 as a signed nibble; element k (hi) low, k + 1 (lo) high.
+      pq[n0 * (K / 2) + k / 2] = static_cast<uint8_t>(((hi - 8) & 0xF) | (((lo - 8) & 0xF) << 4));
+    }
+  });
+  const auto* sz = scale_and_zero.data<uint16_t>();
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t n = 0; n < N; ++n) {
+      plain_scale_.data<float>()[g * N + n] = bf16_to_f32(sz[(g * Np + n) * 2]);
+      plain_zero_.data<float>()[g * N + n] = bf16_to_f32(sz[(g * Np + n) * 2 + 1]);
+    }
+}
+
+std::shared_ptr<Int4TilePackedTo4dTensor> Int4TilePackedTo4dTensor::from_float(const Tensor& w_in, int64_t g) {
+  check_weight(w_in, "Int4TilePackedTo4dTensor");
+  AO_CHECK(g == 32 || g == 64 || g == 128 || g == 256, "Int4TilePackedTo4dTensor: group size must be 32, 64, 128 or 256, got {}", g);
+  const Tensor w = f32_contiguous(w_in);
+  const int64_t N = w.size(0), K = w.size(1), Np = (N + 7) / 8 * 8, Kp = (K + 1023) / 1024 * 1024;
+  // TorchAO pads with zeros and quantizes the padded bf16 matrix.
+  std::vector<float> wp(static_cast<size_t>(Np * Kp), 0.0f);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) wp[n * Kp + k] = bf16r(w.data<float>()[n * K + k]);
+  const int64_t groups = Kp / g;
+  Tensor sz = Tensor::empty({groups, Np, 2}, DType::bf16);
+  std::vector<uint8_t> bytes(static_cast<size_t>(Np * Kp / 2));
+  const float inv15 = 1.0f / 15.0f;  // CUDA divides by a CPU scalar through its reciprocal
+  for (int64_t n = 0; n < Np; ++n)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const float* blk = wp.data() + n * Kp + gi * g;
+      const float mx = *std::max_element(blk, blk + g), mn = *std::min_element(blk, blk + g);
+      const float scale = std::max(bf16r(bf16r(mx - mn) * inv15), kF32SmallestNormal);
+      const float zero = bf16r(mn + bf16r(scale * 8.0f));
+      sz.data<uint16_t>()[(gi * Np + n) * 2] = f32_to_bf16(scale);
+      sz.data<uint16_t>()[(gi * Np + n) * 2 + 1] = f32_to_bf16(zero);
+      const float min_val = bf16r(zero - bf16r(scale * 8.0f));
+      for (int64_t k = 0; k < g; ++k) {
+        const float u = std::clamp(std::nearbyint(bf16r(bf16r(blk[k] - min_val) / scale)), 0.0f, 15.0f);
+        const int64_t kk = gi * g + k;
+        uint8_t& b = bytes[static_cast<size_t>(n * (Kp / 2) + kk / 2)];
+        b = (kk % 2 == 0) ? static_cast<uint8_t>(static_cast<int>(u) << 4) : static_cast<uint8_t>(b | static_cast<int>(u));
+      }
+    }
+  constexpr int64_t ikt = 8;
+  Tensor q = Tensor::empty({Np / 8, Kp / (ikt * 16), 32, ikt / 2}, DType::i32);
+  auto* words = reinterpret_cast<uint32_t*>(q.data<int32_t>());
+  for_each_tile_word(Np / 8, Kp / (ikt * 16), ikt, [&](int64_t wi, int64_t n0, const int64_t* ks) {
+    uint32_t v[4];
+    for (int i = 0; i < 4; ++i) v[i] = bytes[static_cast<size_t>(n0 * (Kp / 2) + ks[i])];
+    words[wi] = ((v[3] & 0xF) << 28) | ((v[2] & 0xF) << 24) | ((v[1] & 0xF) << 20) | ((v[0] & 0xF) << 16) |
+                ((v[3] & 0xF0) << 8) | ((v[2] & 0xF0) << 4) | (v[1] & 0xF0) | ((v[0] & 0xF0) >> 4);
+  });
+  return std::make_shared<Int4TilePackedTo4dTensor>(q, sz, g, Shape{N, K});
+}
+
+QTensorPtr Int4TilePackedTo4dTensor::load(const std::string& where, std::vector<io::NamedTensor> data, const json& a) {
+  DataMap d(where, data);
+  if (d.has("act_pre_scale")) throw NotSupported(fmt::format("{}: Int4TilePackedTo4dTensor with act_pre_scale (AWQ)", where));
+  const json& shape = attr(where, a, "shape");
+  AO_CHECK(shape.is_array() && shape.size() == 2, "{}: shape {} must be [N, K]", where, shape.dump());
+  const int64_t N = shape[0].get<int64_t>(), K = shape[1].get<int64_t>();
+  const json& bs = attr(where, a, "block_size");
+  AO_CHECK(bs.is_array() && bs.size() == 2 && bs[0] == 1 && bs[1].is_number_integer(),
+           "{}: block_size {} is not supported (expected [1, group])", where, bs.dump());
+  const int64_t g = bs[1].get<int64_t>();  // groups cover TorchAO's padded K, not K
+  AO_CHECK(g == 32 || g == 64 || g == 128 || g == 256, "{}: tinygemm group size must be 32/64/128/256, got {}", where, g);
+  d.expect_dtype("qdata", DType::i32);
+  const Tensor& q = d.get("qdata");
+  AO_CHECK(q.dim() == 4 && q.size(2) == 32 && (q.size(3) == 1 || q.size(3) == 2 || q.size(3) == 4),
+           "{}: qdata {} is not a tinygemm [N/8, K/(inner_k_tiles*16), 32, inner_k_tiles/2] tensor", where,
+           shape_str(q.shape()));
+  const int64_t Np = q.size(0) * 8, Kp = q.size(1) * q.size(3) * 2 * 16;
+  AO_CHECK(Np >= N && Np < N + 8 && Kp >= K, "{}: qdata {} does not hold a [{}, {}] weight", where, shape_str(q.shape()), N, K);
+  AO_CHECK(Kp % g == 0, "{}: padded K = {} is not a multiple of the group size {}", where, Kp, g);
+  Tensor sz = d.get("scale_and_zero");
+  AO_CHECK(sz.dtype() == DType::bf16 || sz.dtype() == DType::f32 || sz.dtype() == DType::f16,
+           "{}: scale_and_zero must be bf16/f16/f32, got {}", where, dtype_name(sz.dtype()));
+  d.expect_shape("scale_and_zero", {Kp / g, Np, 2});
+  if (sz.dtype() != DType::bf16) sz = sz.contiguous().to(DType::bf16);
+  return std::make_shared<Int4TilePackedTo4dTensor>(q.contiguous(), sz.contiguous(), g, Shape{N, K});
+}
+
+void Int4TilePackedTo4dTensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
+  const int64_t N = shape_[0], K = shape_[1];
+  const auto* q = reinterpret_cast<const uint8_t*>(plain_q_.data<int8_t>());
+  const float* s = plain_scale_.data<float>();
+  const float* z = plain_zero_.data<float>();
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const uint8_t byte = q[n * (K / 2) + k / 2];
+      const int v = (((k % 2 == 0) ? (byte & 0xF) : (byte >> 4)) ^ 8) - 8;
+      const int64_t gi = k / group_size_;
+      out[(n - n0) * K + k] = static_cast<float>(v) * s[gi * N + n] + z[gi * N + n];
+    }
+}
+
+bool Int4TilePackedTo4dTensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
+                                         int64_t ldy) const {
+  if (shape_[1] % group_size_ != 0) return false;  // last group straddles the padding
+  kq::Int4PlainWeight w{reinterpret_cast<const uint8_t*>(plain_q_.data<int8_t>()), plain_scale_.data<float>(),
+                        plain_zero_.data<float>(), shape_[0], shape_[1], group_size_};
+  kq::gemv_int4_plain(w, x, M, n0, n1, y, ldy);
+  return true;
+}
+
 // ---- Float8Tensor -------------------------------------------------------------------------
 
 namespace {
@@ -424,9 +571,10 @@ void Float8Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const int64_t K = shape_[1];
   const auto* q = data("qdata").data<uint8_t>();
   const float* s = data("scale").data<float>();
+  const float* lut = minifloat_table(kE4M3);
   for (int64_t n = n0; n < n1; ++n) {
     const float sc = per_tensor_ ? s[0] : s[n];
-    for (int64_t k = 0; k < K; ++k) out[(n - n0) * K + k] = decode_minifloat(q[n * K + k], kE4M3) * sc;
+    for (int64_t k = 0; k < K; ++k) out[(n - n0) * K + k] = lut[q[n * K + k]] * sc;
   }
 }
 
@@ -584,14 +732,20 @@ void MXTensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const MxElementInfo& info = mx_info(elem_);
   const auto* q = static_cast<const uint8_t*>(data("qdata").data_ptr());
   const auto* s = static_cast<const uint8_t*>(data("scale").data_ptr());
+  const float* lut = minifloat_table(info.f);
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t bi = 0; bi < blocks; ++bi) {
       const float sc = e8m0_to_float(s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi]);
-      for (int64_t i = 0; i < 32; ++i) {
-        const int64_t k = bi * 32 + i;
-        const uint8_t code = info.bits == 4 ? ((k % 2 == 0) ? (q[n * (K / 2) + k / 2] & 0xF) : (q[n * (K / 2) + k / 2] >> 4))
-                                            : q[n * K + k];
-        out[(n - n0) * K + k] = decode_minifloat(code, info.f) * sc;
+      float* o = out + (n - n0) * K + bi * 32;
+      if (info.bits == 4) {
+        const uint8_t* b = q + n * (K / 2) + bi * 16;
+        for (int64_t i = 0; i < 16; ++i) {
+          o[2 * i] = lut[b[i] & 0xF] * sc;
+          o[2 * i + 1] = lut[b[i] >> 4] * sc;
+        }
+      } else {
+        const uint8_t* b = q + n * K + bi * 32;
+        for (int64_t i = 0; i < 32; ++i) o[i] = lut[b[i]] * sc;
       }
     }
 }
@@ -711,13 +865,16 @@ void NVFP4Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const auto* q = data("qdata").data<uint8_t>();
   const auto* s = static_cast<const uint8_t*>(data("scale").data_ptr());
   const float pts = has_data("per_tensor_scale") ? data("per_tensor_scale").data<float>()[0] : 1.0f;
+  const float* e4m3 = minifloat_table(kE4M3);
+  const float* e2m1 = minifloat_table(kE2M1);
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t bi = 0; bi < blocks; ++bi) {
-      const float sc = decode_minifloat(s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi], kE4M3) * pts;
-      for (int64_t i = 0; i < 16; ++i) {
-        const int64_t k = bi * 16 + i;
-        const uint8_t byte = q[n * (K / 2) + k / 2];
-        out[(n - n0) * K + k] = decode_minifloat((k % 2 == 0) ? (byte & 0xF) : (byte >> 4), kE2M1) * sc;
+      const float sc = e4m3[s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi]] * pts;
+      const uint8_t* b = q + n * (K / 2) + bi * 8;
+      float* o = out + (n - n0) * K + bi * 16;
+      for (int64_t i = 0; i < 8; ++i) {
+        o[2 * i] = e2m1[b[i] & 0xF] * sc;
+        o[2 * i + 1] = e2m1[b[i] >> 4] * sc;
       }
     }
 }
@@ -740,6 +897,7 @@ const std::vector<QTensorTypeInfo>& qtensor_types() {
   static const std::vector<QTensorTypeInfo> table = {
       {"Int8Tensor", {"qdata", "scale"}, {"zero_point", "act_quant_scale", "act_quant_zero_point", "act_pre_scale"}, Int8Tensor::load},
       {"Int4Tensor", {"qdata", "scale", "zero_point"}, {"act_pre_scale"}, Int4Tensor::load},
+      {"Int4TilePackedTo4dTensor", {"qdata", "scale_and_zero"}, {"act_pre_scale"}, Int4TilePackedTo4dTensor::load},
       {"IntxUnpackedToInt8Tensor", {"qdata", "scale", "zero_point"}, {}, IntxUnpackedToInt8Tensor::load},
       {"Float8Tensor", {"qdata", "scale"}, {}, Float8Tensor::load},
       {"MXTensor", {"qdata", "scale"}, {}, MXTensor::load},

@@ -99,12 +99,48 @@ TEST_P(QuantFixture, LoadsTorchAOTensorsAndDequantizesAsTorchAO) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(TorchAO, QuantFixture, ::testing::ValuesIn(fixture_cases()),
+INSTANTIATE_TEST_SUITE_P(QuantTorchAO, QuantFixture, ::testing::ValuesIn(fixture_cases()),
                          [](const auto& info) {
                            std::string n = info.param.file;
                            for (char& c : n)
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            return n;
                          });
+
+}  // namespace
+
+namespace {
+
+// Int4TilePackedTo4dTensor against the tinygemm ops on CUDA
+// (scripts/fixtures/make_tile_packed_fixtures.py): packing bit-exact, dequantization and
+// linear as the CUDA kernel computes them (bf16 output, hence the tolerance).
+class QuantTilePacked : public ::testing::TestWithParam<std::pair<const char*, int64_t>> {};
+
+TEST_P(QuantTilePacked, MatchesTinygemm) {
+  const auto f = open_fixture(GetParam().first);
+  const int64_t g = GetParam().second;
+  const Tensor w = f.tensor("w");
+  const auto q = Int4TilePackedTo4dTensor::from_float(w, g);
+  for (const char* name : {"qdata", "scale_and_zero"}) {
+    const Tensor ref = f.tensor(name);
+    ASSERT_EQ(q->data(name).shape(), ref.shape()) << name;
+    EXPECT_EQ(0, std::memcmp(q->data(name).data_ptr(), ref.data_ptr(), ref.nbytes())) << name;
+  }
+  const QTensorPtr loaded = find_qtensor_type("Int4TilePackedTo4dTensor")
+                                ->load(GetParam().first, {{"qdata", f.tensor("qdata")}, {"scale_and_zero", f.tensor("scale_and_zero")}},
+                                       nlohmann::ordered_json{{"block_size", {1, g}}, {"shape", w.shape()}});
+  EXPECT_LE(max_rel_diff(loaded->dequantize(), f.tensor("deq")), 4e-3);
+  const Tensor x = f.tensor("x");
+  Tensor y = Tensor::empty({x.size(0), w.size(0)}, DType::f32);
+  loaded->linear(x.data<float>(), x.size(0), y.data<float>());
+  EXPECT_LE(max_rel_diff(y, f.tensor("y")), 1e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(QuantTinygemm, QuantTilePacked,
+                         ::testing::Values(std::make_pair("int4_tile_packed_44_96_32", int64_t(32)),
+                                           std::make_pair("int4_tile_packed_24_256_128", int64_t(128)),
+                                           std::make_pair("int4_tile_packed_64_172_32", int64_t(32)),
+                                           std::make_pair("int4_tile_packed_20_1100_64", int64_t(64))),
+                         [](const auto& info) { return std::string(info.param.first).substr(17); });
 
 }  // namespace

@@ -43,6 +43,7 @@ int run_qinfo(const QinfoArgs& a) {
         Tensor y = Tensor::empty({M, N}, DType::f32);
         q->linear(x.data<float>(), M, y.data<float>());
         out.push_back({fmt::format("{}.linear_m{}", fqn, M), y});
+        out.push_back({fmt::format("{}.x_m{}", fqn, M), x});
       }
     }
     io::save_safetensors(a.dump, out);
@@ -57,8 +58,8 @@ const bool registered = register_command(
        auto a = std::make_shared<QinfoArgs>();
        sub->add_option("PATH", a->path, "quantized HF folder or .safetensors")->required();
        sub->add_option("--dump", a->dump,
-                       "write <module>.weight (dequantized f32) and <module>.linear_m{1,16} (linear of "
-                       "x[i] = sin(0.37 i + 0.1)) to this .safetensors file");
+                       "write <module>.weight (dequantized f32), <module>.x_m{1,16} (x[i] = sin(0.37 i + 0.1)) "
+                       "and <module>.linear_m{1,16} (linear of x) to this .safetensors file");
        return [a] { return run_qinfo(*a); };
      }});
 

@@ -17,7 +17,7 @@ namespace {
 
 struct QuantizeArgs {
   std::string in, out, config, map;
-  bool force = false;
+  bool force = false, json = false;
   int threads = 0;
 };
 
@@ -43,6 +43,13 @@ int run_quantize(const QuantizeArgs& a) {
   AO_CHECK(plan.fallback || !plan.rules.empty(), "give --config C or --map FILE (e.g. --config int4wo-g128)");
   const io::ModelFiles in = io::open_model_files(a.in);
   const quant::QuantizeSummary s = quant::quantize_model(in, plan, a.out, a.force, draw_progress);
+  if (a.json) {
+    auto j = s.json();
+    j["config"] = plan.fallback ? plan.fallback->torchao_string() : "(map only)";
+    j["short_name"] = plan.fallback ? plan.fallback->short_name() : "";
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
   fmt::print("# ao quantize {} -> {}\n\nconfig: {}\n\n{}", a.in, a.out,
              plan.fallback ? plan.fallback->torchao_string() : "(map only)", s.markdown());
   return 0;
@@ -61,6 +68,7 @@ const bool registered = register_command(
        sub->add_option("--map", a->map,
                        "JSON file mapping module-name regexes to configs (null = keep), with an optional \"default\"");
        sub->add_flag("--force", a->force, "replace OUT if it exists");
+       sub->add_flag("--json", a->json, "print the summary as one JSON line instead of markdown");
        sub->add_option("--threads,-t", a->threads, "threads (default: all)");
        return [a] { return run_quantize(*a); };
      }});

@@ -2,6 +2,7 @@
 // their checkpoints interoperate:
 //   Int8Tensor                (int8 weight, per-row / per-group; optional int8 dynamic activations)
 //   Int4Tensor                (plain int4: packed [N, K/2], scale and zero_point [K/g, N])
+//   Int4TilePackedTo4dTensor  (tinygemm: int32 [N/8, K/(8*16), 32, 4] tiles, bf16 scale_and_zero)
 //   IntxUnpackedToInt8Tensor  (int1..int8 held in int8; optional int8 asymmetric per-token activations)
 //   Float8Tensor              (e4m3 weight, per-row / per-tensor; optional fp8 dynamic activations)
 //   MXTensor                  (MXFP8 / MXFP6 / MXFP4, block 32, E8M0 scales, swizzled)
@@ -75,6 +76,25 @@ class Int4Tensor : public QTensor {
 
  private:
   int64_t group_size_;
+};
+
+// TorchAO's tinygemm layout (what aten._convert_weight_to_int4pack produces on CUDA, with
+// inner_k_tiles 8): N padded to a multiple of 8, K to a multiple of 1024; scale_and_zero
+// [K/g, N, 2] in bf16; w = (u - 8) * scale + zero with u in [0, 15]. Quantization follows
+// TorchAO's bf16 arithmetic on CUDA (each op rounded to bf16). Kept unpacked in memory too,
+// so linear() shares the plain int4 kernel.
+class Int4TilePackedTo4dTensor : public QTensor {
+ public:
+  Int4TilePackedTo4dTensor(Tensor qdata, Tensor scale_and_zero, int64_t group_size, Shape shape);
+  static std::shared_ptr<Int4TilePackedTo4dTensor> from_float(const Tensor& w, int64_t group_size);
+  static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,
+                         const nlohmann::ordered_json& attributes);
+  void dequantize_rows(int64_t n0, int64_t n1, float* out) const override;
+  bool gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y, int64_t ldy) const override;
+
+ private:
+  int64_t group_size_;
+  Tensor plain_q_, plain_scale_, plain_zero_;  // Int4Tensor layout of the first N rows / K columns
 };
 
 class Float8Tensor : public QTensor {
