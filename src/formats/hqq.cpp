@@ -25,8 +25,8 @@ namespace ao::formats {
 namespace {
 
 // ---- torch's CPU float sum (aten/src/ATen/native/cpu/SumKernel.cpp, cascade_sum) -----------
-// The order of additions of a contiguous inner reduction of `n` floats, with Vectorized<float>
-// of `lanes` lanes, as one thread runs it: a 4-way ILP row of vectors reduced by the
+// The order of additions of a contiguous inner reduction of `n` floats, with vectors of
+// `lanes` floats, as one thread runs it: a 4-way ILP row of vectors reduced by the
 // multi-level accumulator of multi_row_sum, then the scalar tail, then the lanes in order.
 
 int64_t ceil_log2(int64_t x) {  // at::native::utils::CeilLog2
@@ -140,12 +140,12 @@ HqqStats hqq_quantize_int4(const void* x, DType x_dtype, int64_t n, int64_t k, i
            "hqq_quantize_int4: iters must be >= 0 and beta, kappa > 0");
   AO_CHECK(o.backend == HqqBackend::cpu || o.backend == HqqBackend::cuda,
            "hqq_quantize_int4: unknown backend");
-  AO_CHECK(o.cpu_vector_lanes == 16 || o.cpu_vector_lanes == 8 || o.cpu_vector_lanes == 4,
-           "hqq_quantize_int4: cpu_vector_lanes must be 16, 8 or 4, got {}", o.cpu_vector_lanes);
 
   const int64_t gs = group_size, total = n * k, groups = total / gs;
   const bool f16 = o.backend == HqqBackend::cuda;
-  const int lanes = o.cpu_vector_lanes;
+  // torch 2.11's CPU sum accumulates 8-lane float vectors, whatever the dispatch (AVX512,
+  // AVX2 and the default build measured alike).
+  constexpr int lanes = 8;
   // Rounding to the optimizer dtype (f32 on CPU, f16 on CUDA) after every op.
   auto R = [f16](float v) { return f16 ? round_to_f16(v) : v; };
 

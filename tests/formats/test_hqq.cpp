@@ -155,7 +155,7 @@ TEST(FormatHqq, BadArguments) {
   EXPECT_THROW(hqq_quantize_int4(w.data(), DType::i32, 16, 256, 32, q.data(), s.data(), z.data()),
                Error);
   EXPECT_THROW(hqq_quantize_int4(w.data(), DType::f32, 16, 256, 32, q.data(), s.data(), z.data(),
-                                 {.cpu_vector_lanes = 5}),
+                                 {.iters = -1}),
                Error);
   try {
     hqq_quantize_int4(w.data(), DType::f32, 16, 256, 48, q.data(), s.data(), z.data());

@@ -37,9 +37,6 @@ struct HqqOptions {
   int iters = 20;
   bool early_stop = true;
   double lp_norm = 0.7, beta = 10.0, kappa = 1.01;
-  // Lanes of torch's Vectorized<float> on the machine TorchAO ran on (16 = AVX512, 8 = AVX2):
-  // sets the summation order of the CPU means (cpu backend only).
-  int cpu_vector_lanes = 16;
 };
 
 struct HqqStats {
