@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "ao/core/error.h"
@@ -65,6 +67,56 @@ TEST(FormatHqq, MatchesTorchAoOnCpu) {
     ++checked;
   }
   EXPECT_EQ(checked, 6);
+}
+
+// Larger comparison against a file from `make_hqq_fixtures.py --stress FILE` (not committed):
+// AO_HQQ_STRESS=FILE ./ao_tests --gtest_filter=FormatHqq.Stress. Prints mismatch counts;
+// requires exact q, scale, zero and iteration counts.
+TEST(FormatHqq, Stress) {
+  const char* path = std::getenv("AO_HQQ_STRESS");
+  if (!path) GTEST_SKIP() << "set AO_HQQ_STRESS to a file from make_hqq_fixtures.py --stress";
+  auto f = io::SafetensorsFile::open(path);
+  const auto cases = nlohmann::json::parse(f.metadata().at("cases"));
+  int64_t q_bad = 0, q_all = 0, sz_bad = 0, sz_all = 0, it_bad = 0;
+  for (const auto& c : cases) {
+    const std::string name = c.at("name"), input = c.at("input");
+    const int64_t g = c.at("group_size");
+    const Shape shape = f.entry(input).shape;
+    const int64_t n = shape[0], k = shape[1];
+    const DType dt = f.entry(input).dtype;
+    Tensor x = f.tensor(input);
+    std::vector<uint8_t> q(n * k);
+    std::vector<float> scale(n * k / g), zero(n * k / g);
+    const HqqStats st =
+        hqq_quantize_int4(x.data_ptr(), dt, n, k, g, q.data(), scale.data(), zero.data());
+    std::vector<uint8_t> packed(n * k / 2);
+    pack_nibbles_low_first(q.data(), n * k, packed.data());
+    Tensor rq = f.tensor(name + ".q"), rs = f.tensor(name + ".scale"), rz = f.tensor(name + ".zero");
+    int64_t qb = 0, sb = 0;
+    const auto* pq = static_cast<const uint8_t*>(rq.data_ptr());
+    for (int64_t i = 0; i < n * k / 2; ++i) qb += (packed[i] & 15) != (pq[i] & 15);
+    for (int64_t i = 0; i < n * k / 2; ++i) qb += (packed[i] >> 4) != (pq[i] >> 4);
+    for (int64_t i = 0; i < n * k / g; ++i) {
+      if (dt == DType::bf16) {
+        const auto* s16 = static_cast<const uint16_t*>(rs.data_ptr());
+        const auto* z16 = static_cast<const uint16_t*>(rz.data_ptr());
+        sb += f32_to_bf16_rne(scale[i]) != s16[i];
+        sb += f32_to_bf16_rne(zero[i]) != z16[i];
+      } else {
+        sb += std::memcmp(&scale[i], static_cast<const float*>(rs.data_ptr()) + i, 4) != 0;
+        sb += std::memcmp(&zero[i], static_cast<const float*>(rz.data_ptr()) + i, 4) != 0;
+      }
+    }
+    const bool itb = st.iterations != c.at("iterations").get<int>();
+    std::printf("%-16s q %lld/%lld  scale+zero %lld/%lld  iterations %d vs %d\n", name.c_str(),
+                static_cast<long long>(qb), static_cast<long long>(n * k),
+                static_cast<long long>(sb), static_cast<long long>(2 * n * k / g), st.iterations,
+                c.at("iterations").get<int>());
+    q_bad += qb, q_all += n * k, sz_bad += sb, sz_all += 2 * n * k / g, it_bad += itb;
+  }
+  EXPECT_EQ(q_bad, 0) << "of " << q_all;
+  EXPECT_EQ(sz_bad, 0) << "of " << sz_all;
+  EXPECT_EQ(it_bad, 0);
 }
 
 // TorchAO on a CUDA tensor (fp16 optimizer): q, scale, zero of the raw HQQ call and the whole
