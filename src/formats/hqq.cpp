@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ao/core/error.h"
+#include "ao/core/parallel.h"
 #include "ao/formats/float_formats.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -34,69 +35,69 @@ int64_t ceil_log2(int64_t x) {  // at::native::utils::CeilLog2
   return 64 - __builtin_clzll(static_cast<uint64_t>(x - 1));
 }
 
-// multi_row_sum<acc, nrows = 4>: acc[row][lane]; `load(i, row, lane)` gives element values.
-template <typename Load>
-void multi_row_sum(int64_t size, int lanes, Load&& load, float* out /* [4][lanes] */) {
-  constexpr int kLevels = 4, kRows = 4;
+constexpr int kLanes = 8;  // torch 2.11's CPU float sum: 8-lane vectors on every dispatch
+constexpr int kIlp = 4;    // row_sum's ILP factor = multi_row_sum's nrows
+
+// multi_row_sum<acc, nrows = 4> over `size` steps; `load(i, r, l)` gives the element of step
+// i, row r, lane l (lanes = 1 or kLanes). out[r * lanes + l].
+template <int lanes, typename Load>
+void multi_row_sum(int64_t size, Load&& load, float* out) {
+  constexpr int kLevels = 4;
   const int64_t level_power = std::max<int64_t>(4, ceil_log2(size) / kLevels);
   const int64_t level_step = int64_t{1} << level_power;
   const int64_t level_mask = level_step - 1;
-  std::vector<float> acc(static_cast<size_t>(kLevels * kRows * lanes), 0.0f);
-  auto A = [&](int level, int row, int lane) -> float& {
-    return acc[(static_cast<size_t>(level) * kRows + row) * lanes + lane];
-  };
+  float acc[kLevels][kIlp][lanes] = {};
   int64_t i = 0;
   for (; i + level_step <= size;) {
     for (int64_t j = 0; j < level_step; ++j, ++i)
-      for (int r = 0; r < kRows; ++r)
-        for (int l = 0; l < lanes; ++l) A(0, r, l) += load(i, r, l);
+      for (int r = 0; r < kIlp; ++r)
+        for (int l = 0; l < lanes; ++l) acc[0][r][l] += load(i, r, l);
     for (int j = 1; j < kLevels; ++j) {
-      for (int r = 0; r < kRows; ++r)
+      for (int r = 0; r < kIlp; ++r)
         for (int l = 0; l < lanes; ++l) {
-          A(j, r, l) += A(j - 1, r, l);
-          A(j - 1, r, l) = 0.0f;
+          acc[j][r][l] += acc[j - 1][r][l];
+          acc[j - 1][r][l] = 0.0f;
         }
       const int64_t mask = level_mask << (j * level_power);
       if ((i & mask) != 0) break;
     }
   }
   for (; i < size; ++i)
-    for (int r = 0; r < kRows; ++r)
-      for (int l = 0; l < lanes; ++l) A(0, r, l) += load(i, r, l);
+    for (int r = 0; r < kIlp; ++r)
+      for (int l = 0; l < lanes; ++l) acc[0][r][l] += load(i, r, l);
   for (int j = 1; j < kLevels; ++j)
-    for (int r = 0; r < kRows; ++r)
-      for (int l = 0; l < lanes; ++l) A(0, r, l) += A(j, r, l);
-  for (int r = 0; r < kRows; ++r)
-    for (int l = 0; l < lanes; ++l) out[r * lanes + l] = A(0, r, l);
+    for (int r = 0; r < kIlp; ++r)
+      for (int l = 0; l < lanes; ++l) acc[0][r][l] += acc[j][r][l];
+  for (int r = 0; r < kIlp; ++r)
+    for (int l = 0; l < lanes; ++l) out[r * lanes + l] = acc[0][r][l];
 }
 
 // row_sum over `count` items of `lanes` floats each (item i starts at x + i * lanes).
-void row_sum(const float* x, int64_t count, int lanes, float* out /* [lanes] */) {
-  constexpr int kIlp = 4;
+template <int lanes>
+void row_sum(const float* x, int64_t count, float* out /* [lanes] */) {
   const int64_t size_ilp = count / kIlp;
-  std::vector<float> partial(static_cast<size_t>(kIlp * lanes));
-  multi_row_sum(
-      size_ilp, lanes,
-      [&](int64_t i, int r, int l) { return x[(i * kIlp + r) * lanes + l]; }, partial.data());
+  float partial[kIlp * lanes];
+  multi_row_sum<lanes>(
+      size_ilp, [&](int64_t i, int r, int l) { return x[(i * kIlp + r) * lanes + l]; }, partial);
   for (int64_t i = size_ilp * kIlp; i < count; ++i)
     for (int l = 0; l < lanes; ++l) partial[l] += x[i * lanes + l];
   for (int r = 1; r < kIlp; ++r)
     for (int l = 0; l < lanes; ++l) partial[l] += partial[r * lanes + l];
-  std::memcpy(out, partial.data(), sizeof(float) * lanes);
+  for (int l = 0; l < lanes; ++l) out[l] = partial[l];
 }
 
-float torch_cpu_sum(const float* x, int64_t n, int lanes) {
-  if (n >= lanes) {  // vectorized_inner_sum
-    const int64_t vec_count = n / lanes;
-    std::vector<float> v(static_cast<size_t>(lanes));
-    row_sum(x, vec_count, lanes, v.data());
+float torch_cpu_sum(const float* x, int64_t n) {
+  if (n >= kLanes) {  // vectorized_inner_sum
+    const int64_t vec_count = n / kLanes;
+    float v[kLanes];
+    row_sum<kLanes>(x, vec_count, v);
     float acc = 0.0f;
-    for (int64_t k = vec_count * lanes; k < n; ++k) acc += x[k];
-    for (int l = 0; l < lanes; ++l) acc += v[l];
+    for (int64_t k = vec_count * kLanes; k < n; ++k) acc += x[k];
+    for (int l = 0; l < kLanes; ++l) acc += v[l];
     return 0.0f + acc;  // the output is zero-filled, then accumulated into
   }
   float s;  // scalar_inner_sum: row_sum<float> of single elements
-  row_sum(x, n, 1, &s);
+  row_sum<1>(x, n, &s);
   return 0.0f + s;
 }
 
@@ -143,9 +144,6 @@ HqqStats hqq_quantize_int4(const void* x, DType x_dtype, int64_t n, int64_t k, i
 
   const int64_t gs = group_size, total = n * k, groups = total / gs;
   const bool f16 = o.backend == HqqBackend::cuda;
-  // torch 2.11's CPU sum accumulates 8-lane float vectors, whatever the dispatch (AVX512,
-  // AVX2 and the default build measured alike).
-  constexpr int lanes = 8;
   // Rounding to the optimizer dtype (f32 on CPU, f16 on CUDA) after every op.
   auto R = [f16](float v) { return f16 ? round_to_f16(v) : v; };
 
@@ -165,10 +163,14 @@ HqqStats hqq_quantize_int4(const void* x, DType x_dtype, int64_t n, int64_t k, i
     const float* w = W.data() + g * gs;
     float mn = w[0], mx = w[0];
     for (int64_t j = 1; j < gs; ++j) {
-      if (w[j] != w[j] || mn != mn) mn = std::numeric_limits<float>::quiet_NaN();
-      else mn = std::min(mn, w[j]);
-      if (w[j] != w[j] || mx != mx) mx = std::numeric_limits<float>::quiet_NaN();
-      else mx = std::max(mx, w[j]);
+      if (w[j] != w[j] || mn != mn)
+        mn = std::numeric_limits<float>::quiet_NaN();
+      else
+        mn = std::min(mn, w[j]);
+      if (w[j] != w[j] || mx != mx)
+        mx = std::numeric_limits<float>::quiet_NaN();
+      else
+        mx = std::max(mx, w[j]);
     }
     const float d = mx - mn;
     float sc = (1.0f / d) * 15.0f;
@@ -185,7 +187,6 @@ HqqStats hqq_quantize_int4(const void* x, DType x_dtype, int64_t n, int64_t k, i
   if (o.optimize) {
     for (auto& v : s) v = R(v);
     for (auto& v : z) v = R(v);
-    std::vector<float> Wq(static_cast<size_t>(gs)), term(static_cast<size_t>(gs));
     std::vector<float> abs_err(static_cast<size_t>(total));
     double beta = o.beta;
     double best_error = 1e4;
@@ -193,33 +194,41 @@ HqqStats hqq_quantize_int4(const void* x, DType x_dtype, int64_t n, int64_t k, i
                         : static_cast<float>(o.lp_norm - 1.0);
     for (int it = 0; it < o.iters; ++it) {
       const float inv_beta = static_cast<float>(1.0 / beta);
-      for (int64_t g = 0; g < groups; ++g) {
-        const float* w = Wf.data() + g * gs;
-        const float sc = s[g], zr = z[g];
-        for (int64_t j = 0; j < gs; ++j) {
-          // W_q = torch.round(W_f * scale + zero).clamp(0, 15)
-          const float wq = clamp015(R(std::nearbyint(R(R(w[j] * sc) + zr))));
-          // W_r = (W_q - zero) / scale
-          const float wr = R(R(wq - zr) / sc);
-          const float e = R(w[j] - wr);
-          abs_err[g * gs + j] = std::fabs(e);
-          // W_e = sign(e) * relu(|e| - (1 / beta) * pow(|e|, lp_norm - 1))
-          const float ae = std::fabs(e);
-          const float shr = relu(R(ae - R(inv_beta * R(pow_f32(ae, p)))));
-          const float we = R(torch_sign(e) * shr);
-          // W_q - (W_f - W_e) * scale
-          Wq[j] = wq;
-          term[j] = R(wq - R(R(w[j] - we) * sc));
+      // Groups are independent within a step (threads only for large weights); the error
+      // mean below keeps torch's order.
+      auto step = [&](int64_t g0, int64_t g1) {
+        std::vector<float> term(static_cast<size_t>(gs));
+        for (int64_t g = g0; g < g1; ++g) {
+          const float* w = Wf.data() + g * gs;
+          const float sc = s[g], zr = z[g];
+          for (int64_t j = 0; j < gs; ++j) {
+            // W_q = torch.round(W_f * scale + zero).clamp(0, 15)
+            const float wq = clamp015(R(std::nearbyint(R(R(w[j] * sc) + zr))));
+            // W_r = (W_q - zero) / scale
+            const float wr = R(R(wq - zr) / sc);
+            const float e = R(w[j] - wr);
+            const float ae = std::fabs(e);
+            abs_err[g * gs + j] = ae;
+            // W_e = sign(e) * relu(|e| - (1 / beta) * pow(|e|, lp_norm - 1))
+            const float shr = relu(R(ae - R(inv_beta * R(pow_f32(ae, p)))));
+            const float we = R(torch_sign(e) * shr);
+            // W_q - (W_f - W_e) * scale
+            term[j] = R(wq - R(R(w[j] - we) * sc));
+          }
+          // zero = torch.mean(..., axis=1, keepdim=True)
+          if (f16) {
+            double acc = 0;  // CUDA: float accumulation in its own order; see FORMATS.md
+            for (int64_t j = 0; j < gs; ++j) acc += term[j];
+            z[g] = round_to_f16(static_cast<float>(acc) * static_cast<float>(1.0 / gs));
+          } else {
+            z[g] = torch_cpu_sum(term.data(), gs) / static_cast<float>(gs);
+          }
         }
-        // zero = torch.mean(..., axis=1, keepdim=True)
-        if (f16) {
-          double acc = 0;  // CUDA: float accumulation in its own order; see FORMATS.md
-          for (int64_t j = 0; j < gs; ++j) acc += term[j];
-          z[g] = round_to_f16(static_cast<float>(acc) * static_cast<float>(1.0 / gs));
-        } else {
-          z[g] = torch_cpu_sum(term.data(), gs, lanes) / static_cast<float>(gs);
-        }
-      }
+      };
+      if (total >= (int64_t{1} << 20))
+        ao::parallel_for(0, groups, std::max<int64_t>(1, 16384 / gs), step);
+      else
+        step(0, groups);
       beta *= o.kappa;
       // current_error = float(torch.abs(W_f - W_r).mean())
       float err;
@@ -228,13 +237,15 @@ HqqStats hqq_quantize_int4(const void* x, DType x_dtype, int64_t n, int64_t k, i
         for (int64_t i = 0; i < total; ++i) acc += abs_err[i];
         err = round_to_f16(static_cast<float>(acc) / static_cast<float>(total));
       } else {
-        err = torch_cpu_sum(abs_err.data(), total, lanes) / static_cast<float>(total);
+        err = torch_cpu_sum(abs_err.data(), total) / static_cast<float>(total);
       }
       stats.iterations = it + 1;
       stats.last_error = err;
       if (o.early_stop) {
-        if (err < best_error) best_error = err;
-        else break;
+        if (err < best_error)
+          best_error = err;
+        else
+          break;
       }
     }
   } else {

@@ -133,13 +133,11 @@ Int4CpuPackIsa int4_cpu_pack_isa_native() {
 namespace {
 
 void check_cpu(int64_t n, int64_t k, Int4CpuPackIsa isa, const char* what) {
-  AO_CHECK(isa == Int4CpuPackIsa::avx512 || isa == Int4CpuPackIsa::avx2 ||
-               isa == Int4CpuPackIsa::scalar,
-           "{}: unknown ISA {}", what, static_cast<int>(isa));
-  AO_CHECK(n > 0 && n % 16 == 0, "{}: N (rows) must be a positive multiple of 16, got {}", what,
-           n);
-  AO_CHECK(k > 0 && k % 2 == 0, "{}: K (columns) must be a positive even number, got {}", what,
-           k);
+  AO_CHECK(
+      isa == Int4CpuPackIsa::avx512 || isa == Int4CpuPackIsa::avx2 || isa == Int4CpuPackIsa::scalar,
+      "{}: unknown ISA {}", what, static_cast<int>(isa));
+  AO_CHECK(n > 0 && n % 16 == 0, "{}: N (rows) must be a positive multiple of 16, got {}", what, n);
+  AO_CHECK(k > 0 && k % 2 == 0, "{}: K (columns) must be a positive even number, got {}", what, k);
 }
 
 // Calls f(byte_index, row_low, row_high, col) for every output byte: the byte is

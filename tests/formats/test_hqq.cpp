@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ao/core/error.h"
+#include "ao/core/parallel.h"
 #include "ao/formats/affine.h"
 #include "ao/formats/float_formats.h"
 #include "ao/formats/hqq.h"
@@ -91,7 +92,8 @@ TEST(FormatHqq, Stress) {
         hqq_quantize_int4(x.data_ptr(), dt, n, k, g, q.data(), scale.data(), zero.data());
     std::vector<uint8_t> packed(n * k / 2);
     pack_nibbles_low_first(q.data(), n * k, packed.data());
-    Tensor rq = f.tensor(name + ".q"), rs = f.tensor(name + ".scale"), rz = f.tensor(name + ".zero");
+    Tensor rq = f.tensor(name + ".q"), rs = f.tensor(name + ".scale"),
+           rz = f.tensor(name + ".zero");
     int64_t qb = 0, sb = 0;
     const auto* pq = static_cast<const uint8_t*>(rq.data_ptr());
     for (int64_t i = 0; i < n * k / 2; ++i) qb += (packed[i] & 15) != (pq[i] & 15);
@@ -187,11 +189,38 @@ TEST(FormatHqq, ImprovesOnRoundToNearest) {
     hqq_quantize_int4(w.data(), DType::f32, n, k, g, q.data(), s.data(), z.data(),
                       {.optimize = optimize});
     double e = 0;
-    for (int64_t i = 0; i < n * k; ++i)
-      e += std::fabs((q[i] - 8.0f) * s[i / g] + z[i / g] - w[i]);
+    for (int64_t i = 0; i < n * k; ++i) e += std::fabs((q[i] - 8.0f) * s[i / g] + z[i / g] - w[i]);
     return e / (n * k);
   };
   EXPECT_LT(mae(true), mae(false));
+}
+
+// Large weights run the groups of a step on threads; the result must not depend on that.
+TEST(FormatHqq, ThreadsDoNotChangeResult) {
+  const int64_t n = 1024, k = 1024, g = 128;
+  std::vector<float> w(n * k);
+  uint32_t st = 99;
+  for (auto& v : w) {
+    st = st * 1664525u + 1013904223u;
+    v = (static_cast<float>(st >> 8) / 16777216.0f - 0.5f) * 0.05f;
+  }
+  const int saved = num_threads();
+  auto run = [&](int threads, std::vector<uint8_t>& q, std::vector<float>& s,
+                 std::vector<float>& z) {
+    set_num_threads(threads);
+    q.resize(n * k), s.resize(n * k / g), z.resize(n * k / g);
+    return hqq_quantize_int4(w.data(), DType::f32, n, k, g, q.data(), s.data(), z.data(),
+                             {.iters = 3});
+  };
+  std::vector<uint8_t> q1, q2;
+  std::vector<float> s1, s2, z1, z2;
+  const HqqStats a = run(1, q1, s1, z1), b = run(2, q2, s2, z2);
+  set_num_threads(saved);
+  EXPECT_EQ(a.iterations, b.iterations);
+  EXPECT_EQ(a.last_error, b.last_error);
+  EXPECT_EQ(q1, q2);
+  EXPECT_TRUE(same_vec(bits(s1), bits(s2)));
+  EXPECT_TRUE(same_vec(bits(z1), bits(z2)));
 }
 
 TEST(FormatHqq, BadArguments) {

@@ -49,8 +49,8 @@ TEST(FormatTilePack, MatchesCudaConvertWeightToInt4pack) {
     EXPECT_EQ(shape[1], k / (ikt * 16));
     EXPECT_EQ(shape[2], 32);
     EXPECT_EQ(shape[3], ikt / 2);
-    std::vector<uint8_t> q = c.at("q") == "formula" ? formula_q(n, k)
-                                                     : fx.get<uint8_t>(c.at("q").get<std::string>());
+    std::vector<uint8_t> q =
+        c.at("q") == "formula" ? formula_q(n, k) : fx.get<uint8_t>(c.at("q").get<std::string>());
     ASSERT_EQ(q.size(), static_cast<size_t>(n * k));
     std::vector<int32_t> packed(n * k / 8);
     int4_tile_pack(q.data(), n, k, ikt, packed.data());
@@ -157,8 +157,8 @@ TEST(FormatTilePack, MatchesCpuConvertWeightToInt4packForCpu) {
   }
   EXPECT_EQ(checked, 15);
   std::vector<uint8_t> q(8 * 16), p(64);
-  EXPECT_THROW(int4_cpu_pack(q.data(), 8, 16, Int4CpuPackIsa::avx2, p.data()), Error);   // N % 16
-  EXPECT_THROW(int4_cpu_pack(q.data(), 16, 7, Int4CpuPackIsa::avx2, p.data()), Error);   // K odd
+  EXPECT_THROW(int4_cpu_pack(q.data(), 8, 16, Int4CpuPackIsa::avx2, p.data()), Error);  // N % 16
+  EXPECT_THROW(int4_cpu_pack(q.data(), 16, 7, Int4CpuPackIsa::avx2, p.data()), Error);  // K odd
   (void)int4_cpu_pack_isa_native();
 }
 
