@@ -1,14 +1,15 @@
 #include "quant/quant_numerics.h"
 
-#include "ao/formats/float_formats.h"
-
 #include <algorithm>
 #include <bit>
 #include <limits>
 
+#include "ao/formats/float_formats.h"
+
 namespace ao::quant::detail {
 
-AffineParams choose_affine_params(const float* x, int64_t n, Mapping mapping, int qmin, int qmax, float eps) {
+AffineParams choose_affine_params(const float* x, int64_t n, Mapping mapping, int qmin, int qmax,
+                                  float eps) {
   float mn = std::numeric_limits<float>::infinity(), mx = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; ++i) {
     mn = std::min(mn, x[i]);
@@ -38,7 +39,8 @@ void fake_quantize_int8_per_token(float* x, int64_t M, int64_t K, Mapping mappin
     const AffineParams p = choose_affine_params(row, K, mapping, -128, 127, eps);
     const float inv = 1.0f / p.scale;
     for (int64_t k = 0; k < K; ++k)
-      row[k] = static_cast<float>(quantize_affine_value(row[k], inv, p.zero_point, -128, 127) - p.zero_point) *
+      row[k] = static_cast<float>(quantize_affine_value(row[k], inv, p.zero_point, -128, 127) -
+                                  p.zero_point) *
                p.scale;
   }
 }
@@ -56,9 +58,13 @@ formats::FloatFormat format_of(const MiniFloat& f) {
 
 // The element codecs come from ao/formats (bit-exact with PyTorch / TorchAO); saturate
 // clamps to +-max first, as TorchAO does before every cast.
-uint8_t encode_minifloat(float x, const MiniFloat& f) { return formats::encode(format_of(f), x, true); }
+uint8_t encode_minifloat(float x, const MiniFloat& f) {
+  return formats::encode(format_of(f), x, true);
+}
 
-float decode_minifloat(uint8_t code, const MiniFloat& f) { return formats::decode(format_of(f), code); }
+float decode_minifloat(uint8_t code, const MiniFloat& f) {
+  return formats::decode(format_of(f), code);
+}
 
 const float* minifloat_table(const MiniFloat& f) {
   struct Table {
@@ -67,11 +73,12 @@ const float* minifloat_table(const MiniFloat& f) {
   auto build = [](const MiniFloat& m) {
     Table t{};
     const int n = 1 << (1 + m.ebits + m.mbits);
-    for (int c = 0; c < 256; ++c) t.v[c] = c < n ? decode_minifloat(static_cast<uint8_t>(c), m) : 0.0f;
+    for (int c = 0; c < 256; ++c)
+      t.v[c] = c < n ? decode_minifloat(static_cast<uint8_t>(c), m) : 0.0f;
     return t;
   };
-  static const Table e4m3 = build(kE4M3), e5m2 = build(kE5M2), e2m3 = build(kE2M3), e3m2 = build(kE3M2),
-                     e2m1 = build(kE2M1);
+  static const Table e4m3 = build(kE4M3), e5m2 = build(kE5M2), e2m3 = build(kE2M3),
+                     e3m2 = build(kE3M2), e2m1 = build(kE2M1);
   if (f.ebits == 4) return e4m3.v;
   if (f.ebits == 5) return e5m2.v;
   if (f.ebits == 3) return e3m2.v;

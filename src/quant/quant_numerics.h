@@ -16,14 +16,15 @@ struct AffineParams {
   float scale;
   int32_t zero_point;
 };
-AffineParams choose_affine_params(const float* x, int64_t n, Mapping mapping, int qmin, int qmax, float eps);
+AffineParams choose_affine_params(const float* x, int64_t n, Mapping mapping, int qmin, int qmax,
+                                  float eps);
 // q = clamp(round_half_even(x * (1 / scale)) + zp, qmin, qmax)
 inline int32_t quantize_affine_value(float x, float inv_scale, int32_t zp, int qmin, int qmax) {
   float q = std::nearbyint(x * inv_scale) + static_cast<float>(zp);
   q = q < qmin ? static_cast<float>(qmin) : (q > qmax ? static_cast<float>(qmax) : q);
   return static_cast<int32_t>(q);
 }
-constexpr float kF32Eps = 1.1920928955078125e-07f;            // torch.finfo(float32).eps
+constexpr float kF32Eps = 1.1920928955078125e-07f;             // torch.finfo(float32).eps
 constexpr float kF32SmallestNormal = 1.1754943508222875e-38f;  // torch.finfo(float32).tiny
 
 // Quantize-then-dequantize each row of x [M, K] in place with int8 per-token scales, the
@@ -63,6 +64,8 @@ inline int64_t swizzled_index(int64_t row, int64_t col, int64_t cols) {
   const int64_t r = row % 128;
   return blk * 512 + (r % 32) * 16 + (r / 32) * 4 + col % 4;
 }
-inline int64_t swizzled_size(int64_t rows, int64_t cols) { return ((rows + 127) / 128) * 128 * ((cols + 3) / 4) * 4; }
+inline int64_t swizzled_size(int64_t rows, int64_t cols) {
+  return ((rows + 127) / 128) * 128 * ((cols + 3) / 4) * 4;
+}
 
 }  // namespace ao::quant::detail

@@ -39,10 +39,11 @@ struct LinearCase {
 };
 
 const std::vector<LinearCase> kCases = {
-    {"int8wo", 38}, {"int8wo-g32", 38}, {"int8dq", 38},      {"int4wo-g32", 15},   {"int4wo-g64", 15},
-    {"int4wo-g128", 14}, {"intx4wo-g32", 14}, {"intx2wo-g32-asym", 5}, {"intx8wo", 38}, {"8da4w", 14},
-    {"fp8wo", 25},  {"fp8dq-row", 25}, {"fp8dq-tensor", 25}, {"mxfp8", 25},        {"mxfp6", 18},
-    {"mxfp6-e3m2", 13}, {"mxfp4", 13}, {"nvfp4", 13},       {"nvfp4wo", 13}};
+    {"int8wo", 38},       {"int8wo-g32", 38},  {"int8dq", 38},      {"int4wo-g32", 15},
+    {"int4wo-g64", 15},   {"int4wo-g128", 14}, {"intx4wo-g32", 14}, {"intx2wo-g32-asym", 5},
+    {"intx8wo", 38},      {"8da4w", 14},       {"fp8wo", 25},       {"fp8dq-row", 25},
+    {"fp8dq-tensor", 25}, {"mxfp8", 25},       {"mxfp6", 18},       {"mxfp6-e3m2", 13},
+    {"mxfp4", 13},        {"nvfp4", 13},       {"nvfp4wo", 13}};
 
 class QuantLinear : public ::testing::TestWithParam<LinearCase> {};
 
@@ -61,7 +62,8 @@ TEST_P(QuantLinear, MatchesDequantizeThenMatmulOnOddShapes) {
         continue;
       }
       const Tensor deq = q->dequantize();
-      if (N * K >= 64 * 64) EXPECT_GE(sqnr_db(w, deq), GetParam().min_sqnr_db) << "N " << N << " K " << K;
+      if (N * K >= 64 * 64)
+        EXPECT_GE(sqnr_db(w, deq), GetParam().min_sqnr_db) << "N " << N << " K " << K;
       for (int64_t M : Ms) {
         const Tensor x = random_tensor({M, K}, static_cast<uint32_t>(M + 7 * K));
         Tensor xq = x.clone();
@@ -80,7 +82,8 @@ TEST_P(QuantLinear, MatchesDequantizeThenMatmulOnOddShapes) {
             err += (y[m * N + n] - r) * (y[m * N + n] - r);
             ref2 += r * r;
           }
-        EXPECT_LE(err / std::max(ref2, 1e-30), 1e-9) << GetParam().config << " M " << M << " N " << N << " K " << K;
+        EXPECT_LE(err / std::max(ref2, 1e-30), 1e-9)
+            << GetParam().config << " M " << M << " N " << N << " K " << K;
         for (int64_t i = 0; i < pad; ++i) {
           ASSERT_EQ(buf[static_cast<size_t>(i)], 12345.0f) << "write before y";
           ASSERT_EQ(buf[static_cast<size_t>(pad + M * N + i)], 12345.0f) << "write after y";
@@ -91,12 +94,13 @@ TEST_P(QuantLinear, MatchesDequantizeThenMatmulOnOddShapes) {
   EXPECT_GT(tested, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(QuantFormats, QuantLinear, ::testing::ValuesIn(kCases), [](const auto& info) {
-  std::string n = info.param.config;
-  for (char& c : n)
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  return n;
-});
+INSTANTIATE_TEST_SUITE_P(QuantFormats, QuantLinear, ::testing::ValuesIn(kCases),
+                         [](const auto& info) {
+                           std::string n = info.param.config;
+                           for (char& c : n)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return n;
+                         });
 
 TEST(QuantKernels, FusedGemvMatchesScalarReference) {
   namespace kq = ao::kernels::cpu::quant;
@@ -121,7 +125,8 @@ TEST(QuantKernels, FusedGemvMatchesScalarReference) {
   kq::gemv_int4_plain(w4, x.data(), M, 3, N, a.data(), N);
   kq::gemv_int4_plain_ref(w4, x.data(), M, 3, N, b.data(), N);
   for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < N - 3; ++n) EXPECT_NEAR(a[m * N + n], b[m * N + n], 1e-4f * (1 + std::fabs(b[m * N + n])));
+    for (int64_t n = 0; n < N - 3; ++n)
+      EXPECT_NEAR(a[m * N + n], b[m * N + n], 1e-4f * (1 + std::fabs(b[m * N + n])));
 }
 
 }  // namespace

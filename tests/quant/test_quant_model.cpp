@@ -14,8 +14,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kStories = std::string(AO_SOURCE_DIR) + "/../shared/data/models/stories260K/stories260K.bin";
-const std::vector<int32_t> kGolden = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
+const std::string kStories =
+    std::string(AO_SOURCE_DIR) + "/../shared/data/models/stories260K/stories260K.bin";
+const std::vector<int32_t> kGolden = {1,   403, 407, 261, 378, 432, 383, 286,
+                                      261, 376, 298, 315, 421, 395, 317, 426};
 
 std::unique_ptr<models::CausalLM> load_quantized(const std::string& path) {
   io::ModelFiles files = io::open_model_files(path);
@@ -32,7 +34,8 @@ std::vector<int32_t> greedy(models::CausalLM& m, size_t n) {
   m.reset();
   m.forward(ids.data(), 1, logits.data(), false);
   while (ids.size() < n) {
-    const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    const int32_t next =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     ids.push_back(next);
     m.forward(&ids.back(), 1, logits.data(), false);
   }
@@ -74,11 +77,13 @@ TEST(QuantModel, QuantizedStories260KRunsThroughTheModel) {
     double max_kl;
     bool golden;
   };
-  for (const Case& c : {Case{"int8wo", 2e-3, true}, Case{"int8dq", 5e-3, true}, Case{"fp8dq-row", 2e-2, false},
-                        Case{"int4wo-g32", 0.1, false}, Case{"8da4w", 0.15, false}, Case{"mxfp4", 0.3, false},
-                        Case{"nvfp4", 0.3, false}}) {
+  for (const Case& c :
+       {Case{"int8wo", 2e-3, true}, Case{"int8dq", 5e-3, true}, Case{"fp8dq-row", 2e-2, false},
+        Case{"int4wo-g32", 0.1, false}, Case{"8da4w", 0.15, false}, Case{"mxfp4", 0.3, false},
+        Case{"nvfp4", 0.3, false}}) {
     const fs::path out = dir / c.config;
-    quant::quantize_model(in, quant::QuantPlan::single(quant::parse_quant_config(c.config)), out.string());
+    quant::quantize_model(in, quant::QuantPlan::single(quant::parse_quant_config(c.config)),
+                          out.string());
     auto q = load_quantized(out.string());
     if (c.golden) EXPECT_EQ(greedy(*q, kGolden.size()), kGolden) << c.config;
     const double kl = mean_kl(*fp32, *q, kGolden);

@@ -48,7 +48,8 @@ Loaded load_any(const std::string& path) {
   return l;
 }
 
-std::vector<int32_t> tokenize_paragraphs(const text::Tokenizer& tok, const std::string& path, int64_t chars) {
+std::vector<int32_t> tokenize_paragraphs(const text::Tokenizer& tok, const std::string& path,
+                                         int64_t chars) {
   std::ifstream f(path, std::ios::binary);
   AO_CHECK(f.good(), "{}: cannot open the evaluation text", path);
   std::string s((std::istreambuf_iterator<char>(f)), {});
@@ -93,7 +94,8 @@ int run_qeval(const QevalArgs& a) {
   const auto tok = text::load_tokenizer(m.tokenizer_path);
   const std::vector<int32_t> ids = tokenize_paragraphs(*tok, a.text, a.chars);
   const int64_t V = m.model->vocab_size();
-  AO_CHECK(a.window >= 1 && a.window < m.model->context_size(), "--window must be in [1, {})", m.model->context_size());
+  AO_CHECK(a.window >= 1 && a.window < m.model->context_size(), "--window must be in [1, {})",
+           m.model->context_size());
   double nll = 0, nll2 = 0, kl = 0;
   int64_t count = 0;
   std::vector<float> logits, blogits;
@@ -118,7 +120,9 @@ int run_qeval(const QevalArgs& a) {
       nll2 += l * l;
       if (base.model) {
         log_softmax(blogits.data() + i * static_cast<size_t>(V), V, blp);
-        for (int64_t v = 0; v < V; ++v) kl += std::exp(blp[static_cast<size_t>(v)]) * (blp[static_cast<size_t>(v)] - lp[static_cast<size_t>(v)]);
+        for (int64_t v = 0; v < V; ++v)
+          kl += std::exp(blp[static_cast<size_t>(v)]) *
+                (blp[static_cast<size_t>(v)] - lp[static_cast<size_t>(v)]);
       }
       ++count;
     }
@@ -140,13 +144,20 @@ int run_qeval(const QevalArgs& a) {
     tps = std::max(tps, double(steps) / timer.seconds());
   }
   if (a.json) {
-    nlohmann::ordered_json j{{"model", a.model},   {"tokens", count},  {"nll", mean},         {"ppl", ppl},
-                             {"ppl_err", ppl_err}, {"decode_tok_s", tps}, {"file_bytes", m.file_bytes},
-                             {"weight_bytes", m.model->weight_bytes()}, {"parameters", m.model->parameter_count()}};
+    nlohmann::ordered_json j{{"model", a.model},
+                             {"tokens", count},
+                             {"nll", mean},
+                             {"ppl", ppl},
+                             {"ppl_err", ppl_err},
+                             {"decode_tok_s", tps},
+                             {"file_bytes", m.file_bytes},
+                             {"weight_bytes", m.model->weight_bytes()},
+                             {"parameters", m.model->parameter_count()}};
     if (base.model) j["kl"] = kl / double(count);
     fmt::print("{}\n", j.dump());
   } else {
-    fmt::print("tokens: {}\nPPL = {:.4f} +/- {:.4f} (mean NLL {:.4f})\n", count, ppl, ppl_err, mean);
+    fmt::print("tokens: {}\nPPL = {:.4f} +/- {:.4f} (mean NLL {:.4f})\n", count, ppl, ppl_err,
+               mean);
     if (base.model) fmt::print("KL divergence vs {}: {:.6f}\n", a.base, kl / double(count));
     fmt::print("decode: {:.1f} tok/s ({} tokens)\n", tps, steps);
   }
@@ -154,14 +165,17 @@ int run_qeval(const QevalArgs& a) {
 }
 
 const bool registered = register_command(
-    {"qeval", "Perplexity, KL vs a base model and decode speed of a (quantized) model", 42, [](CLI::App* sub) -> RunFn {
+    {"qeval", "Perplexity, KL vs a base model and decode speed of a (quantized) model", 42,
+     [](CLI::App* sub) -> RunFn {
        auto a = std::make_shared<QevalArgs>();
-       sub->add_option("MODEL", a->model, "model folder/file (TorchAO-quantized or not)")->required();
+       sub->add_option("MODEL", a->model, "model folder/file (TorchAO-quantized or not)")
+           ->required();
        sub->add_option("--text", a->text, "evaluation text")->required();
        sub->add_option("--base", a->base, "base model for the KL divergence");
        sub->add_option("--chars", a->chars, "characters of the text to score (0 = all)");
        sub->add_option("--window", a->window, "tokens per scoring window (each preceded by BOS)");
-       sub->add_option("--decode-tokens", a->decode_tokens, "greedy tokens timed for decode speed (best of 5 runs)");
+       sub->add_option("--decode-tokens", a->decode_tokens,
+                       "greedy tokens timed for decode speed (best of 5 runs)");
        sub->add_option("--threads,-t", a->threads, "threads (default: all)");
        sub->add_flag("--json", a->json, "one JSON line");
        return [a] { return run_qeval(*a); };
