@@ -1,13 +1,16 @@
 // llama-bench-style CUDA benchmark over synthetic model shapes (random weights made on the
 // device): prints the card's measured ceilings, then a markdown table and JSON lines.
 //   bench_cuda_decode [--models llama3-8b,llama3-1b] [--formats bf16,int8wo,int4wo-g128]
-//                     [--pp 512] [--tg 128] [--reps 3] [--json FILE]
+//                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
+// --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
+// --models none skips the whole-model runs.
 #include <cstdio>
 #include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "ao/kernels/cuda/kernels.h"
 #include "ao/runtime/cuda_engine.h"
 
 namespace {
@@ -18,11 +21,128 @@ std::vector<std::string> split(const std::string& s) {
   while (std::getline(ss, item, ',')) out.push_back(item);
   return out;
 }
+// Kernel lab: each decode-step kernel of the llama3-8b shape alone, back to back, CUDA events.
+void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
+  using namespace ao::cuda;
+  cudaStream_t s;
+  AO_CUDA_CHECK(cudaStreamCreate(&s));
+  cudaEvent_t t0, t1;
+  AO_CUDA_CHECK(cudaEventCreate(&t0));
+  AO_CUDA_CHECK(cudaEventCreate(&t1));
+  auto time_us = [&](const auto& fn, int reps) {
+    fn();
+    AO_CUDA_CHECK(cudaEventRecord(t0, s));
+    for (int i = 0; i < reps; ++i) fn();
+    AO_CUDA_CHECK(cudaEventRecord(t1, s));
+    AO_CUDA_CHECK(cudaEventSynchronize(t1));
+    float ms = 0;
+    AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+    return 1e3 * ms / reps;
+  };
+  struct Shape {
+    const char* name;
+    int64_t n, k;
+    GemvInput in;
+    GemvOutput out;
+  };
+  const Shape shapes[] = {{"qkv", 6144, 4096, GemvInput::rmsnorm, GemvOutput::bf16},
+                          {"o", 4096, 4096, GemvInput::bf16, GemvOutput::add_residual},
+                          {"gate_up+swiglu", 28672, 4096, GemvInput::rmsnorm, GemvOutput::swiglu},
+                          {"down", 4096, 14336, GemvInput::bf16, GemvOutput::add_residual},
+                          {"lm_head", 128256, 4096, GemvInput::rmsnorm, GemvOutput::f32}};
+  void *src, *x, *y, *normw;
+  AO_CUDA_CHECK(cudaMalloc(&src, size_t(128256) * 4096 * 2));
+  AO_CUDA_CHECK(cudaMalloc(&x, 8 * 28672 * 4));
+  AO_CUDA_CHECK(cudaMalloc(&y, 8 * 128256 * 4));
+  AO_CUDA_CHECK(cudaMalloc(&normw, 16384 * 2));
+  fill_random_bf16(static_cast<uint16_t*>(x), 8 * 28672 * 2, 1.f, 3, s);
+  fill_bf16(static_cast<uint16_t*>(normw), 16384, 1.f, s);
+  std::printf("\n| kernel (llama3-8b shape) | format | M | bytes MB | us | GB/s | of copy BW |\n|---|---|---|---|---|---|---|\n");
+  for (const auto& fname : formats) {
+    int g = 128;
+    auto f = ao::runtime::parse_cuda_weight_format(fname, &g);
+    WeightFormat wf = f == ao::runtime::CudaWeightFormat::bf16     ? WeightFormat::bf16
+                      : f == ao::runtime::CudaWeightFormat::int8wo ? WeightFormat::int8
+                      : f == ao::runtime::CudaWeightFormat::int4wo ? WeightFormat::int4
+                                                                   : WeightFormat::fp8;
+    for (const auto& sh : shapes) {
+      fill_random_bf16(static_cast<uint16_t*>(src), sh.n * sh.k, 0.03f, 5, s);
+      DeviceWeight w;
+      w.format = wf;
+      w.n = sh.n;
+      w.k = sh.k;
+      const int al = gemv_k_align(wf);
+      w.k_padded = (sh.k + al - 1) / al * al;
+      w.group_size = wf == WeightFormat::int4 ? g : 0;
+      AO_CUDA_CHECK(cudaMalloc(&w.data, w.n * w.k_padded * 2));
+      AO_CUDA_CHECK(cudaMalloc(&w.scale, w.n * (w.k_padded / 32) * 8 + w.n * 4));
+      quantize_weight(static_cast<uint16_t*>(src), w, false, static_cast<float*>(y), s);
+      for (int m : {1, 4}) {
+        GemvArgs a;
+        a.m = m;
+        a.input = sh.in;
+        a.x = x;
+        a.rms_weight = static_cast<uint16_t*>(normw);
+        a.output = sh.out;
+        a.y = y;
+        const double us = time_us([&] { gemv(w, a, s); }, 50);
+        const double gbs = w.bytes() / us / 1e3;
+        std::printf("| gemv %s %lldx%lld | %s | %d | %.1f | %.1f | %.0f | %.0f%% |\n", sh.name,
+                    (long long)sh.n, (long long)sh.k, fname.c_str(), m, w.bytes() / 1e6, us, gbs,
+                    100 * gbs / copy_bw);
+      }
+      AO_CUDA_CHECK(cudaFree(w.data));
+      AO_CUDA_CHECK(cudaFree(w.scale));
+    }
+  }
+  // Attention decode, 32 q heads / 8 kv heads / 128 dims, cache of 4096.
+  AttentionArgs aa{32, 8, 128, 4096, 0.088f};
+  void *kc, *vc, *q, *part, *out, *pos;
+  AO_CUDA_CHECK(cudaMalloc(&kc, size_t(8) * 4096 * 128 * 2));
+  AO_CUDA_CHECK(cudaMalloc(&vc, size_t(8) * 4096 * 128 * 2));
+  AO_CUDA_CHECK(cudaMalloc(&q, 32 * 128 * 2));
+  AO_CUDA_CHECK(cudaMalloc(&part, attention_decode_workspace(aa)));
+  AO_CUDA_CHECK(cudaMemset(part, 0, attention_decode_workspace(aa)));
+  AO_CUDA_CHECK(cudaMalloc(&out, 32 * 128 * 2));
+  AO_CUDA_CHECK(cudaMalloc(&pos, 4));
+  fill_random_bf16(static_cast<uint16_t*>(kc), 8 * 4096 * 128, 1.f, 1, s);
+  fill_random_bf16(static_cast<uint16_t*>(vc), 8 * 4096 * 128, 1.f, 2, s);
+  fill_random_bf16(static_cast<uint16_t*>(q), 32 * 128, 1.f, 3, s);
+  for (int p : {128, 1024, 4095}) {
+    AO_CUDA_CHECK(cudaMemcpy(pos, &p, 4, cudaMemcpyHostToDevice));
+    const double us = time_us([&] {
+      attention_decode(static_cast<uint16_t*>(q), static_cast<uint16_t*>(kc),
+                       static_cast<uint16_t*>(vc), static_cast<int32_t*>(pos), aa,
+                       part, static_cast<uint16_t*>(out), s);
+    }, 50);
+    const double mb = 2.0 * 8 * (p + 1) * 128 * 2 / 1e6;
+    std::printf("| attention decode pos %d (split, last block merges) | bf16 | 1 | %.1f | %.1f | %.0f | |\n", p,
+                mb, us, mb / us * 1e3);
+  }
+  // Sampling over a 128256 vocabulary.
+  SamplerState st{0.f, 0, 1.f, 0, 1, 0};
+  void *dst, *tok;
+  AO_CUDA_CHECK(cudaMalloc(&dst, sizeof(st)));
+  AO_CUDA_CHECK(cudaMalloc(&tok, 8));
+  AO_CUDA_CHECK(cudaMemcpy(dst, &st, sizeof(st), cudaMemcpyHostToDevice));
+  const double us_s = time_us([&] {
+    sample(static_cast<float*>(y), 128256, static_cast<SamplerState*>(dst),
+           static_cast<int32_t*>(tok), nullptr, 1, nullptr, static_cast<int32_t*>(pos), 0, s);
+  }, 50);
+  std::printf("| sample greedy, vocab 128256 | f32 | 1 | 0.5 | %.1f | | |\n", us_s);
+  std::fflush(stdout);
+  for (void* p : {src, x, y, normw, kc, vc, q, part, out, pos, dst, tok}) cudaFree(p);
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
+  cudaStreamDestroy(s);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string models = "llama3-8b,llama3-1b", formats = "bf16,int8wo,int4wo-g128", json;
   int pp = 512, tg = 128, reps = 3;
+  bool kernels = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -38,6 +158,7 @@ int main(int argc, char** argv) {
     else if (a == "--tg") tg = std::stoi(next());
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--json") json = next();
+    else if (a == "--kernels") kernels = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -52,6 +173,8 @@ int main(int argc, char** argv) {
     std::printf("d2d copy bandwidth (read+write, 1 GiB): %.0f GB/s\n", bw);
     std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s; %dx14336x4096: %.0f TFLOP/s\n\n", gemm_big,
                 pp, gemm_pp);
+    if (kernels) kernel_table(split(formats), bw);
+    if (models == "none") return 0;
     std::FILE* jf = json.empty() ? nullptr : std::fopen(json.c_str(), "w");
     if (jf)
       std::fprintf(jf, "{\"device\":\"%s\",\"copy_gb_s\":%.1f,\"gemm_tflops\":%.1f,\"gemm_pp_tflops\":%.1f}\n",

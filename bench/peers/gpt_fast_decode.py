@@ -41,12 +41,29 @@ class BF16Linear(nn.Module):
 
 
 class Int8Linear(nn.Module):
+    """int8 weight-only: torch._weight_int8pack_mm when this build has it on CUDA, else
+    gpt-fast's F.linear(x, w.to(bf16)) * scales (which inductor fuses into one kernel)."""
+    use_pack_mm = None
+
     def __init__(self, n, k):
         super().__init__()
         self.register_buffer("weight", torch.randint(-128, 128, (n, k), dtype=torch.int8, device=DEV))
         self.register_buffer("scales", torch.rand(n, dtype=BF16, device=DEV) * 1e-3)
+        self.n = n
+        if Int8Linear.use_pack_mm is None:
+            try:
+                torch._weight_int8pack_mm(torch.randn(1, k, dtype=BF16, device=DEV), self.weight, self.scales)
+                Int8Linear.use_pack_mm = True
+            except Exception as e:  # noqa: BLE001
+                print(f"# _weight_int8pack_mm unavailable ({type(e).__name__}); using F.linear * scales",
+                      flush=True)
+                Int8Linear.use_pack_mm = False
 
     def forward(self, x):
+        if Int8Linear.use_pack_mm:
+            shape = x.shape
+            y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight, self.scales)
+            return y.reshape(*shape[:-1], self.n)
         return F.linear(x, self.weight.to(dtype=x.dtype)) * self.scales
 
     def nbytes(self):
@@ -202,6 +219,8 @@ def run_variant(model_name, mode, fmt, tg, reps):
         del model
     torch.cuda.empty_cache()
     torch._dynamo.reset()
+    if fmt == "int8":
+        fmt = "int8 (_weight_int8pack_mm)" if Int8Linear.use_pack_mm else "int8 (F.linear * scales)"
     return dict(model=model_name, variant=f"{mode} {fmt}", mode=mode, format=fmt, tok_s=round(tok_s, 2),
                 weight_gb=round(wb / 1e9, 3), gb_s=round(wb * tok_s / 1e9, 1),
                 warmup_s=round(t_compile, 1), torch=torch.__version__)

@@ -10,17 +10,27 @@
 #include "ao/kernels/cuda/kernels.h"
 
 namespace {
-void configure_pool_once() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    int dev = 0;
-    AO_CUDA_CHECK(cudaGetDevice(&dev));
+constexpr int kMaxDevices = 64;
+
+void configure_pool_once(int dev) {
+  static std::once_flag once[kMaxDevices];
+  std::call_once(once[dev % kMaxDevices], [dev] {
     cudaMemPool_t pool;
     AO_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
     uint64_t threshold = UINT64_MAX;
     AO_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
   });
 }
+
+// Makes `dev` current for the scope.
+struct DeviceGuard {
+  int prev = 0;
+  explicit DeviceGuard(int dev) {
+    AO_CUDA_CHECK(cudaGetDevice(&prev));
+    if (prev != dev) AO_CUDA_CHECK(cudaSetDevice(dev));
+  }
+  ~DeviceGuard() { cudaSetDevice(prev); }
+};
 }  // namespace
 
 bool ao_cuda_available() {
@@ -32,15 +42,22 @@ bool ao_cuda_available() {
   return n > 0;
 }
 
-void* ao_cuda_malloc(size_t bytes) {
-  configure_pool_once();
+void* ao_cuda_malloc(size_t bytes, int device) {
+  DeviceGuard g(device);
+  configure_pool_once(device);
   void* p = nullptr;
   AO_CUDA_CHECK(cudaMallocAsync(&p, bytes, 0));
   return p;
 }
 
-void ao_cuda_free(void* p) {
-  if (p) AO_CUDA_CHECK(cudaFreeAsync(p, 0));
+// Called from ~Storage: never throws (a failure leaves the block to the driver's teardown).
+void ao_cuda_free(void* p, int device) {
+  if (!p) return;
+  int prev = 0;
+  if (cudaGetDevice(&prev) != cudaSuccess) return;
+  if (prev != device) cudaSetDevice(device);
+  if (cudaFreeAsync(p, 0) != cudaSuccess) (void)cudaGetLastError();
+  if (prev != device) cudaSetDevice(prev);
 }
 
 // kind: 0 host->device, 1 device->host, 2 device->device, 3 host->host, other: inferred.

@@ -117,7 +117,7 @@ struct CudaEngine::Impl {
   uint16_t *xn = nullptr, *qkv = nullptr, *q = nullptr, *attn = nullptr, *tmp = nullptr,
            *gu = nullptr, *h = nullptr, *deq = nullptr;
   float* logits = nullptr;
-  float* partial = nullptr;
+  void* attn_ws = nullptr;  // decode attention partials + counters (zeroed once)
   float* scratch = nullptr;
   int32_t *d_pos = nullptr, *d_token = nullptr, *d_tokens = nullptr, *d_out = nullptr,
           *d_n_out = nullptr;
@@ -206,7 +206,9 @@ struct CudaEngine::Impl {
     gu = alloc<uint16_t>(static_cast<size_t>(M) * 2 * hidden);
     h = alloc<uint16_t>(static_cast<size_t>(M) * hidden);
     logits = alloc<float>(vocab);
-    partial = alloc<float>(cuda::attention_decode_workspace(attn_args()));
+    const size_t ws = cuda::attention_decode_workspace(attn_args());
+    attn_ws = alloc<uint8_t>(ws);
+    AO_CUDA_CHECK(cudaMemset(attn_ws, 0, ws));
     scratch = alloc<float>(16);
     d_pos = alloc<int32_t>(1);
     d_token = alloc<int32_t>(1);
@@ -304,6 +306,7 @@ struct CudaEngine::Impl {
     r.n_kv_heads = n_kv;
     r.head_dim = hd;
     r.interleaved = cfg.rope_interleaved;
+    r.paired = true;  // qkv rows are stored pair-adjacent (see create_from_host)
     r.inv_freq = inv_freq;
     r.bias = L.qkv_bias;
     r.max_seq = max_seq;
@@ -350,23 +353,29 @@ struct CudaEngine::Impl {
       a.x = resid;
       a.rms_weight = L.attn_norm;
       a.eps = eps;
-      a.output = cuda::GemvOutput::bf16;
-      a.y = qkv;
+      a.output = cuda::GemvOutput::rope_kv;  // bias + RoPE + KV append fused in the epilogue
+      a.rope = rope_args(L);
+      a.pos = d_pos;
+      a.q_out = q;
+      a.k_cache = L.k_cache;
+      a.v_cache = L.v_cache;
       cuda::gemv(L.qkv, a, stream);
-      cuda::rope_kv_append(qkv, 1, d_pos, rope_args(L), q, L.k_cache, L.v_cache, stream);
-      cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, partial, attn, stream);
+      cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, attn_ws, attn, stream);
       cuda::GemvArgs o;
       o.x = attn;
       o.output = cuda::GemvOutput::add_residual;
       o.y = resid;
       cuda::gemv(L.o, o, stream);
-      cuda::GemvArgs g = a;
+      cuda::GemvArgs g;
+      g.input = cuda::GemvInput::rmsnorm;
+      g.x = resid;
+      g.eps = eps;
       g.rms_weight = L.mlp_norm;
-      g.y = gu;
+      g.output = cuda::GemvOutput::swiglu;  // gate/up rows interleaved: h = silu(g) * u
+      g.y = h;
       cuda::gemv(L.gate_up, g, stream);
       cuda::GemvArgs d;
-      d.input = cuda::GemvInput::swiglu;
-      d.x = gu;
+      d.x = h;
       d.output = cuda::GemvOutput::add_residual;
       d.y = resid;
       cuda::gemv(L.down, d, stream);
@@ -495,25 +504,38 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
   max_elems = std::max(max_elems, static_cast<size_t>(2) * e.hidden * e.dim);
   max_elems = std::max(max_elems, static_cast<size_t>(e.qkv_dim) * e.dim);
   uint8_t* raw = nullptr;
-  uint16_t* stage = nullptr;
+  uint16_t *stage = nullptr, *stage2 = nullptr;
+  int32_t* perm = nullptr;
   AO_CUDA_CHECK(cudaMalloc(&raw, max_elems * 4));
   AO_CUDA_CHECK(cudaMalloc(&stage, max_elems * 2));
+  AO_CUDA_CHECK(cudaMalloc(&stage2, static_cast<size_t>(e.qkv_dim) * e.dim * 2));
+  AO_CUDA_CHECK(cudaMalloc(&perm, static_cast<size_t>(e.qkv_dim) * 4));
   struct Freer {
-    void* a;
-    void* b;
+    void* p[4];
     ~Freer() {
-      cudaFree(a);
-      cudaFree(b);
+      for (void* q : p) cudaFree(q);
     }
-  } freer{raw, stage};
-  // Appends rows of `w` to the staging matrix at row `row0` (K = cols).
-  auto put = [&](const HostWeight& w, int64_t row0, int64_t cols, uint16_t* dst) {
+  } freer{{raw, stage, stage2, perm}};
+  // qkv rows are stored with each RoPE pair adjacent (rows 2i, 2i+1 of a head): the GEMV
+  // epilogue then rotates pairs it owns. llama2.c's interleaved order already is that.
+  {
+    std::vector<int32_t> p(e.qkv_dim);
+    const int hd = e.hd;
+    for (int r = 0; r < e.qkv_dim; ++r) {
+      const int h = r / hd, j = r % hd, i = j / 2;
+      p[r] = cfg.rope_interleaved ? r : h * hd + ((j & 1) ? i + hd / 2 : i);
+    }
+    AO_CUDA_CHECK(cudaMemcpy(perm, p.data(), p.size() * 4, cudaMemcpyHostToDevice));
+  }
+  // Writes the rows of `w` (cols each) to dst, starting at row `row0`, every `step`-th row.
+  auto put = [&](const HostWeight& w, int64_t row0, int64_t cols, uint16_t* dst,
+                 int64_t step = 1) {
     int64_t n = 1;
     for (auto d : w.shape) n *= d;
     const int code = dtype_code(w.dtype, w.name);
     AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
     AO_CUDA_CHECK(cudaMemcpy(raw, w.data, n * dtype_bytes(w.dtype), cudaMemcpyHostToDevice));
-    cuda::convert_to_bf16(raw, code, dst + row0 * cols, n / cols, cols, cols, e.stream);
+    cuda::convert_to_bf16(raw, code, dst + row0 * cols, n / cols, cols, cols * step, e.stream);
   };
   auto small = [&](const HostWeight& w) {
     int64_t n = 1;
@@ -536,7 +558,8 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     put(get(p + "self_attn.q_proj.weight", {qn, D}), 0, D, stage);
     put(get(p + "self_attn.k_proj.weight", {kvn, D}), qn, D, stage);
     put(get(p + "self_attn.v_proj.weight", {kvn, D}), qn + kvn, D, stage);
-    L.qkv = e.make_weight(stage, qn + 2 * kvn, D);
+    cuda::gather_rows(stage, perm, qn + 2 * kvn, D, stage2, e.stream);
+    L.qkv = e.make_weight(stage2, qn + 2 * kvn, D);
     if (cfg.attention_bias) {
       L.qkv_bias = e.alloc<uint16_t>(qn + 2 * kvn);
       put(get(p + "self_attn.q_proj.bias", {qn}), 0, 1, L.qkv_bias);
@@ -545,8 +568,9 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     }
     put(get(p + "self_attn.o_proj.weight", {D, qn}), 0, qn, stage);
     L.o = e.make_weight(stage, D, qn);
-    put(get(p + "mlp.gate_proj.weight", {F, D}), 0, D, stage);
-    put(get(p + "mlp.up_proj.weight", {F, D}), F, D, stage);
+    // gate and up rows interleaved (2j = gate j, 2j + 1 = up j) for the fused SwiGLU epilogue.
+    put(get(p + "mlp.gate_proj.weight", {F, D}), 0, D, stage, 2);
+    put(get(p + "mlp.up_proj.weight", {F, D}), 1, D, stage, 2);
     L.gate_up = e.make_weight(stage, 2 * F, D);
     put(get(p + "mlp.down_proj.weight", {D, F}), 0, F, stage);
     L.down = e.make_weight(stage, D, F);

@@ -148,7 +148,7 @@ TEST_P(CudaGemv, BatchesMatchReference) {
   }
 }
 
-TEST_P(CudaGemv, FusedRmsnormSwigluResidual) {
+TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
   const int64_t N = 130, K = 1024;
@@ -192,29 +192,39 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidual) {
       for (int64_t n = 0; n < N; ++n) ref[i * N + n] = dot(xn, i, n);
     EXPECT_LT(nmse(y, ref), 2e-5) << c.name << " rmsnorm m=" << m;
 
-    // SwiGLU prologue, residual-add epilogue.
-    auto gu = to_bf16(randn(m * 2 * K, 40 + m, 2.f));
-    std::vector<float> hx(m * K);
-    for (int i = 0; i < m; ++i)
-      for (int64_t k = 0; k < K; ++k) {
-        const float g = bf16_to_f32(gu[i * 2 * K + k]), u = bf16_to_f32(gu[i * 2 * K + K + k]);
-        hx[i * K + k] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
-      }
-    auto r0 = randn(m * N, 50 + m);
-    Guarded<uint16_t> dgu(gu);
-    Guarded<float> dr(r0);
-    GemvArgs b;
-    b.m = m;
-    b.input = GemvInput::swiglu;
-    b.x = dgu.get();
-    b.output = GemvOutput::add_residual;
-    b.y = dr.get();
+    // SwiGLU epilogue (rows interleave gate and up) after the RMSNorm prologue.
+    Guarded<uint16_t> dh(m * N / 2);
+    GemvArgs b = a;
+    b.output = GemvOutput::swiglu;
+    b.y = dh.get();
     gemv(tw.dw, b, nullptr);
+    auto hgot = from_bf16(dh.download());
+    EXPECT_TRUE(dh.guards_intact());
+    std::vector<float> href(m * N / 2);
+    for (int i = 0; i < m; ++i)
+      for (int64_t j = 0; j < N / 2; ++j) {
+        const float g = round_bf16(dot(xn, i, 2 * j)), u = round_bf16(dot(xn, i, 2 * j + 1));
+        href[i * N / 2 + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
+      }
+    EXPECT_LT(nmse(hgot, href), 2e-5) << c.name << " swiglu m=" << m;
+
+    // Residual-add epilogue.
+    auto xb = to_bf16(randn(m * K, 40 + m, 2.f));
+    auto xf = from_bf16(xb);
+    auto r0 = randn(m * N, 50 + m);
+    Guarded<uint16_t> dx(xb);
+    Guarded<float> dr(r0);
+    GemvArgs d;
+    d.m = m;
+    d.x = dx.get();
+    d.output = GemvOutput::add_residual;
+    d.y = dr.get();
+    gemv(tw.dw, d, nullptr);
     auto r = dr.download();
     EXPECT_TRUE(dr.guards_intact());
     for (int i = 0; i < m; ++i)
-      for (int64_t n = 0; n < N; ++n) ref[i * N + n] = r0[i * N + n] + dot(hx, i, n);
-    EXPECT_LT(nmse(r, ref), 2e-5) << c.name << " swiglu m=" << m;
+      for (int64_t n = 0; n < N; ++n) ref[i * N + n] = r0[i * N + n] + round_bf16(dot(xf, i, n));
+    EXPECT_LT(nmse(r, ref), 2e-5) << c.name << " residual m=" << m;
   }
 }
 
@@ -274,7 +284,7 @@ TEST(CudaKernels, EmbeddingAddRmsnormSwiglu) {
   std::vector<float> href(M * F);
   for (int m = 0; m < M; ++m)
     for (int j = 0; j < F; ++j) {
-      const float g = bf16_to_f32(gu[m * 2 * F + j]), u = bf16_to_f32(gu[m * 2 * F + F + j]);
+      const float g = bf16_to_f32(gu[m * 2 * F + 2 * j]), u = bf16_to_f32(gu[m * 2 * F + 2 * j + 1]);
       href[m * F + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
     }
   EXPECT_LT(nmse(h, href), 1e-5);
@@ -394,10 +404,11 @@ TEST_P(CudaAttention, RopePrefillThenDecodeMatchReference) {
       if (M > 1) {
         attention_prefill(dq.get(), M, dk.get(), dv.get(), dpos.get(), aa, dout.get(), nullptr);
       } else {
-        Guarded<float> part(attention_decode_workspace(aa));
-        attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, part.get(), dout.get(),
+        Guarded<uint8_t> ws(attention_decode_workspace(aa));
+        AO_CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
+        attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), dout.get(),
                          nullptr);
-        EXPECT_TRUE(part.guards_intact());
+        EXPECT_TRUE(ws.guards_intact());
       }
       auto got = from_bf16(dout.download());
       EXPECT_LT(nmse(got, ref), 2e-5) << "attention M=" << M << " pos=" << p0;
@@ -407,6 +418,78 @@ TEST_P(CudaAttention, RopePrefillThenDecodeMatchReference) {
     }
     auto gk = from_bf16(dk.download());
     EXPECT_LT(nmse(gk, kc), 1e-5);
+    EXPECT_TRUE(dk.guards_intact());
+    EXPECT_TRUE(dv.guards_intact());
+  }
+}
+
+// The qkv GEMV with the fused bias + RoPE + KV-append epilogue, against GEMV -> reference RoPE.
+TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const auto c = GetParam();
+  const int H = c.H, KV = c.KV, hd = c.hd, S = c.S, heads = H + 2 * KV;
+  const int K = 256, N = heads * hd;
+  std::vector<float> inv_freq(hd / 2);
+  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = 1.f / std::pow(10000.f, 2.f * i / hd);
+  Guarded<float> dinv(inv_freq);
+  auto w = from_bf16(to_bf16(randn(size_t(N) * K, 61, 0.1f)));
+  auto bias = from_bf16(to_bf16(randn(N, 62, 0.1f)));
+  Guarded<uint16_t> dbias(to_bf16(bias));
+  for (bool inter : {false, true}) {
+    // Pair-adjacent row order, as the engine stores it.
+    std::vector<float> wp(w.size());
+    for (int r = 0; r < N; ++r) {
+      const int h = r / hd, j = r % hd, i = j / 2;
+      const int src = inter ? r : h * hd + ((j & 1) ? i + hd / 2 : i);
+      std::copy(&w[size_t(src) * K], &w[size_t(src) * K] + K, &wp[size_t(r) * K]);
+    }
+    QuantCase qc{WeightFormat::bf16, 0, false, "bf16"};
+    TestWeight tw(to_bf16(wp), N, K, qc);
+    const int M = 2, p0 = 7;
+    auto resid = randn(M * K, 63, 2.f);
+    auto nw = to_bf16(std::vector<float>(K, 1.f));
+    std::vector<float> qkv(M * N);
+    for (int m = 0; m < M; ++m) {
+      double ss = 0;
+      for (int k = 0; k < K; ++k) ss += resid[m * K + k] * resid[m * K + k];
+      const float inv = 1.f / std::sqrt(static_cast<float>(ss / K) + 1e-5f);
+      for (int n = 0; n < N; ++n) {
+        double a = 0;
+        for (int k = 0; k < K; ++k) a += double(round_bf16(resid[m * K + k] * inv)) * w[size_t(n) * K + k];
+        qkv[m * N + n] = round_bf16(static_cast<float>(a));
+      }
+    }
+    std::vector<float> q, kc(KV * S * hd, 0.f), vc(KV * S * hd, 0.f);
+    reference_rope(qkv, M, p0, H, KV, hd, S, inter, inv_freq, &bias, q, kc, vc);
+    Guarded<float> dres(resid);
+    Guarded<uint16_t> dnw(nw), dq(M * H * hd), dk(KV * S * hd), dv(KV * S * hd);
+    AO_CUDA_CHECK(cudaMemset(dk.get(), 0, dk.bytes()));
+    AO_CUDA_CHECK(cudaMemset(dv.get(), 0, dv.bytes()));
+    Guarded<int32_t> dpos(std::vector<int32_t>{p0});
+    GemvArgs a;
+    a.m = M;
+    a.input = GemvInput::rmsnorm;
+    a.x = dres.get();
+    a.rms_weight = dnw.get();
+    a.eps = 1e-5f;
+    a.output = GemvOutput::rope_kv;
+    a.rope.n_heads = H;
+    a.rope.n_kv_heads = KV;
+    a.rope.head_dim = hd;
+    a.rope.interleaved = inter;
+    a.rope.paired = true;
+    a.rope.inv_freq = dinv.get();
+    a.rope.bias = dbias.get();
+    a.rope.max_seq = S;
+    a.pos = dpos.get();
+    a.q_out = dq.get();
+    a.k_cache = dk.get();
+    a.v_cache = dv.get();
+    gemv(tw.dw, a, nullptr);
+    EXPECT_LT(nmse(from_bf16(dq.download()), q), 1e-4) << "q inter=" << inter;
+    EXPECT_LT(nmse(from_bf16(dk.download()), kc), 1e-4) << "k inter=" << inter;
+    EXPECT_LT(nmse(from_bf16(dv.download()), vc), 1e-4) << "v inter=" << inter;
+    EXPECT_TRUE(dq.guards_intact());
     EXPECT_TRUE(dk.guards_intact());
     EXPECT_TRUE(dv.guards_intact());
   }

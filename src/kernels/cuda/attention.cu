@@ -1,7 +1,8 @@
 // Attention over the KV cache (layout per layer [n_kv_heads, max_seq, head_dim] bf16).
 // Decode: split-KV flash decoding: a block per (kv head, chunk of kDecodeChunk positions)
 // serves all query heads of the group (GQA: each K/V row is read once), writes an unnormalized
-// partial (max, sum, acc) per (head, chunk); a combine kernel merges the chunks. The grid covers
+// partial (max, sum, acc) per (head, chunk); the last block of each KV head to finish (an
+// atomic counter) merges the chunks. The grid covers
 // the cache capacity and blocks past the current position exit, so one CUDA graph serves every
 // position (*pos lives in device memory).
 // Prefill: a block per (8 query rows, head); K/V tiles of 32 keys in shared memory; one lane per
@@ -15,13 +16,16 @@ using namespace detail;
 
 namespace {
 
-constexpr int kDecodeChunk = 64;
+constexpr int kDecodeChunk = 32;
 constexpr int kDecodeWarps = 4;
+constexpr int kMaxDecodeSplits = 1024;  // context up to 32768 positions
 
 template <int G, int DPL>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     attn_decode_split(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
-                      const int32_t* pos, AttentionArgs a, float* partial) {
+                      const int32_t* pos, AttentionArgs a, float* partial, int* counters,
+                      uint16_t* attn_out) {
+  grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
   const int kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y;
   const int len = *pos + 1;
   const int start = split * kDecodeChunk;
@@ -48,32 +52,45 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
   const uint16_t* kbase = kc + static_cast<int64_t>(kvh) * a.max_seq * hd;
   const uint16_t* vbase = vc + static_cast<int64_t>(kvh) * a.max_seq * hd;
-  for (int p = start + warp; p < end; p += kDecodeWarps) {
-    float kr[DPL], vr[DPL];
+  // Each warp takes kPer consecutive positions; all their K/V loads are issued first.
+  constexpr int kPer = kDecodeChunk / kDecodeWarps;
+  const int p0 = start + warp * kPer;
+  float kr[kPer][DPL], vr[kPer][DPL];
+#pragma unroll
+  for (int j = 0; j < kPer; ++j)
 #pragma unroll
     for (int t = 0; t < DPL; ++t) {
-      const int d = lane + 32 * t;
-      kr[t] = d < hd ? bf16_bits_to_float(kbase[static_cast<int64_t>(p) * hd + d]) : 0.f;
-      vr[t] = d < hd ? bf16_bits_to_float(vbase[static_cast<int64_t>(p) * hd + d]) : 0.f;
+      const int d = lane + 32 * t, p = p0 + j;
+      const bool ok = d < hd && p < end;
+      kr[j][t] = ok ? bf16_bits_to_float(kbase[static_cast<int64_t>(p) * hd + d]) : 0.f;
+      vr[j][t] = ok ? bf16_bits_to_float(vbase[static_cast<int64_t>(p) * hd + d]) : 0.f;
     }
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      float s = 0.f;
+  for (int g = 0; g < G; ++g) {
+    float s[kPer];
 #pragma unroll
-      for (int t = 0; t < DPL; ++t) s = fmaf(qr[g][t], kr[t], s);
-      s = warp_sum(s);
-      const float mnew = fmaxf(mx[g], s);
-      const float corr = __expf(mx[g] - mnew);
-      const float pw = __expf(s - mnew);
-      l[g] = l[g] * corr + pw;
+    for (int j = 0; j < kPer; ++j) {
+      float d = 0.f;
 #pragma unroll
-      for (int t = 0; t < DPL; ++t) acc[g][t] = acc[g][t] * corr + pw * vr[t];
-      mx[g] = mnew;
+      for (int t = 0; t < DPL; ++t) d = fmaf(qr[g][t], kr[j][t], d);
+      s[j] = p0 + j < end ? warp_sum(d) : -INFINITY;
+      mx[g] = fmaxf(mx[g], s[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const float pw = p0 + j < end ? __expf(s[j] - mx[g]) : 0.f;
+      l[g] += pw;
+#pragma unroll
+      for (int t = 0; t < DPL; ++t) acc[g][t] = fmaf(pw, vr[j][t], acc[g][t]);
     }
   }
   // Merge the warps through shared memory.
   __shared__ float sm[kDecodeWarps][G][2];
-  __shared__ float sacc[kDecodeWarps][G][DPL * 32];
+  // Shared buffer: first the warps' accumulators, later (last block) the chunk weights.
+  constexpr int kAccFloats = kDecodeWarps * G * DPL * 32;
+  constexpr int kShFloats = kAccFloats > G * kMaxDecodeSplits ? kAccFloats : G * kMaxDecodeSplits;
+  __shared__ float shbuf[kShFloats];
+  auto sacc = reinterpret_cast<float(*)[G][DPL * 32]>(shbuf);
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     if (lane == 0) {
@@ -102,24 +119,43 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       out[1] = L;
     }
   }
-}
-
-__global__ void attn_decode_combine(const float* partial, const int32_t* pos, int nsplit, int hd,
-                                    uint16_t* out) {
-  const int h = blockIdx.x;
-  const int used = (*pos + kDecodeChunk) / kDecodeChunk;  // chunks holding 0..*pos
-  const float* ph = partial + static_cast<int64_t>(h) * nsplit * (hd + 2);
-  float M = -INFINITY;
-  for (int s = 0; s < used; ++s) M = fmaxf(M, ph[s * (hd + 2)]);
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float L = 0.f, A = 0.f;
-    for (int s = 0; s < used; ++s) {
-      const float c = __expf(ph[s * (hd + 2)] - M);
-      L += ph[s * (hd + 2) + 1] * c;
-      A += ph[s * (hd + 2) + 2 + d] * c;
+  // The last block of this KV head to finish merges the chunks (threadfence reduction).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  const int used = (len + kDecodeChunk - 1) / kDecodeChunk;
+  if (threadIdx.x == 0) last = atomicAdd(&counters[kvh], 1) == used - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  // Per head: the max over chunks, each chunk's weight exp(m_c - max) and the total sum (one warp
+  // per head), then every (head, dim) sums its weighted accumulators.
+  auto wsm = reinterpret_cast<float(*)[kMaxDecodeSplits]>(shbuf);
+  __shared__ float lsm[G];
+  for (int g = warp; g < G; g += kDecodeWarps) {
+    const float* ph = partial + static_cast<int64_t>(kvh * G + g) * nsplit * (hd + 2);
+    float M = -INFINITY;
+    for (int c = lane; c < used; c += 32) M = fmaxf(M, __ldcg(ph + c * (hd + 2)));
+    M = warp_max(M);
+    float L = 0.f;
+    for (int c = lane; c < used; c += 32) {
+      const float w = __expf(__ldcg(ph + c * (hd + 2)) - M);
+      wsm[g][c] = w;
+      L += w * __ldcg(ph + c * (hd + 2) + 1);
     }
-    out[h * hd + d] = float_to_bf16_bits(A / L);
+    L = warp_sum(L);
+    if (lane == 0) lsm[g] = L;
   }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd, h = kvh * G + g;
+    const float* ph = partial + static_cast<int64_t>(h) * nsplit * (hd + 2) + 2 + d;
+    float A = 0.f;
+#pragma unroll 4
+    for (int c = 0; c < used; ++c) A = fmaf(wsm[g][c], __ldcg(ph + c * (hd + 2)), A);
+    attn_out[h * hd + d] = float_to_bf16_bits(A / lsm[g]);
+  }
+  if (threadIdx.x == 0) counters[kvh] = 0;
 }
 
 constexpr int kPrefillRows = 8;  // query rows (warps) per block
@@ -210,16 +246,18 @@ __global__ void __launch_bounds__(kPrefillRows * 32)
 
 template <int G>
 void launch_decode_g(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
-                     const AttentionArgs& a, float* partial, dim3 grid, cudaStream_t s) {
+                     const AttentionArgs& a, float* partial, int* counters, uint16_t* out,
+                     dim3 grid, cudaStream_t s) {
   const int dpl = (a.head_dim + 31) / 32;
+  const unsigned t = kDecodeWarps * 32;
   if (dpl == 1)
-    attn_decode_split<G, 1><<<grid, kDecodeWarps * 32, 0, s>>>(q, kc, vc, pos, a, partial);
+    attn_decode_split<G, 1><<<grid, t, 0, s>>>(q, kc, vc, pos, a, partial, counters, out);
   else if (dpl == 2)
-    attn_decode_split<G, 2><<<grid, kDecodeWarps * 32, 0, s>>>(q, kc, vc, pos, a, partial);
+    attn_decode_split<G, 2><<<grid, t, 0, s>>>(q, kc, vc, pos, a, partial, counters, out);
   else if (dpl <= 4)
-    attn_decode_split<G, 4><<<grid, kDecodeWarps * 32, 0, s>>>(q, kc, vc, pos, a, partial);
+    attn_decode_split<G, 4><<<grid, t, 0, s>>>(q, kc, vc, pos, a, partial, counters, out);
   else if (dpl <= 8)
-    attn_decode_split<G, 8><<<grid, kDecodeWarps * 32, 0, s>>>(q, kc, vc, pos, a, partial);
+    attn_decode_split<G, 8><<<grid, t, 0, s>>>(q, kc, vc, pos, a, partial, counters, out);
   else
     fail("attention_decode: head_dim > 256 not supported");
 }
@@ -228,24 +266,26 @@ void launch_decode_g(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, 
 
 size_t attention_decode_workspace(const AttentionArgs& a) {
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
-  return static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2);
+  return (static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2) + a.n_kv_heads) * 4;
 }
 
 void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
-                      const int32_t* pos, const AttentionArgs& a, float* partial, uint16_t* out,
+                      const int32_t* pos, const AttentionArgs& a, void* workspace, uint16_t* out,
                       cudaStream_t s) {
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
+  if (nsplit > kMaxDecodeSplits) fail("attention_decode: KV cache longer than 32768 positions");
+  float* partial = static_cast<float*>(workspace);
+  int* counters =
+      reinterpret_cast<int*>(partial + static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2));
   const int G = a.n_heads / a.n_kv_heads;
   const dim3 grid(a.n_kv_heads, nsplit);
   switch (G) {
-    case 1: launch_decode_g<1>(q, kc, vc, pos, a, partial, grid, s); break;
-    case 2: launch_decode_g<2>(q, kc, vc, pos, a, partial, grid, s); break;
-    case 4: launch_decode_g<4>(q, kc, vc, pos, a, partial, grid, s); break;
-    case 8: launch_decode_g<8>(q, kc, vc, pos, a, partial, grid, s); break;
+    case 1: launch_decode_g<1>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
+    case 2: launch_decode_g<2>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
+    case 4: launch_decode_g<4>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
+    case 8: launch_decode_g<8>(q, kc, vc, pos, a, partial, counters, out, grid, s); break;
     default: fail("attention_decode: n_heads / n_kv_heads must be 1, 2, 4 or 8");
   }
-  AO_CUDA_CHECK(cudaGetLastError());
-  attn_decode_combine<<<a.n_heads, 128, 0, s>>>(partial, pos, nsplit, a.head_dim, out);
   AO_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -28,6 +28,14 @@ __global__ void convert_kernel(const void* src, int dt, uint16_t* dst, int64_t r
   dst[r * dst_stride + c] = float_to_bf16_bits(v);
 }
 
+__global__ void gather_rows_kernel(const uint16_t* src, const int32_t* perm, int64_t rows,
+                                   int64_t cols, uint16_t* dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * cols) return;
+  const int64_t r = i / cols, c = i % cols;
+  dst[i] = src[static_cast<int64_t>(perm[r]) * cols + c];
+}
+
 __global__ void fill_random_kernel(uint16_t* dst, int64_t n, float a, uint64_t seed) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -42,6 +50,7 @@ __global__ void fill_kernel(uint16_t* dst, int64_t n, uint16_t v) {
 
 __global__ void embedding_kernel(const uint16_t* embed, const int32_t* tokens, int dim,
                                  float* residual) {
+  grid_dependents_launch();  // the qkv GEMV may start streaming its weights
   const int m = blockIdx.x;
   const int64_t t = tokens[m];
   for (int i = threadIdx.x; i < dim; i += blockDim.x)
@@ -73,8 +82,8 @@ __global__ void swiglu_kernel(const uint16_t* gu, int64_t m, int hidden, uint16_
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= m * hidden) return;
   const int64_t r = i / hidden, j = i % hidden;
-  const float g = bf16_bits_to_float(gu[r * 2 * hidden + j]);
-  const float u = bf16_bits_to_float(gu[r * 2 * hidden + hidden + j]);
+  const float g = bf16_bits_to_float(gu[r * 2 * hidden + 2 * j]);
+  const float u = bf16_bits_to_float(gu[r * 2 * hidden + 2 * j + 1]);
   out[i] = float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
 }
 
@@ -88,7 +97,7 @@ __global__ void rope_kv_append_kernel(const uint16_t* qkv, const int32_t* pos, R
   const uint16_t* row = qkv + static_cast<int64_t>(m) * heads * hd;
   for (int t = threadIdx.x; t < heads * half; t += blockDim.x) {
     const int h = t / half, i = t % half;
-    int i0, i1;  // the pair rotated together
+    int i0, i1;  // the pair rotated together, in output order
     if (a.interleaved) {
       i0 = 2 * i;
       i1 = 2 * i + 1;
@@ -96,8 +105,9 @@ __global__ void rope_kv_append_kernel(const uint16_t* qkv, const int32_t* pos, R
       i0 = i;
       i1 = i + half;
     }
-    float x0 = bf16_bits_to_float(row[h * hd + i0]);
-    float x1 = bf16_bits_to_float(row[h * hd + i1]);
+    const int in0 = a.paired ? 2 * i : i0, in1 = a.paired ? 2 * i + 1 : i1;
+    float x0 = bf16_bits_to_float(row[h * hd + in0]);
+    float x1 = bf16_bits_to_float(row[h * hd + in1]);
     if (a.bias) {
       x0 = round_bf16(x0 + bf16_bits_to_float(a.bias[h * hd + i0]));
       x1 = round_bf16(x1 + bf16_bits_to_float(a.bias[h * hd + i1]));
@@ -129,6 +139,12 @@ void convert_to_bf16(const void* src, int src_dtype, uint16_t* dst, int64_t rows
                      int64_t dst_stride, cudaStream_t s) {
   convert_kernel<<<blocks_for(rows * cols, 256), 256, 0, s>>>(src, src_dtype, dst, rows, cols,
                                                               dst_stride);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void gather_rows(const uint16_t* src, const int32_t* perm, int64_t rows, int64_t cols,
+                 uint16_t* dst, cudaStream_t s) {
+  gather_rows_kernel<<<blocks_for(rows * cols, 256), 256, 0, s>>>(src, perm, rows, cols, dst);
   AO_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -118,30 +118,80 @@ __device__ __forceinline__ int x_slot(int k) {
   return (((c >> 5) * V + (j >> 2)) * 32 + (c & 31)) * 4 + (j & 3);
 }
 
+// A block owns tiles of kWarps * R rows (warp w: rows tile * kWarps * R + w * R ..). When x fits
+// shared memory in one segment the grid is persistent (one prologue per block, tiles strided by
+// gridDim.x); otherwise each block takes one tile and walks K in segments.
+// Weights are loaded U iterations ahead (double-buffered); the first batch is issued before the
+// grid-dependency wait and the prologue, so weight streaming overlaps the previous kernel's tail.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, const GemvArgs a,
+__global__ void __launch_bounds__(kThreads, 4) gemv_kernel(const DeviceWeight w, const GemvArgs a,
                                                         int seg) {
   constexpr int E = Fmt<F>::E;
   constexpr int V = E / 4;
+  constexpr bool kInt4 = F == WeightFormat::int4;
   extern __shared__ float4 smem4[];
-  float* xs = reinterpret_cast<float*>(smem4);                 // [M][seg]
-  float2* csum = reinterpret_cast<float2*>(xs + M * seg);      // int4: [M][seg / 32]
+  float* xs = reinterpret_cast<float*>(smem4);             // [M][seg]
+  float2* csum = reinterpret_cast<float2*>(xs + M * seg);  // int4: [M][seg / 32]
   __shared__ float red[32];
   __shared__ float inv_rms[M];
 
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int row0 = (blockIdx.x * kWarps + warp) * R;
-  const int64_t xstride = a.x_stride ? a.x_stride : (IN == GemvInput::swiglu ? 2 * K : K);
+  const int64_t xstride = a.x_stride ? a.x_stride : K;
+  const int ntiles = (N + kWarps * R - 1) / (kWarps * R);
+  const bool single = seg >= Kp;
+  const int groups = kInt4 ? Kp / w.group_size : 1;
+  const float2* sbase = static_cast<const float2*>(w.scale);
+  const int64_t row_bytes = static_cast<int64_t>(Kp / E) * 16;
 
+  int rows[R];
+  auto set_rows = [&](int tile) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) rows[r] = min((tile * kWarps + warp) * R + r, N - 1);
+  };
+  // Loads iteration i (global chunk cbase + i * 32 + lane) of every row.
+  auto load = [&](uint4 (&dst)[R], float2 (&sdst)[R], int cbase, int i) {
+    const int c = cbase + i * 32 + lane;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      dst[r] = load_stream(static_cast<const uint8_t*>(w.data) + rows[r] * row_bytes +
+                           static_cast<int64_t>(c) * 16);
+      if constexpr (kInt4) sdst[r] = __ldg(&sbase[static_cast<int64_t>(rows[r]) * groups +
+                                                  c * 32 / w.group_size]);
+    }
+  };
+
+  uint4 wv[U][R];
+  float2 sv[U][R];
+  int tile = blockIdx.x;
+  set_rows(tile);
+  {
+    const int iters0 = min(seg, Kp) / (32 * E);
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (u < iters0) load(wv[u], sv[u], 0, u);
+  }
+  bool prefetched = true;
+  grid_dependency_wait();
+
+  const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
   if constexpr (IN == GemvInput::rmsnorm) {
     const float* x = static_cast<const float*>(a.x);
     for (int m = 0; m < M; ++m) {
       float ss = 0.f;
-      for (int k = threadIdx.x; k < K; k += kThreads) {
-        const float v = x[m * xstride + k];
-        ss += v * v;
+      if (vec) {
+        const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
+#pragma unroll 8
+        for (int k = threadIdx.x; k < K / 4; k += kThreads) {
+          const float4 v = x4[k];
+          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+      } else {
+        for (int k = threadIdx.x; k < K; k += kThreads) {
+          const float v = x[m * xstride + k];
+          ss += v * v;
+        }
       }
       ss = block_sum(ss, red);
       if (threadIdx.x == 0) inv_rms[m] = rsqrtf(ss / K + a.eps);
@@ -149,157 +199,223 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, co
     __syncthreads();
   }
 
-  // Row pointers (rows past N re-read row N - 1 and are not stored).
-  const uint8_t* wrow[R];
+  bool loaded = false;
+  for (; tile < ntiles; tile += gridDim.x) {
+    set_rows(tile);
+    float acc[M][R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const int row = min(row0 + r, N - 1);
-    wrow[r] = static_cast<const uint8_t*>(w.data) + static_cast<int64_t>(row) * (Kp / E) * 16;
-  }
-  float acc[M][R];
+    for (int m = 0; m < M; ++m)
 #pragma unroll
-  for (int m = 0; m < M; ++m)
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[m][r] = 0.f;
+      for (int r = 0; r < R; ++r) acc[m][r] = 0.f;
 
-  for (int k0 = 0; k0 < Kp; k0 += seg) {
-    const int slen = min(seg, Kp - k0);
-    __syncthreads();
-    // Prologue: x segment -> shared memory (fp32, rounded to bf16 like a bf16 activation).
-    for (int m = 0; m < M; ++m) {
-      for (int j = threadIdx.x; j < slen; j += kThreads) {
-        const int k = k0 + j;
-        float v = 0.f;
-        if (k < K) {
-          if constexpr (IN == GemvInput::bf16) {
-            v = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k]);
-          } else if constexpr (IN == GemvInput::rmsnorm) {
-            v = round_bf16(static_cast<const float*>(a.x)[m * xstride + k] * inv_rms[m]) *
-                bf16_bits_to_float(a.rms_weight[k]);
-            v = round_bf16(v);
-          } else {
-            const uint16_t* gu = static_cast<const uint16_t*>(a.x) + m * xstride;
-            const float g = bf16_bits_to_float(gu[k]), u = bf16_bits_to_float(gu[K + k]);
-            v = round_bf16(round_bf16(g / (1.f + __expf(-g))) * u);
-          }
-        }
-        if constexpr (F == WeightFormat::int4) v *= (k & 1) ? 128.f : 2048.f;
-        xs[m * seg + x_slot<E>(j)] = v;
-      }
-    }
-    __syncthreads();
-    if constexpr (F == WeightFormat::int4) {
-      // Per 32-element chunk: {sum x' (scaled), sum x (unscaled)}.
-      const int nchunk = slen / 32;
-      for (int t = threadIdx.x; t < M * nchunk; t += kThreads) {
-        const int m = t / nchunk, c = t % nchunk;
-        float sp = 0.f, su = 0.f;
-        for (int j = 0; j < 32; ++j) {
-          const float v = xs[m * seg + x_slot<E>(c * 32 + j)];
-          sp += v;
-          su += v * ((j & 1) ? (1.f / 128.f) : (1.f / 2048.f));
-        }
-        csum[m * (seg / 32) + c] = make_float2(sp, su);
-      }
-      __syncthreads();
-    }
-
-    const int iters = slen / (32 * E);
-    const int cbase = k0 / E;  // chunk index of the segment start
-    for (int i0 = 0; i0 < iters; i0 += U) {
-      uint4 wv[U][R];
+    for (int k0 = 0; k0 < Kp; k0 += seg) {
+      const int slen = min(seg, Kp - k0);
+      if (!(single && loaded)) {
+        loaded = true;
+        __syncthreads();
+        // Prologue: x segment -> shared memory (fp32, rounded to bf16 like a bf16 activation),
+        // 4 consecutive k per thread.
+        for (int m = 0; m < M; ++m) {
+#pragma unroll 4
+          for (int j = threadIdx.x * 4; j < slen; j += kThreads * 4) {
+            const int k = k0 + j;
+            float v[4] = {0.f, 0.f, 0.f, 0.f};
+            if (vec && k + 3 < K) {
+              if constexpr (IN == GemvInput::bf16) {
+                const uint2 b = *reinterpret_cast<const uint2*>(
+                    static_cast<const uint16_t*>(a.x) + m * xstride + k);
+                v[0] = __uint_as_float(b.x << 16), v[1] = __uint_as_float(b.x & 0xffff0000u);
+                v[2] = __uint_as_float(b.y << 16), v[3] = __uint_as_float(b.y & 0xffff0000u);
+              } else {
+                const float4 xv = *reinterpret_cast<const float4*>(
+                    static_cast<const float*>(a.x) + m * xstride + k);
+                const uint2 b = *reinterpret_cast<const uint2*>(a.rms_weight + k);
+                const float r = inv_rms[m];
+                v[0] = round_bf16(round_bf16(xv.x * r) * __uint_as_float(b.x << 16));
+                v[1] = round_bf16(round_bf16(xv.y * r) * __uint_as_float(b.x & 0xffff0000u));
+                v[2] = round_bf16(round_bf16(xv.z * r) * __uint_as_float(b.y << 16));
+                v[3] = round_bf16(round_bf16(xv.w * r) * __uint_as_float(b.y & 0xffff0000u));
+              }
+            } else {
 #pragma unroll
-      for (int u = 0; u < U; ++u)
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-          if (i0 + u < iters)
-            wv[u][r] = load_stream(wrow[r] + static_cast<int64_t>(cbase + (i0 + u) * 32 + lane) * 16);
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if (i0 + u >= iters) break;
-        const int i = i0 + u;
-        if constexpr (F == WeightFormat::int4) {
-          const int c = cbase + i * 32 + lane;  // global chunk
-          const int g = c * 32 / w.group_size;
-          float part[M][R];
-#pragma unroll
-          for (int m = 0; m < M; ++m)
-#pragma unroll
-            for (int r = 0; r < R; ++r) part[m][r] = 0.f;
-#pragma unroll
-          for (int v = 0; v < V; ++v) {
-            float4 wf[R];
-#pragma unroll
-            for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wv[u][r], v);
-#pragma unroll
-            for (int m = 0; m < M; ++m) {
-              const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
-#pragma unroll
-              for (int r = 0; r < R; ++r) {
-                part[m][r] = fmaf(x4.x, wf[r].x, part[m][r]);
-                part[m][r] = fmaf(x4.y, wf[r].y, part[m][r]);
-                part[m][r] = fmaf(x4.z, wf[r].z, part[m][r]);
-                part[m][r] = fmaf(x4.w, wf[r].w, part[m][r]);
+              for (int e = 0; e < 4; ++e) {
+                if (k + e >= K) break;
+                if constexpr (IN == GemvInput::bf16) {
+                  v[e] = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k + e]);
+                } else {
+                  v[e] = round_bf16(round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] *
+                                               inv_rms[m]) *
+                                    bf16_bits_to_float(a.rms_weight[k + e]));
+                }
               }
             }
-          }
-          const float2* sb = static_cast<const float2*>(w.scale);
-          const int groups = Kp / w.group_size;
+            if constexpr (kInt4) {
+              // 8 lanes hold 32 consecutive k = one chunk: its sums of x' and x.
+              float su = v[0] + v[1] + v[2] + v[3];
+              v[0] *= 2048.f, v[1] *= 128.f, v[2] *= 2048.f, v[3] *= 128.f;
+              float sp = v[0] + v[1] + v[2] + v[3];
 #pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const int row = min(row0 + r, N - 1);
-            const float2 s = __ldg(&sb[static_cast<int64_t>(row) * groups + g]);
+              for (int o = 1; o < 8; o <<= 1) {
+                sp += __shfl_xor_sync(0xffffffffu, sp, o);
+                su += __shfl_xor_sync(0xffffffffu, su, o);
+              }
+              if ((lane & 7) == 0) csum[m * (seg / 32) + j / 32] = make_float2(sp, su);
+            }
+            *reinterpret_cast<float4*>(&xs[m * seg + x_slot<E>(j)]) =
+                make_float4(v[0], v[1], v[2], v[3]);
+          }
+        }
+        __syncthreads();
+      }
+
+      const int iters = slen / (32 * E);
+      const int cbase = k0 / E;
+      if (!prefetched) {
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (u < iters) load(wv[u], sv[u], cbase, u);
+      }
+      prefetched = false;
+      for (int i0 = 0; i0 < iters; i0 += U) {
+        uint4 nv[U][R];
+        float2 ns[U][R];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (i0 + U + u < iters) load(nv[u], ns[u], cbase, i0 + U + u);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          if (i0 + u >= iters) break;
+          const int i = i0 + u;
+          if constexpr (kInt4) {
+            float part[M][R];
+#pragma unroll
+            for (int m = 0; m < M; ++m)
+#pragma unroll
+              for (int r = 0; r < R; ++r) part[m][r] = 0.f;
+#pragma unroll
+            for (int v = 0; v < V; ++v) {
+              float4 wf[R];
+#pragma unroll
+              for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wv[u][r], v);
+#pragma unroll
+              for (int m = 0; m < M; ++m) {
+                const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                  part[m][r] = fmaf(x4.x, wf[r].x, part[m][r]);
+                  part[m][r] = fmaf(x4.y, wf[r].y, part[m][r]);
+                  part[m][r] = fmaf(x4.z, wf[r].z, part[m][r]);
+                  part[m][r] = fmaf(x4.w, wf[r].w, part[m][r]);
+                }
+              }
+            }
 #pragma unroll
             for (int m = 0; m < M; ++m) {
               const float2 cs = csum[m * (seg / 32) + i * 32 + lane];
-              acc[m][r] += s.x * (part[m][r] - cs.x) + s.y * cs.y;
+#pragma unroll
+              for (int r = 0; r < R; ++r)
+                acc[m][r] += sv[u][r].x * (part[m][r] - cs.x) + sv[u][r].y * cs.y;
             }
-          }
-        } else {
+          } else {
 #pragma unroll
-          for (int v = 0; v < V; ++v) {
-            float4 wf[R];
+            for (int v = 0; v < V; ++v) {
+              float4 wf[R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wv[u][r], v);
+              for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wv[u][r], v);
 #pragma unroll
-            for (int m = 0; m < M; ++m) {
-              const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
+              for (int m = 0; m < M; ++m) {
+                const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
 #pragma unroll
-              for (int r = 0; r < R; ++r) {
-                acc[m][r] = fmaf(x4.x, wf[r].x, acc[m][r]);
-                acc[m][r] = fmaf(x4.y, wf[r].y, acc[m][r]);
-                acc[m][r] = fmaf(x4.z, wf[r].z, acc[m][r]);
-                acc[m][r] = fmaf(x4.w, wf[r].w, acc[m][r]);
+                for (int r = 0; r < R; ++r) {
+                  acc[m][r] = fmaf(x4.x, wf[r].x, acc[m][r]);
+                  acc[m][r] = fmaf(x4.y, wf[r].y, acc[m][r]);
+                  acc[m][r] = fmaf(x4.z, wf[r].z, acc[m][r]);
+                  acc[m][r] = fmaf(x4.w, wf[r].w, acc[m][r]);
+                }
               }
             }
           }
         }
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            wv[u][r] = nv[u][r];
+            sv[u][r] = ns[u][r];
+          }
       }
     }
-  }
 
+    if (tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
 #pragma unroll
-  for (int m = 0; m < M; ++m)
+    for (int m = 0; m < M; ++m)
 #pragma unroll
-    for (int r = 0; r < R; ++r) acc[m][r] = warp_sum(acc[m][r]);
+      for (int r = 0; r < R; ++r) acc[m][r] = warp_sum(acc[m][r]);
 
-  if (lane == 0) {
+    if (lane == 0) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int row = row0 + r;
-      if (row >= N) continue;
-      float sc = 1.f;
-      if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
-        sc = static_cast<const float*>(w.scale)[row];
+      for (int r = 0; r < R; ++r) {
+        const int row = (tile * kWarps + warp) * R + r;
+        if (row >= N) continue;
+        float sc = 1.f;
+        if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
+          sc = static_cast<const float*>(w.scale)[row];
+        if constexpr (OUT == GemvOutput::rope_kv) {
+          if (r & 1) continue;  // the pair (row, row + 1) is rotated together
+          const RopeArgs& ro = a.rope;
+          const int hd = ro.head_dim, h = row / hd, i = (row % hd) / 2;
+          const int d0 = ro.interleaved ? 2 * i : i, d1 = ro.interleaved ? 2 * i + 1 : i + hd / 2;
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const float v = acc[m][r] * sc;
-        if constexpr (OUT == GemvOutput::bf16)
-          static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * N + row] = float_to_bf16_bits(v);
-        else if constexpr (OUT == GemvOutput::f32)
-          static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] = v;
-        else
-          static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] += round_bf16(v);
+          for (int m = 0; m < M; ++m) {
+            float x0 = round_bf16(acc[m][r] * sc), x1 = round_bf16(acc[m][r + 1] * sc);
+            if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8) {
+              x1 = round_bf16(acc[m][r + 1] * static_cast<const float*>(w.scale)[row + 1]);
+            }
+            if (ro.bias) {
+              x0 = round_bf16(x0 + bf16_bits_to_float(ro.bias[h * hd + d0]));
+              x1 = round_bf16(x1 + bf16_bits_to_float(ro.bias[h * hd + d1]));
+            }
+            const int p = *a.pos + m;
+            if (h < ro.n_heads + ro.n_kv_heads) {
+              float sn, cs;
+              sincosf(static_cast<float>(p) * ro.inv_freq[i], &sn, &cs);
+              const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+              x0 = y0, x1 = y1;
+            }
+            uint16_t* dst;
+            if (h < ro.n_heads)
+              dst = a.q_out + (static_cast<int64_t>(m) * ro.n_heads + h) * hd;
+            else if (h < ro.n_heads + ro.n_kv_heads)
+              dst = a.k_cache + (static_cast<int64_t>(h - ro.n_heads) * ro.max_seq + p) * hd;
+            else
+              dst = a.v_cache +
+                    (static_cast<int64_t>(h - ro.n_heads - ro.n_kv_heads) * ro.max_seq + p) * hd;
+            dst[d0] = float_to_bf16_bits(x0);
+            dst[d1] = float_to_bf16_bits(x1);
+          }
+        } else if constexpr (OUT == GemvOutput::swiglu) {
+          if (r & 1) continue;  // handled with its gate row (even r)
+          float sc_up = 1.f;
+          if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
+            sc_up = static_cast<const float*>(w.scale)[row + 1];
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            const float g = round_bf16(acc[m][r] * sc), u = round_bf16(acc[m][r + 1] * sc_up);
+            static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * (N / 2) + row / 2] =
+                float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
+          }
+        } else {
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          const float v = acc[m][r] * sc;
+          if constexpr (OUT == GemvOutput::bf16)
+            static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * N + row] = float_to_bf16_bits(v);
+          else if constexpr (OUT == GemvOutput::f32)
+            static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] = v;
+          else
+            static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] += round_bf16(v);
+        }
+        }
       }
     }
   }
@@ -307,24 +423,49 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const DeviceWeight w, co
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
-  constexpr int R = (F == WeightFormat::bf16) ? 2 : (F == WeightFormat::int4 ? 4 : 2);
-  constexpr int U = (F == WeightFormat::int4) ? 2 : 4;
-  // Segment: whole K when it fits 64 KB of fp32 per batch row budget, else 16 KB per row.
-  const int per_row = (F == WeightFormat::int4) ? 16384 : 16384;
-  int seg = static_cast<int>(std::min<int64_t>(w.k_padded, per_row / M));
+  constexpr int R = (F == WeightFormat::int4) ? 4 : 2;
+  constexpr int U = (F == WeightFormat::bf16) ? 4 : (F == WeightFormat::int4 ? 1 : 2);
+  auto kernel = gemv_kernel<F, M, IN, OUT, R, U>;
+  // Segment: the whole (padded) K when M rows of fp32 fit 64 KB, else 64 KB / M per segment.
+  int seg = static_cast<int>(std::min<int64_t>(w.k_padded, 16384 / M));
   const int align = gemv_k_align(F);
   seg = std::max(align, seg / align * align);
   const size_t smem = static_cast<size_t>(M) * seg * 4 +
                       (F == WeightFormat::int4 ? static_cast<size_t>(M) * (seg / 32) * 8 : 0);
   static bool configured = false;
+  static int sms = 0;
+  static size_t occ_smem = ~size_t(0);
+  static int occ_blocks = 0;
   if (!configured) {
-    AO_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<F, M, IN, OUT, R, U>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
+    AO_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       96 * 1024));
+    int dev = 0;
+    AO_CUDA_CHECK(cudaGetDevice(&dev));
+    AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     configured = true;
   }
-  const unsigned grid = static_cast<unsigned>((w.n + kWarps * R - 1) / (kWarps * R));
-  gemv_kernel<F, M, IN, OUT, R, U><<<grid, kThreads, smem, s>>>(w, a, seg);
-  AO_CUDA_CHECK(cudaGetLastError());
+  const int rows_per_block = kWarps * R;
+  const int ntiles = static_cast<int>((w.n + rows_per_block - 1) / rows_per_block);
+  int grid = ntiles;
+  if (seg >= w.k_padded) {  // persistent: as many blocks as fit at once
+    if (smem != occ_smem) {
+      AO_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_blocks, kernel, kThreads,
+                                                                  smem));
+      occ_smem = smem;
+    }
+    grid = std::min(ntiles, std::max(1, occ_blocks) * sms);
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  AO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, w, a, seg));
 }
 
 template <WeightFormat F, int M>
@@ -335,8 +476,15 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.input == I::rmsnorm && a.output == O::f32) return launch<F, M, I::rmsnorm, O::f32>(w, a, s);
   if (a.input == I::bf16 && a.output == O::add_residual)
     return launch<F, M, I::bf16, O::add_residual>(w, a, s);
-  if (a.input == I::swiglu && a.output == O::add_residual)
-    return launch<F, M, I::swiglu, O::add_residual>(w, a, s);
+  if (a.input == I::rmsnorm && a.output == O::rope_kv) {
+    if (a.rope.head_dim % 2 != 0 || w.n % a.rope.head_dim != 0)
+      fail("gemv: rope_kv output needs an even head_dim dividing the rows");
+    return launch<F, M, I::rmsnorm, O::rope_kv>(w, a, s);
+  }
+  if (a.input == I::rmsnorm && a.output == O::swiglu) {
+    if (w.n % 2 != 0) fail("gemv: swiglu output needs an even number of rows");
+    return launch<F, M, I::rmsnorm, O::swiglu>(w, a, s);
+  }
   if (a.input == I::bf16 && a.output == O::f32) return launch<F, M, I::bf16, O::f32>(w, a, s);
   if (a.input == I::bf16 && a.output == O::bf16) return launch<F, M, I::bf16, O::bf16>(w, a, s);
   fail("gemv: unsupported input/output combination");
@@ -354,6 +502,7 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     default: break;
   }
   // 3, 5, 6, 7: the largest power of two first, then the rest.
+  if (a.output == GemvOutput::rope_kv) fail("gemv: rope_kv output needs batch 1, 2, 4 or 8");
   const int first = a.m > 4 ? 4 : 2;
   GemvArgs head = a;
   head.m = first;
@@ -361,12 +510,13 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   GemvArgs rest = a;
   rest.m = a.m - first;
   const int64_t K = w.k;
-  const int64_t xs = a.x_stride ? a.x_stride : (a.input == GemvInput::swiglu ? 2 * K : K);
+  const int64_t xs = a.x_stride ? a.x_stride : K;
   const size_t xel = a.input == GemvInput::rmsnorm ? 4 : 2;
   rest.x = static_cast<const uint8_t*>(a.x) + first * xs * xel;
   rest.x_stride = xs;
   const size_t yel = a.output == GemvOutput::bf16 ? 2 : 4;
-  rest.y = static_cast<uint8_t*>(a.y) + first * w.n * yel;
+  const int64_t ycols = a.output == GemvOutput::swiglu ? w.n / 2 : w.n;
+  rest.y = static_cast<uint8_t*>(a.y) + first * ycols * (a.output == GemvOutput::swiglu ? 2 : yel);
   gemv_format<F>(w, rest, s);
 }
 }  // namespace ao::cuda

@@ -54,7 +54,19 @@ __global__ void __launch_bounds__(kSampleThreads)
   const float T = st->temperature;
   ArgMax best{-INFINITY, 0x7fffffff};
   if (T <= 0.f) {
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) best = better(best, ArgMax{logits[i], i});
+    if ((vocab & 3) == 0) {
+      const float4* l4 = reinterpret_cast<const float4*>(logits);
+#pragma unroll 4
+      for (int i = threadIdx.x; i < vocab / 4; i += blockDim.x) {
+        const float4 v = l4[i];
+        best = better(best, ArgMax{v.x, 4 * i});
+        best = better(best, ArgMax{v.y, 4 * i + 1});
+        best = better(best, ArgMax{v.z, 4 * i + 2});
+        best = better(best, ArgMax{v.w, 4 * i + 3});
+      }
+    } else {
+      for (int i = threadIdx.x; i < vocab; i += blockDim.x) best = better(best, ArgMax{logits[i], i});
+    }
     best = block_argmax(best);
   } else {
     float mx = -INFINITY, mn = INFINITY;

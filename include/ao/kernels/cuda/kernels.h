@@ -41,24 +41,46 @@ struct DeviceWeight {
 enum class GemvInput : int {
   bf16 = 0,     // x [M, K] bf16
   rmsnorm = 1,  // x [M, K] f32 residual; uses rms_weight (bf16 [K]) and eps
-  swiglu = 2,   // x [M, 2K] bf16 = [gate | up]; uses silu(gate) * up
 };
 // What it does with the result (fused epilogue).
 enum class GemvOutput : int {
   bf16 = 0,          // y [M, N] bf16
   f32 = 1,           // y [M, N] f32
   add_residual = 2,  // residual [M, N] f32 += result
+  swiglu = 3,        // rows interleave gate and up (row 2j = gate j, 2j + 1 = up j):
+                     // y [M, N / 2] bf16 = silu(gate) * up
+  rope_kv = 4,       // qkv + bias + RoPE, q to q_out, k and v into the caches (see GemvArgs)
+};
+
+// RoPE of the Llama family. The qkv input holds, per head, head_dim values; `paired` says the
+// rotated pairs are adjacent in the input (rows of the qkv weight permuted so: 2i, 2i+1);
+// otherwise they follow `interleaved` (llama2.c: (2i, 2i+1); HF: (i, i + hd/2)), which also
+// fixes the order written to q_out and the caches.
+struct RopeArgs {
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  bool interleaved = false;
+  bool paired = false;
+  const float* inv_freq = nullptr;  // [head_dim / 2]
+  const uint16_t* bias = nullptr;   // [(H + 2 KV) * hd] (output order) or null
+  int max_seq = 0;                  // cache capacity
 };
 
 struct GemvArgs {
   int m = 1;  // batch 1..8
   GemvInput input = GemvInput::bf16;
   const void* x = nullptr;
-  int64_t x_stride = 0;             // elements between rows of x (0 = K, or 2K for swiglu)
+  int64_t x_stride = 0;             // elements between rows of x (0 = K)
   const uint16_t* rms_weight = nullptr;
   float eps = 1e-5f;
   GemvOutput output = GemvOutput::bf16;
   void* y = nullptr;                // bf16, f32 or residual f32 [M, N]
+  // rope_kv output only: the weight is a qkv projection with paired rows (RopeArgs::paired);
+  // rows of batch m are tokens at position *pos + m.
+  RopeArgs rope;
+  const int32_t* pos = nullptr;
+  uint16_t* q_out = nullptr;        // [M, H, hd]
+  uint16_t* k_cache = nullptr;      // [KV, max_seq, hd]
+  uint16_t* v_cache = nullptr;
 };
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
@@ -74,6 +96,9 @@ void dequantize_weight(const DeviceWeight& w, uint16_t* out_bf16, cudaStream_t s
 // Any of f32/f16/bf16 (dtype code: 0 f32, 1 f16, 2 bf16) -> bf16, row stride change allowed.
 void convert_to_bf16(const void* src, int src_dtype, uint16_t* dst, int64_t rows, int64_t cols,
                      int64_t dst_stride, cudaStream_t s);
+// dst[r, :] = src[perm[r], :] for r < rows (bf16, `cols` per row).
+void gather_rows(const uint16_t* src, const int32_t* perm, int64_t rows, int64_t cols,
+                 uint16_t* dst, cudaStream_t s);
 // Uniform random bf16 in [-a, a] from a counter-based hash (seed, index).
 void fill_random_bf16(uint16_t* dst, int64_t n, float a, uint64_t seed, cudaStream_t s);
 void fill_bf16(uint16_t* dst, int64_t n, float v, cudaStream_t s);
@@ -84,16 +109,10 @@ void embedding(const uint16_t* embed, const int32_t* tokens, int m, int dim, flo
 // If delta: residual += delta (bf16). Then out = bf16(rmsnorm(residual) * weight). [M, dim].
 void add_rmsnorm(float* residual, const uint16_t* delta, const uint16_t* weight, float eps,
                  int m, int dim, uint16_t* out, cudaStream_t s);
-// out[m, j] = silu(gu[m, j]) * gu[m, hidden + j] (bf16).
+// out[m, j] = silu(gu[m, 2j]) * gu[m, 2j + 1] (bf16; gate and up interleaved as the
+// gate_up weight's rows are).
 void swiglu(const uint16_t* gate_up, int m, int hidden, uint16_t* out, cudaStream_t s);
 
-struct RopeArgs {
-  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
-  bool interleaved = false;       // llama2.c pairs (2i, 2i+1); HF rotates halves
-  const float* inv_freq = nullptr;  // [head_dim / 2]
-  const uint16_t* bias = nullptr;   // [(H + 2 KV) * hd] or null
-  int max_seq = 0;                  // cache capacity
-};
 // qkv [M, (H + 2 KV) hd] bf16 (rows are tokens at positions *pos + m). Adds bias, rotates q and
 // k, writes q to q_out [M, H, hd] and k, v into the layer's cache [KV, max_seq, hd].
 void rope_kv_append(const uint16_t* qkv, int m, const int32_t* pos, const RopeArgs& a,
@@ -104,11 +123,12 @@ struct AttentionArgs {
   int n_heads = 0, n_kv_heads = 0, head_dim = 0, max_seq = 0;
   float scale = 0.f;
 };
-// Decode, one token at position *pos (attends to 0..*pos): split-KV flash decoding.
-// partial: float workspace of attention_decode_workspace() floats.
+// Decode, one token at position *pos (attends to 0..*pos): split-KV flash decoding; the last
+// block of each KV head to finish merges the chunks. workspace: attention_decode_workspace()
+// bytes, zeroed once before first use (the kernel leaves its counters at zero).
 size_t attention_decode_workspace(const AttentionArgs& a);
 void attention_decode(const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
-                      const int32_t* pos, const AttentionArgs& a, float* partial, uint16_t* out,
+                      const int32_t* pos, const AttentionArgs& a, void* workspace, uint16_t* out,
                       cudaStream_t s);
 // Prefill: M query tokens at positions *pos .. *pos + M - 1, causal over the cache.
 void attention_prefill(const uint16_t* q, int m, const uint16_t* k_cache,
