@@ -25,6 +25,7 @@ void Linear::set_weight(std::shared_ptr<const quant::LinearWeight> w) {
 }
 
 void Linear::forward(const float* x, int64_t M, float* y) const {
+  if (observer_) observer_(*this, x, M);
   weight_->linear(x, M, y);
   if (bias_.defined()) {
     const float* b = bias_.data<float>();

@@ -78,6 +78,27 @@ TEST(NnLinear, BiasAndWeightSwap) {
   EXPECT_THROW(Linear("bad", w, Tensor::from_vector({1, 2, 3}, {3})), Error);
 }
 
+TEST(NnLinear, InputObserverSeesEveryBatch) {
+  auto w = std::make_shared<quant::DenseWeight>(Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3}));
+  Linear lin("model.layers.0.mlp.up_proj", w);
+  int64_t rows = 0;
+  float first = 0;
+  lin.set_input_observer([&](const Linear& l, const float* x, int64_t M) {
+    EXPECT_EQ(l.name(), "model.layers.0.mlp.up_proj");
+    rows += M;
+    first = x[0];
+  });
+  const float x[6] = {7, 0, 0, 0, 1, 1};
+  float y[4];
+  lin.forward(x, 2, y);
+  lin.forward(x + 3, 1, y);
+  EXPECT_EQ(rows, 3);
+  EXPECT_EQ(first, 0.0f);
+  lin.set_input_observer({});
+  lin.forward(x, 1, y);
+  EXPECT_EQ(rows, 3);
+}
+
 TEST(NnDenseWeight, WidensBf16) {
   Tensor w = Tensor::from_vector({1.5f, -2.25f, 3.0f, 0.125f}, {2, 2}).to(DType::bf16);
   quant::DenseWeight d(w);

@@ -47,7 +47,7 @@ int run_perplexity(const PerplexityArgs& a) {
     const std::string_view view = a.max_chars >= 0
                                       ? std::string_view(text).substr(0, size_t(a.max_chars))
                                       : std::string_view(text);
-    tokens = tok->encode(view, false);
+    tokens = tok->encode(view, true);  // as llama-perplexity: BOS first, chunk boundaries match
   }
   fmt::print(stderr, "perplexity: tokenized {} into {} tokens in {:.2f} s\n", a.text_file,
              tokens.size(), t.seconds());

@@ -127,7 +127,9 @@ struct PerplexityResult {
   std::optional<KlStats> kl;
 };
 
-// Scores `tokens` (the whole text, without BOS). The model's context must hold ctx tokens.
+// Scores `tokens`, the whole text as the protocol wants it: for `llama` as llama-perplexity
+// tokenizes it (with its leading BOS, so chunk boundaries match), for `bos_windows` without
+// BOS. The model's context must hold ctx tokens.
 PerplexityResult evaluate_perplexity(models::CausalLM& model, std::span<const int32_t> tokens,
                                      const PerplexityOptions& opts);
 
