@@ -14,6 +14,9 @@ for t in $targets; do
   cp tests/fixtures/malformed/* "$corpus"/ 2>/dev/null || true
   [ -f ../shared/data/models/stories260K/stories260K.bin ] && [ "$t" = fuzz_llama2c ] && \
     cp ../shared/data/models/stories260K/stories260K.bin "$corpus"/
+  if [ "$t" = fuzz_gguf ]; then
+    for g in ../shared/data/tokenizers/llamacpp-vocab/*.gguf; do [ -f "$g" ] && head -c 65536 "$g" > "$corpus/$(basename "$g")"; done
+  fi
   echo "== $t: ${secs}s"
   ./build-fuzz/$t -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 "$corpus" 2>&1 | tail -3
 done

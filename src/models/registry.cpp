@@ -7,6 +7,7 @@
 
 #include "ao/core/error.h"
 #include "ao/core/parallel.h"
+#include "ao/quant/checkpoint.h"
 
 namespace ao::models {
 namespace {
@@ -15,10 +16,12 @@ std::map<std::string, ModelBuilder>& builders() {
   static std::map<std::string, ModelBuilder> b = [] {
     std::map<std::string, ModelBuilder> m;
     auto llama = [](const io::ModelConfig& c, std::vector<io::NamedTensor> t, const LoadOptions& o,
-                    const std::string& src) -> std::unique_ptr<CausalLM> {
-      return std::make_unique<LlamaModel>(c, std::move(t), o, src);
+                    const std::string& src,
+                    const LinearWeightMap& pre) -> std::unique_ptr<CausalLM> {
+      return std::make_unique<LlamaModel>(c, std::move(t), o, src, pre);
     };
-    for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama2.c"}) m[a] = llama;
+    for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama2.c"})
+      m[a] = llama;
     return m;
   }();
   return b;
@@ -43,8 +46,9 @@ std::vector<std::string> registered_architectures() {
   return names;
 }
 
-std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config, std::vector<io::NamedTensor> tensors,
-                                      const LoadOptions& opts, const std::string& source) {
+std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config,
+                                      std::vector<io::NamedTensor> tensors, const LoadOptions& opts,
+                                      const std::string& source, const LinearWeightMap& prebuilt) {
   ModelBuilder b;
   {
     std::lock_guard lock(registry_mutex());
@@ -54,31 +58,62 @@ std::unique_ptr<CausalLM> build_model(const io::ModelConfig& config, std::vector
   if (!b) {
     std::string known;
     for (const auto& n : registered_architectures()) known += (known.empty() ? "" : ", ") + n;
-    fail("{}: no model builder for architecture '{}' (known: {})", source, config.architecture, known);
+    fail("{}: no model builder for architecture '{}' (known: {})", source, config.architecture,
+         known);
   }
-  return b(config, std::move(tensors), opts, source);
+  return b(config, std::move(tensors), opts, source, prebuilt);
 }
 
 LoadedModel load_model(const std::string& path, const LoadOptions& opts) {
   LoadedModel m;
   m.files = io::open_model_files(path);
-  AO_CHECK(m.files.config.has_value(), "{}: no config.json next to the weights; cannot tell the architecture",
-           path);
-  m.model = build_model(*m.files.config, std::move(m.files.tensors), opts, path);
+  AO_CHECK(m.files.config.has_value(),
+           "{}: no config.json next to the weights; cannot tell the architecture", path);
+  if (quant::is_torchao_checkpoint(m.files)) {
+    quant::QuantizedWeights q = quant::load_quantized_weights(m.files);
+    LinearWeightMap prebuilt(q.linears.begin(), q.linears.end());
+    m.model = build_model(*m.files.config, std::move(q.dense), opts, path, prebuilt);
+  } else {
+    m.model = build_model(*m.files.config, std::move(m.files.tensors), opts, path);
+  }
   m.files.tensors.clear();
   return m;
 }
 
+void check_tokenizer_fits(const text::Tokenizer& tok, const CausalLM& model,
+                          const std::string& path) {
+  const int64_t V = model.vocab_size();
+  AO_CHECK(tok.vocab_size() <= V,
+           "tokenizer {} ({}) has {} tokens but the model's vocabulary has {}: they do not belong "
+           "together",
+           path, tok.description(), tok.vocab_size(), V);
+  AO_CHECK(tok.bos_id() < V && tok.eos_id() < V,
+           "tokenizer {}: BOS {} / EOS {} outside the model's vocabulary of {}", path, tok.bos_id(),
+           tok.eos_id(), V);
+}
+
+std::unique_ptr<text::Tokenizer> load_model_tokenizer(const LoadedModel& m,
+                                                      const std::string& path) {
+  const std::string p = path.empty() ? m.files.tokenizer_path : path;
+  AO_CHECK(!p.empty(),
+           "{}: no tokenizer found next to the model (tokenizer.json, tokenizer.model, tok*.bin); "
+           "pass one with --tokenizer",
+           m.files.path);
+  auto tok = text::load_tokenizer(p);
+  check_tokenizer_fits(*tok, *m.model, p);
+  return tok;
+}
+
 std::vector<std::string> synthetic_model_names() {
-  return {"stories15M", "stories110M", "tinyllama-1.1b", "qwen2-0.5b", "llama3-1b", "llama2-7b", "mistral-7b",
-          "llama3-8b"};
+  return {"stories15M", "stories110M", "tinyllama-1.1b", "qwen2-0.5b",
+          "llama3-1b",  "llama2-7b",   "mistral-7b",     "llama3-8b"};
 }
 
 io::ModelConfig synthetic_config(const std::string& name) {
   io::ModelConfig c;
   c.torch_dtype = "float32";
-  auto set = [&](const char* arch, int dim, int hidden, int layers, int heads, int kv, int vocab, int ctx,
-                 float theta) {
+  auto set = [&](const char* arch, int dim, int hidden, int layers, int heads, int kv, int vocab,
+                 int ctx, float theta) {
     c.architecture = arch;
     c.dim = dim, c.hidden_dim = hidden, c.n_layers = layers, c.n_heads = heads, c.n_kv_heads = kv;
     c.head_dim = dim / heads, c.vocab_size = vocab, c.max_seq_len = ctx, c.rope_theta = theta;
@@ -113,7 +148,11 @@ io::ModelConfig synthetic_config(const std::string& name) {
   return c;
 }
 
-std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t seed, const LoadOptions& opts) {
+std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t seed,
+                                          const LoadOptions& opts, DType weight_dtype) {
+  AO_CHECK(weight_dtype == DType::f32 || weight_dtype == DType::bf16 || weight_dtype == DType::f16,
+           "synthetic model: weight dtype must be f32, bf16 or f16, got {}",
+           dtype_name(weight_dtype));
   const int64_t D = c.dim, F = c.hidden_dim, V = c.vocab_size, hd = c.head_dim;
   const int64_t qd = int64_t(c.n_heads) * hd, kvd = int64_t(c.n_kv_heads) * hd;
   std::vector<io::NamedTensor> t;
@@ -128,13 +167,16 @@ std::unique_ptr<CausalLM> synthetic_model(const io::ModelConfig& c, uint64_t see
       std::uniform_real_distribution<float> u(-a, a);
       for (int64_t i = b; i < e; ++i) p[i] = u(g);
     });
-    t.push_back({name, x});
+    t.push_back({name, shape.size() == 2 ? x.to(weight_dtype) : x});
   };
-  auto ones = [&](const std::string& name, int64_t n) { t.push_back({name, Tensor::full({n}, 1.0f)}); };
+  auto ones = [&](const std::string& name, int64_t n) {
+    t.push_back({name, Tensor::full({n}, 1.0f)});
+  };
   rnd("model.embed_tokens.weight", {V, D}, 1.0f);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    const float ad = 1.0f / std::sqrt(float(D)), aq = 1.0f / std::sqrt(float(qd)), af = 1.0f / std::sqrt(float(F));
+    const float ad = 1.0f / std::sqrt(float(D)), aq = 1.0f / std::sqrt(float(qd)),
+                af = 1.0f / std::sqrt(float(F));
     ones(p + "input_layernorm.weight", D);
     rnd(p + "self_attn.q_proj.weight", {qd, D}, ad);
     rnd(p + "self_attn.k_proj.weight", {kvd, D}, ad);

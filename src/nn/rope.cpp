@@ -7,9 +7,11 @@
 
 namespace ao::nn {
 
-RotaryEmbedding::RotaryEmbedding(int head_dim, float theta, bool interleaved, const io::RopeScaling& sc)
+RotaryEmbedding::RotaryEmbedding(int head_dim, float theta, bool interleaved,
+                                 const io::RopeScaling& sc)
     : head_dim_(head_dim), interleaved_(interleaved) {
-  AO_CHECK(head_dim > 0 && head_dim % 2 == 0, "RoPE: head_dim {} must be positive and even", head_dim);
+  AO_CHECK(head_dim > 0 && head_dim % 2 == 0, "RoPE: head_dim {} must be positive and even",
+           head_dim);
   const int half = head_dim / 2;
   inv_freq_.resize(half);
   for (int i = 0; i < half; ++i) {
@@ -21,13 +23,15 @@ RotaryEmbedding::RotaryEmbedding(int head_dim, float theta, bool interleaved, co
   } else if (sc.type == "llama3") {
     // transformers' _compute_llama3_parameters.
     const double old_ctx = sc.original_max_position_embeddings;
-    const double low_wavelen = old_ctx / sc.low_freq_factor, high_wavelen = old_ctx / sc.high_freq_factor;
+    const double low_wavelen = old_ctx / sc.low_freq_factor,
+                 high_wavelen = old_ctx / sc.high_freq_factor;
     for (float& f : inv_freq_) {
       const double wavelen = 2.0 * std::numbers::pi / f;
       if (wavelen > low_wavelen) {
         f = static_cast<float>(f / sc.factor);
       } else if (wavelen >= high_wavelen) {
-        const double smooth = (old_ctx / wavelen - sc.low_freq_factor) / (sc.high_freq_factor - sc.low_freq_factor);
+        const double smooth =
+            (old_ctx / wavelen - sc.low_freq_factor) / (sc.high_freq_factor - sc.low_freq_factor);
         f = static_cast<float>((1.0 - smooth) * f / sc.factor + smooth * f);
       }
     }

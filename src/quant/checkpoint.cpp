@@ -24,11 +24,14 @@ std::string human_bytes(double b) {
 }
 
 // "model.layers.0.mlp.down_proj.weight" -> "model.layers.0.mlp.down_proj"
-std::string module_of(const std::string& tensor_name) { return tensor_name.substr(0, tensor_name.rfind('.')); }
+std::string module_of(const std::string& tensor_name) {
+  return tensor_name.substr(0, tensor_name.rfind('.'));
+}
 
 bool is_linear_weight(const std::string& name, const Tensor& t) {
   if (t.dim() != 2 || !name.ends_with(".weight")) return false;
-  return !(name.find("embed_tokens") != std::string::npos || name.find("norm") != std::string::npos);
+  return !(name.find("embed_tokens") != std::string::npos ||
+           name.find("norm") != std::string::npos);
 }
 
 // llama.c / Meta pairs RoPE dimensions (2i, 2i+1); HF rotates halves. HF's conversion script
@@ -75,23 +78,47 @@ json hf_config_for(const io::ModelFiles& in) {
 }  // namespace
 
 std::string QuantizeSummary::markdown() const {
-  std::string s = "| tensor | format | config | shape | bytes before | bytes after | bits/weight | time (ms) |\n"
-                  "|---|---|---|---|---:|---:|---:|---:|\n";
+  std::string s =
+      "| tensor | format | config | shape | bytes before | bytes after | bits/weight | time (ms) "
+      "|\n"
+      "|---|---|---|---|---:|---:|---:|---:|\n";
   for (const auto& r : rows) {
     if (r.format == "dense") continue;
     const double n = static_cast<double>(shape_numel(r.shape));
-    s += fmt::format("| {} | {} | {} | {} | {} | {} | {:.2f} | {:.1f} |\n", r.name, r.format, r.config,
-                     shape_str(r.shape), r.bytes_before, r.bytes_after, 8.0 * r.bytes_after / n, r.seconds * 1e3);
+    s += fmt::format("| {} | {} | {} | {} | {} | {} | {:.2f} | {:.1f} |\n", r.name, r.format,
+                     r.config, shape_str(r.shape), r.bytes_before, r.bytes_after,
+                     8.0 * r.bytes_after / n, r.seconds * 1e3);
   }
   const int dense = static_cast<int>(rows.size()) - quantized;
-  s += fmt::format("\n| tensors | quantized | kept | bytes before | bytes after | ratio | file | time |\n"
-                   "|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-                   "| {} | {} | {} | {} | {} | {:.2f}x | {} | {:.2f} s |\n",
-                   rows.size(), quantized, dense, human_bytes(static_cast<double>(bytes_before)),
-                   human_bytes(static_cast<double>(bytes_after)),
-                   bytes_after ? static_cast<double>(bytes_before) / static_cast<double>(bytes_after) : 0.0,
-                   human_bytes(static_cast<double>(file_bytes)), seconds);
+  s += fmt::format(
+      "\n| tensors | quantized | kept | bits/weight (quantized) | bytes before | bytes after | "
+      "ratio | file | time |\n"
+      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+      "| {} | {} | {} | {:.2f} | {} | {} | {:.2f}x | {} | {:.2f} s |\n",
+      rows.size(), quantized, dense, quantized_bits_per_weight(),
+      human_bytes(static_cast<double>(bytes_before)), human_bytes(static_cast<double>(bytes_after)),
+      bytes_after ? static_cast<double>(bytes_before) / static_cast<double>(bytes_after) : 0.0,
+      human_bytes(static_cast<double>(file_bytes)), seconds);
   return s;
+}
+
+double QuantizeSummary::quantized_bits_per_weight() const {
+  double bits = 0, n = 0;
+  for (const auto& r : rows)
+    if (r.format != "dense")
+      bits += 8.0 * static_cast<double>(r.bytes_after),
+          n += static_cast<double>(shape_numel(r.shape));
+  return n > 0 ? bits / n : 0.0;
+}
+
+json QuantizeSummary::json() const {
+  return {{"tensors", rows.size()},
+          {"quantized", quantized},
+          {"bytes_before", bytes_before},
+          {"bytes_after", bytes_after},
+          {"file_bytes", file_bytes},
+          {"bits_per_quantized_weight", quantized_bits_per_weight()},
+          {"seconds", seconds}};
 }
 
 bool is_torchao_checkpoint(const io::ModelFiles& m) {
@@ -103,15 +130,20 @@ bool is_torchao_checkpoint(const io::ModelFiles& m) {
   return false;
 }
 
-QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, const std::string& out_dir,
-                               bool overwrite, const QuantizeProgress& progress) {
+QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan,
+                               const std::string& out_dir, bool overwrite,
+                               const QuantizeProgress& progress) {
   Timer timer;
   AO_CHECK(!is_torchao_checkpoint(in),
-           "{}: already a TorchAO-quantized checkpoint; quantize the original high-precision model instead", in.path);
-  AO_CHECK(in.config.has_value(), "{}: no config.json next to the weights; cannot write a model folder", in.path);
+           "{}: already a TorchAO-quantized checkpoint; quantize the original high-precision model "
+           "instead",
+           in.path);
+  AO_CHECK(in.config.has_value(),
+           "{}: no config.json next to the weights; cannot write a model folder", in.path);
   AO_CHECK(!in.tensors.empty(), "{}: no tensors", in.path);
   const fs::path out(out_dir);
-  AO_CHECK(overwrite || !fs::exists(out), "{}: already exists (pass --force to replace it)", out_dir);
+  AO_CHECK(overwrite || !fs::exists(out), "{}: already exists (pass --force to replace it)",
+           out_dir);
   const bool from_llama2c = in.format == "llama2c";
 
   QuantizeSummary sum;
@@ -122,11 +154,14 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
   for (const auto& nt : in.tensors) {
     if (progress) progress(done, in.tensors.size(), nt.name);
     Timer t;
-    QuantizedTensorRow row{nt.name, "dense", "", nt.tensor.shape(), static_cast<int64_t>(nt.tensor.nbytes()), 0, 0};
+    QuantizedTensorRow row{
+        nt.name, "dense", "", nt.tensor.shape(), static_cast<int64_t>(nt.tensor.nbytes()), 0, 0};
     Tensor w = nt.tensor;
     if (from_llama2c && in.config->rope_interleaved) {
-      if (nt.name.ends_with("self_attn.q_proj.weight")) w = permute_for_hf_rope(w, in.config->n_heads);
-      if (nt.name.ends_with("self_attn.k_proj.weight")) w = permute_for_hf_rope(w, in.config->n_kv_heads);
+      if (nt.name.ends_with("self_attn.q_proj.weight"))
+        w = permute_for_hf_rope(w, in.config->n_heads);
+      if (nt.name.ends_with("self_attn.k_proj.weight"))
+        w = permute_for_hf_rope(w, in.config->n_kv_heads);
     }
     QTensorPtr q;
     if (is_linear_weight(nt.name, w)) {
@@ -146,7 +181,8 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
       ++sum.quantized;
     } else {
       tensors.push_back({nt.name, w});
-      meta[nt.name] = json{{"_type", "Tensor"}}.dump();  // torch.Tensor.__name__, as TorchAO writes it
+      meta[nt.name] =
+          json{{"_type", "Tensor"}}.dump();  // torch.Tensor.__name__, as TorchAO writes it
       row.bytes_after = row.bytes_before;
     }
     row.seconds = t.seconds();
@@ -171,7 +207,8 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
   // Write everything into a temporary sibling and rename at the end.
   const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
   fs::create_directories(parent);
-  const fs::path tmp = parent / fmt::format(".{}.tmp-{}", out.filename().string(), std::random_device{}());
+  const fs::path tmp =
+      parent / fmt::format(".{}.tmp-{}", out.filename().string(), std::random_device{}());
   fs::create_directories(tmp);
   try {
     io::save_safetensors((tmp / "model.safetensors").string(), tensors, meta);
@@ -180,8 +217,10 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
       const fs::path tok(in.tokenizer_path);
       fs::copy_file(tok, tmp / tok.filename());
       // HF folders keep the SentencePiece model and friends next to tokenizer.json.
-      for (const char* extra : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
-        if (fs::exists(tok.parent_path() / extra) && !fs::exists(tmp / extra)) fs::copy_file(tok.parent_path() / extra, tmp / extra);
+      for (const char* extra : {"tokenizer.model", "tokenizer_config.json",
+                                "special_tokens_map.json", "generation_config.json"})
+        if (fs::exists(tok.parent_path() / extra) && !fs::exists(tmp / extra))
+          fs::copy_file(tok.parent_path() / extra, tmp / extra);
     }
     sum.file_bytes = static_cast<int64_t>(fs::file_size(tmp / "model.safetensors"));
     if (fs::exists(out)) fs::remove_all(out);
@@ -195,6 +234,12 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
   return sum;
 }
 
+std::vector<io::NamedTensor> QuantizedWeights::builder_tensors() const {
+  std::vector<io::NamedTensor> t = dense;
+  for (const auto& [fqn, q] : linears) t.push_back({fqn + ".weight", q->dequantize()});
+  return t;
+}
+
 QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
   QuantizedWeights out;
   if (m.config && m.config->raw.is_object() && m.config->raw.contains("quantization_config"))
@@ -202,8 +247,10 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
   auto it = m.metadata.find("tensor_names");
   if (it == m.metadata.end()) {
     AO_CHECK(!is_torchao_checkpoint(m),
-             "{}: config.json says quant_method torchao but the safetensors metadata has no 'tensor_names' (not "
-             "TorchAO's flattened format)", m.path);
+             "{}: config.json says quant_method torchao but the safetensors metadata has no "
+             "'tensor_names' (not "
+             "TorchAO's flattened format)",
+             m.path);
     out.dense = m.tensors;
     return out;
   }
@@ -221,7 +268,8 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
     AO_CHECK(n.is_string(), "{}: metadata 'tensor_names' holds a non-string {}", m.path, n.dump());
     const std::string name = n.get<std::string>();
     auto mit = m.metadata.find(name);
-    AO_CHECK(mit != m.metadata.end(), "{}: tensor '{}' is listed in tensor_names but has no metadata entry", m.path, name);
+    AO_CHECK(mit != m.metadata.end(),
+             "{}: tensor '{}' is listed in tensor_names but has no metadata entry", m.path, name);
     json meta;
     try {
       meta = json::parse(mit->second);
@@ -232,7 +280,11 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
     const std::string where = fmt::format("{}: {} ({})", m.path, name, type);
     if (type == "Tensor" || type == "torch.Tensor") {
       auto t = by_name.find(name);
-      AO_CHECK(t != by_name.end(), "{}: tensor is declared in metadata but missing from the file", where);
+      // transformers lists a tied lm_head.weight in tensor_names but does not store it.
+      if (t == by_name.end() && name == "lm_head.weight" && m.config && m.config->tie_embeddings)
+        continue;
+      AO_CHECK(t != by_name.end(), "{}: tensor is declared in metadata but missing from the file",
+               where);
       out.dense.push_back({name, t->second});
       used.insert(name);
       continue;
@@ -240,8 +292,10 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
     const QTensorTypeInfo* info = find_qtensor_type(type);
     if (!info) {
       std::string known;
-      for (const auto& t : qtensor_types()) known += (known.empty() ? "" : ", ") + std::string(t.name);
-      throw NotSupported(fmt::format("{}: tensor type '{}' (supported: {}, Tensor)", m.path + ": " + name, type, known));
+      for (const auto& t : qtensor_types())
+        known += (known.empty() ? "" : ", ") + std::string(t.name);
+      throw NotSupported(fmt::format("{}: tensor type '{}' (supported: {}, Tensor)",
+                                     m.path + ": " + name, type, known));
     }
     AO_CHECK(meta.contains("_tensor_data_names") && meta["_tensor_data_names"].is_array(),
              "{}: metadata has no '_tensor_data_names' list", where);
@@ -252,13 +306,15 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
       const std::string d = dn.get<std::string>();
       declared.insert(d);
       auto t = by_name.find(prefix + d);
-      AO_CHECK(t != by_name.end(), "{}: data tensor '{}' is declared in metadata but missing from the file", where,
+      AO_CHECK(t != by_name.end(),
+               "{}: data tensor '{}' is declared in metadata but missing from the file", where,
                prefix + d);
       data.push_back({d, t->second});
       used.insert(prefix + d);
     }
     for (const auto& req : info->required_data)
-      AO_CHECK(declared.count(req), "{}: required data tensor '{}' is not declared in _tensor_data_names", where, req);
+      AO_CHECK(declared.count(req),
+               "{}: required data tensor '{}' is not declared in _tensor_data_names", where, req);
     for (const auto& d : declared) {
       bool known = false;
       for (const auto& r : info->required_data) known |= r == d;
@@ -268,10 +324,13 @@ QuantizedWeights load_quantized_weights(const io::ModelFiles& m) {
     for (const auto& [tn, t] : by_name)
       AO_CHECK(!tn.starts_with(prefix) || declared.count(tn.substr(prefix.size())),
                "{}: file tensor '{}' is not declared in _tensor_data_names", where, tn);
-    out.linears[module_of(name)] = info->load(where, std::move(data), meta.value("_data", json::object()));
+    out.linears[module_of(name)] =
+        info->load(where, std::move(data), meta.value("_data", json::object()));
   }
   for (const auto& [tn, t] : by_name)
-    AO_CHECK(used.count(tn), "{}: tensor '{}' is in the file but not described by the TorchAO metadata", m.path, tn);
+    AO_CHECK(used.count(tn),
+             "{}: tensor '{}' is in the file but not described by the TorchAO metadata", m.path,
+             tn);
   return out;
 }
 

@@ -11,10 +11,14 @@
 
 namespace ao::quant {
 
-QTensor::QTensor(std::string type, Shape shape, std::vector<io::NamedTensor> data, nlohmann::ordered_json attributes)
-    : type_(std::move(type)), shape_(std::move(shape)), data_(std::move(data)), attributes_(std::move(attributes)) {
-  AO_CHECK(shape_.size() == 2 && shape_[0] > 0 && shape_[1] > 0, "{}: weight shape must be [N, K] with N, K > 0, got {}",
-           type_, shape_str(shape_));
+QTensor::QTensor(std::string type, Shape shape, std::vector<io::NamedTensor> data,
+                 nlohmann::ordered_json attributes)
+    : type_(std::move(type)),
+      shape_(std::move(shape)),
+      data_(std::move(data)),
+      attributes_(std::move(attributes)) {
+  AO_CHECK(shape_.size() == 2 && shape_[0] > 0 && shape_[1] > 0,
+           "{}: weight shape must be [N, K] with N, K > 0, got {}", type_, shape_str(shape_));
 }
 
 size_t QTensor::nbytes() const {
@@ -44,11 +48,15 @@ nlohmann::ordered_json QTensor::metadata() const {
 
 std::string QTensor::str() const {
   std::string s = fmt::format("{}(shape={}", type_, shape_str(shape_));
-  for (const auto& d : data_) s += fmt::format(", {}={}{}", d.name, dtype_name(d.tensor.dtype()), shape_str(d.tensor.shape()));
+  for (const auto& d : data_)
+    s +=
+        fmt::format(", {}={}{}", d.name, dtype_name(d.tensor.dtype()), shape_str(d.tensor.shape()));
   for (const auto& [k, v] : attributes_.items()) {
     // Show TorchAO's {"_type": T, "_data": D} wrappers compactly as T(D).
-    std::string val = v.is_object() && v.contains("_type") ? v["_type"].get<std::string>() : v.dump();
-    if (v.is_object() && v.contains("_data") && !v["_data"].is_object()) val += "(" + v["_data"].dump() + ")";
+    std::string val =
+        v.is_object() && v.contains("_type") ? v["_type"].get<std::string>() : v.dump();
+    if (v.is_object() && v.contains("_data") && !v["_data"].is_object())
+      val += "(" + v["_data"].dump() + ")";
     s += fmt::format(", {}={}", k, val);
   }
   return s + ")";
@@ -58,7 +66,8 @@ Tensor QTensor::dequantize() const {
   const int64_t N = shape_[0], K = shape_[1];
   Tensor out = Tensor::empty({N, K}, DType::f32);
   float* p = out.data<float>();
-  parallel_for(0, N, std::max<int64_t>(1, 4096 / K), [&](int64_t b, int64_t e) { dequantize_rows(b, e, p + b * K); });
+  parallel_for(0, N, std::max<int64_t>(1, 4096 / K),
+               [&](int64_t b, int64_t e) { dequantize_rows(b, e, p + b * K); });
   return out;
 }
 
@@ -82,7 +91,8 @@ void QTensor::linear(const float* x, int64_t M, float* y) const {
         const int64_t n1 = std::min(e, n0 + 16);
         dequantize_rows(n0, n1, tile.data());
         for (int64_t m = 0; m < M; ++m)
-          for (int64_t n = n0; n < n1; ++n) y[m * N + n] = kernels::cpu::quant::dot_f32(x + m * K, tile.data() + (n - n0) * K, K);
+          for (int64_t n = n0; n < n1; ++n)
+            y[m * N + n] = kernels::cpu::quant::dot_f32(x + m * K, tile.data() + (n - n0) * K, K);
       }
     });
     return;
@@ -94,9 +104,9 @@ void QTensor::linear(const float* x, int64_t M, float* y) const {
     const int64_t n1 = std::min(N, n0 + band);
     parallel_for(n0, n1, std::max<int64_t>(1, 4096 / K),
                  [&](int64_t b, int64_t e) { dequantize_rows(b, e, tile.data() + (b - n0) * K); });
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(n1 - n0),
-                static_cast<int>(K), 1.0f, x, static_cast<int>(K), tile.data(), static_cast<int>(K), 0.0f, y + n0,
-                static_cast<int>(N));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M),
+                static_cast<int>(n1 - n0), static_cast<int>(K), 1.0f, x, static_cast<int>(K),
+                tile.data(), static_cast<int>(K), 0.0f, y + n0, static_cast<int>(N));
   }
 }
 

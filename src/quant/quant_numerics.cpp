@@ -4,9 +4,12 @@
 #include <bit>
 #include <limits>
 
+#include "ao/formats/float_formats.h"
+
 namespace ao::quant::detail {
 
-AffineParams choose_affine_params(const float* x, int64_t n, Mapping mapping, int qmin, int qmax, float eps) {
+AffineParams choose_affine_params(const float* x, int64_t n, Mapping mapping, int qmin, int qmax,
+                                  float eps) {
   float mn = std::numeric_limits<float>::infinity(), mx = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; ++i) {
     mn = std::min(mn, x[i]);
@@ -36,51 +39,50 @@ void fake_quantize_int8_per_token(float* x, int64_t M, int64_t K, Mapping mappin
     const AffineParams p = choose_affine_params(row, K, mapping, -128, 127, eps);
     const float inv = 1.0f / p.scale;
     for (int64_t k = 0; k < K; ++k)
-      row[k] = static_cast<float>(quantize_affine_value(row[k], inv, p.zero_point, -128, 127) - p.zero_point) *
+      row[k] = static_cast<float>(quantize_affine_value(row[k], inv, p.zero_point, -128, 127) -
+                                  p.zero_point) *
                p.scale;
   }
 }
 
+namespace {
+
+formats::FloatFormat format_of(const MiniFloat& f) {
+  if (f.ebits == 4) return formats::FloatFormat::f8_e4m3fn;
+  if (f.ebits == 5) return formats::FloatFormat::f8_e5m2;
+  if (f.ebits == 3) return formats::FloatFormat::f6_e3m2;
+  return f.mbits == 3 ? formats::FloatFormat::f6_e2m3 : formats::FloatFormat::f4_e2m1;
+}
+
+}  // namespace
+
+// The element codecs come from ao/formats (bit-exact with PyTorch / TorchAO); saturate
+// clamps to +-max first, as TorchAO does before every cast.
 uint8_t encode_minifloat(float x, const MiniFloat& f) {
-  const int bias = (1 << (f.ebits - 1)) - 1;
-  const int nbits = 1 + f.ebits + f.mbits;
-  const uint32_t sign = std::signbit(x) ? (1u << (nbits - 1)) : 0u;
-  if (std::isnan(x)) {
-    if (f.ebits == 4 && f.has_nan_code) return static_cast<uint8_t>(0x7F | sign);
-    if (f.ebits == 5 && f.has_nan_code) return static_cast<uint8_t>(0x7F | sign);
-    return static_cast<uint8_t>(sign);
-  }
-  float a = std::fabs(x);
-  if (a > f.max) a = f.max;
-  if (a == 0.0f) return static_cast<uint8_t>(sign);
-  const int emin = 1 - bias;
-  int e = 0;
-  std::frexp(a, &e);
-  int exp = std::max(e - 1, emin);
-  uint32_t m = static_cast<uint32_t>(std::nearbyint(std::ldexp(a, f.mbits - exp)));
-  if (m >= (2u << f.mbits)) {
-    m >>= 1;
-    exp += 1;
-  }
-  uint32_t code = m < (1u << f.mbits) ? m : ((static_cast<uint32_t>(exp + bias) << f.mbits) | (m - (1u << f.mbits)));
-  return static_cast<uint8_t>(sign | code);
+  return formats::encode(format_of(f), x, true);
 }
 
 float decode_minifloat(uint8_t code, const MiniFloat& f) {
-  const int bias = (1 << (f.ebits - 1)) - 1;
-  const int nbits = 1 + f.ebits + f.mbits;
-  const bool neg = (code >> (nbits - 1)) & 1;
-  const int exp = (code >> f.mbits) & ((1 << f.ebits) - 1);
-  const int mant = code & ((1 << f.mbits) - 1);
-  if (f.has_nan_code) {
-    if (f.ebits == 4 && exp == 15 && mant == 7) return std::numeric_limits<float>::quiet_NaN();
-    if (f.ebits == 5 && exp == 31)
-      return mant ? std::numeric_limits<float>::quiet_NaN()
-                  : (neg ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity());
-  }
-  const float v = exp == 0 ? std::ldexp(static_cast<float>(mant), 1 - bias - f.mbits)
-                           : std::ldexp(static_cast<float>(mant + (1 << f.mbits)), exp - bias - f.mbits);
-  return neg ? -v : v;
+  return formats::decode(format_of(f), code);
+}
+
+const float* minifloat_table(const MiniFloat& f) {
+  struct Table {
+    float v[256];
+  };
+  auto build = [](const MiniFloat& m) {
+    Table t{};
+    const int n = 1 << (1 + m.ebits + m.mbits);
+    for (int c = 0; c < 256; ++c)
+      t.v[c] = c < n ? decode_minifloat(static_cast<uint8_t>(c), m) : 0.0f;
+    return t;
+  };
+  static const Table e4m3 = build(kE4M3), e5m2 = build(kE5M2), e2m3 = build(kE2M3),
+                     e3m2 = build(kE3M2), e2m1 = build(kE2M1);
+  if (f.ebits == 4) return e4m3.v;
+  if (f.ebits == 5) return e5m2.v;
+  if (f.ebits == 3) return e3m2.v;
+  return f.mbits == 3 ? e2m3.v : e2m1.v;
 }
 
 float e8m0_to_float(uint8_t s) {

@@ -17,15 +17,22 @@ using json = nlohmann::ordered_json;
 using namespace detail;
 namespace kq = ao::kernels::cpu::quant;
 
-json torch_dtype(const std::string& name) { return json{{"_type", "torch.dtype"}, {"_data", name}}; }
-json typed(const std::string& type, json data) { return json{{"_type", type}, {"_data", std::move(data)}}; }
+json torch_dtype(const std::string& name) {
+  return json{{"_type", "torch.dtype"}, {"_data", name}};
+}
+json typed(const std::string& type, json data) {
+  return json{{"_type", type}, {"_data", std::move(data)}};
+}
 json per_row() { return typed("PerRow", json{{"dim", -1}}); }
 
-Tensor f32_contiguous(const Tensor& t) { return t.dtype() == DType::f32 ? t.contiguous() : t.contiguous().to(DType::f32); }
+Tensor f32_contiguous(const Tensor& t) {
+  return t.dtype() == DType::f32 ? t.contiguous() : t.contiguous().to(DType::f32);
+}
 
 void check_weight(const Tensor& w, const char* type) {
   AO_CHECK(w.dim() == 2, "{}: expected a 2-D weight [N, K], got {}", type, shape_str(w.shape()));
-  AO_CHECK(dtype_info(w.dtype()).is_float && !dtype_info(w.dtype()).is_packed && w.dtype() != DType::e8m0,
+  AO_CHECK(dtype_info(w.dtype()).is_float && !dtype_info(w.dtype()).is_packed &&
+               w.dtype() != DType::e8m0,
            "{}: expected a floating-point weight, got {}", type, dtype_name(w.dtype()));
 }
 
@@ -43,8 +50,8 @@ struct DataMap {
   }
   bool has(const std::string& name) const { return t.count(name) != 0; }
   void expect_shape(const std::string& name, const Shape& s) const {
-    AO_CHECK(get(name).shape() == s, "{}: tensor '{}' has shape {} but the metadata implies {}", where, name,
-             shape_str(get(name).shape()), shape_str(s));
+    AO_CHECK(get(name).shape() == s, "{}: tensor '{}' has shape {} but the metadata implies {}",
+             where, name, shape_str(get(name).shape()), shape_str(s));
   }
   void expect_dtype(const std::string& name, DType d) const {
     AO_CHECK(get(name).dtype() == d, "{}: tensor '{}' has dtype {}, expected {}", where, name,
@@ -60,16 +67,18 @@ const json& attr(const std::string& where, const json& a, const char* key) {
 // block_size [1, g] with g dividing K; returns g.
 int64_t row_block(const std::string& where, const json& a, int64_t K) {
   const json& bs = attr(where, a, "block_size");
-  AO_CHECK(bs.is_array() && bs.size() == 2 && bs[0].is_number_integer() && bs[1].is_number_integer() &&
-               bs[0].get<int64_t>() == 1,
+  AO_CHECK(bs.is_array() && bs.size() == 2 && bs[0].is_number_integer() &&
+               bs[1].is_number_integer() && bs[0].get<int64_t>() == 1,
            "{}: block_size {} is not supported (expected [1, group])", where, bs.dump());
   const int64_t g = bs[1].get<int64_t>();
-  AO_CHECK(g > 0 && K % g == 0, "{}: block_size {} does not divide the weight's K = {}", where, bs.dump(), K);
+  AO_CHECK(g > 0 && K % g == 0, "{}: block_size {} does not divide the weight's K = {}", where,
+           bs.dump(), K);
   return g;
 }
 
 std::string torch_name_of(const json& v) {
-  if (v.is_object() && v.contains("_data") && v["_data"].is_string()) return v["_data"].get<std::string>();
+  if (v.is_object() && v.contains("_data") && v["_data"].is_string())
+    return v["_data"].get<std::string>();
   if (v.is_string()) return v.get<std::string>();
   return v.dump();
 }
@@ -78,12 +87,15 @@ std::string torch_name_of(const json& v) {
 
 // ---- int8-per-element affine weights ------------------------------------------------------
 
-AffineInt8Tensor::AffineInt8Tensor(std::string type, Tensor qdata, Tensor scale, Tensor zero_point, int64_t group_size,
-                                   ActivationQuant act, json attributes)
+AffineInt8Tensor::AffineInt8Tensor(std::string type, Tensor qdata, Tensor scale, Tensor zero_point,
+                                   int64_t group_size, ActivationQuant act, json attributes)
     : QTensor(type, qdata.shape(),
-              type == "Int8Tensor"
-                  ? std::vector<io::NamedTensor>{{"zero_point", zero_point}, {"qdata", qdata}, {"scale", scale}}
-                  : std::vector<io::NamedTensor>{{"qdata", qdata}, {"scale", scale}, {"zero_point", zero_point}},
+              type == "Int8Tensor" ? std::vector<io::NamedTensor>{{"zero_point", zero_point},
+                                                                  {"qdata", qdata},
+                                                                  {"scale", scale}}
+                                   : std::vector<io::NamedTensor>{{"qdata", qdata},
+                                                                  {"scale", scale},
+                                                                  {"zero_point", zero_point}},
               std::move(attributes)),
       group_size_(group_size),
       act_(act) {}
@@ -103,14 +115,16 @@ void AffineInt8Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const
 }
 
 void AffineInt8Tensor::quantize_activation(float* x, int64_t M) const {
-  if (act_ == ActivationQuant::int8_symmetric_per_token) fake_quantize_int8_per_token(x, M, shape_[1], Mapping::symmetric);
+  if (act_ == ActivationQuant::int8_symmetric_per_token)
+    fake_quantize_int8_per_token(x, M, shape_[1], Mapping::symmetric);
   if (act_ == ActivationQuant::int8_asymmetric_per_token)
     fake_quantize_int8_per_token(x, M, shape_[1], Mapping::asymmetric);
 }
 
-bool AffineInt8Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y, int64_t ldy) const {
-  kq::AffineInt8Weight w{data("qdata").data<int8_t>(), data("scale").data<float>(), data("zero_point").data<int8_t>(),
-                         shape_[1], group_size_};
+bool AffineInt8Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
+                                 int64_t ldy) const {
+  kq::AffineInt8Weight w{data("qdata").data<int8_t>(), data("scale").data<float>(),
+                         data("zero_point").data<int8_t>(), shape_[1], group_size_};
   kq::gemv_affine_int8(w, x, M, n0, n1, y, ldy);
   return true;
 }
@@ -118,8 +132,8 @@ bool AffineInt8Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t 
 namespace {
 
 // Quantizes w [N, K] per (row, group) into int8 storage with range [qmin, qmax].
-void quantize_rows_affine(const Tensor& w, int64_t g, Mapping mapping, int qmin, int qmax, float eps, Tensor& q,
-                          Tensor& scale, Tensor& zp) {
+void quantize_rows_affine(const Tensor& w, int64_t g, Mapping mapping, int qmin, int qmax,
+                          float eps, Tensor& q, Tensor& scale, Tensor& zp) {
   const int64_t N = w.size(0), K = w.size(1), groups = K / g;
   q = Tensor::empty({N, K}, DType::i8);
   scale = Tensor::empty({N, groups}, DType::f32);
@@ -137,14 +151,16 @@ void quantize_rows_affine(const Tensor& w, int64_t g, Mapping mapping, int qmin,
         sd[n * groups + gi] = p.scale;
         zd[n * groups + gi] = static_cast<int8_t>(p.zero_point);
         for (int64_t k = 0; k < g; ++k)
-          qd[n * K + gi * g + k] = static_cast<int8_t>(quantize_affine_value(blk[k], inv, p.zero_point, qmin, qmax));
+          qd[n * K + gi * g + k] =
+              static_cast<int8_t>(quantize_affine_value(blk[k], inv, p.zero_point, qmin, qmax));
       }
   });
 }
 
 }  // namespace
 
-std::shared_ptr<Int8Tensor> Int8Tensor::from_float(const Tensor& w_in, int64_t group_size, ActivationQuant act) {
+std::shared_ptr<Int8Tensor> Int8Tensor::from_float(const Tensor& w_in, int64_t group_size,
+                                                   ActivationQuant act) {
   check_weight(w_in, "Int8Tensor");
   AO_CHECK(act == ActivationQuant::none || act == ActivationQuant::int8_symmetric_per_token,
            "Int8Tensor: activation quantization must be none or int8 symmetric per token");
@@ -154,36 +170,42 @@ std::shared_ptr<Int8Tensor> Int8Tensor::from_float(const Tensor& w_in, int64_t g
   Tensor q, s, z;
   quantize_rows_affine(w, g, Mapping::symmetric, -128, 127, kF32Eps, q, s, z);
   json a;
-  a["act_quant_kwargs"] =
-      act == ActivationQuant::none
-          ? json(nullptr)
-          : typed("QuantizeTensorToInt8Kwargs", json{{"granularity", per_row()},
-                                                     {"mapping_type", typed("MappingType", "SYMMETRIC")},
-                                                     {"reduce_range", false}});
+  a["act_quant_kwargs"] = act == ActivationQuant::none
+                              ? json(nullptr)
+                              : typed("QuantizeTensorToInt8Kwargs",
+                                      json{{"granularity", per_row()},
+                                           {"mapping_type", typed("MappingType", "SYMMETRIC")},
+                                           {"reduce_range", false}});
   a["reduce_range"] = false;
   a["block_size"] = json::array({1, g});
   a["dtype"] = torch_dtype("float32");
   return std::make_shared<Int8Tensor>("Int8Tensor", q, s, z, g, act, std::move(a));
 }
 
-QTensorPtr Int8Tensor::load(const std::string& where, std::vector<io::NamedTensor> data, const json& a) {
+QTensorPtr Int8Tensor::load(const std::string& where, std::vector<io::NamedTensor> data,
+                            const json& a) {
   DataMap d(where, data);
   for (const char* unsupported : {"act_quant_scale", "act_quant_zero_point", "act_pre_scale"})
-    if (d.has(unsupported)) throw NotSupported(fmt::format("{}: Int8Tensor with '{}' (static or AWQ-style quantization)", where, unsupported));
+    if (d.has(unsupported))
+      throw NotSupported(fmt::format("{}: Int8Tensor with '{}' (static or AWQ-style quantization)",
+                                     where, unsupported));
   d.expect_dtype("qdata", DType::i8);
   const Tensor& q = d.get("qdata");
   AO_CHECK(q.dim() == 2, "{}: qdata must be 2-D, got {}", where, shape_str(q.shape()));
   const int64_t N = q.size(0), K = q.size(1), g = row_block(where, a, K);
   d.expect_shape("scale", {N, K / g});
   Tensor zp = d.has("zero_point") ? d.get("zero_point") : Tensor::zeros({N, K / g}, DType::i8);
-  AO_CHECK(zp.shape() == Shape({N, K / g}), "{}: tensor 'zero_point' has shape {} but the metadata implies {}", where,
+  AO_CHECK(zp.shape() == Shape({N, K / g}),
+           "{}: tensor 'zero_point' has shape {} but the metadata implies {}", where,
            shape_str(zp.shape()), shape_str({N, K / g}));
   ActivationQuant act = ActivationQuant::none;
   if (a.contains("act_quant_kwargs") && !a["act_quant_kwargs"].is_null()) {
     const json& k = a["act_quant_kwargs"];
     const json& kd = attr(where, k, "_data");
-    const std::string gran = kd.contains("granularity") ? torch_name_of(kd["granularity"]["_type"]) : "";
-    const std::string map = kd.contains("mapping_type") ? torch_name_of(kd["mapping_type"]) : "SYMMETRIC";
+    const std::string gran =
+        kd.contains("granularity") ? torch_name_of(kd["granularity"]["_type"]) : "";
+    const std::string map =
+        kd.contains("mapping_type") ? torch_name_of(kd["mapping_type"]) : "SYMMETRIC";
     if (gran != "PerRow" || map != "SYMMETRIC")
       throw NotSupported(fmt::format("{}: Int8Tensor activation quantization {}", where, k.dump()));
     act = ActivationQuant::int8_symmetric_per_token;
@@ -194,29 +216,32 @@ QTensorPtr Int8Tensor::load(const std::string& where, std::vector<io::NamedTenso
                                       zp.contiguous().to(DType::i8), g, act, a);
 }
 
-std::shared_ptr<IntxUnpackedToInt8Tensor> IntxUnpackedToInt8Tensor::from_float(const Tensor& w_in, int bits,
-                                                                              int64_t group_size, bool symmetric,
-                                                                              ActivationQuant act) {
+std::shared_ptr<IntxUnpackedToInt8Tensor> IntxUnpackedToInt8Tensor::from_float(
+    const Tensor& w_in, int bits, int64_t group_size, bool symmetric, ActivationQuant act) {
   check_weight(w_in, "IntxUnpackedToInt8Tensor");
   AO_CHECK(bits >= 1 && bits <= 8, "IntxUnpackedToInt8Tensor: bits must be 1..8, got {}", bits);
   AO_CHECK(act == ActivationQuant::none || act == ActivationQuant::int8_asymmetric_per_token,
-           "IntxUnpackedToInt8Tensor: activation quantization must be none or int8 asymmetric per token");
+           "IntxUnpackedToInt8Tensor: activation quantization must be none or int8 asymmetric per "
+           "token");
   const Tensor w = f32_contiguous(w_in);
   const int64_t K = w.size(1), g = group_size > 0 ? group_size : K;
   AO_CHECK(K % g == 0, "IntxUnpackedToInt8Tensor: group size {} does not divide K = {}", g, K);
   const int qmin = -(1 << (bits - 1)), qmax = (1 << (bits - 1)) - 1;
   Tensor q, s, z;
-  quantize_rows_affine(w, g, symmetric ? Mapping::symmetric : Mapping::asymmetric, qmin, qmax, kF32SmallestNormal, q, s,
-                       z);
+  quantize_rows_affine(w, g, symmetric ? Mapping::symmetric : Mapping::asymmetric, qmin, qmax,
+                       kF32SmallestNormal, q, s, z);
   json a;
   a["target_dtype"] = torch_dtype("int" + std::to_string(bits));
   a["block_size"] = json::array({1, g});
   a["dtype"] = torch_dtype("float32");
-  a["activation_quantization"] = act == ActivationQuant::none ? json(nullptr) : json("int8_asym_per_token");
-  return std::make_shared<IntxUnpackedToInt8Tensor>("IntxUnpackedToInt8Tensor", q, s, z, g, act, std::move(a));
+  a["activation_quantization"] =
+      act == ActivationQuant::none ? json(nullptr) : json("int8_asym_per_token");
+  return std::make_shared<IntxUnpackedToInt8Tensor>("IntxUnpackedToInt8Tensor", q, s, z, g, act,
+                                                    std::move(a));
 }
 
-QTensorPtr IntxUnpackedToInt8Tensor::load(const std::string& where, std::vector<io::NamedTensor> data, const json& a) {
+QTensorPtr IntxUnpackedToInt8Tensor::load(const std::string& where,
+                                          std::vector<io::NamedTensor> data, const json& a) {
   DataMap d(where, data);
   d.expect_dtype("qdata", DType::i8);
   const Tensor& q = d.get("qdata");
@@ -236,19 +261,23 @@ QTensorPtr IntxUnpackedToInt8Tensor::load(const std::string& where, std::vector<
   const json& aq = attr(where, a, "activation_quantization");
   if (!aq.is_null()) {
     std::string v = torch_name_of(aq);
-    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return std::tolower(ch); });
-    AO_CHECK(v == "int8_asym_per_token", "{}: activation_quantization {} is not supported", where, aq.dump());
+    std::transform(v.begin(), v.end(), v.begin(),
+                   [](unsigned char ch) { return std::tolower(ch); });
+    AO_CHECK(v == "int8_asym_per_token", "{}: activation_quantization {} is not supported", where,
+             aq.dump());
     act = ActivationQuant::int8_asymmetric_per_token;
   }
   Tensor zp = d.get("zero_point");
   if (zp.dtype() != DType::i8) zp = f32_contiguous(zp).to(DType::i8);
   return std::make_shared<IntxUnpackedToInt8Tensor>("IntxUnpackedToInt8Tensor", q.contiguous(),
-                                                    f32_contiguous(d.get("scale")), zp.contiguous(), g, act, a);
+                                                    f32_contiguous(d.get("scale")), zp.contiguous(),
+                                                    g, act, a);
 }
 
 // ---- Int4Tensor (plain) -------------------------------------------------------------------
 
-Int4Tensor::Int4Tensor(Tensor qdata, Tensor scale, Tensor zero_point, int64_t group_size, Shape shape)
+Int4Tensor::Int4Tensor(Tensor qdata, Tensor scale, Tensor zero_point, int64_t group_size,
+                       Shape shape)
     : QTensor("Int4Tensor", shape, {{"qdata", qdata}, {"scale", scale}, {"zero_point", zero_point}},
               json{{"activation_dtype", torch_dtype("bfloat16")},
                    {"block_size", json::array({1, group_size})},
@@ -259,7 +288,8 @@ std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t g
   check_weight(w_in, "Int4Tensor");
   const Tensor w = f32_contiguous(w_in);
   const int64_t N = w.size(0), K = w.size(1), g = group_size;
-  AO_CHECK(g > 0 && g % 2 == 0 && K % g == 0, "Int4Tensor: group size {} must be even and divide K = {}", g, K);
+  AO_CHECK(g > 0 && g % 2 == 0 && K % g == 0,
+           "Int4Tensor: group size {} must be even and divide K = {}", g, K);
   const int64_t groups = K / g;
   Tensor q = Tensor::empty({N, K / 2}, DType::i8), scale = Tensor::empty({groups, N}, DType::f32),
          zero = Tensor::empty({groups, N}, DType::f32);
@@ -277,32 +307,38 @@ std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t g
         sd[gi * N + n] = s;
         zd[gi * N + n] = mn + s * 8.0f;
         for (int64_t k = 0; k < g; ++k)
-          vals[k] = static_cast<int>(std::clamp(std::nearbyint((blk[k] - mn) / s), 0.0f, 15.0f)) - 8;
+          vals[k] =
+              static_cast<int>(std::clamp(std::nearbyint((blk[k] - mn) / s), 0.0f, 15.0f)) - 8;
         for (int64_t k = 0; k < g; k += 2)
-          qd[n * (K / 2) + (gi * g + k) / 2] = static_cast<uint8_t>((vals[k] & 0xF) | ((vals[k + 1] & 0xF) << 4));
+          qd[n * (K / 2) + (gi * g + k) / 2] =
+              static_cast<uint8_t>((vals[k] & 0xF) | ((vals[k + 1] & 0xF) << 4));
       }
   });
   return std::make_shared<Int4Tensor>(q, scale, zero, g, Shape{N, K});
 }
 
-QTensorPtr Int4Tensor::load(const std::string& where, std::vector<io::NamedTensor> data, const json& a) {
+QTensorPtr Int4Tensor::load(const std::string& where, std::vector<io::NamedTensor> data,
+                            const json& a) {
   DataMap d(where, data);
-  if (d.has("act_pre_scale")) throw NotSupported(fmt::format("{}: Int4Tensor with act_pre_scale (AWQ)", where));
+  if (d.has("act_pre_scale"))
+    throw NotSupported(fmt::format("{}: Int4Tensor with act_pre_scale (AWQ)", where));
   const json& shape = attr(where, a, "shape");
-  AO_CHECK(shape.is_array() && shape.size() == 2, "{}: Int4Tensor shape {} must be [N, K]", where, shape.dump());
+  AO_CHECK(shape.is_array() && shape.size() == 2, "{}: Int4Tensor shape {} must be [N, K]", where,
+           shape.dump());
   const int64_t N = shape[0].get<int64_t>(), K = shape[1].get<int64_t>();
   const int64_t g = row_block(where, a, K);
   AO_CHECK(g % 2 == 0, "{}: Int4Tensor group size {} must be even", where, g);
   const Tensor& q = d.get("qdata");
-  AO_CHECK(q.dtype() == DType::i8 || q.dtype() == DType::u8, "{}: Int4Tensor qdata must be int8/uint8, got {}", where,
-           dtype_name(q.dtype()));
+  AO_CHECK(q.dtype() == DType::i8 || q.dtype() == DType::u8,
+           "{}: Int4Tensor qdata must be int8/uint8, got {}", where, dtype_name(q.dtype()));
   d.expect_shape("qdata", {N, K / 2});
   d.expect_shape("scale", {K / g, N});
   d.expect_shape("zero_point", {K / g, N});
   Tensor qc = q.contiguous();
-  if (qc.dtype() != DType::i8) qc = Tensor::from_blob(qc.data_ptr(), qc.shape(), DType::i8, qc.storage());
-  return std::make_shared<Int4Tensor>(qc, f32_contiguous(d.get("scale")), f32_contiguous(d.get("zero_point")), g,
-                                      Shape{N, K});
+  if (qc.dtype() != DType::i8)
+    qc = Tensor::from_blob(qc.data_ptr(), qc.shape(), DType::i8, qc.storage());
+  return std::make_shared<Int4Tensor>(qc, f32_contiguous(d.get("scale")),
+                                      f32_contiguous(d.get("zero_point")), g, Shape{N, K});
 }
 
 void Int4Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
@@ -319,9 +355,181 @@ void Int4Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
     }
 }
 
-bool Int4Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y, int64_t ldy) const {
-  kq::Int4PlainWeight w{reinterpret_cast<const uint8_t*>(data("qdata").data<int8_t>()), data("scale").data<float>(),
-                        data("zero_point").data<float>(), shape_[0], shape_[1], group_size_};
+bool Int4Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
+                           int64_t ldy) const {
+  kq::Int4PlainWeight w{reinterpret_cast<const uint8_t*>(data("qdata").data<int8_t>()),
+                        data("scale").data<float>(),
+                        data("zero_point").data<float>(),
+                        shape_[0],
+                        shape_[1],
+                        group_size_};
+  kq::gemv_int4_plain(w, x, M, n0, n1, y, ldy);
+  return true;
+}
+
+// ---- Int4TilePackedTo4dTensor (tinygemm) --------------------------------------------------
+
+namespace {
+
+float bf16r(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+// One int32 of the m16n8k16 B layout holds, for lane t of tile (nTile, kOuter, pair j), the
+// bytes in[n0][ks[0..3]] of the [N][K/2] byte matrix (element 2i in the HIGH nibble):
+// low nibbles in bits 16..31, high nibbles in bits 0..15 (matrix_to_m16n8k16_Bint4_layout).
+template <typename Fn>
+void for_each_tile_word(int64_t n_tiles, int64_t k_outer, int64_t inner_k_tiles, Fn&& fn) {
+  for (int64_t nt = 0; nt < n_tiles; ++nt)
+    for (int64_t ko = 0; ko < k_outer; ++ko)
+      for (int64_t t = 0; t < 32; ++t)
+        for (int64_t j = 0; j < inner_k_tiles / 2; ++j) {
+          const int64_t n0 = nt * 8 + t / 4;
+          const int64_t kb = (ko * inner_k_tiles + 2 * j) * 8;
+          const int64_t ks[4] = {kb + t % 4, kb + t % 4 + 4, kb + 8 + t % 4, kb + 12 + t % 4};
+          const int64_t word = ((nt * k_outer + ko) * 32 + t) * (inner_k_tiles / 2) + j;
+          fn(word, n0, ks);
+        }
+}
+
+}  // namespace
+
+Int4TilePackedTo4dTensor::Int4TilePackedTo4dTensor(Tensor qdata, Tensor scale_and_zero,
+                                                   int64_t group_size, Shape shape)
+    : QTensor("Int4TilePackedTo4dTensor", shape,
+              {{"qdata", qdata}, {"scale_and_zero", scale_and_zero}},
+              json{{"block_size", json::array({1, group_size})}, {"shape", shape}}),
+      group_size_(group_size) {
+  // Unpack once into the plain Int4Tensor layout (signed nibbles, element 2i low).
+  const int64_t N = shape_[0], K = shape_[1];
+  const int64_t n_tiles = qdata.size(0), k_outer = qdata.size(1), ikt = qdata.size(3) * 2,
+                Np = n_tiles * 8;
+  plain_q_ = Tensor::zeros({N, K / 2}, DType::i8);
+  const int64_t groups =
+      (K + group_size - 1) / group_size;  // groups may straddle TorchAO's K padding
+  plain_scale_ = Tensor::empty({groups, N}, DType::f32);
+  plain_zero_ = Tensor::empty({groups, N}, DType::f32);
+  const auto* words = reinterpret_cast<const uint32_t*>(qdata.data<int32_t>());
+  auto* pq = reinterpret_cast<uint8_t*>(plain_q_.data<int8_t>());
+  for_each_tile_word(n_tiles, k_outer, ikt, [&](int64_t w, int64_t n0, const int64_t* ks) {
+    if (n0 >= N) return;
+    for (int i = 0; i < 4; ++i) {
+      const int64_t k = 2 * ks[i];
+      if (k >= K) continue;
+      const int hi = static_cast<int>((words[w] >> (4 * i)) & 0xF),
+                lo = static_cast<int>((words[w] >> (16 + 4 * i)) & 0xF);
+      // u in [0, 15] -> q = u - 8 as a signed nibble; element k (hi) low, k + 1 (lo) high.
+      pq[n0 * (K / 2) + k / 2] = static_cast<uint8_t>(((hi - 8) & 0xF) | (((lo - 8) & 0xF) << 4));
+    }
+  });
+  const auto* sz = scale_and_zero.data<uint16_t>();
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t n = 0; n < N; ++n) {
+      plain_scale_.data<float>()[g * N + n] = bf16_to_f32(sz[(g * Np + n) * 2]);
+      plain_zero_.data<float>()[g * N + n] = bf16_to_f32(sz[(g * Np + n) * 2 + 1]);
+    }
+}
+
+std::shared_ptr<Int4TilePackedTo4dTensor> Int4TilePackedTo4dTensor::from_float(const Tensor& w_in,
+                                                                               int64_t g) {
+  check_weight(w_in, "Int4TilePackedTo4dTensor");
+  AO_CHECK(g == 32 || g == 64 || g == 128 || g == 256,
+           "Int4TilePackedTo4dTensor: group size must be 32, 64, 128 or 256, got {}", g);
+  const Tensor w = f32_contiguous(w_in);
+  const int64_t N = w.size(0), K = w.size(1), Np = (N + 7) / 8 * 8, Kp = (K + 1023) / 1024 * 1024;
+  // TorchAO pads with zeros and quantizes the padded bf16 matrix.
+  std::vector<float> wp(static_cast<size_t>(Np * Kp), 0.0f);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) wp[n * Kp + k] = bf16r(w.data<float>()[n * K + k]);
+  const int64_t groups = Kp / g;
+  Tensor sz = Tensor::empty({groups, Np, 2}, DType::bf16);
+  std::vector<uint8_t> bytes(static_cast<size_t>(Np * Kp / 2));
+  const float inv15 = 1.0f / 15.0f;  // CUDA divides by a CPU scalar through its reciprocal
+  for (int64_t n = 0; n < Np; ++n)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const float* blk = wp.data() + n * Kp + gi * g;
+      const float mx = *std::max_element(blk, blk + g), mn = *std::min_element(blk, blk + g);
+      const float scale = std::max(bf16r(bf16r(mx - mn) * inv15), kF32SmallestNormal);
+      const float zero = bf16r(mn + bf16r(scale * 8.0f));
+      sz.data<uint16_t>()[(gi * Np + n) * 2] = f32_to_bf16(scale);
+      sz.data<uint16_t>()[(gi * Np + n) * 2 + 1] = f32_to_bf16(zero);
+      const float min_val = bf16r(zero - bf16r(scale * 8.0f));
+      for (int64_t k = 0; k < g; ++k) {
+        const float u =
+            std::clamp(std::nearbyint(bf16r(bf16r(blk[k] - min_val) / scale)), 0.0f, 15.0f);
+        const int64_t kk = gi * g + k;
+        uint8_t& b = bytes[static_cast<size_t>(n * (Kp / 2) + kk / 2)];
+        b = (kk % 2 == 0) ? static_cast<uint8_t>(static_cast<int>(u) << 4)
+                          : static_cast<uint8_t>(b | static_cast<int>(u));
+      }
+    }
+  constexpr int64_t ikt = 8;
+  Tensor q = Tensor::empty({Np / 8, Kp / (ikt * 16), 32, ikt / 2}, DType::i32);
+  auto* words = reinterpret_cast<uint32_t*>(q.data<int32_t>());
+  for_each_tile_word(Np / 8, Kp / (ikt * 16), ikt, [&](int64_t wi, int64_t n0, const int64_t* ks) {
+    uint32_t v[4];
+    for (int i = 0; i < 4; ++i) v[i] = bytes[static_cast<size_t>(n0 * (Kp / 2) + ks[i])];
+    words[wi] = ((v[3] & 0xF) << 28) | ((v[2] & 0xF) << 24) | ((v[1] & 0xF) << 20) |
+                ((v[0] & 0xF) << 16) | ((v[3] & 0xF0) << 8) | ((v[2] & 0xF0) << 4) | (v[1] & 0xF0) |
+                ((v[0] & 0xF0) >> 4);
+  });
+  return std::make_shared<Int4TilePackedTo4dTensor>(q, sz, g, Shape{N, K});
+}
+
+QTensorPtr Int4TilePackedTo4dTensor::load(const std::string& where,
+                                          std::vector<io::NamedTensor> data, const json& a) {
+  DataMap d(where, data);
+  if (d.has("act_pre_scale"))
+    throw NotSupported(fmt::format("{}: Int4TilePackedTo4dTensor with act_pre_scale (AWQ)", where));
+  const json& shape = attr(where, a, "shape");
+  AO_CHECK(shape.is_array() && shape.size() == 2, "{}: shape {} must be [N, K]", where,
+           shape.dump());
+  const int64_t N = shape[0].get<int64_t>(), K = shape[1].get<int64_t>();
+  const json& bs = attr(where, a, "block_size");
+  AO_CHECK(bs.is_array() && bs.size() == 2 && bs[0] == 1 && bs[1].is_number_integer(),
+           "{}: block_size {} is not supported (expected [1, group])", where, bs.dump());
+  const int64_t g = bs[1].get<int64_t>();  // groups cover TorchAO's padded K, not K
+  AO_CHECK(g == 32 || g == 64 || g == 128 || g == 256,
+           "{}: tinygemm group size must be 32/64/128/256, got {}", where, g);
+  d.expect_dtype("qdata", DType::i32);
+  const Tensor& q = d.get("qdata");
+  AO_CHECK(q.dim() == 4 && q.size(2) == 32 && (q.size(3) == 1 || q.size(3) == 2 || q.size(3) == 4),
+           "{}: qdata {} is not a tinygemm [N/8, K/(inner_k_tiles*16), 32, inner_k_tiles/2] tensor",
+           where, shape_str(q.shape()));
+  const int64_t Np = q.size(0) * 8, Kp = q.size(1) * q.size(3) * 2 * 16;
+  AO_CHECK(Np >= N && Np < N + 8 && Kp >= K, "{}: qdata {} does not hold a [{}, {}] weight", where,
+           shape_str(q.shape()), N, K);
+  AO_CHECK(Kp % g == 0, "{}: padded K = {} is not a multiple of the group size {}", where, Kp, g);
+  Tensor sz = d.get("scale_and_zero");
+  AO_CHECK(sz.dtype() == DType::bf16 || sz.dtype() == DType::f32 || sz.dtype() == DType::f16,
+           "{}: scale_and_zero must be bf16/f16/f32, got {}", where, dtype_name(sz.dtype()));
+  d.expect_shape("scale_and_zero", {Kp / g, Np, 2});
+  if (sz.dtype() != DType::bf16) sz = sz.contiguous().to(DType::bf16);
+  return std::make_shared<Int4TilePackedTo4dTensor>(q.contiguous(), sz.contiguous(), g,
+                                                    Shape{N, K});
+}
+
+void Int4TilePackedTo4dTensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
+  const int64_t N = shape_[0], K = shape_[1];
+  const auto* q = reinterpret_cast<const uint8_t*>(plain_q_.data<int8_t>());
+  const float* s = plain_scale_.data<float>();
+  const float* z = plain_zero_.data<float>();
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const uint8_t byte = q[n * (K / 2) + k / 2];
+      const int v = (((k % 2 == 0) ? (byte & 0xF) : (byte >> 4)) ^ 8) - 8;
+      const int64_t gi = k / group_size_;
+      out[(n - n0) * K + k] = static_cast<float>(v) * s[gi * N + n] + z[gi * N + n];
+    }
+}
+
+bool Int4TilePackedTo4dTensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1,
+                                         float* y, int64_t ldy) const {
+  if (shape_[1] % group_size_ != 0) return false;  // last group straddles the padding
+  kq::Int4PlainWeight w{reinterpret_cast<const uint8_t*>(plain_q_.data<int8_t>()),
+                        plain_scale_.data<float>(),
+                        plain_zero_.data<float>(),
+                        shape_[0],
+                        shape_[1],
+                        group_size_};
   kq::gemv_int4_plain(w, x, M, n0, n1, y, ldy);
   return true;
 }
@@ -350,7 +558,9 @@ json float8_act_kwargs(bool per_tensor) {
   return typed("QuantizeTensorToFloat8Kwargs",
                json{{"float8_dtype", torch_dtype("float8_e4m3fn")},
                     {"granularity", per_tensor ? typed("PerTensor", json::object()) : per_row()},
-                    {"mm_config", typed("Float8MMConfig", json{{"emulate", false}, {"use_fast_accum", true}, {"pad_inner_dim", false}})},
+                    {"mm_config", typed("Float8MMConfig", json{{"emulate", false},
+                                                               {"use_fast_accum", true},
+                                                               {"pad_inner_dim", false}})},
                     {"hp_value_lb", nullptr},
                     {"hp_value_ub", nullptr},
                     {"kernel_preference", typed("KernelPreference", "AUTO")}});
@@ -358,12 +568,15 @@ json float8_act_kwargs(bool per_tensor) {
 
 }  // namespace
 
-Float8Tensor::Float8Tensor(Tensor qdata, Tensor scale, bool per_tensor, ActivationQuant act, json attributes)
-    : QTensor("Float8Tensor", qdata.shape(), {{"qdata", qdata}, {"scale", scale}}, std::move(attributes)),
+Float8Tensor::Float8Tensor(Tensor qdata, Tensor scale, bool per_tensor, ActivationQuant act,
+                           json attributes)
+    : QTensor("Float8Tensor", qdata.shape(), {{"qdata", qdata}, {"scale", scale}},
+              std::move(attributes)),
       per_tensor_(per_tensor),
       act_(act) {}
 
-std::shared_ptr<Float8Tensor> Float8Tensor::from_float(const Tensor& w_in, bool per_tensor, ActivationQuant act) {
+std::shared_ptr<Float8Tensor> Float8Tensor::from_float(const Tensor& w_in, bool per_tensor,
+                                                       ActivationQuant act) {
   check_weight(w_in, "Float8Tensor");
   const Tensor w = f32_contiguous(w_in);
   const int64_t N = w.size(0), K = w.size(1);
@@ -374,22 +587,27 @@ std::shared_ptr<Float8Tensor> Float8Tensor::from_float(const Tensor& w_in, bool 
     quantize_float8_block(w.data<float>(), N * K, qd, s.data<float>());
   } else {
     parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
-      for (int64_t n = b; n < e; ++n) quantize_float8_block(w.data<float>() + n * K, K, qd + n * K, s.data<float>() + n);
+      for (int64_t n = b; n < e; ++n)
+        quantize_float8_block(w.data<float>() + n * K, K, qd + n * K, s.data<float>() + n);
     });
   }
   json a;
   a["block_size"] = per_tensor ? json::array({N, K}) : json::array({1, K});
-  a["mm_config"] = act == ActivationQuant::none
-                       ? json(nullptr)
-                       : typed("Float8MMConfig", json{{"emulate", false}, {"use_fast_accum", true}, {"pad_inner_dim", false}});
-  a["act_quant_kwargs"] = act == ActivationQuant::none ? json(nullptr)
-                                                       : float8_act_kwargs(act == ActivationQuant::float8_per_tensor);
+  a["mm_config"] =
+      act == ActivationQuant::none
+          ? json(nullptr)
+          : typed("Float8MMConfig",
+                  json{{"emulate", false}, {"use_fast_accum", true}, {"pad_inner_dim", false}});
+  a["act_quant_kwargs"] = act == ActivationQuant::none
+                              ? json(nullptr)
+                              : float8_act_kwargs(act == ActivationQuant::float8_per_tensor);
   a["kernel_preference"] = typed("KernelPreference", "AUTO");
   a["dtype"] = torch_dtype("float32");
   return std::make_shared<Float8Tensor>(q, s, per_tensor, act, std::move(a));
 }
 
-QTensorPtr Float8Tensor::load(const std::string& where, std::vector<io::NamedTensor> data, const json& a) {
+QTensorPtr Float8Tensor::load(const std::string& where, std::vector<io::NamedTensor> data,
+                              const json& a) {
   DataMap d(where, data);
   d.expect_dtype("qdata", DType::f8_e4m3fn);
   const Tensor& q = d.get("qdata");
@@ -402,38 +620,45 @@ QTensorPtr Float8Tensor::load(const std::string& where, std::vector<io::NamedTen
     d.expect_shape("scale", {N, 1});
   } else if (bs == json::array({N, K})) {
     per_tensor = true;
-    AO_CHECK(d.get("scale").numel() == 1, "{}: per-tensor Float8Tensor needs one scale, got {}", where,
-             shape_str(d.get("scale").shape()));
+    AO_CHECK(d.get("scale").numel() == 1, "{}: per-tensor Float8Tensor needs one scale, got {}",
+             where, shape_str(d.get("scale").shape()));
   } else {
-    throw NotSupported(fmt::format("{}: Float8Tensor block_size {} for a [{}, {}] weight", where, bs.dump(), N, K));
+    throw NotSupported(fmt::format("{}: Float8Tensor block_size {} for a [{}, {}] weight", where,
+                                   bs.dump(), N, K));
   }
   ActivationQuant act = ActivationQuant::none;
   if (a.contains("act_quant_kwargs") && !a["act_quant_kwargs"].is_null()) {
     const json& kd = attr(where, a["act_quant_kwargs"], "_data");
-    const std::string fd = kd.contains("float8_dtype") ? torch_name_of(kd["float8_dtype"]) : "float8_e4m3fn";
-    const std::string gran = kd.contains("granularity") ? torch_name_of(kd["granularity"]["_type"]) : "";
+    const std::string fd =
+        kd.contains("float8_dtype") ? torch_name_of(kd["float8_dtype"]) : "float8_e4m3fn";
+    const std::string gran =
+        kd.contains("granularity") ? torch_name_of(kd["granularity"]["_type"]) : "";
     if (fd != "float8_e4m3fn" || (gran != "PerRow" && gran != "PerTensor"))
-      throw NotSupported(fmt::format("{}: Float8Tensor activation quantization {}", where, a["act_quant_kwargs"].dump()));
+      throw NotSupported(fmt::format("{}: Float8Tensor activation quantization {}", where,
+                                     a["act_quant_kwargs"].dump()));
     act = gran == "PerRow" ? ActivationQuant::float8_per_row : ActivationQuant::float8_per_tensor;
   }
   Tensor s = f32_contiguous(d.get("scale"));
-  return std::make_shared<Float8Tensor>(q.contiguous(), per_tensor ? s.view({1, 1}) : s, per_tensor, act, a);
+  return std::make_shared<Float8Tensor>(q.contiguous(), per_tensor ? s.view({1, 1}) : s, per_tensor,
+                                        act, a);
 }
 
 void Float8Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const int64_t K = shape_[1];
   const auto* q = data("qdata").data<uint8_t>();
   const float* s = data("scale").data<float>();
+  const float* lut = minifloat_table(kE4M3);
   for (int64_t n = n0; n < n1; ++n) {
     const float sc = per_tensor_ ? s[0] : s[n];
-    for (int64_t k = 0; k < K; ++k) out[(n - n0) * K + k] = decode_minifloat(q[n * K + k], kE4M3) * sc;
+    for (int64_t k = 0; k < K; ++k) out[(n - n0) * K + k] = lut[q[n * K + k]] * sc;
   }
 }
 
 void Float8Tensor::quantize_activation(float* x, int64_t M) const {
   if (act_ == ActivationQuant::none) return;
   const int64_t K = shape_[1];
-  const int64_t rows = act_ == ActivationQuant::float8_per_tensor ? 1 : M, len = act_ == ActivationQuant::float8_per_tensor ? M * K : K;
+  const int64_t rows = act_ == ActivationQuant::float8_per_tensor ? 1 : M,
+                len = act_ == ActivationQuant::float8_per_tensor ? M * K : K;
   std::vector<uint8_t> q(static_cast<size_t>(len));
   for (int64_t r = 0; r < rows; ++r) {
     float s;
@@ -454,22 +679,26 @@ struct MxElementInfo {
   int bits;
 };
 const MxElementInfo& mx_info(MxElement e) {
-  static const MxElementInfo table[] = {
-      {MxElement::fp8_e4m3, "float8_e4m3fn", kE4M3, 8, 8},   {MxElement::fp8_e5m2, "float8_e5m2", kE5M2, 15, 8},
-      {MxElement::fp6_e2m3, "fp6_e2m3", kE2M3, 2, 6},        {MxElement::fp6_e3m2, "fp6_e3m2", kE3M2, 4, 6},
-      {MxElement::fp4_e2m1, "float4_e2m1fn_x2", kE2M1, 2, 4}};
+  static const MxElementInfo table[] = {{MxElement::fp8_e4m3, "float8_e4m3fn", kE4M3, 8, 8},
+                                        {MxElement::fp8_e5m2, "float8_e5m2", kE5M2, 15, 8},
+                                        {MxElement::fp6_e2m3, "fp6_e2m3", kE2M3, 2, 6},
+                                        {MxElement::fp6_e3m2, "fp6_e3m2", kE3M2, 4, 6},
+                                        {MxElement::fp4_e2m1, "float4_e2m1fn_x2", kE2M1, 2, 4}};
   return table[static_cast<int>(e)];
 }
 
 // Quantizes one block of 32 values; returns the biased exponent and writes element codes.
-uint8_t mx_quantize_block(const float* x, int64_t n, const MxElementInfo& info, bool rceil, uint8_t* codes) {
+uint8_t mx_quantize_block(const float* x, int64_t n, const MxElementInfo& info, bool rceil,
+                          uint8_t* codes) {
   float amax = 0.0f;
   for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const uint8_t s = mx_block_exponent(amax, info.f, info.emax, rceil ? MxScaling::rceil : MxScaling::floor);
+  const uint8_t s =
+      mx_block_exponent(amax, info.f, info.emax, rceil ? MxScaling::rceil : MxScaling::floor);
   float mul;
   if (rceil) {
-    mul = s == 255 ? std::numeric_limits<float>::quiet_NaN()
-                   : (s == 254 ? std::ldexp(1.0f, -127) : (s == 0 ? 1.0f : std::ldexp(1.0f, 127 - s)));
+    mul = s == 255
+              ? std::numeric_limits<float>::quiet_NaN()
+              : (s == 254 ? std::ldexp(1.0f, -127) : (s == 0 ? 1.0f : std::ldexp(1.0f, 127 - s)));
   } else {
     // to_mx divides by max(2^(s-127), smallest normal).
     mul = s == 255 ? 0.0f : 1.0f / std::max(std::ldexp(1.0f, int(s) - 127), kF32SmallestNormal);
@@ -483,23 +712,26 @@ uint8_t mx_quantize_block(const float* x, int64_t n, const MxElementInfo& info, 
 
 const char* mx_element_torch_name(MxElement e) { return mx_info(e).torch_name; }
 
-MXTensor::MXTensor(Tensor qdata, Tensor scale, MxElement elem, bool rceil, bool dynamic_activation, Shape shape,
-                   json attributes)
-    : QTensor("MXTensor", std::move(shape), {{"qdata", qdata}, {"scale", scale}}, std::move(attributes)),
+MXTensor::MXTensor(Tensor qdata, Tensor scale, MxElement elem, bool rceil, bool dynamic_activation,
+                   Shape shape, json attributes)
+    : QTensor("MXTensor", std::move(shape), {{"qdata", qdata}, {"scale", scale}},
+              std::move(attributes)),
       elem_(elem),
       rceil_(rceil),
       dynamic_activation_(dynamic_activation) {
   swizzled_ = attributes_.value("is_swizzled_scales", false);
 }
 
-std::shared_ptr<MXTensor> MXTensor::from_float(const Tensor& w_in, MxElement elem, bool dynamic_activation) {
+std::shared_ptr<MXTensor> MXTensor::from_float(const Tensor& w_in, MxElement elem,
+                                               bool dynamic_activation) {
   check_weight(w_in, "MXTensor");
   const Tensor w = f32_contiguous(w_in);
   const int64_t N = w.size(0), K = w.size(1);
   AO_CHECK(K % 32 == 0, "MXTensor: K = {} is not a multiple of the block size 32", K);
   const MxElementInfo& info = mx_info(elem);
   const int64_t blocks = K / 32;
-  Tensor q = info.bits == 8   ? Tensor::empty({N, K}, elem == MxElement::fp8_e4m3 ? DType::f8_e4m3fn : DType::f8_e5m2)
+  Tensor q = info.bits == 8   ? Tensor::empty({N, K}, elem == MxElement::fp8_e4m3 ? DType::f8_e4m3fn
+                                                                                  : DType::f8_e5m2)
              : info.bits == 4 ? Tensor::empty({N, K / 2}, DType::u8)
                               : Tensor::empty({N, K}, DType::u8);
   const int64_t srows = ((N + 127) / 128) * 32, scols = ((blocks + 3) / 4) * 16;
@@ -511,7 +743,8 @@ std::shared_ptr<MXTensor> MXTensor::from_float(const Tensor& w_in, MxElement ele
     uint8_t codes[32];
     for (int64_t n = b; n < e; ++n)
       for (int64_t bi = 0; bi < blocks; ++bi) {
-        sd[swizzled_index(n, bi, blocks)] = mx_quantize_block(src + n * K + bi * 32, 32, info, true, codes);
+        sd[swizzled_index(n, bi, blocks)] =
+            mx_quantize_block(src + n * K + bi * 32, 32, info, true, codes);
         for (int64_t i = 0; i < 32; ++i) {
           const int64_t k = bi * 32 + i;
           if (info.bits == 4) {
@@ -525,55 +758,67 @@ std::shared_ptr<MXTensor> MXTensor::from_float(const Tensor& w_in, MxElement ele
   });
   json kp = typed("KernelPreference", "AUTO");
   json a;
-  a["elem_dtype"] = elem == MxElement::fp6_e2m3 || elem == MxElement::fp6_e3m2 ? json(info.torch_name)
-                                                                               : torch_dtype(info.torch_name);
+  a["elem_dtype"] = elem == MxElement::fp6_e2m3 || elem == MxElement::fp6_e3m2
+                        ? json(info.torch_name)
+                        : torch_dtype(info.torch_name);
   a["block_size"] = 32;
   a["orig_dtype"] = torch_dtype("float32");
   a["kernel_preference"] = kp;
-  a["act_quant_kwargs"] = dynamic_activation ? typed("QuantizeTensorToMXKwargs",
-                                                     json{{"elem_dtype", a["elem_dtype"]},
-                                                          {"block_size", 32},
-                                                          {"scaling_mode", typed("ScaleCalculationMode", "RCEIL")},
-                                                          {"kernel_preference", kp},
-                                                          {"is_swizzled_scales", true}})
-                                             : json(nullptr);
+  a["act_quant_kwargs"] = dynamic_activation
+                              ? typed("QuantizeTensorToMXKwargs",
+                                      json{{"elem_dtype", a["elem_dtype"]},
+                                           {"block_size", 32},
+                                           {"scaling_mode", typed("ScaleCalculationMode", "RCEIL")},
+                                           {"kernel_preference", kp},
+                                           {"is_swizzled_scales", true}})
+                              : json(nullptr);
   a["is_swizzled_scales"] = true;
-  return std::make_shared<MXTensor>(q, s, elem, true, dynamic_activation, Shape{N, K}, std::move(a));
+  return std::make_shared<MXTensor>(q, s, elem, true, dynamic_activation, Shape{N, K},
+                                    std::move(a));
 }
 
-QTensorPtr MXTensor::load(const std::string& where, std::vector<io::NamedTensor> data, const json& a) {
+QTensorPtr MXTensor::load(const std::string& where, std::vector<io::NamedTensor> data,
+                          const json& a) {
   DataMap d(where, data);
   const std::string en = torch_name_of(attr(where, a, "elem_dtype"));
   MxElement elem{};
   bool found = false;
-  for (MxElement e : {MxElement::fp8_e4m3, MxElement::fp8_e5m2, MxElement::fp6_e2m3, MxElement::fp6_e3m2, MxElement::fp4_e2m1})
+  for (MxElement e : {MxElement::fp8_e4m3, MxElement::fp8_e5m2, MxElement::fp6_e2m3,
+                      MxElement::fp6_e3m2, MxElement::fp4_e2m1})
     if (en == mx_info(e).torch_name) elem = e, found = true;
   AO_CHECK(found, "{}: MXTensor elem_dtype '{}' is not supported", where, en);
-  AO_CHECK(attr(where, a, "block_size") == 32, "{}: MXTensor block_size {} is not supported (expected 32)", where,
+  AO_CHECK(attr(where, a, "block_size") == 32,
+           "{}: MXTensor block_size {} is not supported (expected 32)", where,
            a["block_size"].dump());
   const MxElementInfo& info = mx_info(elem);
   const Tensor& q = d.get("qdata");
   AO_CHECK(q.dim() == 2, "{}: qdata must be 2-D, got {}", where, shape_str(q.shape()));
   const int64_t N = q.size(0), K = info.bits == 4 ? q.size(1) * 2 : q.size(1);
   AO_CHECK(K % 32 == 0, "{}: MXTensor K = {} is not a multiple of 32", where, K);
-  if (info.bits == 8) d.expect_dtype("qdata", elem == MxElement::fp8_e4m3 ? DType::f8_e4m3fn : DType::f8_e5m2);
-  else d.expect_dtype("qdata", DType::u8);
+  if (info.bits == 8)
+    d.expect_dtype("qdata", elem == MxElement::fp8_e4m3 ? DType::f8_e4m3fn : DType::f8_e5m2);
+  else
+    d.expect_dtype("qdata", DType::u8);
   d.expect_dtype("scale", DType::e8m0);
   const bool swz = a.value("is_swizzled_scales", false);
   const int64_t blocks = K / 32;
   if (swz)
-    AO_CHECK(d.get("scale").numel() == swizzled_size(N, blocks), "{}: swizzled scale has {} elements, expected {}",
-             where, d.get("scale").numel(), swizzled_size(N, blocks));
+    AO_CHECK(d.get("scale").numel() == swizzled_size(N, blocks),
+             "{}: swizzled scale has {} elements, expected {}", where, d.get("scale").numel(),
+             swizzled_size(N, blocks));
   else
     d.expect_shape("scale", {N, blocks});
   ActivationQuant dyn = ActivationQuant::none;
   if (a.contains("act_quant_kwargs") && !a["act_quant_kwargs"].is_null()) {
     const json& kd = attr(where, a["act_quant_kwargs"], "_data");
-    AO_CHECK(torch_name_of(kd["elem_dtype"]) == en, "{}: MX activation element type differs from the weight's ({}); not supported", where, kd["elem_dtype"].dump());
+    AO_CHECK(torch_name_of(kd["elem_dtype"]) == en,
+             "{}: MX activation element type differs from the weight's ({}); not supported", where,
+             kd["elem_dtype"].dump());
     dyn = ActivationQuant::mx;
   }
   const bool rceil = a.contains("act_quant_kwargs") && !a["act_quant_kwargs"].is_null()
-                         ? torch_name_of(a["act_quant_kwargs"]["_data"].value("scaling_mode", json("FLOOR"))) == "RCEIL"
+                         ? torch_name_of(a["act_quant_kwargs"]["_data"].value(
+                               "scaling_mode", json("FLOOR"))) == "RCEIL"
                          : true;
   return std::make_shared<MXTensor>(q.contiguous(), d.get("scale").contiguous(), elem, rceil,
                                     dyn == ActivationQuant::mx, Shape{N, K}, a);
@@ -584,14 +829,21 @@ void MXTensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const MxElementInfo& info = mx_info(elem_);
   const auto* q = static_cast<const uint8_t*>(data("qdata").data_ptr());
   const auto* s = static_cast<const uint8_t*>(data("scale").data_ptr());
+  const float* lut = minifloat_table(info.f);
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t bi = 0; bi < blocks; ++bi) {
-      const float sc = e8m0_to_float(s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi]);
-      for (int64_t i = 0; i < 32; ++i) {
-        const int64_t k = bi * 32 + i;
-        const uint8_t code = info.bits == 4 ? ((k % 2 == 0) ? (q[n * (K / 2) + k / 2] & 0xF) : (q[n * (K / 2) + k / 2] >> 4))
-                                            : q[n * K + k];
-        out[(n - n0) * K + k] = decode_minifloat(code, info.f) * sc;
+      const float sc =
+          e8m0_to_float(s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi]);
+      float* o = out + (n - n0) * K + bi * 32;
+      if (info.bits == 4) {
+        const uint8_t* b = q + n * (K / 2) + bi * 16;
+        for (int64_t i = 0; i < 16; ++i) {
+          o[2 * i] = lut[b[i] & 0xF] * sc;
+          o[2 * i + 1] = lut[b[i] >> 4] * sc;
+        }
+      } else {
+        const uint8_t* b = q + n * K + bi * 32;
+        for (int64_t i = 0; i < 32; ++i) o[i] = lut[b[i]] * sc;
       }
     }
 }
@@ -616,7 +868,8 @@ namespace {
 constexpr float kE4M3Tiny = 0.015625f;  // torch.finfo(float8_e4m3fn).tiny
 
 // nvfp4_quantize with a per-tensor scale: writes block scale codes (e4m3) and fp4 codes.
-void nvfp4_quantize_row(const float* x, int64_t K, float pts, uint8_t* scale_codes, uint8_t* fp4_codes) {
+void nvfp4_quantize_row(const float* x, int64_t K, float pts, uint8_t* scale_codes,
+                        uint8_t* fp4_codes) {
   for (int64_t bi = 0; bi < K / 16; ++bi) {
     const float* blk = x + bi * 16;
     float amax = 0.0f;
@@ -625,7 +878,8 @@ void nvfp4_quantize_row(const float* x, int64_t K, float pts, uint8_t* scale_cod
     const uint8_t s8 = encode_minifloat(std::clamp(bs / pts, kE4M3Tiny, kE4M3.max), kE4M3);
     const float recip = (1.0f / pts) / decode_minifloat(s8, kE4M3);
     scale_codes[bi] = s8;
-    for (int i = 0; i < 16; ++i) fp4_codes[bi * 16 + i] = encode_minifloat(std::clamp(blk[i] * recip, -6.0f, 6.0f), kE2M1);
+    for (int i = 0; i < 16; ++i)
+      fp4_codes[bi * 16 + i] = encode_minifloat(std::clamp(blk[i] * recip, -6.0f, 6.0f), kE2M1);
   }
 }
 
@@ -638,11 +892,14 @@ float nvfp4_per_tensor_scale(const float* x, int64_t n) {
 
 }  // namespace
 
-NVFP4Tensor::NVFP4Tensor(Tensor qdata, Tensor scale, std::optional<Tensor> per_tensor_scale, bool dynamic_activation,
-                         Shape shape, json attributes)
+NVFP4Tensor::NVFP4Tensor(Tensor qdata, Tensor scale, std::optional<Tensor> per_tensor_scale,
+                         bool dynamic_activation, Shape shape, json attributes)
     : QTensor("NVFP4Tensor", std::move(shape),
-              per_tensor_scale ? std::vector<io::NamedTensor>{{"per_tensor_scale", *per_tensor_scale}, {"qdata", qdata}, {"scale", scale}}
-                               : std::vector<io::NamedTensor>{{"qdata", qdata}, {"scale", scale}},
+              per_tensor_scale
+                  ? std::vector<io::NamedTensor>{{"per_tensor_scale", *per_tensor_scale},
+                                                 {"qdata", qdata},
+                                                 {"scale", scale}}
+                  : std::vector<io::NamedTensor>{{"qdata", qdata}, {"scale", scale}},
               std::move(attributes)),
       dynamic_activation_(dynamic_activation) {
   swizzled_ = attributes_.value("is_swizzled_scales", false);
@@ -664,25 +921,29 @@ std::shared_ptr<NVFP4Tensor> NVFP4Tensor::from_float(const Tensor& w_in, bool dy
     for (int64_t n = b; n < e; ++n) {
       nvfp4_quantize_row(w.data<float>() + n * K, K, pts, sc.data(), codes.data());
       for (int64_t bi = 0; bi < blocks; ++bi) sd[swizzled_index(n, bi, blocks)] = sc[bi];
-      for (int64_t k = 0; k < K; k += 2) qd[n * (K / 2) + k / 2] = static_cast<uint8_t>(codes[k] | (codes[k + 1] << 4));
+      for (int64_t k = 0; k < K; k += 2)
+        qd[n * (K / 2) + k / 2] = static_cast<uint8_t>(codes[k] | (codes[k + 1] << 4));
     }
   });
   json a;
   a["is_swizzled_scales"] = true;
   a["use_triton_kernel"] = false;
-  a["act_quant_kwargs"] = dynamic_activation ? typed("QuantizeTensorToNVFP4Kwargs", json{{"block_size", 16},
-                                                                                          {"is_swizzled_scales", true},
-                                                                                          {"use_triton_kernel", false},
-                                                                                          {"use_dynamic_per_tensor_scale", true}})
+  a["act_quant_kwargs"] = dynamic_activation ? typed("QuantizeTensorToNVFP4Kwargs",
+                                                     json{{"block_size", 16},
+                                                          {"is_swizzled_scales", true},
+                                                          {"use_triton_kernel", false},
+                                                          {"use_dynamic_per_tensor_scale", true}})
                                              : json(nullptr);
   a["block_size"] = 16;
   a["orig_dtype"] = torch_dtype("float32");
   return std::make_shared<NVFP4Tensor>(q, s, p, dynamic_activation, Shape{N, K}, std::move(a));
 }
 
-QTensorPtr NVFP4Tensor::load(const std::string& where, std::vector<io::NamedTensor> data, const json& a) {
+QTensorPtr NVFP4Tensor::load(const std::string& where, std::vector<io::NamedTensor> data,
+                             const json& a) {
   DataMap d(where, data);
-  AO_CHECK(attr(where, a, "block_size") == 16, "{}: NVFP4Tensor block_size {} (expected 16)", where, a["block_size"].dump());
+  AO_CHECK(attr(where, a, "block_size") == 16, "{}: NVFP4Tensor block_size {} (expected 16)", where,
+           a["block_size"].dump());
   if (d.has("act_per_tensor_scale"))
     throw NotSupported(fmt::format("{}: NVFP4Tensor with a static act_per_tensor_scale", where));
   d.expect_dtype("qdata", DType::u8);
@@ -693,17 +954,20 @@ QTensorPtr NVFP4Tensor::load(const std::string& where, std::vector<io::NamedTens
   AO_CHECK(K % 16 == 0, "{}: NVFP4Tensor K = {} is not a multiple of 16", where, K);
   const bool swz = a.value("is_swizzled_scales", false);
   if (swz)
-    AO_CHECK(d.get("scale").numel() == swizzled_size(N, blocks), "{}: swizzled scale has {} elements, expected {}",
-             where, d.get("scale").numel(), swizzled_size(N, blocks));
+    AO_CHECK(d.get("scale").numel() == swizzled_size(N, blocks),
+             "{}: swizzled scale has {} elements, expected {}", where, d.get("scale").numel(),
+             swizzled_size(N, blocks));
   else
     d.expect_shape("scale", {N, blocks});
   std::optional<Tensor> pts;
   if (d.has("per_tensor_scale")) {
-    AO_CHECK(d.get("per_tensor_scale").numel() == 1, "{}: per_tensor_scale must hold one value", where);
+    AO_CHECK(d.get("per_tensor_scale").numel() == 1, "{}: per_tensor_scale must hold one value",
+             where);
     pts = f32_contiguous(d.get("per_tensor_scale"));
   }
   const bool dyn = a.contains("act_quant_kwargs") && !a["act_quant_kwargs"].is_null();
-  return std::make_shared<NVFP4Tensor>(q.contiguous(), d.get("scale").contiguous(), pts, dyn, Shape{N, K}, a);
+  return std::make_shared<NVFP4Tensor>(q.contiguous(), d.get("scale").contiguous(), pts, dyn,
+                                       Shape{N, K}, a);
 }
 
 void NVFP4Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
@@ -711,13 +975,16 @@ void NVFP4Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
   const auto* q = data("qdata").data<uint8_t>();
   const auto* s = static_cast<const uint8_t*>(data("scale").data_ptr());
   const float pts = has_data("per_tensor_scale") ? data("per_tensor_scale").data<float>()[0] : 1.0f;
+  const float* e4m3 = minifloat_table(kE4M3);
+  const float* e2m1 = minifloat_table(kE2M1);
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t bi = 0; bi < blocks; ++bi) {
-      const float sc = decode_minifloat(s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi], kE4M3) * pts;
-      for (int64_t i = 0; i < 16; ++i) {
-        const int64_t k = bi * 16 + i;
-        const uint8_t byte = q[n * (K / 2) + k / 2];
-        out[(n - n0) * K + k] = decode_minifloat((k % 2 == 0) ? (byte & 0xF) : (byte >> 4), kE2M1) * sc;
+      const float sc = e4m3[s[swizzled_ ? swizzled_index(n, bi, blocks) : n * blocks + bi]] * pts;
+      const uint8_t* b = q + n * (K / 2) + bi * 8;
+      float* o = out + (n - n0) * K + bi * 16;
+      for (int64_t i = 0; i < 8; ++i) {
+        o[2 * i] = e2m1[b[i] & 0xF] * sc;
+        o[2 * i + 1] = e2m1[b[i] >> 4] * sc;
       }
     }
 }
@@ -730,7 +997,8 @@ void NVFP4Tensor::quantize_activation(float* x, int64_t M) const {
   for (int64_t m = 0; m < M; ++m) {
     nvfp4_quantize_row(x + m * K, K, pts, sc.data(), codes.data());
     for (int64_t k = 0; k < K; ++k)
-      x[m * K + k] = decode_minifloat(codes[k], kE2M1) * (decode_minifloat(sc[k / 16], kE4M3) * pts);
+      x[m * K + k] =
+          decode_minifloat(codes[k], kE2M1) * (decode_minifloat(sc[k / 16], kE4M3) * pts);
   }
 }
 
@@ -738,12 +1006,25 @@ void NVFP4Tensor::quantize_activation(float* x, int64_t M) const {
 
 const std::vector<QTensorTypeInfo>& qtensor_types() {
   static const std::vector<QTensorTypeInfo> table = {
-      {"Int8Tensor", {"qdata", "scale"}, {"zero_point", "act_quant_scale", "act_quant_zero_point", "act_pre_scale"}, Int8Tensor::load},
+      {"Int8Tensor",
+       {"qdata", "scale"},
+       {"zero_point", "act_quant_scale", "act_quant_zero_point", "act_pre_scale"},
+       Int8Tensor::load},
       {"Int4Tensor", {"qdata", "scale", "zero_point"}, {"act_pre_scale"}, Int4Tensor::load},
-      {"IntxUnpackedToInt8Tensor", {"qdata", "scale", "zero_point"}, {}, IntxUnpackedToInt8Tensor::load},
+      {"Int4TilePackedTo4dTensor",
+       {"qdata", "scale_and_zero"},
+       {"act_pre_scale"},
+       Int4TilePackedTo4dTensor::load},
+      {"IntxUnpackedToInt8Tensor",
+       {"qdata", "scale", "zero_point"},
+       {},
+       IntxUnpackedToInt8Tensor::load},
       {"Float8Tensor", {"qdata", "scale"}, {}, Float8Tensor::load},
       {"MXTensor", {"qdata", "scale"}, {}, MXTensor::load},
-      {"NVFP4Tensor", {"qdata", "scale"}, {"per_tensor_scale", "act_per_tensor_scale"}, NVFP4Tensor::load},
+      {"NVFP4Tensor",
+       {"qdata", "scale"},
+       {"per_tensor_scale", "act_per_tensor_scale"},
+       NVFP4Tensor::load},
   };
   return table;
 }

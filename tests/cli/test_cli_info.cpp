@@ -46,3 +46,16 @@ TEST(CliInfo, UsageErrors) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("no such file"), std::string::npos) << r.out;
 }
+
+TEST(CliTokenize, GoldenSentenceOnStories260k) {
+  AO_REQUIRE_SHARED_DATA();
+  auto r = test::run_ao("tokenize --json --bos -m " + test::stories260k_dir() +
+                        "/stories260K.bin -p 'One day, a clever fox found a shiny key under the old oak tree.'");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["n_tokens"], 35);  // the golden count of ../shared/data/README.md
+  EXPECT_EQ(j["ids"][0], 1);
+  auto bad = test::run_ao("tokenize -m " + test::stories260k_dir() + "/stories260K.bin");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.out.find("--prompt"), std::string::npos) << bad.out;
+}

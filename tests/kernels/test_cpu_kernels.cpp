@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "ao/core/dtype.h"
 #include "ao/core/parallel.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
@@ -25,7 +26,8 @@ std::vector<float> random_vec(size_t n, uint32_t seed, float a = 1.0f) {
 
 double nmse(const float* a, const float* ref, int64_t n) {
   double err = 0, norm = 0;
-  for (int64_t i = 0; i < n; ++i) err += (a[i] - ref[i]) * double(a[i] - ref[i]), norm += ref[i] * double(ref[i]);
+  for (int64_t i = 0; i < n; ++i)
+    err += (a[i] - ref[i]) * double(a[i] - ref[i]), norm += ref[i] * double(ref[i]);
   return err / std::max(norm, 1e-30);
 }
 
@@ -58,9 +60,32 @@ TEST_P(CpuKernelMatmul, GemvMatchesReference) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(y[N + i], kSentinel) << "write past the output";
 }
 
+TEST_P(CpuKernelMatmul, HalfWeightsMatchReference) {
+  const auto [M, N, K] = GetParam();
+  auto x = random_vec(M * K, 21), wf = random_vec(N * K, 22);
+  for (HalfType t : {HalfType::bf16, HalfType::f16}) {
+    std::vector<uint16_t> w(N * K);
+    for (int64_t i = 0; i < N * K; ++i)
+      w[i] = t == HalfType::bf16 ? f32_to_bf16(wf[i]) : f32_to_f16(wf[i]);
+    std::vector<float> y(M * N + 8, kSentinel), ref(M * N), row(N);
+    gemm_half(x.data(), w.data(), t, y.data(), M, N, K);
+    for (int64_t m = 0; m < M; ++m) {
+      gemv_half_ref(w.data(), t, x.data() + m * K, row.data(), N, K);
+      std::copy(row.begin(), row.end(), ref.begin() + m * N);
+    }
+    EXPECT_LT(nmse(y.data(), ref.data(), M * N), 1e-11) << (t == HalfType::bf16 ? "bf16" : "f16");
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(y[M * N + i], kSentinel) << "write past the output";
+    std::vector<float> scalar(N);
+    detail::gemv_rows_half_scalar(w.data(), t, x.data(), scalar.data(), 0, N, K);
+    gemv_half_ref(w.data(), t, x.data(), row.data(), N, K);
+    EXPECT_LT(nmse(scalar.data(), row.data(), N), 1e-11);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(CpuKernel, CpuKernelMatmul,
-                         ::testing::Values(MatShape{1, 1, 1}, MatShape{2, 3, 5}, MatShape{3, 17, 33},
-                                           MatShape{7, 172, 64}, MatShape{5, 64, 172}, MatShape{1, 513, 255},
+                         ::testing::Values(MatShape{1, 1, 1}, MatShape{2, 3, 5},
+                                           MatShape{3, 17, 33}, MatShape{7, 172, 64},
+                                           MatShape{5, 64, 172}, MatShape{1, 513, 255},
                                            MatShape{33, 101, 1000}));
 
 TEST(CpuKernelGemv, ThreadCountDoesNotChangeResult) {
@@ -100,8 +125,10 @@ TEST_P(CpuKernelAttention, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(CpuKernel, CpuKernelAttention,
                          ::testing::Values(AttnCase{1, 1, 2, 1, 0, 0}, AttnCase{8, 4, 8, 5, 0, 0},
-                                           AttnCase{8, 4, 8, 1, 37, 0}, AttnCase{6, 2, 14, 9, 11, 0},
-                                           AttnCase{4, 1, 64, 3, 200, 0}, AttnCase{4, 2, 16, 7, 20, 5}));
+                                           AttnCase{8, 4, 8, 1, 37, 0},
+                                           AttnCase{6, 2, 14, 9, 11, 0},
+                                           AttnCase{4, 1, 64, 3, 200, 0},
+                                           AttnCase{4, 2, 16, 7, 20, 5}));
 
 TEST(CpuKernelAttentionEdge, FirstPositionCopiesValue) {
   // With one visible position the output is that position's value row.
@@ -126,7 +153,8 @@ TEST(CpuKernelElementwise, RmsNormAndSiluMul) {
   auto g = random_vec(n, 15, 4.0f), u = random_vec(n, 16);
   auto g0 = g;
   silu_mul_f32(g.data(), u.data(), n);
-  for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(g[i], g0[i] / (1.0 + std::exp(-double(g0[i]))) * u[i], 1e-6);
+  for (int64_t i = 0; i < n; ++i)
+    EXPECT_NEAR(g[i], g0[i] / (1.0 + std::exp(-double(g0[i]))) * u[i], 1e-6);
 }
 
 TEST(CpuKernelElementwise, LogSoftmaxNormalizes) {

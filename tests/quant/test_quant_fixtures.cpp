@@ -22,20 +22,46 @@ struct FixtureCase {
 
 const std::vector<FixtureCase>& fixture_cases() {
   static const std::vector<FixtureCase> c = {
-      {"int8_row", [](const Tensor& w) { return Int8Tensor::from_float(w, 0, ActivationQuant::none); }},
-      {"int8_g32", [](const Tensor& w) { return Int8Tensor::from_float(w, 32, ActivationQuant::none); }},
-      {"int8dq", [](const Tensor& w) { return Int8Tensor::from_float(w, 0, ActivationQuant::int8_symmetric_per_token); }},
+      {"int8_row",
+       [](const Tensor& w) { return Int8Tensor::from_float(w, 0, ActivationQuant::none); }},
+      {"int8_g32",
+       [](const Tensor& w) { return Int8Tensor::from_float(w, 32, ActivationQuant::none); }},
+      {"int8dq",
+       [](const Tensor& w) {
+         return Int8Tensor::from_float(w, 0, ActivationQuant::int8_symmetric_per_token);
+       }},
       {"int4_g32", [](const Tensor& w) { return Int4Tensor::from_float(w, 32); }},
       {"int4_g96", [](const Tensor& w) { return Int4Tensor::from_float(w, 96); }},
-      {"intx4_g32_sym", [](const Tensor& w) { return IntxUnpackedToInt8Tensor::from_float(w, 4, 32, true, ActivationQuant::none); }},
-      {"intx3_g32_asym", [](const Tensor& w) { return IntxUnpackedToInt8Tensor::from_float(w, 3, 32, false, ActivationQuant::none); }},
-      {"intx2_row", [](const Tensor& w) { return IntxUnpackedToInt8Tensor::from_float(w, 2, 0, true, ActivationQuant::none); }},
-      {"8da4w_g32", [](const Tensor& w) { return IntxUnpackedToInt8Tensor::from_float(w, 4, 32, true, ActivationQuant::int8_asymmetric_per_token); }},
-      {"fp8_row", [](const Tensor& w) { return Float8Tensor::from_float(w, false, ActivationQuant::float8_per_row); }},
-      {"fp8_tensor", [](const Tensor& w) { return Float8Tensor::from_float(w, true, ActivationQuant::float8_per_tensor); }},
+      {"intx4_g32_sym",
+       [](const Tensor& w) {
+         return IntxUnpackedToInt8Tensor::from_float(w, 4, 32, true, ActivationQuant::none);
+       }},
+      {"intx3_g32_asym",
+       [](const Tensor& w) {
+         return IntxUnpackedToInt8Tensor::from_float(w, 3, 32, false, ActivationQuant::none);
+       }},
+      {"intx2_row",
+       [](const Tensor& w) {
+         return IntxUnpackedToInt8Tensor::from_float(w, 2, 0, true, ActivationQuant::none);
+       }},
+      {"8da4w_g32",
+       [](const Tensor& w) {
+         return IntxUnpackedToInt8Tensor::from_float(w, 4, 32, true,
+                                                     ActivationQuant::int8_asymmetric_per_token);
+       }},
+      {"fp8_row",
+       [](const Tensor& w) {
+         return Float8Tensor::from_float(w, false, ActivationQuant::float8_per_row);
+       }},
+      {"fp8_tensor",
+       [](const Tensor& w) {
+         return Float8Tensor::from_float(w, true, ActivationQuant::float8_per_tensor);
+       }},
       {"mxfp8", [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp8_e4m3, true); }},
-      {"mxfp6_e2m3", [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp6_e2m3, true); }},
-      {"mxfp6_e3m2", [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp6_e3m2, true); }},
+      {"mxfp6_e2m3",
+       [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp6_e2m3, true); }},
+      {"mxfp6_e3m2",
+       [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp6_e3m2, true); }},
       {"mxfp4", [](const Tensor& w) { return MXTensor::from_float(w, MxElement::fp4_e2m1, true); }},
       {"nvfp4", [](const Tensor& w) { return NVFP4Tensor::from_float(w, true); }},
   };
@@ -43,7 +69,8 @@ const std::vector<FixtureCase>& fixture_cases() {
 }
 
 io::SafetensorsFile open_fixture(const std::string& name) {
-  return io::SafetensorsFile::open(std::string(AO_SOURCE_DIR) + "/tests/fixtures/quant/" + name + ".safetensors");
+  return io::SafetensorsFile::open(std::string(AO_SOURCE_DIR) + "/tests/fixtures/quant/" + name +
+                                   ".safetensors");
 }
 
 // Largest |a - b| relative to max |b| (0 when equal).
@@ -76,7 +103,8 @@ TEST_P(QuantFixture, QuantizedDataIsBitExact) {
     int64_t mismatches = 0, first = -1;
     for (size_t i = 0; i < ref.nbytes(); ++i)
       if (a[i] != b[i]) mismatches++, first = first < 0 ? int64_t(i) : first;
-    EXPECT_EQ(mismatches, 0) << GetParam().file << " " << d.name << ": first differing byte " << first;
+    EXPECT_EQ(mismatches, 0) << GetParam().file << " " << d.name << ": first differing byte "
+                             << first;
   }
 }
 
@@ -86,7 +114,8 @@ TEST_P(QuantFixture, LoadsTorchAOTensorsAndDequantizesAsTorchAO) {
   const QTensorTypeInfo* info = find_qtensor_type(meta["_type"].get<std::string>());
   ASSERT_NE(info, nullptr);
   std::vector<io::NamedTensor> data;
-  for (const auto& n : meta["_tensor_data_names"]) data.push_back({n, f.tensor("layer._weight_" + n.get<std::string>())});
+  for (const auto& n : meta["_tensor_data_names"])
+    data.push_back({n, f.tensor("layer._weight_" + n.get<std::string>())});
   const QTensorPtr q = info->load(GetParam().file, data, meta["_data"]);
   EXPECT_LE(max_rel_diff(q->dequantize(), f.tensor("deq")), 1e-6) << GetParam().file;
   if (f.contains("xq")) {
@@ -95,16 +124,56 @@ TEST_P(QuantFixture, LoadsTorchAOTensorsAndDequantizesAsTorchAO) {
     ASSERT_TRUE(ours->quantizes_activation());
     Tensor x = f.tensor("x").clone();
     ours->quantize_activation(x.data<float>(), x.size(0));
-    EXPECT_LE(max_rel_diff(x, f.tensor("xq")), 1e-6) << GetParam().file << ": dynamic activation quantization";
+    EXPECT_LE(max_rel_diff(x, f.tensor("xq")), 1e-6)
+        << GetParam().file << ": dynamic activation quantization";
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(TorchAO, QuantFixture, ::testing::ValuesIn(fixture_cases()),
+INSTANTIATE_TEST_SUITE_P(QuantTorchAO, QuantFixture, ::testing::ValuesIn(fixture_cases()),
                          [](const auto& info) {
                            std::string n = info.param.file;
                            for (char& c : n)
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            return n;
                          });
+
+}  // namespace
+
+namespace {
+
+// Int4TilePackedTo4dTensor against the tinygemm ops on CUDA
+// (scripts/fixtures/make_tile_packed_fixtures.py): packing bit-exact, dequantization and
+// linear as the CUDA kernel computes them (bf16 output, hence the tolerance).
+class QuantTilePacked : public ::testing::TestWithParam<std::pair<const char*, int64_t>> {};
+
+TEST_P(QuantTilePacked, MatchesTinygemm) {
+  const auto f = open_fixture(GetParam().first);
+  const int64_t g = GetParam().second;
+  const Tensor w = f.tensor("w");
+  const auto q = Int4TilePackedTo4dTensor::from_float(w, g);
+  for (const char* name : {"qdata", "scale_and_zero"}) {
+    const Tensor ref = f.tensor(name);
+    ASSERT_EQ(q->data(name).shape(), ref.shape()) << name;
+    EXPECT_EQ(0, std::memcmp(q->data(name).data_ptr(), ref.data_ptr(), ref.nbytes())) << name;
+  }
+  const QTensorPtr loaded =
+      find_qtensor_type("Int4TilePackedTo4dTensor")
+          ->load(GetParam().first,
+                 {{"qdata", f.tensor("qdata")}, {"scale_and_zero", f.tensor("scale_and_zero")}},
+                 nlohmann::ordered_json{{"block_size", {1, g}}, {"shape", w.shape()}});
+  EXPECT_LE(max_rel_diff(loaded->dequantize(), f.tensor("deq")), 4e-3);
+  const Tensor x = f.tensor("x");
+  Tensor y = Tensor::empty({x.size(0), w.size(0)}, DType::f32);
+  loaded->linear(x.data<float>(), x.size(0), y.data<float>());
+  EXPECT_LE(max_rel_diff(y, f.tensor("y")), 1e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    QuantTinygemm, QuantTilePacked,
+    ::testing::Values(std::make_pair("int4_tile_packed_44_96_32", int64_t(32)),
+                      std::make_pair("int4_tile_packed_24_256_128", int64_t(128)),
+                      std::make_pair("int4_tile_packed_64_172_32", int64_t(32)),
+                      std::make_pair("int4_tile_packed_20_1100_64", int64_t(64))),
+    [](const auto& info) { return std::string(info.param.first).substr(17); });
 
 }  // namespace

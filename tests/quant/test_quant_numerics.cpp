@@ -27,9 +27,10 @@ TEST(QuantNumerics, MiniFloatRoundsHalfToEvenAndSaturates) {
   EXPECT_EQ(decode_minifloat(encode_minifloat(448.0f, kE4M3), kE4M3), 448.0f);
   EXPECT_EQ(decode_minifloat(encode_minifloat(1e9f, kE4M3), kE4M3), 448.0f);
   EXPECT_EQ(decode_minifloat(encode_minifloat(-7.0f, kE2M1), kE2M1), -6.0f);
-  EXPECT_EQ(decode_minifloat(encode_minifloat(2.5f, kE2M1), kE2M1), 2.0f);   // tie -> even mantissa
+  EXPECT_EQ(decode_minifloat(encode_minifloat(2.5f, kE2M1), kE2M1), 2.0f);  // tie -> even mantissa
   EXPECT_EQ(decode_minifloat(encode_minifloat(3.5f, kE2M1), kE2M1), 4.0f);
-  EXPECT_EQ(decode_minifloat(encode_minifloat(0.25f, kE2M1), kE2M1), 0.0f);  // half of the smallest subnormal
+  EXPECT_EQ(decode_minifloat(encode_minifloat(0.25f, kE2M1), kE2M1),
+            0.0f);  // half of the smallest subnormal
   EXPECT_EQ(decode_minifloat(encode_minifloat(0.75f, kE2M1), kE2M1), 1.0f);
   EXPECT_TRUE(std::isnan(decode_minifloat(0x7F, kE4M3)));
 }

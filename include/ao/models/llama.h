@@ -19,6 +19,8 @@ struct LoadOptions {
   int64_t max_batch_tokens = 512;
 };
 
+using LinearWeightMap = std::map<std::string, std::shared_ptr<const quant::LinearWeight>>;
+
 struct LlamaDecoderLayer {
   nn::RMSNorm input_layernorm;
   nn::Attention self_attn;
@@ -31,8 +33,11 @@ class LlamaModel final : public CausalLM {
   // `tensors` use HF names; every expected tensor must be present with the expected shape
   // (an ao::Error names the first one that is missing or wrong). `source` names the
   // checkpoint in messages.
-  LlamaModel(const io::ModelConfig& config, std::vector<io::NamedTensor> tensors, const LoadOptions& opts,
-             const std::string& source);
+  // `prebuilt` supplies Linear weights by module FQN (e.g. quantized ones from a TorchAO
+  // checkpoint); those modules need no `.weight` tensor.
+  LlamaModel(const io::ModelConfig& config, std::vector<io::NamedTensor> tensors,
+             const LoadOptions& opts, const std::string& source,
+             const LinearWeightMap& prebuilt = {});
 
   const io::ModelConfig& config() const override { return config_; }
   int64_t context_size() const override { return cache_.capacity(); }

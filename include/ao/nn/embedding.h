@@ -1,4 +1,5 @@
-// Token embedding table [vocab, dim] (f32) and RMSNorm with a learned scale.
+// Token embedding table [vocab, dim] (kept as stored: f32, bf16 or f16; rows are widened to
+// f32 on lookup) and RMSNorm with a learned scale (f32).
 #pragma once
 
 #include <string>
@@ -12,7 +13,7 @@ class Embedding {
   Embedding() = default;
   Embedding(std::string name, const Tensor& weight);  // [vocab, dim], any float dtype
   const std::string& name() const { return name_; }
-  const Tensor& weight() const { return weight_; }  // f32 contiguous
+  const Tensor& weight() const { return weight_; }  // contiguous, f32 / bf16 / f16
   int64_t vocab_size() const { return weight_.size(0); }
   int64_t dim() const { return weight_.size(1); }
   // out: [n, dim]. Throws for a token id outside [0, vocab).

@@ -32,6 +32,8 @@ struct QuantizeSummary {
   int quantized = 0;
   double seconds = 0;
   std::string markdown() const;  // | tensors | format | bytes before | bytes after | time | ...
+  nlohmann::ordered_json json() const;       // totals plus bits per quantized weight
+  double quantized_bits_per_weight() const;  // over the weights that were quantized
 };
 using QuantizeProgress = std::function<void(size_t done, size_t total, const std::string& name)>;
 
@@ -40,8 +42,9 @@ using QuantizeProgress = std::function<void(size_t done, size_t total, const std
 // tokenizer). Everything is written into a temporary sibling folder first and renamed at the
 // end; an existing `out_dir` is an error unless `overwrite`. llama2.c inputs get HF names and
 // the q/k row permutation HF's rotate-half RoPE expects, so the folder is a valid HF Llama.
-QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, const std::string& out_dir,
-                               bool overwrite = false, const QuantizeProgress& progress = {});
+QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan,
+                               const std::string& out_dir, bool overwrite = false,
+                               const QuantizeProgress& progress = {});
 
 // ---- reading ----------------------------------------------------------------------------
 
@@ -50,14 +53,27 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan, 
 bool is_torchao_checkpoint(const io::ModelFiles& m);
 
 struct QuantizedWeights {
-  std::map<std::string, QTensorPtr> linears;   // module FQN ("model.layers.0.mlp.down_proj") -> weight
-  std::vector<io::NamedTensor> dense;          // every other tensor, under its usual name
-  nlohmann::json quantization_config;          // from config.json (null when absent)
+  std::map<std::string, QTensorPtr>
+      linears;                         // module FQN ("model.layers.0.mlp.down_proj") -> weight
+  std::vector<io::NamedTensor> dense;  // every other tensor, under its usual name
+  nlohmann::json quantization_config;  // from config.json (null when absent)
+
+  // For model builders that expect every weight by its usual name: the dense tensors plus,
+  // per quantized Linear, its dequantized f32 weight as "<fqn>.weight" (replace those with
+  // the quantized weights afterwards, see load_quantized_weights).
+  std::vector<io::NamedTensor> builder_tensors() const;
 };
 
-// Rebuilds the quantized weights of a TorchAO checkpoint, checking that the metadata and the
-// tensors agree (every declared data tensor present with the shape/dtype its attributes
-// imply, no stray tensors). A checkpoint without TorchAO metadata yields all tensors dense.
+// Rebuilds the quantized weights of a TorchAO checkpoint. How a model loader uses it:
+//   io::ModelFiles files = io::open_model_files(path);
+//   if (quant::is_torchao_checkpoint(files)) {
+//     quant::QuantizedWeights q = quant::load_quantized_weights(files);
+//     auto model = models::build_model(*files.config, q.builder_tensors(), opts, path);
+//     for (const auto& [fqn, w] : q.linears) model->set_weight(fqn, w);
+//   }
+// It checks that the metadata and the tensors agree (every declared data tensor present with the
+// shape/dtype its attributes imply, no stray tensors). A checkpoint without TorchAO metadata yields
+// all tensors dense.
 QuantizedWeights load_quantized_weights(const io::ModelFiles& m);
 
 }  // namespace ao::quant

@@ -14,25 +14,26 @@
 namespace ao::quant {
 
 enum class QuantScheme {
-  int8_weight_only,         // Int8WeightOnlyConfig
-  int8_dynamic,             // Int8DynamicActivationInt8WeightConfig
-  int4_weight_only,         // Int4WeightOnlyConfig (plain Int4Tensor)
-  intx_weight_only,         // IntxWeightOnlyConfig
-  int8_dynamic_intx,        // Int8DynamicActivationIntxWeightConfig ("8da4w")
-  float8_weight_only,       // Float8WeightOnlyConfig
-  float8_dynamic,           // Float8DynamicActivationFloat8WeightConfig
-  mx_dynamic,               // MXDynamicActivationMXWeightConfig
-  nvfp4_dynamic,            // NVFP4DynamicActivationNVFP4WeightConfig
-  nvfp4_weight_only,        // NVFP4WeightOnlyConfig
+  int8_weight_only,    // Int8WeightOnlyConfig
+  int8_dynamic,        // Int8DynamicActivationInt8WeightConfig
+  int4_weight_only,    // Int4WeightOnlyConfig (plain Int4Tensor)
+  intx_weight_only,    // IntxWeightOnlyConfig
+  int8_dynamic_intx,   // Int8DynamicActivationIntxWeightConfig ("8da4w")
+  float8_weight_only,  // Float8WeightOnlyConfig
+  float8_dynamic,      // Float8DynamicActivationFloat8WeightConfig
+  mx_dynamic,          // MXDynamicActivationMXWeightConfig
+  nvfp4_dynamic,       // NVFP4DynamicActivationNVFP4WeightConfig
+  nvfp4_weight_only,   // NVFP4WeightOnlyConfig
 };
 
 struct QuantConfig {
   QuantScheme scheme = QuantScheme::int8_weight_only;
-  int64_t group_size = 0;  // 0 = per row (per output channel)
-  int bits = 8;            // intx weight bits (1..8)
-  bool symmetric = true;   // intx weight mapping
+  int64_t group_size = 0;   // 0 = per row (per output channel)
+  int bits = 8;             // intx weight bits (1..8)
+  bool symmetric = true;    // intx weight mapping
   bool per_tensor = false;  // float8 dynamic granularity (false = per row)
   MxElement mx_element = MxElement::fp8_e4m3;
+  bool int4_tile_packed = false;  // Int4WeightOnlyConfig's TILE_PACKED_TO_4D (tinygemm) format
 
   std::string torchao_string() const;  // "Int4WeightOnlyConfig(group_size=128)"
   std::string short_name() const;      // "int4wo-g128"

@@ -22,7 +22,8 @@ class QTensor : public LinearWeight {
  public:
   // `shape` is the logical weight shape [N, K]; `data` the named data tensors in TorchAO's
   // declaration order (absent optional ones left out); `attributes` TorchAO's `_data`.
-  QTensor(std::string type, Shape shape, std::vector<io::NamedTensor> data, nlohmann::ordered_json attributes);
+  QTensor(std::string type, Shape shape, std::vector<io::NamedTensor> data,
+          nlohmann::ordered_json attributes);
 
   std::string type_name() const override { return type_; }
   int64_t out_features() const override { return shape_[0]; }
@@ -41,7 +42,9 @@ class QTensor : public LinearWeight {
   // "Int8Tensor(shape=[64, 172], qdata=i8[64, 172], scale=f32[64, 1], block_size=[1, 172], ...)"
   std::string str() const;
   // Bits per weight element including scales and zero points.
-  double bits_per_weight() const { return 8.0 * static_cast<double>(nbytes()) / static_cast<double>(shape_[0] * shape_[1]); }
+  double bits_per_weight() const {
+    return 8.0 * static_cast<double>(nbytes()) / static_cast<double>(shape_[0] * shape_[1]);
+  }
 
   // ---- what a concrete type implements ------------------------------------------------
   // Rows [n0, n1) of the dequantized weight into out [(n1 - n0), K] (f32).
@@ -52,8 +55,8 @@ class QTensor : public LinearWeight {
   virtual bool quantizes_activation() const { return false; }
   // Fused dequantize-dot for decode: y[m * ldy + n] for rows [n0, n1) and all m < M.
   // Returns false when the type has no fused path (the driver then dequantizes a tile).
-  virtual bool gemv_rows(const float* /*x*/, int64_t /*M*/, int64_t /*n0*/, int64_t /*n1*/, float* /*y*/,
-                         int64_t /*ldy*/) const {
+  virtual bool gemv_rows(const float* /*x*/, int64_t /*M*/, int64_t /*n0*/, int64_t /*n1*/,
+                         float* /*y*/, int64_t /*ldy*/) const {
     return false;
   }
 

@@ -2,9 +2,10 @@
 // their checkpoints interoperate:
 //   Int8Tensor                (int8 weight, per-row / per-group; optional int8 dynamic activations)
 //   Int4Tensor                (plain int4: packed [N, K/2], scale and zero_point [K/g, N])
-//   IntxUnpackedToInt8Tensor  (int1..int8 held in int8; optional int8 asymmetric per-token activations)
-//   Float8Tensor              (e4m3 weight, per-row / per-tensor; optional fp8 dynamic activations)
-//   MXTensor                  (MXFP8 / MXFP6 / MXFP4, block 32, E8M0 scales, swizzled)
+//   Int4TilePackedTo4dTensor  (tinygemm: int32 [N/8, K/(8*16), 32, 4] tiles, bf16 scale_and_zero)
+//   IntxUnpackedToInt8Tensor  (int1..int8 held in int8; optional int8 asymmetric per-token
+//   activations) Float8Tensor              (e4m3 weight, per-row / per-tensor; optional fp8 dynamic
+//   activations) MXTensor                  (MXFP8 / MXFP6 / MXFP4, block 32, E8M0 scales, swizzled)
 //   NVFP4Tensor               (fp4 e2m1, block 16, e4m3 scales swizzled, per-tensor fp32 scale)
 // Each has `from_float` (quantize an f32 [N, K] weight exactly as TorchAO does) and is rebuilt
 // from a checkpoint through qtensor_types().
@@ -30,14 +31,15 @@ enum class ActivationQuant {
 // Int8Tensor and IntxUnpackedToInt8Tensor share storage, kernels and dequantization.
 class AffineInt8Tensor : public QTensor {
  public:
-  AffineInt8Tensor(std::string type, Tensor qdata, Tensor scale, Tensor zero_point, int64_t group_size,
-                   ActivationQuant act, nlohmann::ordered_json attributes);
+  AffineInt8Tensor(std::string type, Tensor qdata, Tensor scale, Tensor zero_point,
+                   int64_t group_size, ActivationQuant act, nlohmann::ordered_json attributes);
   int64_t group_size() const { return group_size_; }
   ActivationQuant activation_quant() const { return act_; }
   void dequantize_rows(int64_t n0, int64_t n1, float* out) const override;
   void quantize_activation(float* x, int64_t M) const override;
   bool quantizes_activation() const override { return act_ != ActivationQuant::none; }
-  bool gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y, int64_t ldy) const override;
+  bool gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
+                 int64_t ldy) const override;
 
  protected:
   int64_t group_size_;
@@ -48,7 +50,8 @@ class Int8Tensor : public AffineInt8Tensor {
  public:
   using AffineInt8Tensor::AffineInt8Tensor;
   // group_size 0 = per row. act: none or int8_symmetric_per_token.
-  static std::shared_ptr<Int8Tensor> from_float(const Tensor& w, int64_t group_size, ActivationQuant act);
+  static std::shared_ptr<Int8Tensor> from_float(const Tensor& w, int64_t group_size,
+                                                ActivationQuant act);
   static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,
                          const nlohmann::ordered_json& attributes);
 };
@@ -57,8 +60,9 @@ class IntxUnpackedToInt8Tensor : public AffineInt8Tensor {
  public:
   using AffineInt8Tensor::AffineInt8Tensor;
   // bits 1..8; group_size 0 = per row; act: none or int8_asymmetric_per_token.
-  static std::shared_ptr<IntxUnpackedToInt8Tensor> from_float(const Tensor& w, int bits, int64_t group_size,
-                                                              bool symmetric, ActivationQuant act);
+  static std::shared_ptr<IntxUnpackedToInt8Tensor> from_float(const Tensor& w, int bits,
+                                                              int64_t group_size, bool symmetric,
+                                                              ActivationQuant act);
   static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,
                          const nlohmann::ordered_json& attributes);
 };
@@ -71,17 +75,40 @@ class Int4Tensor : public QTensor {
                          const nlohmann::ordered_json& attributes);
   int64_t group_size() const { return group_size_; }
   void dequantize_rows(int64_t n0, int64_t n1, float* out) const override;
-  bool gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y, int64_t ldy) const override;
+  bool gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
+                 int64_t ldy) const override;
 
  private:
   int64_t group_size_;
 };
 
+// TorchAO's tinygemm layout (what aten._convert_weight_to_int4pack produces on CUDA, with
+// inner_k_tiles 8): N padded to a multiple of 8, K to a multiple of 1024; scale_and_zero
+// [K/g, N, 2] in bf16; w = (u - 8) * scale + zero with u in [0, 15]. Quantization follows
+// TorchAO's bf16 arithmetic on CUDA (each op rounded to bf16). Kept unpacked in memory too,
+// so linear() shares the plain int4 kernel.
+class Int4TilePackedTo4dTensor : public QTensor {
+ public:
+  Int4TilePackedTo4dTensor(Tensor qdata, Tensor scale_and_zero, int64_t group_size, Shape shape);
+  static std::shared_ptr<Int4TilePackedTo4dTensor> from_float(const Tensor& w, int64_t group_size);
+  static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,
+                         const nlohmann::ordered_json& attributes);
+  void dequantize_rows(int64_t n0, int64_t n1, float* out) const override;
+  bool gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
+                 int64_t ldy) const override;
+
+ private:
+  int64_t group_size_;
+  Tensor plain_q_, plain_scale_, plain_zero_;  // Int4Tensor layout of the first N rows / K columns
+};
+
 class Float8Tensor : public QTensor {
  public:
-  Float8Tensor(Tensor qdata, Tensor scale, bool per_tensor, ActivationQuant act, nlohmann::ordered_json attributes);
+  Float8Tensor(Tensor qdata, Tensor scale, bool per_tensor, ActivationQuant act,
+               nlohmann::ordered_json attributes);
   // per_tensor false = per row. act: none, float8_per_row or float8_per_tensor.
-  static std::shared_ptr<Float8Tensor> from_float(const Tensor& w, bool per_tensor, ActivationQuant act);
+  static std::shared_ptr<Float8Tensor> from_float(const Tensor& w, bool per_tensor,
+                                                  ActivationQuant act);
   static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,
                          const nlohmann::ordered_json& attributes);
   void dequantize_rows(int64_t n0, int64_t n1, float* out) const override;
@@ -98,10 +125,11 @@ const char* mx_element_torch_name(MxElement e);  // "float8_e4m3fn", "float4_e2m
 
 class MXTensor : public QTensor {
  public:
-  MXTensor(Tensor qdata, Tensor scale, MxElement elem, bool rceil, bool dynamic_activation, Shape shape,
-           nlohmann::ordered_json attributes);
+  MXTensor(Tensor qdata, Tensor scale, MxElement elem, bool rceil, bool dynamic_activation,
+           Shape shape, nlohmann::ordered_json attributes);
   // K must be a multiple of 32. Scales are written swizzled (is_swizzled_scales: true).
-  static std::shared_ptr<MXTensor> from_float(const Tensor& w, MxElement elem, bool dynamic_activation);
+  static std::shared_ptr<MXTensor> from_float(const Tensor& w, MxElement elem,
+                                              bool dynamic_activation);
   static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,
                          const nlohmann::ordered_json& attributes);
   void dequantize_rows(int64_t n0, int64_t n1, float* out) const override;
@@ -117,8 +145,8 @@ class MXTensor : public QTensor {
 
 class NVFP4Tensor : public QTensor {
  public:
-  NVFP4Tensor(Tensor qdata, Tensor scale, std::optional<Tensor> per_tensor_scale, bool dynamic_activation,
-              Shape shape, nlohmann::ordered_json attributes);
+  NVFP4Tensor(Tensor qdata, Tensor scale, std::optional<Tensor> per_tensor_scale,
+              bool dynamic_activation, Shape shape, nlohmann::ordered_json attributes);
   // K must be a multiple of 16. Scales are written swizzled; per-tensor scale amax / (448 * 6).
   static std::shared_ptr<NVFP4Tensor> from_float(const Tensor& w, bool dynamic_activation);
   static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,

@@ -10,17 +10,20 @@
 namespace ao::kernels::cpu {
 namespace {
 
-int64_t first_visible(int64_t p, int window) { return window > 0 ? std::max<int64_t>(0, p - window + 1) : 0; }
+int64_t first_visible(int64_t p, int window) {
+  return window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+}
 
 }  // namespace
 
-void attention_f32(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t T,
-                   int64_t pos0, const AttentionShape& s) {
+void attention_f32(const float* q, const float* k_cache, const float* v_cache, float* out,
+                   int64_t T, int64_t pos0, const AttentionShape& s) {
   const int64_t hd = s.head_dim, H = s.n_heads, group = s.n_heads / s.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // One task per (token, head); each needs pos0+T scores at most.
+  // One task per (token, head), about 4 * visible * head_dim flops each; >= 4 Mflop per thread.
   const int64_t tasks = T * H;
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, (pos0 + T) * hd / 64));
+  const int64_t grain =
+      std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, (pos0 + (T + 1) / 2) * hd));
   parallel_for(0, tasks, grain, [&](int64_t b, int64_t e) {
     std::vector<float> scores(static_cast<size_t>(pos0 + T));
     for (int64_t task = b; task < e; ++task) {
@@ -47,8 +50,8 @@ void attention_f32(const float* q, const float* k_cache, const float* v_cache, f
   });
 }
 
-void attention_f32_ref(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t T,
-                       int64_t pos0, const AttentionShape& s) {
+void attention_f32_ref(const float* q, const float* k_cache, const float* v_cache, float* out,
+                       int64_t T, int64_t pos0, const AttentionShape& s) {
   const int64_t hd = s.head_dim, H = s.n_heads, group = s.n_heads / s.n_kv_heads;
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h) {

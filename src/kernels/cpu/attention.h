@@ -17,10 +17,10 @@ struct AttentionShape {
 
 // q: [T, n_heads, head_dim]; k_cache, v_cache: [n_kv_heads, capacity, head_dim] holding
 // positions 0 .. pos0+T-1; out: [T, n_heads * head_dim]. Scale 1/sqrt(head_dim).
-void attention_f32(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t T,
-                   int64_t pos0, const AttentionShape& s);
+void attention_f32(const float* q, const float* k_cache, const float* v_cache, float* out,
+                   int64_t T, int64_t pos0, const AttentionShape& s);
 // Scalar reference with double accumulation, for tests.
-void attention_f32_ref(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t T,
-                       int64_t pos0, const AttentionShape& s);
+void attention_f32_ref(const float* q, const float* k_cache, const float* v_cache, float* out,
+                       int64_t T, int64_t pos0, const AttentionShape& s);
 
 }  // namespace ao::kernels::cpu

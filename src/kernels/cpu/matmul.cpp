@@ -3,7 +3,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <atomic>
 
 #include "ao/core/parallel.h"
 
@@ -40,8 +39,8 @@ void gemm_f32_ref(const float* x, const float* W, float* y, int64_t M, int64_t N
 }
 
 void gemv_f32(const float* W, const float* x, float* y, int64_t N, int64_t K) {
-  // About 32 KiB of weights per task at least, so small layers stay on one thread.
-  const int64_t grain = std::max<int64_t>(8, 8192 / std::max<int64_t>(K, 1));
+  // At least 256 KiB of weights per task, so small layers stay on one thread.
+  const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(K, 1));
   const bool avx2 = detail::cpu_has_avx2_fma();
   parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
     if (avx2)
@@ -53,13 +52,30 @@ void gemv_f32(const float* W, const float* x, float* y, int64_t N, int64_t K) {
 
 void gemm_f32(const float* x, const float* W, float* y, int64_t M, int64_t N, int64_t K) {
   if (M == 1) return gemv_f32(W, x, y, N, K);
-  // Keep OpenBLAS's pool the size of ours.
-  static std::atomic<int> blas_threads{0};
-  const int want = num_threads();
-  if (blas_threads.exchange(want) != want) openblas_set_num_threads(want);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
-              static_cast<int>(K), 1.0f, x, static_cast<int>(K), W, static_cast<int>(K), 0.0f, y,
-              static_cast<int>(N));
+  if (M * N * K < (int64_t{1} << 22)) {
+    // Too small to pay for waking threads: one thread, row by row.
+    const bool avx2 = detail::cpu_has_avx2_fma();
+    for (int64_t m = 0; m < M; ++m) {
+      if (avx2)
+        detail::gemv_rows_avx2(W, x + m * K, y + m * N, 0, N, K);
+      else
+        detail::gemv_rows_scalar(W, x + m * K, y + m * N, 0, N, K);
+    }
+    return;
+  }
+  // OpenBLAS runs single-threaded inside our OpenMP workers, each on a slice of W's rows:
+  // one thread pool instead of two competing ones.
+  static const bool blas_single = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)blas_single;
+  const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 22) / std::max<int64_t>(M * K, 1));
+  parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M),
+                static_cast<int>(n1 - n0), static_cast<int>(K), 1.0f, x, static_cast<int>(K),
+                W + n0 * K, static_cast<int>(K), 0.0f, y + n0, static_cast<int>(N));
+  });
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {

@@ -16,8 +16,8 @@ float dot_f32(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-void gemv_affine_int8_ref(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                          int64_t ldy) {
+void gemv_affine_int8_ref(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0,
+                          int64_t n1, float* y, int64_t ldy) {
   const int64_t groups = w.K / w.group;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t m = 0; m < M; ++m) {
@@ -33,14 +33,14 @@ void gemv_affine_int8_ref(const AffineInt8Weight& w, const float* x, int64_t M, 
     }
 }
 
-void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                      int64_t ldy) {
+void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
+                      float* y, int64_t ldy) {
   if (cpu_has_avx2()) return avx2::gemv_affine_int8(w, x, M, n0, n1, y, ldy);
   gemv_affine_int8_ref(w, x, M, n0, n1, y, ldy);
 }
 
-void gemv_int4_plain_ref(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                         int64_t ldy) {
+void gemv_int4_plain_ref(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0,
+                         int64_t n1, float* y, int64_t ldy) {
   const int64_t groups = w.K / w.group;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t m = 0; m < M; ++m) {
@@ -60,8 +60,8 @@ void gemv_int4_plain_ref(const Int4PlainWeight& w, const float* x, int64_t M, in
     }
 }
 
-void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                     int64_t ldy) {
+void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
+                     float* y, int64_t ldy) {
   if (cpu_has_avx2()) return avx2::gemv_int4_plain(w, x, M, n0, n1, y, ldy);
   gemv_int4_plain_ref(w, x, M, n0, n1, y, ldy);
 }

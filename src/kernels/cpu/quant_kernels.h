@@ -20,10 +20,10 @@ struct AffineInt8Weight {
   const int8_t* zero_point;
   int64_t K, group;
 };
-void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                      int64_t ldy);
-void gemv_affine_int8_ref(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                          int64_t ldy);
+void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
+                      float* y, int64_t ldy);
+void gemv_affine_int8_ref(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0,
+                          int64_t n1, float* y, int64_t ldy);
 
 // Plain Int4Tensor: q [N, K / 2] bytes, element 2i in the low nibble, values in [-8, 7];
 // scale / zero [K / group, N] (f32, transposed); w = q * scale + zero.
@@ -33,17 +33,17 @@ struct Int4PlainWeight {
   const float* zero;
   int64_t N, K, group;
 };
-void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                     int64_t ldy);
-void gemv_int4_plain_ref(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                         int64_t ldy);
+void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
+                     float* y, int64_t ldy);
+void gemv_int4_plain_ref(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0,
+                         int64_t n1, float* y, int64_t ldy);
 
 namespace avx2 {
 float dot_f32(const float* a, const float* b, int64_t n);
-void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                      int64_t ldy);
-void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                     int64_t ldy);
+void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
+                      float* y, int64_t ldy);
+void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
+                     float* y, int64_t ldy);
 }  // namespace avx2
 
 }  // namespace ao::kernels::cpu::quant

@@ -20,7 +20,8 @@ inline void dot_int8(const float* x, const int8_t* q, int64_t n, float* dot, flo
   __m256 acc = _mm256_setzero_ps(), xs = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) {
-    const __m256i qi = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k)));
+    const __m256i qi =
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k)));
     const __m256 xv = _mm256_loadu_ps(x + k);
     acc = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(qi), acc);
     xs = _mm256_add_ps(xs, xv);
@@ -43,14 +44,15 @@ float dot_f32(const float* a, const float* b, int64_t n) {
     acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
     acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
   }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  for (; i + 8 <= n; i += 8)
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
   float s = hsum(_mm256_add_ps(acc0, acc1));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
-void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                      int64_t ldy) {
+void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
+                      float* y, int64_t ldy) {
   const int64_t groups = w.K / w.group;
   for (int64_t n = n0; n < n1; ++n) {
     const int8_t* q = w.q + n * w.K;
@@ -68,8 +70,8 @@ void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int6
   }
 }
 
-void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
-                     int64_t ldy) {
+void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
+                     float* y, int64_t ldy) {
   // De-interleave x into even / odd halves once so that low and high nibbles multiply
   // contiguous vectors.
   const int64_t half = w.K / 2, ghalf = w.group / 2, groups = w.K / w.group;
@@ -98,9 +100,12 @@ void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_
         int64_t i = g * ghalf;
         const int64_t end = (g + 1) * ghalf;
         for (; i + 8 <= end; i += 8) {
-          const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
-          const __m256i lo = _mm256_sub_epi32(_mm256_xor_si256(_mm256_and_si256(b, mask), eight), eight);
-          const __m256i hi = _mm256_sub_epi32(_mm256_xor_si256(_mm256_srli_epi32(b, 4), eight), eight);
+          const __m256i b =
+              _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
+          const __m256i lo =
+              _mm256_sub_epi32(_mm256_xor_si256(_mm256_and_si256(b, mask), eight), eight);
+          const __m256i hi =
+              _mm256_sub_epi32(_mm256_xor_si256(_mm256_srli_epi32(b, 4), eight), eight);
           a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_loadu_ps(e + i), a);
           a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_loadu_ps(o + i), a);
         }

@@ -1,0 +1,97 @@
+// Quantized checkpoints drive the real model: stories260K quantized by ao, loaded back the
+// way the model loader does it, must greedy-decode the golden text's first tokens (int8)
+// and stay close to the fp32 logits (KL) for every format.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "ao/models/registry.h"
+#include "ao/quant/checkpoint.h"
+
+using namespace ao;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kStories =
+    std::string(AO_SOURCE_DIR) + "/../shared/data/models/stories260K/stories260K.bin";
+const std::vector<int32_t> kGolden = {1,   403, 407, 261, 378, 432, 383, 286,
+                                      261, 376, 298, 315, 421, 395, 317, 426};
+
+std::unique_ptr<models::CausalLM> load_quantized(const std::string& path) {
+  io::ModelFiles files = io::open_model_files(path);
+  EXPECT_TRUE(quant::is_torchao_checkpoint(files));
+  quant::QuantizedWeights q = quant::load_quantized_weights(files);
+  auto model = models::build_model(*files.config, q.builder_tensors(), {}, path);
+  for (const auto& [fqn, w] : q.linears) model->set_weight(fqn, w);
+  return model;
+}
+
+std::vector<int32_t> greedy(models::CausalLM& m, size_t n) {
+  std::vector<int32_t> ids = {1};
+  std::vector<float> logits(static_cast<size_t>(m.vocab_size()));
+  m.reset();
+  m.forward(ids.data(), 1, logits.data(), false);
+  while (ids.size() < n) {
+    const int32_t next =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    ids.push_back(next);
+    m.forward(&ids.back(), 1, logits.data(), false);
+  }
+  return ids;
+}
+
+// Mean KL(p_fp32 || p_quant) over the positions of `tokens`.
+double mean_kl(models::CausalLM& a, models::CausalLM& b, const std::vector<int32_t>& tokens) {
+  const int64_t V = a.vocab_size(), n = static_cast<int64_t>(tokens.size());
+  std::vector<float> la(static_cast<size_t>(n * V)), lb(la.size());
+  a.reset();
+  b.reset();
+  a.forward(tokens.data(), n, la.data(), true);
+  b.forward(tokens.data(), n, lb.data(), true);
+  double kl = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* x = la.data() + t * V;
+    const float* y = lb.data() + t * V;
+    const double mx = *std::max_element(x, x + V), my = *std::max_element(y, y + V);
+    double zx = 0, zy = 0;
+    for (int64_t v = 0; v < V; ++v) zx += std::exp(x[v] - mx), zy += std::exp(y[v] - my);
+    for (int64_t v = 0; v < V; ++v) {
+      const double lpx = x[v] - mx - std::log(zx), lpy = y[v] - my - std::log(zy);
+      kl += std::exp(lpx) * (lpx - lpy);
+    }
+  }
+  return kl / static_cast<double>(n);
+}
+
+TEST(QuantModel, QuantizedStories260KRunsThroughTheModel) {
+  if (!fs::exists(kStories)) GTEST_SKIP() << "stories260K not found at " << kStories;
+  const fs::path dir = fs::temp_directory_path() / ("ao_quant_model_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto fp32 = models::load_model(kStories).model;
+  ASSERT_EQ(greedy(*fp32, kGolden.size()), kGolden);
+  const io::ModelFiles in = io::open_model_files(kStories);
+  struct Case {
+    const char* config;
+    double max_kl;
+    bool golden;
+  };
+  for (const Case& c :
+       {Case{"int8wo", 2e-3, true}, Case{"int8dq", 5e-3, true}, Case{"fp8dq-row", 2e-2, false},
+        Case{"int4wo-g32", 0.1, false}, Case{"8da4w", 0.15, false}, Case{"mxfp4", 0.3, false},
+        Case{"nvfp4", 0.3, false}}) {
+    const fs::path out = dir / c.config;
+    quant::quantize_model(in, quant::QuantPlan::single(quant::parse_quant_config(c.config)),
+                          out.string());
+    auto q = load_quantized(out.string());
+    if (c.golden) EXPECT_EQ(greedy(*q, kGolden.size()), kGolden) << c.config;
+    const double kl = mean_kl(*fp32, *q, kGolden);
+    EXPECT_LT(kl, c.max_kl) << c.config;
+    EXPECT_LT(q->weight_bytes(), fp32->weight_bytes()) << c.config;
+    std::printf("[ quant    ] %-12s KL vs fp32 over the golden prefix: %.5f\n", c.config, kl);
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
