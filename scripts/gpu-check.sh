@@ -1,7 +1,9 @@
 #!/bin/bash
 # Build, test and benchmark the CUDA backend on the GPU machine in one go (run from the project
 # root, with .gpu/ from ../shared/scripts/gpu-prep.sh beside it). Logs and JSON go to $OUT (or
-# ./out). Stages: STAGES="build test bench peer" (default all); BENCH_ARGS, PEER_VARIANTS tune them.
+# ./out). Stages: STAGES="build test bench peer" (default); BENCH_ARGS, PEER_VARIANTS tune them.
+# Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests and
+# `ao bench --device cuda`.
 # Builds the stand-alone CUDA lab project (bench/kernels/CMakeLists.txt), which needs only CUDA,
 # fmt, nlohmann-json and GoogleTest.
 set -uo pipefail
@@ -42,5 +44,19 @@ if has peer; then
   stamp "peer (PyTorch)"
   PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-330} python3 bench/peers/gpt_fast_decode.py \
       --variants "$PEER_VARIANTS" --json "$OUT/peer.json" 2>&1 | grep -v Warning | tee "$OUT/peer.log" | tail -20
+fi
+if has full; then
+  stamp "full project build with CUDA"
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DAO_BUILD_BENCH=OFF \
+        -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/full.log" 2>&1 &&
+    cmake --build build-gpu -j"$(nproc)" >> "$OUT/full.log" 2>&1
+  rc=$?
+  tail -3 "$OUT/full.log"
+  if [ $rc -eq 0 ]; then
+    timeout 150 ./build-gpu/ao_tests --gtest_filter='Cuda*' --gtest_brief=1 2>&1 | tail -4
+    timeout 120 ./build-gpu/ao bench --device cuda --synthetic llama3-8b --format int4wo-g128 2>&1 | tail -6
+  else
+    grep -E "error" "$OUT/full.log" | head -20
+  fi
 fi
 stamp "done"

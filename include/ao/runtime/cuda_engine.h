@@ -73,7 +73,7 @@ class CudaEngine {
   static std::unique_ptr<CudaEngine> create_synthetic(const io::ModelConfig& config,
                                                       const CudaEngineOptions& options,
                                                       uint64_t seed = 1234);
-  // "llama3-8b", "llama2-7b", "llama3-1b"; throws ao::Error for other names.
+  // "llama3-8b", "llama2-7b", "llama3-1b"; throws ao::NotSupported for other names.
   static io::ModelConfig synthetic_config(const std::string& name);
 
   ~CudaEngine();
