@@ -53,7 +53,7 @@ if has full; then
   rc=$?
   tail -3 "$OUT/full.log"
   if [ $rc -eq 0 ]; then
-    timeout 150 ./build-gpu/ao_tests --gtest_filter='Cuda*' --gtest_brief=1 2>&1 | tail -4
+    timeout 150 ./build-gpu/ao_tests --gtest_filter='*Cuda*' --gtest_brief=1 2>&1 | tail -4
     timeout 120 ./build-gpu/ao bench --device cuda --synthetic llama3-8b --format int4wo-g128 2>&1 | tail -6
   else
     grep -E "error" "$OUT/full.log" | head -20
