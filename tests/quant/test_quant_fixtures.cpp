@@ -177,3 +177,29 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return std::string(info.param.first).substr(17); });
 
 }  // namespace
+
+namespace {
+
+// The whole Int4TilePackedTo4dTensor.from_hp output (qdata + scale_and_zero) of TorchAO 0.18
+// on an H200 for int4_choose_qparams_algorithm "hqq" and "tinygemm", group 128, 16x1024 bf16
+// (tests/fixtures/formats/hqq_cuda.safetensors, scripts/fixtures/make_tile_pack_fixtures.py).
+// from_hp refuses to run without a CUDA device, so this is TorchAO's only HQQ int4 path.
+TEST(QuantTilePackedHqq, MatchesTorchAoFromHpOnCuda) {
+  const auto f = io::SafetensorsFile::open(std::string(AO_SOURCE_DIR) +
+                                           "/tests/fixtures/formats/hqq_cuda.safetensors");
+  const Tensor w = f.tensor("w");
+  ASSERT_EQ(w.dtype(), DType::bf16);
+  for (const auto alg : {Int4QparamsAlgorithm::hqq, Int4QparamsAlgorithm::tinygemm}) {
+    const std::string pre = std::string("e2e_") + int4_qparams_algorithm_name(alg) + "_g128";
+    SCOPED_TRACE(pre);
+    const auto q = Int4TilePackedTo4dTensor::from_float(w, 128, alg);
+    for (const char* name : {"qdata", "scale_and_zero"}) {
+      const Tensor ref = f.tensor(pre + "." + name);
+      ASSERT_EQ(q->data(name).shape(), ref.shape()) << name;
+      ASSERT_EQ(q->data(name).dtype(), ref.dtype()) << name;
+      EXPECT_EQ(0, std::memcmp(q->data(name).data_ptr(), ref.data_ptr(), ref.nbytes())) << name;
+    }
+  }
+}
+
+}  // namespace
