@@ -528,7 +528,6 @@ void Int4TilePackedTo4dTensor::dequantize_rows(int64_t n0, int64_t n1, float* ou
 
 bool Int4TilePackedTo4dTensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1,
                                          float* y, int64_t ldy) const {
-  if (shape_[1] % group_size_ != 0) return false;  // last group straddles the padding
   kq::Int4PlainWeight w{reinterpret_cast<const uint8_t*>(plain_q_.data<int8_t>()),
                         plain_scale_.data<float>(),
                         plain_zero_.data<float>(),

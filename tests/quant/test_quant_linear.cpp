@@ -43,7 +43,8 @@ const std::vector<LinearCase> kCases = {
     {"int4wo-g64", 15},   {"int4wo-g128", 14}, {"intx4wo-g32", 14}, {"intx2wo-g32-asym", 5},
     {"intx8wo", 38},      {"8da4w", 14},       {"fp8wo", 25},       {"fp8dq-row", 25},
     {"fp8dq-tensor", 25}, {"mxfp8", 25},       {"mxfp6", 18},       {"mxfp6-e3m2", 13},
-    {"mxfp4", 13},        {"nvfp4", 13},       {"nvfp4wo", 13}};
+    {"mxfp4", 13},        {"nvfp4", 13},       {"nvfp4wo", 13},     {"int4wo-g32-tp", 14},
+    {"int4wo-g128-hqq", 14}};
 
 class QuantLinear : public ::testing::TestWithParam<LinearCase> {};
 
@@ -127,6 +128,11 @@ TEST(QuantKernels, FusedGemvMatchesScalarReference) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N - 3; ++n)
       EXPECT_NEAR(a[m * N + n], b[m * N + n], 1e-4f * (1 + std::fabs(b[m * N + n])));
+  // A partial last group (tile-packed int4 whose K is not a multiple of the group): 200 = 4 x 48 + 8.
+  const kq::Int4PlainWeight w4p{q4.data(), scale.data(), zero.data(), N, K, 48};
+  kq::gemv_int4_plain(w4p, x.data(), M, 0, N, a.data(), N);
+  kq::gemv_int4_plain_ref(w4p, x.data(), M, 0, N, b.data(), N);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4f * (1 + std::fabs(b[i])));
 }
 
 }  // namespace

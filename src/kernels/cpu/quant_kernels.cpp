@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "kernels/cpu/quant_kernels.h"
 
 #include <vector>
@@ -41,13 +42,13 @@ void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int6
 
 void gemv_int4_plain_ref(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0,
                          int64_t n1, float* y, int64_t ldy) {
-  const int64_t groups = w.K / w.group;
+  const int64_t groups = (w.K + w.group - 1) / w.group;  // the last group may be partial
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t m = 0; m < M; ++m) {
       float acc = 0.0f;
       for (int64_t g = 0; g < groups; ++g) {
         float dot = 0.0f, xs = 0.0f;
-        for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k) {
+        for (int64_t k = g * w.group; k < std::min((g + 1) * w.group, w.K); ++k) {
           const uint8_t byte = w.q[n * (w.K / 2) + k / 2];
           const int nib = (k % 2 == 0) ? (byte & 0xF) : (byte >> 4);
           const float xv = x[m * w.K + k];

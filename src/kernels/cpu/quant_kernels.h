@@ -27,6 +27,8 @@ void gemv_affine_int8_ref(const AffineInt8Weight& w, const float* x, int64_t M, 
 
 // Plain Int4Tensor: q [N, K / 2] bytes, element 2i in the low nibble, values in [-8, 7];
 // scale / zero [K / group, N] (f32, transposed); w = q * scale + zero.
+// Plain int4 (Int4Tensor layout): q [N, K/2] signed nibbles (element 2i low), scale and zero
+// [ceil(K/group), N]; K and group even, the last group may be partial.
 struct Int4PlainWeight {
   const uint8_t* q;
   const float* scale;

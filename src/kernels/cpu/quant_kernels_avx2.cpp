@@ -1,4 +1,5 @@
 // AVX2 + FMA versions of the quantized GEMV kernels (compiled with -mavx2 -mfma -mf16c).
+#include <algorithm>
 #include <immintrin.h>
 
 #include <vector>
@@ -74,7 +75,8 @@ void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_
                      float* y, int64_t ldy) {
   // De-interleave x into even / odd halves once so that low and high nibbles multiply
   // contiguous vectors.
-  const int64_t half = w.K / 2, ghalf = w.group / 2, groups = w.K / w.group;
+  // The last group may be partial (K % group != 0; K and group even).
+  const int64_t half = w.K / 2, ghalf = w.group / 2, groups = (w.K + w.group - 1) / w.group;
   std::vector<float> xe(static_cast<size_t>(M * half)), xo(static_cast<size_t>(M * half)),
       xsum(static_cast<size_t>(M * groups));
   for (int64_t m = 0; m < M; ++m) {
@@ -84,7 +86,7 @@ void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_
     }
     for (int64_t g = 0; g < groups; ++g) {
       float s = 0.0f;
-      for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k) s += x[m * w.K + k];
+      for (int64_t k = g * w.group; k < std::min((g + 1) * w.group, w.K); ++k) s += x[m * w.K + k];
       xsum[m * groups + g] = s;
     }
   }
@@ -98,7 +100,7 @@ void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_
       for (int64_t g = 0; g < groups; ++g) {
         __m256 a = _mm256_setzero_ps();
         int64_t i = g * ghalf;
-        const int64_t end = (g + 1) * ghalf;
+        const int64_t end = std::min((g + 1) * ghalf, half);
         for (; i + 8 <= end; i += 8) {
           const __m256i b =
               _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
