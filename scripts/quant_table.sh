@@ -3,7 +3,7 @@
 # markdown table of docs/QUANTIZATION.md. For each format it runs
 #   ao quantize MODEL OUT/FORMAT --config FORMAT --json
 #   ao perplexity -m OUT/FORMAT -f TEXT --protocol paragraphs --kl-base OUT/fp32.lp --json
-#   ao bench -m OUT/FORMAT -p 0 -n 128 -r 3 --json
+#   ao bench -m OUT/FORMAT -p 0 -n 256 -r 5 --json          (decode: best of the 5 runs)
 # after one fp32 run that saves the base log-probs (--save-logits). The table goes to stdout
 # (also OUT/table.md), progress to stderr; the quantized folders stay in OUT.
 #
@@ -20,7 +20,7 @@ text="$root/../shared/data/text/tinystories_valid_a.txt"
 out="$root/build/quant_table"
 ao="$root/build/ao"
 threads=1
-decode_tokens=128
+decode_tokens=256
 formats="int8wo int8dq int4wo-g32 int4wo-g128 int4wo-g32-tp int4wo-g32-hqq int4wo-g128-tp int4wo-g128-hqq intx4wo-g32 intx2wo-g32-asym 8da4w fp8wo fp8dq-row fp8dq-tensor mxfp8 mxfp6 mxfp4 nvfp4 nvfp4wo"
 
 usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -55,9 +55,9 @@ load() { cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?"; }
 load_start=$(load)
 t_start=$SECONDS
 
-# Prints tg tok/s of MODEL (mean of 3 runs after a warm-up).
+# Prints tg tok/s of MODEL: the best of 5 runs after a warm-up (shared machines are noisy).
 decode_speed() {
-  "${aot[@]}" bench -m "$1" -p 0 -n "$decode_tokens" -r 3 --json 2>>"$log" | jq -r '.[0].avg_ts'
+  "${aot[@]}" bench -m "$1" -p 0 -n "$decode_tokens" -r 5 --json 2>>"$log" | jq -r '.[0].samples_ts | max'
 }
 
 step "fp32 base run ($model)"
@@ -100,7 +100,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *
   echo
   echo "$(basename "$model"), $(basename "$text") (ao perplexity --protocol paragraphs: first 100000 characters," \
     "$(jq -r .tokens <<<"$base_json") tokens scored in windows of 255 after BOS); decode = ao bench tg$decode_tokens," \
-    "mean of 3 runs, $([[ $threads -gt 0 ]] && echo "$threads thread(s)" || echo "all threads");" \
+    "best of 5 runs, $([[ $threads -gt 0 ]] && echo "$threads thread(s)" || echo "all threads");" \
     "$cpu, $(nproc) CPUs, load average $load_start at start and $(load) at the end; $((SECONDS - t_start)) s."
 } | tee "$out/table.md"
 exit "$failed"

@@ -131,6 +131,23 @@ bool AffineInt8Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t 
   return true;
 }
 
+bool AffineInt8Tensor::linear_integer(const float* x, int64_t M, float* y) const {
+  if (act_ == ActivationQuant::none || !kq::int8_int8_exact_group(group_size_)) return false;
+  const int64_t N = shape_[0], K = shape_[1];
+  std::vector<int16_t> xq(static_cast<size_t>(M * K));
+  std::vector<float> xs(static_cast<size_t>(M));
+  quantize_int8_per_token(
+      x, M, K,
+      act_ == ActivationQuant::int8_symmetric_per_token ? Mapping::symmetric : Mapping::asymmetric,
+      xq.data(), xs.data());
+  const kq::AffineInt8Weight w{data("qdata").data<int8_t>(), data("scale").data<float>(),
+                               data("zero_point").data<int8_t>(), K, group_size_};
+  parallel_for(0, N, 16, [&](int64_t b, int64_t e) {
+    kq::gemm_int8_int8(w, xq.data(), xs.data(), M, b, e, y + b, N);
+  });
+  return true;
+}
+
 namespace {
 
 // Quantizes w [N, K] per (row, group) into int8 storage with range [qmin, qmax].

@@ -40,6 +40,8 @@ class AffineInt8Tensor : public QTensor {
   bool quantizes_activation() const override { return act_ != ActivationQuant::none; }
   bool gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
                  int64_t ldy) const override;
+  // int8 x int8: per-token int8 activations, int32 dot products per group, then the scales.
+  bool linear_integer(const float* x, int64_t M, float* y) const override;
 
  protected:
   int64_t group_size_;
