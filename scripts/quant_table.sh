@@ -23,7 +23,7 @@ threads=1
 decode_tokens=256
 formats="int8wo int8dq int4wo-g32 int4wo-g128 int4wo-g32-tp int4wo-g32-hqq int4wo-g128-tp int4wo-g128-hqq intx4wo-g32 intx2wo-g32-asym 8da4w fp8wo fp8dq-row fp8dq-tensor mxfp8 mxfp6 mxfp4 nvfp4 nvfp4wo"
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --model) model="$2"; shift 2 ;;
@@ -62,9 +62,9 @@ decode_speed() {
 
 step "fp32 base run ($model)"
 base_json=$("${aot[@]}" perplexity -m "$model" -f "$text" --protocol paragraphs \
-  --save-logits "$out/fp32.lp" --json 2>>"$log")
+  --save-logits "$out/fp32.lp" --json 2>>"$log") && base_tps=$(decode_speed "$model") ||
+  { echo "quant_table.sh: the fp32 run failed:" >&2; tail -3 "$log" >&2; exit 1; }
 base_ppl=$(jq -r .ppl <<<"$base_json")
-base_tps=$(decode_speed "$model")
 base_bytes=$(stat -c %s "$model")
 
 rows=()
@@ -74,17 +74,19 @@ failed=0
 for c in $formats; do
   step "$c"
   dir="$out/$c"
-  if ! q=$("${aot[@]}" quantize "$model" "$dir" --config "$c" --force --json 2>>"$log"); then
-    rows+=("| $c | failed: ao quantize (see $log) | | | | | | | |")
+  if ! q=$("${aot[@]}" quantize "$model" "$dir" --config "$c" --force --json 2>"$out/err.txt"); then
+    cat "$out/err.txt" >>"$log"
+    rows+=("| $c | failed: $(grep -m1 'error' "$out/err.txt" | cut -c1-100 | tr '|' '/') (see $log) | | | | | | | |")
     failed=1
     continue
   fi
   if ! e=$("${aot[@]}" perplexity -m "$dir" -f "$text" --protocol paragraphs \
     --kl-base "$out/fp32.lp" --json 2>>"$log") || ! tps=$(decode_speed "$dir"); then
-    rows+=("| $c | failed: ao perplexity/bench (see $log) | | | | | | | |")
+    rows+=("| $c | failed: ao perplexity or ao bench (see $log) | | | | | | | |")
     failed=1
     continue
   fi
+  cat "$out/err.txt" >>"$log"
   file_bytes=$(du -b --apparent-size -c "$dir"/*.safetensors | tail -1 | cut -f1)
   rows+=("$(printf '| %s | `%s` | %.2f | %.1f KiB | %.4f | %+.4f | %.5f | %.2f %% | %.0f |' "$c" \
     "$(jq -r .config <<<"$q")" "$(jq -r .bits_per_quantized_weight <<<"$q")" \
@@ -103,4 +105,5 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *
     "best of 5 runs, $([[ $threads -gt 0 ]] && echo "$threads thread(s)" || echo "all threads");" \
     "$cpu, $(nproc) CPUs, load average $load_start at start and $(load) at the end; $((SECONDS - t_start)) s."
 } | tee "$out/table.md"
+rm -f "$out/err.txt"
 exit "$failed"

@@ -153,8 +153,8 @@ Int4QparamsAlgorithm parse_int4_algorithm(std::string_view text, const std::stri
   if (s.size() >= 2 && (s.front() == '"' || s.front() == '\'')) s = s.substr(1, s.size() - 2);
   if (s == "tinygemm") return Int4QparamsAlgorithm::tinygemm;
   if (s == "hqq") return Int4QparamsAlgorithm::hqq;
-  unknown_config(text, "int4_choose_qparams_algorithm must be \"tinygemm\" or \"hqq\", got '" +
-                           v + "'");
+  unknown_config(text,
+                 "int4_choose_qparams_algorithm must be \"tinygemm\" or \"hqq\", got '" + v + "'");
 }
 
 bool parse_mapping_symmetric(std::string_view text, const std::string& v) {
@@ -208,8 +208,10 @@ QuantConfig parse_torchao_form(std::string_view text, const std::string& name,
             "{}: HQQ qparams with the plain int4 layout (TorchAO supports HQQ only with "
             "int4_packing_format=\"tile_packed_to_4d\")",
             text));
-      AO_INFO("{}: HQQ implies int4_packing_format=\"tile_packed_to_4d\" (TorchAO's only layout for HQQ)",
-              text);
+      AO_INFO(
+          "{}: HQQ implies int4_packing_format=\"tile_packed_to_4d\" (TorchAO's only layout for "
+          "HQQ)",
+          text);
       c.int4_tile_packed = true;
     }
   } else if (name == "Int8WeightOnlyConfig") {
@@ -325,8 +327,8 @@ QuantConfig parse_quant_config(std::string_view text_in) {
   if (std::regex_match(text, m, torchao)) return parse_torchao_form(text, m[1], m[2]);
   QuantConfig c;
   static const std::regex int8wo(R"(^int8wo(?:-g(\d+))?$)"),
-      int4wo(R"(^int4wo(?:-g(\d+))?(-tp)?(-hqq)?$)"), intx(R"(^intx([1-8])wo(?:-g(\d+))?(-asym)?$)"),
-      da(R"(^8da([1-8])w(?:-g(\d+))?$)");
+      int4wo(R"(^int4wo(?:-g(\d+))?(-tp)?(-hqq)?$)"),
+      intx(R"(^intx([1-8])wo(?:-g(\d+))?(-asym)?$)"), da(R"(^8da([1-8])w(?:-g(\d+))?$)");
   auto group = [&](const std::ssub_match& s, int64_t dflt) {
     if (!s.matched) return dflt;
     const int64_t g = std::stoll(s.str());
@@ -592,7 +594,8 @@ QuantConfig quant_config_from_torchao_json(const nlohmann::json& j) {
     c.int4_tile_packed = packing == "TILE_PACKED_TO_4D" || packing == "tile_packed_to_4d";
     if (d.contains("int4_choose_qparams_algorithm")) {
       const std::string alg = str_of(d["int4_choose_qparams_algorithm"]);
-      c.int4_algorithm = parse_int4_algorithm("Int4WeightOnlyConfig int4_choose_qparams_algorithm", alg);
+      c.int4_algorithm =
+          parse_int4_algorithm("Int4WeightOnlyConfig int4_choose_qparams_algorithm", alg);
       if (c.int4_algorithm == Int4QparamsAlgorithm::hqq && !c.int4_tile_packed)
         throw NotSupported("Int4WeightOnlyConfig with HQQ qparams and packing format " + packing +
                            " (TorchAO pairs HQQ only with TILE_PACKED_TO_4D)");

@@ -61,10 +61,9 @@ TEST(QuantConfig, ParsesShortAndTorchAOSpellings) {
                 "weight_dtype=torch.float4_e2m1fn_x2)")
                 .short_name(),
             "mxfp4");
-  for (const char* s :
-       {"int8wo", "int8wo-g64", "int8dq", "int4wo-g32", "intx3wo-g64-asym", "8da4w-g32", "fp8wo",
-        "fp8dq-row", "fp8dq-tensor", "mxfp8", "mxfp6", "mxfp4", "nvfp4", "nvfp4wo", "int4wo-g32-tp",
-        "int4wo-g64-hqq"}) {
+  for (const char* s : {"int8wo", "int8wo-g64", "int8dq", "int4wo-g32", "intx3wo-g64-asym",
+                        "8da4w-g32", "fp8wo", "fp8dq-row", "fp8dq-tensor", "mxfp8", "mxfp6",
+                        "mxfp4", "nvfp4", "nvfp4wo", "int4wo-g32-tp", "int4wo-g64-hqq"}) {
     const QuantConfig c = parse_quant_config(s);
     EXPECT_EQ(c.short_name(), s == std::string("8da4w-g32") ? "8da4w-g32" : s);
     // TorchAO string and transformers JSON both read back to the same config.

@@ -39,11 +39,11 @@ struct LinearCase {
 };
 
 const std::vector<LinearCase> kCases = {
-    {"int8wo", 38},       {"int8wo-g32", 38},  {"int8dq", 38},      {"int4wo-g32", 15},
-    {"int4wo-g64", 15},   {"int4wo-g128", 14}, {"intx4wo-g32", 14}, {"intx2wo-g32-asym", 5},
-    {"intx8wo", 38},      {"8da4w", 14},       {"fp8wo", 25},       {"fp8dq-row", 25},
-    {"fp8dq-tensor", 25}, {"mxfp8", 25},       {"mxfp6", 18},       {"mxfp6-e3m2", 13},
-    {"mxfp4", 13},        {"nvfp4", 13},       {"nvfp4wo", 13},     {"int4wo-g32-tp", 14},
+    {"int8wo", 38},         {"int8wo-g32", 38},  {"int8dq", 38},      {"int4wo-g32", 15},
+    {"int4wo-g64", 15},     {"int4wo-g128", 14}, {"intx4wo-g32", 14}, {"intx2wo-g32-asym", 5},
+    {"intx8wo", 38},        {"8da4w", 14},       {"fp8wo", 25},       {"fp8dq-row", 25},
+    {"fp8dq-tensor", 25},   {"mxfp8", 25},       {"mxfp6", 18},       {"mxfp6-e3m2", 13},
+    {"mxfp4", 13},          {"nvfp4", 13},       {"nvfp4wo", 13},     {"int4wo-g32-tp", 14},
     {"int4wo-g128-hqq", 14}};
 
 class QuantLinear : public ::testing::TestWithParam<LinearCase> {};
@@ -145,7 +145,8 @@ TEST(QuantKernels, FusedGemvMatchesScalarReference) {
   kq::gemm_int8_int8(w8row, xq.data(), xscale.data(), M, 0, N, a.data(), N);
   kq::gemm_int8_int8_ref(w8row, xq.data(), xscale.data(), M, 0, N, b.data(), N);
   EXPECT_EQ(a, b);
-  // A partial last group (tile-packed int4 whose K is not a multiple of the group): 200 = 4 x 48 + 8.
+  // A partial last group (tile-packed int4 whose K is not a multiple of the group): 200 = 4 x 48
+  // + 8.
   const kq::Int4PlainWeight w4p{q4.data(), scale.data(), zero.data(), N, K, 48};
   kq::gemv_int4_plain(w4p, x.data(), M, 0, N, a.data(), N);
   kq::gemv_int4_plain_ref(w4p, x.data(), M, 0, N, b.data(), N);

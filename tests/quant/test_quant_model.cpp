@@ -118,8 +118,7 @@ TEST(QuantModel, HqqInt4IsNotWorseThanPlainInt4OnStories260K) {
   std::map<std::string, double> ppl;
   for (const char* c : {"int4wo-g128", "int4wo-g128-tp", "int4wo-g128-hqq"}) {
     const fs::path out = dir / c;
-    quant::quantize_model(in, quant::QuantPlan::single(quant::parse_quant_config(c)),
-                          out.string());
+    quant::quantize_model(in, quant::QuantPlan::single(quant::parse_quant_config(c)), out.string());
     auto m = models::load_model(out.string(), {.context = o.ctx});
     ppl[c] = runtime::evaluate_perplexity(*m.model, tokens, o).ppl;
     std::printf("[ quant    ] %-16s PPL over 60 windows: %.4f\n", c, ppl[c]);

@@ -143,8 +143,7 @@ void gemm_int8_int8(const AffineInt8Weight& w, const int16_t* xq, const float* x
           __m256i a = _mm256_setzero_si256();
           for (int64_t k = g * w.group; k < (g + 1) * w.group; k += 16) {
             const __m256i wv = _mm256_sub_epi16(
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k))),
-                zv);
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k))), zv);
             const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xm + k));
             a = _mm256_add_epi32(a, _mm256_madd_epi16(xv, wv));
           }
