@@ -5,7 +5,10 @@
 #   ao perplexity -m OUT/FORMAT -f TEXT --protocol paragraphs --kl-base OUT/fp32.lp --json
 #   ao bench -m OUT/FORMAT -p 0 -n 256 -r 5 --json          (decode: best of the 5 runs)
 # after one fp32 run that saves the base log-probs (--save-logits). The table goes to stdout
-# (also OUT/table.md), progress to stderr; the quantized folders stay in OUT.
+# (also OUT/table.md), progress to stderr; the quantized folders stay in OUT/FORMAT and one
+# JSON line per row goes to OUT/results.jsonl (format, dir, config, bits_per_weight, file_bytes,
+# ppl, delta_ppl, kl, top1, decode_tok_s), e.g. to pick the best 4-bit format:
+#   jq -rs 'map(select(.format | test("int4"))) | min_by(.ppl) | .dir' OUT/results.jsonl
 #
 #   scripts/quant_table.sh [--model PATH] [--text FILE] [--out DIR] [--formats "int8wo int4wo-g32 ..."]
 #                          [--ao BINARY] [--threads N] [--decode-tokens N]
@@ -23,7 +26,7 @@ threads=1
 decode_tokens=256
 formats="int8wo int8dq int4wo-g32 int4wo-g128 int4wo-g32-tp int4wo-g32-hqq int4wo-g128-tp int4wo-g128-hqq intx4wo-g32 intx2wo-g32-asym 8da4w fp8wo fp8dq-row fp8dq-tensor mxfp8 mxfp6 mxfp4 nvfp4 nvfp4wo"
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --model) model="$2"; shift 2 ;;
@@ -68,6 +71,9 @@ base_ppl=$(jq -r .ppl <<<"$base_json")
 base_bytes=$(stat -c %s "$model")
 
 rows=()
+jq -nc --arg dir "$model" --argjson e "$base_json" --argjson tps "$base_tps" --argjson bytes "$base_bytes" \
+  '{format: "fp32", dir: $dir, config: null, bits_per_weight: 32, file_bytes: $bytes, ppl: $e.ppl,
+    delta_ppl: 0, kl: 0, top1: 1, decode_tok_s: $tps}' >"$out/results.jsonl"
 rows+=("$(printf '| fp32 | (none) | 32.00 | %.1f KiB | %.4f | 0 | 0 | 100 %% | %.0f |' \
   "$(jq -n "$base_bytes / 1024")" "$base_ppl" "$base_tps")")
 failed=0
@@ -88,6 +94,11 @@ for c in $formats; do
   fi
   cat "$out/err.txt" >>"$log"
   file_bytes=$(du -b --apparent-size -c "$dir"/*.safetensors | tail -1 | cut -f1)
+  jq -nc --arg f "$c" --arg dir "$dir" --argjson q "$q" --argjson e "$e" --argjson tps "$tps" \
+    --argjson bytes "$file_bytes" '{format: $f, dir: $dir, config: $q.config,
+      bits_per_weight: $q.bits_per_quantized_weight, file_bytes: $bytes, ppl: $e.ppl,
+      delta_ppl: $e.kl.delta_ppl, kl: $e.kl.mean_kl, top1: $e.kl.top1_agreement,
+      decode_tok_s: $tps}' >>"$out/results.jsonl"
   rows+=("$(printf '| %s | `%s` | %.2f | %.1f KiB | %.4f | %+.4f | %.5f | %.2f %% | %.0f |' "$c" \
     "$(jq -r .config <<<"$q")" "$(jq -r .bits_per_quantized_weight <<<"$q")" \
     "$(jq -n "$file_bytes / 1024")" "$(jq -r .ppl <<<"$e")" "$(jq -r .kl.delta_ppl <<<"$e")" \
