@@ -74,13 +74,14 @@ Tensor QTensor::dequantize() const {
 void QTensor::linear(const float* x, int64_t M, float* y) const {
   const int64_t N = shape_[0], K = shape_[1];
   if (M <= 0) return;
+  constexpr int64_t kGemvMaxM = 8;
+  if (M <= kGemvMaxM && linear_integer(x, M, y)) return;
   std::vector<float> xq;
   if (quantizes_activation()) {
     xq.assign(x, x + M * K);
     quantize_activation(xq.data(), M);
     x = xq.data();
   }
-  constexpr int64_t kGemvMaxM = 8;
   if (M <= kGemvMaxM) {
     // Decode: each thread takes a band of output rows; fused kernels read the packed weight
     // once, others dequantize 16 rows at a time into a small buffer and dot.
