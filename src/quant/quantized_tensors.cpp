@@ -142,7 +142,7 @@ bool AffineInt8Tensor::linear_integer(const float* x, int64_t M, float* y) const
       xq.data(), xs.data());
   const kq::AffineInt8Weight w{data("qdata").data<int8_t>(), data("scale").data<float>(),
                                data("zero_point").data<int8_t>(), K, group_size_};
-  parallel_for(0, N, 16, [&](int64_t b, int64_t e) {
+  parallel_for(0, N, std::max<int64_t>(16, 65536 / std::max<int64_t>(K * M, 1)), [&](int64_t b, int64_t e) {
     kq::gemm_int8_int8(w, xq.data(), xs.data(), M, b, e, y + b, N);
   });
   return true;

@@ -93,6 +93,8 @@ int run_info(const InfoArgs& a) {
     params += t.tensor.numel();
     bytes += static_cast<int64_t>(t.tensor.nbytes());
   }
+  // A quantized checkpoint stores packed elements; the model's parameters come from its shape.
+  const int64_t logical_params = quantized && m.config ? m.config->parameter_count() : params;
   if (a.json) {
     nlohmann::ordered_json j;
     j["path"] = m.path;
@@ -105,7 +107,8 @@ int run_info(const InfoArgs& a) {
                      {"max_seq_len", c.max_seq_len},   {"norm_eps", c.norm_eps}, {"rope_theta", c.rope_theta},
                      {"tie_embeddings", c.tie_embeddings}};
     }
-    j["parameters"] = params;
+    j["parameters"] = logical_params;
+    j["stored_elements"] = params;
     j["tensor_bytes"] = bytes;
     j["metadata"] = m.metadata;
     if (quantized) j["quantization"] = quantization_json(*quantized);
@@ -141,8 +144,9 @@ int run_info(const InfoArgs& a) {
       fmt::print("| {} | {} | {} | {} |\n", t.name, dtype_name(t.tensor.dtype()), shape_str(t.tensor.shape()),
                  t.tensor.nbytes());
   }
-  fmt::print("\ntensors: {}\nparameters: {}\ntensor bytes: {} ({})\n", m.tensors.size(), params, bytes,
-             human_bytes(static_cast<double>(bytes)));
+  fmt::print("\ntensors: {}\nparameters: {}\n", m.tensors.size(), logical_params);
+  if (logical_params != params) fmt::print("stored elements: {} (packed quantized data)\n", params);
+  fmt::print("tensor bytes: {} ({})\n", bytes, human_bytes(static_cast<double>(bytes)));
   if (quantized) print_quantization(*quantized);
   if (!a.dump_dequantized.empty())
     fmt::print("\ndequantized weights and linear outputs written to {}\n", a.dump_dequantized);
