@@ -14,6 +14,8 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
@@ -422,8 +424,14 @@ __global__ void __launch_bounds__(kThreads, 4)
   }
 }
 
+#include "gemv_int4_mma.cuh"
+
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
+  if constexpr (F == WeightFormat::int4) {
+    // v7 tensor-core kernel (gemv_int4_mma.cuh) unless AO_GEMV_INT4=old or not eligible.
+    if (int4_mma_eligible(w, M)) return launch_int4_mma<M, IN, OUT>(w, a, s);
+  }
   constexpr int R = (F == WeightFormat::int4) ? 4 : 2;
   constexpr int U = (F == WeightFormat::bf16) ? 4 : (F == WeightFormat::int4 ? 1 : 2);
   auto kernel = gemv_kernel<F, M, IN, OUT, R, U>;
