@@ -15,8 +15,7 @@
 // across tiles (the first U loads are issued before the grid-dependency wait).
 // Needs group_size % 128 == 0 and M x Kp x 2 bytes of x in shared memory (<= 96 KB in all).
 
-constexpr int kMmaWarps = 8;
-constexpr int kMmaThreads = kMmaWarps * 32;
+constexpr int kMmaMaxWarps = 16;  // warps per block (4, 8 or 16) are chosen at launch
 constexpr int kMmaU = 4;
 
 __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -122,9 +121,9 @@ __device__ __forceinline__ void int4mma_epilogue(const GemvArgs& a, int N, int r
 }
 
 template <int M, GemvInput IN, GemvOutput OUT, int U>
-__global__ void __launch_bounds__(kMmaThreads, 2)
+__global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a) {
-  constexpr int W = kMmaWarps;
+  const int W = blockDim.x >> 5, nthreads = blockDim.x;
   extern __shared__ uint4 smem_u4[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -155,7 +154,7 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
       const int64_t off = static_cast<int64_t>(igi) * 64 + t * 16;
       dq[0] = load_stream(wbase + r0 * row_bytes + off);
       dq[1] = load_stream(wbase + r1 * row_bytes + off);
-      const int sg = igi / bpg;
+      const int sg = bpg == 1 ? igi : igi / bpg;
       ds[0] = __ldg(&sbase[static_cast<int64_t>(r0) * groups + sg]);
       ds[1] = __ldg(&sbase[static_cast<int64_t>(r1) * groups + sg]);
     }
@@ -174,12 +173,12 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
       if (vec) {
         const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
 #pragma unroll 8
-        for (int k = threadIdx.x; k < K / 4; k += kMmaThreads) {
+        for (int k = threadIdx.x; k < K / 4; k += nthreads) {
           const float4 v = x4[k];
           ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
       } else {
-        for (int k = threadIdx.x; k < K; k += kMmaThreads) {
+        for (int k = threadIdx.x; k < K; k += nthreads) {
           const float v = x[m * xstride + k];
           ss += v * v;
         }
@@ -194,7 +193,7 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
   for (int m = 0; m < M; ++m) {
     const float r = IN == GemvInput::rmsnorm ? inv_rms[m] : 1.f;
 #pragma unroll 2
-    for (int j = threadIdx.x * 8; j < Kp; j += kMmaThreads * 8) {
+    for (int j = threadIdx.x * 8; j < Kp; j += nthreads * 8) {
       float v[8];
       int4mma_x4<IN>(a, m, j, K, xstride, vec, r, v);
       int4mma_x4<IN>(a, m, j + 4, K, xstride, vec, r, v + 4);
@@ -262,7 +261,7 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
             for (int m = 0; m < M; ++m) {
               float x0 = 0.f, x1 = 0.f;
 #pragma unroll
-              for (int ww = 0; ww < W; ++ww) {
+              for (int ww = 0; ww < W; ++ww) {  // W is runtime: not unrolled
                 x0 += rb[(ww * 16 + rl) * 8 + m];
                 if (kPair) x1 += rb[(ww * 16 + rl + 1) * 8 + m];
               }
@@ -287,25 +286,24 @@ inline bool int4_mma_enabled() {
   return on;
 }
 
-inline size_t int4_mma_smem(const DeviceWeight& w, int M) {
+inline size_t int4_mma_smem(const DeviceWeight& w, int M, int W) {
   const size_t G = static_cast<size_t>(w.k_padded / 128);
   return static_cast<size_t>(M) * G * 256 + static_cast<size_t>(M) * G * 4 +
-         2 * kMmaWarps * 128 * 4;
+         2 * static_cast<size_t>(W) * 128 * 4;
 }
 
 inline bool int4_mma_eligible(const DeviceWeight& w, int M) {
   return int4_mma_enabled() && w.group_size % 128 == 0 && w.k_padded % 1024 == 0 &&
-         int4_mma_smem(w, M) <= 96 * 1024;
+         int4_mma_smem(w, M, 8) <= 96 * 1024;
 }
 
 template <int M, GemvInput IN, GemvOutput OUT>
 void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   auto kernel = gemv_int4_mma_kernel<M, IN, OUT, kMmaU>;
-  const size_t smem = int4_mma_smem(w, M);
   static bool configured = false;
   static int sms = 0;
-  static size_t occ_smem = ~size_t(0);
-  static int occ_blocks = 0;
+  static size_t occ_smem[3] = {~size_t(0), ~size_t(0), ~size_t(0)};
+  static int occ_blocks[3] = {0, 0, 0};
   if (!configured) {
     AO_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
@@ -314,17 +312,38 @@ void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     configured = true;
   }
-  if (smem != occ_smem) {
-    AO_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_blocks, kernel, kMmaThreads, smem));
-    occ_smem = smem;
-  }
+  // Warps per block: the one whose last round of the persistent grid is fullest (16 rows per
+  // tile; K-blocks per row must divide by the warps). Ties go to 8 warps.
   const int ntiles = static_cast<int>((w.n + 15) / 16);
-  const int grid = std::min(ntiles, std::max(1, occ_blocks) * sms);
+  const int G = static_cast<int>(w.k_padded / 128);
+  int best_w = 8, best_grid = 1;
+  double best_eff = -1.0;
+  const int order[3] = {8, 16, 4};
+  static const int forced = [] {  // lab/test override: AO_GEMV_INT4_WARPS=4|8|16
+    const char* e = std::getenv("AO_GEMV_INT4_WARPS");
+    return e ? std::atoi(e) : 0;
+  }();
+  const bool force = (forced == 4 || forced == 8 || forced == 16) && G % forced == 0 &&
+                     int4_mma_smem(w, M, forced) <= 96 * 1024;
+  for (int oi = 0; oi < 3; ++oi) {
+    const int W = order[oi], wi = W == 4 ? 0 : W == 8 ? 1 : 2;
+    if (G % W != 0 || (force && W != forced)) continue;
+    const size_t smem = int4_mma_smem(w, M, W);
+    if (smem > 96 * 1024) continue;
+    if (smem != occ_smem[wi]) {
+      AO_CUDA_CHECK(
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_blocks[wi], kernel, W * 32, smem));
+      occ_smem[wi] = smem;
+    }
+    const int slots = std::max(1, occ_blocks[wi]) * sms;
+    const int rounds = (ntiles + slots - 1) / slots;
+    const double eff = static_cast<double>(ntiles) / (static_cast<double>(rounds) * slots);
+    if (eff > best_eff + 0.05) best_eff = eff, best_w = W, best_grid = std::min(ntiles, slots);
+  }
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid));
-  cfg.blockDim = dim3(kMmaThreads);
-  cfg.dynamicSmemBytes = smem;
+  cfg.gridDim = dim3(static_cast<unsigned>(best_grid));
+  cfg.blockDim = dim3(static_cast<unsigned>(best_w * 32));
+  cfg.dynamicSmemBytes = int4_mma_smem(w, M, best_w);
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
