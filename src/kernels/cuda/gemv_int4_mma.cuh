@@ -32,14 +32,13 @@ __device__ __forceinline__ uint32_t nib_pair(uint32_t w, int j) {
 
 // x[m][k .. k + 3] after the fused input op, as floats holding bf16 values (0 past K).
 template <GemvInput IN>
-__device__ __forceinline__ void int4mma_x4(const GemvArgs& a, int m, int k, int K,
-                                           int64_t xstride, bool vec, float inv_rms,
-                                           float* v) {
+__device__ __forceinline__ void int4mma_x4(const GemvArgs& a, int m, int k, int K, int64_t xstride,
+                                           bool vec, float inv_rms, float* v) {
   v[0] = v[1] = v[2] = v[3] = 0.f;
   if (vec && k + 3 < K) {
     if constexpr (IN == GemvInput::bf16) {
-      const uint2 b = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.x) +
-                                                      m * xstride + k);
+      const uint2 b =
+          *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.x) + m * xstride + k);
       v[0] = __uint_as_float(b.x << 16), v[1] = __uint_as_float(b.x & 0xffff0000u);
       v[2] = __uint_as_float(b.y << 16), v[3] = __uint_as_float(b.y & 0xffff0000u);
     } else {
@@ -58,9 +57,9 @@ __device__ __forceinline__ void int4mma_x4(const GemvArgs& a, int m, int k, int 
       if constexpr (IN == GemvInput::bf16) {
         v[e] = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k + e]);
       } else {
-        v[e] = round_bf16(
-            round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] * inv_rms) *
-            bf16_bits_to_float(a.rms_weight[k + e]));
+        v[e] =
+            round_bf16(round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] * inv_rms) *
+                       bf16_bits_to_float(a.rms_weight[k + e]));
       }
     }
   }
@@ -127,11 +126,11 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   extern __shared__ uint4 smem_u4[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
-  const int G = Kp / 128;  // 128-blocks per row
-  const int nb = G / W;    // per warp and tile
-  uint4* xf = smem_u4;                                         // [M][G][4 words][4 t]
-  float* csum = reinterpret_cast<float*>(xf + M * G * 16);    // [M][G]
-  float* red = csum + M * G;                                   // [2][W][16 rows][8 cols]
+  const int G = Kp / 128;                                   // 128-blocks per row
+  const int nb = G / W;                                     // per warp and tile
+  uint4* xf = smem_u4;                                      // [M][G][4 words][4 t]
+  float* csum = reinterpret_cast<float*>(xf + M * G * 16);  // [M][G]
+  float* red = csum + M * G;                                // [2][W][16 rows][8 cols]
   __shared__ float redb[32];
   __shared__ float inv_rms[M];
 
