@@ -426,10 +426,12 @@ __global__ void __launch_bounds__(kThreads, 4)
 
 #include "gemv_int4_mma.cuh"
 
+// AO_GEMV_INT8=deep: 4 iterations in flight instead of 2. Measured slower (run 11: llama3-8b
+// int8 tg128 303.5 vs 317.8 tok/s, every int8 GEMV 3-15% slower), so off by default.
 inline bool int8_deep_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("AO_GEMV_INT8");
-    return !(e && std::string(e) == "old");
+    return e && std::string(e) == "deep";
   }();
   return on;
 }
@@ -444,7 +446,7 @@ void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     if (int4_mma_eligible(w, M)) return launch_int4_mma<M, IN, OUT>(w, a, s);
     return launch_u<F, M, IN, OUT, 1>(w, a, s);
   } else if constexpr (F == WeightFormat::int8) {
-    // v7: 4 iterations in flight (as bf16) unless AO_GEMV_INT8=old (2, the v5 setting).
+    // 2 iterations in flight (v5); AO_GEMV_INT8=deep: 4 (as bf16), the slower v7 experiment.
     if (int8_deep_enabled()) return launch_u<F, M, IN, OUT, 4>(w, a, s);
     return launch_u<F, M, IN, OUT, 2>(w, a, s);
   } else {
