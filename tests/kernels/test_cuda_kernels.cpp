@@ -435,65 +435,71 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
   auto w = from_bf16(to_bf16(randn(size_t(N) * K, 61, 0.1f)));
   auto bias = from_bf16(to_bf16(randn(N, 62, 0.1f)));
   Guarded<uint16_t> dbias(to_bf16(bias));
-  for (bool inter : {false, true}) {
-    // Pair-adjacent row order, as the engine stores it.
-    std::vector<float> wp(w.size());
-    for (int r = 0; r < N; ++r) {
-      const int h = r / hd, j = r % hd, i = j / 2;
-      const int src = inter ? r : h * hd + ((j & 1) ? i + hd / 2 : i);
-      std::copy(&w[size_t(src) * K], &w[size_t(src) * K] + K, &wp[size_t(r) * K]);
-    }
-    QuantCase qc{WeightFormat::bf16, 0, false, "bf16"};
-    TestWeight tw(to_bf16(wp), N, K, qc);
-    const int M = 2, p0 = 7;
-    auto resid = randn(M * K, 63, 2.f);
-    auto nw = to_bf16(std::vector<float>(K, 1.f));
-    std::vector<float> qkv(M * N);
-    for (int m = 0; m < M; ++m) {
-      double ss = 0;
-      for (int k = 0; k < K; ++k) ss += resid[m * K + k] * resid[m * K + k];
-      const float inv = 1.f / std::sqrt(static_cast<float>(ss / K) + 1e-5f);
-      for (int n = 0; n < N; ++n) {
-        double a = 0;
-        for (int k = 0; k < K; ++k)
-          a += double(round_bf16(resid[m * K + k] * inv)) * w[size_t(n) * K + k];
-        qkv[m * N + n] = round_bf16(static_cast<float>(a));
+  // bf16 and int4 g128 (the tensor-core int4 kernel has its own RoPE epilogue).
+  const QuantCase formats[] = {{WeightFormat::bf16, 0, false, "bf16"},
+                               {WeightFormat::int4, 128, false, "int4_g128"}};
+  for (int fi = 0; fi < 2; ++fi)
+    for (bool inter : {false, true}) {
+      const QuantCase qc = formats[fi];
+      // Quantization is per row (and group), so the row permutation below commutes with it.
+      const auto wq = reference_dequant(w, N, K, qc.format, qc.group, false);
+      // Pair-adjacent row order, as the engine stores it.
+      std::vector<float> wp(w.size());
+      for (int r = 0; r < N; ++r) {
+        const int h = r / hd, j = r % hd, i = j / 2;
+        const int src = inter ? r : h * hd + ((j & 1) ? i + hd / 2 : i);
+        std::copy(&w[size_t(src) * K], &w[size_t(src) * K] + K, &wp[size_t(r) * K]);
       }
+      TestWeight tw(to_bf16(wp), N, K, qc);
+      const int M = 2, p0 = 7;
+      auto resid = randn(M * K, 63, 2.f);
+      auto nw = to_bf16(std::vector<float>(K, 1.f));
+      std::vector<float> qkv(M * N);
+      for (int m = 0; m < M; ++m) {
+        double ss = 0;
+        for (int k = 0; k < K; ++k) ss += resid[m * K + k] * resid[m * K + k];
+        const float inv = 1.f / std::sqrt(static_cast<float>(ss / K) + 1e-5f);
+        for (int n = 0; n < N; ++n) {
+          double a = 0;
+          for (int k = 0; k < K; ++k)
+            a += double(round_bf16(resid[m * K + k] * inv)) * wq[size_t(n) * K + k];
+          qkv[m * N + n] = round_bf16(static_cast<float>(a));
+        }
+      }
+      std::vector<float> q, kc(KV * S * hd, 0.f), vc(KV * S * hd, 0.f);
+      reference_rope(qkv, M, p0, H, KV, hd, S, inter, inv_freq, &bias, q, kc, vc);
+      Guarded<float> dres(resid);
+      Guarded<uint16_t> dnw(nw), dq(M * H * hd), dk(KV * S * hd), dv(KV * S * hd);
+      AO_CUDA_CHECK(cudaMemset(dk.get(), 0, dk.bytes()));
+      AO_CUDA_CHECK(cudaMemset(dv.get(), 0, dv.bytes()));
+      Guarded<int32_t> dpos(std::vector<int32_t>{p0});
+      GemvArgs a;
+      a.m = M;
+      a.input = GemvInput::rmsnorm;
+      a.x = dres.get();
+      a.rms_weight = dnw.get();
+      a.eps = 1e-5f;
+      a.output = GemvOutput::rope_kv;
+      a.rope.n_heads = H;
+      a.rope.n_kv_heads = KV;
+      a.rope.head_dim = hd;
+      a.rope.interleaved = inter;
+      a.rope.paired = true;
+      a.rope.inv_freq = dinv.get();
+      a.rope.bias = dbias.get();
+      a.rope.max_seq = S;
+      a.pos = dpos.get();
+      a.q_out = dq.get();
+      a.k_cache = dk.get();
+      a.v_cache = dv.get();
+      gemv(tw.dw, a, nullptr);
+      EXPECT_LT(nmse(from_bf16(dq.download()), q), 1e-4) << qc.name << " q inter=" << inter;
+      EXPECT_LT(nmse(from_bf16(dk.download()), kc), 1e-4) << qc.name << " k inter=" << inter;
+      EXPECT_LT(nmse(from_bf16(dv.download()), vc), 1e-4) << qc.name << " v inter=" << inter;
+      EXPECT_TRUE(dq.guards_intact());
+      EXPECT_TRUE(dk.guards_intact());
+      EXPECT_TRUE(dv.guards_intact());
     }
-    std::vector<float> q, kc(KV * S * hd, 0.f), vc(KV * S * hd, 0.f);
-    reference_rope(qkv, M, p0, H, KV, hd, S, inter, inv_freq, &bias, q, kc, vc);
-    Guarded<float> dres(resid);
-    Guarded<uint16_t> dnw(nw), dq(M * H * hd), dk(KV * S * hd), dv(KV * S * hd);
-    AO_CUDA_CHECK(cudaMemset(dk.get(), 0, dk.bytes()));
-    AO_CUDA_CHECK(cudaMemset(dv.get(), 0, dv.bytes()));
-    Guarded<int32_t> dpos(std::vector<int32_t>{p0});
-    GemvArgs a;
-    a.m = M;
-    a.input = GemvInput::rmsnorm;
-    a.x = dres.get();
-    a.rms_weight = dnw.get();
-    a.eps = 1e-5f;
-    a.output = GemvOutput::rope_kv;
-    a.rope.n_heads = H;
-    a.rope.n_kv_heads = KV;
-    a.rope.head_dim = hd;
-    a.rope.interleaved = inter;
-    a.rope.paired = true;
-    a.rope.inv_freq = dinv.get();
-    a.rope.bias = dbias.get();
-    a.rope.max_seq = S;
-    a.pos = dpos.get();
-    a.q_out = dq.get();
-    a.k_cache = dk.get();
-    a.v_cache = dv.get();
-    gemv(tw.dw, a, nullptr);
-    EXPECT_LT(nmse(from_bf16(dq.download()), q), 1e-4) << "q inter=" << inter;
-    EXPECT_LT(nmse(from_bf16(dk.download()), kc), 1e-4) << "k inter=" << inter;
-    EXPECT_LT(nmse(from_bf16(dv.download()), vc), 1e-4) << "v inter=" << inter;
-    EXPECT_TRUE(dq.guards_intact());
-    EXPECT_TRUE(dk.guards_intact());
-    EXPECT_TRUE(dv.guards_intact());
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention,

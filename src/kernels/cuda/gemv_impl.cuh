@@ -14,6 +14,8 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
@@ -422,10 +424,39 @@ __global__ void __launch_bounds__(kThreads, 4)
   }
 }
 
+#include "gemv_int4_mma.cuh"
+
+// AO_GEMV_INT8=deep: 4 iterations in flight instead of 2. Measured slower (run 11: llama3-8b
+// int8 tg128 303.5 vs 317.8 tok/s, every int8 GEMV 3-15% slower), so off by default.
+inline bool int8_deep_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("AO_GEMV_INT8");
+    return e && std::string(e) == "deep";
+  }();
+  return on;
+}
+
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U>
+void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
+
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
+  if constexpr (F == WeightFormat::int4) {
+    // v7 tensor-core kernel (gemv_int4_mma.cuh) unless AO_GEMV_INT4=old or not eligible.
+    if (int4_mma_eligible(w, M)) return launch_int4_mma<M, IN, OUT>(w, a, s);
+    return launch_u<F, M, IN, OUT, 1>(w, a, s);
+  } else if constexpr (F == WeightFormat::int8) {
+    // 2 iterations in flight (v5); AO_GEMV_INT8=deep: 4 (as bf16), the slower v7 experiment.
+    if (int8_deep_enabled()) return launch_u<F, M, IN, OUT, 4>(w, a, s);
+    return launch_u<F, M, IN, OUT, 2>(w, a, s);
+  } else {
+    return launch_u<F, M, IN, OUT, (F == WeightFormat::bf16 ? 4 : 2)>(w, a, s);
+  }
+}
+
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U>
+void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   constexpr int R = (F == WeightFormat::int4) ? 4 : 2;
-  constexpr int U = (F == WeightFormat::bf16) ? 4 : (F == WeightFormat::int4 ? 1 : 2);
   auto kernel = gemv_kernel<F, M, IN, OUT, R, U>;
   // Segment: the whole (padded) K when M rows of fp32 fit 64 KB, else 64 KB / M per segment.
   int seg = static_cast<int>(std::min<int64_t>(w.k_padded, 16384 / M));
