@@ -138,7 +138,7 @@ int run_generate_cuda(GenerateArgs a) {
            "pass one with --tokenizer",
            files.path);
   auto tok = text::load_tokenizer(tok_path);
-  text::check_tokenizer_fits_model(*tok, c.vocab_size);
+  text::check_tokenizer_fits_model(*tok, c.vocab_size, tok_path);
 
   runtime::CudaEngineOptions eo;
   eo.format = runtime::parse_cuda_weight_format(a.cuda_format, &eo.group_size);
