@@ -117,8 +117,13 @@ void check_checkpoint_on_cuda(const std::string& config, double bound, int min_m
                    std::max_element(r, r + V) - r;
     ++positions;
   };
+  // Chunked prefill (GEMMs on dequantized weights), then decode steps (GEMV, CUDA graph) ...
   check(eng->prefill(std::vector<int32_t>(toks.begin(), toks.begin() + np)), np - 1);
-  for (size_t t = np; t < toks.size(); ++t) check(eng->decode(toks[t]), t);  // CUDA graph
+  for (size_t t = np; t < toks.size(); ++t) check(eng->decode(toks[t]), t);
+  // ... and every position through the decode GEMVs.
+  eng->reset();
+  check(eng->prefill({toks[0]}), 0);
+  for (size_t t = 1; t < toks.size(); ++t) check(eng->decode(toks[t]), t);
   std::printf("%s checkpoint on cuda vs cpu: worst logits NMSE %.3g, argmax %d/%d\n",
               config.c_str(), worst, argmax_same, positions);
   EXPECT_LT(worst, bound) << config;

@@ -119,7 +119,7 @@ inline PrequantizedWeight stack_prequantized_rows(
 }
 
 // Maps one TorchAO weight onto an engine layout with the same numerics (table above). Returns
-// nullopt, with the reason in *why, when the engine has no such layout. *weight_only_note is set
+// nullopt, with the reason in *why, when the engine has no such layout. *activation_dropped is set
 // when the type also quantizes activations (the engine will not).
 std::optional<PrequantizedWeight> map_qtensor_for_cuda(const quant::QTensor& q, std::string* why,
                                                        bool* activation_dropped = nullptr);
@@ -133,7 +133,8 @@ struct CudaModelWeights {
   bool torchao = false;
   // Per source type: "Int4Tensor -> int4wo-g32: 35 weights", "MXTensor -> dequantized: 7 ...".
   std::vector<std::string> mapping;
-  std::map<std::string, std::string> format_of;  // weight name -> "int4wo-g32" / "dense"
+  // TorchAO Linear weight name -> "int4wo-g32", "int8wo", "fp8-row", ... or "dequantized".
+  std::map<std::string, std::string> format_of;
 
   struct Storage;
   std::shared_ptr<Storage> storage;
