@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config python3
       nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev googletest libbenchmark-dev
-      libsentencepiece-dev libpcre2-dev libicu-dev libopenblas-dev clang libclang-rt-dev)
+      libsentencepiece-dev libpcre2-dev libicu-dev libopenblas-dev clang libclang-rt-dev jq)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

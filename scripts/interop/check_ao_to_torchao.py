@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ao writes, transformers + TorchAO read: quantize stories260K with `ao quantize` into each
 format, load the folder with AutoModelForCausalLM (TorchAO's safetensors support), and compare
-TorchAO's dequantization and F.linear of every quantized weight with ours (`ao qinfo --dump`),
+TorchAO's dequantization and F.linear of every quantized weight with ours (`ao info --dump-dequantized`),
 then greedy-decode 16 tokens and compare with the golden ids.
 
     /opt/aoref/bin/python scripts/interop/check_ao_to_torchao.py [--ao build/ao] [--work DIR]
@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import GOLDEN, ROOT, STORIES, compare_with_ours, greedy, run  # noqa: E402
 
-CONFIGS = ["int8wo", "int8wo-g32", "int8dq", "int4wo-g32", "int4wo-g32-tp", "intx4wo-g32", "intx2wo-g32-asym", "8da4w", "fp8wo",
+CONFIGS = ["int8wo", "int8wo-g32", "int8dq", "int4wo-g32", "int4wo-g32-tp", "int4wo-g128-hqq", "intx4wo-g32", "intx2wo-g32-asym", "8da4w", "fp8wo",
            "fp8dq-row", "fp8dq-tensor", "mxfp8", "mxfp6", "mxfp4", "nvfp4", "nvfp4wo"]
 
 
@@ -38,7 +38,7 @@ def main():
     for c in a.configs.split(","):
         out = work / c
         run([a.ao, "quantize", STORIES, out, "--config", c, "--force"])
-        run([a.ao, "qinfo", out, "--dump", work / f"{c}.ours.safetensors"])
+        run([a.ao, "info", out, "--no-tensors", "--dump-dequantized", work / f"{c}.ours.safetensors"])
         try:
             model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
         except Exception as e:

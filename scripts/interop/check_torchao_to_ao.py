@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """TorchAO writes, ao reads: quantize stories260K with TorchAO and save it the way
 transformers does (flattened safetensors + quantization_config), then load it with
-`ao qinfo --dump` (which rebuilds every weight through ao's quantized tensor types and
+`ao info --dump-dequantized` (which rebuilds every weight through ao's quantized tensor types and
 checks metadata against tensors) and compare our dequantization and linear outputs with
 TorchAO's.
 
@@ -143,7 +143,7 @@ def main():
     def check(name, how, out, linears):
         nonlocal ok
         try:
-            run([a.ao, "qinfo", out, "--dump", work / f"{name}.ours.safetensors"])
+            run([a.ao, "info", out, "--no-tensors", "--dump-dequantized", work / f"{name}.ours.safetensors"])
         except RuntimeError as e:
             print(f"| {name} | {how} | | | FAILED: {str(e).splitlines()[-1][:150]} | | |")
             ok = False

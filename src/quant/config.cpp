@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -144,6 +146,17 @@ MxElement parse_mx_dtype(std::string_view text, const std::string& v) {
   unknown_config(text, "unsupported MX element dtype '" + v + "'");
 }
 
+Int4QparamsAlgorithm parse_int4_algorithm(std::string_view text, const std::string& v) {
+  std::string s = v;
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (s.starts_with("int4chooseqparamsalgorithm.")) s = s.substr(27);
+  if (s.size() >= 2 && (s.front() == '"' || s.front() == '\'')) s = s.substr(1, s.size() - 2);
+  if (s == "tinygemm") return Int4QparamsAlgorithm::tinygemm;
+  if (s == "hqq") return Int4QparamsAlgorithm::hqq;
+  unknown_config(text,
+                 "int4_choose_qparams_algorithm must be \"tinygemm\" or \"hqq\", got '" + v + "'");
+}
+
 bool parse_mapping_symmetric(std::string_view text, const std::string& v) {
   if (v == "MappingType.SYMMETRIC" || v == "SYMMETRIC") return true;
   if (v == "MappingType.ASYMMETRIC" || v == "ASYMMETRIC") return false;
@@ -183,8 +196,23 @@ QuantConfig parse_torchao_form(std::string_view text, const std::string& name,
           throw NotSupported(
               fmt::format("{}: int4 packing format {} (plain and tile_packed_to_4d are)", text, v));
       }
-      if (k == "int4_choose_qparams_algorithm" && v.find("TINYGEMM") == std::string::npos)
-        throw NotSupported(fmt::format("{}: HQQ qparams", text));
+      if (k == "int4_choose_qparams_algorithm") c.int4_algorithm = parse_int4_algorithm(text, v);
+    }
+    if (c.int4_algorithm == Int4QparamsAlgorithm::hqq && !c.int4_tile_packed) {
+      // TorchAO asserts that HQQ goes with TILE_PACKED_TO_4D, its only layout for HQQ.
+      const bool plain_asked = std::any_of(args.begin(), args.end(), [](const auto& kv) {
+        return kv.first == "int4_packing_format";
+      });
+      if (plain_asked)
+        throw NotSupported(fmt::format(
+            "{}: HQQ qparams with the plain int4 layout (TorchAO supports HQQ only with "
+            "int4_packing_format=\"tile_packed_to_4d\")",
+            text));
+      AO_INFO(
+          "{}: HQQ implies int4_packing_format=\"tile_packed_to_4d\" (TorchAO's only layout for "
+          "HQQ)",
+          text);
+      c.int4_tile_packed = true;
     }
   } else if (name == "Int8WeightOnlyConfig") {
     reject_unknown({"group_size", "granularity"});
@@ -277,6 +305,7 @@ const std::vector<std::string>& quant_config_spellings() {
                                              "int8dq",
                                              "int4wo-gG (G = 32, 64, 128, 256)",
                                              "int4wo-gG-tp (tinygemm layout)",
+                                             "int4wo-gG-hqq (tinygemm layout, HQQ qparams)",
                                              "intxBwo[-gG][-asym] (B = 1..8)",
                                              "8daBw[-gG]",
                                              "fp8wo",
@@ -298,8 +327,8 @@ QuantConfig parse_quant_config(std::string_view text_in) {
   if (std::regex_match(text, m, torchao)) return parse_torchao_form(text, m[1], m[2]);
   QuantConfig c;
   static const std::regex int8wo(R"(^int8wo(?:-g(\d+))?$)"),
-      int4wo(R"(^int4wo(?:-g(\d+))?(-tp)?$)"), intx(R"(^intx([1-8])wo(?:-g(\d+))?(-asym)?$)"),
-      da(R"(^8da([1-8])w(?:-g(\d+))?$)");
+      int4wo(R"(^int4wo(?:-g(\d+))?(-tp)?(-hqq)?$)"),
+      intx(R"(^intx([1-8])wo(?:-g(\d+))?(-asym)?$)"), da(R"(^8da([1-8])w(?:-g(\d+))?$)");
   auto group = [&](const std::ssub_match& s, int64_t dflt) {
     if (!s.matched) return dflt;
     const int64_t g = std::stoll(s.str());
@@ -314,7 +343,8 @@ QuantConfig parse_quant_config(std::string_view text_in) {
   } else if (std::regex_match(text, m, int4wo)) {
     c.scheme = QuantScheme::int4_weight_only;
     c.group_size = group(m[1], 128);
-    c.int4_tile_packed = m[2].matched;
+    c.int4_tile_packed = m[2].matched || m[3].matched;  // HQQ exists only in the tinygemm layout
+    if (m[3].matched) c.int4_algorithm = Int4QparamsAlgorithm::hqq;
   } else if (std::regex_match(text, m, intx)) {
     c.scheme = QuantScheme::intx_weight_only;
     c.bits = std::stoi(m[1]);
@@ -363,6 +393,7 @@ std::string QuantConfig::short_name() const {
     case QuantScheme::int8_dynamic:
       return "int8dq";
     case QuantScheme::int4_weight_only:
+      if (int4_algorithm == Int4QparamsAlgorithm::hqq) return "int4wo" + g + "-hqq";
       return "int4wo" + g + (int4_tile_packed ? "-tp" : "");
     case QuantScheme::intx_weight_only:
       return fmt::format("intx{}wo{}{}", bits, g, symmetric ? "" : "-asym");
@@ -393,6 +424,11 @@ std::string QuantConfig::torchao_string() const {
     case QuantScheme::int8_dynamic:
       return "Int8DynamicActivationInt8WeightConfig()";
     case QuantScheme::int4_weight_only:
+      if (int4_algorithm == Int4QparamsAlgorithm::hqq)
+        return fmt::format(
+            "Int4WeightOnlyConfig(group_size={}, int4_packing_format=\"tile_packed_to_4d\", "
+            "int4_choose_qparams_algorithm=\"hqq\")",
+            group_size);
       return int4_tile_packed ? fmt::format(
                                     "Int4WeightOnlyConfig(group_size={}, "
                                     "int4_packing_format=\"tile_packed_to_4d\")",
@@ -466,7 +502,9 @@ json QuantConfig::to_torchao_json() const {
                {"set_inductor_config", true},
                {"int4_packing_format",
                 typed("Int4PackingFormat", int4_tile_packed ? "TILE_PACKED_TO_4D" : "PLAIN")},
-               {"int4_choose_qparams_algorithm", typed("Int4ChooseQParamsAlgorithm", "TINYGEMM")},
+               {"int4_choose_qparams_algorithm",
+                typed("Int4ChooseQParamsAlgorithm",
+                      int4_algorithm == Int4QparamsAlgorithm::hqq ? "HQQ" : "TINYGEMM")},
                {"int4_tile_packed_ntile", 8}});
     case QuantScheme::intx_weight_only:
       return versioned(
@@ -551,8 +589,17 @@ QuantConfig quant_config_from_torchao_json(const nlohmann::json& j) {
   if (type == "Int4WeightOnlyConfig") {
     c.scheme = QuantScheme::int4_weight_only;
     c.group_size = d.value("group_size", int64_t(128));
-    c.int4_tile_packed = d.contains("int4_packing_format") &&
-                         str_of(d["int4_packing_format"]) == "TILE_PACKED_TO_4D";
+    const std::string packing =
+        d.contains("int4_packing_format") ? str_of(d["int4_packing_format"]) : "PLAIN";
+    c.int4_tile_packed = packing == "TILE_PACKED_TO_4D" || packing == "tile_packed_to_4d";
+    if (d.contains("int4_choose_qparams_algorithm")) {
+      const std::string alg = str_of(d["int4_choose_qparams_algorithm"]);
+      c.int4_algorithm =
+          parse_int4_algorithm("Int4WeightOnlyConfig int4_choose_qparams_algorithm", alg);
+      if (c.int4_algorithm == Int4QparamsAlgorithm::hqq && !c.int4_tile_packed)
+        throw NotSupported("Int4WeightOnlyConfig with HQQ qparams and packing format " + packing +
+                           " (TorchAO pairs HQQ only with TILE_PACKED_TO_4D)");
+    }
   } else if (type == "Int8WeightOnlyConfig") {
     c.scheme = QuantScheme::int8_weight_only;
     c.group_size = d.contains("granularity") ? std::max<int64_t>(0, gran_of(d["granularity"])) : 0;
@@ -595,7 +642,8 @@ QTensorPtr quantize_weight(const Tensor& w, const QuantConfig& c, const std::str
   const bool grouped =
       c.scheme == QuantScheme::int4_weight_only || c.scheme == QuantScheme::int8_weight_only ||
       c.scheme == QuantScheme::intx_weight_only || c.scheme == QuantScheme::int8_dynamic_intx;
-  if (c.int4_tile_packed) return Int4TilePackedTo4dTensor::from_float(w, g);  // pads K like TorchAO
+  if (c.int4_tile_packed)  // pads K like TorchAO's from_hp
+    return Int4TilePackedTo4dTensor::from_float(w, g, c.int4_algorithm);
   if (grouped && g > 0 && K % g != 0) {
     AO_WARN(
         "{}: group size {} does not divide K = {}; using one group per row (group size {}) for "

@@ -66,7 +66,7 @@ Tensor QTensor::dequantize() const {
   const int64_t N = shape_[0], K = shape_[1];
   Tensor out = Tensor::empty({N, K}, DType::f32);
   float* p = out.data<float>();
-  parallel_for(0, N, std::max<int64_t>(1, 4096 / K),
+  parallel_for(0, N, std::max<int64_t>(1, 65536 / K),
                [&](int64_t b, int64_t e) { dequantize_rows(b, e, p + b * K); });
   return out;
 }
@@ -74,17 +74,20 @@ Tensor QTensor::dequantize() const {
 void QTensor::linear(const float* x, int64_t M, float* y) const {
   const int64_t N = shape_[0], K = shape_[1];
   if (M <= 0) return;
+  constexpr int64_t kGemvMaxM = 8;
+  if (M <= kGemvMaxM && linear_integer(x, M, y)) return;
   std::vector<float> xq;
   if (quantizes_activation()) {
     xq.assign(x, x + M * K);
     quantize_activation(xq.data(), M);
     x = xq.data();
   }
-  constexpr int64_t kGemvMaxM = 8;
   if (M <= kGemvMaxM) {
     // Decode: each thread takes a band of output rows; fused kernels read the packed weight
     // once, others dequantize 16 rows at a time into a small buffer and dot.
-    parallel_for(0, N, 16, [&](int64_t b, int64_t e) {
+    // At least ~64K multiply-adds per thread: waking threads costs more on small layers.
+    const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(K * M, 1));
+    parallel_for(0, N, grain, [&](int64_t b, int64_t e) {
       if (gemv_rows(x, M, b, e, y + b, N)) return;
       std::vector<float> tile(static_cast<size_t>(16 * K));
       for (int64_t n0 = b; n0 < e; n0 += 16) {
@@ -102,7 +105,7 @@ void QTensor::linear(const float* x, int64_t M, float* y) const {
   std::vector<float> tile(static_cast<size_t>(std::min(band, N) * K));
   for (int64_t n0 = 0; n0 < N; n0 += band) {
     const int64_t n1 = std::min(N, n0 + band);
-    parallel_for(n0, n1, std::max<int64_t>(1, 4096 / K),
+    parallel_for(n0, n1, std::max<int64_t>(1, 65536 / K),
                  [&](int64_t b, int64_t e) { dequantize_rows(b, e, tile.data() + (b - n0) * K); });
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M),
                 static_cast<int>(n1 - n0), static_cast<int>(K), 1.0f, x, static_cast<int>(K),

@@ -30,18 +30,39 @@ AffineParams choose_affine_params(const float* x, int64_t n, Mapping mapping, in
   return p;
 }
 
+namespace {
+
+// Int8Tensor passes fp32 machine eps; IntxUnpackedToInt8Tensor's per-token path uses the
+// default (smallest normal of the input dtype).
+AffineParams int8_per_token_params(const float* row, int64_t K, Mapping mapping) {
+  const float eps = mapping == Mapping::symmetric ? kF32Eps : kF32SmallestNormal;
+  return choose_affine_params(row, K, mapping, -128, 127, eps);
+}
+
+}  // namespace
+
 void fake_quantize_int8_per_token(float* x, int64_t M, int64_t K, Mapping mapping) {
   for (int64_t m = 0; m < M; ++m) {
     float* row = x + m * K;
-    // Int8Tensor passes fp32 machine eps; IntxUnpackedToInt8Tensor's per-token path uses the
-    // default (smallest normal of the input dtype).
-    const float eps = mapping == Mapping::symmetric ? kF32Eps : kF32SmallestNormal;
-    const AffineParams p = choose_affine_params(row, K, mapping, -128, 127, eps);
+    const AffineParams p = int8_per_token_params(row, K, mapping);
     const float inv = 1.0f / p.scale;
     for (int64_t k = 0; k < K; ++k)
       row[k] = static_cast<float>(quantize_affine_value(row[k], inv, p.zero_point, -128, 127) -
                                   p.zero_point) *
                p.scale;
+  }
+}
+
+void quantize_int8_per_token(const float* x, int64_t M, int64_t K, Mapping mapping, int16_t* xq,
+                             float* scale) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = x + m * K;
+    const AffineParams p = int8_per_token_params(row, K, mapping);
+    const float inv = 1.0f / p.scale;
+    scale[m] = p.scale;
+    for (int64_t k = 0; k < K; ++k)
+      xq[m * K + k] = static_cast<int16_t>(
+          quantize_affine_value(row[k], inv, p.zero_point, -128, 127) - p.zero_point);
   }
 }
 

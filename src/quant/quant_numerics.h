@@ -31,6 +31,11 @@ constexpr float kF32SmallestNormal = 1.1754943508222875e-38f;  // torch.finfo(fl
 // way TorchAO quantizes activations dynamically (symmetric: Int8Tensor, eps = fp32 eps;
 // asymmetric: IntxUnpackedToInt8Tensor's int8_asym_per_token).
 void fake_quantize_int8_per_token(float* x, int64_t M, int64_t K, Mapping mapping);
+// The same quantization kept in integers for the int8 x int8 kernels: xq [M, K] holds
+// q - zero_point (int16, |value| <= 255) and scale [M] the per-token scales, so that
+// float(xq) * scale is exactly fake_quantize_int8_per_token's value.
+void quantize_int8_per_token(const float* x, int64_t M, int64_t K, Mapping mapping, int16_t* xq,
+                             float* scale);
 
 // Small floats (fp8 e4m3fn / e5m2, fp6 e2m3 / e3m2, fp4 e2m1) through ao/formats: round to
 // nearest even, saturating to +-max, subnormals supported.

@@ -7,6 +7,8 @@
 
 #include "ao/core/error.h"
 #include "ao/core/parallel.h"
+#include "ao/formats/hqq.h"
+#include "ao/formats/int4_tile_pack.h"
 #include "kernels/cpu/quant_kernels.h"
 #include "quant/quant_numerics.h"
 
@@ -126,6 +128,23 @@ bool AffineInt8Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t 
   kq::AffineInt8Weight w{data("qdata").data<int8_t>(), data("scale").data<float>(),
                          data("zero_point").data<int8_t>(), shape_[1], group_size_};
   kq::gemv_affine_int8(w, x, M, n0, n1, y, ldy);
+  return true;
+}
+
+bool AffineInt8Tensor::linear_integer(const float* x, int64_t M, float* y) const {
+  if (act_ == ActivationQuant::none || !kq::int8_int8_exact_group(group_size_)) return false;
+  const int64_t N = shape_[0], K = shape_[1];
+  std::vector<int16_t> xq(static_cast<size_t>(M * K));
+  std::vector<float> xs(static_cast<size_t>(M));
+  quantize_int8_per_token(
+      x, M, K,
+      act_ == ActivationQuant::int8_symmetric_per_token ? Mapping::symmetric : Mapping::asymmetric,
+      xq.data(), xs.data());
+  const kq::AffineInt8Weight w{data("qdata").data<int8_t>(), data("scale").data<float>(),
+                               data("zero_point").data<int8_t>(), K, group_size_};
+  parallel_for(0, N, std::max<int64_t>(16, 65536 / std::max<int64_t>(K * M, 1)), [&](int64_t b, int64_t e) {
+    kq::gemm_int8_int8(w, xq.data(), xs.data(), M, b, e, y + b, N);
+  });
   return true;
 }
 
@@ -368,29 +387,44 @@ bool Int4Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, fl
 }
 
 // ---- Int4TilePackedTo4dTensor (tinygemm) --------------------------------------------------
+// The tile layout and the scale_and_zero interleave are ao/formats/int4_tile_pack.h (bit-exact
+// with aten._convert_weight_to_int4pack on CUDA); this type owns the padding and the qparams.
 
 namespace {
 
 float bf16r(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
-// One int32 of the m16n8k16 B layout holds, for lane t of tile (nTile, kOuter, pair j), the
-// bytes in[n0][ks[0..3]] of the [N][K/2] byte matrix (element 2i in the HIGH nibble):
-// low nibbles in bits 16..31, high nibbles in bits 0..15 (matrix_to_m16n8k16_Bint4_layout).
-template <typename Fn>
-void for_each_tile_word(int64_t n_tiles, int64_t k_outer, int64_t inner_k_tiles, Fn&& fn) {
-  for (int64_t nt = 0; nt < n_tiles; ++nt)
-    for (int64_t ko = 0; ko < k_outer; ++ko)
-      for (int64_t t = 0; t < 32; ++t)
-        for (int64_t j = 0; j < inner_k_tiles / 2; ++j) {
-          const int64_t n0 = nt * 8 + t / 4;
-          const int64_t kb = (ko * inner_k_tiles + 2 * j) * 8;
-          const int64_t ks[4] = {kb + t % 4, kb + t % 4 + 4, kb + 8 + t % 4, kb + 12 + t % 4};
-          const int64_t word = ((nt * k_outer + ko) * 32 + t) * (inner_k_tiles / 2) + j;
-          fn(word, n0, ks);
-        }
+// TorchAO's _choose_qparams_affine_tinygemm + _quantize_affine_tinygemm on a CUDA bf16 tensor:
+// every op rounded to bf16, and `/ 15` (a CPU scalar) computed as `* (1 / 15)` as CUDA does.
+// w: [n, k] holding bf16 values; q: uint4 codes; scale, zero: [n, k/g].
+void tinygemm_qparams_cuda(const float* w, int64_t n, int64_t k, int64_t g, uint8_t* q,
+                           float* scale, float* zero) {
+  const int64_t groups = k / g;
+  const float inv15 = 1.0f / 15.0f;
+  parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r)
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        const float* blk = w + r * k + gi * g;
+        const float mx = *std::max_element(blk, blk + g), mn = *std::min_element(blk, blk + g);
+        const float s = std::max(bf16r(bf16r(mx - mn) * inv15), kF32SmallestNormal);
+        const float z = bf16r(mn + bf16r(s * 8.0f));
+        scale[r * groups + gi] = s;
+        zero[r * groups + gi] = z;
+        const float min_val = bf16r(z - bf16r(s * 8.0f));
+        for (int64_t i = 0; i < g; ++i)
+          q[r * k + gi * g + i] = static_cast<uint8_t>(
+              std::clamp(std::nearbyint(bf16r(bf16r(blk[i] - min_val) / s)), 0.0f, 15.0f));
+      }
+  });
 }
 
+constexpr int kTinygemmInnerKTiles = 8;  // what Int4TilePackedTo4dTensor.from_hp uses
+
 }  // namespace
+
+const char* int4_qparams_algorithm_name(Int4QparamsAlgorithm a) {
+  return a == Int4QparamsAlgorithm::hqq ? "hqq" : "tinygemm";
+}
 
 Int4TilePackedTo4dTensor::Int4TilePackedTo4dTensor(Tensor qdata, Tensor scale_and_zero,
                                                    int64_t group_size, Shape shape)
@@ -398,79 +432,65 @@ Int4TilePackedTo4dTensor::Int4TilePackedTo4dTensor(Tensor qdata, Tensor scale_an
               {{"qdata", qdata}, {"scale_and_zero", scale_and_zero}},
               json{{"block_size", json::array({1, group_size})}, {"shape", shape}}),
       group_size_(group_size) {
-  // Unpack once into the plain Int4Tensor layout (signed nibbles, element 2i low).
+  // Unpack once into the plain Int4Tensor layout (signed nibbles, element 2i low) for the first
+  // N rows and K columns; groups may straddle TorchAO's K padding.
   const int64_t N = shape_[0], K = shape_[1];
-  const int64_t n_tiles = qdata.size(0), k_outer = qdata.size(1), ikt = qdata.size(3) * 2,
-                Np = n_tiles * 8;
-  plain_q_ = Tensor::zeros({N, K / 2}, DType::i8);
-  const int64_t groups =
-      (K + group_size - 1) / group_size;  // groups may straddle TorchAO's K padding
+  const int ikt = static_cast<int>(qdata.size(3) * 2);
+  const int64_t Np = qdata.size(0) * 8, Kp = qdata.size(1) * ikt * 16;
+  const int64_t padded_groups = Kp / group_size, groups = (K + group_size - 1) / group_size;
+  std::vector<uint8_t> codes(static_cast<size_t>(Np * Kp));
+  formats::int4_tile_unpack(qdata.data<int32_t>(), Np, Kp, ikt, codes.data());
+  plain_q_ = Tensor::empty({N, K / 2}, DType::i8);
+  auto* pq = reinterpret_cast<uint8_t*>(plain_q_.data<int8_t>());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; k += 2) {
+      // u in [0, 15] -> q = u - 8 as a signed nibble; element k low, k + 1 high.
+      const int lo = codes[n * Kp + k] - 8, hi = codes[n * Kp + k + 1] - 8;
+      pq[n * (K / 2) + k / 2] = static_cast<uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+    }
+  std::vector<float> s(static_cast<size_t>(Np * padded_groups)),
+      z(static_cast<size_t>(Np * padded_groups));
+  formats::deinterleave_scale_and_zero_bf16(scale_and_zero.data<uint16_t>(), Np, padded_groups,
+                                            s.data(), z.data());
   plain_scale_ = Tensor::empty({groups, N}, DType::f32);
   plain_zero_ = Tensor::empty({groups, N}, DType::f32);
-  const auto* words = reinterpret_cast<const uint32_t*>(qdata.data<int32_t>());
-  auto* pq = reinterpret_cast<uint8_t*>(plain_q_.data<int8_t>());
-  for_each_tile_word(n_tiles, k_outer, ikt, [&](int64_t w, int64_t n0, const int64_t* ks) {
-    if (n0 >= N) return;
-    for (int i = 0; i < 4; ++i) {
-      const int64_t k = 2 * ks[i];
-      if (k >= K) continue;
-      const int hi = static_cast<int>((words[w] >> (4 * i)) & 0xF),
-                lo = static_cast<int>((words[w] >> (16 + 4 * i)) & 0xF);
-      // u in [0, 15] -> q = u - 8 as a signed nibble; element k (hi) low, k + 1 (lo) high.
-      pq[n0 * (K / 2) + k / 2] = static_cast<uint8_t>(((hi - 8) & 0xF) | (((lo - 8) & 0xF) << 4));
-    }
-  });
-  const auto* sz = scale_and_zero.data<uint16_t>();
-  for (int64_t g = 0; g < groups; ++g)
+  for (int64_t gi = 0; gi < groups; ++gi)
     for (int64_t n = 0; n < N; ++n) {
-      plain_scale_.data<float>()[g * N + n] = bf16_to_f32(sz[(g * Np + n) * 2]);
-      plain_zero_.data<float>()[g * N + n] = bf16_to_f32(sz[(g * Np + n) * 2 + 1]);
+      plain_scale_.data<float>()[gi * N + n] = s[n * padded_groups + gi];
+      plain_zero_.data<float>()[gi * N + n] = z[n * padded_groups + gi];
     }
 }
 
-std::shared_ptr<Int4TilePackedTo4dTensor> Int4TilePackedTo4dTensor::from_float(const Tensor& w_in,
-                                                                               int64_t g) {
+std::shared_ptr<Int4TilePackedTo4dTensor> Int4TilePackedTo4dTensor::from_float(
+    const Tensor& w_in, int64_t g, Int4QparamsAlgorithm algorithm) {
   check_weight(w_in, "Int4TilePackedTo4dTensor");
   AO_CHECK(g == 32 || g == 64 || g == 128 || g == 256,
            "Int4TilePackedTo4dTensor: group size must be 32, 64, 128 or 256, got {}", g);
   const Tensor w = f32_contiguous(w_in);
   const int64_t N = w.size(0), K = w.size(1), Np = (N + 7) / 8 * 8, Kp = (K + 1023) / 1024 * 1024;
-  // TorchAO pads with zeros and quantizes the padded bf16 matrix.
+  AO_CHECK(K % 2 == 0, "Int4TilePackedTo4dTensor: K = {} must be even", K);
+  const int64_t groups = Kp / g;
+  // TorchAO quantizes a bf16 weight, zero-padded to [Np, Kp].
   std::vector<float> wp(static_cast<size_t>(Np * Kp), 0.0f);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) wp[n * Kp + k] = bf16r(w.data<float>()[n * K + k]);
-  const int64_t groups = Kp / g;
+  std::vector<uint8_t> codes(static_cast<size_t>(Np * Kp));
+  std::vector<float> scale(static_cast<size_t>(Np * groups)), zero(scale.size());
+  if (algorithm == Int4QparamsAlgorithm::hqq) {
+    // from_hp requires a CUDA device, where the HQQ optimizer runs in float16.
+    std::vector<uint16_t> wb(wp.size());
+    for (size_t i = 0; i < wp.size(); ++i) wb[i] = f32_to_bf16(wp[i]);
+    formats::hqq_quantize_int4(wb.data(), DType::bf16, Np, Kp, g, codes.data(), scale.data(),
+                               zero.data(), {.backend = formats::HqqBackend::cuda});
+  } else {
+    tinygemm_qparams_cuda(wp.data(), Np, Kp, g, codes.data(), scale.data(), zero.data());
+  }
+  const auto shape = formats::int4_tile_packed_shape(Np, Kp, kTinygemmInnerKTiles);
+  Tensor q = Tensor::empty({shape[0], shape[1], shape[2], shape[3]}, DType::i32);
+  formats::int4_tile_pack(codes.data(), Np, Kp, kTinygemmInnerKTiles, q.data<int32_t>());
   Tensor sz = Tensor::empty({groups, Np, 2}, DType::bf16);
-  std::vector<uint8_t> bytes(static_cast<size_t>(Np * Kp / 2));
-  const float inv15 = 1.0f / 15.0f;  // CUDA divides by a CPU scalar through its reciprocal
-  for (int64_t n = 0; n < Np; ++n)
-    for (int64_t gi = 0; gi < groups; ++gi) {
-      const float* blk = wp.data() + n * Kp + gi * g;
-      const float mx = *std::max_element(blk, blk + g), mn = *std::min_element(blk, blk + g);
-      const float scale = std::max(bf16r(bf16r(mx - mn) * inv15), kF32SmallestNormal);
-      const float zero = bf16r(mn + bf16r(scale * 8.0f));
-      sz.data<uint16_t>()[(gi * Np + n) * 2] = f32_to_bf16(scale);
-      sz.data<uint16_t>()[(gi * Np + n) * 2 + 1] = f32_to_bf16(zero);
-      const float min_val = bf16r(zero - bf16r(scale * 8.0f));
-      for (int64_t k = 0; k < g; ++k) {
-        const float u =
-            std::clamp(std::nearbyint(bf16r(bf16r(blk[k] - min_val) / scale)), 0.0f, 15.0f);
-        const int64_t kk = gi * g + k;
-        uint8_t& b = bytes[static_cast<size_t>(n * (Kp / 2) + kk / 2)];
-        b = (kk % 2 == 0) ? static_cast<uint8_t>(static_cast<int>(u) << 4)
-                          : static_cast<uint8_t>(b | static_cast<int>(u));
-      }
-    }
-  constexpr int64_t ikt = 8;
-  Tensor q = Tensor::empty({Np / 8, Kp / (ikt * 16), 32, ikt / 2}, DType::i32);
-  auto* words = reinterpret_cast<uint32_t*>(q.data<int32_t>());
-  for_each_tile_word(Np / 8, Kp / (ikt * 16), ikt, [&](int64_t wi, int64_t n0, const int64_t* ks) {
-    uint32_t v[4];
-    for (int i = 0; i < 4; ++i) v[i] = bytes[static_cast<size_t>(n0 * (Kp / 2) + ks[i])];
-    words[wi] = ((v[3] & 0xF) << 28) | ((v[2] & 0xF) << 24) | ((v[1] & 0xF) << 20) |
-                ((v[0] & 0xF) << 16) | ((v[3] & 0xF0) << 8) | ((v[2] & 0xF0) << 4) | (v[1] & 0xF0) |
-                ((v[0] & 0xF0) >> 4);
-  });
+  formats::interleave_scale_and_zero_bf16(scale.data(), zero.data(), Np, groups,
+                                          sz.data<uint16_t>());
   return std::make_shared<Int4TilePackedTo4dTensor>(q, sz, g, Shape{N, K});
 }
 
@@ -483,6 +503,8 @@ QTensorPtr Int4TilePackedTo4dTensor::load(const std::string& where,
   AO_CHECK(shape.is_array() && shape.size() == 2, "{}: shape {} must be [N, K]", where,
            shape.dump());
   const int64_t N = shape[0].get<int64_t>(), K = shape[1].get<int64_t>();
+  AO_CHECK(N > 0 && K > 0 && K % 2 == 0, "{}: shape [{}, {}] must be positive with an even K",
+           where, N, K);
   const json& bs = attr(where, a, "block_size");
   AO_CHECK(bs.is_array() && bs.size() == 2 && bs[0] == 1 && bs[1].is_number_integer(),
            "{}: block_size {} is not supported (expected [1, group])", where, bs.dump());
@@ -523,7 +545,6 @@ void Int4TilePackedTo4dTensor::dequantize_rows(int64_t n0, int64_t n1, float* ou
 
 bool Int4TilePackedTo4dTensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1,
                                          float* y, int64_t ldy) const {
-  if (shape_[1] % group_size_ != 0) return false;  // last group straddles the padding
   kq::Int4PlainWeight w{reinterpret_cast<const uint8_t*>(plain_q_.data<int8_t>()),
                         plain_scale_.data<float>(),
                         plain_zero_.data<float>(),

@@ -10,7 +10,7 @@ namespace ao::runtime {
 
 void SamplerParams::validate() const {
   AO_CHECK(std::isfinite(temperature), "sampler: temperature must be finite, got {}", temperature);
-  AO_CHECK(top_p > 0.0f, "sampler: top_p must be in (0, 1], got {}", top_p);
+  AO_CHECK(top_p > 0.0f && top_p <= 1.0f, "sampler: top_p must be in (0, 1], got {}", top_p);
   AO_CHECK(min_p >= 0.0f && min_p <= 1.0f, "sampler: min_p must be in [0, 1], got {}", min_p);
   AO_CHECK(repeat_penalty > 0.0f && std::isfinite(repeat_penalty),
            "sampler: repeat_penalty must be positive, got {}", repeat_penalty);

@@ -7,6 +7,7 @@
 
 #include "ao/core/error.h"
 #include "ao/io/model_files.h"
+#include "ao/io/safetensors.h"
 #include "ao/quant/checkpoint.h"
 
 using namespace ao;
@@ -60,9 +61,9 @@ TEST(QuantConfig, ParsesShortAndTorchAOSpellings) {
                 "weight_dtype=torch.float4_e2m1fn_x2)")
                 .short_name(),
             "mxfp4");
-  for (const char* s :
-       {"int8wo", "int8wo-g64", "int8dq", "int4wo-g32", "intx3wo-g64-asym", "8da4w-g32", "fp8wo",
-        "fp8dq-row", "fp8dq-tensor", "mxfp8", "mxfp6", "mxfp4", "nvfp4", "nvfp4wo"}) {
+  for (const char* s : {"int8wo", "int8wo-g64", "int8dq", "int4wo-g32", "intx3wo-g64-asym",
+                        "8da4w-g32", "fp8wo", "fp8dq-row", "fp8dq-tensor", "mxfp8", "mxfp6",
+                        "mxfp4", "nvfp4", "nvfp4wo", "int4wo-g32-tp", "int4wo-g64-hqq"}) {
     const QuantConfig c = parse_quant_config(s);
     EXPECT_EQ(c.short_name(), s == std::string("8da4w-g32") ? "8da4w-g32" : s);
     // TorchAO string and transformers JSON both read back to the same config.
@@ -72,6 +73,41 @@ TEST(QuantConfig, ParsesShortAndTorchAOSpellings) {
                   .short_name(),
               c.short_name());
   }
+}
+
+TEST(QuantConfig, Int4HqqSpellingsAndJson) {
+  const QuantConfig c = parse_quant_config("int4wo-g128-hqq");
+  EXPECT_EQ(c.int4_algorithm, Int4QparamsAlgorithm::hqq);
+  EXPECT_TRUE(c.int4_tile_packed);
+  EXPECT_EQ(c.torchao_string(),
+            "Int4WeightOnlyConfig(group_size=128, int4_packing_format=\"tile_packed_to_4d\", "
+            "int4_choose_qparams_algorithm=\"hqq\")");
+  EXPECT_EQ(parse_quant_config(c.torchao_string()).short_name(), "int4wo-g128-hqq");
+  // TorchAO only pairs HQQ with the tile-packed layout; without a packing format we imply it.
+  EXPECT_EQ(parse_quant_config("Int4WeightOnlyConfig(group_size=64, "
+                               "int4_choose_qparams_algorithm=Int4ChooseQParamsAlgorithm.HQQ)")
+                .short_name(),
+            "int4wo-g64-hqq");
+  EXPECT_NE(error_of([] {
+              parse_quant_config(
+                  "Int4WeightOnlyConfig(int4_packing_format=\"plain\", "
+                  "int4_choose_qparams_algorithm=\"hqq\")");
+            }).find("only with"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              parse_quant_config("Int4WeightOnlyConfig(int4_choose_qparams_algorithm=\"gptq\")");
+            }).find("must be \"tinygemm\" or \"hqq\""),
+            std::string::npos);
+  // config.json as TorchAO's config_to_dict writes it (enum or plain string both read back).
+  const json j = c.to_torchao_json();
+  EXPECT_EQ(j["_data"]["int4_choose_qparams_algorithm"],
+            json({{"_type", "Int4ChooseQParamsAlgorithm"}, {"_data", "HQQ"}}));
+  EXPECT_EQ(j["_data"]["int4_packing_format"]["_data"], "TILE_PACKED_TO_4D");
+  EXPECT_EQ(quant_config_from_torchao_json(nlohmann::json::parse(j.dump())).short_name(),
+            "int4wo-g128-hqq");
+  const auto torchao_strings = nlohmann::json::parse(
+      R"({"_type": "Int4WeightOnlyConfig", "_version": 2, "_data": {"group_size": 128, "set_inductor_config": true, "int4_packing_format": "tile_packed_to_4d", "int4_choose_qparams_algorithm": "hqq", "int4_tile_packed_ntile": 8}})");
+  EXPECT_EQ(quant_config_from_torchao_json(torchao_strings).short_name(), "int4wo-g128-hqq");
 }
 
 TEST(QuantConfig, UnknownNamesListTheValidOnes) {
@@ -288,7 +324,31 @@ TEST_F(QuantCheckpoint, CliQuantizesAndRejectsBadInput) {
   const std::string text2((std::istreambuf_iterator<char>(log2)), {});
   EXPECT_NE(text2.find("valid short names"), std::string::npos) << text2;
   EXPECT_FALSE(fs::exists(dir / "bad"));
-  EXPECT_EQ(0, std::system((ao + " qinfo " + out + " > /dev/null").c_str()));
+  // ao info rebuilds every quantized weight and lists it; --dump-dequantized for interop scripts.
+  const std::string dump = (dir / "deq.safetensors").string();
+  EXPECT_EQ(0, std::system((ao + " info " + out + " --no-tensors --dump-dequantized " + dump +
+                            " > " + (dir / "info").string() + " 2>&1")
+                               .c_str()));
+  std::ifstream info(dir / "info");
+  const std::string text3((std::istreambuf_iterator<char>(info)), {});
+  EXPECT_NE(text3.find("quantization_config: {"), std::string::npos) << text3;
+  EXPECT_NE(text3.find("\"quant_method\":\"torchao\""), std::string::npos) << text3;
+  EXPECT_NE(text3.find("| model.layers.4.mlp.down_proj | Int4Tensor(shape=[64, 172]"),
+            std::string::npos)
+      << text3;
+  EXPECT_NE(text3.find("quantized Linear weights: 35"), std::string::npos) << text3;
+  const io::SafetensorsFile deq = io::SafetensorsFile::open(dump);
+  EXPECT_TRUE(deq.contains("model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_TRUE(deq.contains("model.layers.0.self_attn.q_proj.linear_m16"));
+  // Dumping a model that is not quantized is an error, and nothing is written.
+  const std::string dump2 = (dir / "deq2.safetensors").string();
+  EXPECT_NE(0, std::system((ao + " info " + kStories + " --dump-dequantized " + dump2 + " > " +
+                            (dir / "log3").string() + " 2>&1")
+                               .c_str()));
+  std::ifstream log3(dir / "log3");
+  const std::string text4((std::istreambuf_iterator<char>(log3)), {});
+  EXPECT_NE(text4.find("not a TorchAO-quantized checkpoint"), std::string::npos) << text4;
+  EXPECT_FALSE(fs::exists(dump2));
   fs::remove_all(dir);
 }
 

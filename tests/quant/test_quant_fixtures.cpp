@@ -177,3 +177,59 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return std::string(info.param.first).substr(17); });
 
 }  // namespace
+
+namespace {
+
+// The whole Int4TilePackedTo4dTensor.from_hp output (qdata + scale_and_zero) of TorchAO 0.18
+// on an H200 for int4_choose_qparams_algorithm "hqq" and "tinygemm", group 128, 16x1024 bf16
+// (tests/fixtures/formats/hqq_cuda.safetensors, scripts/fixtures/make_tile_pack_fixtures.py).
+// from_hp refuses to run without a CUDA device, so this is TorchAO's only HQQ int4 path.
+TEST(QuantTilePackedHqq, MatchesTorchAoFromHpOnCuda) {
+  const auto f = io::SafetensorsFile::open(std::string(AO_SOURCE_DIR) +
+                                           "/tests/fixtures/formats/hqq_cuda.safetensors");
+  const Tensor w = f.tensor("w");
+  ASSERT_EQ(w.dtype(), DType::bf16);
+  for (const auto alg : {Int4QparamsAlgorithm::hqq, Int4QparamsAlgorithm::tinygemm}) {
+    const std::string pre = std::string("e2e_") + int4_qparams_algorithm_name(alg) + "_g128";
+    SCOPED_TRACE(pre);
+    const auto q = Int4TilePackedTo4dTensor::from_float(w, 128, alg);
+    for (const char* name : {"qdata", "scale_and_zero"}) {
+      const Tensor ref = f.tensor(pre + "." + name);
+      ASSERT_EQ(q->data(name).shape(), ref.shape()) << name;
+      ASSERT_EQ(q->data(name).dtype(), ref.dtype()) << name;
+      EXPECT_EQ(0, std::memcmp(q->data(name).data_ptr(), ref.data_ptr(), ref.nbytes())) << name;
+    }
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// The int8 x int8 decode kernel against TorchAO's F.linear on CPU
+// (scripts/fixtures/make_int8_linear_fixtures.py, K = 200, M = 1, 3, 8): Int8dq is TorchAO's
+// integer path (int32 dot products, then x_scale, then w_scale) and must match bit for bit;
+// 8da4w is a quantize-dequantize + f32 F.linear in TorchAO, so only float rounding differs.
+TEST(QuantInt8Int8, MatchesTorchAoLinear) {
+  const auto f = open_fixture("int8_linear");
+  const Tensor w = f.tensor("w");
+  const auto dq = Int8Tensor::from_float(w, 0, ActivationQuant::int8_symmetric_per_token);
+  ASSERT_EQ(0, std::memcmp(dq->data("qdata").data_ptr(), f.tensor("int8dq.qdata").data_ptr(),
+                           f.tensor("int8dq.qdata").nbytes()));
+  const auto da = IntxUnpackedToInt8Tensor::from_float(w, 4, 40, true,
+                                                       ActivationQuant::int8_asymmetric_per_token);
+  for (int64_t M : {1, 3, 8}) {
+    SCOPED_TRACE(M);
+    const Tensor x = f.tensor("x_m" + std::to_string(M));
+    Tensor y = Tensor::empty({M, w.size(0)}, DType::f32);
+    dq->linear(x.data<float>(), M, y.data<float>());
+    const Tensor ref = f.tensor("int8dq.y_m" + std::to_string(M));
+    int differ = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) differ += y.data<float>()[i] != ref.data<float>()[i];
+    EXPECT_EQ(differ, 0) << "of " << y.numel() << " int8dq outputs differ from TorchAO";
+    da->linear(x.data<float>(), M, y.data<float>());
+    EXPECT_LE(max_rel_diff(y, f.tensor("8da4w.y_m" + std::to_string(M))), 1e-6);
+  }
+}
+
+}  // namespace

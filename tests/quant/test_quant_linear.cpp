@@ -39,11 +39,12 @@ struct LinearCase {
 };
 
 const std::vector<LinearCase> kCases = {
-    {"int8wo", 38},       {"int8wo-g32", 38},  {"int8dq", 38},      {"int4wo-g32", 15},
-    {"int4wo-g64", 15},   {"int4wo-g128", 14}, {"intx4wo-g32", 14}, {"intx2wo-g32-asym", 5},
-    {"intx8wo", 38},      {"8da4w", 14},       {"fp8wo", 25},       {"fp8dq-row", 25},
-    {"fp8dq-tensor", 25}, {"mxfp8", 25},       {"mxfp6", 18},       {"mxfp6-e3m2", 13},
-    {"mxfp4", 13},        {"nvfp4", 13},       {"nvfp4wo", 13}};
+    {"int8wo", 38},         {"int8wo-g32", 38},  {"int8dq", 38},      {"int4wo-g32", 15},
+    {"int4wo-g64", 15},     {"int4wo-g128", 14}, {"intx4wo-g32", 14}, {"intx2wo-g32-asym", 5},
+    {"intx8wo", 38},        {"8da4w", 14},       {"fp8wo", 25},       {"fp8dq-row", 25},
+    {"fp8dq-tensor", 25},   {"mxfp8", 25},       {"mxfp6", 18},       {"mxfp6-e3m2", 13},
+    {"mxfp4", 13},          {"nvfp4", 13},       {"nvfp4wo", 13},     {"int4wo-g32-tp", 14},
+    {"int4wo-g128-hqq", 14}};
 
 class QuantLinear : public ::testing::TestWithParam<LinearCase> {};
 
@@ -127,6 +128,29 @@ TEST(QuantKernels, FusedGemvMatchesScalarReference) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N - 3; ++n)
       EXPECT_NEAR(a[m * N + n], b[m * N + n], 1e-4f * (1 + std::fabs(b[m * N + n])));
+  // int8 x int8 (dynamic activations): AVX2 equals the scalar reference; one group per row is
+  // exact (integer dot, then the same two float multiplies), several groups within rounding.
+  std::vector<int16_t> xq(M * K);
+  std::vector<float> xscale(M);
+  for (auto& v : xq) v = static_cast<int16_t>(int(rng() % 511) - 255);
+  for (auto& v : xscale) v = 0.001f * (1 + rng() % 100);
+  kq::gemm_int8_int8(w8, xq.data(), xscale.data(), M, 0, N, a.data(), N);
+  kq::gemm_int8_int8_ref(w8, xq.data(), xscale.data(), M, 0, N, b.data(), N);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5f * (1 + std::fabs(b[i])));
+  const kq::AffineInt8Weight w8g32{q.data(), scale.data(), zp.data(), 160, 32};  // lane-wise path
+  kq::gemm_int8_int8(w8g32, xq.data(), xscale.data(), M, 0, N, a.data(), N);
+  kq::gemm_int8_int8_ref(w8g32, xq.data(), xscale.data(), M, 0, N, b.data(), N);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5f * (1 + std::fabs(b[i])));
+  const kq::AffineInt8Weight w8row{q.data(), scale.data(), zp.data(), K, K};
+  kq::gemm_int8_int8(w8row, xq.data(), xscale.data(), M, 0, N, a.data(), N);
+  kq::gemm_int8_int8_ref(w8row, xq.data(), xscale.data(), M, 0, N, b.data(), N);
+  EXPECT_EQ(a, b);
+  // A partial last group (tile-packed int4 whose K is not a multiple of the group): 200 = 4 x 48
+  // + 8.
+  const kq::Int4PlainWeight w4p{q4.data(), scale.data(), zero.data(), N, K, 48};
+  kq::gemv_int4_plain(w4p, x.data(), M, 0, N, a.data(), N);
+  kq::gemv_int4_plain_ref(w4p, x.data(), M, 0, N, b.data(), N);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4f * (1 + std::fabs(b[i])));
 }
 
 }  // namespace

@@ -5,9 +5,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 
+#include "ao/core/mmap.h"
 #include "ao/models/registry.h"
 #include "ao/quant/checkpoint.h"
+#include "ao/runtime/perplexity.h"
 
 using namespace ao;
 namespace fs = std::filesystem;
@@ -91,6 +94,37 @@ TEST(QuantModel, QuantizedStories260KRunsThroughTheModel) {
     EXPECT_LT(q->weight_bytes(), fp32->weight_bytes()) << c.config;
     std::printf("[ quant    ] %-12s KL vs fp32 over the golden prefix: %.5f\n", c.config, kl);
   }
+  fs::remove_all(dir);
+}
+
+// HQQ qparams (int4wo-g128-hqq: tile-packed layout, TorchAO's only HQQ layout) must not be
+// worse than the plain and tile-packed min/max int4 of the same group size, beyond noise:
+// paragraphs protocol on the first 30 windows of TinyStories valid_a (7650 tokens).
+TEST(QuantModel, HqqInt4IsNotWorseThanPlainInt4OnStories260K) {
+  const std::string text_path =
+      std::string(AO_SOURCE_DIR) + "/../shared/data/text/tinystories_valid_a.txt";
+  if (!fs::exists(kStories) || !fs::exists(text_path))
+    GTEST_SKIP() << "stories260K or tinystories_valid_a.txt not found";
+  const fs::path dir = fs::temp_directory_path() / ("ao_quant_hqq_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const io::ModelFiles in = io::open_model_files(kStories);
+  auto tok = text::load_tokenizer(in.tokenizer_path);
+  const std::vector<int32_t> tokens =
+      runtime::tokenize_paragraphs(*tok, read_text_file(text_path), 100000);
+  runtime::PerplexityOptions o;
+  o.mode = runtime::PerplexityMode::bos_windows;
+  o.ctx = 256;
+  o.max_chunks = 30;
+  std::map<std::string, double> ppl;
+  for (const char* c : {"int4wo-g128", "int4wo-g128-tp", "int4wo-g128-hqq"}) {
+    const fs::path out = dir / c;
+    quant::quantize_model(in, quant::QuantPlan::single(quant::parse_quant_config(c)), out.string());
+    auto m = models::load_model(out.string(), {.context = o.ctx});
+    ppl[c] = runtime::evaluate_perplexity(*m.model, tokens, o).ppl;
+    std::printf("[ quant    ] %-16s PPL over 30 windows: %.4f\n", c, ppl[c]);
+  }
+  EXPECT_LT(ppl["int4wo-g128-hqq"], ppl["int4wo-g128"] + 0.02);
+  EXPECT_LT(ppl["int4wo-g128-hqq"], ppl["int4wo-g128-tp"] + 0.02);
   fs::remove_all(dir);
 }
 

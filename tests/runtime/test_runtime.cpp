@@ -79,6 +79,9 @@ TEST(RuntimeSampler, RejectsBadParameters) {
   p = SamplerParams();
   p.min_p = 2;
   EXPECT_THROW(Sampler{p}, Error);
+  p = SamplerParams();
+  p.top_p = 3;
+  EXPECT_THROW(Sampler{p}, Error);
 }
 
 TEST(RuntimeGenerate, StopsAtStopTokenAndStreams) {

@@ -65,7 +65,8 @@ const bool registered = register_command(
        sub->add_option("OUT", a->out, "output folder (written atomically)")->required();
        sub->add_option(
            "--config,-c", a->config,
-           "config: int8wo, int8wo-gG, int8dq, int4wo-gG, intxBwo[-gG][-asym], 8daBw[-gG], fp8wo, "
+           "config: int8wo, int8wo-gG, int8dq, int4wo-gG, int4wo-gG-tp, int4wo-gG-hqq, "
+           "intxBwo[-gG][-asym], 8daBw[-gG], fp8wo, "
            "fp8dq-row, fp8dq-tensor, mxfp8, mxfp6, mxfp4, nvfp4, nvfp4wo, or TorchAO's spelling "
            "such as 'Int4WeightOnlyConfig(group_size=128)'");
        sub->add_option("--map", a->map,

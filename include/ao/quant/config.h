@@ -34,6 +34,8 @@ struct QuantConfig {
   bool per_tensor = false;  // float8 dynamic granularity (false = per row)
   MxElement mx_element = MxElement::fp8_e4m3;
   bool int4_tile_packed = false;  // Int4WeightOnlyConfig's TILE_PACKED_TO_4D (tinygemm) format
+  // Int4WeightOnlyConfig's int4_choose_qparams_algorithm; hqq implies int4_tile_packed.
+  Int4QparamsAlgorithm int4_algorithm = Int4QparamsAlgorithm::tinygemm;
 
   std::string torchao_string() const;  // "Int4WeightOnlyConfig(group_size=128)"
   std::string short_name() const;      // "int4wo-g128"

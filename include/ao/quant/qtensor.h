@@ -53,6 +53,12 @@ class QTensor : public LinearWeight {
   // does it for this weight's settings; weight-only types leave x alone.
   virtual void quantize_activation(float* /*x*/, int64_t /*M*/) const {}
   virtual bool quantizes_activation() const { return false; }
+  // Decode (M <= 8) with integer activations: dynamic quantization of x and an integer GEMV,
+  // for types whose TorchAO linear computes in integers. Returns false when the type has no
+  // such path (the driver then quantize-dequantizes x and uses gemv_rows).
+  virtual bool linear_integer(const float* /*x*/, int64_t /*M*/, float* /*y*/) const {
+    return false;
+  }
   // Fused dequantize-dot for decode: y[m * ldy + n] for rows [n0, n1) and all m < M.
   // Returns false when the type has no fused path (the driver then dequantizes a tile).
   virtual bool gemv_rows(const float* /*x*/, int64_t /*M*/, int64_t /*n0*/, int64_t /*n1*/,

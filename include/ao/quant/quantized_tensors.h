@@ -40,6 +40,8 @@ class AffineInt8Tensor : public QTensor {
   bool quantizes_activation() const override { return act_ != ActivationQuant::none; }
   bool gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
                  int64_t ldy) const override;
+  // int8 x int8: per-token int8 activations, int32 dot products per group, then the scales.
+  bool linear_integer(const float* x, int64_t M, float* y) const override;
 
  protected:
   int64_t group_size_;
@@ -82,15 +84,26 @@ class Int4Tensor : public QTensor {
   int64_t group_size_;
 };
 
+// How Int4WeightOnlyConfig chooses the int4 qparams (TorchAO's Int4ChooseQParamsAlgorithm).
+enum class Int4QparamsAlgorithm {
+  tinygemm,  // min/max per group (_choose_qparams_affine_tinygemm)
+  hqq,       // half-quadratic optimizer (ao/formats/hqq.h), as from_hp runs it on CUDA (fp16)
+};
+const char* int4_qparams_algorithm_name(Int4QparamsAlgorithm a);  // "tinygemm", "hqq"
+
 // TorchAO's tinygemm layout (what aten._convert_weight_to_int4pack produces on CUDA, with
-// inner_k_tiles 8): N padded to a multiple of 8, K to a multiple of 1024; scale_and_zero
-// [K/g, N, 2] in bf16; w = (u - 8) * scale + zero with u in [0, 15]. Quantization follows
-// TorchAO's bf16 arithmetic on CUDA (each op rounded to bf16). Kept unpacked in memory too,
-// so linear() shares the plain int4 kernel.
+// inner_k_tiles 8; ao/formats/int4_tile_pack.h): N padded to a multiple of 8, K to a multiple
+// of 1024; scale_and_zero [K/g, N, 2] in bf16; w = (u - 8) * scale + zero with u in [0, 15].
+// Quantization follows TorchAO's bf16 arithmetic on CUDA (each op rounded to bf16). Kept
+// unpacked in memory too, so linear() shares the plain int4 kernel.
 class Int4TilePackedTo4dTensor : public QTensor {
  public:
   Int4TilePackedTo4dTensor(Tensor qdata, Tensor scale_and_zero, int64_t group_size, Shape shape);
-  static std::shared_ptr<Int4TilePackedTo4dTensor> from_float(const Tensor& w, int64_t group_size);
+  // TorchAO's from_hp: the weight rounded to bf16, zero-padded to K % 1024 == 0 and N % 8 == 0,
+  // qparams by `algorithm` on the padded weight, packed with inner_k_tiles 8.
+  static std::shared_ptr<Int4TilePackedTo4dTensor> from_float(
+      const Tensor& w, int64_t group_size,
+      Int4QparamsAlgorithm algorithm = Int4QparamsAlgorithm::tinygemm);
   static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,
                          const nlohmann::ordered_json& attributes);
   void dequantize_rows(int64_t n0, int64_t n1, float* out) const override;

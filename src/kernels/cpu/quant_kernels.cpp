@@ -1,5 +1,6 @@
 #include "kernels/cpu/quant_kernels.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace ao::kernels::cpu::quant {
@@ -41,13 +42,13 @@ void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int6
 
 void gemv_int4_plain_ref(const Int4PlainWeight& w, const float* x, int64_t M, int64_t n0,
                          int64_t n1, float* y, int64_t ldy) {
-  const int64_t groups = w.K / w.group;
+  const int64_t groups = (w.K + w.group - 1) / w.group;  // the last group may be partial
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t m = 0; m < M; ++m) {
       float acc = 0.0f;
       for (int64_t g = 0; g < groups; ++g) {
         float dot = 0.0f, xs = 0.0f;
-        for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k) {
+        for (int64_t k = g * w.group; k < std::min((g + 1) * w.group, w.K); ++k) {
           const uint8_t byte = w.q[n * (w.K / 2) + k / 2];
           const int nib = (k % 2 == 0) ? (byte & 0xF) : (byte >> 4);
           const float xv = x[m * w.K + k];
@@ -64,6 +65,29 @@ void gemv_int4_plain(const Int4PlainWeight& w, const float* x, int64_t M, int64_
                      float* y, int64_t ldy) {
   if (cpu_has_avx2()) return avx2::gemv_int4_plain(w, x, M, n0, n1, y, ldy);
   gemv_int4_plain_ref(w, x, M, n0, n1, y, ldy);
+}
+
+void gemm_int8_int8_ref(const AffineInt8Weight& w, const int16_t* xq, const float* x_scale,
+                        int64_t M, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  const int64_t groups = w.K / w.group;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      float acc = 0.0f;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int32_t zp = w.zero_point ? w.zero_point[n * groups + g] : 0;
+        int32_t dot = 0;
+        for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k)
+          dot += static_cast<int32_t>(xq[m * w.K + k]) * (w.q[n * w.K + k] - zp);
+        acc += (static_cast<float>(dot) * x_scale[m]) * w.scale[n * groups + g];
+      }
+      y[m * ldy + (n - n0)] = acc;
+    }
+}
+
+void gemm_int8_int8(const AffineInt8Weight& w, const int16_t* xq, const float* x_scale, int64_t M,
+                    int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  if (cpu_has_avx2()) return avx2::gemm_int8_int8(w, xq, x_scale, M, n0, n1, y, ldy);
+  gemm_int8_int8_ref(w, xq, x_scale, M, n0, n1, y, ldy);
 }
 
 }  // namespace ao::kernels::cpu::quant
