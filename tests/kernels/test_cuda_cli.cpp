@@ -150,6 +150,11 @@ TEST(CudaCli, TorchAOInt4TilePackedCheckpointMatchesCpu) {
   check_checkpoint_on_cuda("int4wo-g32-tp", 2e-2, 35);  // partial last group of down_proj
 }
 
+TEST(CudaCli, TorchAOInt4HqqCheckpointMatchesCpu) {
+  AO_SKIP_WITHOUT_GPU_OR_DATA();
+  check_checkpoint_on_cuda("int4wo-g32-hqq", 2e-2, 35);
+}
+
 TEST(CudaCli, TorchAOFloat8CheckpointMatchesCpu) {
   AO_SKIP_WITHOUT_GPU_OR_DATA();
   check_checkpoint_on_cuda("fp8wo", 1e-2, 35);

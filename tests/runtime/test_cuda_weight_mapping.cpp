@@ -109,6 +109,17 @@ TEST_P(CudaWeightMappingInt4, TilePackedMatchesDequantize) {
   expect_same_values(*p, *q, false);
 }
 
+TEST_P(CudaWeightMappingInt4, TilePackedHqqMatchesDequantize) {
+  const int g = GetParam();
+  // HQQ qparams (scale / zero from the optimizer, not min/max) in the tinygemm layout.
+  const auto q = quant::Int4TilePackedTo4dTensor::from_float(
+      random_weight(16, 256, 30 + g, 0.2f), g, quant::Int4QparamsAlgorithm::hqq);
+  std::string why;
+  const auto p = runtime::map_qtensor_for_cuda(*q, &why);
+  ASSERT_TRUE(p) << why;
+  expect_same_values(*p, *q, false);
+}
+
 TEST_P(CudaWeightMappingInt4, Intx4BitAsymmetricMapsToInt4) {
   const int g = GetParam();
   const auto q = quant::IntxUnpackedToInt8Tensor::from_float(random_weight(12, 256, 20 + g, 0.1f),
