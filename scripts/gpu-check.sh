@@ -54,7 +54,7 @@ if has full; then
   rc=$?
   tail -3 "$OUT/full.log"
   if [ $rc -eq 0 ]; then
-    timeout 150 ./build-gpu/ao_tests --gtest_filter='*Cuda*' --gtest_brief=1 2>&1 |
+    timeout 200 ./build-gpu/ao_tests --gtest_filter='*Cuda*' --gtest_brief=1 2>&1 |
       tee "$OUT/full-tests.log" | grep -vE "^\[ +(OK|RUN) " | tail -30
     S260=${AO_SHARED:-../shared}/data/models/stories260K/stories260K.bin
     [ -f "$S260" ] || S260=.gpu/shared/data/models/stories260K/stories260K.bin
