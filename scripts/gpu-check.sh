@@ -2,8 +2,9 @@
 # Build, test and benchmark the CUDA backend on the GPU machine in one go (run from the project
 # root, with .gpu/ from ../shared/scripts/gpu-prep.sh beside it). Logs and JSON go to $OUT (or
 # ./out). Stages: STAGES="build test bench peer" (default); BENCH_ARGS, PEER_VARIANTS tune them.
-# Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests and
-# `ao bench --device cuda`.
+# Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests (incl. the
+# CLI / TorchAO-checkpoint ones), `ao generate --device cuda` on stories260K (plain and an int4
+# TorchAO checkpoint) and `ao bench --device cuda` (real model and synthetic llama3-8b).
 # Builds the stand-alone CUDA lab project (bench/kernels/CMakeLists.txt), which needs only CUDA,
 # fmt, nlohmann-json and GoogleTest.
 set -uo pipefail
@@ -53,7 +54,17 @@ if has full; then
   rc=$?
   tail -3 "$OUT/full.log"
   if [ $rc -eq 0 ]; then
-    timeout 150 ./build-gpu/ao_tests --gtest_filter='*Cuda*' --gtest_brief=1 2>&1 | tail -4
+    timeout 200 ./build-gpu/ao_tests --gtest_filter='*Cuda*' --gtest_brief=1 2>&1 |
+      tee "$OUT/full-tests.log" | grep -vE "^\[ +(OK|RUN) " | tail -30
+    S260=${AO_SHARED:-../shared}/data/models/stories260K/stories260K.bin
+    [ -f "$S260" ] || S260=.gpu/shared/data/models/stories260K/stories260K.bin
+    stamp "ao generate --device cuda (stories260K, bf16 greedy; then a TorchAO int4 checkpoint)"
+    timeout 60 ./build-gpu/ao generate --device cuda -m "$S260" --temp 0 -n 48 2>&1 | tail -8
+    timeout 60 ./build-gpu/ao quantize "$S260" "$OUT/s260-int4" --config int4wo-g32 --force \
+      > "$OUT/quantize.log" 2>&1 &&
+      timeout 60 ./build-gpu/ao generate --device cuda -m "$OUT/s260-int4" --temp 0 -n 48 2>&1 | tail -10
+    rm -rf "$OUT/s260-int4"
+    timeout 60 ./build-gpu/ao bench --device cuda -m "$S260" -p 128 -n 64 -r 2 2>&1 | tail -6
     timeout 120 ./build-gpu/ao bench --device cuda --synthetic llama3-8b --format int4wo-g128 2>&1 | tail -6
   else
     grep -E "error" "$OUT/full.log" | head -20

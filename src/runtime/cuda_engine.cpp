@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <random>
 
 #include "ao/core/error.h"
 #include "ao/kernels/cuda/kernels.h"
+#include "ao/runtime/cuda_weights.h"
 
 namespace ao::runtime {
 
@@ -56,6 +58,12 @@ WeightFormat device_format(CudaWeightFormat f) {
       return WeightFormat::fp8;
   }
   return WeightFormat::bf16;
+}
+
+// Warnings straight to stderr (this file also builds without the core library's logger).
+template <typename... Args>
+void warn(fmt::format_string<Args...> f, Args&&... args) {
+  fmt::print(stderr, "[warning] {}\n", fmt::format(f, std::forward<Args>(args)...));
 }
 
 float median(std::vector<float> v) {
@@ -277,6 +285,48 @@ struct CudaEngine::Impl {
     cuda::quantize_weight(src_bf16, w, opt.format == CudaWeightFormat::fp8_tensor, scratch, stream);
     if (w.format != WeightFormat::bf16)
       deq_elems = std::max(deq_elems, static_cast<size_t>(n * w.k_padded));
+    return w;
+  }
+
+  // Pads and uploads a weight already in the engine's layout (from a TorchAO checkpoint).
+  DeviceWeight upload_prequantized(const PrequantizedWeight& p) {
+    DeviceWeight w;
+    w.format = device_format(p.format);
+    AO_CHECK(w.format != WeightFormat::bf16, "CudaEngine: prequantized weight in bf16");
+    w.n = p.n;
+    w.k = p.k;
+    const int align = cuda::gemv_k_align(w.format);
+    w.k_padded = (p.k + align - 1) / align * align;
+    const bool int4 = w.format == WeightFormat::int4;
+    if (int4) {
+      AO_CHECK((p.group_size == 32 || p.group_size == 64 || p.group_size == 128 ||
+                p.group_size == 256) &&
+                   p.k % 2 == 0 && w.k_padded % p.group_size == 0,
+               "CudaEngine: prequantized int4 weight with group size {} and K {}", p.group_size,
+               p.k);
+      w.group_size = p.group_size;
+    }
+    const size_t n = static_cast<size_t>(p.n);
+    const size_t row_in = static_cast<size_t>(int4 ? p.k / 2 : p.k);
+    const size_t row_out = static_cast<size_t>(int4 ? w.k_padded / 2 : w.k_padded);
+    const size_t sc_in = int4 ? 2 * static_cast<size_t>(p.groups()) : 1;
+    const size_t sc_out = int4 ? 2 * static_cast<size_t>(w.k_padded / p.group_size) : 1;
+    AO_CHECK(p.data.size() == row_in * n && p.scale.size() == sc_in * n,
+             "CudaEngine: prequantized weight [{}, {}] has {} data bytes and {} scales", p.n, p.k,
+             p.data.size(), p.scale.size());
+    // Padding: int4 nibble 8 (with the group's scale: the zero point; x is 0 there anyway),
+    // padding groups s = b = 0; int8 / fp8 zeros.
+    std::vector<uint8_t> data(row_out * n, int4 ? 0x88 : 0);
+    std::vector<float> scale(sc_out * n, 0.f);
+    for (size_t r = 0; r < n; ++r) {
+      std::memcpy(&data[r * row_out], &p.data[r * row_in], row_in);
+      std::memcpy(&scale[r * sc_out], &p.scale[r * sc_in], sc_in * 4);
+    }
+    w.data = alloc<uint8_t>(data.size());
+    w.scale = alloc<float>(scale.size());
+    AO_CUDA_CHECK(cudaMemcpy(w.data, data.data(), data.size(), cudaMemcpyHostToDevice));
+    AO_CUDA_CHECK(cudaMemcpy(w.scale, scale.data(), scale.size() * 4, cudaMemcpyHostToDevice));
+    deq_elems = std::max(deq_elems, static_cast<size_t>(w.n * w.k_padded));
     return w;
   }
 
@@ -528,8 +578,9 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
   } freer{{raw, stage, stage2, perm}};
   // qkv rows are stored with each RoPE pair adjacent (rows 2i, 2i+1 of a head): the GEMV
   // epilogue then rotates pairs it owns. llama2.c's interleaved order already is that.
+  std::vector<int32_t> qkv_order(e.qkv_dim);
   {
-    std::vector<int32_t> p(e.qkv_dim);
+    std::vector<int32_t>& p = qkv_order;
     const int hd = e.hd;
     for (int r = 0; r < e.qkv_dim; ++r) {
       const int h = r / hd, j = r % hd, i = j / 2;
@@ -537,10 +588,43 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     }
     AO_CUDA_CHECK(cudaMemcpy(perm, p.data(), p.size() * 4, cudaMemcpyHostToDevice));
   }
+  std::vector<int32_t> gate_up_order(2 * static_cast<size_t>(e.hidden));
+  for (int j = 0; j < e.hidden; ++j) gate_up_order[2 * j] = j, gate_up_order[2 * j + 1] = e.hidden + j;
+  // Prequantized Linear weights (TorchAO checkpoints) keep their layout when every part of a
+  // fused matrix has the same one; otherwise they are dequantized here and go the dense way.
+  std::deque<std::vector<float>> dequantized;
+  auto densify = [&](const HostWeight& w) -> HostWeight {
+    if (!w.quantized) return w;
+    dequantized.push_back(dequantize_prequantized(*w.quantized));
+    return HostWeight{w.name, dequantized.back().data(), DType::f32, w.shape, nullptr};
+  };
+  auto prequantized = [&](const std::vector<const HostWeight*>& parts,
+                          const std::vector<int32_t>& order, DeviceWeight* out) {
+    std::vector<const PrequantizedWeight*> q;
+    for (const HostWeight* p : parts) {
+      if (!p->quantized) {
+        for (const HostWeight* o : parts)
+          if (o->quantized)
+            warn("CudaEngine: {} is quantized but {} is not; both stored as {}", o->name,
+                    p->name, cuda_weight_format_name(e.opt.format, e.opt.group_size));
+        return false;
+      }
+      const PrequantizedWeight& a = *p->quantized;
+      if (!q.empty() && (a.format != q[0]->format || a.group_size != q[0]->group_size)) {
+        warn("CudaEngine: {} and {} have different quantized layouts; both stored as {}",
+                parts[0]->name, p->name, cuda_weight_format_name(e.opt.format, e.opt.group_size));
+        return false;
+      }
+      q.push_back(&a);
+    }
+    *out = e.upload_prequantized(stack_prequantized_rows(q, order));
+    return true;
+  };
   // Writes the rows of `w` (cols each) to dst, starting at row `row0`, every `step`-th row.
   auto put = [&](const HostWeight& w, int64_t row0, int64_t cols, uint16_t* dst, int64_t step = 1) {
     int64_t n = 1;
     for (auto d : w.shape) n *= d;
+    AO_CHECK(!w.quantized, "CudaEngine: weight '{}' cannot be prequantized", w.name);
     const int code = dtype_code(w.dtype, w.name);
     AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
     AO_CUDA_CHECK(cudaMemcpy(raw, w.data, n * dtype_bytes(w.dtype), cudaMemcpyHostToDevice));
@@ -564,31 +648,51 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     Layer& L = e.layers[l];
     L.attn_norm = small(get(p + "input_layernorm.weight", {D}));
     L.mlp_norm = small(get(p + "post_attention_layernorm.weight", {D}));
-    put(get(p + "self_attn.q_proj.weight", {qn, D}), 0, D, stage);
-    put(get(p + "self_attn.k_proj.weight", {kvn, D}), qn, D, stage);
-    put(get(p + "self_attn.v_proj.weight", {kvn, D}), qn + kvn, D, stage);
-    cuda::gather_rows(stage, perm, qn + 2 * kvn, D, stage2, e.stream);
-    L.qkv = e.make_weight(stage2, qn + 2 * kvn, D);
+    dequantized.clear();
+    const HostWeight& wq = get(p + "self_attn.q_proj.weight", {qn, D});
+    const HostWeight& wk = get(p + "self_attn.k_proj.weight", {kvn, D});
+    const HostWeight& wv = get(p + "self_attn.v_proj.weight", {kvn, D});
+    if (!prequantized({&wq, &wk, &wv}, qkv_order, &L.qkv)) {
+      put(densify(wq), 0, D, stage);
+      put(densify(wk), qn, D, stage);
+      put(densify(wv), qn + kvn, D, stage);
+      cuda::gather_rows(stage, perm, qn + 2 * kvn, D, stage2, e.stream);
+      L.qkv = e.make_weight(stage2, qn + 2 * kvn, D);
+    }
     if (cfg.attention_bias) {
       L.qkv_bias = e.alloc<uint16_t>(qn + 2 * kvn);
       put(get(p + "self_attn.q_proj.bias", {qn}), 0, 1, L.qkv_bias);
       put(get(p + "self_attn.k_proj.bias", {kvn}), qn, 1, L.qkv_bias);
       put(get(p + "self_attn.v_proj.bias", {kvn}), qn + kvn, 1, L.qkv_bias);
     }
-    put(get(p + "self_attn.o_proj.weight", {D, qn}), 0, qn, stage);
-    L.o = e.make_weight(stage, D, qn);
+    const HostWeight& wo = get(p + "self_attn.o_proj.weight", {D, qn});
+    if (!prequantized({&wo}, {}, &L.o)) {
+      put(densify(wo), 0, qn, stage);
+      L.o = e.make_weight(stage, D, qn);
+    }
     // gate and up rows interleaved (2j = gate j, 2j + 1 = up j) for the fused SwiGLU epilogue.
-    put(get(p + "mlp.gate_proj.weight", {F, D}), 0, D, stage, 2);
-    put(get(p + "mlp.up_proj.weight", {F, D}), 1, D, stage, 2);
-    L.gate_up = e.make_weight(stage, 2 * F, D);
-    put(get(p + "mlp.down_proj.weight", {D, F}), 0, F, stage);
-    L.down = e.make_weight(stage, D, F);
+    const HostWeight& wg = get(p + "mlp.gate_proj.weight", {F, D});
+    const HostWeight& wu = get(p + "mlp.up_proj.weight", {F, D});
+    if (!prequantized({&wg, &wu}, gate_up_order, &L.gate_up)) {
+      put(densify(wg), 0, D, stage, 2);
+      put(densify(wu), 1, D, stage, 2);
+      L.gate_up = e.make_weight(stage, 2 * F, D);
+    }
+    const HostWeight& wd = get(p + "mlp.down_proj.weight", {D, F});
+    if (!prequantized({&wd}, {}, &L.down)) {
+      put(densify(wd), 0, F, stage);
+      L.down = e.make_weight(stage, D, F);
+    }
   }
+  dequantized.clear();
   if (cfg.tie_embeddings || by_name.find("lm_head.weight") == by_name.end()) {
     e.lm_head = e.make_weight(e.embed, e.vocab, D);
   } else {
-    put(get("lm_head.weight", {e.vocab, D}), 0, D, stage);
-    e.lm_head = e.make_weight(stage, e.vocab, D);
+    const HostWeight& wl = get("lm_head.weight", {e.vocab, D});
+    if (!prequantized({&wl}, {}, &e.lm_head)) {
+      put(densify(wl), 0, D, stage);
+      e.lm_head = e.make_weight(stage, e.vocab, D);
+    }
   }
   AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
   e.finish_setup();

@@ -12,6 +12,7 @@
 #include "command.h"
 #ifdef AO_WITH_CUDA
 #include "ao/runtime/cuda_engine.h"
+#include "ao/runtime/cuda_weights.h"
 #endif
 
 namespace ao::cli {
@@ -29,19 +30,44 @@ struct BenchArgs {
 // engine run per (pp, tg) pair, its medians as the row values.
 std::vector<runtime::BenchRow> run_cuda_bench(const BenchArgs& a) {
 #ifdef AO_WITH_CUDA
-  AO_CHECK(!a.synthetic.empty(), "bench --device cuda: only --synthetic models for now");
   AO_CHECK(a.layers == 0, "bench --device cuda: --layers is not supported");
   const size_t pairs = std::max(a.n_prompt.size(), a.n_gen.size());
-  std::vector<runtime::BenchRow> rows;
+  int64_t max_pp = 1, max_total = 16;
   for (size_t i = 0; i < pairs; ++i) {
     const int64_t pp = a.n_prompt[std::min(i, a.n_prompt.size() - 1)];
     const int64_t tg = a.n_gen[std::min(i, a.n_gen.size() - 1)];
     AO_CHECK(pp > 0 && tg > 0, "bench --device cuda: -p and -n must be positive");
-    const runtime::CudaBenchResult r = runtime::cuda_bench(
-        a.synthetic, a.format, static_cast<int>(pp), static_cast<int>(tg), a.reps);
+    max_pp = std::max(max_pp, pp);
+    max_total = std::max(max_total, pp + tg);
+  }
+  // A real model: one engine built from the files (TorchAO quantized weights kept), benched
+  // for every (pp, tg) pair.
+  std::unique_ptr<runtime::CudaEngine> eng;
+  std::string label;
+  if (a.model.size()) {
+    const runtime::CudaModelWeights w = runtime::cuda_model_weights(io::open_model_files(a.model));
+    runtime::CudaEngineOptions eo;
+    eo.format = runtime::parse_cuda_weight_format(a.format, &eo.group_size);
+    AO_CHECK(w.config.max_seq_len <= 0 || max_total <= w.config.max_seq_len,
+             "bench --device cuda: pp + tg = {} exceeds the model's context {}", max_total,
+             w.config.max_seq_len);
+    eo.max_seq_len = static_cast<int>(max_total);
+    eo.max_prefill = static_cast<int>(std::min<int64_t>(max_pp, 512));
+    eng = runtime::CudaEngine::create_from_host(w.config, w.weights, eo);
+    label = a.model + " " + (w.torchao ? "torchao" : runtime::cuda_weight_format_name(eo.format, eo.group_size));
+    for (const auto& m : w.mapping) fmt::print(stderr, "weights: {}\n", m);
+  }
+  std::vector<runtime::BenchRow> rows;
+  for (size_t i = 0; i < pairs; ++i) {
+    const int64_t pp = a.n_prompt[std::min(i, a.n_prompt.size() - 1)];
+    const int64_t tg = a.n_gen[std::min(i, a.n_gen.size() - 1)];
+    const runtime::CudaBenchResult r =
+        eng ? eng->bench(static_cast<int>(pp), static_cast<int>(tg), a.reps)
+            : runtime::cuda_bench(a.synthetic, a.format, static_cast<int>(pp),
+                                  static_cast<int>(tg), a.reps);
     for (const bool is_pp : {true, false}) {
       runtime::BenchRow row;
-      row.model = a.synthetic + " synthetic " + r.format;
+      row.model = eng ? label : a.synthetic + " synthetic " + r.format;
       row.size_bytes = static_cast<uint64_t>(r.weight_gb * 1e9);
       row.params = r.params;
       row.backend = "CUDA (" + r.device + ")";
@@ -135,11 +161,12 @@ const bool registered = register_command(
            ->capture_default_str()
            ->check(CLI::PositiveNumber);
        sub->add_option("--device", a->device,
-                       "cpu or cuda (cuda: --synthetic llama3-1b, llama2-7b or llama3-8b)")
+                       "cpu or cuda (cuda: -m MODEL, or --synthetic llama3-1b, llama2-7b or llama3-8b)")
            ->capture_default_str();
        sub->add_option(
               "--format", a->format,
-              "with --device cuda: weights bf16, int8wo, int4wo-g128, fp8-tensor or fp8-row")
+              "with --device cuda: weights bf16, int8wo, int4wo-g128, fp8-tensor or fp8-row "
+              "(TorchAO checkpoints keep their quantized weights; this applies to the others)")
            ->capture_default_str();
        sub->add_flag("--json", a->json, "print JSON instead of a markdown table");
        return [a] { return run_bench(*a); };

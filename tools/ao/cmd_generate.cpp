@@ -1,4 +1,6 @@
 // ao generate -m MODEL -p PROMPT -n N — streams generated text to stdout, timing to stderr.
+// --device cuda runs the CudaEngine (runtime/cuda_engine.h) on the same files, tokenizer and
+// stream decoder; TorchAO checkpoints keep their quantized weights (runtime/cuda_weights.h).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -13,6 +15,11 @@
 #include "ao/models/registry.h"
 #include "ao/runtime/generate.h"
 #include "command.h"
+#ifdef AO_WITH_CUDA
+#include "ao/runtime/cuda_engine.h"
+#include "ao/runtime/cuda_weights.h"
+bool ao_cuda_available();  // src/core/device_cuda.cu
+#endif
 
 namespace ao::cli {
 namespace {
@@ -22,6 +29,8 @@ struct GenerateArgs {
   int64_t n = 128, ctx = 0;
   runtime::SamplerParams sampler;
   bool no_bos = false, ignore_eos = false, no_echo = false;
+  std::string device = "cpu", cuda_format = "bf16";
+  const CLI::Option* min_p_opt = nullptr;  // was --min-p given (cuda: not supported)
 };
 
 void add_eos_ids(const nlohmann::json& j, std::vector<int32_t>& s) {
@@ -35,14 +44,13 @@ void add_eos_ids(const nlohmann::json& j, std::vector<int32_t>& s) {
 
 // EOS ids: the config's and generation_config.json's (all of them when they list several)
 // and the tokenizer's; llama2.c checkpoints also stop at BOS, as llama2.c's run.c does.
-std::vector<int32_t> stop_tokens(const models::LoadedModel& lm, const text::Tokenizer& tok) {
-  const models::CausalLM& m = *lm.model;
-  const auto& c = m.config();
+std::vector<int32_t> stop_tokens(const io::ModelConfig& c, const std::string& model_path,
+                                 const text::Tokenizer& tok) {
   std::vector<int32_t> s = {c.eos_token_id};
   add_eos_ids(c.raw, s);
   namespace fs = std::filesystem;
-  const fs::path dir = fs::is_directory(lm.files.path) ? fs::path(lm.files.path)
-                                                       : fs::path(lm.files.path).parent_path();
+  const fs::path dir =
+      fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
   if (fs::exists(dir / "generation_config.json")) {
     try {
       add_eos_ids(nlohmann::json::parse(read_text_file((dir / "generation_config.json").string())),
@@ -58,7 +66,12 @@ std::vector<int32_t> stop_tokens(const models::LoadedModel& lm, const text::Toke
   return s;
 }
 
+int run_generate_cuda(GenerateArgs a);
+
 int run_generate(GenerateArgs a) {
+  AO_CHECK(a.device == "cpu" || a.device == "cuda",
+           "generate: --device must be cpu or cuda, got '{}'", a.device);
+  if (a.device == "cuda") return run_generate_cuda(std::move(a));
   a.sampler.validate();
   models::LoadOptions lo;
   lo.context = a.ctx;
@@ -73,7 +86,7 @@ int run_generate(GenerateArgs a) {
   runtime::GenerateOptions o;
   o.max_new_tokens = a.n;
   o.sampler = a.sampler;
-  if (!a.ignore_eos) o.stop_tokens = stop_tokens(m, *tok);
+  if (!a.ignore_eos) o.stop_tokens = stop_tokens(m.model->config(), m.files.path, *tok);
 
   if (!a.no_echo) {
     fmt::print("{}", a.prompt);
@@ -101,6 +114,110 @@ int run_generate(GenerateArgs a) {
   return 0;
 }
 
+
+// --device cuda: the CudaEngine built from the model files (TorchAO quantized Linear weights
+// mapped onto the engine's formats), the same tokenizer, stop tokens and stream decoder.
+int run_generate_cuda(GenerateArgs a) {
+#ifdef AO_WITH_CUDA
+  // Sampling the engine has on the device: greedy, temperature, top-k, top-p (seeded).
+  if (a.min_p_opt && a.min_p_opt->count() > 0 && a.sampler.min_p > 0)
+    throw NotSupported("--min-p on cuda (the CUDA sampler has --temp, --top-k, --top-p, --seed)");
+  a.sampler.min_p = 0;  // the CPU default (0.05) is not applied on cuda
+  if (a.sampler.repeat_penalty != 1.0f)
+    throw NotSupported(
+        "--repeat-penalty on cuda (the CUDA sampler has --temp, --top-k, --top-p, --seed)");
+  a.sampler.validate();
+  AO_CHECK(ao_cuda_available(), "generate --device cuda: no CUDA GPU is visible");
+  Timer load_timer;
+  const io::ModelFiles files = io::open_model_files(a.model);
+  const runtime::CudaModelWeights w = runtime::cuda_model_weights(files);
+  const io::ModelConfig& c = w.config;
+  const std::string tok_path = a.tokenizer.empty() ? files.tokenizer_path : a.tokenizer;
+  AO_CHECK(!tok_path.empty(),
+           "{}: no tokenizer found next to the model (tokenizer.json, tokenizer.model, tok*.bin); "
+           "pass one with --tokenizer",
+           files.path);
+  auto tok = text::load_tokenizer(tok_path);
+  text::check_tokenizer_fits_model(*tok, c.vocab_size, tok_path);
+
+  runtime::CudaEngineOptions eo;
+  eo.format = runtime::parse_cuda_weight_format(a.cuda_format, &eo.group_size);
+  const int64_t model_max = c.max_seq_len > 0 ? c.max_seq_len : 4096;
+  const int64_t ctx = a.ctx > 0 ? std::min<int64_t>(a.ctx, model_max) : std::min<int64_t>(model_max, 4096);
+  if (c.sliding_window && ctx > *c.sliding_window)
+    throw NotSupported(fmt::format(
+        "sliding-window attention on cuda: context {} exceeds the window {}; pass -c {}", ctx,
+        *c.sliding_window, *c.sliding_window));
+  eo.max_seq_len = static_cast<int>(ctx);
+  auto eng = runtime::CudaEngine::create_from_host(c, w.weights, eo);
+  const double load_s = load_timer.seconds();
+
+  std::vector<int32_t> prompt = tok->encode(a.prompt, !a.no_bos);
+  if (prompt.empty()) prompt.push_back(c.bos_token_id);
+  AO_CHECK(static_cast<int64_t>(prompt.size()) < ctx,
+           "generate: the prompt has {} tokens but the context holds {} (prompt + at least one new "
+           "token); use a shorter prompt or a larger --ctx-size",
+           prompt.size(), ctx);
+  std::vector<int32_t> stops;
+  if (!a.ignore_eos) stops = stop_tokens(c, files.path, *tok);
+  // The engine samples up to 4096 tokens per call and the cache holds ctx positions.
+  std::string stop_reason = "length";
+  int64_t n = a.n;
+  const int64_t room = ctx - static_cast<int64_t>(prompt.size()) + 1;
+  if (n > room) n = room, stop_reason = "context";
+  n = std::min<int64_t>(n, 4096);
+
+  if (!a.no_echo) {
+    fmt::print("{}", a.prompt);
+    std::fflush(stdout);
+  }
+  text::TokenStreamDecoder dec(*tok);
+  if (!a.no_echo && !a.prompt.empty())
+    for (int32_t id : prompt) dec.push(id);
+  runtime::SamplingParams sp;
+  sp.temperature = a.sampler.temperature;
+  sp.top_k = a.sampler.top_k;
+  sp.top_p = a.sampler.top_p;
+  sp.seed = a.sampler.seed;
+  Timer t;
+  double first_s = 0;
+  int64_t generated = 0;
+  if (n > 0) {
+    eng->generate(prompt, static_cast<int>(n), sp, [&](int32_t id) {
+      if (generated == 0) first_s = t.seconds();
+      if (std::find(stops.begin(), stops.end(), id) != stops.end()) {
+        stop_reason = "stop_token";
+        return false;
+      }
+      ++generated;
+      fmt::print("{}", dec.push(id));
+      std::fflush(stdout);
+      return true;
+    });
+  }
+  const double total_s = t.seconds();
+  fmt::print("{}\n", dec.finish());
+  std::fflush(stdout);
+  // The first token comes from the prefill logits; the prompt time is until it arrived.
+  const double decode_s = std::max(total_s - first_s, 0.0);
+  const int64_t steps = std::max<int64_t>(generated - 1, 0);
+  fmt::print(stderr, "\nload:   {:.2f} s ({}, cuda {}, {})\n", load_s, c.architecture,
+             runtime::cuda_device_name(),
+             w.torchao ? "TorchAO checkpoint" : runtime::cuda_weight_format_name(eo.format, eo.group_size));
+  for (const auto& m : w.mapping) fmt::print(stderr, "weights: {}\n", m);
+  fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tokens/s)\n", prompt.size(), first_s,
+             first_s > 0 ? prompt.size() / first_s : 0.0);
+  fmt::print(stderr, "decode: {} tokens in {:.3f} s ({:.1f} tokens/s)\n", generated, decode_s,
+             decode_s > 0 ? steps / decode_s : 0.0);
+  fmt::print(stderr, "stop:   {}\n", stop_reason);
+  return 0;
+#else
+  (void)a;
+  throw NotSupported(
+      "ao generate --device cuda: this build has no CUDA (configure with -DAO_CUDA=ON)");
+#endif
+}
+
 const bool registered = register_command(
     {"generate", "Generate text from a prompt (streams to stdout)", 20, [](CLI::App* sub) {
        auto a = std::make_shared<GenerateArgs>();
@@ -118,7 +235,8 @@ const bool registered = register_command(
            ->capture_default_str();
        sub->add_option("--top-k", a->sampler.top_k, "top-k (0 = off)")->capture_default_str();
        sub->add_option("--top-p", a->sampler.top_p, "top-p (1 = off)")->capture_default_str();
-       sub->add_option("--min-p", a->sampler.min_p, "min-p (0 = off)")->capture_default_str();
+       a->min_p_opt = sub->add_option("--min-p", a->sampler.min_p, "min-p (0 = off; cpu only)")
+                          ->capture_default_str();
        sub->add_option("--repeat-penalty", a->sampler.repeat_penalty,
                        "repetition penalty (1 = off)")
            ->capture_default_str();
@@ -130,6 +248,12 @@ const bool registered = register_command(
        sub->add_flag("--ignore-eos", a->ignore_eos,
                      "keep generating after an end-of-sequence token");
        sub->add_flag("--no-echo", a->no_echo, "do not print the prompt before the continuation");
+       sub->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+       sub->add_option("--cuda-format", a->cuda_format,
+                       "with --device cuda: weights bf16, int8wo, int4wo-gN (N = 32..256), "
+                       "fp8-row or fp8-tensor (TorchAO checkpoints keep their own quantized "
+                       "weights; this applies to the others)")
+           ->capture_default_str();
        return [a] { return run_generate(*a); };
      }});
 

@@ -34,12 +34,35 @@ struct CudaEngineOptions {
   int device = 0;
 };
 
-// One weight handed over from the host: contiguous, f32 / f16 / bf16, HF name.
+// A Linear weight [n, k] already quantized into one of the engine's layouts (from a TorchAO
+// checkpoint, see runtime/cuda_weights.h), on the host and unpadded; the engine only pads and
+// uploads it (no re-quantization).
+//   int8wo:         data int8 [n, k], scale [n]: w = q * scale
+//   fp8_row/tensor: data e4m3fn [n, k], scale [n] (per-tensor: all equal): w = q * scale
+//   int4wo:         data [n, k/2] bytes, element k in nibble k % 2 (low first), u in [0, 15];
+//                   scale [n, groups, 2] = {s, b} per group of group_size along k (the last
+//                   group may be partial): w = u * s + b  (TorchAO: (u - 8) * s + zero, b = zero - 8 s)
+struct PrequantizedWeight {
+  CudaWeightFormat format = CudaWeightFormat::int8wo;
+  int group_size = 0;  // int4wo: 32, 64, 128 or 256
+  int64_t n = 0, k = 0;
+  std::vector<uint8_t> data;
+  std::vector<float> scale;
+  std::string source;  // what it was made from, e.g. "Int4Tensor"
+  int64_t groups() const {
+    return format == CudaWeightFormat::int4wo ? (k + group_size - 1) / group_size : 0;
+  }
+};
+
+// One weight handed over from the host: contiguous, f32 / f16 / bf16, HF name. A Linear
+// weight may instead point at a PrequantizedWeight (then data/dtype are unused, shape is
+// {n, k}); it keeps its own format whatever CudaEngineOptions::format says.
 struct HostWeight {
   std::string name;
   const void* data = nullptr;
   DType dtype = DType::f32;
   std::vector<int64_t> shape;
+  const PrequantizedWeight* quantized = nullptr;
 };
 
 struct SamplingParams {
