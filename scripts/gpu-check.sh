@@ -54,8 +54,9 @@ if has full; then
   rc=$?
   tail -3 "$OUT/full.log"
   if [ $rc -eq 0 ]; then
-    timeout 200 ./build-gpu/ao_tests --gtest_filter='*Cuda*' --gtest_brief=1 2>&1 |
-      tee "$OUT/full-tests.log" | grep -vE "^\[ +(OK|RUN) " | tail -30
+    stamp "all tests (ctest: CPU and CUDA)"
+    (cd build-gpu && OMP_WAIT_POLICY=passive timeout 300 ctest -j"$(nproc)" --timeout 200 --output-on-failure 2>&1) |
+      tee "$OUT/full-tests.log" | grep -vE "^ +Start |Passed" | tail -30
     S260=${AO_SHARED:-../shared}/data/models/stories260K/stories260K.bin
     [ -f "$S260" ] || S260=.gpu/shared/data/models/stories260K/stories260K.bin
     stamp "ao generate --device cuda (stories260K, bf16 greedy; then a TorchAO int4 checkpoint)"
