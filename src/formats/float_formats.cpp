@@ -1,3 +1,4 @@
+#include "ao/core/cpu_features.h"
 #include "ao/formats/float_formats.h"
 
 #include <array>
@@ -184,8 +185,7 @@ namespace {
 bool cpu_has_avx2() {
   static const bool has = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return ao::cpu_features().avx2_fma_f16c();
   }();
   return has;
 }

@@ -1,3 +1,4 @@
+#include "ao/core/cpu_features.h"
 #include "ao/formats/int4_tile_pack.h"
 
 #include <cstring>
@@ -122,10 +123,10 @@ void deinterleave_scale_and_zero_bf16(const uint16_t* in, int64_t n, int64_t gro
 Int4CpuPackIsa int4_cpu_pack_isa_native() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+  if (ao::cpu_features().avx512f && ao::cpu_features().avx512bw &&
+      ao::cpu_features().avx512vl && ao::cpu_features().avx512dq)
     return Int4CpuPackIsa::avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Int4CpuPackIsa::avx2;
+  if (ao::cpu_features().avx2 && ao::cpu_features().fma) return Int4CpuPackIsa::avx2;
 #endif
   return Int4CpuPackIsa::scalar;
 }

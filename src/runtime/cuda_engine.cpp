@@ -215,7 +215,7 @@ struct CudaEngine::Impl {
       f[i] = static_cast<float>(inv);
     }
     inv_freq = alloc<float>(f.size());
-    AO_CUDA_CHECK(cudaMemcpy(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
+    AO_CUDA_CHECK(cudaMemcpyAsync(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice, stream));
 
     const int M = max_m;
     resid = alloc<float>(static_cast<size_t>(M) * dim);
@@ -229,7 +229,7 @@ struct CudaEngine::Impl {
     logits = alloc<float>(vocab);
     const size_t ws = cuda::attention_decode_workspace(attn_args());
     attn_ws = alloc<uint8_t>(ws);
-    AO_CUDA_CHECK(cudaMemset(attn_ws, 0, ws));
+    AO_CUDA_CHECK(cudaMemsetAsync(attn_ws, 0, ws, stream));
     scratch = alloc<float>(16);
     d_pos = alloc<int32_t>(1);
     d_token = alloc<int32_t>(1);
@@ -237,18 +237,18 @@ struct CudaEngine::Impl {
     d_out = alloc<int32_t>(kOutCap);
     d_n_out = alloc<int32_t>(1);
     d_sampler = alloc<cuda::SamplerState>(1);
-    AO_CUDA_CHECK(cudaMemset(d_pos, 0, 4));
-    AO_CUDA_CHECK(cudaMemset(d_token, 0, 4));
-    AO_CUDA_CHECK(cudaMemset(d_n_out, 0, 4));
+    AO_CUDA_CHECK(cudaMemsetAsync(d_pos, 0, 4, stream));
+    AO_CUDA_CHECK(cudaMemsetAsync(d_token, 0, 4, stream));
+    AO_CUDA_CHECK(cudaMemsetAsync(d_n_out, 0, 4, stream));
     cuda::SamplerState st{0.f, 0, 1.f, 0, 0, 0};
-    AO_CUDA_CHECK(cudaMemcpy(d_sampler, &st, sizeof(st), cudaMemcpyHostToDevice));
+    AO_CUDA_CHECK(cudaMemcpyAsync(d_sampler, &st, sizeof(st), cudaMemcpyHostToDevice, stream));
     layers.resize(n_layers);
     const size_t cache = static_cast<size_t>(n_kv) * max_seq * hd;
     for (auto& L : layers) {
       L.k_cache = alloc<uint16_t>(cache);
       L.v_cache = alloc<uint16_t>(cache);
-      AO_CUDA_CHECK(cudaMemset(L.k_cache, 0, cache * 2));
-      AO_CUDA_CHECK(cudaMemset(L.v_cache, 0, cache * 2));
+      AO_CUDA_CHECK(cudaMemsetAsync(L.k_cache, 0, cache * 2, stream));
+      AO_CUDA_CHECK(cudaMemsetAsync(L.v_cache, 0, cache * 2, stream));
     }
   }
 
@@ -324,8 +324,8 @@ struct CudaEngine::Impl {
     }
     w.data = alloc<uint8_t>(data.size());
     w.scale = alloc<float>(scale.size());
-    AO_CUDA_CHECK(cudaMemcpy(w.data, data.data(), data.size(), cudaMemcpyHostToDevice));
-    AO_CUDA_CHECK(cudaMemcpy(w.scale, scale.data(), scale.size() * 4, cudaMemcpyHostToDevice));
+    AO_CUDA_CHECK(cudaMemcpyAsync(w.data, data.data(), data.size(), cudaMemcpyHostToDevice, stream));
+    AO_CUDA_CHECK(cudaMemcpyAsync(w.scale, scale.data(), scale.size() * 4, cudaMemcpyHostToDevice, stream));
     deq_elems = std::max(deq_elems, static_cast<size_t>(w.n * w.k_padded));
     return w;
   }
@@ -586,7 +586,7 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
       const int h = r / hd, j = r % hd, i = j / 2;
       p[r] = cfg.rope_interleaved ? r : h * hd + ((j & 1) ? i + hd / 2 : i);
     }
-    AO_CUDA_CHECK(cudaMemcpy(perm, p.data(), p.size() * 4, cudaMemcpyHostToDevice));
+    AO_CUDA_CHECK(cudaMemcpyAsync(perm, p.data(), p.size() * 4, cudaMemcpyHostToDevice, e.stream));
   }
   std::vector<int32_t> gate_up_order(2 * static_cast<size_t>(e.hidden));
   for (int j = 0; j < e.hidden; ++j) gate_up_order[2 * j] = j, gate_up_order[2 * j + 1] = e.hidden + j;
@@ -627,7 +627,7 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     AO_CHECK(!w.quantized, "CudaEngine: weight '{}' cannot be prequantized", w.name);
     const int code = dtype_code(w.dtype, w.name);
     AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
-    AO_CUDA_CHECK(cudaMemcpy(raw, w.data, n * dtype_bytes(w.dtype), cudaMemcpyHostToDevice));
+    AO_CUDA_CHECK(cudaMemcpyAsync(raw, w.data, n * dtype_bytes(w.dtype), cudaMemcpyHostToDevice, e.stream));
     cuda::convert_to_bf16(raw, code, dst + row0 * cols, n / cols, cols, cols * step, e.stream);
   };
   auto small = [&](const HostWeight& w) {

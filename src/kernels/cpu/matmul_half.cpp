@@ -1,4 +1,5 @@
 // GEMV / GEMM with bf16 or f16 weights: dispatch and scalar paths.
+#include "ao/core/cpu_features.h"
 #include <cblas.h>
 
 #include <algorithm>
@@ -24,7 +25,7 @@ bool use_avx2(HalfType t) {
 namespace detail {
 
 bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("f16c");
+  static const bool has = ao::cpu_features().avx2_fma_f16c();
   return has;
 }
 

@@ -1,3 +1,4 @@
+#include "ao/core/cpu_features.h"
 #include "kernels/cpu/quant_kernels.h"
 
 #include <algorithm>
@@ -6,7 +7,7 @@
 namespace ao::kernels::cpu::quant {
 
 bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = ao::cpu_features().avx2 && ao::cpu_features().fma;
   return has;
 }
 

@@ -1,6 +1,8 @@
 // Helpers shared by the CUDA kernels: bf16 bit conversions, warp/block reductions, hashing.
 #pragma once
 
+#include <cstdlib>
+
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -72,6 +74,16 @@ __device__ __forceinline__ void grid_dependents_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
+}
+
+// Host side: GEMV launches carry the programmatic-dependent-launch attribute unless
+// AO_CUDA_PDL=0 (for diagnosing ordering problems).
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("AO_CUDA_PDL");
+    return !(e && e[0] == '0');
+  }();
+  return on;
 }
 
 inline unsigned blocks_for(int64_t n, int threads) {

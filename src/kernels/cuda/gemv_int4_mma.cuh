@@ -348,6 +348,6 @@ void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
   AO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, w, a));
 }
