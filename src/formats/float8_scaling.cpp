@@ -65,34 +65,63 @@ void float8_choose_scale(const void* x, DType x_dtype, int64_t n, int64_t k, Blo
   }
 }
 
-void float8_quantize(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
-                     FloatFormat fp8, const float* scale, uint8_t* q) {
-  check_fp8(fp8, "float8_quantize");
-  detail::check_float_input(x_dtype, "float8_quantize");
-  check_block(n, k, block, "float8_quantize");
+namespace {
+
+// The inference convention multiplies by 1/scale on the way in and by scale on the way out
+// (x / scale, q * scale); the training convention the other way round (x * scale, q / scale).
+enum class ScaleUse { divide_in, multiply_in };
+
+void quantize_blocks(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
+                     FloatFormat fp8, const float* scale, uint8_t* q, ScaleUse use,
+                     const char* op) {
+  check_fp8(fp8, op);
+  detail::check_float_input(x_dtype, op);
+  check_block(n, k, block, op);
   const auto& info = float_format_info(fp8);
   std::vector<float> tmp(block.cols);
   for_segments(x, x_dtype, n, k, block, [&](const float* seg, int64_t len, int64_t b, int64_t off) {
-    detail::div_scalar(seg, scale[b], tmp.data(), len);
+    if (use == ScaleUse::divide_in)
+      detail::div_scalar(seg, scale[b], tmp.data(), len);
+    else
+      detail::mul_scalar(seg, scale[b], tmp.data(), len);
     info.encode_bulk(tmp.data(), q + off, len, /*saturate=*/true);
   });
 }
 
-void float8_dequantize(const uint8_t* q, int64_t n, int64_t k, Block block, FloatFormat fp8,
-                       const float* scale, void* out, DType out_dtype) {
-  check_fp8(fp8, "float8_dequantize");
-  detail::check_float_input(out_dtype, "float8_dequantize (output)");
-  check_block(n, k, block, "float8_dequantize");
+void dequantize_blocks(const uint8_t* q, int64_t n, int64_t k, Block block, FloatFormat fp8,
+                       const float* scale, void* out, DType out_dtype, ScaleUse use,
+                       const char* op) {
+  check_fp8(fp8, op);
+  detail::check_float_input(out_dtype, op);
+  check_block(n, k, block, op);
   const auto& info = float_format_info(fp8);
   const int64_t bpr = k / block.cols;
   std::vector<float> row(k);
   for (int64_t r = 0; r < n; ++r) {
     info.decode_bulk(q + r * k, row.data(), k);
-    for (int64_t c = 0; c < bpr; ++c)
-      detail::mul_scalar(row.data() + c * block.cols, scale[(r / block.rows) * bpr + c],
-                         row.data() + c * block.cols, block.cols);
+    for (int64_t c = 0; c < bpr; ++c) {
+      float* seg = row.data() + c * block.cols;
+      const float sc = scale[(r / block.rows) * bpr + c];
+      if (use == ScaleUse::divide_in)
+        detail::mul_scalar(seg, sc, seg, block.cols);
+      else
+        detail::div_scalar(seg, sc, seg, block.cols);
+    }
     detail::store_row(row.data(), out, out_dtype, r, k);
   }
+}
+
+}  // namespace
+
+void float8_quantize(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
+                     FloatFormat fp8, const float* scale, uint8_t* q) {
+  quantize_blocks(x, x_dtype, n, k, block, fp8, scale, q, ScaleUse::divide_in, "float8_quantize");
+}
+
+void float8_dequantize(const uint8_t* q, int64_t n, int64_t k, Block block, FloatFormat fp8,
+                       const float* scale, void* out, DType out_dtype) {
+  dequantize_blocks(q, n, k, block, fp8, scale, out, out_dtype, ScaleUse::divide_in,
+                    "float8_dequantize");
 }
 
 float float8_training_scale_from_amax(float amax, FloatFormat fp8, bool round_to_pow2) {
@@ -123,32 +152,14 @@ void float8_training_scale(const void* x, DType x_dtype, int64_t n, int64_t k, B
 
 void float8_training_quantize(const void* x, DType x_dtype, int64_t n, int64_t k, Block block,
                               FloatFormat fp8, const float* scale, uint8_t* q) {
-  check_fp8(fp8, "float8_training_quantize");
-  detail::check_float_input(x_dtype, "float8_training_quantize");
-  check_block(n, k, block, "float8_training_quantize");
-  const auto& info = float_format_info(fp8);
-  std::vector<float> tmp(block.cols);
-  for_segments(x, x_dtype, n, k, block, [&](const float* seg, int64_t len, int64_t b, int64_t off) {
-    detail::mul_scalar(seg, scale[b], tmp.data(), len);
-    info.encode_bulk(tmp.data(), q + off, len, /*saturate=*/true);
-  });
+  quantize_blocks(x, x_dtype, n, k, block, fp8, scale, q, ScaleUse::multiply_in,
+                  "float8_training_quantize");
 }
 
 void float8_training_dequantize(const uint8_t* q, int64_t n, int64_t k, Block block,
                                 FloatFormat fp8, const float* scale, void* out, DType out_dtype) {
-  check_fp8(fp8, "float8_training_dequantize");
-  detail::check_float_input(out_dtype, "float8_training_dequantize (output)");
-  check_block(n, k, block, "float8_training_dequantize");
-  const auto& info = float_format_info(fp8);
-  const int64_t bpr = k / block.cols;
-  std::vector<float> row(k);
-  for (int64_t r = 0; r < n; ++r) {
-    info.decode_bulk(q + r * k, row.data(), k);
-    for (int64_t c = 0; c < bpr; ++c)
-      detail::div_scalar(row.data() + c * block.cols, scale[(r / block.rows) * bpr + c],
-                         row.data() + c * block.cols, block.cols);
-    detail::store_row(row.data(), out, out_dtype, r, k);
-  }
+  dequantize_blocks(q, n, k, block, fp8, scale, out, out_dtype, ScaleUse::multiply_in,
+                    "float8_training_dequantize");
 }
 
 }  // namespace ao::formats
