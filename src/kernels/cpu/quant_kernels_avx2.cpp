@@ -4,17 +4,14 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/gemv_rows_avx2.h"
 #include "kernels/cpu/quant_kernels.h"
 
 namespace ao::kernels::cpu::quant::avx2 {
 namespace {
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using ::ao::kernels::cpu::detail::hsum_avx2;
+inline float hsum(__m256 v) { return hsum_avx2(v); }
 
 // sum_k x[k] * q[k] over n elements, and sum_k x[k].
 inline void dot_int8(const float* x, const int8_t* q, int64_t n, float* dot, float* xsum) {
@@ -39,17 +36,8 @@ inline void dot_int8(const float* x, const int8_t* q, int64_t n, float* dot, flo
 }  // namespace
 
 float dot_f32(const float* a, const float* b, int64_t n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  for (; i + 8 <= n; i += 8)
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  float s = hsum(_mm256_add_ps(acc0, acc1));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
+  return detail::dot_row_avx2(
+      a, b, n, [](const float* p) { return _mm256_loadu_ps(p); }, [](float v) { return v; });
 }
 
 void gemv_affine_int8(const AffineInt8Weight& w, const float* x, int64_t M, int64_t n0, int64_t n1,
