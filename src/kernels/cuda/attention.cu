@@ -1,14 +1,18 @@
-// Attention over the KV cache (layout per layer [n_kv_heads, max_seq, head_dim] bf16).
-// Decode: split-KV flash decoding: a block per (kv head, chunk of kDecodeChunk positions)
-// serves all query heads of the group (GQA: each K/V row is read once), writes an unnormalized
-// partial (max, sum, acc) per (head, chunk); the last block of each KV head to finish (an
-// atomic counter) merges the chunks. The grid covers
-// the cache capacity and blocks past the current position exit, so one CUDA graph serves every
-// position (*pos lives in device memory).
-// Prefill: a block per (8 query rows, head); K/V tiles of 32 keys in shared memory; one lane per
-// key for the scores, one lane per output dimension for P V; online softmax, causal.
+// Decode attention over the KV cache (layout per layer [n_kv_heads, max_seq, head_dim] bf16),
+// one token at position *pos. Split-KV flash decoding: blocks per (kv head, split) serve all
+// query heads of the group (GQA: each K/V row is read once) and write an unnormalized partial
+// (max, sum, acc) per (head, split); the last block of each KV head to finish (an atomic
+// counter) merges them. The grid is fixed and blocks past the current position exit, so one
+// CUDA graph serves every position (*pos lives in device memory).
+// v2 (head_dim 64/128/256): 8 warps, 16-byte loads, a chunk size that grows with the position.
+// v1 (other head sizes): a block per 32 positions of the capacity.
+// Prefill attention lives in attention_prefill.cu.
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
 
 namespace ao::cuda {
 
@@ -157,90 +161,252 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   if (threadIdx.x == 0) counters[kvh] = 0;
 }
 
-constexpr int kPrefillRows = 8;  // query rows (warps) per block
-constexpr int kTile = 32;        // keys per tile
 
-template <int DPL>
-__global__ void __launch_bounds__(kPrefillRows * 32)
-    attn_prefill_kernel(const uint16_t* q, int m, const uint16_t* kc, const uint16_t* vc,
-                        const int32_t* pos, AttentionArgs a, uint16_t* out) {
-  extern __shared__ float psm[];
-  const int hd = a.head_dim;
-  const int G = a.n_heads / a.n_kv_heads;
-  const int h = blockIdx.y, kvh = h / G;
+// ---- decode v2 (head_dim 64 / 128 / 256, any group size up to 8) -------------------------
+// A block of 8 warps per (KV head, split); the grid has kSplits2 splits and each covers a chunk
+// of 64 * ceil(len / (64 * kSplits2)) positions, so short contexts use few blocks (no launch of
+// idle ones) and long ones spread over the GPU. Each warp takes 8 consecutive positions per
+// step with 16-byte loads (a K/V row is HD / 8 lanes), keeps an online softmax per query head
+// in the exp2 domain, and the warps merge through shared memory. One used split: the block
+// writes the output itself; more: partials + the last block's merge, as in v1.
+constexpr int kSplits2 = 32;
+constexpr int kDec2Warps = 8;
+
+template <int G, int HD>
+__global__ void __launch_bounds__(kDec2Warps * 32)
+    attn_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
+                   AttentionArgs a, float* partial, int* counters, uint16_t* attn_out) {
+  constexpr int LPR = HD / 8;     // lanes per K/V row
+  constexpr int PPL = 32 / LPR;   // positions per warp-wide load
+  constexpr int NL = 8 / PPL;     // loads per warp step (8 positions)
+  constexpr int kStep = kDec2Warps * 8;
+  grid_dependency_wait();    // q and the new K/V row come from the qkv GEMV
+  grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
+  const int kvh = blockIdx.x, split = blockIdx.y;
+  const int len = *pos + 1;
+  const int chunk = kStep * ((len + kStep * kSplits2 - 1) / (kStep * kSplits2));
+  const int used = (len + chunk - 1) / chunk;
+  const int start = split * chunk;
+  if (start >= len) return;
+  const int end = min(len, start + chunk);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int p0 = *pos;
-  const int qi = blockIdx.x * kPrefillRows + warp;
-  const int p = p0 + qi;  // this warp's position
-  const int last_row = min(m - 1, static_cast<int>(blockIdx.x) * kPrefillRows + kPrefillRows - 1);
-  const int kmax = p0 + last_row;  // last key any warp needs
-  const int kstride = hd + 2;      // padded K row (bf16 elements): no bank conflicts
-  float* qs = psm;                 // [rows][hd]
-  uint16_t* ks = reinterpret_cast<uint16_t*>(qs + kPrefillRows * hd);  // [kTile][hd + 2]
-  uint16_t* vs = ks + kTile * kstride;                                 // [kTile][hd]
+  const int sub = lane / LPR, dl = lane % LPR;
 
-  if (qi < m)
-    for (int d = lane; d < hd; d += 32)
-      qs[warp * hd + d] =
-          bf16_bits_to_float(q[(static_cast<int64_t>(qi) * a.n_heads + h) * hd + d]) * a.scale;
-  float mx = -INFINITY, l = 0.f, acc[DPL];
+  float qv[G][8];
+  const float sl2 = a.scale * 1.4426950408889634f;
 #pragma unroll
-  for (int t = 0; t < DPL; ++t) acc[t] = 0.f;
-  const uint16_t* kbase = kc + static_cast<int64_t>(kvh) * a.max_seq * hd;
-  const uint16_t* vbase = vc + static_cast<int64_t>(kvh) * a.max_seq * hd;
-
-  for (int j0 = 0; j0 <= kmax; j0 += kTile) {
-    __syncthreads();
-    for (int i = threadIdx.x; i < kTile * hd; i += blockDim.x) {
-      const int j = i / hd, d = i % hd;
-      const int key = j0 + j;
-      uint16_t kv = 0, vv = 0;
-      if (key <= kmax) {
-        kv = kbase[static_cast<int64_t>(key) * hd + d];
-        vv = vbase[static_cast<int64_t>(key) * hd + d];
-      }
-      ks[j * kstride + d] = kv;
-      vs[j * hd + d] = vv;
-    }
-    __syncthreads();
-    if (qi >= m || j0 > p) continue;
-    const int key = j0 + lane;
-    float s = -INFINITY;
-    if (key <= p) {
-      s = 0.f;
-      const uint32_t* kr = reinterpret_cast<const uint32_t*>(ks + lane * kstride);
-      const float* qw = qs + warp * hd;
-      for (int d2 = 0; d2 < hd / 2; ++d2) {
-        const uint32_t kk = kr[d2];
-        s = fmaf(qw[2 * d2], __uint_as_float(kk << 16), s);
-        s = fmaf(qw[2 * d2 + 1], __uint_as_float(kk & 0xffff0000u), s);
-      }
-    }
-    const float mnew = fmaxf(mx, warp_max(s));
-    const float corr = __expf(mx - mnew);
-    const float pw = key <= p ? __expf(s - mnew) : 0.f;
-    l = l * corr + warp_sum(pw);
+  for (int g = 0; g < G; ++g) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(q + (kvh * G + g) * HD + dl * 8);
+    const uint32_t w4[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-    for (int t = 0; t < DPL; ++t) acc[t] *= corr;
-    const int jn = min(kTile, p - j0 + 1);
-    for (int j = 0; j < jn; ++j) {
-      const float pj = __shfl_sync(0xffffffffu, pw, j);
-#pragma unroll
-      for (int t = 0; t < DPL; ++t) {
-        const int d = lane + 32 * t;
-        if (d < hd) acc[t] = fmaf(pj, bf16_bits_to_float(vs[j * hd + d]), acc[t]);
-      }
-    }
-    mx = mnew;
-  }
-  if (qi < m) {
-#pragma unroll
-    for (int t = 0; t < DPL; ++t) {
-      const int d = lane + 32 * t;
-      if (d < hd)
-        out[(static_cast<int64_t>(qi) * a.n_heads + h) * hd + d] = float_to_bf16_bits(acc[t] / l);
+    for (int e = 0; e < 4; ++e) {
+      qv[g][2 * e] = __uint_as_float(w4[e] << 16) * sl2;
+      qv[g][2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u) * sl2;
     }
   }
+  float mx[G], l[G], acc[G][8];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    mx[g] = -INFINITY;
+    l[g] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
+  }
+  const uint16_t* kbase = kc + static_cast<int64_t>(kvh) * a.max_seq * HD + dl * 8;
+  const uint16_t* vbase = vc + static_cast<int64_t>(kvh) * a.max_seq * HD + dl * 8;
+  for (int p0 = start + warp * 8; p0 < end; p0 += kStep) {
+    uint4 kr[NL], vr[NL];
+#pragma unroll
+    for (int i = 0; i < NL; ++i) {
+      const int p = p0 + i * PPL + sub;
+      if (p < end) {
+        kr[i] = *reinterpret_cast<const uint4*>(kbase + static_cast<int64_t>(p) * HD);
+        vr[i] = *reinterpret_cast<const uint4*>(vbase + static_cast<int64_t>(p) * HD);
+      } else {
+        kr[i] = vr[i] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    float kf[NL][8];
+#pragma unroll
+    for (int i = 0; i < NL; ++i) {
+      const uint32_t w4[4] = {kr[i].x, kr[i].y, kr[i].z, kr[i].w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        kf[i][2 * e] = __uint_as_float(w4[e] << 16);
+        kf[i][2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u);
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float s[NL];
+      float mnew = mx[g];
+#pragma unroll
+      for (int i = 0; i < NL; ++i) {
+        float d = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = fmaf(qv[g][e], kf[i][e], d);
+#pragma unroll
+        for (int o = LPR / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        s[i] = p0 + i * PPL + sub < end ? d : -INFINITY;
+        mnew = fmaxf(mnew, s[i]);
+      }
+      if (mnew == -INFINITY) continue;  // no valid position for this lane's row group yet
+      const float corr = exp2f(mx[g] - mnew);
+      mx[g] = mnew;
+      l[g] *= corr;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[g][e] *= corr;
+#pragma unroll
+      for (int i = 0; i < NL; ++i) {
+        const float pw = exp2f(s[i] - mnew);  // exp2(-inf) = 0 for masked positions
+        l[g] += pw;
+        const uint32_t w4[4] = {vr[i].x, vr[i].y, vr[i].z, vr[i].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          acc[g][2 * e] = fmaf(pw, __uint_as_float(w4[e] << 16), acc[g][2 * e]);
+          acc[g][2 * e + 1] = fmaf(pw, __uint_as_float(w4[e] & 0xffff0000u), acc[g][2 * e + 1]);
+        }
+      }
+    }
+  }
+  // Merge the row groups of the warp (lanes dl, dl + LPR, ...).
+#pragma unroll
+  for (int o = LPR; o < 32; o <<= 1)
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float mo = __shfl_xor_sync(0xffffffffu, mx[g], o);
+      const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+      const float mn = fmaxf(mx[g], mo);
+      const float ca = mn == -INFINITY ? 0.f : exp2f(mx[g] - mn);
+      const float cb = mn == -INFINITY ? 0.f : exp2f(mo - mn);
+      l[g] = l[g] * ca + lo * cb;
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        acc[g][e] = acc[g][e] * ca + __shfl_xor_sync(0xffffffffu, acc[g][e], o) * cb;
+      mx[g] = mn;
+    }
+  // Merge the warps through shared memory.
+  __shared__ float sml[kDec2Warps][G][2];
+  __shared__ __align__(16) float sacc[kDec2Warps][G][HD];
+  if (sub == 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if (dl == 0) {
+        sml[warp][g][0] = mx[g];
+        sml[warp][g][1] = l[g];
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sacc[warp][g][dl * 8 + e] = acc[g][e];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+    const int g = i / HD, d = i % HD;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDec2Warps; ++w) M = fmaxf(M, sml[w][g][0]);
+    float L = 0.f, A = 0.f;
+#pragma unroll
+    for (int w = 0; w < kDec2Warps; ++w) {
+      if (sml[w][g][0] == -INFINITY) continue;
+      const float c = exp2f(sml[w][g][0] - M);
+      L += sml[w][g][1] * c;
+      A += sacc[w][g][d] * c;
+    }
+    const int h = kvh * G + g;
+    if (used == 1) {
+      attn_out[h * HD + d] = float_to_bf16_bits(A / L);
+    } else {
+      float* out = partial + (static_cast<int64_t>(h) * kSplits2 + split) * (HD + 2);
+      out[2 + d] = A;
+      if (d == 0) {
+        out[0] = M;
+        out[1] = L;
+      }
+    }
+  }
+  if (used == 1) return;
+  // The last block of this KV head to finish merges the splits (threadfence reduction).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&counters[kvh], 1) == used - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  __shared__ float wsm[G][kSplits2];
+  __shared__ float lsm[G];
+  for (int g = warp; g < G; g += kDec2Warps) {
+    const float* ph = partial + static_cast<int64_t>(kvh * G + g) * kSplits2 * (HD + 2);
+    const float mc = lane < used ? __ldcg(ph + lane * (HD + 2)) : -INFINITY;
+    const float M = warp_max(mc);
+    const float w = lane < used ? exp2f(mc - M) : 0.f;
+    if (lane < kSplits2) wsm[g][lane] = w;
+    const float L = warp_sum(lane < used ? w * __ldcg(ph + lane * (HD + 2) + 1) : 0.f);
+    if (lane == 0) lsm[g] = L;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+    const int g = i / HD, d = i % HD, h = kvh * G + g;
+    const float* ph = partial + static_cast<int64_t>(h) * kSplits2 * (HD + 2) + 2 + d;
+    float A = 0.f;
+    for (int c = 0; c < used; ++c) A = fmaf(wsm[g][c], __ldcg(ph + c * (HD + 2)), A);
+    attn_out[h * HD + d] = float_to_bf16_bits(A / lsm[g]);
+  }
+  if (threadIdx.x == 0) counters[kvh] = 0;
+}
+static_assert(kSplits2 <= 32, "the v2 merge keeps one split per lane");
+
+template <int G, int HD>
+void launch_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
+                      const int32_t* pos, const AttentionArgs& a, float* partial, int* counters,
+                      uint16_t* out, cudaStream_t s) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(a.n_kv_heads), kSplits2);
+  cfg.blockDim = dim3(kDec2Warps * 32);
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  AO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, attn_decode_v2<G, HD>, q, kc, vc, pos, a, partial,
+                                   counters, out));
+}
+
+template <int HD>
+bool dispatch_decode_v2(int G, const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
+                        const int32_t* pos, const AttentionArgs& a, float* partial, int* counters,
+                        uint16_t* out, cudaStream_t s) {
+  switch (G) {
+#define AO_DECODE_G(g)                                                           \
+  case g:                                                                        \
+    if constexpr (g * HD <= 1024) {                                              \
+      launch_decode_v2<g, HD>(q, kc, vc, pos, a, partial, counters, out, s);     \
+      return true;                                                               \
+    }                                                                            \
+    return false;
+    AO_DECODE_G(1)
+    AO_DECODE_G(2)
+    AO_DECODE_G(3)
+    AO_DECODE_G(4)
+    AO_DECODE_G(5)
+    AO_DECODE_G(6)
+    AO_DECODE_G(7)
+    AO_DECODE_G(8)
+#undef AO_DECODE_G
+    default:
+      return false;
+  }
+}
+
+// AO_ATTN_DECODE=v1 forces the v1 kernel (for comparisons).
+bool decode_v2_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("AO_ATTN_DECODE");
+    return !(e && std::string(e) == "v1");
+  }();
+  return on;
 }
 
 template <int G>
@@ -261,11 +427,17 @@ void launch_decode_g(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, 
     fail("attention_decode: head_dim > 256 not supported");
 }
 
+// Splits the workspace is laid out for: v1's count (one per 32 positions of the capacity) or
+// v2's fixed count, whichever is larger (counters follow the partials).
+int workspace_splits(const AttentionArgs& a) {
+  return std::max((a.max_seq + kDecodeChunk - 1) / kDecodeChunk, kSplits2);
+}
 }  // namespace
 
 size_t attention_decode_workspace(const AttentionArgs& a) {
-  const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
-  return (static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2) + a.n_kv_heads) * 4;
+  return (static_cast<size_t>(a.n_heads) * workspace_splits(a) * (a.head_dim + 2) +
+          a.n_kv_heads) *
+         4;
 }
 
 void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
@@ -273,9 +445,19 @@ void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
   if (nsplit > kMaxDecodeSplits) fail("attention_decode: KV cache longer than 32768 positions");
   float* partial = static_cast<float*>(workspace);
-  int* counters =
-      reinterpret_cast<int*>(partial + static_cast<size_t>(a.n_heads) * nsplit * (a.head_dim + 2));
+  int* counters = reinterpret_cast<int*>(
+      partial + static_cast<size_t>(a.n_heads) * workspace_splits(a) * (a.head_dim + 2));
   const int G = a.n_heads / a.n_kv_heads;
+  if (decode_v2_enabled() && a.n_heads % a.n_kv_heads == 0) {
+    bool done = false;
+    if (a.head_dim == 128)
+      done = dispatch_decode_v2<128>(G, q, kc, vc, pos, a, partial, counters, out, s);
+    else if (a.head_dim == 64)
+      done = dispatch_decode_v2<64>(G, q, kc, vc, pos, a, partial, counters, out, s);
+    else if (a.head_dim == 256)
+      done = dispatch_decode_v2<256>(G, q, kc, vc, pos, a, partial, counters, out, s);
+    if (done) return;
+  }
   const dim3 grid(a.n_kv_heads, nsplit);
   switch (G) {
     case 1:
@@ -293,24 +475,6 @@ void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
     default:
       fail("attention_decode: n_heads / n_kv_heads must be 1, 2, 4 or 8");
   }
-  AO_CUDA_CHECK(cudaGetLastError());
-}
-
-void attention_prefill(const uint16_t* q, int m, const uint16_t* kc, const uint16_t* vc,
-                       const int32_t* pos, const AttentionArgs& a, uint16_t* out, cudaStream_t s) {
-  const int hd = a.head_dim;
-  if (hd % 2 != 0 || hd > 256) fail("attention_prefill: head_dim must be even and <= 256");
-  const size_t smem = kPrefillRows * hd * 4 + kTile * (hd + 2) * 2 + kTile * hd * 2;
-  const dim3 grid((m + kPrefillRows - 1) / kPrefillRows, a.n_heads);
-  const int dpl = (hd + 31) / 32;
-  if (dpl == 1)
-    attn_prefill_kernel<1><<<grid, kPrefillRows * 32, smem, s>>>(q, m, kc, vc, pos, a, out);
-  else if (dpl == 2)
-    attn_prefill_kernel<2><<<grid, kPrefillRows * 32, smem, s>>>(q, m, kc, vc, pos, a, out);
-  else if (dpl <= 4)
-    attn_prefill_kernel<4><<<grid, kPrefillRows * 32, smem, s>>>(q, m, kc, vc, pos, a, out);
-  else
-    attn_prefill_kernel<8><<<grid, kPrefillRows * 32, smem, s>>>(q, m, kc, vc, pos, a, out);
   AO_CUDA_CHECK(cudaGetLastError());
 }
 
