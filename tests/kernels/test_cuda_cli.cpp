@@ -205,12 +205,14 @@ TEST(CudaCli, PerplexityStories260KMatchesGoldenAndCpu) {
       "%.3g, same top-1 %.2f%%\n",
       ppl, kl["mean_kl"].get<double>(), kl["max_kl"].get<double>(),
       100 * kl["top1_agreement"].get<double>());
-  // bf16 rounding of weights and activations moves the logits by NMSE ~1e-3 (the engine tests'
-  // bound is 5e-3); int8 weight-only (coarser than bf16 weights) moves this PPL by +0.0033 with a
-  // mean KL of 4.6e-4 (docs/MODELS.md). A wrong position, window or row shows as PPL >> 5.
-  EXPECT_NEAR(ppl, 4.4804, 0.02);
-  EXPECT_LT(kl["mean_kl"].get<double>(), 2e-3);
-  EXPECT_GT(kl["top1_agreement"].get<double>(), 0.97);
+  // A scalar emulation of the engine's bf16 rounding points (weights; activations after each norm,
+  // projection, RoPE, attention and SwiGLU; f32 accumulation, residual and logits) on this
+  // protocol gives PPL 4.4811 (+0.0007), mean KL 2.4e-4, max KL 0.08, same top-1 99.2 %; int8
+  // weight-only on the CPU gives +0.0033 and 4.6e-4 (docs/MODELS.md). The bounds leave room for
+  // the kernels' summation orders; a wrong position, window or row costs far more (PPL >> 5).
+  EXPECT_NEAR(ppl, 4.4804, 0.01);
+  EXPECT_LT(kl["mean_kl"].get<double>(), 1e-3);
+  EXPECT_GT(kl["top1_agreement"].get<double>(), 0.98);
   EXPECT_NEAR(kl["base_ppl"].get<double>(), jc["ppl"].get<double>(), 1e-6);
   EXPECT_NEAR(kl["ppl"].get<double>(), ppl, 1e-9 * ppl);
 
@@ -219,7 +221,7 @@ TEST(CudaCli, PerplexityStories260KMatchesGoldenAndCpu) {
   const auto jb = json_of(back.out);
   ASSERT_TRUE(jb.is_object() && jb.contains("kl")) << back.out;
   EXPECT_NEAR(jb["kl"]["base_ppl"].get<double>(), ppl, 1e-6);
-  EXPECT_LT(jb["kl"]["mean_kl"].get<double>(), 2e-3);
+  EXPECT_LT(jb["kl"]["mean_kl"].get<double>(), 1e-3);
 }
 
 // A TorchAO int8 checkpoint scored on cuda keeps its int8 weights: PPL near the CPU run of the
@@ -239,7 +241,8 @@ TEST(CudaCli, PerplexityQuantizedOnCudaMatchesCpu) {
   const auto jg = json_of(gpu.out);
   EXPECT_NE(jg["backend"].get<std::string>().find("TorchAO checkpoint"), std::string::npos);
   const double ppl = jg["ppl"].get<double>();
-  // The engine's device int8wo quantization has TorchAO's numerics: the same PPL as the checkpoint.
+  // --cuda-format int8wo quantizes on the device with TorchAO's numerics (from the bf16-rounded
+  // weights): close to the checkpoint too.
   const auto dev = perplexity(src, "--device cuda --cuda-format int8wo");
   ASSERT_EQ(dev.exit_code, 0) << dev.out;
   const double dev_ppl = json_of(dev.out)["ppl"].get<double>();
