@@ -487,7 +487,10 @@ struct CudaEngine::Impl {
   }
 
   // Prefill in chunks of max_m tokens; logits of the last token stay in `logits`.
-  void prefill_tokens(const std::vector<int32_t>& tokens) {
+  // `after_chunk(offset, m)`, when given, enqueues more work on each chunk's final hidden
+  // states (xn) before the next chunk overwrites them.
+  void prefill_tokens(const std::vector<int32_t>& tokens,
+                      const std::function<void(size_t, int)>& after_chunk = {}) {
     AO_CHECK(!tokens.empty(), "CudaEngine::prefill: no tokens");
     check_room(static_cast<int>(tokens.size()));
     for (int32_t t : tokens)
@@ -500,8 +503,40 @@ struct CudaEngine::Impl {
       AO_CUDA_CHECK(cudaMemcpyAsync(d_tokens, &h_pinned[16], m * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, stream));
       enqueue_prefill(m);
+      if (after_chunk) after_chunk(off, m);
       set_pos(host_pos + m);
     }
+  }
+
+  // ---- logits of every prefill position (perplexity) -----------------------------------------
+  float* all_logits = nullptr;  // [max_m, vocab] f32, allocated on first use
+
+  // After enqueue_prefill(m): the lm_head of all m final-normed rows in xn into all_logits, in
+  // f32 like the last-token GEMV (and the CPU model). m <= 8: the GEMV; else cuBLAS on bf16
+  // operands with f32 accumulation and output (a quantized lm_head is dequantized to bf16 first,
+  // as linear() does for prefill).
+  void enqueue_all_logits(int m) {
+    if (!all_logits) all_logits = alloc<float>(static_cast<size_t>(max_m) * vocab);
+    if (m <= 8) {
+      cuda::GemvArgs a;
+      a.m = m;
+      a.x = xn;
+      a.output = cuda::GemvOutput::f32;
+      a.y = all_logits;
+      cuda::gemv(lm_head, a, stream);
+      return;
+    }
+    const void* wp = lm_head.data;
+    if (lm_head.format != WeightFormat::bf16) {
+      cuda::dequantize_weight(lm_head, deq, stream);
+      wp = deq;
+    }
+    const float alpha = 1.f, beta = 0.f;
+    AO_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(lm_head.n), m,
+                                 static_cast<int>(lm_head.k), &alpha, wp, CUDA_R_16BF,
+                                 static_cast<int>(lm_head.k_padded), xn, CUDA_R_16BF, dim, &beta,
+                                 all_logits, CUDA_R_32F, static_cast<int>(lm_head.n),
+                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
   std::vector<float> read_logits() {
@@ -769,6 +804,17 @@ io::ModelConfig CudaEngine::synthetic_config(const std::string& name) {
 std::vector<float> CudaEngine::prefill(const std::vector<int32_t>& tokens) {
   impl_->prefill_tokens(tokens);
   return impl_->read_logits();
+}
+
+void CudaEngine::prefill_all_logits(const std::vector<int32_t>& tokens, float* logits) {
+  Impl& e = *impl_;
+  const size_t row = static_cast<size_t>(e.vocab);
+  // Each chunk's rows are copied out before the next chunk runs (set_pos synchronizes).
+  e.prefill_tokens(tokens, [&](size_t offset, int m) {
+    e.enqueue_all_logits(m);
+    AO_CUDA_CHECK(cudaMemcpyAsync(logits + offset * row, e.all_logits, m * row * sizeof(float),
+                                  cudaMemcpyDeviceToHost, e.stream));
+  });
 }
 
 std::vector<float> CudaEngine::decode(int32_t token) {

@@ -285,13 +285,32 @@ std::vector<Window> make_windows(std::span<const int32_t> tokens, const Perplexi
 
 }  // namespace
 
+PerplexityModel perplexity_model(models::CausalLM& model) {
+  PerplexityModel m;
+  m.vocab_size = model.vocab_size();
+  m.context_size = model.context_size();
+  m.bos_id = model.config().bos_token_id;
+  m.window_logits = [&model](std::span<const int32_t> input, float* logits) {
+    model.reset();
+    model.forward(input.data(), static_cast<int64_t>(input.size()), logits, true);
+  };
+  return m;
+}
+
 PerplexityResult evaluate_perplexity(models::CausalLM& model, std::span<const int32_t> tokens,
                                      const PerplexityOptions& o) {
+  PerplexityResult r = evaluate_perplexity(perplexity_model(model), tokens, o);
+  model.reset();
+  return r;
+}
+
+PerplexityResult evaluate_perplexity(const PerplexityModel& model, std::span<const int32_t> tokens,
+                                     const PerplexityOptions& o) {
   AO_CHECK(o.ctx >= 2, "perplexity: --ctx must be at least 2, got {}", o.ctx);
-  AO_CHECK(o.ctx <= model.context_size(),
-           "perplexity: --ctx {} exceeds the model's context size {}", o.ctx, model.context_size());
-  const int32_t bos = o.bos_id >= 0 ? o.bos_id : model.config().bos_token_id;
-  const int64_t V = model.vocab_size();
+  AO_CHECK(o.ctx <= model.context_size, "perplexity: --ctx {} exceeds the model's context size {}",
+           o.ctx, model.context_size);
+  const int32_t bos = o.bos_id >= 0 ? o.bos_id : model.bos_id;
+  const int64_t V = model.vocab_size;
   AO_CHECK(bos >= 0 && bos < V, "perplexity: BOS id {} is outside the vocabulary of {}", bos, V);
   for (size_t i = 0; i < tokens.size(); ++i)
     AO_CHECK(tokens[i] >= 0 && tokens[i] < V,
@@ -331,8 +350,7 @@ PerplexityResult evaluate_perplexity(models::CausalLM& model, std::span<const in
     const Window& w = windows[c];
     const int64_t T = static_cast<int64_t>(w.input.size());
     logits.resize(static_cast<size_t>(T * V));
-    model.reset();
-    model.forward(w.input.data(), T, logits.data(), true);
+    model.window_logits(w.input, logits.data());
     const int64_t n_scored = static_cast<int64_t>(w.targets.size());
     std::vector<double> nll(n_scored);
     // Log-softmax of the scored rows in parallel; accumulate in order (deterministic sums).
@@ -365,7 +383,6 @@ PerplexityResult evaluate_perplexity(models::CausalLM& model, std::span<const in
       o.on_chunk({static_cast<int64_t>(c + 1), static_cast<int64_t>(windows.size()), r.n_tokens,
                   std::exp(r.nll_sum / std::max<int64_t>(r.n_tokens, 1)), timer.seconds()});
   }
-  model.reset();
   if (writer) writer->commit();
   AO_CHECK(r.n_tokens > 0, "perplexity: nothing to score");
   r.mean_nll = r.nll_sum / r.n_tokens;

@@ -174,6 +174,11 @@ std::vector<std::vector<float>> reference_forward(const Stories& s, const std::v
 
 const std::vector<int32_t> kGreedy = {1,   403, 407, 261, 378, 432, 383, 286,
                                       261, 376, 298, 315, 421, 395, 317, 426};
+// A 40-token prompt: the greedy continuation's first ids, then arbitrary ones.
+const std::vector<int> kTokens40 = {1,   403, 407, 261, 378, 432, 383, 286, 261, 376,
+                                    298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
+                                    337, 410, 408, 419, 292, 411, 322, 265, 282, 295,
+                                    433, 426, 385, 328, 432, 358, 394, 261, 370, 432};
 
 class CudaEngineStories : public ::testing::Test {
  protected:
@@ -191,9 +196,7 @@ TEST_F(CudaEngineStories, PrefillAndGraphDecodeLogitsMatchCpuReference) {
     opt.max_prefill = 32;  // prompt of 40 runs in two chunks
     opt.cuda_graph = graph;
     auto eng = runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt);
-    std::vector<int> toks = {1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
-                             317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265,
-                             282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432};
+    const std::vector<int>& toks = kTokens40;
     const int np = 34;
     auto ref = reference_forward(s_, toks);
     auto got = eng->prefill(std::vector<int32_t>(toks.begin(), toks.begin() + np));
@@ -267,6 +270,74 @@ TEST_F(CudaEngineStories, QuantizedFormatsStayClose) {
   opt.format = runtime::CudaWeightFormat::int4wo;
   opt.group_size = 32;
   EXPECT_THROW(runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt), ao::Error);
+}
+
+// All-position prefill logits (what `ao perplexity --device cuda` scores): every row against the
+// fp32 reference; the last row against prefill()'s last-token GEMV; chunks of 16, 16 (cuBLAS) and
+// 8 rows (GEMV) against one chunk of 40; and the same window after reset() from a cache that
+// held other tokens. bf16, and int8wo (its lm_head dequantized to bf16 for the GEMM).
+TEST_F(CudaEngineStories, PrefillAllLogitsMatchCpuReferenceAtEveryPosition) {
+  const std::vector<int32_t> toks(kTokens40.begin(), kTokens40.end());
+  const auto ref = reference_forward(s_, kTokens40);
+  const size_t T = toks.size(), V = static_cast<size_t>(s_.cfg.vocab_size);
+  auto row = [&](const std::vector<float>& all, size_t t) {
+    return std::vector<float>(all.begin() + t * V, all.begin() + (t + 1) * V);
+  };
+  struct F {
+    runtime::CudaWeightFormat f;
+    double bound;     // vs the fp32 reference, per position (as the tests above)
+    double last_row;  // last row vs the last-token GEMV: summation order (bf16), bf16-rounded
+                      // dequantized lm_head in the GEMM (int8wo)
+  };
+  for (auto [f, bound, last_row] : {F{runtime::CudaWeightFormat::bf16, 5e-3, 1e-9},
+                                    F{runtime::CudaWeightFormat::int8wo, 2e-2, 1e-5}}) {
+    const std::string name = runtime::cuda_weight_format_name(f, 0);
+    std::vector<float> one_chunk;
+    for (int max_prefill : {64, 16}) {
+      SCOPED_TRACE(name + " max_prefill " + std::to_string(max_prefill));
+      runtime::CudaEngineOptions opt;
+      opt.format = f;
+      opt.max_seq_len = 128;
+      opt.max_prefill = max_prefill;
+      auto eng = runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt);
+      std::vector<float> all(T * V, NAN);
+      eng->prefill_all_logits(toks, all.data());
+      EXPECT_EQ(eng->position(), static_cast<int>(T));
+      double worst = 0;
+      size_t argmax_same = 0;
+      for (size_t t = 0; t < T; ++t) {
+        const auto got = row(all, t);
+        worst = std::max(worst, nmse(got, ref[t]));
+        argmax_same += std::max_element(got.begin(), got.end()) - got.begin() ==
+                       std::max_element(ref[t].begin(), ref[t].end()) - ref[t].begin();
+      }
+      std::printf(
+          "stories260K %s all-position logits (chunks of %d): worst NMSE %.3g, argmax %zu/%zu\n",
+          name.c_str(), max_prefill, worst, argmax_same, T);
+      EXPECT_LT(worst, bound);
+      EXPECT_GE(argmax_same, T - 1);  // a near-tie may flip
+      if (max_prefill == 64)
+        one_chunk = all;
+      else
+        EXPECT_LT(nmse(all, one_chunk), 1e-4) << "chunked vs one chunk";
+
+      // Another window first, then the same one from an empty cache: identical logits.
+      eng->reset();
+      std::vector<int32_t> other(toks.rbegin(), toks.rend());
+      std::vector<float> scratch(T * V);
+      eng->prefill_all_logits(other, scratch.data());
+      eng->reset();
+      std::vector<float> again(T * V);
+      eng->prefill_all_logits(toks, again.data());
+      EXPECT_EQ(again, all) << "a window's logits depend on what the cache held before reset()";
+
+      eng->reset();
+      const auto last = eng->prefill(toks);
+      const double e_last = nmse(row(all, T - 1), last);
+      std::printf("  last row vs last-token logits: NMSE %.3g\n", e_last);
+      EXPECT_LT(e_last, last_row);
+    }
+  }
 }
 
 TEST(CudaEngineSynthetic, BenchRunsOnSmallShape) {

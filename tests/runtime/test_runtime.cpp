@@ -1,8 +1,10 @@
 // Sampler, generation loop, perplexity windows and the KL-divergence tools.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <span>
 
 #include "ao/core/error.h"
 #include "ao/models/registry.h"
@@ -13,6 +15,10 @@
 #include "ao/runtime/sampler.h"
 #include "kernels/cpu/elementwise.h"
 #include "test_util.h"
+
+#ifdef AO_WITH_CUDA
+bool ao_cuda_available();  // src/core/device_cuda.cu
+#endif
 
 namespace ao::runtime {
 namespace {
@@ -191,6 +197,65 @@ TEST(RuntimePerplexity, KlAgainstSavedBase) {
   // A base of another run shape is refused.
   o.ctx = 16;
   EXPECT_THROW(evaluate_perplexity(*m.model, toks, o), Error);
+}
+
+// The driver with a model that is only a window_logits function (how the CUDA engine plugs in):
+// the windows it is fed, and uniform logits giving PPL = vocabulary size.
+TEST(RuntimePerplexity, PluggableWindowLogits) {
+  std::vector<std::vector<int32_t>> fed;
+  PerplexityModel m;
+  m.vocab_size = 10;
+  m.context_size = 8;
+  m.bos_id = 1;
+  m.window_logits = [&](std::span<const int32_t> input, float* logits) {
+    fed.emplace_back(input.begin(), input.end());
+    std::fill(logits, logits + input.size() * 10, 0.5f);
+  };
+  std::vector<int32_t> toks(20);
+  for (int i = 0; i < 20; ++i) toks[i] = 2 + i % 8;
+  PerplexityOptions o;
+  o.mode = PerplexityMode::bos_windows;
+  o.ctx = 8;
+  const auto r = evaluate_perplexity(m, toks, o);
+  ASSERT_EQ(fed.size(), 2u);  // 2 full windows of 7; the last 6 tokens are dropped
+  EXPECT_EQ(fed[1], std::vector<int32_t>({1, 9, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(r.n_tokens, 14);
+  EXPECT_NEAR(r.ppl, 10.0, 1e-5);  // f32 log-softmax
+  o.ctx = 9;
+  EXPECT_THROW(evaluate_perplexity(m, toks, o), Error);  // beyond the model's context
+}
+
+// --device and --cuda-format: bad combinations are errors before anything loads; --device cuda
+// says why it cannot run (no CUDA in the build, or no GPU on the machine).
+TEST(RuntimeCli, PerplexityDeviceFlags) {
+  AO_REQUIRE_SHARED_DATA();
+  const std::string args = " -m " + test::stories260k_dir() + "/stories260K.bin -f " +
+                           test::shared_data_dir() + "/text/tinystories_valid_a.txt --chunks 1";
+  auto r = test::run_ao("perplexity --cuda-format int8wo" + args);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--cuda-format applies only with --device cuda"), std::string::npos)
+      << r.out;
+  r = test::run_ao("generate --cuda-format int8wo -n 1 -m " + test::stories260k_dir() +
+                   "/stories260K.bin");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--cuda-format applies only with --device cuda"), std::string::npos)
+      << r.out;
+  r = test::run_ao("perplexity --device tpu" + args);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--device must be cpu or cuda"), std::string::npos) << r.out;
+#ifndef AO_WITH_CUDA
+  r = test::run_ao("perplexity --device cuda" + args);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("this build has no CUDA"), std::string::npos) << r.out;
+#else
+  if (!ao_cuda_available()) {
+    r = test::run_ao("perplexity --device cuda" + args);
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find("no CUDA GPU is visible"), std::string::npos) << r.out;
+  }
+  r = test::run_ao("perplexity --device cuda --cuda-format int3" + args);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+#endif
 }
 
 TEST(RuntimePerplexity, KlDivergenceOfKnownDistributions) {

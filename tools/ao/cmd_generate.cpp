@@ -15,11 +15,7 @@
 #include "ao/models/registry.h"
 #include "ao/runtime/generate.h"
 #include "command.h"
-#ifdef AO_WITH_CUDA
-#include "ao/runtime/cuda_engine.h"
-#include "ao/runtime/cuda_weights.h"
-bool ao_cuda_available();  // src/core/device_cuda.cu
-#endif
+#include "cuda_model.h"
 
 namespace ao::cli {
 namespace {
@@ -30,7 +26,8 @@ struct GenerateArgs {
   runtime::SamplerParams sampler;
   bool no_bos = false, ignore_eos = false, no_echo = false;
   std::string device = "cpu", cuda_format = "bf16";
-  const CLI::Option* min_p_opt = nullptr;  // was --min-p given (cuda: not supported)
+  const CLI::Option* min_p_opt = nullptr;        // was --min-p given (cuda: not supported)
+  const CLI::Option* cuda_format_opt = nullptr;  // was --cuda-format given (cpu: an error)
 };
 
 void add_eos_ids(const nlohmann::json& j, std::vector<int32_t>& s) {
@@ -72,6 +69,8 @@ int run_generate(GenerateArgs a) {
   AO_CHECK(a.device == "cpu" || a.device == "cuda",
            "generate: --device must be cpu or cuda, got '{}'", a.device);
   if (a.device == "cuda") return run_generate_cuda(std::move(a));
+  AO_CHECK(a.cuda_format_opt == nullptr || a.cuda_format_opt->count() == 0,
+           "generate: --cuda-format applies only with --device cuda");
   a.sampler.validate();
   models::LoadOptions lo;
   lo.context = a.ctx;
@@ -114,7 +113,6 @@ int run_generate(GenerateArgs a) {
   return 0;
 }
 
-
 // --device cuda: the CudaEngine built from the model files (TorchAO quantized Linear weights
 // mapped onto the engine's formats), the same tokenizer, stop tokens and stream decoder.
 int run_generate_cuda(GenerateArgs a) {
@@ -127,29 +125,12 @@ int run_generate_cuda(GenerateArgs a) {
     throw NotSupported(
         "--repeat-penalty on cuda (the CUDA sampler has --temp, --top-k, --top-p, --seed)");
   a.sampler.validate();
-  AO_CHECK(ao_cuda_available(), "generate --device cuda: no CUDA GPU is visible");
   Timer load_timer;
-  const io::ModelFiles files = io::open_model_files(a.model);
-  const runtime::CudaModelWeights w = runtime::cuda_model_weights(files);
-  const io::ModelConfig& c = w.config;
-  const std::string tok_path = a.tokenizer.empty() ? files.tokenizer_path : a.tokenizer;
-  AO_CHECK(!tok_path.empty(),
-           "{}: no tokenizer found next to the model (tokenizer.json, tokenizer.model, tok*.bin); "
-           "pass one with --tokenizer",
-           files.path);
-  auto tok = text::load_tokenizer(tok_path);
-  text::check_tokenizer_fits_model(*tok, c.vocab_size, tok_path);
-
-  runtime::CudaEngineOptions eo;
-  eo.format = runtime::parse_cuda_weight_format(a.cuda_format, &eo.group_size);
-  const int64_t model_max = c.max_seq_len > 0 ? c.max_seq_len : 4096;
-  const int64_t ctx = a.ctx > 0 ? std::min<int64_t>(a.ctx, model_max) : std::min<int64_t>(model_max, 4096);
-  if (c.sliding_window && ctx > *c.sliding_window)
-    throw NotSupported(fmt::format(
-        "sliding-window attention on cuda: context {} exceeds the window {}; pass -c {}", ctx,
-        *c.sliding_window, *c.sliding_window));
-  eo.max_seq_len = static_cast<int>(ctx);
-  auto eng = runtime::CudaEngine::create_from_host(c, w.weights, eo);
+  const CudaModel cm = load_cuda_model({"generate", a.model, a.tokenizer, a.cuda_format, a.ctx});
+  const io::ModelConfig& c = cm.config();
+  const text::Tokenizer* tok = cm.tokenizer.get();
+  runtime::CudaEngine* eng = cm.engine.get();
+  const int64_t ctx = cm.ctx();
   const double load_s = load_timer.seconds();
 
   std::vector<int32_t> prompt = tok->encode(a.prompt, !a.no_bos);
@@ -159,7 +140,7 @@ int run_generate_cuda(GenerateArgs a) {
            "token); use a shorter prompt or a larger --ctx-size",
            prompt.size(), ctx);
   std::vector<int32_t> stops;
-  if (!a.ignore_eos) stops = stop_tokens(c, files.path, *tok);
+  if (!a.ignore_eos) stops = stop_tokens(c, cm.files.path, *tok);
   // The engine samples up to 4096 tokens per call and the cache holds ctx positions.
   std::string stop_reason = "length";
   int64_t n = a.n;
@@ -201,10 +182,8 @@ int run_generate_cuda(GenerateArgs a) {
   // The first token comes from the prefill logits; the prompt time is until it arrived.
   const double decode_s = std::max(total_s - first_s, 0.0);
   const int64_t steps = std::max<int64_t>(generated - 1, 0);
-  fmt::print(stderr, "\nload:   {:.2f} s ({}, cuda {}, {})\n", load_s, c.architecture,
-             runtime::cuda_device_name(),
-             w.torchao ? "TorchAO checkpoint" : runtime::cuda_weight_format_name(eo.format, eo.group_size));
-  for (const auto& m : w.mapping) fmt::print(stderr, "weights: {}\n", m);
+  fmt::print(stderr, "\nload:   {:.2f} s ({}, {})\n", load_s, c.architecture, cm.description());
+  cm.print_weight_mapping();
   fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tokens/s)\n", prompt.size(), first_s,
              first_s > 0 ? prompt.size() / first_s : 0.0);
   fmt::print(stderr, "decode: {} tokens in {:.3f} s ({:.1f} tokens/s)\n", generated, decode_s,
@@ -249,11 +228,12 @@ const bool registered = register_command(
                      "keep generating after an end-of-sequence token");
        sub->add_flag("--no-echo", a->no_echo, "do not print the prompt before the continuation");
        sub->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
-       sub->add_option("--cuda-format", a->cuda_format,
-                       "with --device cuda: weights bf16, int8wo, int4wo-gN (N = 32..256), "
-                       "fp8-row or fp8-tensor (TorchAO checkpoints keep their own quantized "
-                       "weights; this applies to the others)")
-           ->capture_default_str();
+       a->cuda_format_opt =
+           sub->add_option("--cuda-format", a->cuda_format,
+                           "with --device cuda: weights bf16, int8wo, int4wo-gN (N = 32..256), "
+                           "fp8-row or fp8-tensor (TorchAO checkpoints keep their own quantized "
+                           "weights; this applies to the others)")
+               ->capture_default_str();
        return [a] { return run_generate(*a); };
      }});
 

@@ -109,6 +109,11 @@ class CudaEngine {
 
   // Appends `tokens` to the cache; returns the logits after the last one (f32, vocab).
   std::vector<float> prefill(const std::vector<int32_t>& tokens);
+  // Appends `tokens` like prefill() and writes the logits after each of them to `logits`
+  // ([tokens.size(), vocab] f32, row-major): every row of each chunk goes through the final
+  // RMSNorm and the lm_head (the GEMV for chunks of up to 8 rows, else a cuBLAS GEMM with f32
+  // output). The [max_prefill, vocab] device buffer is allocated on the first call.
+  void prefill_all_logits(const std::vector<int32_t>& tokens, float* logits);
   // One decode step (through the CUDA graph when enabled): appends `token`, returns logits.
   std::vector<float> decode(int32_t token);
   // Prefill `prompt`, then sample `n` (<= 4096) tokens on the device; `on_token` gets each (in

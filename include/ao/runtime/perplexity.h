@@ -127,9 +127,26 @@ struct PerplexityResult {
   std::optional<KlStats> kl;
 };
 
+// A model as the perplexity driver sees it, whatever runs it (the CPU CausalLM, the CUDA
+// engine): its vocabulary, the tokens one window may hold, its BOS id, and the logits of every
+// position of one window.
+struct PerplexityModel {
+  int64_t vocab_size = 0;
+  int64_t context_size = 0;
+  int32_t bos_id = -1;
+  // Feeds `input` from an empty cache; fills logits [input.size(), vocab_size] (f32, row-major)
+  // with the logits after each token.
+  std::function<void(std::span<const int32_t> input, float* logits)> window_logits;
+};
+// The CPU model: reset() and forward() with all-position logits.
+PerplexityModel perplexity_model(models::CausalLM& model);
+
 // Scores `tokens`, the whole text as the protocol wants it: for `llama` as llama-perplexity
 // tokenizes it (with its leading BOS, so chunk boundaries match), for `bos_windows` without
 // BOS. The model's context must hold ctx tokens.
+PerplexityResult evaluate_perplexity(const PerplexityModel& model, std::span<const int32_t> tokens,
+                                     const PerplexityOptions& opts);
+// The same on the CPU model (left reset afterwards).
 PerplexityResult evaluate_perplexity(models::CausalLM& model, std::span<const int32_t> tokens,
                                      const PerplexityOptions& opts);
 
