@@ -125,6 +125,29 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
         "|\n",
         p, mb, us, mb / us * 1e3);
   }
+  // Prefill attention: 512 and 2048 causal queries from position 0 (FLOPs: QK^T and PV over the
+  // causal half).
+  for (int m : {512, 2048}) {
+    void* pq;
+    AO_CUDA_CHECK(cudaMalloc(&pq, size_t(m) * 32 * 128 * 2));
+    void* po;
+    AO_CUDA_CHECK(cudaMalloc(&po, size_t(m) * 32 * 128 * 2));
+    fill_random_bf16(static_cast<uint16_t*>(pq), int64_t(m) * 32 * 128, 1.f, 4, s);
+    const int zero = 0;
+    AO_CUDA_CHECK(cudaMemcpy(pos, &zero, 4, cudaMemcpyHostToDevice));
+    const double us = time_us(
+        [&] {
+          attention_prefill(static_cast<uint16_t*>(pq), m, static_cast<uint16_t*>(kc),
+                            static_cast<uint16_t*>(vc), static_cast<int32_t*>(pos), aa,
+                            static_cast<uint16_t*>(po), s);
+        },
+        20);
+    const double flop = 4.0 * 32 * 128 * (double(m) * (m + 1) / 2);
+    std::printf("| attention prefill %d tokens (causal, 32/8 heads) | bf16 | %d | | %.1f | %.0f TFLOP/s | |\n",
+                m, m, us, flop / us / 1e6);
+    cudaFree(pq);
+    cudaFree(po);
+  }
   // Sampling over a 128256 vocabulary.
   SamplerState st{0.f, 0, 1.f, 0, 1, 0};
   void *dst, *tok;

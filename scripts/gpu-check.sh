@@ -2,7 +2,8 @@
 # Build, test and benchmark the CUDA backend on the GPU machine in one go (run from the project
 # root, with .gpu/ from ../shared/scripts/gpu-prep.sh beside it). Logs and JSON go to $OUT (or
 # ./out). Stages: STAGES="build test bench peer" (default); BENCH_ARGS, PEER_VARIANTS tune them.
-# Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests (incl. the
+# BENCH_BIN picks the benchmark binary (default: the lab's; build-gpu/bench_cuda_decode after
+# stage "full"). Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests (incl. the
 # CLI / TorchAO-checkpoint ones), `ao generate --device cuda` on stories260K (plain and an int4
 # TorchAO checkpoint) and `ao bench --device cuda` (real model and synthetic llama3-8b).
 # Builds the stand-alone CUDA lab project (bench/kernels/CMakeLists.txt), which needs only CUDA,
@@ -38,7 +39,7 @@ fi
 
 if has bench; then
   stamp "bench (ours)"
-  timeout 180 ./build-lab/bench_cuda_decode $BENCH_ARGS --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
+  timeout ${BENCH_TIMEOUT:-180} ${BENCH_BIN:-./build-lab/bench_cuda_decode} $BENCH_ARGS --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.md"
 fi
 
 if has peer; then
@@ -48,7 +49,7 @@ if has peer; then
 fi
 if has full; then
   stamp "full project build with CUDA"
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DAO_BUILD_BENCH=OFF \
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DAO_BUILD_BENCH=ON \
         -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/full.log" 2>&1 &&
     cmake --build build-gpu -j"$(nproc)" >> "$OUT/full.log" 2>&1
   rc=$?
