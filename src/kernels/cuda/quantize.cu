@@ -113,34 +113,64 @@ __global__ void quantize_fp8_rows(const uint16_t* w, int64_t K, int64_t Kp,
   if (threadIdx.x == 0) scale[row] = s;
 }
 
-__global__ void dequantize_kernel(WeightFormat f, const void* data, const void* scale, int64_t N,
-                                  int64_t Kp, int g, uint16_t* out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= N * Kp) return;
-  const int64_t row = i / Kp, k = i % Kp;
-  float v = 0.f;
-  switch (f) {
-    case WeightFormat::bf16:
-      v = bf16_bits_to_float(static_cast<const uint16_t*>(data)[i]);
-      break;
-    case WeightFormat::int8:
-      v = static_cast<const int8_t*>(data)[i] * static_cast<const float*>(scale)[row];
-      break;
-    case WeightFormat::fp8: {
-      __half_raw h =
-          __nv_cvt_fp8_to_halfraw(static_cast<const __nv_fp8_storage_t*>(data)[i], __NV_E4M3);
-      v = __half2float(*reinterpret_cast<__half*>(&h)) * static_cast<const float*>(scale)[row];
-      break;
-    }
-    case WeightFormat::int4: {
-      const uint32_t word = static_cast<const uint32_t*>(data)[i / 8];
-      const float q = static_cast<float>((word >> (4 * (k % 8))) & 15u);
-      const float2 sb = static_cast<const float2*>(scale)[row * (Kp / g) + k / g];
-      v = q * sb.x + sb.y;
-      break;
-    }
+template <WeightFormat F>
+__device__ __forceinline__ void dequantize_chunks(const void* data, const void* scale,
+                                                  int64_t row, int Kp, int g, float sc, uint4* dst);
+
+// One block per row, 8 consecutive elements (one 16-byte store) per thread and step; Kp is a
+// multiple of 8 for every format (gemv_k_align).
+template <WeightFormat F>
+__global__ void __launch_bounds__(256)
+    dequantize_rows(const void* data, const void* scale, int Kp, int g, uint16_t* out) {
+  const int64_t row = blockIdx.x;
+  uint4* dst = reinterpret_cast<uint4*>(out + row * Kp);
+  float sc = 1.f;
+  if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
+    sc = static_cast<const float*>(scale)[row];
+  if constexpr (F == WeightFormat::bf16) {
+    for (int c = threadIdx.x; c < Kp / 8; c += blockDim.x)
+      dst[c] = reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(data) + row * Kp)[c];
+  } else {
+    dequantize_chunks<F>(data, scale, row, Kp, g, sc, dst);
   }
-  out[i] = float_to_bf16_bits(v);
+}
+
+template <WeightFormat F>
+__device__ __forceinline__ void dequantize_chunks(const void* data, const void* scale,
+                                                  int64_t row, int Kp, int g, float sc, uint4* dst) {
+  for (int c = threadIdx.x; c < Kp / 8; c += blockDim.x) {
+    float v[8];
+    if constexpr (F == WeightFormat::int8) {
+      const uint2 q = reinterpret_cast<const uint2*>(static_cast<const int8_t*>(data) + row * Kp)[c];
+      const uint32_t w2[2] = {q.x, q.y};
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        v[e] = static_cast<float>(static_cast<int8_t>(w2[e / 4] >> (8 * (e % 4)))) * sc;
+    } else if constexpr (F == WeightFormat::fp8) {
+      const uint2 q = reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(data) + row * Kp)[c];
+      const uint32_t w2[2] = {q.x, q.y};
+#pragma unroll
+      for (int e = 0; e < 8; e += 2) {
+        __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+            static_cast<__nv_fp8x2_storage_t>((w2[e / 4] >> (8 * (e % 4))) & 0xffffu), __NV_E4M3);
+        const float2 f = __half22float2(*reinterpret_cast<__half2*>(&h));
+        v[e] = f.x * sc;
+        v[e + 1] = f.y * sc;
+      }
+    } else {  // int4: one 32-bit word = 8 nibbles, element k in nibble k % 8
+      const uint32_t word =
+          reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(data) + row * (Kp / 2))[c];
+      const float2 sb = static_cast<const float2*>(scale)[row * (Kp / g) + (c * 8) / g];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = static_cast<float>((word >> (4 * e)) & 15u) * sb.x + sb.y;
+    }
+    uint32_t o[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      o[e] = static_cast<uint32_t>(float_to_bf16_bits(v[2 * e])) |
+             (static_cast<uint32_t>(float_to_bf16_bits(v[2 * e + 1])) << 16);
+    dst[c] = make_uint4(o[0], o[1], o[2], o[3]);
+  }
 }
 
 }  // namespace
@@ -180,9 +210,24 @@ void quantize_weight(const uint16_t* w, DeviceWeight& d, bool fp8_per_tensor, fl
 }
 
 void dequantize_weight(const DeviceWeight& w, uint16_t* out, cudaStream_t s) {
-  const int64_t n = w.n * w.k_padded;
-  dequantize_kernel<<<blocks_for(n, 256), 256, 0, s>>>(w.format, w.data, w.scale, w.n, w.k_padded,
-                                                       w.group_size, out);
+  if (w.k_padded % 8 != 0 || w.k_padded > INT32_MAX) fail("dequantize_weight: bad padded K");
+  const dim3 grid(static_cast<unsigned>(w.n)), block(256);
+  const int Kp = static_cast<int>(w.k_padded);
+  switch (w.format) {
+    case WeightFormat::bf16:
+      dequantize_rows<WeightFormat::bf16><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, out);
+      break;
+    case WeightFormat::int8:
+      dequantize_rows<WeightFormat::int8><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, out);
+      break;
+    case WeightFormat::fp8:
+      dequantize_rows<WeightFormat::fp8><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, out);
+      break;
+    case WeightFormat::int4:
+      dequantize_rows<WeightFormat::int4>
+          <<<grid, block, 0, s>>>(w.data, w.scale, Kp, w.group_size, out);
+      break;
+  }
   AO_CUDA_CHECK(cudaGetLastError());
 }
 
