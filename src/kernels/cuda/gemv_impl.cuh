@@ -125,9 +125,11 @@ __device__ __forceinline__ int x_slot(int k) {
 // gridDim.x); otherwise each block takes one tile and walks K in segments.
 // Weights are loaded U iterations ahead (double-buffered); the first batch is issued before the
 // grid-dependency wait and the prologue, so weight streaming overlaps the previous kernel's tail.
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U>
-__global__ void __launch_bounds__(kThreads, 4)
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U, int W = kWarps>
+__global__ void __launch_bounds__(W * 32, 512 / (W * 32))
     gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg) {
+  constexpr int kWarps = W;  // shadows the default: warps of this instantiation
+  constexpr int kThreads = W * 32;
   constexpr int E = Fmt<F>::E;
   constexpr int V = E / 4;
   constexpr bool kInt4 = F == WeightFormat::int4;
@@ -436,8 +438,28 @@ inline bool int8_deep_enabled() {
   return on;
 }
 
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U,
+          int R = (F == WeightFormat::int4 ? 4 : 2), int W = kWarps>
 void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
+
+// Warps per block of the bf16/int8/fp8 kernels: 8 for batch 1 (run 13: llama3-8b tg128 bf16
+// 214.6 -> 228.1, int8 347.5 -> 364.2 tok/s; fewer, larger blocks stage x fewer times and the
+// 14336-wide down projection fits one wave), 4 for batches 2-8 (unmeasured with 8).
+// Kernel lab only (bench/kernels builds with -DAO_GEMV_EXPERIMENTS): AO_GEMV_VARIANT=w4 / w16
+// overrides the batch-1 choice for comparisons.
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U>
+void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
+#ifdef AO_GEMV_EXPERIMENTS
+  static const int v = [] {
+    const char* e = std::getenv("AO_GEMV_VARIANT");
+    const std::string s = e ? e : "";
+    return s == "w4" ? 4 : s == "w16" ? 16 : 0;
+  }();
+  if (M == 1 && v == 4) return launch_u<F, M, IN, OUT, U, 2, 4>(w, a, s);
+  if (M == 1 && v == 16) return launch_u<F, M, IN, OUT, U, 2, 16>(w, a, s);
+#endif
+  return launch_u<F, M, IN, OUT, U, 2, (M == 1 ? 8 : 4)>(w, a, s);
+}
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
@@ -447,17 +469,18 @@ void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     return launch_u<F, M, IN, OUT, 1>(w, a, s);
   } else if constexpr (F == WeightFormat::int8) {
     // 2 iterations in flight (v5); AO_GEMV_INT8=deep: 4 (as bf16), the slower v7 experiment.
-    if (int8_deep_enabled()) return launch_u<F, M, IN, OUT, 4>(w, a, s);
-    return launch_u<F, M, IN, OUT, 2>(w, a, s);
+    if (int8_deep_enabled()) return launch_w<F, M, IN, OUT, 4>(w, a, s);
+    return launch_w<F, M, IN, OUT, 2>(w, a, s);
   } else {
-    return launch_u<F, M, IN, OUT, (F == WeightFormat::bf16 ? 4 : 2)>(w, a, s);
+    constexpr int U = F == WeightFormat::bf16 ? 4 : 2;
+    return launch_w<F, M, IN, OUT, U>(w, a, s);
   }
 }
 
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U, int R, int W>
 void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
-  constexpr int R = (F == WeightFormat::int4) ? 4 : 2;
-  auto kernel = gemv_kernel<F, M, IN, OUT, R, U>;
+  constexpr int kThreads = W * 32;
+  auto kernel = gemv_kernel<F, M, IN, OUT, R, U, W>;
   // Segment: the whole (padded) K when M rows of fp32 fit 64 KB, else 64 KB / M per segment.
   int seg = static_cast<int>(std::min<int64_t>(w.k_padded, 16384 / M));
   const int align = gemv_k_align(F);
@@ -476,7 +499,7 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     configured = true;
   }
-  const int rows_per_block = kWarps * R;
+  const int rows_per_block = W * R;
   const int ntiles = static_cast<int>((w.n + rows_per_block - 1) / rows_per_block);
   int grid = ntiles;
   if (seg >= w.k_padded) {  // persistent: as many blocks as fit at once
