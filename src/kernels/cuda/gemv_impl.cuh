@@ -109,6 +109,97 @@ __device__ __forceinline__ float4 weights4<WeightFormat::int4>(const uint4& w, i
                      __uint_as_float((s1 & 0x000f0000u) | 0x3f800000u));
 }
 
+// x[m][k .. k + 3] after the fused input op, as floats holding bf16 values (0 past K). Shared by
+// the prologues of the CUDA-core and the tensor-core kernels.
+template <GemvInput IN>
+__device__ __forceinline__ void gemv_x4(const GemvArgs& a, int m, int k, int K, int64_t xstride,
+                                           bool vec, float inv_rms, float* v) {
+  v[0] = v[1] = v[2] = v[3] = 0.f;
+  if (vec && k + 3 < K) {
+    if constexpr (IN == GemvInput::bf16) {
+      const uint2 b =
+          *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.x) + m * xstride + k);
+      v[0] = __uint_as_float(b.x << 16), v[1] = __uint_as_float(b.x & 0xffff0000u);
+      v[2] = __uint_as_float(b.y << 16), v[3] = __uint_as_float(b.y & 0xffff0000u);
+    } else {
+      const float4 xv =
+          *reinterpret_cast<const float4*>(static_cast<const float*>(a.x) + m * xstride + k);
+      const uint2 b = *reinterpret_cast<const uint2*>(a.rms_weight + k);
+      v[0] = round_bf16(round_bf16(xv.x * inv_rms) * __uint_as_float(b.x << 16));
+      v[1] = round_bf16(round_bf16(xv.y * inv_rms) * __uint_as_float(b.x & 0xffff0000u));
+      v[2] = round_bf16(round_bf16(xv.z * inv_rms) * __uint_as_float(b.y << 16));
+      v[3] = round_bf16(round_bf16(xv.w * inv_rms) * __uint_as_float(b.y & 0xffff0000u));
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (k + e >= K) break;
+      if constexpr (IN == GemvInput::bf16) {
+        v[e] = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k + e]);
+      } else {
+        v[e] =
+            round_bf16(round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] * inv_rms) *
+                       bf16_bits_to_float(a.rms_weight[k + e]));
+      }
+    }
+  }
+}
+
+// Epilogue of row `row` (acc0[m], scale applied) and, for the paired outputs (rope_kv, swiglu),
+// row + 1 (acc1[m]). Shared by the CUDA-core and the tensor-core kernels.
+template <int M, GemvOutput OUT>
+__device__ __forceinline__ void gemv_epilogue(const GemvArgs& a, int N, int row,
+                                                 const float* acc0, const float* acc1) {
+  if constexpr (OUT == GemvOutput::rope_kv) {
+    const RopeArgs& ro = a.rope;
+    const int hd = ro.head_dim, h = row / hd, i = (row % hd) / 2;
+    const int d0 = ro.interleaved ? 2 * i : i, d1 = ro.interleaved ? 2 * i + 1 : i + hd / 2;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float x0 = round_bf16(acc0[m]), x1 = round_bf16(acc1[m]);
+      if (ro.bias) {
+        x0 = round_bf16(x0 + bf16_bits_to_float(ro.bias[h * hd + d0]));
+        x1 = round_bf16(x1 + bf16_bits_to_float(ro.bias[h * hd + d1]));
+      }
+      const int p = *a.pos + m;
+      if (h < ro.n_heads + ro.n_kv_heads) {
+        float sn, cs;
+        sincosf(static_cast<float>(p) * ro.inv_freq[i], &sn, &cs);
+        const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+        x0 = y0, x1 = y1;
+      }
+      uint16_t* dst;
+      if (h < ro.n_heads)
+        dst = a.q_out + (static_cast<int64_t>(m) * ro.n_heads + h) * hd;
+      else if (h < ro.n_heads + ro.n_kv_heads)
+        dst = a.k_cache + (static_cast<int64_t>(h - ro.n_heads) * ro.max_seq + p) * hd;
+      else
+        dst = a.v_cache +
+              (static_cast<int64_t>(h - ro.n_heads - ro.n_kv_heads) * ro.max_seq + p) * hd;
+      dst[d0] = float_to_bf16_bits(x0);
+      dst[d1] = float_to_bf16_bits(x1);
+    }
+  } else if constexpr (OUT == GemvOutput::swiglu) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float g = round_bf16(acc0[m]), u = round_bf16(acc1[m]);
+      static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * (N / 2) + row / 2] =
+          float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
+    }
+  } else {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float v = acc0[m];
+      if constexpr (OUT == GemvOutput::bf16)
+        static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * N + row] = float_to_bf16_bits(v);
+      else if constexpr (OUT == GemvOutput::f32)
+        static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] = v;
+      else
+        static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] += round_bf16(v);
+    }
+  }
+}
+
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 
@@ -223,36 +314,8 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
 #pragma unroll 4
           for (int j = threadIdx.x * 4; j < slen; j += kThreads * 4) {
             const int k = k0 + j;
-            float v[4] = {0.f, 0.f, 0.f, 0.f};
-            if (vec && k + 3 < K) {
-              if constexpr (IN == GemvInput::bf16) {
-                const uint2 b = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.x) +
-                                                                m * xstride + k);
-                v[0] = __uint_as_float(b.x << 16), v[1] = __uint_as_float(b.x & 0xffff0000u);
-                v[2] = __uint_as_float(b.y << 16), v[3] = __uint_as_float(b.y & 0xffff0000u);
-              } else {
-                const float4 xv = *reinterpret_cast<const float4*>(static_cast<const float*>(a.x) +
-                                                                   m * xstride + k);
-                const uint2 b = *reinterpret_cast<const uint2*>(a.rms_weight + k);
-                const float r = inv_rms[m];
-                v[0] = round_bf16(round_bf16(xv.x * r) * __uint_as_float(b.x << 16));
-                v[1] = round_bf16(round_bf16(xv.y * r) * __uint_as_float(b.x & 0xffff0000u));
-                v[2] = round_bf16(round_bf16(xv.z * r) * __uint_as_float(b.y << 16));
-                v[3] = round_bf16(round_bf16(xv.w * r) * __uint_as_float(b.y & 0xffff0000u));
-              }
-            } else {
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                if (k + e >= K) break;
-                if constexpr (IN == GemvInput::bf16) {
-                  v[e] = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k + e]);
-                } else {
-                  v[e] = round_bf16(
-                      round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] * inv_rms[m]) *
-                      bf16_bits_to_float(a.rms_weight[k + e]));
-                }
-              }
-            }
+            float v[4];
+            gemv_x4<IN>(a, m, k, K, xstride, vec, inv_rms[m], v);
             if constexpr (kInt4) {
               // 8 lanes hold 32 consecutive k = one chunk: its sums of x' and x.
               float su = v[0] + v[1] + v[2] + v[3];
@@ -357,70 +420,22 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
       for (int r = 0; r < R; ++r) acc[m][r] = warp_sum(acc[m][r]);
 
     if (lane == 0) {
+      constexpr bool kPaired = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;
+      constexpr bool kRowScale = F == WeightFormat::int8 || F == WeightFormat::fp8;
+      const float* rscale = static_cast<const float*>(w.scale);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         const int row = (tile * kWarps + warp) * R + r;
-        if (row >= N) continue;
-        float sc = 1.f;
-        if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
-          sc = static_cast<const float*>(w.scale)[row];
-        if constexpr (OUT == GemvOutput::rope_kv) {
-          if (r & 1) continue;  // the pair (row, row + 1) is rotated together
-          const RopeArgs& ro = a.rope;
-          const int hd = ro.head_dim, h = row / hd, i = (row % hd) / 2;
-          const int d0 = ro.interleaved ? 2 * i : i, d1 = ro.interleaved ? 2 * i + 1 : i + hd / 2;
+        if (row >= N || (kPaired && (r & 1))) continue;  // odd rows go with their even partner
+        const float s0 = kRowScale ? rscale[row] : 1.f;
+        const float s1 = kRowScale && kPaired ? rscale[row + 1] : 1.f;
+        float a0[M], a1[M];
 #pragma unroll
-          for (int m = 0; m < M; ++m) {
-            float x0 = round_bf16(acc[m][r] * sc), x1 = round_bf16(acc[m][r + 1] * sc);
-            if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8) {
-              x1 = round_bf16(acc[m][r + 1] * static_cast<const float*>(w.scale)[row + 1]);
-            }
-            if (ro.bias) {
-              x0 = round_bf16(x0 + bf16_bits_to_float(ro.bias[h * hd + d0]));
-              x1 = round_bf16(x1 + bf16_bits_to_float(ro.bias[h * hd + d1]));
-            }
-            const int p = *a.pos + m;
-            if (h < ro.n_heads + ro.n_kv_heads) {
-              float sn, cs;
-              sincosf(static_cast<float>(p) * ro.inv_freq[i], &sn, &cs);
-              const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
-              x0 = y0, x1 = y1;
-            }
-            uint16_t* dst;
-            if (h < ro.n_heads)
-              dst = a.q_out + (static_cast<int64_t>(m) * ro.n_heads + h) * hd;
-            else if (h < ro.n_heads + ro.n_kv_heads)
-              dst = a.k_cache + (static_cast<int64_t>(h - ro.n_heads) * ro.max_seq + p) * hd;
-            else
-              dst = a.v_cache +
-                    (static_cast<int64_t>(h - ro.n_heads - ro.n_kv_heads) * ro.max_seq + p) * hd;
-            dst[d0] = float_to_bf16_bits(x0);
-            dst[d1] = float_to_bf16_bits(x1);
-          }
-        } else if constexpr (OUT == GemvOutput::swiglu) {
-          if (r & 1) continue;  // handled with its gate row (even r)
-          float sc_up = 1.f;
-          if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
-            sc_up = static_cast<const float*>(w.scale)[row + 1];
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            const float g = round_bf16(acc[m][r] * sc), u = round_bf16(acc[m][r + 1] * sc_up);
-            static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * (N / 2) + row / 2] =
-                float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
-          }
-        } else {
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            const float v = acc[m][r] * sc;
-            if constexpr (OUT == GemvOutput::bf16)
-              static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * N + row] =
-                  float_to_bf16_bits(v);
-            else if constexpr (OUT == GemvOutput::f32)
-              static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] = v;
-            else
-              static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] += round_bf16(v);
-          }
+        for (int m = 0; m < M; ++m) {
+          a0[m] = acc[m][r] * s0;
+          a1[m] = kPaired ? acc[m][r + 1 < R ? r + 1 : r] * s1 : 0.f;
         }
+        gemv_epilogue<M, OUT>(a, N, row, a0, a1);
       }
     }
   }

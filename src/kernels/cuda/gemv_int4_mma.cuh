@@ -30,95 +30,6 @@ __device__ __forceinline__ uint32_t nib_pair(uint32_t w, int j) {
   return ((w >> (4 * j)) & 0x000f000fu) | 0x43004300u;  // bf16x2 {128 + q_j, 128 + q_{j+4}}
 }
 
-// x[m][k .. k + 3] after the fused input op, as floats holding bf16 values (0 past K).
-template <GemvInput IN>
-__device__ __forceinline__ void int4mma_x4(const GemvArgs& a, int m, int k, int K, int64_t xstride,
-                                           bool vec, float inv_rms, float* v) {
-  v[0] = v[1] = v[2] = v[3] = 0.f;
-  if (vec && k + 3 < K) {
-    if constexpr (IN == GemvInput::bf16) {
-      const uint2 b =
-          *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.x) + m * xstride + k);
-      v[0] = __uint_as_float(b.x << 16), v[1] = __uint_as_float(b.x & 0xffff0000u);
-      v[2] = __uint_as_float(b.y << 16), v[3] = __uint_as_float(b.y & 0xffff0000u);
-    } else {
-      const float4 xv =
-          *reinterpret_cast<const float4*>(static_cast<const float*>(a.x) + m * xstride + k);
-      const uint2 b = *reinterpret_cast<const uint2*>(a.rms_weight + k);
-      v[0] = round_bf16(round_bf16(xv.x * inv_rms) * __uint_as_float(b.x << 16));
-      v[1] = round_bf16(round_bf16(xv.y * inv_rms) * __uint_as_float(b.x & 0xffff0000u));
-      v[2] = round_bf16(round_bf16(xv.z * inv_rms) * __uint_as_float(b.y << 16));
-      v[3] = round_bf16(round_bf16(xv.w * inv_rms) * __uint_as_float(b.y & 0xffff0000u));
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (k + e >= K) break;
-      if constexpr (IN == GemvInput::bf16) {
-        v[e] = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k + e]);
-      } else {
-        v[e] =
-            round_bf16(round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] * inv_rms) *
-                       bf16_bits_to_float(a.rms_weight[k + e]));
-      }
-    }
-  }
-}
-
-// Epilogue of row `row` (acc0[m]) and, for the paired outputs, row + 1 (acc1[m]).
-template <int M, GemvOutput OUT>
-__device__ __forceinline__ void int4mma_epilogue(const GemvArgs& a, int N, int row,
-                                                 const float* acc0, const float* acc1) {
-  if constexpr (OUT == GemvOutput::rope_kv) {
-    const RopeArgs& ro = a.rope;
-    const int hd = ro.head_dim, h = row / hd, i = (row % hd) / 2;
-    const int d0 = ro.interleaved ? 2 * i : i, d1 = ro.interleaved ? 2 * i + 1 : i + hd / 2;
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      float x0 = round_bf16(acc0[m]), x1 = round_bf16(acc1[m]);
-      if (ro.bias) {
-        x0 = round_bf16(x0 + bf16_bits_to_float(ro.bias[h * hd + d0]));
-        x1 = round_bf16(x1 + bf16_bits_to_float(ro.bias[h * hd + d1]));
-      }
-      const int p = *a.pos + m;
-      if (h < ro.n_heads + ro.n_kv_heads) {
-        float sn, cs;
-        sincosf(static_cast<float>(p) * ro.inv_freq[i], &sn, &cs);
-        const float y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
-        x0 = y0, x1 = y1;
-      }
-      uint16_t* dst;
-      if (h < ro.n_heads)
-        dst = a.q_out + (static_cast<int64_t>(m) * ro.n_heads + h) * hd;
-      else if (h < ro.n_heads + ro.n_kv_heads)
-        dst = a.k_cache + (static_cast<int64_t>(h - ro.n_heads) * ro.max_seq + p) * hd;
-      else
-        dst = a.v_cache +
-              (static_cast<int64_t>(h - ro.n_heads - ro.n_kv_heads) * ro.max_seq + p) * hd;
-      dst[d0] = float_to_bf16_bits(x0);
-      dst[d1] = float_to_bf16_bits(x1);
-    }
-  } else if constexpr (OUT == GemvOutput::swiglu) {
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float g = round_bf16(acc0[m]), u = round_bf16(acc1[m]);
-      static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * (N / 2) + row / 2] =
-          float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
-    }
-  } else {
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float v = acc0[m];
-      if constexpr (OUT == GemvOutput::bf16)
-        static_cast<uint16_t*>(a.y)[static_cast<int64_t>(m) * N + row] = float_to_bf16_bits(v);
-      else if constexpr (OUT == GemvOutput::f32)
-        static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] = v;
-      else
-        static_cast<float*>(a.y)[static_cast<int64_t>(m) * N + row] += round_bf16(v);
-    }
-  }
-}
-
 template <int M, GemvInput IN, GemvOutput OUT, int U>
 __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a) {
@@ -194,8 +105,8 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
 #pragma unroll 2
     for (int j = threadIdx.x * 8; j < Kp; j += nthreads * 8) {
       float v[8];
-      int4mma_x4<IN>(a, m, j, K, xstride, vec, r, v);
-      int4mma_x4<IN>(a, m, j + 4, K, xstride, vec, r, v + 4);
+      gemv_x4<IN>(a, m, j, K, xstride, vec, r, v);
+      gemv_x4<IN>(a, m, j + 4, K, xstride, vec, r, v + 4);
       float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 #pragma unroll
       for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
@@ -266,7 +177,7 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
               }
               s0v[m] = x0, s1v[m] = x1;
             }
-            int4mma_epilogue<M, OUT>(a, N, row, s0v, s1v);
+            gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
           }
         }
         parity ^= 1;
