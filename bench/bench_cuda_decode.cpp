@@ -2,6 +2,7 @@
 // device): prints the card's measured ceilings, then a markdown table and JSON lines.
 //   bench_cuda_decode [--models llama3-8b,llama3-1b] [--formats bf16,int8wo,int4wo-g128]
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
+//                     [--kernel-reps 50] [--kernel-m1]
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
 // --models none skips the whole-model runs.
 #include <cstdio>
@@ -22,7 +23,7 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 // Kernel lab: each decode-step kernel of the llama3-8b shape alone, back to back, CUDA events.
-void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
+void kernel_table(const std::vector<std::string>& formats, double copy_bw, int reps, bool m1_only) {
   using namespace ao::cuda;
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreate(&s));
@@ -80,6 +81,7 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
       AO_CUDA_CHECK(cudaMalloc(&w.scale, w.n * (w.k_padded / 32) * 8 + w.n * 4));
       quantize_weight(static_cast<uint16_t*>(src), w, false, static_cast<float*>(y), s);
       for (int m : {1, 4}) {
+        if (m != 1 && m1_only) continue;
         GemvArgs a;
         a.m = m;
         a.input = sh.in;
@@ -87,7 +89,7 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
         a.rms_weight = static_cast<uint16_t*>(normw);
         a.output = sh.out;
         a.y = y;
-        const double us = time_us([&] { gemv(w, a, s); }, 50);
+        const double us = time_us([&] { gemv(w, a, s); }, reps);
         const double gbs = w.bytes() / us / 1e3;
         std::printf("| gemv %s %lldx%lld | %s | %d | %.1f | %.1f | %.0f | %.0f%% |\n", sh.name,
                     (long long)sh.n, (long long)sh.k, fname.c_str(), m, w.bytes() / 1e6, us, gbs,
@@ -173,7 +175,8 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw) {
 int main(int argc, char** argv) {
   std::string models = "llama3-8b,llama3-1b", formats = "bf16,int8wo,int4wo-g128", json;
   int pp = 512, tg = 128, reps = 3;
-  bool kernels = false;
+  bool kernels = false, kernel_m1 = false;
+  int kernel_reps = 50;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -197,6 +200,10 @@ int main(int argc, char** argv) {
       json = next();
     else if (a == "--kernels")
       kernels = true;
+    else if (a == "--kernel-reps")  // e.g. 1 under a profiler
+      kernel_reps = std::stoi(next());
+    else if (a == "--kernel-m1")  // batch 1 only
+      kernel_m1 = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -211,7 +218,7 @@ int main(int argc, char** argv) {
     std::printf("d2d copy bandwidth (read+write, 1 GiB): %.0f GB/s\n", bw);
     std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s; %dx14336x4096: %.0f TFLOP/s\n\n", gemm_big,
                 pp, gemm_pp);
-    if (kernels) kernel_table(split(formats), bw);
+    if (kernels) kernel_table(split(formats), bw, kernel_reps, kernel_m1);
     if (models == "none") return 0;
     std::FILE* jf = json.empty() ? nullptr : std::fopen(json.c_str(), "w");
     if (jf)
