@@ -9,6 +9,12 @@
 // a 32-bit word of 8 nibbles with 4 shifts and one LOP3 per element); x is stored pre-scaled by
 // 2^11 (even k) or 2^7 (odd k), so sum x' (1 + q 2^-p) = sum x' + sum x q, and the per-chunk
 // sum x' comes from the prologue. One FFMA per weight, ~1.5 integer ops.
+//
+// fp8 with dynamic activation quantization (AQ != none, a template flag: the other formats'
+// kernels are unchanged): a pre-pass over all of K computes each row's amax of the staged x
+// (after the RMSNorm prologue), the staging writes the e4m3 values of x / scale instead of x,
+// and the epilogue multiplies by the activation scale before the weight scale. Products of two
+// e4m3 values are exact in fp32, so this is torch._scaled_mm up to the fp32 summation order.
 #pragma once
 
 #include <cuda_fp8.h>
@@ -19,6 +25,7 @@
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
+#include "fp8_activation.cuh"
 
 namespace ao::cuda {
 
@@ -125,9 +132,11 @@ __device__ __forceinline__ int x_slot(int k) {
 // gridDim.x); otherwise each block takes one tile and walks K in segments.
 // Weights are loaded U iterations ahead (double-buffered); the first batch is issued before the
 // grid-dependency wait and the prologue, so weight streaming overlaps the previous kernel's tail.
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U, ActQuant AQ>
 __global__ void __launch_bounds__(kThreads, 4)
     gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg) {
+  static_assert(AQ == ActQuant::none || F == WeightFormat::fp8,
+                "activation quantization is for fp8 weights");
   constexpr int E = Fmt<F>::E;
   constexpr int V = E / 4;
   constexpr bool kInt4 = F == WeightFormat::int4;
@@ -136,6 +145,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   float2* csum = reinterpret_cast<float2*>(xs + M * seg);  // int4: [M][seg / 32]
   __shared__ float red[32];
   __shared__ float inv_rms[M];
+  __shared__ float act_scale[M];  // AQ only
 
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -201,6 +211,64 @@ __global__ void __launch_bounds__(kThreads, 4)
     __syncthreads();
   }
 
+  // x[m, k .. k + 3] as staged (zero beyond K): the bf16 input, or the fused RMSNorm rounded
+  // where HF rounds it (bf16 after the normalization and after the weight).
+  auto load_x4 = [&](int m, int k, float(&v)[4]) {
+    v[0] = v[1] = v[2] = v[3] = 0.f;
+    if (vec && k + 3 < K) {
+      if constexpr (IN == GemvInput::bf16) {
+        const uint2 b =
+            *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.x) + m * xstride + k);
+        v[0] = __uint_as_float(b.x << 16), v[1] = __uint_as_float(b.x & 0xffff0000u);
+        v[2] = __uint_as_float(b.y << 16), v[3] = __uint_as_float(b.y & 0xffff0000u);
+      } else {
+        const float4 xv =
+            *reinterpret_cast<const float4*>(static_cast<const float*>(a.x) + m * xstride + k);
+        const uint2 b = *reinterpret_cast<const uint2*>(a.rms_weight + k);
+        const float r = inv_rms[m];
+        v[0] = round_bf16(round_bf16(xv.x * r) * __uint_as_float(b.x << 16));
+        v[1] = round_bf16(round_bf16(xv.y * r) * __uint_as_float(b.x & 0xffff0000u));
+        v[2] = round_bf16(round_bf16(xv.z * r) * __uint_as_float(b.y << 16));
+        v[3] = round_bf16(round_bf16(xv.w * r) * __uint_as_float(b.y & 0xffff0000u));
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (k + e >= K) break;
+        if constexpr (IN == GemvInput::bf16) {
+          v[e] = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k + e]);
+        } else {
+          v[e] = round_bf16(
+              round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] * inv_rms[m]) *
+              bf16_bits_to_float(a.rms_weight[k + e]));
+        }
+      }
+    }
+  };
+
+  if constexpr (AQ != ActQuant::none) {
+    // Activation scales before any dot product: amax over all of K (one more read of x, so any
+    // segmentation of K works), per row, or over every row for per-tensor scaling.
+    for (int m = 0; m < M; ++m) {
+      float am = 0.f;
+      for (int k = threadIdx.x * 4; k < K; k += kThreads * 4) {
+        float v[4];
+        load_x4(m, k, v);
+        am = fmaxf(am, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
+      }
+      am = block_max(am, red);
+      if (threadIdx.x == 0) act_scale[m] = am;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float all = 0.f;
+      for (int m = 0; m < M; ++m) all = fmaxf(all, act_scale[m]);
+      for (int m = 0; m < M; ++m)
+        act_scale[m] = fp8_activation_scale(AQ == ActQuant::fp8_tensor ? all : act_scale[m]);
+    }
+    __syncthreads();
+  }
+
   bool loaded = false;
   for (; tile < ntiles; tile += gridDim.x) {
     set_rows(tile);
@@ -215,41 +283,17 @@ __global__ void __launch_bounds__(kThreads, 4)
       if (!(single && loaded)) {
         loaded = true;
         __syncthreads();
-        // Prologue: x segment -> shared memory (fp32, rounded to bf16 like a bf16 activation),
-        // 4 consecutive k per thread.
+        // Prologue: x segment -> shared memory (fp32, rounded to bf16 like a bf16 activation;
+        // with AQ its e4m3 value), 4 consecutive k per thread.
         for (int m = 0; m < M; ++m) {
 #pragma unroll 4
           for (int j = threadIdx.x * 4; j < slen; j += kThreads * 4) {
-            const int k = k0 + j;
-            float v[4] = {0.f, 0.f, 0.f, 0.f};
-            if (vec && k + 3 < K) {
-              if constexpr (IN == GemvInput::bf16) {
-                const uint2 b = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.x) +
-                                                                m * xstride + k);
-                v[0] = __uint_as_float(b.x << 16), v[1] = __uint_as_float(b.x & 0xffff0000u);
-                v[2] = __uint_as_float(b.y << 16), v[3] = __uint_as_float(b.y & 0xffff0000u);
-              } else {
-                const float4 xv = *reinterpret_cast<const float4*>(static_cast<const float*>(a.x) +
-                                                                   m * xstride + k);
-                const uint2 b = *reinterpret_cast<const uint2*>(a.rms_weight + k);
-                const float r = inv_rms[m];
-                v[0] = round_bf16(round_bf16(xv.x * r) * __uint_as_float(b.x << 16));
-                v[1] = round_bf16(round_bf16(xv.y * r) * __uint_as_float(b.x & 0xffff0000u));
-                v[2] = round_bf16(round_bf16(xv.z * r) * __uint_as_float(b.y << 16));
-                v[3] = round_bf16(round_bf16(xv.w * r) * __uint_as_float(b.y & 0xffff0000u));
-              }
-            } else {
+            float v[4];
+            load_x4(m, k0 + j, v);
+            if constexpr (AQ != ActQuant::none) {
 #pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                if (k + e >= K) break;
-                if constexpr (IN == GemvInput::bf16) {
-                  v[e] = bf16_bits_to_float(static_cast<const uint16_t*>(a.x)[m * xstride + k + e]);
-                } else {
-                  v[e] = round_bf16(
-                      round_bf16(static_cast<const float*>(a.x)[m * xstride + k + e] * inv_rms[m]) *
-                      bf16_bits_to_float(a.rms_weight[k + e]));
-                }
-              }
+              for (int e = 0; e < 4; ++e)
+                v[e] = e4m3_to_float(fp8_activation_code(v[e], act_scale[m]));
             }
             if constexpr (kInt4) {
               // 8 lanes hold 32 consecutive k = one chunk: its sums of x' and x.
@@ -352,7 +396,10 @@ __global__ void __launch_bounds__(kThreads, 4)
 #pragma unroll
     for (int m = 0; m < M; ++m)
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[m][r] = warp_sum(acc[m][r]);
+      for (int r = 0; r < R; ++r) {
+        acc[m][r] = warp_sum(acc[m][r]);
+        if constexpr (AQ != ActQuant::none) acc[m][r] *= act_scale[m];
+      }
 
     if (lane == 0) {
 #pragma unroll
@@ -436,7 +483,8 @@ inline bool int8_deep_enabled() {
   return on;
 }
 
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U,
+          ActQuant AQ = ActQuant::none>
 void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
@@ -449,15 +497,24 @@ void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     // 2 iterations in flight (v5); AO_GEMV_INT8=deep: 4 (as bf16), the slower v7 experiment.
     if (int8_deep_enabled()) return launch_u<F, M, IN, OUT, 4>(w, a, s);
     return launch_u<F, M, IN, OUT, 2>(w, a, s);
+  } else if constexpr (F == WeightFormat::fp8) {
+    switch (w.act_quant) {
+      case ActQuant::none:
+        return launch_u<F, M, IN, OUT, 2>(w, a, s);
+      case ActQuant::fp8_row:
+        return launch_u<F, M, IN, OUT, 2, ActQuant::fp8_row>(w, a, s);
+      case ActQuant::fp8_tensor:
+        return launch_u<F, M, IN, OUT, 2, ActQuant::fp8_tensor>(w, a, s);
+    }
   } else {
-    return launch_u<F, M, IN, OUT, (F == WeightFormat::bf16 ? 4 : 2)>(w, a, s);
+    return launch_u<F, M, IN, OUT, 4>(w, a, s);
   }
 }
 
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U, ActQuant AQ>
 void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   constexpr int R = (F == WeightFormat::int4) ? 4 : 2;
-  auto kernel = gemv_kernel<F, M, IN, OUT, R, U>;
+  auto kernel = gemv_kernel<F, M, IN, OUT, R, U, AQ>;
   // Segment: the whole (padded) K when M rows of fp32 fit 64 KB, else 64 KB / M per segment.
   int seg = static_cast<int>(std::min<int64_t>(w.k_padded, 16384 / M));
   const int align = gemv_k_align(F);
@@ -541,6 +598,9 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   }
   // 3, 5, 6, 7: the largest power of two first, then the rest.
   if (a.output == GemvOutput::rope_kv) fail("gemv: rope_kv output needs batch 1, 2, 4 or 8");
+  if (w.act_quant == ActQuant::fp8_tensor)
+    fail("gemv: per-tensor fp8 activation quantization needs batch 1, 2, 4 or 8 (one scale "
+         "over all rows; use the FP8 GEMM for other batches)");
   const int first = a.m > 4 ? 4 : 2;
   GemvArgs head = a;
   head.m = first;
