@@ -131,11 +131,11 @@ struct CudaEngine::Impl {
   float* scratch = nullptr;
   // Dynamic fp8 activations for the cuBLASLt FP8 GEMM (only when a weight asks for them).
   std::unique_ptr<cuda::Fp8Gemm> fp8_gemm;
-  uint8_t* act_q = nullptr;     // e4m3 [max_m, act_kp]
-  float* act_scale = nullptr;   // [max_m]
-  float* act_amax = nullptr;    // [max_m], per-tensor workspace
-  int64_t act_kp = 0;           // largest padded K of an activation-quantized weight
-  bool fp8_path_reported = false;
+  uint8_t* act_q = nullptr;    // e4m3 [max_m, act_kp]
+  float* act_scale = nullptr;  // [max_m]
+  float* act_amax = nullptr;   // [max_m], per-tensor workspace
+  int64_t act_kp = 0;          // largest padded K of an activation-quantized weight
+  bool fp8_fallback_warned = false;
   int32_t *d_pos = nullptr, *d_token = nullptr, *d_tokens = nullptr, *d_out = nullptr,
           *d_n_out = nullptr;
   cuda::SamplerState* d_sampler = nullptr;
@@ -323,8 +323,8 @@ struct CudaEngine::Impl {
       std::memcpy(&scale[r * sc_out], &p.scale[r * sc_in], sc_in * 4);
     }
     // Fused q/k/v or gate/up parts of a per-tensor checkpoint keep one scale each.
-    w.per_tensor_scale =
-        !int4 && std::all_of(p.scale.begin(), p.scale.end(), [&](float v) { return v == p.scale[0]; });
+    w.per_tensor_scale = !int4 && std::all_of(p.scale.begin(), p.scale.end(),
+                                              [&](float v) { return v == p.scale[0]; });
     w.data = alloc<uint8_t>(data.size());
     w.scale = alloc<float>(scale.size());
     AO_CUDA_CHECK(cudaMemcpyAsync(w.data, data.data(), data.size(), cudaMemcpyHostToDevice, stream));
@@ -394,11 +394,12 @@ struct CudaEngine::Impl {
     // scale is then m equal values, e.g. for q/k/v parts with different weight scales).
     const bool scalar = w.act_quant == cuda::ActQuant::fp8_tensor && w.per_tensor_scale;
     fp8_gemm->run(w, act_q, act_scale, m, scalar, y, stream);
-    if (!fp8_path_reported && fp8_gemm->last_path() == cuda::Fp8GemmPath::epilogue_scales)
+    if (!fp8_fallback_warned && fp8_gemm->last_path() == cuda::Fp8GemmPath::epilogue_scales) {
       warn("CudaEngine: cuBLASLt has no FP8 GEMM with {} scales on this GPU; using an unscaled "
            "FP8 GEMM and a scaling epilogue",
            scalar ? "scalar" : "per-row vector");
-    fp8_path_reported = true;
+      fp8_fallback_warned = true;
+    }
   }
 
   cuda::RopeArgs rope_args(const Layer& L) const {

@@ -34,7 +34,8 @@ __device__ __forceinline__ float e4m3_to_float(__nv_fp8_storage_t q) {
 // This thread's part of max |x| over a bf16 row of k elements (combine with block_max).
 __device__ __forceinline__ float row_abs_max_part(const uint16_t* x, int64_t k) {
   float m = 0.f;
-  for (int64_t i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, fabsf(bf16_bits_to_float(x[i])));
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x)
+    m = fmaxf(m, fabsf(bf16_bits_to_float(x[i])));
   return m;
 }
 

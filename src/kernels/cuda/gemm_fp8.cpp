@@ -86,8 +86,7 @@ struct Fp8Gemm::Impl {
       set_attr(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, mode);
       set_attr(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, mode);
     }
-    const cudaDataType_t out_type =
-        path == Fp8GemmPath::epilogue_scales ? CUDA_R_32F : CUDA_R_16BF;
+    const cudaDataType_t out_type = path == Fp8GemmPath::epilogue_scales ? CUDA_R_32F : CUDA_R_16BF;
     AO_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, n, k));
     AO_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, m, k));
     AO_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, out_type, n, m, n));
@@ -100,8 +99,8 @@ struct Fp8Gemm::Impl {
     int count = 0;
     // An unsupported combination (scale mode, GPU without FP8) answers NOT_SUPPORTED or
     // INVALID_VALUE here: recorded, and the caller tries the next path.
-    p.heuristic_status = cublasLtMatmulAlgoGetHeuristic(lt, p.op, p.a, p.b, p.d, p.d, pref, 1,
-                                                        &result, &count);
+    p.heuristic_status =
+        cublasLtMatmulAlgoGetHeuristic(lt, p.op, p.a, p.b, p.d, p.d, pref, 1, &result, &count);
     cublasLtMatmulPreferenceDestroy(pref);
     p.found = p.heuristic_status == CUBLAS_STATUS_SUCCESS && count > 0;
     if (p.found) p.algo = result.algo;
@@ -158,8 +157,8 @@ void Fp8Gemm::run(const DeviceWeight& w, const uint8_t* qa, const float* a_scale
     set_attr(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(w.scale));
     set_attr(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(a_scale));
   }
-  AO_CUBLAS_CHECK(cublasLtMatmul(e.lt, p->op, &alpha, w.data, p->a, qa, p->b, &beta, out, p->d,
-                                 out, p->d, &p->algo, e.workspace, e.opt.workspace_bytes, s));
+  AO_CUBLAS_CHECK(cublasLtMatmul(e.lt, p->op, &alpha, w.data, p->a, qa, p->b, &beta, out, p->d, out,
+                                 p->d, &p->algo, e.workspace, e.opt.workspace_bytes, s));
   if (path == Fp8GemmPath::epilogue_scales)
     apply_outer_scales(static_cast<const float*>(out), m, n, a_scale,
                        static_cast<const float*>(w.scale), y, s);

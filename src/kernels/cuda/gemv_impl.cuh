@@ -483,8 +483,7 @@ inline bool int8_deep_enabled() {
   return on;
 }
 
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U,
-          ActQuant AQ = ActQuant::none>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U, ActQuant AQ = ActQuant::none>
 void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>

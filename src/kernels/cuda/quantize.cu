@@ -209,14 +209,14 @@ void quantize_activation_fp8(const uint16_t* x, int64_t x_stride, int m, int64_t
   const unsigned rows = static_cast<unsigned>(m);
   switch (mode) {
     case ActQuant::fp8_row:
-      quantize_activation_rows<false><<<rows, 256, 0, s>>>(x, x_stride, m, k, nullptr, qd, q_stride,
-                                                           scale);
+      quantize_activation_rows<false>
+          <<<rows, 256, 0, s>>>(x, x_stride, m, k, nullptr, qd, q_stride, scale);
       break;
     case ActQuant::fp8_tensor:
       if (!workspace) fail("quantize_activation_fp8: per-tensor scaling needs a workspace");
       activation_row_amax<<<rows, 256, 0, s>>>(x, x_stride, k, workspace);
-      quantize_activation_rows<true><<<rows, 256, 0, s>>>(x, x_stride, m, k, workspace, qd,
-                                                          q_stride, scale);
+      quantize_activation_rows<true>
+          <<<rows, 256, 0, s>>>(x, x_stride, m, k, workspace, qd, q_stride, scale);
       break;
     case ActQuant::none:
       fail("quantize_activation_fp8: mode is none");

@@ -18,11 +18,11 @@ namespace ao::cuda {
 
 // How the scales were applied (Fp8Gemm::last_path()).
 enum class Fp8GemmPath {
-  none = 0,            // nothing ran yet
-  scalar_scales,       // per-tensor: CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F on A and B
-  outer_vector_scales, // per-row: CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F (N and M vectors)
-  epilogue_scales,     // cuBLASLt had no kernel for the above: unscaled FP8 GEMM into f32, then
-                       // apply_outer_scales (one more pass over the output)
+  none = 0,             // nothing ran yet
+  scalar_scales,        // per-tensor: CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F on A and B
+  outer_vector_scales,  // per-row: CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F (N and M vectors)
+  epilogue_scales,      // cuBLASLt had no kernel for the above: unscaled FP8 GEMM into f32, then
+                        // apply_outer_scales (one more pass over the output)
 };
 const char* fp8_gemm_path_name(Fp8GemmPath p);
 

@@ -40,7 +40,7 @@ struct DeviceWeight {
   int64_t n = 0, k = 0, k_padded = 0;
   int group_size = 0;  // int4 only
   void* data = nullptr;
-  void* scale = nullptr;  // int8/fp8: float[N]; int4: float2[N, Kp/g]
+  void* scale = nullptr;          // int8/fp8: float[N]; int4: float2[N, Kp/g]
   bool per_tensor_scale = false;  // int8/fp8: all N scales are equal (scale[0] is the tensor's)
   // fp8 only: activations are quantized dynamically before they meet this weight (the GEMV
   // does it on the fly; prefill runs quantize_activation_fp8 + the cuBLASLt FP8 GEMM).
@@ -112,9 +112,9 @@ void dequantize_weight(const DeviceWeight& w, uint16_t* out_bf16, cudaStream_t s
 // Writes q [M, q_stride] (columns K .. q_stride - 1 zero) and scale [M] (fp8_tensor: M equal
 // values, the amax over all M rows). A block of zeros gets scale 0 and codes +-0 (TorchAO
 // would divide 0 / 0 and produce NaN codes). fp8_tensor needs `workspace` of M floats.
-void quantize_activation_fp8(const uint16_t* x, int64_t x_stride, int m, int64_t k,
-                             ActQuant mode, uint8_t* q, int64_t q_stride, float* scale,
-                             float* workspace, cudaStream_t s);
+void quantize_activation_fp8(const uint16_t* x, int64_t x_stride, int m, int64_t k, ActQuant mode,
+                             uint8_t* q, int64_t q_stride, float* scale, float* workspace,
+                             cudaStream_t s);
 
 // ---- elementwise -------------------------------------------------------------------------
 // y [M, N] bf16 = d [M, N] f32 * row_scale[m] * col_scale[n]: the FP8 GEMM's scales applied
