@@ -1,6 +1,8 @@
 // llama-bench-style CUDA benchmark over synthetic model shapes (random weights made on the
 // device): prints the card's measured ceilings, then a markdown table and JSON lines.
 //   bench_cuda_decode [--models llama3-8b,llama3-1b] [--formats bf16,int8wo,int4wo-g128]
+//                     (formats: bf16, int8wo, int4wo-gN, fp8-row, fp8-tensor, fp8dq-row,
+//                     fp8dq-tensor)
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
 //                     [--kernel-reps 50] [--kernel-m1]
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
@@ -68,6 +70,9 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
                       : f == ao::runtime::CudaWeightFormat::int8wo ? WeightFormat::int8
                       : f == ao::runtime::CudaWeightFormat::int4wo ? WeightFormat::int4
                                                                    : WeightFormat::fp8;
+    const ActQuant aq = f == ao::runtime::CudaWeightFormat::fp8dq_row      ? ActQuant::fp8_row
+                        : f == ao::runtime::CudaWeightFormat::fp8dq_tensor ? ActQuant::fp8_tensor
+                                                                           : ActQuant::none;
     for (const auto& sh : shapes) {
       fill_random_bf16(static_cast<uint16_t*>(src), sh.n * sh.k, 0.03f, 5, s);
       DeviceWeight w;
@@ -77,9 +82,11 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
       const int al = gemv_k_align(wf);
       w.k_padded = (sh.k + al - 1) / al * al;
       w.group_size = wf == WeightFormat::int4 ? g : 0;
+      w.act_quant = aq;
       AO_CUDA_CHECK(cudaMalloc(&w.data, w.n * w.k_padded * 2));
       AO_CUDA_CHECK(cudaMalloc(&w.scale, w.n * (w.k_padded / 32) * 8 + w.n * 4));
-      quantize_weight(static_cast<uint16_t*>(src), w, false, static_cast<float*>(y), s);
+      quantize_weight(static_cast<uint16_t*>(src), w, aq == ActQuant::fp8_tensor,
+                      static_cast<float*>(y), s);
       for (int m : {1, 4}) {
         if (m != 1 && m1_only) continue;
         GemvArgs a;

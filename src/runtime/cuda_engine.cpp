@@ -13,6 +13,8 @@
 #include <random>
 
 #include "ao/core/error.h"
+#include "ao/kernels/cuda/cublas_check.h"
+#include "ao/kernels/cuda/gemm_fp8.h"
 #include "ao/kernels/cuda/kernels.h"
 #include "ao/runtime/cuda_weights.h"
 
@@ -22,13 +24,6 @@ using cuda::DeviceWeight;
 using cuda::WeightFormat;
 
 namespace {
-
-void cublas_check(cublasStatus_t st, const char* call, const char* file, int line) {
-  if (st != CUBLAS_STATUS_SUCCESS)
-    throw Error(
-        fmt::format("cuBLAS error in {} ({}:{}): {}", call, file, line, cublasGetStatusString(st)));
-}
-#define AO_CUBLAS_CHECK(call) cublas_check((call), #call, __FILE__, __LINE__)
 
 int dtype_code(DType t, const std::string& name) {
   switch (t) {
@@ -55,9 +50,17 @@ WeightFormat device_format(CudaWeightFormat f) {
       return WeightFormat::int4;
     case CudaWeightFormat::fp8_tensor:
     case CudaWeightFormat::fp8_row:
+    case CudaWeightFormat::fp8dq_tensor:
+    case CudaWeightFormat::fp8dq_row:
       return WeightFormat::fp8;
   }
   return WeightFormat::bf16;
+}
+
+cuda::ActQuant activation_quant(CudaWeightFormat f) {
+  if (f == CudaWeightFormat::fp8dq_row) return cuda::ActQuant::fp8_row;
+  if (f == CudaWeightFormat::fp8dq_tensor) return cuda::ActQuant::fp8_tensor;
+  return cuda::ActQuant::none;
 }
 
 // Warnings straight to stderr (this file also builds without the core library's logger).
@@ -78,6 +81,8 @@ CudaWeightFormat parse_cuda_weight_format(const std::string& s, int* group_size)
   if (s == "int8wo") return CudaWeightFormat::int8wo;
   if (s == "fp8-tensor") return CudaWeightFormat::fp8_tensor;
   if (s == "fp8-row") return CudaWeightFormat::fp8_row;
+  if (s == "fp8dq-tensor") return CudaWeightFormat::fp8dq_tensor;
+  if (s == "fp8dq-row") return CudaWeightFormat::fp8dq_row;
   if (s.rfind("int4wo", 0) == 0) {
     int g = 128;
     if (s.size() > 6) {
@@ -90,23 +95,8 @@ CudaWeightFormat parse_cuda_weight_format(const std::string& s, int* group_size)
     return CudaWeightFormat::int4wo;
   }
   throw Error("unknown CUDA weight format '" + s +
-              "' (expected bf16, int8wo, int4wo-gN, fp8-tensor, fp8-row)");
-}
-
-std::string cuda_weight_format_name(CudaWeightFormat f, int g) {
-  switch (f) {
-    case CudaWeightFormat::bf16:
-      return "bf16";
-    case CudaWeightFormat::int8wo:
-      return "int8wo";
-    case CudaWeightFormat::int4wo:
-      return fmt::format("int4wo-g{}", g);
-    case CudaWeightFormat::fp8_tensor:
-      return "fp8-tensor";
-    case CudaWeightFormat::fp8_row:
-      return "fp8-row";
-  }
-  return "?";
+              "' (expected bf16, int8wo, int4wo-gN, fp8-tensor, fp8-row, fp8dq-tensor, "
+              "fp8dq-row)");
 }
 
 struct Layer {
@@ -139,13 +129,20 @@ struct CudaEngine::Impl {
   float* logits = nullptr;
   void* attn_ws = nullptr;  // decode attention partials + counters (zeroed once)
   float* scratch = nullptr;
+  // Dynamic fp8 activations for the cuBLASLt FP8 GEMM (only when a weight asks for them).
+  std::unique_ptr<cuda::Fp8Gemm> fp8_gemm;
+  uint8_t* act_q = nullptr;    // e4m3 [max_m, act_kp]
+  float* act_scale = nullptr;  // [max_m]
+  float* act_amax = nullptr;   // [max_m], per-tensor workspace
+  int64_t act_kp = 0;          // largest padded K of an activation-quantized weight
+  bool fp8_fallback_warned = false;
   int32_t *d_pos = nullptr, *d_token = nullptr, *d_tokens = nullptr, *d_out = nullptr,
           *d_n_out = nullptr;
   cuda::SamplerState* d_sampler = nullptr;
   int32_t* h_pinned = nullptr;  // [0] pos, [1] token, [16..] tokens / outputs
   static constexpr int kOutCap = 1 << 16;
   int host_pos = 0;
-  size_t deq_elems = 0;
+  size_t deq_elems = 0;  // largest weight that prefill dequantizes to bf16
 
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t graph_exec = nullptr;
@@ -156,6 +153,7 @@ struct CudaEngine::Impl {
     if (stream) cudaStreamSynchronize(stream);
     for (void* p : allocations) cudaFree(p);
     if (h_pinned) cudaFreeHost(h_pinned);
+    fp8_gemm.reset();
     if (cublas) cublasDestroy(cublas);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -271,6 +269,8 @@ struct CudaEngine::Impl {
     const int align = cuda::gemv_k_align(w.format);
     w.k_padded = (k + align - 1) / align * align;
     w.group_size = w.format == WeightFormat::int4 ? opt.group_size : 0;
+    w.act_quant = activation_quant(opt.format);
+    w.per_tensor_scale = fp8_per_tensor(opt.format);
     if (w.format == WeightFormat::int4 && k % opt.group_size != 0)
       throw Error(fmt::format("CudaEngine: int4wo-g{} needs K ({}) divisible by the group size",
                               opt.group_size, k));
@@ -282,9 +282,8 @@ struct CudaEngine::Impl {
       w.scale = alloc<float>(2 * n * (w.k_padded / w.group_size));
     else if (w.format != WeightFormat::bf16)
       w.scale = alloc<float>(n);
-    cuda::quantize_weight(src_bf16, w, opt.format == CudaWeightFormat::fp8_tensor, scratch, stream);
-    if (w.format != WeightFormat::bf16)
-      deq_elems = std::max(deq_elems, static_cast<size_t>(n * w.k_padded));
+    cuda::quantize_weight(src_bf16, w, fp8_per_tensor(opt.format), scratch, stream);
+    note_prefill_needs(w);
     return w;
   }
 
@@ -292,6 +291,7 @@ struct CudaEngine::Impl {
   DeviceWeight upload_prequantized(const PrequantizedWeight& p) {
     DeviceWeight w;
     w.format = device_format(p.format);
+    w.act_quant = activation_quant(p.format);
     AO_CHECK(w.format != WeightFormat::bf16, "CudaEngine: prequantized weight in bf16");
     w.n = p.n;
     w.k = p.k;
@@ -322,23 +322,45 @@ struct CudaEngine::Impl {
       std::memcpy(&data[r * row_out], &p.data[r * row_in], row_in);
       std::memcpy(&scale[r * sc_out], &p.scale[r * sc_in], sc_in * 4);
     }
+    // Fused q/k/v or gate/up parts of a per-tensor checkpoint keep one scale each.
+    w.per_tensor_scale = !int4 && std::all_of(p.scale.begin(), p.scale.end(),
+                                              [&](float v) { return v == p.scale[0]; });
     w.data = alloc<uint8_t>(data.size());
     w.scale = alloc<float>(scale.size());
     AO_CUDA_CHECK(cudaMemcpyAsync(w.data, data.data(), data.size(), cudaMemcpyHostToDevice, stream));
     AO_CUDA_CHECK(cudaMemcpyAsync(w.scale, scale.data(), scale.size() * 4, cudaMemcpyHostToDevice, stream));
-    deq_elems = std::max(deq_elems, static_cast<size_t>(w.n * w.k_padded));
+    note_prefill_needs(w);
     return w;
+  }
+
+  // Sizes the prefill scratch a weight needs: the bf16 copy of a quantized weight for cuBLAS,
+  // or the fp8 activation buffer of the cuBLASLt FP8 GEMM (no dequantization then).
+  void note_prefill_needs(const DeviceWeight& w) {
+    if (w.act_quant != cuda::ActQuant::none)
+      act_kp = std::max(act_kp, w.k_padded);
+    else if (w.format != WeightFormat::bf16)
+      deq_elems = std::max(deq_elems, static_cast<size_t>(w.n * w.k_padded));
   }
 
   void finish_setup() {
     if (deq_elems) deq = alloc<uint16_t>(deq_elems);
+    if (act_kp) {
+      act_q = alloc<uint8_t>(static_cast<size_t>(max_m) * act_kp);
+      act_scale = alloc<float>(max_m);
+      act_amax = alloc<float>(max_m);
+      fp8_gemm = std::make_unique<cuda::Fp8Gemm>();
+    }
     AO_CUDA_CHECK(cudaStreamSynchronize(stream));
     if (opt.cuda_graph) capture();
   }
 
   // ---- schedules --------------------------------------------------------------------------
+  // y [m, N] bf16 = x [m, K] bf16 (row stride K) times w^T.
   void linear(const DeviceWeight& w, const uint16_t* x, int m, uint16_t* y) {
-    if (m <= 8) {
+    // Per-tensor activation scaling needs all rows in one GEMV launch (batch 1, 2, 4 or 8).
+    const bool gemv_batch =
+        m <= 8 && (w.act_quant != cuda::ActQuant::fp8_tensor || (m & (m - 1)) == 0);
+    if (gemv_batch) {
       cuda::GemvArgs a;
       a.m = m;
       a.input = cuda::GemvInput::bf16;
@@ -346,6 +368,10 @@ struct CudaEngine::Impl {
       a.output = cuda::GemvOutput::bf16;
       a.y = y;
       cuda::gemv(w, a, stream);
+      return;
+    }
+    if (w.act_quant != cuda::ActQuant::none) {
+      linear_fp8(w, x, m, y);
       return;
     }
     const void* wp = w.data;
@@ -358,6 +384,22 @@ struct CudaEngine::Impl {
         cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), m, static_cast<int>(w.k), &alpha,
         wp, CUDA_R_16BF, static_cast<int>(w.k_padded), x, CUDA_R_16BF, static_cast<int>(w.k), &beta,
         y, CUDA_R_16BF, static_cast<int>(w.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+
+  // Dynamic fp8 activations: quantize x, then the cuBLASLt FP8 GEMM (no dequantization).
+  void linear_fp8(const DeviceWeight& w, const uint16_t* x, int m, uint16_t* y) {
+    cuda::quantize_activation_fp8(x, w.k, m, w.k, w.act_quant, act_q, w.k_padded, act_scale,
+                                  act_amax, stream);
+    // Scalar scales when both are per tensor; otherwise outer vectors (a per-tensor activation
+    // scale is then m equal values, e.g. for q/k/v parts with different weight scales).
+    const bool scalar = w.act_quant == cuda::ActQuant::fp8_tensor && w.per_tensor_scale;
+    fp8_gemm->run(w, act_q, act_scale, m, scalar, y, stream);
+    if (!fp8_fallback_warned && fp8_gemm->last_path() == cuda::Fp8GemmPath::epilogue_scales) {
+      warn("CudaEngine: cuBLASLt has no FP8 GEMM with {} scales on this GPU; using an unscaled "
+           "FP8 GEMM and a scaling epilogue",
+           scalar ? "scalar" : "per-row vector");
+      fp8_fallback_warned = true;
+    }
   }
 
   cuda::RopeArgs rope_args(const Layer& L) const {

@@ -18,22 +18,6 @@ namespace {
 
 bool engine_int4_group(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
 
-std::string format_label(const PrequantizedWeight& w) {
-  switch (w.format) {
-    case CudaWeightFormat::int8wo:
-      return "int8wo";
-    case CudaWeightFormat::int4wo:
-      return fmt::format("int4wo-g{}", w.group_size);
-    case CudaWeightFormat::fp8_row:
-      return "fp8-row";
-    case CudaWeightFormat::fp8_tensor:
-      return "fp8-tensor";
-    case CudaWeightFormat::bf16:
-      return "bf16";
-  }
-  return "?";
-}
-
 Tensor f32c(const Tensor& t) { return t.contiguous().to(DType::f32).contiguous(); }
 
 // Int8Tensor / IntxUnpackedToInt8Tensor: w = (q - zp) * scale per (row, group).
@@ -153,7 +137,8 @@ std::optional<PrequantizedWeight> map_int4_tile(const quant::Int4TilePackedTo4dT
   return w;
 }
 
-// Float8Tensor: e4m3fn qdata [N, K], scale [N] (per row) or one value (per tensor).
+// Float8Tensor: e4m3fn qdata [N, K], scale [N] (per row) or one value (per tensor). With fp8
+// activations of the same granularity (TorchAO allows no other pairing) it maps to fp8dq.
 std::optional<PrequantizedWeight> map_float8(const quant::Float8Tensor& a, std::string* why) {
   const int64_t N = a.out_features(), K = a.in_features();
   const Tensor q = a.data("qdata").contiguous();
@@ -164,7 +149,13 @@ std::optional<PrequantizedWeight> map_float8(const quant::Float8Tensor& a, std::
   }
   PrequantizedWeight w;
   const bool per_tensor = s.numel() == 1 && N != 1;
-  w.format = per_tensor ? CudaWeightFormat::fp8_tensor : CudaWeightFormat::fp8_row;
+  const quant::ActivationQuant act = a.activation_quant();
+  if (act == quant::ActivationQuant::float8_per_tensor && (per_tensor || N == 1))
+    w.format = CudaWeightFormat::fp8dq_tensor;
+  else if (act == quant::ActivationQuant::float8_per_row && !per_tensor)
+    w.format = CudaWeightFormat::fp8dq_row;
+  else
+    w.format = per_tensor ? CudaWeightFormat::fp8_tensor : CudaWeightFormat::fp8_row;
   w.n = N, w.k = K, w.source = a.type_name();
   const auto* qd = static_cast<const uint8_t*>(q.data_ptr());
   w.data.assign(qd, qd + N * K);
@@ -191,7 +182,8 @@ std::optional<PrequantizedWeight> map_qtensor_for_cuda(const quant::QTensor& q, 
     w = map_float8(*f8, why);
   else
     *why = "no CUDA kernel for this type";
-  if (w && activation_dropped) *activation_dropped = q.quantizes_activation();
+  if (w && activation_dropped)
+    *activation_dropped = q.quantizes_activation() && !fp8_dynamic_activation(w->format);
   return w;
 }
 
@@ -251,7 +243,7 @@ CudaModelWeights cuda_model_weights(const io::ModelFiles& files_in) {
       st.quantized.push_back(std::move(*mapped));
       const PrequantizedWeight& p = st.quantized.back();
       out.weights.push_back(HostWeight{name, nullptr, DType::f32, {p.n, p.k}, &p});
-      const std::string label = format_label(p);
+      const std::string label = cuda_weight_format_name(p.format, p.group_size);
       out.format_of[name] = label;
       auto& c = counts[qt->type_name() + " -> " + label];
       ++c.n;

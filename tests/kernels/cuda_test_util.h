@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -34,6 +35,18 @@ inline uint16_t f32_to_bf16(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+// Round to nearest even into e4m3fn, saturating at 448 (the value, not the code).
+inline float e4m3_round(float v) {
+  const float a = std::fabs(v);
+  if (a == 0.f) return 0.f;
+  if (a >= 448.f) return std::copysign(448.f, v);
+  int e = 0;
+  std::frexp(a, &e);       // a = f 2^e, f in [0.5, 1): floor(log2 a) = e - 1, exactly
+  e = std::max(e - 1, -6);  // subnormals share the step of the smallest normal binade
+  const float step = std::ldexp(1.f, e - 3);
+  return std::copysign(std::nearbyint(a / step) * step, v);
+}
 
 inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
   std::mt19937 g(seed);

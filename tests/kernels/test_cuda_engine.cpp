@@ -251,7 +251,9 @@ TEST_F(CudaEngineStories, QuantizedFormatsStayClose) {
   };
   for (auto [f, bound] :
        {F{runtime::CudaWeightFormat::int8wo, 2e-2}, F{runtime::CudaWeightFormat::fp8_row, 1e-1},
-        F{runtime::CudaWeightFormat::fp8_tensor, 1e-1}}) {
+        F{runtime::CudaWeightFormat::fp8_tensor, 1e-1},
+        F{runtime::CudaWeightFormat::fp8dq_row, 1e-1},
+        F{runtime::CudaWeightFormat::fp8dq_tensor, 1e-1}}) {
     runtime::CudaEngineOptions opt;
     opt.format = f;
     opt.max_seq_len = 64;
@@ -338,13 +340,46 @@ TEST_F(CudaEngineStories, PrefillAllLogitsMatchCpuReferenceAtEveryPosition) {
       EXPECT_LT(e_last, last_row);
     }
   }
+
+// fp8 weights and per-token fp8 activations: the prefill (activation quantizer + cuBLASLt FP8
+// GEMM for chunks of more than 8 tokens, the GEMV for the rest) and the decode step (GEMV with
+// the quantization fused) compute the same per-token numerics, so their logits agree up to
+// summation order (which can flip an fp8 rounding now and then); both stay near the fp32 model.
+TEST_F(CudaEngineStories, Fp8DynamicActivationPrefillMatchesDecode) {
+  std::vector<int> toks(kGreedy.begin(), kGreedy.end());
+  for (int t : {261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338})
+    toks.push_back(t);
+  const int n = static_cast<int>(toks.size());  // 30
+  const auto ref = reference_forward(s_, toks);
+  const std::vector<int32_t> ids(toks.begin(), toks.end());
+  runtime::CudaEngineOptions opt;
+  opt.format = runtime::CudaWeightFormat::fp8dq_row;
+  opt.max_seq_len = 64;
+  // Chunks of 11 tokens: 11 and 11 through the FP8 GEMM, the last 8 through the GEMV.
+  opt.max_prefill = 11;
+  auto eng = runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt);
+  const auto prefilled = eng->prefill(ids);
+  eng->reset();
+  std::vector<float> decoded = eng->prefill({ids[0]});
+  for (int t = 1; t < n; ++t) decoded = eng->decode(ids[t]);
+  const double e = nmse(prefilled, decoded);
+  const double ep = nmse(prefilled, ref.back()), ed = nmse(decoded, ref.back());
+  std::printf("stories260K fp8dq-row: prefill vs decode logits NMSE %.3g; vs fp32 %.3g / %.3g\n",
+              e, ep, ed);
+  EXPECT_LT(e, 1e-2);
+  EXPECT_LT(ep, 1e-1);
+  EXPECT_LT(ed, 1e-1);
+  EXPECT_EQ(std::max_element(prefilled.begin(), prefilled.end()) - prefilled.begin(),
+            std::max_element(decoded.begin(), decoded.end()) - decoded.begin());
 }
 
 TEST(CudaEngineSynthetic, BenchRunsOnSmallShape) {
   AO_SKIP_WITHOUT_GPU();
   io::ModelConfig c = runtime::CudaEngine::synthetic_config("llama3-1b");
   c.n_layers = 2;
-  for (const char* f : {"bf16", "int4wo-g128", "int8wo", "fp8-row"}) {
+  // fp8dq-tensor's prefill of 3 tokens goes through the FP8 GEMM (the GEMV takes per-tensor
+  // activation scaling only for batches of 1, 2, 4 and 8).
+  for (const char* f : {"bf16", "int4wo-g128", "int8wo", "fp8-row", "fp8dq-row", "fp8dq-tensor"}) {
     runtime::CudaEngineOptions opt;
     opt.format = runtime::parse_cuda_weight_format(f, &opt.group_size);
     opt.max_seq_len = 96;

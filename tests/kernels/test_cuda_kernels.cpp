@@ -11,16 +11,6 @@ namespace {
 
 // ---- CPU references ----------------------------------------------------------------------------
 
-float e4m3_round(float v) {  // round to nearest even into e4m3fn, saturating at 448
-  const float a = std::fabs(v);
-  if (a == 0.f) return 0.f;
-  if (a >= 448.f) return std::copysign(448.f, v);
-  int e = static_cast<int>(std::floor(std::log2(a)));
-  e = std::max(e, -6);
-  const float step = std::ldexp(1.f, e - 3);
-  return std::copysign(std::nearbyint(a / step) * step, v);
-}
-
 // Dequantized weights [N, K] per the device format (TorchAO numerics, NUMERICS.md).
 std::vector<float> reference_dequant(const std::vector<float>& w, int64_t N, int64_t K,
                                      WeightFormat f, int g, bool per_tensor) {

@@ -151,16 +151,29 @@ TEST(CudaWeightMapping, IntxSymmetricPerRowMapsToInt8) {
 }
 
 TEST(CudaWeightMapping, Float8PerRowAndPerTensorAreExact) {
+  using quant::ActivationQuant;
   const Tensor w = random_weight(18, 80, 7);
-  for (const bool per_tensor : {false, true}) {
-    const auto act = per_tensor ? quant::ActivationQuant::float8_per_tensor
-                                : quant::ActivationQuant::none;
-    const auto q = quant::Float8Tensor::from_float(w, per_tensor, act);
+  struct Case {
+    bool per_tensor;
+    ActivationQuant act;
+    CudaWeightFormat want;
+    bool dropped;
+  };
+  for (const Case& c : {Case{false, ActivationQuant::none, CudaWeightFormat::fp8_row, false},
+                        Case{true, ActivationQuant::none, CudaWeightFormat::fp8_tensor, false},
+                        Case{false, ActivationQuant::float8_per_row, CudaWeightFormat::fp8dq_row,
+                             false},
+                        Case{true, ActivationQuant::float8_per_tensor,
+                             CudaWeightFormat::fp8dq_tensor, false},
+                        // A pairing TorchAO does not make: weight-only, with the warning.
+                        Case{false, ActivationQuant::float8_per_tensor, CudaWeightFormat::fp8_row,
+                             true}}) {
+    const auto q = quant::Float8Tensor::from_float(w, c.per_tensor, c.act);
     bool dropped = false;
     const auto p = runtime::map_qtensor_for_cuda(*q, nullptr, &dropped);
     ASSERT_TRUE(p);
-    EXPECT_EQ(p->format, per_tensor ? CudaWeightFormat::fp8_tensor : CudaWeightFormat::fp8_row);
-    EXPECT_EQ(dropped, per_tensor);
+    EXPECT_EQ(p->format, c.want) << runtime::cuda_weight_format_name(c.want, 0);
+    EXPECT_EQ(dropped, c.dropped) << runtime::cuda_weight_format_name(c.want, 0);
     expect_same_values(*p, *q, true);
   }
 }
@@ -252,6 +265,12 @@ TEST(CudaWeightMapping, Stories260KInt4Checkpoint) {
 TEST(CudaWeightMapping, Stories260KFloat8Checkpoint) {
   AO_REQUIRE_SHARED_DATA();
   check_checkpoint("fp8wo", CudaWeightFormat::fp8_row, 35);
+}
+
+TEST(CudaWeightMapping, Stories260KFloat8DynamicCheckpoint) {
+  AO_REQUIRE_SHARED_DATA();
+  check_checkpoint("fp8dq-row", CudaWeightFormat::fp8dq_row, 35);
+  check_checkpoint("fp8dq-tensor", CudaWeightFormat::fp8dq_tensor, 35);
 }
 
 TEST(CudaWeightMapping, PlainModelIsAllDense) {

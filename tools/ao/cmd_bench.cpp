@@ -165,7 +165,8 @@ const bool registered = register_command(
            ->capture_default_str();
        sub->add_option(
               "--format", a->format,
-              "with --device cuda: weights bf16, int8wo, int4wo-g128, fp8-tensor or fp8-row "
+              "with --device cuda: weights bf16, int8wo, int4wo-g128, fp8-tensor, fp8-row, "
+              "fp8dq-tensor or fp8dq-row "
               "(TorchAO checkpoints keep their quantized weights; this applies to the others)")
            ->capture_default_str();
        sub->add_flag("--json", a->json, "print JSON instead of a markdown table");

@@ -231,7 +231,8 @@ const bool registered = register_command(
        a->cuda_format_opt =
            sub->add_option("--cuda-format", a->cuda_format,
                            "with --device cuda: weights bf16, int8wo, int4wo-gN (N = 32..256), "
-                           "fp8-row or fp8-tensor (TorchAO checkpoints keep their own quantized "
+                           "fp8-row, fp8-tensor (weight-only) or fp8dq-row, fp8dq-tensor (fp8 "
+                           "weights and activations) (TorchAO checkpoints keep their own quantized "
                            "weights; this applies to the others)")
                ->capture_default_str();
        return [a] { return run_generate(*a); };

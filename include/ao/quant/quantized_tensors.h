@@ -127,6 +127,7 @@ class Float8Tensor : public QTensor {
   void dequantize_rows(int64_t n0, int64_t n1, float* out) const override;
   void quantize_activation(float* x, int64_t M) const override;
   bool quantizes_activation() const override { return act_ != ActivationQuant::none; }
+  ActivationQuant activation_quant() const { return act_; }
 
  private:
   bool per_tensor_;

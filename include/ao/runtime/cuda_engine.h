@@ -1,5 +1,6 @@
 // CudaEngine: Llama-family inference on one NVIDIA GPU. Weights live on the device in bf16,
-// int8 / int4 weight-only or fp8 (e4m3) form; bf16 activations with fp32 accumulation and an
+// int8 / int4 weight-only or fp8 (e4m3) form, fp8 optionally with dynamically quantized e4m3
+// activations (prefill through cuBLASLt FP8); bf16 activations with fp32 accumulation and an
 // fp32 residual stream; static KV cache; prefill through cuBLAS GEMMs + a tiled attention
 // kernel; the decode step (embedding .. sampling) captured once in a CUDA graph that reads the
 // position and token from device memory, so generation needs no host sync per token.
@@ -20,10 +21,45 @@ struct NamedTensor;
 
 namespace ao::runtime {
 
-enum class CudaWeightFormat { bf16, int8wo, int4wo, fp8_tensor, fp8_row };
-// "bf16", "int8wo", "int4wo-g128" (group 32..256), "fp8-tensor", "fp8-row". Throws ao::Error.
+// fp8-*: e4m3 weights with a per-tensor / per-row f32 scale, bf16 activations (weight-only).
+// fp8dq-*: the same weights and e4m3 activations quantized on the fly with a per-tensor /
+// per-row (token) scale, TorchAO's Float8DynamicActivationFloat8WeightConfig(PerTensor() /
+// PerRow()) (the names are our quant config's short names).
+enum class CudaWeightFormat { bf16, int8wo, int4wo, fp8_tensor, fp8_row, fp8dq_tensor, fp8dq_row };
+// "bf16", "int8wo", "int4wo-g128" (group 32..256), "fp8-tensor", "fp8-row", "fp8dq-tensor",
+// "fp8dq-row". Throws ao::Error.
 CudaWeightFormat parse_cuda_weight_format(const std::string& s, int* group_size);
-std::string cuda_weight_format_name(CudaWeightFormat f, int group_size);
+
+inline bool is_fp8(CudaWeightFormat f) {
+  return f == CudaWeightFormat::fp8_tensor || f == CudaWeightFormat::fp8_row ||
+         f == CudaWeightFormat::fp8dq_tensor || f == CudaWeightFormat::fp8dq_row;
+}
+inline bool fp8_per_tensor(CudaWeightFormat f) {
+  return f == CudaWeightFormat::fp8_tensor || f == CudaWeightFormat::fp8dq_tensor;
+}
+inline bool fp8_dynamic_activation(CudaWeightFormat f) {
+  return f == CudaWeightFormat::fp8dq_tensor || f == CudaWeightFormat::fp8dq_row;
+}
+
+inline std::string cuda_weight_format_name(CudaWeightFormat f, int group_size) {
+  switch (f) {
+    case CudaWeightFormat::bf16:
+      return "bf16";
+    case CudaWeightFormat::int8wo:
+      return "int8wo";
+    case CudaWeightFormat::int4wo:
+      return "int4wo-g" + std::to_string(group_size);
+    case CudaWeightFormat::fp8_tensor:
+      return "fp8-tensor";
+    case CudaWeightFormat::fp8_row:
+      return "fp8-row";
+    case CudaWeightFormat::fp8dq_tensor:
+      return "fp8dq-tensor";
+    case CudaWeightFormat::fp8dq_row:
+      return "fp8dq-row";
+  }
+  return "?";
+}
 
 struct CudaEngineOptions {
   CudaWeightFormat format = CudaWeightFormat::bf16;
@@ -38,7 +74,7 @@ struct CudaEngineOptions {
 // checkpoint, see runtime/cuda_weights.h), on the host and unpadded; the engine only pads and
 // uploads it (no re-quantization).
 //   int8wo:         data int8 [n, k], scale [n]: w = q * scale
-//   fp8_row/tensor: data e4m3fn [n, k], scale [n] (per-tensor: all equal): w = q * scale
+//   fp8(dq)_row/tensor: data e4m3fn [n, k], scale [n] (per-tensor: all equal): w = q * scale
 //   int4wo:         data [n, k/2] bytes, element k in nibble k % 2 (low first), u in [0, 15];
 //                   scale [n, groups, 2] = {s, b} per group of group_size along k (the last
 //                   group may be partial): w = u * s + b  (TorchAO: (u - 8) * s + zero, b = zero - 8 s)

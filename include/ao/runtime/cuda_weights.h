@@ -10,8 +10,9 @@
 //   Int4Tensor (plain), group 32..256                                -> int4wo-gN
 //   Int4TilePackedTo4dTensor (tinygemm), group 32..256               -> int4wo-gN
 //   Float8Tensor per row / per tensor (e4m3)                         -> fp8-row / fp8-tensor
-// Activation-quantized variants (Int8 dynamic, Float8 dynamic, 8da4w) map their weights the same
-// way but the engine runs them weight-only (activations stay bf16): a warning says so. Anything
+//   Float8Tensor with fp8 activations of the same granularity        -> fp8dq-row / fp8dq-tensor
+// The other activation-quantized variants (Int8 dynamic, 8da4w) map their weights the same way
+// but the engine runs them weight-only (activations stay bf16): a warning says so. Anything
 // else (MX, NVFP4, int8 per group, int4 with a group the engine lacks) is dequantized on the host
 // and handed over as f32, i.e. stored in CudaEngineOptions::format (bf16 by default) with a
 // warning naming the type.
@@ -64,6 +65,8 @@ inline std::vector<float> dequantize_prequantized(const PrequantizedWeight& w) {
           break;
         case CudaWeightFormat::fp8_row:
         case CudaWeightFormat::fp8_tensor:
+        case CudaWeightFormat::fp8dq_row:
+        case CudaWeightFormat::fp8dq_tensor:
           v = e4m3fn_to_float(w.data[r * w.k + c]) * w.scale[r];
           break;
         case CudaWeightFormat::int4wo: {
@@ -120,7 +123,7 @@ inline PrequantizedWeight stack_prequantized_rows(
 
 // Maps one TorchAO weight onto an engine layout with the same numerics (table above). Returns
 // nullopt, with the reason in *why, when the engine has no such layout. *activation_dropped is set
-// when the type also quantizes activations (the engine will not).
+// when the type also quantizes activations and the engine will not (all but fp8dq).
 std::optional<PrequantizedWeight> map_qtensor_for_cuda(const quant::QTensor& q, std::string* why,
                                                        bool* activation_dropped = nullptr);
 

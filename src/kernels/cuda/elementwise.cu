@@ -86,6 +86,14 @@ __global__ void swiglu_kernel(const uint16_t* gu, int64_t m, int hidden, uint16_
   out[i] = float_to_bf16_bits(round_bf16(g / (1.f + __expf(-g))) * u);
 }
 
+__global__ void apply_outer_scales_kernel(const float* d, int64_t m, int64_t n,
+                                          const float* row_scale, const float* col_scale,
+                                          uint16_t* y) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= m * n) return;
+  y[i] = float_to_bf16_bits(d[i] * row_scale[i / n] * col_scale[i % n]);
+}
+
 // One block per token; threads over (head, pair). Heads 0..H-1 are q, H..H+KV-1 are k, then v.
 __global__ void rope_kv_append_kernel(const uint16_t* qkv, const int32_t* pos, RopeArgs a,
                                       uint16_t* q_out, uint16_t* k_cache, uint16_t* v_cache) {
@@ -173,6 +181,14 @@ void add_rmsnorm(float* residual, const uint16_t* delta, const uint16_t* weight,
 void swiglu(const uint16_t* gate_up, int m, int hidden, uint16_t* out, cudaStream_t s) {
   swiglu_kernel<<<blocks_for(static_cast<int64_t>(m) * hidden, 256), 256, 0, s>>>(gate_up, m,
                                                                                   hidden, out);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void apply_outer_scales(const float* d, int m, int64_t n, const float* row_scale,
+                        const float* col_scale, uint16_t* y, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(m) * n;
+  apply_outer_scales_kernel<<<blocks_for(total, 256), 256, 0, s>>>(d, m, n, row_scale, col_scale,
+                                                                   y);
   AO_CUDA_CHECK(cudaGetLastError());
 }
 

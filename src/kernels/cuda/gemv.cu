@@ -35,6 +35,8 @@ size_t DeviceWeight::bytes() const {
 
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.m < 1 || a.m > 8) fail("gemv: batch must be 1..8");
+  if (w.act_quant != ActQuant::none && w.format != WeightFormat::fp8)
+    fail("gemv: activation quantization needs fp8 weights");
   switch (w.format) {
     case WeightFormat::bf16:
       return gemv_format<WeightFormat::bf16>(w, a, s);

@@ -9,6 +9,12 @@
 // a 32-bit word of 8 nibbles with 4 shifts and one LOP3 per element); x is stored pre-scaled by
 // 2^11 (even k) or 2^7 (odd k), so sum x' (1 + q 2^-p) = sum x' + sum x q, and the per-chunk
 // sum x' comes from the prologue. One FFMA per weight, ~1.5 integer ops.
+//
+// fp8 with dynamic activation quantization (AQ != none, a template flag: the other formats'
+// kernels are unchanged): a pre-pass over all of K computes each row's amax of the staged x
+// (after the RMSNorm prologue), the staging writes the e4m3 values of x / scale instead of x,
+// and the epilogue multiplies by the activation scale before the weight scale. Products of two
+// e4m3 values are exact in fp32, so this is torch._scaled_mm up to the fp32 summation order.
 #pragma once
 
 #include <cuda_fp8.h>
@@ -19,6 +25,7 @@
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
+#include "fp8_activation.cuh"
 
 namespace ao::cuda {
 
@@ -216,9 +223,12 @@ __device__ __forceinline__ int x_slot(int k) {
 // gridDim.x); otherwise each block takes one tile and walks K in segments.
 // Weights are loaded U iterations ahead (double-buffered); the first batch is issued before the
 // grid-dependency wait and the prologue, so weight streaming overlaps the previous kernel's tail.
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U, int W = kWarps>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U, int W = kWarps,
+          ActQuant AQ = ActQuant::none>
 __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
     gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg) {
+  static_assert(AQ == ActQuant::none || F == WeightFormat::fp8,
+                "activation quantization is for fp8 weights");
   constexpr int kWarps = W;  // shadows the default: warps of this instantiation
   constexpr int kThreads = W * 32;
   constexpr int E = Fmt<F>::E;
@@ -229,6 +239,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   float2* csum = reinterpret_cast<float2*>(xs + M * seg);  // int4: [M][seg / 32]
   __shared__ float red[32];
   __shared__ float inv_rms[M];
+  __shared__ float act_scale[M];  // AQ only
 
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -294,6 +305,29 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
     __syncthreads();
   }
 
+  if constexpr (AQ != ActQuant::none) {
+    // Activation scales before any dot product: amax over all of K (one more read of x, so any
+    // segmentation of K works), per row, or over every row for per-tensor scaling.
+    for (int m = 0; m < M; ++m) {
+      float am = 0.f;
+      for (int k = threadIdx.x * 4; k < K; k += kThreads * 4) {
+        float v[4];
+        gemv_x4<IN>(a, m, k, K, xstride, vec, inv_rms[m], v);
+        am = fmaxf(am, fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3]))));
+      }
+      am = block_max(am, red);
+      if (threadIdx.x == 0) act_scale[m] = am;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float all = 0.f;
+      for (int m = 0; m < M; ++m) all = fmaxf(all, act_scale[m]);
+      for (int m = 0; m < M; ++m)
+        act_scale[m] = fp8_activation_scale(AQ == ActQuant::fp8_tensor ? all : act_scale[m]);
+    }
+    __syncthreads();
+  }
+
   bool loaded = false;
   for (; tile < ntiles; tile += gridDim.x) {
     set_rows(tile);
@@ -308,14 +342,18 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
       if (!(single && loaded)) {
         loaded = true;
         __syncthreads();
-        // Prologue: x segment -> shared memory (fp32, rounded to bf16 like a bf16 activation),
-        // 4 consecutive k per thread.
+        // Prologue: x segment -> shared memory (fp32, rounded to bf16 like a bf16 activation;
+        // with AQ its e4m3 value), 4 consecutive k per thread.
         for (int m = 0; m < M; ++m) {
 #pragma unroll 4
           for (int j = threadIdx.x * 4; j < slen; j += kThreads * 4) {
-            const int k = k0 + j;
             float v[4];
-            gemv_x4<IN>(a, m, k, K, xstride, vec, inv_rms[m], v);
+            gemv_x4<IN>(a, m, k0 + j, K, xstride, vec, inv_rms[m], v);
+            if constexpr (AQ != ActQuant::none) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e)
+                v[e] = e4m3_to_float(fp8_activation_code(v[e], act_scale[m]));
+            }
             if constexpr (kInt4) {
               // 8 lanes hold 32 consecutive k = one chunk: its sums of x' and x.
               float su = v[0] + v[1] + v[2] + v[3];
@@ -417,7 +455,10 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
 #pragma unroll
     for (int m = 0; m < M; ++m)
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[m][r] = warp_sum(acc[m][r]);
+      for (int r = 0; r < R; ++r) {
+        acc[m][r] = warp_sum(acc[m][r]);
+        if constexpr (AQ != ActQuant::none) acc[m][r] *= act_scale[m];
+      }
 
     if (lane == 0) {
       constexpr bool kPaired = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;
@@ -454,7 +495,7 @@ inline bool int8_deep_enabled() {
 }
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U,
-          int R = (F == WeightFormat::int4 ? 4 : 2), int W = kWarps>
+          int R = (F == WeightFormat::int4 ? 4 : 2), int W = kWarps, ActQuant AQ = ActQuant::none>
 void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
 // Warps per block of the bf16/int8/fp8 kernels: 8 for batch 1 (run 13: llama3-8b tg128 bf16
@@ -462,7 +503,7 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 // 14336-wide down projection fits one wave), 4 for batches 2-8 (unmeasured with 8).
 // Kernel lab only (bench/kernels builds with -DAO_GEMV_EXPERIMENTS): AO_GEMV_VARIANT=w4 / w16
 // overrides the batch-1 choice for comparisons.
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U, ActQuant AQ = ActQuant::none>
 void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 #ifdef AO_GEMV_EXPERIMENTS
   static const int v = [] {
@@ -470,10 +511,10 @@ void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     const std::string s = e ? e : "";
     return s == "w4" ? 4 : s == "w16" ? 16 : 0;
   }();
-  if (M == 1 && v == 4) return launch_u<F, M, IN, OUT, U, 2, 4>(w, a, s);
-  if (M == 1 && v == 16) return launch_u<F, M, IN, OUT, U, 2, 16>(w, a, s);
+  if (M == 1 && v == 4) return launch_u<F, M, IN, OUT, U, 2, 4, AQ>(w, a, s);
+  if (M == 1 && v == 16) return launch_u<F, M, IN, OUT, U, 2, 16, AQ>(w, a, s);
 #endif
-  return launch_u<F, M, IN, OUT, U, 2, (M == 1 ? 8 : 4)>(w, a, s);
+  return launch_u<F, M, IN, OUT, U, 2, (M == 1 ? 8 : 4), AQ>(w, a, s);
 }
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
@@ -486,16 +527,24 @@ void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     // 2 iterations in flight (v5); AO_GEMV_INT8=deep: 4 (as bf16), the slower v7 experiment.
     if (int8_deep_enabled()) return launch_w<F, M, IN, OUT, 4>(w, a, s);
     return launch_w<F, M, IN, OUT, 2>(w, a, s);
+  } else if constexpr (F == WeightFormat::fp8) {
+    switch (w.act_quant) {
+      case ActQuant::fp8_row:
+        return launch_w<F, M, IN, OUT, 2, ActQuant::fp8_row>(w, a, s);
+      case ActQuant::fp8_tensor:
+        return launch_w<F, M, IN, OUT, 2, ActQuant::fp8_tensor>(w, a, s);
+      default:
+        return launch_w<F, M, IN, OUT, 2>(w, a, s);
+    }
   } else {
-    constexpr int U = F == WeightFormat::bf16 ? 4 : 2;
-    return launch_w<F, M, IN, OUT, U>(w, a, s);
+    return launch_w<F, M, IN, OUT, 4>(w, a, s);
   }
 }
 
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U, int R, int W>
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U, int R, int W, ActQuant AQ>
 void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   constexpr int kThreads = W * 32;
-  auto kernel = gemv_kernel<F, M, IN, OUT, R, U, W>;
+  auto kernel = gemv_kernel<F, M, IN, OUT, R, U, W, AQ>;
   // Segment: the whole (padded) K when M rows of fp32 fit 64 KB, else 64 KB / M per segment.
   int seg = static_cast<int>(std::min<int64_t>(w.k_padded, 16384 / M));
   const int align = gemv_k_align(F);
@@ -579,6 +628,9 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   }
   // 3, 5, 6, 7: the largest power of two first, then the rest.
   if (a.output == GemvOutput::rope_kv) fail("gemv: rope_kv output needs batch 1, 2, 4 or 8");
+  if (w.act_quant == ActQuant::fp8_tensor)
+    fail("gemv: per-tensor fp8 activation quantization needs batch 1, 2, 4 or 8 (one scale "
+         "over all rows; use the FP8 GEMM for other batches)");
   const int first = a.m > 4 ? 4 : 2;
   GemvArgs head = a;
   head.m = first;

@@ -1,9 +1,11 @@
 // Weight quantization on the device (TorchAO numerics, NUMERICS.md) into the padded layouts
-// the GEMV kernels read, and dequantization back to bf16 for the prefill GEMMs.
+// the GEMV kernels read, dequantization back to bf16 for the prefill GEMMs, and the dynamic fp8
+// quantization of activations for the FP8 GEMM.
 #include <cuda_fp8.h>
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
+#include "fp8_activation.cuh"
 
 namespace ao::cuda {
 
@@ -95,21 +97,42 @@ __global__ void quantize_fp8_rows(const uint16_t* w, int64_t K, int64_t Kp,
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const uint16_t* x = w + row * K;
-  float amax;
-  if (tensor_amax) {
-    amax = *tensor_amax;
-  } else {
-    float m = 0.f;
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x)
-      m = fmaxf(m, fabsf(bf16_bits_to_float(x[k])));
-    amax = block_max(m, red);
-  }
+  const float amax = tensor_amax ? *tensor_amax : block_max(row_abs_max_part(x, K), red);
   const float s = amax > 0.f ? amax / 448.f : 1.f;
   for (int64_t k = threadIdx.x; k < Kp; k += blockDim.x) {
     float v = 0.f;
     if (k < K) v = fminf(fmaxf(bf16_bits_to_float(x[k]) / s, -448.f), 448.f);
     q[row * Kp + k] = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
   }
+  if (threadIdx.x == 0) scale[row] = s;
+}
+
+// Activations: max |x| of each row (one block per row), the first pass of per-tensor scaling.
+__global__ void activation_row_amax(const uint16_t* x, int64_t x_stride, int64_t k, float* amax) {
+  __shared__ float red[32];
+  const float a = block_max(row_abs_max_part(x + blockIdx.x * x_stride, k), red);
+  if (threadIdx.x == 0) amax[blockIdx.x] = a;
+}
+
+// One block per row: the scale (own amax, or the max over every row's amax for per-tensor),
+// then the codes of the row and its zero padding up to q_stride.
+template <bool kPerTensor>
+__global__ void quantize_activation_rows(const uint16_t* x, int64_t x_stride, int m, int64_t k,
+                                         const float* row_amax, __nv_fp8_storage_t* q,
+                                         int64_t q_stride, float* scale) {
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;
+  const uint16_t* xr = x + row * x_stride;
+  float part = 0.f;
+  if constexpr (kPerTensor) {
+    for (int i = threadIdx.x; i < m; i += blockDim.x) part = fmaxf(part, row_amax[i]);
+  } else {
+    part = row_abs_max_part(xr, k);
+  }
+  const float s = fp8_activation_scale(block_max(part, red));
+  __nv_fp8_storage_t* qr = q + row * q_stride;
+  for (int64_t i = threadIdx.x; i < q_stride; i += blockDim.x)
+    qr[i] = i < k ? fp8_activation_code(bf16_bits_to_float(xr[i]), s) : __nv_fp8_storage_t(0);
   if (threadIdx.x == 0) scale[row] = s;
 }
 
@@ -205,6 +228,30 @@ void quantize_weight(const uint16_t* w, DeviceWeight& d, bool fp8_per_tensor, fl
           w, d.k, d.k_padded, fp8_per_tensor ? scratch : nullptr,
           static_cast<__nv_fp8_storage_t*>(d.data), static_cast<float*>(d.scale));
       break;
+  }
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void quantize_activation_fp8(const uint16_t* x, int64_t x_stride, int m, int64_t k, ActQuant mode,
+                             uint8_t* q, int64_t q_stride, float* scale, float* workspace,
+                             cudaStream_t s) {
+  if (m < 1 || k < 1 || x_stride < k || q_stride < k)
+    fail("quantize_activation_fp8: needs m, k >= 1 and row strides >= k");
+  auto* qd = reinterpret_cast<__nv_fp8_storage_t*>(q);
+  const unsigned rows = static_cast<unsigned>(m);
+  switch (mode) {
+    case ActQuant::fp8_row:
+      quantize_activation_rows<false>
+          <<<rows, 256, 0, s>>>(x, x_stride, m, k, nullptr, qd, q_stride, scale);
+      break;
+    case ActQuant::fp8_tensor:
+      if (!workspace) fail("quantize_activation_fp8: per-tensor scaling needs a workspace");
+      activation_row_amax<<<rows, 256, 0, s>>>(x, x_stride, k, workspace);
+      quantize_activation_rows<true>
+          <<<rows, 256, 0, s>>>(x, x_stride, m, k, workspace, qd, q_stride, scale);
+      break;
+    case ActQuant::none:
+      fail("quantize_activation_fp8: mode is none");
   }
   AO_CUDA_CHECK(cudaGetLastError());
 }

@@ -28,13 +28,24 @@ enum class WeightFormat : int {
 };
 int gemv_k_align(WeightFormat f);  // elements a row must be padded to
 
+// Dynamic quantization of the activations that multiply an fp8 weight (TorchAO
+// Float8DynamicActivationFloat8WeightConfig): x (bf16 values) -> e4m3 codes with
+// scale = bf16(amax / 448) per row (token) or per tensor (all rows of the call), see
+// quantize_activation_fp8. The product is then (sum_k qa qw) * scale_a * scale_w, as
+// torch._scaled_mm computes it.
+enum class ActQuant : int { none = 0, fp8_row = 1, fp8_tensor = 2 };
+
 struct DeviceWeight {
   WeightFormat format = WeightFormat::bf16;
   int64_t n = 0, k = 0, k_padded = 0;
   int group_size = 0;  // int4 only
   void* data = nullptr;
-  void* scale = nullptr;  // int8/fp8: float[N]; int4: float2[N, Kp/g]
-  size_t bytes() const;   // bytes read by one GEMV (data + scales)
+  void* scale = nullptr;          // int8/fp8: float[N]; int4: float2[N, Kp/g]
+  bool per_tensor_scale = false;  // int8/fp8: all N scales are equal (scale[0] is the tensor's)
+  // fp8 only: activations are quantized dynamically before they meet this weight (the GEMV
+  // does it on the fly; prefill runs quantize_activation_fp8 + the cuBLASLt FP8 GEMM).
+  ActQuant act_quant = ActQuant::none;
+  size_t bytes() const;  // bytes read by one GEMV (data + scales)
 };
 
 // What the GEMV computes on its input before the dot products (fused prologue).
@@ -82,6 +93,9 @@ struct GemvArgs {
   uint16_t* k_cache = nullptr;  // [KV, max_seq, hd]
   uint16_t* v_cache = nullptr;
 };
+// With w.act_quant != none (fp8 weights only) the staged x is replaced by its e4m3 values (scale
+// from a pre-pass over all of K, so any K works) and the activation scale is applied with the
+// weight scale; ActQuant::fp8_tensor needs a batch of 1, 2, 4 or 8 (one launch sees every row).
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
 // Quantize a bf16 device weight [N, K] (row stride K) into a padded device weight (TorchAO
@@ -92,7 +106,21 @@ void quantize_weight(const uint16_t* w_bf16, DeviceWeight& dst, bool fp8_per_ten
 // Dequantize into bf16 [N, Kp] (for prefill GEMMs through cuBLAS).
 void dequantize_weight(const DeviceWeight& w, uint16_t* out_bf16, cudaStream_t s);
 
+// Dynamic fp8 e4m3 quantization of bf16 activations x [M, K] (row stride x_stride), TorchAO
+// numerics (Float8Tensor.from_hp: _choose_scale_float8 + _quantize_affine_float8, bf16 input):
+// scale = bf16(amax / 448) as f32, q = e4m3(clamp(x / scale, +-448)) rounded to nearest even.
+// Writes q [M, q_stride] (columns K .. q_stride - 1 zero) and scale [M] (fp8_tensor: M equal
+// values, the amax over all M rows). A block of zeros gets scale 0 and codes +-0 (TorchAO
+// would divide 0 / 0 and produce NaN codes). fp8_tensor needs `workspace` of M floats.
+void quantize_activation_fp8(const uint16_t* x, int64_t x_stride, int m, int64_t k, ActQuant mode,
+                             uint8_t* q, int64_t q_stride, float* scale, float* workspace,
+                             cudaStream_t s);
+
 // ---- elementwise -------------------------------------------------------------------------
+// y [M, N] bf16 = d [M, N] f32 * row_scale[m] * col_scale[n]: the FP8 GEMM's scales applied
+// after an unscaled cuBLASLt GEMM (Fp8Gemm's fallback path).
+void apply_outer_scales(const float* d, int m, int64_t n, const float* row_scale,
+                        const float* col_scale, uint16_t* y, cudaStream_t s);
 // Any of f32/f16/bf16 (dtype code: 0 f32, 1 f16, 2 bf16) -> bf16, row stride change allowed.
 void convert_to_bf16(const void* src, int src_dtype, uint16_t* dst, int64_t rows, int64_t cols,
                      int64_t dst_stride, cudaStream_t s);
