@@ -255,6 +255,7 @@ TEST(CudaCli, PerplexityQuantizedOnCudaMatchesCpu) {
       cpu_ppl, ppl, dev_ppl);
   EXPECT_NEAR(ppl, cpu_ppl, 0.02);
   EXPECT_NEAR(dev_ppl, cpu_ppl, 0.02);
+}
 
 // fp8 weights and dynamically quantized fp8 activations (prefill through cuBLASLt FP8). The
 // CPU model quantizes f32 activations, the engine bf16 ones (TorchAO's bf16 model does the

@@ -340,6 +340,7 @@ TEST_F(CudaEngineStories, PrefillAllLogitsMatchCpuReferenceAtEveryPosition) {
       EXPECT_LT(e_last, last_row);
     }
   }
+}
 
 // fp8 weights and per-token fp8 activations: the prefill (activation quantizer + cuBLASLt FP8
 // GEMM for chunks of more than 8 tokens, the GEMV for the rest) and the decode step (GEMV with
