@@ -259,10 +259,14 @@ TEST(CudaCli, PerplexityQuantizedOnCudaMatchesCpu) {
 
 // fp8 weights and dynamically quantized fp8 activations (prefill through cuBLASLt FP8). The
 // CPU model quantizes f32 activations, the engine bf16 ones (TorchAO's bf16 model does the
-// same), so an fp8 rounding differs now and then.
+// same), so an fp8 rounding differs now and then; with e4m3's 3 mantissa bits a flipped code is
+// a 6% step, and on stories260K's 64-wide rows a few of them move one position's logits by
+// NMSE ~0.1 (run 15: worst 0.103, argmax equal at 47/47; the engine against the fp32 model
+// stays at 1e-3, CudaEngineStories.Fp8DynamicActivationPrefillMatchesDecode). A wrong scale
+// or code layout gives NMSE ~1.
 TEST(CudaCli, TorchAOFloat8DynamicRowCheckpointMatchesCpu) {
   AO_SKIP_WITHOUT_GPU_OR_DATA();
-  check_checkpoint_on_cuda("fp8dq-row", 2e-2, 35);
+  check_checkpoint_on_cuda("fp8dq-row", 2e-1, 35, 4);
 }
 
 // Per-tensor activation scales depend on which tokens share a call: the CPU model sees all 40

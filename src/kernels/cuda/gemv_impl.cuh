@@ -78,14 +78,17 @@ __device__ __forceinline__ float4 weights4<WeightFormat::bf16>(const uint4& w, i
   return make_float4(__uint_as_float(a << 16), __uint_as_float(a & 0xffff0000u),
                      __uint_as_float(b << 16), __uint_as_float(b & 0xffff0000u));
 }
+// int8: u = q + 128 (flip the sign bit) placed by one PRMT into the mantissa of 1.0:
+// w' = 1 + u 2^-15, exact. With x staged as x' = 2^15 x, sum x' w' = sum x' + sum x u, so per
+// 16-element chunk sum x q = sum x' w' - (1 + 2^-8) sum x' (the chunk sums of x' come from the
+// prologue). Two instructions per weight (PRMT, FFMA) instead of three (PRMT, FADD, FFMA).
 template <>
 __device__ __forceinline__ float4 weights4<WeightFormat::int8>(const uint4& w, int v) {
   const uint32_t a = word(w, v) ^ 0x80808080u;  // signed -> unsigned + 128
-  constexpr float kOff = 8388608.f + 128.f;
-  return make_float4(__uint_as_float(__byte_perm(a, 0x4b000000u, 0x7540)) - kOff,
-                     __uint_as_float(__byte_perm(a, 0x4b000000u, 0x7541)) - kOff,
-                     __uint_as_float(__byte_perm(a, 0x4b000000u, 0x7542)) - kOff,
-                     __uint_as_float(__byte_perm(a, 0x4b000000u, 0x7543)) - kOff);
+  return make_float4(__uint_as_float(__byte_perm(a, 0x3f800000u, 0x7604)),
+                     __uint_as_float(__byte_perm(a, 0x3f800000u, 0x7614)),
+                     __uint_as_float(__byte_perm(a, 0x3f800000u, 0x7624)),
+                     __uint_as_float(__byte_perm(a, 0x3f800000u, 0x7634)));
 }
 template <>
 __device__ __forceinline__ float4 weights4<WeightFormat::fp8>(const uint4& w, int v) {
@@ -234,9 +237,11 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   constexpr int E = Fmt<F>::E;
   constexpr int V = E / 4;
   constexpr bool kInt4 = F == WeightFormat::int4;
+  constexpr bool kInt8 = F == WeightFormat::int8;
   extern __shared__ float4 smem4[];
   float* xs = reinterpret_cast<float*>(smem4);             // [M][seg]
   float2* csum = reinterpret_cast<float2*>(xs + M * seg);  // int4: [M][seg / 32]
+  float* csum8 = xs + M * seg;                             // int8: [M][seg / 16]
   __shared__ float red[32];
   __shared__ float inv_rms[M];
   __shared__ float act_scale[M];  // AQ only
@@ -366,6 +371,15 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
               }
               if ((lane & 7) == 0) csum[m * (seg / 32) + j / 32] = make_float2(sp, su);
             }
+            if constexpr (kInt8) {
+              // 4 lanes hold 16 consecutive k = one lane's int8 chunk: its sum of x' = 2^15 x.
+#pragma unroll
+              for (int e = 0; e < 4; ++e) v[e] *= 32768.f;
+              float sp = v[0] + v[1] + v[2] + v[3];
+              sp += __shfl_xor_sync(0xffffffffu, sp, 1);
+              sp += __shfl_xor_sync(0xffffffffu, sp, 2);
+              if ((lane & 3) == 0) csum8[m * (seg / 16) + j / 16] = sp;
+            }
             *reinterpret_cast<float4*>(&xs[m * seg + x_slot<E>(j)]) =
                 make_float4(v[0], v[1], v[2], v[3]);
           }
@@ -391,7 +405,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
         for (int u = 0; u < U; ++u) {
           if (i0 + u >= iters) break;
           const int i = i0 + u;
-          if constexpr (kInt4) {
+          if constexpr (kInt4 || kInt8) {
             float part[M][R];
 #pragma unroll
             for (int m = 0; m < M; ++m)
@@ -416,10 +430,16 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
             }
 #pragma unroll
             for (int m = 0; m < M; ++m) {
-              const float2 cs = csum[m * (seg / 32) + i * 32 + lane];
+              if constexpr (kInt4) {
+                const float2 cs = csum[m * (seg / 32) + i * 32 + lane];
 #pragma unroll
-              for (int r = 0; r < R; ++r)
-                acc[m][r] += sv[u][r].x * (part[m][r] - cs.x) + sv[u][r].y * cs.y;
+                for (int r = 0; r < R; ++r)
+                  acc[m][r] += sv[u][r].x * (part[m][r] - cs.x) + sv[u][r].y * cs.y;
+              } else {
+                const float cs = csum8[m * (seg / 16) + i * 32 + lane] * (1.f + 1.f / 256.f);
+#pragma unroll
+                for (int r = 0; r < R; ++r) acc[m][r] += part[m][r] - cs;
+              }
             }
           } else {
 #pragma unroll
@@ -502,15 +522,16 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 // 214.6 -> 228.1, int8 347.5 -> 364.2 tok/s; fewer, larger blocks stage x fewer times and the
 // 14336-wide down projection fits one wave), 4 for batches 2-8 (unmeasured with 8).
 // Kernel lab only (bench/kernels builds with -DAO_GEMV_EXPERIMENTS): AO_GEMV_VARIANT=w4 / w16
-// overrides the batch-1 choice for comparisons.
+// (warps) or u2 (2 loads in flight for bf16 too) overrides the batch-1 choice for comparisons.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U, ActQuant AQ = ActQuant::none>
 void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 #ifdef AO_GEMV_EXPERIMENTS
   static const int v = [] {
     const char* e = std::getenv("AO_GEMV_VARIANT");
     const std::string s = e ? e : "";
-    return s == "w4" ? 4 : s == "w16" ? 16 : 0;
+    return s == "w4" ? 4 : s == "w16" ? 16 : s == "u2" ? 2 : 0;
   }();
+  if (M == 1 && v == 2) return launch_u<F, M, IN, OUT, 2, 2, 8, AQ>(w, a, s);
   if (M == 1 && v == 4) return launch_u<F, M, IN, OUT, U, 2, 4, AQ>(w, a, s);
   if (M == 1 && v == 16) return launch_u<F, M, IN, OUT, U, 2, 16, AQ>(w, a, s);
 #endif
@@ -550,7 +571,9 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   const int align = gemv_k_align(F);
   seg = std::max(align, seg / align * align);
   const size_t smem = static_cast<size_t>(M) * seg * 4 +
-                      (F == WeightFormat::int4 ? static_cast<size_t>(M) * (seg / 32) * 8 : 0);
+                      (F == WeightFormat::int4   ? static_cast<size_t>(M) * (seg / 32) * 8
+                       : F == WeightFormat::int8 ? static_cast<size_t>(M) * (seg / 16) * 4
+                                                 : 0);
   static bool configured = false;
   static int sms = 0;
   static size_t occ_smem = ~size_t(0);
