@@ -518,10 +518,12 @@ template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U,
           int R = (F == WeightFormat::int4 ? 4 : 2), int W = kWarps, ActQuant AQ = ActQuant::none>
 void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
-// Warps per block of the bf16/int8/fp8 kernels: 8 for batch 1 (run 13: llama3-8b tg128 bf16
-// 214.6 -> 228.1, int8 347.5 -> 364.2 tok/s; fewer, larger blocks stage x fewer times and the
-// 14336-wide down projection fits one wave), 4 for batches 2-8 (unmeasured with 8).
-// Kernel lab only (bench/kernels builds with -DAO_GEMV_EXPERIMENTS): AO_GEMV_VARIANT=w4 / w16
+// Warps per block of the bf16/int8/fp8 kernels: 16 for batch 1, 4 for batches 2-8 (not measured
+// with more). Fewer, larger blocks stage x (and its RMSNorm) fewer times and let the 14336-wide
+// down projection fit one wave. llama3-8b tg128, 4 -> 8 warps (run 14): bf16 214.6 -> 228.1,
+// int8 347.5 -> 364.2 tok/s; 8 -> 16 (run 16): bf16 231.3 -> 236.6, int8 367.6 -> 383.8
+// (llama3-1b bf16 1054 -> 1034, int8 1487 -> 1515).
+// Kernel lab only (bench/kernels builds with -DAO_GEMV_EXPERIMENTS): AO_GEMV_VARIANT=w4 / w8
 // (warps) or u2 (2 loads in flight for bf16 too) overrides the batch-1 choice for comparisons.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int U, ActQuant AQ = ActQuant::none>
 void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
@@ -529,13 +531,13 @@ void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   static const int v = [] {
     const char* e = std::getenv("AO_GEMV_VARIANT");
     const std::string s = e ? e : "";
-    return s == "w4" ? 4 : s == "w16" ? 16 : s == "u2" ? 2 : 0;
+    return s == "w4" ? 4 : s == "w8" ? 8 : s == "u2" ? 2 : 0;
   }();
-  if (M == 1 && v == 2) return launch_u<F, M, IN, OUT, 2, 2, 8, AQ>(w, a, s);
+  if (M == 1 && v == 2) return launch_u<F, M, IN, OUT, 2, 2, 16, AQ>(w, a, s);
   if (M == 1 && v == 4) return launch_u<F, M, IN, OUT, U, 2, 4, AQ>(w, a, s);
-  if (M == 1 && v == 16) return launch_u<F, M, IN, OUT, U, 2, 16, AQ>(w, a, s);
+  if (M == 1 && v == 8) return launch_u<F, M, IN, OUT, U, 2, 8, AQ>(w, a, s);
 #endif
-  return launch_u<F, M, IN, OUT, U, 2, (M == 1 ? 8 : 4), AQ>(w, a, s);
+  return launch_u<F, M, IN, OUT, U, 2, (M == 1 ? 16 : 4), AQ>(w, a, s);
 }
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
