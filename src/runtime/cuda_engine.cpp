@@ -552,6 +552,7 @@ struct CudaEngine::Impl {
 
   // ---- logits of every prefill position (perplexity) -----------------------------------------
   float* all_logits = nullptr;  // [max_m, vocab] f32, allocated on first use
+  uint16_t* all_logits_bf16 = nullptr;  // [max_m, vocab], fp8-activation lm_head only
 
   // After enqueue_prefill(m): the lm_head of all m final-normed rows in xn into all_logits, in
   // f32 like the last-token GEMV (and the CPU model). m <= 8: the GEMV; else cuBLAS on bf16
@@ -559,13 +560,23 @@ struct CudaEngine::Impl {
   // as linear() does for prefill).
   void enqueue_all_logits(int m) {
     if (!all_logits) all_logits = alloc<float>(static_cast<size_t>(max_m) * vocab);
-    if (m <= 8) {
+    // Per-tensor fp8 activations need all rows in one GEMV launch (batch 1, 2, 4 or 8).
+    if (m <= 8 && (lm_head.act_quant != cuda::ActQuant::fp8_tensor || (m & (m - 1)) == 0)) {
       cuda::GemvArgs a;
       a.m = m;
       a.x = xn;
       a.output = cuda::GemvOutput::f32;
       a.y = all_logits;
       cuda::gemv(lm_head, a, stream);
+      return;
+    }
+    if (lm_head.act_quant != cuda::ActQuant::none) {
+      // fp8 activations: the FP8 GEMM (bf16 logits, as torch._scaled_mm gives TorchAO's bf16
+      // model), widened to f32; no dequantized copy exists for these weights.
+      if (!all_logits_bf16)
+        all_logits_bf16 = alloc<uint16_t>(static_cast<size_t>(max_m) * vocab);
+      linear_fp8(lm_head, xn, m, all_logits_bf16);
+      cuda::bf16_to_f32(all_logits_bf16, static_cast<int64_t>(m) * vocab, all_logits, stream);
       return;
     }
     const void* wp = lm_head.data;

@@ -290,9 +290,15 @@ TEST_F(CudaEngineStories, PrefillAllLogitsMatchCpuReferenceAtEveryPosition) {
     double bound;     // vs the fp32 reference, per position (as the tests above)
     double last_row;  // last row vs the last-token GEMV: summation order (bf16), bf16-rounded
                       // dequantized lm_head in the GEMM (int8wo)
+    double chunked;   // chunks of 16 + 16 + 8 vs one chunk of 40 (fp8dq: a GEMM vs GEMV
+                      // rounding difference can flip a later layer's fp8 activation code)
   };
-  for (auto [f, bound, last_row] : {F{runtime::CudaWeightFormat::bf16, 5e-3, 1e-9},
-                                    F{runtime::CudaWeightFormat::int8wo, 2e-2, 1e-5}}) {
+  // fp8dq-row: the GEMM rows are bf16 logits of the FP8 GEMM (TorchAO's numerics), the last
+  // row's GEMV keeps f32: bf16 rounding of the logits plus fp8 codes flipped by summation order.
+  for (auto [f, bound, last_row, chunked] :
+       {F{runtime::CudaWeightFormat::bf16, 5e-3, 1e-9, 1e-4},
+        F{runtime::CudaWeightFormat::int8wo, 2e-2, 1e-5, 1e-4},
+        F{runtime::CudaWeightFormat::fp8dq_row, 2e-2, 1e-2, 1e-2}}) {
     const std::string name = runtime::cuda_weight_format_name(f, 0);
     std::vector<float> one_chunk;
     for (int max_prefill : {64, 16}) {
@@ -321,7 +327,7 @@ TEST_F(CudaEngineStories, PrefillAllLogitsMatchCpuReferenceAtEveryPosition) {
       if (max_prefill == 64)
         one_chunk = all;
       else
-        EXPECT_LT(nmse(all, one_chunk), 1e-4) << "chunked vs one chunk";
+        EXPECT_LT(nmse(all, one_chunk), chunked) << "chunked vs one chunk";
 
       // Another window first, then the same one from an empty cache: identical logits.
       eng->reset();

@@ -28,6 +28,11 @@ __global__ void convert_kernel(const void* src, int dt, uint16_t* dst, int64_t r
   dst[r * dst_stride + c] = float_to_bf16_bits(v);
 }
 
+__global__ void bf16_to_f32_kernel(const uint16_t* src, int64_t n, float* dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = bf16_bits_to_float(src[i]);
+}
+
 __global__ void gather_rows_kernel(const uint16_t* src, const int32_t* perm, int64_t rows,
                                    int64_t cols, uint16_t* dst) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -146,6 +151,11 @@ void convert_to_bf16(const void* src, int src_dtype, uint16_t* dst, int64_t rows
                      int64_t dst_stride, cudaStream_t s) {
   convert_kernel<<<blocks_for(rows * cols, 256), 256, 0, s>>>(src, src_dtype, dst, rows, cols,
                                                               dst_stride);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void bf16_to_f32(const uint16_t* src, int64_t n, float* dst, cudaStream_t s) {
+  bf16_to_f32_kernel<<<blocks_for(n, 256), 256, 0, s>>>(src, n, dst);
   AO_CUDA_CHECK(cudaGetLastError());
 }
 

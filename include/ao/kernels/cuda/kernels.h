@@ -124,6 +124,8 @@ void apply_outer_scales(const float* d, int m, int64_t n, const float* row_scale
 // Any of f32/f16/bf16 (dtype code: 0 f32, 1 f16, 2 bf16) -> bf16, row stride change allowed.
 void convert_to_bf16(const void* src, int src_dtype, uint16_t* dst, int64_t rows, int64_t cols,
                      int64_t dst_stride, cudaStream_t s);
+// dst[i] = f32(src[i]) for i < n (bf16 -> f32).
+void bf16_to_f32(const uint16_t* src, int64_t n, float* dst, cudaStream_t s);
 // dst[r, :] = src[perm[r], :] for r < rows (bf16, `cols` per row).
 void gather_rows(const uint16_t* src, const int32_t* perm, int64_t rows, int64_t cols,
                  uint16_t* dst, cudaStream_t s);
