@@ -230,10 +230,7 @@ const bool registered = register_command(
        sub->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
        a->cuda_format_opt =
            sub->add_option("--cuda-format", a->cuda_format,
-                           "with --device cuda: weights bf16, int8wo, int4wo-gN (N = 32..256), "
-                           "fp8-row, fp8-tensor (weight-only) or fp8dq-row, fp8dq-tensor (fp8 "
-                           "weights and activations) (TorchAO checkpoints keep their own quantized "
-                           "weights; this applies to the others)")
+                           kCudaFormatHelp)
                ->capture_default_str();
        return [a] { return run_generate(*a); };
      }});

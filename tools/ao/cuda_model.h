@@ -3,6 +3,15 @@
 // tokenizer the CPU path would use, and the engine. CUDA builds only.
 #pragma once
 
+namespace ao::cli {
+// Help text of --cuda-format (ao generate, ao perplexity).
+inline constexpr const char* kCudaFormatHelp =
+    "with --device cuda: weights bf16, int8wo, int4wo-gN (N = 32..256), fp8-row, fp8-tensor "
+    "(weight-only) or fp8dq-row, fp8dq-tensor (fp8 weights and activations) (TorchAO "
+    "checkpoints keep their own quantized weights; this applies to the others)";
+
+}  // namespace ao::cli
+
 #ifdef AO_WITH_CUDA
 
 #include <cstdint>
