@@ -155,6 +155,33 @@ __device__ __forceinline__ void gemv_x4(const GemvArgs& a, int m, int k, int K, 
   }
 }
 
+// The fused RMSNorm's 1 / rms of each of the M rows of the f32 residual x into inv_rms[m] (all
+// threads of the block; `red` holds 32 floats of shared memory). Shared by both GEMV kernels.
+template <int M>
+__device__ __forceinline__ void gemv_inv_rms(const GemvArgs& a, int K, int64_t xstride, bool vec,
+                                             float* red, float* inv_rms) {
+  const float* x = static_cast<const float*>(a.x);
+  for (int m = 0; m < M; ++m) {
+    float ss = 0.f;
+    if (vec) {
+      const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
+#pragma unroll 8
+      for (int k = threadIdx.x; k < K / 4; k += blockDim.x) {
+        const float4 v = x4[k];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
+    } else {
+      for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        const float v = x[m * xstride + k];
+        ss += v * v;
+      }
+    }
+    ss = block_sum(ss, red);
+    if (threadIdx.x == 0) inv_rms[m] = rsqrtf(ss / K + a.eps);
+  }
+  __syncthreads();
+}
+
 // Epilogue of row `row` (acc0[m], scale applied) and, for the paired outputs (rope_kv, swiglu),
 // row + 1 (acc1[m]). Shared by the CUDA-core and the tensor-core kernels.
 template <int M, GemvOutput OUT>
@@ -287,28 +314,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   grid_dependency_wait();
 
   const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
-  if constexpr (IN == GemvInput::rmsnorm) {
-    const float* x = static_cast<const float*>(a.x);
-    for (int m = 0; m < M; ++m) {
-      float ss = 0.f;
-      if (vec) {
-        const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
-#pragma unroll 8
-        for (int k = threadIdx.x; k < K / 4; k += kThreads) {
-          const float4 v = x4[k];
-          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        }
-      } else {
-        for (int k = threadIdx.x; k < K; k += kThreads) {
-          const float v = x[m * xstride + k];
-          ss += v * v;
-        }
-      }
-      ss = block_sum(ss, red);
-      if (threadIdx.x == 0) inv_rms[m] = rsqrtf(ss / K + a.eps);
-    }
-    __syncthreads();
-  }
+  if constexpr (IN == GemvInput::rmsnorm) gemv_inv_rms<M>(a, K, xstride, vec, red, inv_rms);
 
   if constexpr (AQ != ActQuant::none) {
     // Activation scales before any dot product: amax over all of K (one more read of x, so any

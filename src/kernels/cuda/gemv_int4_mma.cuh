@@ -76,28 +76,7 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   grid_dependency_wait();
 
   const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
-  if constexpr (IN == GemvInput::rmsnorm) {
-    const float* x = static_cast<const float*>(a.x);
-    for (int m = 0; m < M; ++m) {
-      float ss = 0.f;
-      if (vec) {
-        const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
-#pragma unroll 8
-        for (int k = threadIdx.x; k < K / 4; k += nthreads) {
-          const float4 v = x4[k];
-          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        }
-      } else {
-        for (int k = threadIdx.x; k < K; k += nthreads) {
-          const float v = x[m * xstride + k];
-          ss += v * v;
-        }
-      }
-      ss = block_sum(ss, redb);
-      if (threadIdx.x == 0) inv_rms[m] = rsqrtf(ss / K + a.eps);
-    }
-    __syncthreads();
-  }
+  if constexpr (IN == GemvInput::rmsnorm) gemv_inv_rms<M>(a, K, xstride, vec, redb, inv_rms);
   // Prologue: x -> fragment-ordered bf16 + per-128 sums. A thread takes 8 consecutive k (one
   // word); 16 lanes cover one 128-block (Kp % 256 == 0 keeps the loop warp-uniform).
   for (int m = 0; m < M; ++m) {
