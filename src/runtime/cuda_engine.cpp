@@ -1034,18 +1034,18 @@ std::string cuda_device_name() {
   return p.name;
 }
 
-double cuda_copy_bandwidth_gb_s(size_t bytes) {
-  void *a = nullptr, *b = nullptr;
-  AO_CUDA_CHECK(cudaMalloc(&a, bytes));
-  AO_CUDA_CHECK(cudaMalloc(&b, bytes));
-  AO_CUDA_CHECK(cudaMemset(a, 1, bytes));
+namespace {
+// Median over 10 timed runs of fn (after 2 untimed ones), in ms, with CUDA events on the
+// legacy default stream.
+template <typename Fn>
+float median_event_ms(Fn&& fn) {
   cudaEvent_t t0, t1;
   AO_CUDA_CHECK(cudaEventCreate(&t0));
   AO_CUDA_CHECK(cudaEventCreate(&t1));
   std::vector<float> times;
   for (int i = 0; i < 12; ++i) {
     AO_CUDA_CHECK(cudaEventRecord(t0));
-    AO_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+    fn();
     AO_CUDA_CHECK(cudaEventRecord(t1));
     AO_CUDA_CHECK(cudaEventSynchronize(t1));
     float ms = 0;
@@ -1054,9 +1054,20 @@ double cuda_copy_bandwidth_gb_s(size_t bytes) {
   }
   cudaEventDestroy(t0);
   cudaEventDestroy(t1);
+  return median(times);
+}
+}  // namespace
+
+double cuda_copy_bandwidth_gb_s(size_t bytes) {
+  void *a = nullptr, *b = nullptr;
+  AO_CUDA_CHECK(cudaMalloc(&a, bytes));
+  AO_CUDA_CHECK(cudaMalloc(&b, bytes));
+  AO_CUDA_CHECK(cudaMemset(a, 1, bytes));
+  const float ms = median_event_ms(
+      [&] { AO_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
   cudaFree(a);
   cudaFree(b);
-  return 2.0 * bytes / (median(times) / 1e3) / 1e9;
+  return 2.0 * bytes / (ms / 1e3) / 1e9;
 }
 
 double cuda_gemm_tflops(int m, int n, int k) {
@@ -1068,29 +1079,17 @@ double cuda_gemm_tflops(int m, int n, int k) {
   AO_CUDA_CHECK(cudaMalloc(&c, size_t(m) * n * 2));
   cuda::fill_random_bf16(static_cast<uint16_t*>(a), int64_t(m) * k, 1.f, 1, nullptr);
   cuda::fill_random_bf16(static_cast<uint16_t*>(b), int64_t(n) * k, 1.f, 2, nullptr);
-  cudaEvent_t t0, t1;
-  AO_CUDA_CHECK(cudaEventCreate(&t0));
-  AO_CUDA_CHECK(cudaEventCreate(&t1));
   const float alpha = 1.f, beta = 0.f;
-  std::vector<float> times;
-  for (int i = 0; i < 12; ++i) {
-    AO_CUDA_CHECK(cudaEventRecord(t0));
+  const float ms = median_event_ms([&] {
     AO_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, a,
                                  CUDA_R_16BF, k, &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT));
-    AO_CUDA_CHECK(cudaEventRecord(t1));
-    AO_CUDA_CHECK(cudaEventSynchronize(t1));
-    float ms = 0;
-    AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
-    if (i >= 2) times.push_back(ms);
-  }
-  cudaEventDestroy(t0);
-  cudaEventDestroy(t1);
+  });
   cudaFree(a);
   cudaFree(b);
   cudaFree(c);
   cublasDestroy(h);
-  return 2.0 * m * n * k / (median(times) / 1e3) / 1e12;
+  return 2.0 * m * n * k / (ms / 1e3) / 1e12;
 }
 
 }  // namespace ao::runtime

@@ -411,12 +411,9 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
         for (int u = 0; u < U; ++u) {
           if (i0 + u >= iters) break;
           const int i = i0 + u;
-          if constexpr (kInt4 || kInt8) {
-            float part[M][R];
-#pragma unroll
-            for (int m = 0; m < M; ++m)
-#pragma unroll
-              for (int r = 0; r < R; ++r) part[m][r] = 0.f;
+          // One 16-byte chunk per row and lane: dot products with x into t (acc, or a per-chunk
+          // partial for the formats whose chunk sums of x are subtracted afterwards).
+          auto dot_chunk = [&](float(&t)[M][R]) {
 #pragma unroll
             for (int v = 0; v < V; ++v) {
               float4 wf[R];
@@ -427,13 +424,21 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
                 const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
-                  part[m][r] = fmaf(x4.x, wf[r].x, part[m][r]);
-                  part[m][r] = fmaf(x4.y, wf[r].y, part[m][r]);
-                  part[m][r] = fmaf(x4.z, wf[r].z, part[m][r]);
-                  part[m][r] = fmaf(x4.w, wf[r].w, part[m][r]);
+                  t[m][r] = fmaf(x4.x, wf[r].x, t[m][r]);
+                  t[m][r] = fmaf(x4.y, wf[r].y, t[m][r]);
+                  t[m][r] = fmaf(x4.z, wf[r].z, t[m][r]);
+                  t[m][r] = fmaf(x4.w, wf[r].w, t[m][r]);
                 }
               }
             }
+          };
+          if constexpr (kInt4 || kInt8) {
+            float part[M][R];
+#pragma unroll
+            for (int m = 0; m < M; ++m)
+#pragma unroll
+              for (int r = 0; r < R; ++r) part[m][r] = 0.f;
+            dot_chunk(part);
 #pragma unroll
             for (int m = 0; m < M; ++m) {
               if constexpr (kInt4) {
@@ -448,23 +453,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
               }
             }
           } else {
-#pragma unroll
-            for (int v = 0; v < V; ++v) {
-              float4 wf[R];
-#pragma unroll
-              for (int r = 0; r < R; ++r) wf[r] = weights4<F>(wv[u][r], v);
-#pragma unroll
-              for (int m = 0; m < M; ++m) {
-                const float4 x4 = smem4[(m * seg) / 4 + (i * V + v) * 32 + lane];
-#pragma unroll
-                for (int r = 0; r < R; ++r) {
-                  acc[m][r] = fmaf(x4.x, wf[r].x, acc[m][r]);
-                  acc[m][r] = fmaf(x4.y, wf[r].y, acc[m][r]);
-                  acc[m][r] = fmaf(x4.z, wf[r].z, acc[m][r]);
-                  acc[m][r] = fmaf(x4.w, wf[r].w, acc[m][r]);
-                }
-              }
-            }
+            dot_chunk(acc);
           }
         }
 #pragma unroll
