@@ -131,6 +131,14 @@ inline float pow_f32(float a, float p) {
   return static_cast<float>(std::pow(static_cast<double>(a), static_cast<double>(p)));
 }
 
+// torch.round (nearest, ties to even) without a libm call: adding 1.5 * 2^23 leaves a float
+// whose ulp is 1 for |v| < 2^22; larger values (already integers), inf and NaN go to nearbyint.
+// The sign of a zero result is kept as nearbyint keeps it.
+inline float round_even(float v) {
+  if (!(std::fabs(v) < 4194304.0f)) return std::nearbyint(v);
+  return std::copysign((v + 12582912.0f) - 12582912.0f, v);
+}
+
 inline float torch_sign(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); }
 inline float relu(float v) { return v != v ? v : (v > 0.0f ? v : 0.0f); }
 inline float clamp015(float v) { return v != v ? v : std::min(std::max(v, 0.0f), 15.0f); }
@@ -210,7 +218,7 @@ HqqStats hqq_quantize_int4(const void* x, DType x_dtype, int64_t n, int64_t k, i
           const float sc = s[g], zr = z[g];
           for (int64_t j = 0; j < gs; ++j) {
             // W_q = torch.round(W_f * scale + zero).clamp(0, 15)
-            const float wq = clamp015(R(std::nearbyint(R(R(w[j] * sc) + zr))));
+            const float wq = clamp015(R(round_even(R(R(w[j] * sc) + zr))));
             // W_r = (W_q - zero) / scale
             const float wr = R(R(wq - zr) / sc);
             const float e = R(w[j] - wr);
@@ -270,7 +278,7 @@ HqqStats hqq_quantize_int4(const void* x, DType x_dtype, int64_t n, int64_t k, i
   for (int64_t g = 0; g < groups; ++g) {
     const float* w = W.data() + g * gs;
     for (int64_t j = 0; j < gs; ++j) {
-      const float v = clamp015(std::nearbyint(w[j] * s[g] + z[g]));
+      const float v = clamp015(round_even(w[j] * s[g] + z[g]));
       q[g * gs + j] = v != v ? 0 : static_cast<uint8_t>(v);
     }
   }
