@@ -442,20 +442,35 @@ struct CudaEngine::Impl {
     cuda::gemv(lm_head, a, stream);
   }
 
+  // GEMV arguments of the decode step: RMSNorm(resid) * norm in the prologue, or a bf16 input
+  // whose product is added to the residual stream.
+  cuda::GemvArgs normed_input(const uint16_t* norm, cuda::GemvOutput out, void* y) const {
+    cuda::GemvArgs a;
+    a.input = cuda::GemvInput::rmsnorm;
+    a.x = resid;
+    a.rms_weight = norm;
+    a.eps = cfg.norm_eps;
+    a.output = out;
+    a.y = y;
+    return a;
+  }
+  cuda::GemvArgs add_to_residual(const uint16_t* x) const {
+    cuda::GemvArgs a;
+    a.x = x;
+    a.output = cuda::GemvOutput::add_residual;
+    a.y = resid;
+    return a;
+  }
+
   // One decode step: token *d_token at position *d_pos -> logits, then sample into d_token,
   // d_out, and advance *d_pos.
   void enqueue_decode() {
-    const float eps = cfg.norm_eps;
     cuda::embedding(embed, d_token, 1, dim, resid, stream);
     const auto aa = attn_args();
     for (int l = 0; l < n_layers; ++l) {
       Layer& L = layers[l];
-      cuda::GemvArgs a;
-      a.input = cuda::GemvInput::rmsnorm;
-      a.x = resid;
-      a.rms_weight = L.attn_norm;
-      a.eps = eps;
-      a.output = cuda::GemvOutput::rope_kv;  // bias + RoPE + KV append fused in the epilogue
+      // bias + RoPE + KV append fused in the epilogue
+      cuda::GemvArgs a = normed_input(L.attn_norm, cuda::GemvOutput::rope_kv, nullptr);
       a.rope = rope_args(L);
       a.pos = d_pos;
       a.q_out = q;
@@ -463,33 +478,12 @@ struct CudaEngine::Impl {
       a.v_cache = L.v_cache;
       cuda::gemv(L.qkv, a, stream);
       cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, attn_ws, attn, stream);
-      cuda::GemvArgs o;
-      o.x = attn;
-      o.output = cuda::GemvOutput::add_residual;
-      o.y = resid;
-      cuda::gemv(L.o, o, stream);
-      cuda::GemvArgs g;
-      g.input = cuda::GemvInput::rmsnorm;
-      g.x = resid;
-      g.eps = eps;
-      g.rms_weight = L.mlp_norm;
-      g.output = cuda::GemvOutput::swiglu;  // gate/up rows interleaved: h = silu(g) * u
-      g.y = h;
-      cuda::gemv(L.gate_up, g, stream);
-      cuda::GemvArgs d;
-      d.x = h;
-      d.output = cuda::GemvOutput::add_residual;
-      d.y = resid;
-      cuda::gemv(L.down, d, stream);
+      cuda::gemv(L.o, add_to_residual(attn), stream);
+      // gate/up rows interleaved: h = silu(g) * u
+      cuda::gemv(L.gate_up, normed_input(L.mlp_norm, cuda::GemvOutput::swiglu, h), stream);
+      cuda::gemv(L.down, add_to_residual(h), stream);
     }
-    cuda::GemvArgs f;
-    f.input = cuda::GemvInput::rmsnorm;
-    f.x = resid;
-    f.rms_weight = final_norm;
-    f.eps = eps;
-    f.output = cuda::GemvOutput::f32;
-    f.y = logits;
-    cuda::gemv(lm_head, f, stream);
+    cuda::gemv(lm_head, normed_input(final_norm, cuda::GemvOutput::f32, logits), stream);
     cuda::sample(logits, vocab, d_sampler, d_token, d_out, kOutCap, d_n_out, d_pos, 1, stream);
   }
 
