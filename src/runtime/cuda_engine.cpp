@@ -356,24 +356,22 @@ struct CudaEngine::Impl {
 
   // ---- schedules --------------------------------------------------------------------------
   // y [m, N] bf16 = x [m, K] bf16 (row stride K) times w^T.
-  void linear(const DeviceWeight& w, const uint16_t* x, int m, uint16_t* y) {
-    // Per-tensor activation scaling needs all rows in one GEMV launch (batch 1, 2, 4 or 8).
-    const bool gemv_batch =
-        m <= 8 && (w.act_quant != cuda::ActQuant::fp8_tensor || (m & (m - 1)) == 0);
-    if (gemv_batch) {
-      cuda::GemvArgs a;
-      a.m = m;
-      a.input = cuda::GemvInput::bf16;
-      a.x = x;
-      a.output = cuda::GemvOutput::bf16;
-      a.y = y;
-      cuda::gemv(w, a, stream);
-      return;
-    }
-    if (w.act_quant != cuda::ActQuant::none) {
-      linear_fp8(w, x, m, y);
-      return;
-    }
+  // Whether the GEMV takes m rows of x: batches up to 8 (per-tensor fp8 activation scaling
+  // needs all rows in one launch: batch 1, 2, 4 or 8).
+  static bool gemv_takes(const DeviceWeight& w, int m) {
+    return m <= 8 && (w.act_quant != cuda::ActQuant::fp8_tensor || (m & (m - 1)) == 0);
+  }
+  void gemv_rows(const DeviceWeight& w, const uint16_t* x, int m, cuda::GemvOutput out, void* y) {
+    cuda::GemvArgs a;
+    a.m = m;
+    a.x = x;
+    a.output = out;
+    a.y = y;
+    cuda::gemv(w, a, stream);
+  }
+  // y [m, N] (bf16 or f32) = x W^T through cuBLAS, quantized weights dequantized to bf16 first.
+  void gemm_dequantized(const DeviceWeight& w, const uint16_t* x, int m, void* y,
+                        cudaDataType out_type) {
     const void* wp = w.data;
     if (w.format != WeightFormat::bf16) {
       cuda::dequantize_weight(w, deq, stream);
@@ -383,7 +381,16 @@ struct CudaEngine::Impl {
     AO_CUBLAS_CHECK(cublasGemmEx(
         cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), m, static_cast<int>(w.k), &alpha,
         wp, CUDA_R_16BF, static_cast<int>(w.k_padded), x, CUDA_R_16BF, static_cast<int>(w.k), &beta,
-        y, CUDA_R_16BF, static_cast<int>(w.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        y, out_type, static_cast<int>(w.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+
+  void linear(const DeviceWeight& w, const uint16_t* x, int m, uint16_t* y) {
+    if (gemv_takes(w, m))
+      gemv_rows(w, x, m, cuda::GemvOutput::bf16, y);
+    else if (w.act_quant != cuda::ActQuant::none)
+      linear_fp8(w, x, m, y);
+    else
+      gemm_dequantized(w, x, m, y, CUDA_R_16BF);
   }
 
   // Dynamic fp8 activations: quantize x, then the cuBLASLt FP8 GEMM (no dequantization).
@@ -554,36 +561,18 @@ struct CudaEngine::Impl {
   // as linear() does for prefill).
   void enqueue_all_logits(int m) {
     if (!all_logits) all_logits = alloc<float>(static_cast<size_t>(max_m) * vocab);
-    // Per-tensor fp8 activations need all rows in one GEMV launch (batch 1, 2, 4 or 8).
-    if (m <= 8 && (lm_head.act_quant != cuda::ActQuant::fp8_tensor || (m & (m - 1)) == 0)) {
-      cuda::GemvArgs a;
-      a.m = m;
-      a.x = xn;
-      a.output = cuda::GemvOutput::f32;
-      a.y = all_logits;
-      cuda::gemv(lm_head, a, stream);
-      return;
-    }
-    if (lm_head.act_quant != cuda::ActQuant::none) {
+    if (gemv_takes(lm_head, m)) {
+      gemv_rows(lm_head, xn, m, cuda::GemvOutput::f32, all_logits);
+    } else if (lm_head.act_quant != cuda::ActQuant::none) {
       // fp8 activations: the FP8 GEMM (bf16 logits, as torch._scaled_mm gives TorchAO's bf16
       // model), widened to f32; no dequantized copy exists for these weights.
       if (!all_logits_bf16)
         all_logits_bf16 = alloc<uint16_t>(static_cast<size_t>(max_m) * vocab);
       linear_fp8(lm_head, xn, m, all_logits_bf16);
       cuda::bf16_to_f32(all_logits_bf16, static_cast<int64_t>(m) * vocab, all_logits, stream);
-      return;
+    } else {
+      gemm_dequantized(lm_head, xn, m, all_logits, CUDA_R_32F);
     }
-    const void* wp = lm_head.data;
-    if (lm_head.format != WeightFormat::bf16) {
-      cuda::dequantize_weight(lm_head, deq, stream);
-      wp = deq;
-    }
-    const float alpha = 1.f, beta = 0.f;
-    AO_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(lm_head.n), m,
-                                 static_cast<int>(lm_head.k), &alpha, wp, CUDA_R_16BF,
-                                 static_cast<int>(lm_head.k_padded), xn, CUDA_R_16BF, dim, &beta,
-                                 all_logits, CUDA_R_32F, static_cast<int>(lm_head.n),
-                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
   std::vector<float> read_logits() {

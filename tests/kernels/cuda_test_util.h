@@ -77,6 +77,35 @@ inline double nmse(const std::vector<float>& a, const std::vector<float>& b) {
   return num / std::max(den, 1e-30);
 }
 
+// The GEMV's fused RMSNorm as the kernels round it: bf16(bf16(x * inv_rms) * weight), eps 1e-5,
+// for m rows of k residual values x (f32) and a bf16 norm weight.
+inline std::vector<float> reference_rmsnorm(const std::vector<float>& x, int64_t m, int64_t k,
+                                            const std::vector<uint16_t>& weight) {
+  std::vector<float> out(static_cast<size_t>(m * k));
+  for (int64_t i = 0; i < m; ++i) {
+    double ss = 0;
+    for (int64_t j = 0; j < k; ++j) ss += x[i * k + j] * x[i * k + j];
+    const float inv = 1.f / std::sqrt(static_cast<float>(ss / k) + 1e-5f);
+    for (int64_t j = 0; j < k; ++j)
+      out[i * k + j] = round_bf16(round_bf16(x[i * k + j] * inv) * bf16_to_f32(weight[j]));
+  }
+  return out;
+}
+
+// GEMV arguments with the fused RMSNorm prologue (eps 1e-5) over m rows of the residual x.
+inline GemvArgs rmsnorm_gemv_args(int m, const float* x, const uint16_t* weight, GemvOutput out,
+                                  void* y) {
+  GemvArgs a;
+  a.m = m;
+  a.input = GemvInput::rmsnorm;
+  a.x = x;
+  a.rms_weight = weight;
+  a.eps = 1e-5f;
+  a.output = out;
+  a.y = y;
+  return a;
+}
+
 // A device buffer of `count` T with 4 KiB sentinel guards on both sides.
 template <typename T>
 class Guarded {

@@ -295,14 +295,7 @@ TEST(CudaFp8, GemvActivationQuantAfterRmsnormAndSwiglu) {
     const auto resid = randn(static_cast<size_t>(m) * k, 60 + m, 3.f);
     auto nw = to_bf16(randn(k, 61, 0.1f));
     for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
-    std::vector<float> xn(static_cast<size_t>(m) * k);
-    for (int i = 0; i < m; ++i) {
-      double ss = 0;
-      for (int64_t j = 0; j < k; ++j) ss += resid[i * k + j] * resid[i * k + j];
-      const float inv = 1.f / std::sqrt(static_cast<float>(ss / k) + 1e-5f);
-      for (int64_t j = 0; j < k; ++j)
-        xn[i * k + j] = round_bf16(round_bf16(resid[i * k + j] * inv) * bf16_to_f32(nw[j]));
-    }
+    const auto xn = reference_rmsnorm(resid, m, k, nw);
     const auto q = reference_quantize(xn, m, k, false);
     auto dot = [&](int i, int64_t r) {
       double s = 0;
@@ -316,14 +309,7 @@ TEST(CudaFp8, GemvActivationQuantAfterRmsnormAndSwiglu) {
     // rounding boundary (then its e4m3 code can differ by one step): an NMSE bound, far below
     // what skipping the activation quantization costs (~1e-3).
     Guarded<float> dy(static_cast<size_t>(m) * n);
-    GemvArgs a;
-    a.m = m;
-    a.input = GemvInput::rmsnorm;
-    a.x = dres.get();
-    a.rms_weight = dnw.get();
-    a.eps = 1e-5f;
-    a.output = GemvOutput::f32;
-    a.y = dy.get();
+    const GemvArgs a = rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::f32, dy.get());
     gemv(w.dw, a, nullptr);
     std::vector<float> ref(static_cast<size_t>(m) * n);
     for (int i = 0; i < m; ++i)

@@ -155,25 +155,11 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
     auto resid = randn(m * K, 20 + m, 3.f);
     auto nw = to_bf16(randn(K, 30, 0.1f));
     for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
-    std::vector<float> xn(m * K);
-    for (int i = 0; i < m; ++i) {
-      double ss = 0;
-      for (int64_t k = 0; k < K; ++k) ss += resid[i * K + k] * resid[i * K + k];
-      const float inv = 1.f / std::sqrt(static_cast<float>(ss / K) + 1e-5f);
-      for (int64_t k = 0; k < K; ++k)
-        xn[i * K + k] = round_bf16(round_bf16(resid[i * K + k] * inv) * bf16_to_f32(nw[k]));
-    }
+    const auto xn = reference_rmsnorm(resid, m, K, nw);
     Guarded<float> dres(resid);
     Guarded<uint16_t> dnw(nw);
     Guarded<uint16_t> dy(m * N);
-    GemvArgs a;
-    a.m = m;
-    a.input = GemvInput::rmsnorm;
-    a.x = dres.get();
-    a.rms_weight = dnw.get();
-    a.eps = 1e-5f;
-    a.output = GemvOutput::bf16;
-    a.y = dy.get();
+    const GemvArgs a = rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::bf16, dy.get());
     gemv(tw.dw, a, nullptr);
     auto y = from_bf16(dy.download());
     EXPECT_TRUE(dy.guards_intact());
@@ -444,18 +430,14 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
       const int M = 2, p0 = 7;
       auto resid = randn(M * K, 63, 2.f);
       auto nw = to_bf16(std::vector<float>(K, 1.f));
+      const auto xn = reference_rmsnorm(resid, M, K, nw);  // norm weight 1
       std::vector<float> qkv(M * N);
-      for (int m = 0; m < M; ++m) {
-        double ss = 0;
-        for (int k = 0; k < K; ++k) ss += resid[m * K + k] * resid[m * K + k];
-        const float inv = 1.f / std::sqrt(static_cast<float>(ss / K) + 1e-5f);
+      for (int m = 0; m < M; ++m)
         for (int n = 0; n < N; ++n) {
           double a = 0;
-          for (int k = 0; k < K; ++k)
-            a += double(round_bf16(resid[m * K + k] * inv)) * wq[size_t(n) * K + k];
+          for (int k = 0; k < K; ++k) a += double(xn[m * K + k]) * wq[size_t(n) * K + k];
           qkv[m * N + n] = round_bf16(static_cast<float>(a));
         }
-      }
       std::vector<float> q, kc(KV * S * hd, 0.f), vc(KV * S * hd, 0.f);
       reference_rope(qkv, M, p0, H, KV, hd, S, inter, inv_freq, &bias, q, kc, vc);
       Guarded<float> dres(resid);
@@ -463,13 +445,7 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
       AO_CUDA_CHECK(cudaMemset(dk.get(), 0, dk.bytes()));
       AO_CUDA_CHECK(cudaMemset(dv.get(), 0, dv.bytes()));
       Guarded<int32_t> dpos(std::vector<int32_t>{p0});
-      GemvArgs a;
-      a.m = M;
-      a.input = GemvInput::rmsnorm;
-      a.x = dres.get();
-      a.rms_weight = dnw.get();
-      a.eps = 1e-5f;
-      a.output = GemvOutput::rope_kv;
+      GemvArgs a = rmsnorm_gemv_args(M, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr);
       a.rope.n_heads = H;
       a.rope.n_kv_heads = KV;
       a.rope.head_dim = hd;

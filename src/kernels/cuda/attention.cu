@@ -361,17 +361,8 @@ template <int G, int HD>
 void launch_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
                       const int32_t* pos, const AttentionArgs& a, float* partial, int* counters,
                       uint16_t* out, cudaStream_t s) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(a.n_kv_heads), kSplits2);
-  cfg.blockDim = dim3(kDec2Warps * 32);
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  AO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, attn_decode_v2<G, HD>, q, kc, vc, pos, a, partial,
-                                   counters, out));
+  launch_pdl(attn_decode_v2<G, HD>, dim3(static_cast<unsigned>(a.n_kv_heads), kSplits2),
+             dim3(kDec2Warps * 32), 0, s, q, kc, vc, pos, a, partial, counters, out);
 }
 
 template <int HD>

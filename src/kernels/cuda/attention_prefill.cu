@@ -231,8 +231,7 @@ void launch_prefill_mma(const uint16_t* q, int m, const uint16_t* kc, const uint
   constexpr size_t smem = (kBM + 4 * kBN) * HD * sizeof(uint16_t);
   static bool configured = false;
   if (!configured) {
-    AO_CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_mma<HD>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    opt_in_shared_memory(attn_prefill_mma<HD>, static_cast<int>(smem));
     configured = true;
   }
   const dim3 grid((m + kBM - 1) / kBM, a.n_heads);

@@ -7,6 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
+
+#include "ao/kernels/cuda/kernels.h"
 
 namespace ao::cuda::detail {
 
@@ -84,6 +87,36 @@ inline bool pdl_enabled() {
     return !(e && e[0] == '0');
   }();
   return on;
+}
+
+// Launches kernel<<<grid, block, smem, s>>>(args...) with the programmatic-dependent-launch
+// attribute (unless AO_CUDA_PDL=0): the kernel may start while the previous one finishes, and
+// must call grid_dependency_wait() before reading what that one wrote.
+template <typename... KernelArgs, typename... Args>
+void launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                cudaStream_t s, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  AO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+// Lets `kernel` use up to `smem_bytes` of dynamic shared memory; returns the device's SM count.
+template <typename Kernel>
+int opt_in_shared_memory(Kernel kernel, int smem_bytes) {
+  AO_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+  int dev = 0, sms = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
 }
 
 inline unsigned blocks_for(int64_t n, int threads) {

@@ -576,11 +576,7 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   static size_t occ_smem = ~size_t(0);
   static int occ_blocks = 0;
   if (!configured) {
-    AO_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
-    int dev = 0;
-    AO_CUDA_CHECK(cudaGetDevice(&dev));
-    AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    sms = opt_in_shared_memory(kernel, 96 * 1024);
     configured = true;
   }
   const int rows_per_block = W * R;
@@ -594,17 +590,7 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     }
     grid = std::min(ntiles, std::max(1, occ_blocks) * sms);
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  AO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, w, a, seg));
+  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, s, w, a, seg);
 }
 
 template <WeightFormat F, int M>

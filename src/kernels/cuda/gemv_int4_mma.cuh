@@ -194,11 +194,7 @@ void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   static size_t occ_smem[3] = {~size_t(0), ~size_t(0), ~size_t(0)};
   static int occ_blocks[3] = {0, 0, 0};
   if (!configured) {
-    AO_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
-    int dev = 0;
-    AO_CUDA_CHECK(cudaGetDevice(&dev));
-    AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    sms = opt_in_shared_memory(kernel, 96 * 1024);
     configured = true;
   }
   // Warps per block: the one whose last round of the persistent grid is fullest (16 rows per
@@ -229,15 +225,6 @@ void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     const double eff = static_cast<double>(ntiles) / (static_cast<double>(rounds) * slots);
     if (eff > best_eff + 0.05) best_eff = eff, best_w = W, best_grid = std::min(ntiles, slots);
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(best_grid));
-  cfg.blockDim = dim3(static_cast<unsigned>(best_w * 32));
-  cfg.dynamicSmemBytes = int4_mma_smem(w, M, best_w);
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  AO_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, w, a));
+  launch_pdl(kernel, dim3(static_cast<unsigned>(best_grid)),
+             dim3(static_cast<unsigned>(best_w * 32)), int4_mma_smem(w, M, best_w), s, w, a);
 }
