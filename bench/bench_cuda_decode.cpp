@@ -5,9 +5,11 @@
 //                     fp8dq-tensor)
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
 //                     [--kernel-reps 50] [--kernel-m1]
+// Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split (ao::cuda::set_gemv_tuning).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
 // --models none skips the whole-model runs.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -152,8 +154,10 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
         },
         20);
     const double flop = 4.0 * 32 * 128 * (double(m) * (m + 1) / 2);
-    std::printf("| attention prefill %d tokens (causal, 32/8 heads) | bf16 | %d | | %.1f | %.0f TFLOP/s | |\n",
-                m, m, us, flop / us / 1e6);
+    std::printf(
+        "| attention prefill %d tokens (causal, 32/8 heads) | bf16 | %d | | %.1f | %.0f TFLOP/s | "
+        "|\n",
+        m, m, us, flop / us / 1e6);
     cudaFree(pq);
     cudaFree(po);
   }
@@ -218,6 +222,10 @@ int main(int argc, char** argv) {
   }
   try {
     using namespace ao::runtime;
+    // Lab override of the GEMV launch choice: AO_GEMV_KSPLIT=1|2|4.
+    ao::cuda::GemvTuning tune;
+    if (const char* e = std::getenv("AO_GEMV_KSPLIT")) tune.k_split = std::atoi(e);
+    ao::cuda::set_gemv_tuning(tune);
     const double bw = cuda_copy_bandwidth_gb_s();
     const double gemm_big = cuda_gemm_tflops(8192, 8192, 8192);
     const double gemm_pp = cuda_gemm_tflops(pp > 0 ? pp : 512, 14336, 4096);

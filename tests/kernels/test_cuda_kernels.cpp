@@ -204,6 +204,69 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
   }
 }
 
+// The persistent grid's tile schedule: more tiles than resident blocks (several rounds), K = 4096
+// so every K split (1, 2, 4 warps per row group) is eligible; f32 output and the paired SwiGLU
+// epilogue (row pairs must stay in one row group).
+TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  const int64_t N = 4600, K = 4096;
+  auto wb = to_bf16(randn(N * K, 4, 0.05f));
+  TestWeight tw(wb, N, K, c);
+  const auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  auto matvec = [&](const std::vector<float>& x, int m) {
+    std::vector<float> y(m * N);
+    for (int i = 0; i < m; ++i)
+      for (int64_t n = 0; n < N; ++n) {
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(x[i * K + k]) * deq[n * K + k];
+        y[i * N + n] = static_cast<float>(acc);
+      }
+    return y;
+  };
+  struct Reset {
+    ~Reset() { set_gemv_tuning(GemvTuning{}); }
+  } reset;
+  auto nw = to_bf16(randn(K, 70, 0.1f));
+  for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
+  Guarded<uint16_t> dnw(nw);
+  for (int m : {1, 2}) {
+    // Plain bf16 input, f32 output.
+    auto xb = to_bf16(randn(m * K, 60 + m));
+    const auto ref = matvec(from_bf16(xb), m);
+    // RMSNorm prologue + SwiGLU epilogue (rows 2j, 2j + 1 must meet in one warp's epilogue).
+    const auto resid = randn(m * K, 80 + m, 3.f);
+    const auto gu = matvec(reference_rmsnorm(resid, m, K, nw), m);
+    std::vector<float> href(m * N / 2);
+    for (int i = 0; i < m; ++i)
+      for (int64_t j = 0; j < N / 2; ++j) {
+        const float g = round_bf16(gu[i * N + 2 * j]), u = round_bf16(gu[i * N + 2 * j + 1]);
+        href[i * N / 2 + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
+      }
+    Guarded<uint16_t> dx(xb);
+    Guarded<float> dres(resid);
+    for (int ks : {1, 2, 4}) {
+      set_gemv_tuning(GemvTuning{ks});
+      const std::string what =
+          std::string(c.name) + " m=" + std::to_string(m) + " k_split=" + std::to_string(ks);
+      Guarded<float> dy(m * N);
+      GemvArgs a;
+      a.m = m;
+      a.x = dx.get();
+      a.output = GemvOutput::f32;
+      a.y = dy.get();
+      gemv(tw.dw, a, nullptr);
+      EXPECT_LT(nmse(dy.download(), ref), 1e-6) << what;
+      EXPECT_TRUE(dy.guards_intact()) << what;
+      Guarded<uint16_t> dh(m * N / 2);
+      gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get()),
+           nullptr);
+      EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
+      EXPECT_TRUE(dh.guards_intact()) << what;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, CudaGemv,
                          ::testing::Values(QuantCase{WeightFormat::bf16, 0, false, "bf16"},
                                            QuantCase{WeightFormat::int8, 0, false, "int8"},
@@ -510,8 +573,8 @@ TEST_P(CudaAttention, LongContextPrefillAndDecodeMatchReference) {
   struct Step {
     int M, p0;
   };
-  for (const Step st : {Step{200, 1000}, Step{130, 0}, Step{1, 40}, Step{1, 700}, Step{1, 2047},
-                        Step{1, 2559}}) {
+  for (const Step st :
+       {Step{200, 1000}, Step{130, 0}, Step{1, 40}, Step{1, 700}, Step{1, 2047}, Step{1, 2559}}) {
     auto q = from_bf16(to_bf16(randn(size_t(st.M) * H * hd, 80 + st.p0, 2.f)));
     Guarded<uint16_t> dq(to_bf16(q)), dout(size_t(st.M) * H * hd);
     Guarded<int32_t> dpos(std::vector<int32_t>{st.p0});

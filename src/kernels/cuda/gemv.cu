@@ -33,6 +33,16 @@ size_t DeviceWeight::bytes() const {
   return 0;
 }
 
+namespace {
+GemvTuning g_tuning;
+}  // namespace
+void set_gemv_tuning(const GemvTuning& t) {
+  if (t.k_split != 0 && t.k_split != 1 && t.k_split != 2 && t.k_split != 4)
+    fail("set_gemv_tuning: k_split must be 0 (automatic), 1, 2 or 4");
+  g_tuning = t;
+}
+GemvTuning gemv_tuning() { return g_tuning; }
+
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.m < 1 || a.m > 8) fail("gemv: batch must be 1..8");
   if (w.act_quant != ActQuant::none && w.format != WeightFormat::fp8)

@@ -123,7 +123,7 @@ __device__ __forceinline__ float4 weights4<WeightFormat::int4>(const uint4& w, i
 // the prologues of the CUDA-core and the tensor-core kernels.
 template <GemvInput IN>
 __device__ __forceinline__ void gemv_x4(const GemvArgs& a, int m, int k, int K, int64_t xstride,
-                                           bool vec, float inv_rms, float* v) {
+                                        bool vec, float inv_rms, float* v) {
   v[0] = v[1] = v[2] = v[3] = 0.f;
   if (vec && k + 3 < K) {
     if constexpr (IN == GemvInput::bf16) {
@@ -185,8 +185,8 @@ __device__ __forceinline__ void gemv_inv_rms(const GemvArgs& a, int K, int64_t x
 // Epilogue of row `row` (acc0[m], scale applied) and, for the paired outputs (rope_kv, swiglu),
 // row + 1 (acc1[m]). Shared by the CUDA-core and the tensor-core kernels.
 template <int M, GemvOutput OUT>
-__device__ __forceinline__ void gemv_epilogue(const GemvArgs& a, int N, int row,
-                                                 const float* acc0, const float* acc1) {
+__device__ __forceinline__ void gemv_epilogue(const GemvArgs& a, int N, int row, const float* acc0,
+                                              const float* acc1) {
   if constexpr (OUT == GemvOutput::rope_kv) {
     const RopeArgs& ro = a.rope;
     const int hd = ro.head_dim, h = row / hd, i = (row % hd) / 2;
@@ -248,15 +248,17 @@ __device__ __forceinline__ int x_slot(int k) {
   return (((c >> 5) * V + (j >> 2)) * 32 + (c & 31)) * 4 + (j & 3);
 }
 
-// A block owns tiles of kWarps * R rows (warp w: rows tile * kWarps * R + w * R ..). When x fits
-// shared memory in one segment the grid is persistent (one prologue per block, tiles strided by
-// gridDim.x); otherwise each block takes one tile and walks K in segments.
+// A block owns tiles of (kWarps / ks) * R rows: warp w takes rows (tile * kWarps / ks + w / ks)
+// * R .. + R - 1 and the K slice w % ks of them (ks = `ksplit` warps per row group; their partial
+// sums meet in shared memory, one barrier per tile). When x fits shared memory in one segment
+// the grid is persistent (one prologue per block, tiles strided by gridDim.x); otherwise each
+// block takes one tile and walks K in segments (ks = 1).
 // Weights are loaded U iterations ahead (double-buffered); the first batch is issued before the
 // grid-dependency wait and the prologue, so weight streaming overlaps the previous kernel's tail.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U, int W = kWarps,
           ActQuant AQ = ActQuant::none>
 __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
-    gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg) {
+    gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg, int ksplit) {
   static_assert(AQ == ActQuant::none || F == WeightFormat::fp8,
                 "activation quantization is for fp8 weights");
   constexpr int kWarps = W;  // shadows the default: warps of this instantiation
@@ -271,44 +273,49 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   float* csum8 = xs + M * seg;                             // int8: [M][seg / 16]
   __shared__ float red[32];
   __shared__ float inv_rms[M];
-  __shared__ float act_scale[M];  // AQ only
+  __shared__ float act_scale[M];             // AQ only
+  __shared__ float kred[2][kWarps * M * R];  // ksplit > 1: partial sums, double-buffered
 
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t xstride = a.x_stride ? a.x_stride : K;
-  const int ntiles = (N + kWarps * R - 1) / (kWarps * R);
   const bool single = seg >= Kp;
+  const int ks = single ? ksplit : 1;        // the launcher checks divisibility
+  const int wpt = kWarps / ks;               // row groups per tile
+  const int wr = warp / ks, wk = warp % ks;  // this warp's row group and K slice
+  const int ntiles = (N + wpt * R - 1) / (wpt * R);
   const int groups = kInt4 ? Kp / w.group_size : 1;
   const float2* sbase = static_cast<const float2*>(w.scale);
   const int64_t row_bytes = static_cast<int64_t>(Kp / E) * 16;
 
-  int rows[R];
-  auto set_rows = [&](int tile) {
+  // This warp's rows of tile t.
+  auto set_rows = [&](int(&rs)[R], int t) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) rows[r] = min((tile * kWarps + warp) * R + r, N - 1);
+    for (int r = 0; r < R; ++r) rs[r] = min((t * wpt + wr) * R + r, N - 1);
   };
-  // Loads iteration i (global chunk cbase + i * 32 + lane) of every row.
-  auto load = [&](uint4(&dst)[R], float2(&sdst)[R], int cbase, int i) {
+  // Loads iteration i (global chunk cbase + i * 32 + lane) of rows rs.
+  auto load = [&](uint4(&dst)[R], float2(&sdst)[R], const int(&rs)[R], int cbase, int i) {
     const int c = cbase + i * 32 + lane;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      dst[r] = load_stream(static_cast<const uint8_t*>(w.data) + rows[r] * row_bytes +
+      dst[r] = load_stream(static_cast<const uint8_t*>(w.data) + rs[r] * row_bytes +
                            static_cast<int64_t>(c) * 16);
       if constexpr (kInt4)
-        sdst[r] = __ldg(&sbase[static_cast<int64_t>(rows[r]) * groups + c * 32 / w.group_size]);
+        sdst[r] = __ldg(&sbase[static_cast<int64_t>(rs[r]) * groups + c * 32 / w.group_size]);
     }
   };
 
   uint4 wv[U][R];
   float2 sv[U][R];
   int tile = blockIdx.x;
-  set_rows(tile);
+  int rows[R];
+  set_rows(rows, tile);
   {
-    const int iters0 = min(seg, Kp) / (32 * E);
+    const int slice0 = min(seg, Kp) / (32 * E) / ks, ibeg0 = wk * slice0;
 #pragma unroll
     for (int u = 0; u < U; ++u)
-      if (u < iters0) load(wv[u], sv[u], 0, u);
+      if (u < slice0) load(wv[u], sv[u], rows, 0, ibeg0 + u);
   }
   bool prefetched = true;
   grid_dependency_wait();
@@ -340,8 +347,9 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   }
 
   bool loaded = false;
+  int parity = 0;
   for (; tile < ntiles; tile += gridDim.x) {
-    set_rows(tile);
+    set_rows(rows, tile);
     float acc[M][R];
 #pragma unroll
     for (int m = 0; m < M; ++m)
@@ -393,23 +401,23 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
         __syncthreads();
       }
 
-      const int iters = slen / (32 * E);
+      const int slice = slen / (32 * E) / ks;  // iterations of this warp's K slice
+      const int ibeg = wk * slice, iend = ibeg + slice;
       const int cbase = k0 / E;
       if (!prefetched) {
 #pragma unroll
         for (int u = 0; u < U; ++u)
-          if (u < iters) load(wv[u], sv[u], cbase, u);
+          if (u < slice) load(wv[u], sv[u], rows, cbase, ibeg + u);
       }
-      prefetched = false;
-      for (int i0 = 0; i0 < iters; i0 += U) {
+      for (int i0 = ibeg; i0 < iend; i0 += U) {
         uint4 nv[U][R];
         float2 ns[U][R];
 #pragma unroll
         for (int u = 0; u < U; ++u)
-          if (i0 + U + u < iters) load(nv[u], ns[u], cbase, i0 + U + u);
+          if (i0 + U + u < iend) load(nv[u], ns[u], rows, cbase, i0 + U + u);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          if (i0 + u >= iters) break;
+          if (i0 + u >= iend) break;
           const int i = i0 + u;
           // One 16-byte chunk per row and lane: dot products with x into t (acc, or a per-chunk
           // partial for the formats whose chunk sums of x are subtracted afterwards).
@@ -464,6 +472,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
             sv[u][r] = ns[u][r];
           }
       }
+      prefetched = false;
     }
 
     if (tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
@@ -474,14 +483,32 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
         acc[m][r] = warp_sum(acc[m][r]);
         if constexpr (AQ != ActQuant::none) acc[m][r] *= act_scale[m];
       }
+    if (ks > 1) {  // block-uniform: the K slices' partial sums meet in the slice-0 warp
+      float* kr = kred[parity];
+      parity ^= 1;
+      if (lane == 0 && wk != 0) {
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+#pragma unroll
+          for (int r = 0; r < R; ++r) kr[(warp * M + m) * R + r] = acc[m][r];
+      }
+      __syncthreads();
+      if (lane == 0 && wk == 0) {
+        for (int j = 1; j < ks; ++j)
+#pragma unroll
+          for (int m = 0; m < M; ++m)
+#pragma unroll
+            for (int r = 0; r < R; ++r) acc[m][r] += kr[((warp + j) * M + m) * R + r];
+      }
+    }
 
-    if (lane == 0) {
+    if (lane == 0 && wk == 0) {
       constexpr bool kPaired = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;
       constexpr bool kRowScale = F == WeightFormat::int8 || F == WeightFormat::fp8;
       const float* rscale = static_cast<const float*>(w.scale);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        const int row = (tile * kWarps + warp) * R + r;
+        const int row = (tile * wpt + wr) * R + r;
         if (row >= N || (kPaired && (r & 1))) continue;  // odd rows go with their even partner
         const float s0 = kRowScale ? rscale[row] : 1.f;
         const float s1 = kRowScale && kPaired ? rscale[row + 1] : 1.f;
@@ -579,18 +606,41 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     sms = opt_in_shared_memory(kernel, 96 * 1024);
     configured = true;
   }
-  const int rows_per_block = W * R;
-  const int ntiles = static_cast<int>((w.n + rows_per_block - 1) / rows_per_block);
-  int grid = ntiles;
+  const GemvTuning tune = gemv_tuning();
+  auto tiles_for = [&](int ks) {
+    const int64_t rows_per_block = static_cast<int64_t>(W / ks) * R;
+    return static_cast<int>((w.n + rows_per_block - 1) / rows_per_block);
+  };
+  int ks = 1;
+  int grid = tiles_for(1);
   if (seg >= w.k_padded) {  // persistent: as many blocks as fit at once
     if (smem != occ_smem) {
       AO_CUDA_CHECK(
           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_blocks, kernel, kThreads, smem));
       occ_smem = smem;
     }
-    grid = std::min(ntiles, std::max(1, occ_blocks) * sms);
+    const int slots = std::max(1, occ_blocks) * sms;
+    // K split: 1, 2 or 4 warps per row group, each slice a whole number of U iterations, taken
+    // only when the unsplit grid's last round of tiles would leave > 30% of the slots idle (then
+    // the split whose last round is fullest). Measured (run 21): llama3-1b o/down (64 tiles of
+    // 32 rows on 132 SMs) gain from k_split 2; llama3-8b qkv (73% full) lost 4-6% with it.
+    const int iters = static_cast<int>(w.k_padded / (32 * Fmt<F>::E));
+    auto efficiency = [&](int cand) {
+      const int tiles = tiles_for(cand);
+      const int rounds = (tiles + slots - 1) / slots;
+      return static_cast<double>(tiles) / (static_cast<double>(rounds) * slots);
+    };
+    auto eligible = [&](int cand) { return W % cand == 0 && iters % (cand * U) == 0; };
+    if (tune.k_split != 0) {
+      if (eligible(tune.k_split)) ks = tune.k_split;
+    } else if (efficiency(1) < 0.7) {
+      double best = efficiency(1);
+      for (int cand : {2, 4})
+        if (eligible(cand) && efficiency(cand) > best + 0.05) best = efficiency(cand), ks = cand;
+    }
+    grid = std::min(tiles_for(ks), slots);
   }
-  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, s, w, a, seg);
+  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, s, w, a, seg, ks);
 }
 
 template <WeightFormat F, int M>
@@ -635,8 +685,9 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   // 3, 5, 6, 7: the largest power of two first, then the rest.
   if (a.output == GemvOutput::rope_kv) fail("gemv: rope_kv output needs batch 1, 2, 4 or 8");
   if (w.act_quant == ActQuant::fp8_tensor)
-    fail("gemv: per-tensor fp8 activation quantization needs batch 1, 2, 4 or 8 (one scale "
-         "over all rows; use the FP8 GEMM for other batches)");
+    fail(
+        "gemv: per-tensor fp8 activation quantization needs batch 1, 2, 4 or 8 (one scale "
+        "over all rows; use the FP8 GEMM for other batches)");
   const int first = a.m > 4 ? 4 : 2;
   GemvArgs head = a;
   head.m = first;

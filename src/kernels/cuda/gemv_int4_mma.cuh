@@ -13,7 +13,7 @@
 // multiple of 1024 so every warp gets the same count) and reduce through shared memory. The grid
 // is persistent; each warp streams its weights through a ring of U register slots that runs on
 // across tiles (the first U loads are issued before the grid-dependency wait).
-// Needs group_size % 128 == 0 and M x Kp x 2 bytes of x in shared memory (<= 96 KB in all).
+// Needs group_size 128, 256 or 512 and M x Kp x 2 bytes of x in shared memory (<= 96 KB in all).
 
 constexpr int kMmaMaxWarps = 16;  // warps per block (4, 8 or 16) are chosen at launch
 constexpr int kMmaU = 4;
@@ -26,8 +26,14 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// bf16x2 {128 + q_j, 128 + q_{j+4}}: (w >> 4j) & 0x000f000f | 0x43004300 as one LOP3 (the
+// compiler splits the two constants into two instructions otherwise).
 __device__ __forceinline__ uint32_t nib_pair(uint32_t w, int j) {
-  return ((w >> (4 * j)) & 0x000f000fu) | 0x43004300u;  // bf16x2 {128 + q_j, 128 + q_{j+4}}
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;"
+      : "=r"(r)
+      : "r"(w >> (4 * j)), "n"(0x000f000f), "n"(0x43004300));
+  return r;
 }
 
 template <int M, GemvInput IN, GemvOutput OUT, int U>
@@ -57,19 +63,35 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
 
   uint4 rq[U][2];
   float2 rs[U][2];
-  int itile = blockIdx.x, igi = warp;  // issue cursor
+  // Issue cursor (tile itile, 128-block igi) as pointers to this lane's weights and scales of
+  // rows g and g + 8; a step within a tile adds constants (the launcher keeps W % bpg == 0).
+  int itile = blockIdx.x, igi = warp;
+  const uint8_t *p0, *p1;
+  const float2 *q0, *q1;
+  auto seek = [&]() {
+    const int r0 = min(itile * 16 + g, N - 1), r1 = min(itile * 16 + g + 8, N - 1);
+    const int64_t off = static_cast<int64_t>(igi) * 64 + t * 16;
+    p0 = wbase + r0 * row_bytes + off;
+    p1 = wbase + r1 * row_bytes + off;
+    q0 = sbase + static_cast<int64_t>(r0) * groups + igi / bpg;
+    q1 = sbase + static_cast<int64_t>(r1) * groups + igi / bpg;
+  };
+  seek();
+  const int pstep = W * 64, qstep = W / bpg;
   auto issue = [&](uint4(&dq)[2], float2(&ds)[2]) {
     if (itile < ntiles) {
-      const int r0 = min(itile * 16 + g, N - 1), r1 = min(itile * 16 + g + 8, N - 1);
-      const int64_t off = static_cast<int64_t>(igi) * 64 + t * 16;
-      dq[0] = load_stream(wbase + r0 * row_bytes + off);
-      dq[1] = load_stream(wbase + r1 * row_bytes + off);
-      const int sg = bpg == 1 ? igi : igi / bpg;
-      ds[0] = __ldg(&sbase[static_cast<int64_t>(r0) * groups + sg]);
-      ds[1] = __ldg(&sbase[static_cast<int64_t>(r1) * groups + sg]);
+      dq[0] = load_stream(p0);
+      dq[1] = load_stream(p1);
+      ds[0] = __ldg(q0);
+      ds[1] = __ldg(q1);
     }
     igi += W;
-    if (igi >= G) igi = warp, itile += gridDim.x;
+    if (igi >= G) {
+      igi = warp, itile += gridDim.x;
+      seek();
+    } else {
+      p0 += pstep, p1 += pstep, q0 += qstep, q1 += qstep;
+    }
   };
 #pragma unroll
   for (int u = 0; u < U; ++u) issue(rq[u], rs[u]);
@@ -182,8 +204,10 @@ inline size_t int4_mma_smem(const DeviceWeight& w, int M, int W) {
 }
 
 inline bool int4_mma_eligible(const DeviceWeight& w, int M) {
-  return int4_mma_enabled() && w.group_size % 128 == 0 && w.k_padded % 1024 == 0 &&
-         int4_mma_smem(w, M, 8) <= 96 * 1024;
+  // Groups of 128, 256 or 512: a warp step (4, 8 or 16 blocks of 128) spans whole groups.
+  return int4_mma_enabled() &&
+         (w.group_size == 128 || w.group_size == 256 || w.group_size == 512) &&
+         w.k_padded % 1024 == 0 && int4_mma_smem(w, M, 8) <= 96 * 1024;
 }
 
 template <int M, GemvInput IN, GemvOutput OUT>

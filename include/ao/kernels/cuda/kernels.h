@@ -98,6 +98,17 @@ struct GemvArgs {
 // weight scale; ActQuant::fp8_tensor needs a batch of 1, 2, 4 or 8 (one launch sees every row).
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
+// Overrides of the CUDA-core GEMV's launch choices (bf16/int8/fp8 and the int4 fallback), for
+// tests and the kernel lab; process-wide, set before launching. Defaults: automatic.
+struct GemvTuning {
+  // Warps that share one row group, each taking a slice of K (1, 2 or 4; 0 = automatic: split
+  // only when the persistent grid's last round of tiles would be less than 70% full). A split
+  // the weight's K does not allow is ignored.
+  int k_split = 0;
+};
+void set_gemv_tuning(const GemvTuning& t);
+GemvTuning gemv_tuning();
+
 // Quantize a bf16 device weight [N, K] (row stride K) into a padded device weight (TorchAO
 // numerics, see NUMERICS.md). `dst` must have format, n, k, k_padded, group_size, data and
 // scale set and allocated. For fp8, per_tensor_amax (device float, may be null = per row).
