@@ -107,6 +107,8 @@ TEST_P(CudaGemv, QuantizeDequantizeMatchesReference) {
   EXPECT_LT(nmse(got, ref), 1e-6) << c.name;
 }
 
+// Every batch size, through the tensor-core kernels (int4/int8/fp8 where eligible) and through
+// the CUDA-core ones.
 TEST_P(CudaGemv, BatchesMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -114,27 +116,37 @@ TEST_P(CudaGemv, BatchesMatchReference) {
   auto wb = to_bf16(randn(N * K, 2, 0.05f));
   TestWeight tw(wb, N, K, c);
   auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
-  for (int m : {1, 2, 3, 4, 5, 8}) {
-    auto xb = to_bf16(randn(m * K, 10 + m));
-    auto x = from_bf16(xb);
-    Guarded<uint16_t> dx(xb);
-    Guarded<float> dy(m * N);
-    GemvArgs a;
-    a.m = m;
-    a.x = dx.get();
-    a.output = GemvOutput::f32;
-    a.y = dy.get();
-    gemv(tw.dw, a, nullptr);
-    auto y = dy.download();
-    EXPECT_TRUE(dy.guards_intact());
-    std::vector<float> ref(m * N);
-    for (int i = 0; i < m; ++i)
-      for (int64_t n = 0; n < N; ++n) {
-        double s = 0;
-        for (int64_t k = 0; k < K; ++k) s += static_cast<double>(x[i * K + k]) * deq[n * K + k];
-        ref[i * N + n] = static_cast<float>(s);
-      }
-    EXPECT_LT(nmse(y, ref), 1e-6) << c.name << " m=" << m;
+  struct Reset {
+    ~Reset() { set_gemv_tuning(GemvTuning{}); }
+  } reset;
+  for (int variant : {0, 1, 2}) {
+    const bool tc = variant != 2;
+    GemvTuning tune;
+    tune.tensor_cores = tc;
+    tune.mma_contiguous = variant == 1;
+    set_gemv_tuning(tune);
+    for (int m : {1, 2, 3, 4, 5, 8}) {
+      auto xb = to_bf16(randn(m * K, 10 + m));
+      auto x = from_bf16(xb);
+      Guarded<uint16_t> dx(xb);
+      Guarded<float> dy(m * N);
+      GemvArgs a;
+      a.m = m;
+      a.x = dx.get();
+      a.output = GemvOutput::f32;
+      a.y = dy.get();
+      gemv(tw.dw, a, nullptr);
+      auto y = dy.download();
+      EXPECT_TRUE(dy.guards_intact());
+      std::vector<float> ref(m * N);
+      for (int i = 0; i < m; ++i)
+        for (int64_t n = 0; n < N; ++n) {
+          double s = 0;
+          for (int64_t k = 0; k < K; ++k) s += static_cast<double>(x[i * K + k]) * deq[n * K + k];
+          ref[i * N + n] = static_cast<float>(s);
+        }
+      EXPECT_LT(nmse(y, ref), 1e-6) << c.name << " m=" << m << " variant " << variant;
+    }
   }
 }
 
@@ -204,9 +216,9 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
   }
 }
 
-// The persistent grid's tile schedule: more tiles than resident blocks (several rounds), K = 4096
-// so every K split (1, 2, 4 warps per row group) is eligible; f32 output and the paired SwiGLU
-// epilogue (row pairs must stay in one row group).
+// The CUDA-core kernel's persistent tile schedule: more tiles than resident blocks (several
+// rounds), K = 4096 so every K split (1, 2, 4 warps per row group) is eligible; f32 output and
+// the paired SwiGLU epilogue (row pairs must stay in one row group).
 TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -246,7 +258,7 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
     Guarded<uint16_t> dx(xb);
     Guarded<float> dres(resid);
     for (int ks : {1, 2, 4}) {
-      set_gemv_tuning(GemvTuning{ks});
+      set_gemv_tuning(GemvTuning{ks, /*tensor_cores=*/false});
       const std::string what =
           std::string(c.name) + " m=" + std::to_string(m) + " k_split=" + std::to_string(ks);
       Guarded<float> dy(m * N);

@@ -98,13 +98,19 @@ struct GemvArgs {
 // weight scale; ActQuant::fp8_tensor needs a batch of 1, 2, 4 or 8 (one launch sees every row).
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
-// Overrides of the CUDA-core GEMV's launch choices (bf16/int8/fp8 and the int4 fallback), for
-// tests and the kernel lab; process-wide, set before launching. Defaults: automatic.
+// Overrides of the GEMV's launch choices, for tests and the kernel lab; process-wide, set before
+// launching. Defaults: automatic.
 struct GemvTuning {
   // Warps that share one row group, each taking a slice of K (1, 2 or 4; 0 = automatic: split
   // only when the persistent grid's last round of tiles would be less than 70% full). A split
   // the weight's K does not allow is ignored.
   int k_split = 0;
+  // int4 (group 128/256/512), int8 and weight-only fp8 on the tensor cores where x fits shared
+  // memory (false: always the CUDA-core kernel).
+  bool tensor_cores = true;
+  // Tensor-core kernels: a warp's 64-byte row segments of a tile are consecutive (true) or
+  // strided by the block's warp count (false).
+  bool mma_contiguous = false;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
