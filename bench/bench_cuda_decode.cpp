@@ -6,7 +6,7 @@
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
 //                     [--kernel-reps 50] [--kernel-m1]
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
-// kernels for int4/int8/fp8 (ao::cuda::set_gemv_tuning).
+// int4 kernel (ao::cuda::set_gemv_tuning).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
 // --models none skips the whole-model runs.
 #include <cstdio>
@@ -227,7 +227,6 @@ int main(int argc, char** argv) {
     ao::cuda::GemvTuning tune;
     if (const char* e = std::getenv("AO_GEMV_KSPLIT")) tune.k_split = std::atoi(e);
     if (const char* e = std::getenv("AO_GEMV_MMA")) tune.tensor_cores = e[0] != '0';
-    if (const char* e = std::getenv("AO_GEMV_MMA_CONTIG")) tune.mma_contiguous = e[0] != '0';
     ao::cuda::set_gemv_tuning(tune);
     const double bw = cuda_copy_bandwidth_gb_s();
     const double gemm_big = cuda_gemm_tflops(8192, 8192, 8192);

@@ -524,7 +524,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   }
 }
 
-#include "gemv_mma.cuh"
+#include "gemv_int4_mma.cuh"
 
 // AO_GEMV_INT8=deep: 4 iterations in flight instead of 2. Measured slower (run 11: llama3-8b
 // int8 tg128 303.5 vs 317.8 tok/s, every int8 GEMV 3-15% slower), so off by default.
@@ -564,11 +564,9 @@ void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
-  // Tensor-core kernels (gemv_mma.cuh) for int4, int8 and weight-only fp8 where eligible.
-  if constexpr (F != WeightFormat::bf16) {
-    if (mma_eligible<F>(w, M)) return launch_mma<F, M, IN, OUT>(w, a, s);
-  }
   if constexpr (F == WeightFormat::int4) {
+    // v7 tensor-core kernel (gemv_int4_mma.cuh) where eligible, unless GemvTuning says not.
+    if (int4_mma_eligible(w, M)) return launch_int4_mma<M, IN, OUT>(w, a, s);
     return launch_u<F, M, IN, OUT, 1>(w, a, s);
   } else if constexpr (F == WeightFormat::int8) {
     // 2 iterations in flight (v5); AO_GEMV_INT8=deep: 4 (as bf16), the slower v7 experiment.

@@ -105,12 +105,9 @@ struct GemvTuning {
   // only when the persistent grid's last round of tiles would be less than 70% full). A split
   // the weight's K does not allow is ignored.
   int k_split = 0;
-  // int4 (group 128/256/512), int8 and weight-only fp8 on the tensor cores where x fits shared
-  // memory (false: always the CUDA-core kernel).
+  // int4 with groups of 128/256/512 on the tensor cores where x fits shared memory (false: the
+  // CUDA-core kernel).
   bool tensor_cores = true;
-  // Tensor-core kernels: a warp's 64-byte row segments of a tile are consecutive (true) or
-  // strided by the block's warp count (false).
-  bool mma_contiguous = false;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
