@@ -622,7 +622,7 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     const int slots = std::max(1, occ_blocks) * sms;
     // K split: 1, 2 or 4 warps per row group, each slice a whole number of U iterations, taken
     // only when the unsplit grid's last round of tiles would leave > 30% of the slots idle (then
-    // the split whose last round is fullest). Measured (run 21): llama3-1b o/down (64 tiles of
+    // the split whose last round is fullest). Measured (runs 21-22): llama3-1b o/down (64 tiles of
     // 32 rows on 132 SMs) gain from k_split 2; llama3-8b qkv (73% full) lost 4-6% with it.
     const int iters = static_cast<int>(w.k_padded / (32 * Fmt<F>::E));
     auto efficiency = [&](int cand) {
