@@ -52,6 +52,34 @@ std::vector<float> reference_dequant(const std::vector<float>& w, int64_t N, int
   return out;
 }
 
+// y [m, N] = x [m, K] deq [N, K]^T, summed in double.
+std::vector<float> reference_matvec(const std::vector<float>& x, const std::vector<float>& deq,
+                                    int m, int64_t N, int64_t K) {
+  std::vector<float> y(m * N);
+  for (int i = 0; i < m; ++i)
+    for (int64_t n = 0; n < N; ++n) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(x[i * K + k]) * deq[n * K + k];
+      y[i * N + n] = static_cast<float>(acc);
+    }
+  return y;
+}
+
+// GEMV arguments for a bf16 input [m, K] and an f32 output [m, N].
+GemvArgs f32_gemv_args(int m, const uint16_t* x, float* y) {
+  GemvArgs a;
+  a.m = m;
+  a.x = x;
+  a.output = GemvOutput::f32;
+  a.y = y;
+  return a;
+}
+
+// Puts the default GEMV launch choices back when a test that overrides them ends.
+struct TuningReset {
+  ~TuningReset() { set_gemv_tuning(GemvTuning{}); }
+};
+
 struct QuantCase {
   WeightFormat format;
   int group;
@@ -115,33 +143,19 @@ TEST_P(CudaGemv, BatchesMatchReference) {
   auto wb = to_bf16(randn(N * K, 2, 0.05f));
   TestWeight tw(wb, N, K, c);
   auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
-  struct Reset {
-    ~Reset() { set_gemv_tuning(GemvTuning{}); }
-  } reset;
+  TuningReset reset;
   for (bool tc : {true, false}) {
     GemvTuning tune;
     tune.tensor_cores = tc;
     set_gemv_tuning(tune);
     for (int m : {1, 2, 3, 4, 5, 8}) {
       auto xb = to_bf16(randn(m * K, 10 + m));
-      auto x = from_bf16(xb);
       Guarded<uint16_t> dx(xb);
       Guarded<float> dy(m * N);
-      GemvArgs a;
-      a.m = m;
-      a.x = dx.get();
-      a.output = GemvOutput::f32;
-      a.y = dy.get();
-      gemv(tw.dw, a, nullptr);
+      gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
       auto y = dy.download();
       EXPECT_TRUE(dy.guards_intact());
-      std::vector<float> ref(m * N);
-      for (int i = 0; i < m; ++i)
-        for (int64_t n = 0; n < N; ++n) {
-          double s = 0;
-          for (int64_t k = 0; k < K; ++k) s += static_cast<double>(x[i * K + k]) * deq[n * K + k];
-          ref[i * N + n] = static_cast<float>(s);
-        }
+      const auto ref = reference_matvec(from_bf16(xb), deq, m, N, K);
       EXPECT_LT(nmse(y, ref), 1e-6) << c.name << " m=" << m << (tc ? " tensor cores" : "");
     }
   }
@@ -223,29 +237,17 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
   auto wb = to_bf16(randn(N * K, 4, 0.05f));
   TestWeight tw(wb, N, K, c);
   const auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
-  auto matvec = [&](const std::vector<float>& x, int m) {
-    std::vector<float> y(m * N);
-    for (int i = 0; i < m; ++i)
-      for (int64_t n = 0; n < N; ++n) {
-        double acc = 0;
-        for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(x[i * K + k]) * deq[n * K + k];
-        y[i * N + n] = static_cast<float>(acc);
-      }
-    return y;
-  };
-  struct Reset {
-    ~Reset() { set_gemv_tuning(GemvTuning{}); }
-  } reset;
+  TuningReset reset;
   auto nw = to_bf16(randn(K, 70, 0.1f));
   for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
   Guarded<uint16_t> dnw(nw);
   for (int m : {1, 2}) {
     // Plain bf16 input, f32 output.
     auto xb = to_bf16(randn(m * K, 60 + m));
-    const auto ref = matvec(from_bf16(xb), m);
+    const auto ref = reference_matvec(from_bf16(xb), deq, m, N, K);
     // RMSNorm prologue + SwiGLU epilogue (rows 2j, 2j + 1 must meet in one warp's epilogue).
     const auto resid = randn(m * K, 80 + m, 3.f);
-    const auto gu = matvec(reference_rmsnorm(resid, m, K, nw), m);
+    const auto gu = reference_matvec(reference_rmsnorm(resid, m, K, nw), deq, m, N, K);
     std::vector<float> href(m * N / 2);
     for (int i = 0; i < m; ++i)
       for (int64_t j = 0; j < N / 2; ++j) {
@@ -259,12 +261,7 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
       const std::string what =
           std::string(c.name) + " m=" + std::to_string(m) + " k_split=" + std::to_string(ks);
       Guarded<float> dy(m * N);
-      GemvArgs a;
-      a.m = m;
-      a.x = dx.get();
-      a.output = GemvOutput::f32;
-      a.y = dy.get();
-      gemv(tw.dw, a, nullptr);
+      gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
       EXPECT_LT(nmse(dy.download(), ref), 1e-6) << what;
       EXPECT_TRUE(dy.guards_intact()) << what;
       Guarded<uint16_t> dh(m * N / 2);
