@@ -85,6 +85,28 @@ std::string torch_name_of(const json& v) {
   return v.dump();
 }
 
+// Plain int4 (two signed nibbles per byte, low first; scale/zero [K / g, N]), the layout of
+// Int4Tensor and of Int4TilePackedTo4dTensor's unpacked copy.
+kq::Int4PlainWeight plain_int4(const Tensor& q, const Tensor& scale, const Tensor& zero,
+                               const Shape& shape, int64_t group) {
+  return kq::Int4PlainWeight{reinterpret_cast<const uint8_t*>(q.data<int8_t>()),
+                             scale.data<float>(),
+                             zero.data<float>(),
+                             shape[0],
+                             shape[1],
+                             group};
+}
+void dequantize_plain_int4(const kq::Int4PlainWeight& w, int64_t n0, int64_t n1, float* out) {
+  const int64_t N = w.N, K = w.K;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const uint8_t byte = w.q[n * (K / 2) + k / 2];
+      const int v = (((k % 2 == 0) ? (byte & 0xF) : (byte >> 4)) ^ 8) - 8;
+      const int64_t gi = k / w.group;
+      out[(n - n0) * K + k] = static_cast<float>(v) * w.scale[gi * N + n] + w.zero[gi * N + n];
+    }
+}
+
 }  // namespace
 
 // ---- int8-per-element affine weights ------------------------------------------------------
@@ -142,9 +164,10 @@ bool AffineInt8Tensor::linear_integer(const float* x, int64_t M, float* y) const
       xq.data(), xs.data());
   const kq::AffineInt8Weight w{data("qdata").data<int8_t>(), data("scale").data<float>(),
                                data("zero_point").data<int8_t>(), K, group_size_};
-  parallel_for(0, N, std::max<int64_t>(16, 65536 / std::max<int64_t>(K * M, 1)), [&](int64_t b, int64_t e) {
-    kq::gemm_int8_int8(w, xq.data(), xs.data(), M, b, e, y + b, N);
-  });
+  parallel_for(0, N, std::max<int64_t>(16, 65536 / std::max<int64_t>(K * M, 1)),
+               [&](int64_t b, int64_t e) {
+                 kq::gemm_int8_int8(w, xq.data(), xs.data(), M, b, e, y + b, N);
+               });
   return true;
 }
 
@@ -361,28 +384,16 @@ QTensorPtr Int4Tensor::load(const std::string& where, std::vector<io::NamedTenso
 }
 
 void Int4Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
-  const int64_t N = shape_[0], K = shape_[1];
-  const auto* q = reinterpret_cast<const uint8_t*>(data("qdata").data<int8_t>());
-  const float* s = data("scale").data<float>();
-  const float* z = data("zero_point").data<float>();
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t k = 0; k < K; ++k) {
-      const uint8_t byte = q[n * (K / 2) + k / 2];
-      const int v = (((k % 2 == 0) ? (byte & 0xF) : (byte >> 4)) ^ 8) - 8;
-      const int64_t gi = k / group_size_;
-      out[(n - n0) * K + k] = static_cast<float>(v) * s[gi * N + n] + z[gi * N + n];
-    }
+  dequantize_plain_int4(
+      plain_int4(data("qdata"), data("scale"), data("zero_point"), shape_, group_size_), n0, n1,
+      out);
 }
 
 bool Int4Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
                            int64_t ldy) const {
-  kq::Int4PlainWeight w{reinterpret_cast<const uint8_t*>(data("qdata").data<int8_t>()),
-                        data("scale").data<float>(),
-                        data("zero_point").data<float>(),
-                        shape_[0],
-                        shape_[1],
-                        group_size_};
-  kq::gemv_int4_plain(w, x, M, n0, n1, y, ldy);
+  kq::gemv_int4_plain(
+      plain_int4(data("qdata"), data("scale"), data("zero_point"), shape_, group_size_), x, M, n0,
+      n1, y, ldy);
   return true;
 }
 
@@ -530,28 +541,14 @@ QTensorPtr Int4TilePackedTo4dTensor::load(const std::string& where,
 }
 
 void Int4TilePackedTo4dTensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
-  const int64_t N = shape_[0], K = shape_[1];
-  const auto* q = reinterpret_cast<const uint8_t*>(plain_q_.data<int8_t>());
-  const float* s = plain_scale_.data<float>();
-  const float* z = plain_zero_.data<float>();
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t k = 0; k < K; ++k) {
-      const uint8_t byte = q[n * (K / 2) + k / 2];
-      const int v = (((k % 2 == 0) ? (byte & 0xF) : (byte >> 4)) ^ 8) - 8;
-      const int64_t gi = k / group_size_;
-      out[(n - n0) * K + k] = static_cast<float>(v) * s[gi * N + n] + z[gi * N + n];
-    }
+  dequantize_plain_int4(plain_int4(plain_q_, plain_scale_, plain_zero_, shape_, group_size_), n0,
+                        n1, out);
 }
 
 bool Int4TilePackedTo4dTensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1,
                                          float* y, int64_t ldy) const {
-  kq::Int4PlainWeight w{reinterpret_cast<const uint8_t*>(plain_q_.data<int8_t>()),
-                        plain_scale_.data<float>(),
-                        plain_zero_.data<float>(),
-                        shape_[0],
-                        shape_[1],
-                        group_size_};
-  kq::gemv_int4_plain(w, x, M, n0, n1, y, ldy);
+  kq::gemv_int4_plain(plain_int4(plain_q_, plain_scale_, plain_zero_, shape_, group_size_), x, M,
+                      n0, n1, y, ldy);
   return true;
 }
 
