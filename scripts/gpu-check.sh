@@ -1,7 +1,8 @@
 #!/bin/bash
 # Build, test and benchmark the CUDA backend on the GPU machine in one go (run from the project
 # root, with .gpu/ from ../shared/scripts/gpu-prep.sh beside it). Logs and JSON go to $OUT (or
-# ./out). Stages: STAGES="build test bench peer" (default); BENCH_ARGS, PEER_VARIANTS tune them.
+# ./out). Stages: STAGES="build test bench peer" (default), "ncu" (stall reasons of the decode
+# GEMVs), "full"; BENCH_ARGS, PEER_VARIANTS, NCU_FORMATS tune them.
 # BENCH_BIN picks the benchmark binary (default: the lab's; build-gpu/bench_cuda_decode after
 # stage "full"). Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests (incl. the
 # CLI / TorchAO-checkpoint ones), `ao generate --device cuda` on stories260K (plain and an int4
@@ -46,6 +47,17 @@ if has peer; then
   stamp "peer (PyTorch)"
   PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-330} python3 bench/peers/gpt_fast_decode.py \
       --variants "$PEER_VARIANTS" --json "$OUT/peer.json" 2>&1 | grep -v Warning | tee "$OUT/peer.log" | tail -20
+fi
+if has ncu; then
+  # Stall reasons of the batch-1 decode GEMVs (NCU_FORMATS, default int8wo,int4wo-g128): per
+  # kernel time, DRAM throughput, issue rate, eligible/active warps and every stall reason per
+  # issued instruction (the method of docs/CUDA.md lab notes 12 and 16).
+  stamp "ncu (decode GEMVs, batch 1)"
+  timeout ${NCU_TIMEOUT:-200} ncu --clock-control none -k regex:gemv --launch-count ${NCU_COUNT:-20} \
+      --metrics "gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__issue_active.avg.per_cycle_active,smsp__warps_eligible.avg.per_cycle_active,smsp__warps_active.avg.per_cycle_active,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+      ${BENCH_BIN:-./build-lab/bench_cuda_decode} --models none --kernels --kernel-m1 --kernel-reps 1 \
+      --formats ${NCU_FORMATS:-int8wo,int4wo-g128} > "$OUT/ncu.txt" 2>&1
+  tail -3 "$OUT/ncu.txt"
 fi
 if has full; then
   stamp "full project build with CUDA"
