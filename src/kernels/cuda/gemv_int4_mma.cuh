@@ -13,7 +13,7 @@
 // multiple of 1024 so every warp gets the same count) and reduce through shared memory. The grid
 // is persistent; each warp streams its weights through a ring of U register slots that runs on
 // across tiles (the first U loads are issued before the grid-dependency wait).
-// Needs group_size 128, 256 or 512 and M x Kp x 2 bytes of x in shared memory (<= 96 KB in all).
+// Needs group_size 128 or 256 and M x Kp x 2 bytes of x in shared memory (<= 96 KB in all).
 
 constexpr int kMmaMaxWarps = 16;  // warps per block (4, 8 or 16) are chosen at launch
 constexpr int kMmaU = 4;
@@ -199,9 +199,9 @@ inline size_t int4_mma_smem(const DeviceWeight& w, int M, int W) {
 }
 
 inline bool int4_mma_eligible(const DeviceWeight& w, int M) {
-  // Groups of 128, 256 or 512: a warp step (4, 8 or 16 blocks of 128) spans whole groups.
-  return int4_mma_enabled() &&
-         (w.group_size == 128 || w.group_size == 256 || w.group_size == 512) &&
+  // Groups of 128 or 256 (the engine's, both tested): a warp step (4, 8 or 16 blocks of 128)
+  // spans whole groups, so the scale pointer advances by a constant.
+  return int4_mma_enabled() && (w.group_size == 128 || w.group_size == 256) &&
          w.k_padded % 1024 == 0 && int4_mma_smem(w, M, 8) <= 96 * 1024;
 }
 

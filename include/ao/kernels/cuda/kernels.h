@@ -105,7 +105,7 @@ struct GemvTuning {
   // only when the persistent grid's last round of tiles would be less than 70% full). A split
   // the weight's K does not allow is ignored.
   int k_split = 0;
-  // int4 with groups of 128/256/512 on the tensor cores where x fits shared memory (false: the
+  // int4 with groups of 128/256 on the tensor cores where x fits shared memory (false: the
   // CUDA-core kernel).
   bool tensor_cores = true;
 };
