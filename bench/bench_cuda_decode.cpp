@@ -4,14 +4,23 @@
 //                     (formats: bf16, int8wo, int4wo-gN, fp8-row, fp8-tensor, fp8dq-row,
 //                     fp8dq-tensor)
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
-//                     [--kernel-reps 50] [--kernel-m1]
+//                     [--kernel-reps 50] [--kernel-m1] [--trace POS]
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
-// int4 kernel (ao::cuda::set_gemv_tuning).
+// int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
+// its start (ao::cuda::set_gemv_tuning).
+// --trace POS (lab build only: -DAO_KERNEL_TRACE): for each model and format, a timeline of
+// decode steps at position POS from the kernels' own %globaltimer stamps — per kernel class, the
+// time it adds to the step, how long after the previous kernel it passes its grid-dependency
+// wait, its prologue, its streaming phase and its tail (first to last block end).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
 // --models none skips the whole-model runs.
+#include <algorithm>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -182,12 +191,214 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
   cudaStreamDestroy(s);
 }
 
+// Weight bytes per element of a GEMV in `format` (for the trace's GB/s column).
+double bytes_per_weight(const std::string& format) {
+  int g = 128;
+  const auto f = ao::runtime::parse_cuda_weight_format(format, &g);
+  switch (f) {
+    case ao::runtime::CudaWeightFormat::bf16:
+      return 2.0;
+    case ao::runtime::CudaWeightFormat::int4wo:
+      return 0.5 + 8.0 / g;
+    default:
+      return 1.0;
+  }
+}
+
+// One decode step's kernels laid out from their %globaltimer stamps (trace.cuh), `steps` times
+// at position `pos`; prints one row per kernel class with means over its instances.
+void trace_decode(const std::string& model, const std::string& format, int pos, int steps,
+                  double copy_bw) {
+  using namespace ao::cuda;
+  using namespace ao::runtime;
+  CudaEngineOptions opt;
+  opt.format = parse_cuda_weight_format(format, &opt.group_size);
+  opt.max_seq_len = pos + steps + 16;
+  opt.max_prefill = 512;
+  auto eng = CudaEngine::create_synthetic(CudaEngine::synthetic_config(model), opt);
+  const int vocab = eng->config().vocab_size;
+  std::mt19937 rng(7);
+  std::vector<int32_t> prompt(static_cast<size_t>(std::max(pos - 3, 1)));
+  for (auto& t : prompt) t = static_cast<int32_t>(rng() % vocab);
+  eng->prefill(prompt);
+  for (int i = 0; i < 3; ++i) eng->decode(static_cast<int32_t>(rng() % vocab));  // graph warm
+  const unsigned cap = 1u << 20;
+  const size_t bytes = sizeof(KernelTraceBuffer) + size_t(cap) * sizeof(KernelTraceEvent);
+  KernelTraceBuffer* dbuf = nullptr;
+  AO_CUDA_CHECK(cudaMalloc(&dbuf, bytes));
+  std::vector<KernelTraceEvent> ev;
+  struct Inst {
+    int kind = 0;
+    uint32_t n = 0, k = 0, blocks = 0;
+    uint64_t start = ~0ull, start_last = 0, wait = ~0ull, rms = 0, pro = 0, end_first = ~0ull,
+             end = 0;
+    double blocks_pro = 0;
+  };
+  struct BlockTimes {
+    uint64_t wait = 0, pro = 0;
+  };
+  struct Row {
+    double block_pro = 0;  // mean over blocks of (prologue done - wait released)
+    int count = 0;
+    double cost = 0, start = 0, start_last = 0, wait = 0, rms = 0, pro = 0, stream = 0, tail = 0,
+           blocks = 0, mb = 0;
+  };
+  std::map<std::string, Row> rows;
+  std::vector<std::string> order;
+  double step_us = 0, resolution = 1e18;
+  for (int st = 0; st < steps; ++st) {
+    KernelTraceBuffer h{0, cap, {}};
+    AO_CUDA_CHECK(cudaMemcpy(dbuf, &h, sizeof(h), cudaMemcpyHostToDevice));
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
+    set_kernel_trace(dbuf);
+    eng->decode(static_cast<int32_t>(rng() % vocab));
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
+    set_kernel_trace(nullptr);
+    AO_CUDA_CHECK(cudaMemcpy(&h, dbuf, sizeof(h), cudaMemcpyDeviceToHost));
+    const unsigned count = std::min(h.count, cap);
+    if (h.count > cap) std::fprintf(stderr, "trace: %u events, kept %u\n", h.count, cap);
+    ev.resize(count);
+    AO_CUDA_CHECK(cudaMemcpy(ev.data(), reinterpret_cast<char*>(dbuf) + offsetof(KernelTraceBuffer, events),
+                             count * sizeof(KernelTraceEvent), cudaMemcpyDeviceToHost));
+    std::map<std::pair<int, uint64_t>, Inst> inst;
+    std::map<std::pair<uint64_t, uint32_t>, BlockTimes> blk;
+    std::map<std::pair<int, uint64_t>, std::pair<double, int>> blk_pro;  // per instance
+    for (const auto& e : ev) {
+      if (e.point == static_cast<uint8_t>(TracePoint::wait_done)) blk[{e.tag, e.block}].wait = e.time_ns;
+      if (e.point == static_cast<uint8_t>(TracePoint::prologue_done)) blk[{e.tag, e.block}].pro = e.time_ns;
+    }
+    for (const auto& e : ev) {
+      if (e.point != static_cast<uint8_t>(TracePoint::start)) continue;
+      const BlockTimes& b = blk[{e.tag, e.block}];
+      if (b.wait && b.pro) {
+        auto& acc = blk_pro[{e.kind, e.tag}];
+        acc.first += (static_cast<double>(b.pro) - static_cast<double>(b.wait)) / 1e3;
+        acc.second++;
+      }
+    }
+    std::vector<uint64_t> times;
+    for (const auto& e : ev) {
+      Inst& in = inst[{e.kind, e.tag}];
+      in.kind = e.kind, in.n = e.n, in.k = e.k;
+      times.push_back(e.time_ns);
+      switch (static_cast<TracePoint>(e.point)) {
+        case TracePoint::start:
+          in.start = std::min(in.start, e.time_ns);
+          in.start_last = std::max(in.start_last, e.time_ns);
+          break;
+        case TracePoint::rms_done:
+          in.rms = std::max(in.rms, e.time_ns);
+          break;
+        case TracePoint::wait_done:
+          in.wait = std::min(in.wait, e.time_ns);
+          in.start = std::min(in.start, e.time_ns);
+          break;
+        case TracePoint::prologue_done:
+          in.pro = std::max(in.pro, e.time_ns);
+          break;
+        case TracePoint::end:
+          in.end = std::max(in.end, e.time_ns);
+          in.end_first = std::min(in.end_first, e.time_ns);
+          ++in.blocks;
+          break;
+      }
+    }
+    std::sort(times.begin(), times.end());
+    for (size_t i = 1; i < times.size(); ++i)
+      if (times[i] > times[i - 1]) resolution = std::min<double>(resolution, times[i] - times[i - 1]);
+    std::vector<Inst> seq;
+    for (auto& [key, in] : inst)
+      if (in.end > 0) {
+        seq.push_back(in);
+        const auto it = blk_pro.find(key);
+        if (it != blk_pro.end() && it->second.second > 0)
+          seq.back().blocks_pro = it->second.first / it->second.second;
+      }
+    std::sort(seq.begin(), seq.end(), [](const Inst& a, const Inst& b) { return a.end < b.end; });
+    if (seq.empty()) continue;
+    uint64_t first = ~0ull;
+    for (const auto& in : seq) first = std::min(first, in.start);
+    step_us += (seq.back().end - first) / 1e3;
+    uint64_t prev_end = first;
+    for (const auto& in : seq) {
+      std::string name;
+      double mb = 0;
+      switch (static_cast<TraceKind>(in.kind)) {
+        case TraceKind::gemv:
+        case TraceKind::gemv_int4_mma:
+          name = "gemv " + std::to_string(in.n) + "x" + std::to_string(in.k) +
+                 (in.kind == static_cast<int>(TraceKind::gemv_int4_mma) ? " (mma)" : "");
+          mb = double(in.n) * in.k * bytes_per_weight(format) / 1e6;
+          break;
+        case TraceKind::attention:
+          name = "attention";
+          break;
+        case TraceKind::embedding:
+          name = "embedding";
+          break;
+        case TraceKind::sample:
+          name = "sample";
+          break;
+      }
+      if (!rows.count(name)) order.push_back(name);
+      Row& r = rows[name];
+      r.count++;
+      auto since = [](uint64_t t, uint64_t t0) {
+        return (static_cast<double>(t) - static_cast<double>(t0)) / 1e3;
+      };
+      r.cost += since(in.end, prev_end);
+      if (in.start_last > 0) {
+        r.start += since(in.start, prev_end);
+        r.start_last += since(in.start_last, prev_end);
+      }
+      if (in.rms > 0 && in.wait != ~0ull) r.rms += since(in.rms, in.wait);
+      if (in.wait != ~0ull)
+        r.wait += (static_cast<double>(in.wait) - static_cast<double>(prev_end)) / 1e3;
+      if (in.pro > 0 && in.wait != ~0ull) {
+        r.pro += (static_cast<double>(in.pro) - static_cast<double>(in.wait)) / 1e3;
+        r.stream += (static_cast<double>(in.end) - static_cast<double>(in.pro)) / 1e3;
+      }
+      r.tail += (static_cast<double>(in.end) - static_cast<double>(in.end_first)) / 1e3;
+      r.blocks += in.blocks;
+      r.block_pro += in.blocks_pro;
+      r.mb += mb;
+      prev_end = in.end;
+    }
+  }
+  cudaFree(dbuf);
+  step_us /= steps;
+  std::printf(
+      "\n### trace %s %s, position %d (%d steps): step %.1f us = %.1f tok/s (timer resolution "
+      "%.0f ns)\n\nTimes in us, means per instance; start, last start and wait relative to the "
+      "previous kernel's last block end; rmsnorm and prologue from the first wait release.\n\n"
+      "| kernel | per step | adds | of step | start | last start | wait | rmsnorm | prologue | "
+      "block prologue | stream | tail | blocks | GB/s over its added time | of copy BW |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      model.c_str(), format.c_str(), pos, steps, step_us, 1e6 / step_us, resolution);
+  for (const auto& name : order) {
+    const Row& r = rows[name];
+    const double c = r.count;
+    const double gbs = r.mb > 0 ? r.mb / r.cost * 1e3 : 0;  // MB / us = TB/s
+    std::printf(
+        "| %s | %.0f | %.2f | %.1f%% | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f "
+        "| %s | %s |\n",
+        name.c_str(), c / steps, r.cost / c, 100.0 * r.cost / steps / step_us, r.start / c,
+        r.start_last / c, r.wait / c, r.rms / c, r.pro / c, r.block_pro / c, r.stream / c, r.tail / c,
+        r.blocks / c,
+                gbs > 0 ? std::to_string(static_cast<int>(gbs)).c_str() : "",
+                gbs > 0 ? (std::to_string(static_cast<int>(100 * gbs / copy_bw)) + "%").c_str()
+                        : "");
+  }
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string models = "llama3-8b,llama3-1b", formats = "bf16,int8wo,int4wo-g128", json;
   int pp = 512, tg = 128, reps = 3;
   bool kernels = false, kernel_m1 = false;
+  int trace_pos = -1;
   int kernel_reps = 50;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -216,6 +427,8 @@ int main(int argc, char** argv) {
       kernel_reps = std::stoi(next());
     else if (a == "--kernel-m1")  // batch 1 only
       kernel_m1 = true;
+    else if (a == "--trace")
+      trace_pos = std::stoi(next());
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -227,6 +440,7 @@ int main(int argc, char** argv) {
     ao::cuda::GemvTuning tune;
     if (const char* e = std::getenv("AO_GEMV_KSPLIT")) tune.k_split = std::atoi(e);
     if (const char* e = std::getenv("AO_GEMV_MMA")) tune.tensor_cores = e[0] != '0';
+    if (const char* e = std::getenv("AO_GEMV_EARLY")) tune.early_dependents = e[0] != '0';
     ao::cuda::set_gemv_tuning(tune);
     const double bw = cuda_copy_bandwidth_gb_s();
     const double gemm_big = cuda_gemm_tflops(8192, 8192, 8192);
@@ -236,6 +450,15 @@ int main(int argc, char** argv) {
     std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s; %dx14336x4096: %.0f TFLOP/s\n\n", gemm_big,
                 pp, gemm_pp);
     if (kernels) kernel_table(split(formats), bw, kernel_reps, kernel_m1);
+    if (trace_pos >= 0) {
+      if (!ao::cuda::kernel_trace_available()) {
+        std::fprintf(stderr, "--trace needs the kernel lab's build (-DAO_KERNEL_TRACE)\n");
+        return 2;
+      }
+      for (const auto& m : split(models))
+        for (const auto& f : split(formats)) trace_decode(m, f, trace_pos, 5, bw);
+      return 0;
+    }
     if (models == "none") return 0;
     std::FILE* jf = json.empty() ? nullptr : std::fopen(json.c_str(), "w");
     if (jf)

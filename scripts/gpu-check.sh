@@ -2,7 +2,8 @@
 # Build, test and benchmark the CUDA backend on the GPU machine in one go (run from the project
 # root, with .gpu/ from ../shared/scripts/gpu-prep.sh beside it). Logs and JSON go to $OUT (or
 # ./out). Stages: STAGES="build test bench peer" (default), "ncu" (stall reasons of the decode
-# GEMVs), "full"; BENCH_ARGS, PEER_VARIANTS, NCU_FORMATS tune them.
+# GEMVs), "trace" (a timeline of decode steps from the kernels' own clocks, docs/CUDA.md lab
+# note 19), "full"; BENCH_ARGS, PEER_VARIANTS, NCU_FORMATS, TRACE_ARGS tune them.
 # BENCH_BIN picks the benchmark binary (default: the lab's; build-gpu/bench_cuda_decode after
 # stage "full"). Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests (incl. the
 # CLI / TorchAO-checkpoint ones), `ao generate --device cuda` on stories260K (plain and an int4
@@ -58,6 +59,12 @@ if has ncu; then
       ${BENCH_BIN:-./build-lab/bench_cuda_decode} --models none --kernels --kernel-m1 --kernel-reps 1 \
       --formats ${NCU_FORMATS:-int8wo,int4wo-g128} > "$OUT/ncu.txt" 2>&1
   tail -3 "$OUT/ncu.txt"
+fi
+if has trace; then
+  stamp "trace (decode-step timeline at position ${TRACE_POS:-64})"
+  timeout ${TRACE_TIMEOUT:-120} ./build-lab/bench_cuda_decode --trace ${TRACE_POS:-64} \
+      ${TRACE_ARGS:-"--models llama3-8b --formats int4wo-g128,int8wo,bf16"} 2>&1 |
+    grep -v "^device\|^d2d\|^cuBLAS" | tee "$OUT/trace.md"
 fi
 if has full; then
   stamp "full project build with CUDA"

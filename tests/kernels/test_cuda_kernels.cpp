@@ -153,6 +153,9 @@ TEST_P(CudaGemv, BatchesMatchReference) {
       Guarded<uint16_t> dx(xb);
       Guarded<float> dy(m * N);
       gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+      // The int4 tensor-core kernel takes groups of 128/256 at batches whose x fits.
+      const bool mma = tc && c.format == WeightFormat::int4 && c.group >= 128;
+      EXPECT_EQ(last_gemv_launch().tensor_cores, mma) << c.name << " m=" << m;
       auto y = dy.download();
       EXPECT_TRUE(dy.guards_intact());
       const auto ref = reference_matvec(from_bf16(xb), deq, m, N, K);
@@ -262,15 +265,62 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
           std::string(c.name) + " m=" + std::to_string(m) + " k_split=" + std::to_string(ks);
       Guarded<float> dy(m * N);
       gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+      EXPECT_FALSE(last_gemv_launch().tensor_cores) << what;
+      EXPECT_EQ(last_gemv_launch().k_split, ks) << what << ": the split did not run";
       EXPECT_LT(nmse(dy.download(), ref), 1e-6) << what;
       EXPECT_TRUE(dy.guards_intact()) << what;
       Guarded<uint16_t> dh(m * N / 2);
       gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get()),
            nullptr);
+      EXPECT_EQ(last_gemv_launch().k_split, ks) << what << " swiglu: the split did not run";
       EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
       EXPECT_TRUE(dh.guards_intact()) << what;
     }
   }
+}
+
+// Two GEMVs back to back on one stream, the second reading the first's output through its
+// RMSNorm prologue, with the next-kernel launch at each GEMV's start (the default) and in its last
+// tile; through the int4 tensor-core kernel where eligible and the CUDA-core one.
+TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  const int64_t N = 2048, K = 2048;  // the first GEMV's output is the second's input
+  auto wb = to_bf16(randn(N * K, 5, 0.05f));
+  TestWeight tw(wb, N, K, c);
+  const auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  TuningReset reset;
+  auto nw = to_bf16(randn(K, 71, 0.1f));
+  for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
+  Guarded<uint16_t> dnw(nw);
+  cudaStream_t s;
+  AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (int m : {1, 2}) {
+    auto xb = to_bf16(randn(m * K, 90 + m));
+    const auto y1 = reference_matvec(from_bf16(xb), deq, m, N, K);
+    const auto y2 = reference_matvec(reference_rmsnorm(y1, m, K, nw), deq, m, N, K);
+    Guarded<uint16_t> dx(xb);
+    for (bool tc : {true, false})
+      for (bool early : {true, false}) {
+        GemvTuning t;
+        t.tensor_cores = tc;
+        t.early_dependents = early;
+        set_gemv_tuning(t);
+        const std::string what = std::string(c.name) + " m=" + std::to_string(m) +
+                                 (tc ? " tensor cores" : "") + (early ? " early" : " last tile");
+        Guarded<float> d1(m * N), d2(m * N);
+        for (int rep = 0; rep < 3; ++rep) {
+          gemv(tw.dw, f32_gemv_args(m, dx.get(), d1.get()), s);
+          gemv(tw.dw, rmsnorm_gemv_args(m, d1.get(), dnw.get(), GemvOutput::f32, d2.get()), s);
+        }
+        AO_CUDA_CHECK(cudaStreamSynchronize(s));
+        EXPECT_LT(nmse(d1.download(), y1), 1e-6) << what;
+        EXPECT_LT(nmse(d2.download(), y2), 2e-5) << what << " (second, via RMSNorm)";
+        EXPECT_TRUE(d1.guards_intact()) << what;
+        EXPECT_TRUE(d2.guards_intact()) << what;
+      }
+  }
+  AO_CUDA_CHECK(cudaStreamDestroy(s));
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, CudaGemv,

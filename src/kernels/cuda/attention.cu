@@ -9,6 +9,7 @@
 // Prefill attention lives in attention_prefill.cu.
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
+#include "trace.cuh"
 
 #include <algorithm>
 #include <cstdlib>
@@ -184,10 +185,15 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
   grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
   const int kvh = blockIdx.x, split = blockIdx.y;
   const int len = *pos + 1;
-  const int chunk = kStep * ((len + kStep * kSplits2 - 1) / (kStep * kSplits2));
+  // Up to kSingle positions one split does it all (no partials, no merge: at 65-128 positions
+  // that beat 2 splits + merge, run 28); beyond, chunks of 64 positions up to 32 splits.
+  constexpr int kSingle = 2 * kStep;
+  const int chunk =
+      len <= kSingle ? kSingle : kStep * ((len + kStep * kSplits2 - 1) / (kStep * kSplits2));
   const int used = (len + chunk - 1) / chunk;
   const int start = split * chunk;
   if (start >= len) return;
+  trace_point(TraceKind::attention, kc, len, HD, TracePoint::wait_done);
   const int end = min(len, start + chunk);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / LPR, dl = lane % LPR;
@@ -325,14 +331,20 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
       }
     }
   }
-  if (used == 1) return;
+  if (used == 1) {
+    trace_point(TraceKind::attention, kc, len, HD, TracePoint::end);
+    return;
+  }
   // The last block of this KV head to finish merges the splits (threadfence reduction).
   __shared__ bool last;
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(&counters[kvh], 1) == used - 1;
   __syncthreads();
-  if (!last) return;
+  if (!last) {
+    trace_point(TraceKind::attention, kc, len, HD, TracePoint::end);
+    return;
+  }
   __threadfence();
   __shared__ float wsm[G][kSplits2];
   __shared__ float lsm[G];
@@ -354,6 +366,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     attn_out[h * HD + d] = float_to_bf16_bits(A / lsm[g]);
   }
   if (threadIdx.x == 0) counters[kvh] = 0;
+  trace_point(TraceKind::attention, kc, len, HD, TracePoint::end);
 }
 static_assert(kSplits2 <= 32, "the v2 merge keeps one split per lane");
 
@@ -470,3 +483,5 @@ void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
 }
 
 }  // namespace ao::cuda
+
+AO_KERNEL_TRACE_TU(attention)

@@ -4,6 +4,7 @@
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
+#include "trace.cuh"
 
 namespace ao::cuda {
 
@@ -55,11 +56,16 @@ __global__ void fill_kernel(uint16_t* dst, int64_t n, uint16_t v) {
 
 __global__ void embedding_kernel(const uint16_t* embed, const int32_t* tokens, int dim,
                                  float* residual) {
+  trace_point(TraceKind::embedding, embed, dim, 0, TracePoint::start);
   grid_dependents_launch();  // the qkv GEMV may start streaming its weights
   const int m = blockIdx.x;
   const int64_t t = tokens[m];
   for (int i = threadIdx.x; i < dim; i += blockDim.x)
     residual[static_cast<int64_t>(m) * dim + i] = bf16_bits_to_float(embed[t * dim + i]);
+  if (tracing()) {
+    __syncthreads();
+    trace_point(TraceKind::embedding, embed, dim, 0, TracePoint::end);
+  }
 }
 
 __global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const uint16_t* weight,
@@ -209,3 +215,5 @@ void rope_kv_append(const uint16_t* qkv, int m, const int32_t* pos, const RopeAr
 }
 
 }  // namespace ao::cuda
+
+AO_KERNEL_TRACE_TU(elementwise)

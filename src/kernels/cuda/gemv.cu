@@ -35,13 +35,42 @@ size_t DeviceWeight::bytes() const {
 
 namespace {
 GemvTuning g_tuning;
+GemvLaunch g_last_launch;
 }  // namespace
+void record_gemv_launch(const GemvLaunch& l) { g_last_launch = l; }
+GemvLaunch last_gemv_launch() { return g_last_launch; }
 void set_gemv_tuning(const GemvTuning& t) {
   if (t.k_split != 0 && t.k_split != 1 && t.k_split != 2 && t.k_split != 4)
     fail("set_gemv_tuning: k_split must be 0 (automatic), 1, 2 or 4");
   g_tuning = t;
 }
 GemvTuning gemv_tuning() { return g_tuning; }
+
+#ifdef AO_KERNEL_TRACE
+namespace detail {
+// One per translation unit that traces (AO_KERNEL_TRACE_TU in trace.cuh).
+void kernel_trace_set_gemv_bf16(KernelTraceBuffer*);
+void kernel_trace_set_gemv_int8(KernelTraceBuffer*);
+void kernel_trace_set_gemv_int4(KernelTraceBuffer*);
+void kernel_trace_set_gemv_fp8(KernelTraceBuffer*);
+void kernel_trace_set_attention(KernelTraceBuffer*);
+void kernel_trace_set_elementwise(KernelTraceBuffer*);
+void kernel_trace_set_sampling(KernelTraceBuffer*);
+}  // namespace detail
+bool kernel_trace_available() { return true; }
+void set_kernel_trace(KernelTraceBuffer* buf) {
+  for (auto set : {detail::kernel_trace_set_gemv_bf16, detail::kernel_trace_set_gemv_int8,
+                   detail::kernel_trace_set_gemv_int4, detail::kernel_trace_set_gemv_fp8,
+                   detail::kernel_trace_set_attention, detail::kernel_trace_set_elementwise,
+                   detail::kernel_trace_set_sampling})
+    set(buf);
+}
+#else
+bool kernel_trace_available() { return false; }
+void set_kernel_trace(KernelTraceBuffer*) {
+  fail("set_kernel_trace: this build has no kernel tracing (the kernel lab's, bench/kernels, has)");
+}
+#endif
 
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.m < 1 || a.m > 8) fail("gemv: batch must be 1..8");

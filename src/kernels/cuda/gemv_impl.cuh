@@ -26,6 +26,7 @@
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
 #include "fp8_activation.cuh"
+#include "trace.cuh"
 
 namespace ao::cuda {
 
@@ -34,6 +35,8 @@ using namespace detail;
 // Per-format entry, instantiated in gemv_<format>.cu (one file each: they compile in parallel).
 template <WeightFormat F>
 void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
+// Keeps what a launcher chose for last_gemv_launch() (gemv.cu).
+void record_gemv_launch(const GemvLaunch& l);
 
 namespace {
 
@@ -258,7 +261,7 @@ __device__ __forceinline__ int x_slot(int k) {
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U, int W = kWarps,
           ActQuant AQ = ActQuant::none>
 __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
-    gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg, int ksplit) {
+    gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg, int ksplit, int early_dependents) {
   static_assert(AQ == ActQuant::none || F == WeightFormat::fp8,
                 "activation quantization is for fp8 weights");
   constexpr int kWarps = W;  // shadows the default: warps of this instantiation
@@ -306,6 +309,8 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
     }
   };
 
+  trace_point(TraceKind::gemv, w.data, N, K, TracePoint::start);
+  if (early_dependents) grid_dependents_launch();  // else in the last tile, below
   uint4 wv[U][R];
   float2 sv[U][R];
   int tile = blockIdx.x;
@@ -319,9 +324,13 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   }
   bool prefetched = true;
   grid_dependency_wait();
+  trace_point(TraceKind::gemv, w.data, N, K, TracePoint::wait_done);
 
   const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
-  if constexpr (IN == GemvInput::rmsnorm) gemv_inv_rms<M>(a, K, xstride, vec, red, inv_rms);
+  if constexpr (IN == GemvInput::rmsnorm) {
+    gemv_inv_rms<M>(a, K, xstride, vec, red, inv_rms);
+    trace_point(TraceKind::gemv, w.data, N, K, TracePoint::rms_done);
+  }
 
   if constexpr (AQ != ActQuant::none) {
     // Activation scales before any dot product: amax over all of K (one more read of x, so any
@@ -399,6 +408,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
           }
         }
         __syncthreads();
+        trace_point(TraceKind::gemv, w.data, N, K, TracePoint::prologue_done);
       }
 
       const int slice = slen / (32 * E) / ks;  // iterations of this warp's K slice
@@ -522,7 +532,14 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
       }
     }
   }
+  if (tracing()) {
+    __syncthreads();
+    trace_point(TraceKind::gemv, w.data, N, K, TracePoint::end);
+  }
 }
+
+// GemvTuning::early_dependents, as the kernels' flag.
+inline int early_dependents() { return gemv_tuning().early_dependents ? 1 : 0; }
 
 #include "gemv_int4_mma.cuh"
 
@@ -640,7 +657,9 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     }
     grid = std::min(tiles_for(ks), slots);
   }
-  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, s, w, a, seg, ks);
+  record_gemv_launch(GemvLaunch{false, W, ks, grid});
+  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, s, w, a, seg, ks,
+             early_dependents());
 }
 
 template <WeightFormat F, int M>

@@ -38,7 +38,7 @@ __device__ __forceinline__ uint32_t nib_pair(uint32_t w, int j) {
 
 template <int M, GemvInput IN, GemvOutput OUT, int U>
 __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
-    gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a) {
+    gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a, int early_dependents) {
   const int W = blockDim.x >> 5, nthreads = blockDim.x;
   extern __shared__ uint4 smem_u4[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
@@ -61,6 +61,8 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
   const int64_t row_bytes = Kp / 2;
 
+  trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::start);
+  if (early_dependents) grid_dependents_launch();  // else in the last tile, below
   uint4 rq[U][2];
   float2 rs[U][2];
   // Issue cursor (tile itile, 128-block igi) as pointers to this lane's weights and scales of
@@ -96,9 +98,13 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
 #pragma unroll
   for (int u = 0; u < U; ++u) issue(rq[u], rs[u]);
   grid_dependency_wait();
+  trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::wait_done);
 
   const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
-  if constexpr (IN == GemvInput::rmsnorm) gemv_inv_rms<M>(a, K, xstride, vec, redb, inv_rms);
+  if constexpr (IN == GemvInput::rmsnorm) {
+    gemv_inv_rms<M>(a, K, xstride, vec, redb, inv_rms);
+    trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::rms_done);
+  }
   // Prologue: x -> fragment-ordered bf16 + per-128 sums. A thread takes 8 consecutive k (one
   // word); 16 lanes cover one 128-block (Kp % 256 == 0 keeps the loop warp-uniform).
   for (int m = 0; m < M; ++m) {
@@ -119,6 +125,7 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     }
   }
   __syncthreads();
+  trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::prologue_done);
 
   int ctile = blockIdx.x, cnt = 0, parity = 0;
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -187,6 +194,10 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
       }
     }
   }
+  if (tracing()) {
+    __syncthreads();
+    trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::end);
+  }
 }
 
 // GemvTuning::tensor_cores = false (tests, lab) selects the CUDA-core int4 kernel.
@@ -244,6 +255,8 @@ void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     const double eff = static_cast<double>(ntiles) / (static_cast<double>(rounds) * slots);
     if (eff > best_eff + 0.05) best_eff = eff, best_w = W, best_grid = std::min(ntiles, slots);
   }
+  record_gemv_launch(GemvLaunch{true, best_w, 1, best_grid});
   launch_pdl(kernel, dim3(static_cast<unsigned>(best_grid)),
-             dim3(static_cast<unsigned>(best_w * 32)), int4_mma_smem(w, M, best_w), s, w, a);
+             dim3(static_cast<unsigned>(best_w * 32)), int4_mma_smem(w, M, best_w), s, w, a,
+             early_dependents());
 }

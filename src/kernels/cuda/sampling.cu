@@ -4,6 +4,7 @@
 // threshold with the Gumbel-max trick, noise from a counter-based hash of (seed, step, index).
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
+#include "trace.cuh"
 
 namespace ao::cuda {
 
@@ -49,6 +50,7 @@ __device__ ArgMax block_argmax(ArgMax x) {
 __global__ void __launch_bounds__(kSampleThreads)
     sample_kernel(const float* logits, int vocab, SamplerState* st, int32_t* token,
                   int32_t* out_tokens, int out_cap, int32_t* n_out, int32_t* pos, int advance) {
+  trace_point(TraceKind::sample, logits, vocab, 0, TracePoint::start);
   __shared__ float red[32];
   const float T = st->temperature;
   ArgMax best{-INFINITY, 0x7fffffff};
@@ -126,6 +128,7 @@ __global__ void __launch_bounds__(kSampleThreads)
     if (advance) ++*pos;
     ++st->step;
   }
+  trace_point(TraceKind::sample, logits, vocab, 0, TracePoint::end);
 }
 
 }  // namespace
@@ -139,3 +142,5 @@ void sample(const float* logits, int vocab, SamplerState* state, int32_t* token,
 }
 
 }  // namespace ao::cuda
+
+AO_KERNEL_TRACE_TU(sampling)

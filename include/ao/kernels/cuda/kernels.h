@@ -108,9 +108,43 @@ struct GemvTuning {
   // int4 with groups of 128/256 on the tensor cores where x fits shared memory (false: the
   // CUDA-core kernel).
   bool tensor_cores = true;
+  // When a GEMV lets the next kernel launch (programmatic dependent launch): at its start
+  // (true), so the next kernel's blocks take the SMs its finished blocks free and issue their
+  // first weight loads during its tail; or in its last tile (false, the rule before session 5).
+  bool early_dependents = true;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
+// What the last gemv() call launched, process-wide like GemvTuning (tests assert that a tuning
+// took effect): the int4 tensor-core kernel or a CUDA-core one, its warps per block, the warps
+// per row group's K split (1 for the tensor-core kernel, which splits K across the whole block)
+// and its grid. A batch that is not a power of two launches twice; this is the second launch.
+struct GemvLaunch {
+  bool tensor_cores = false;
+  int warps = 0, k_split = 0, grid = 0;
+};
+GemvLaunch last_gemv_launch();
+
+// ---- kernel timeline tracing (kernel lab) ----------------------------------------------
+// Builds with -DAO_KERNEL_TRACE (the lab's, bench/kernels) let thread 0 of every block of the
+// decode-step kernels record %globaltimer at the points below into a device buffer; elsewhere
+// set_kernel_trace throws. bench_cuda_decode --trace lays one decode step out from them.
+enum class TraceKind : uint16_t { gemv = 1, gemv_int4_mma = 2, attention = 3, embedding = 4, sample = 5 };
+enum class TracePoint : uint8_t { start = 0, wait_done = 1, prologue_done = 2, end = 3, rms_done = 4 };
+struct KernelTraceEvent {
+  uint64_t time_ns;  // %globaltimer
+  uint64_t tag;      // the kernel's weight (GEMV) or K-cache (attention) pointer
+  uint32_t block, n, k;
+  uint16_t kind;
+  uint8_t point, sm;
+};
+struct KernelTraceBuffer {
+  unsigned count, capacity;
+  KernelTraceEvent events[1];  // [capacity]
+};
+// `buf` (device memory, count = 0 and capacity set) or nullptr to stop.
+void set_kernel_trace(KernelTraceBuffer* buf);
+bool kernel_trace_available();
 
 // Quantize a bf16 device weight [N, K] (row stride K) into a padded device weight (TorchAO
 // numerics, see NUMERICS.md). `dst` must have format, n, k, k_padded, group_size, data and

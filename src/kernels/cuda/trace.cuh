@@ -1,0 +1,60 @@
+// Kernel timeline tracing for the kernel lab (compiled in only with -DAO_KERNEL_TRACE, which
+// bench/kernels/CMakeLists.txt sets): thread 0 of every block of the decode-step kernels records
+// %globaltimer at a few points of its life (start, grid-dependency wait released, prologue done,
+// end) into a device buffer, so one decode step replayed from its CUDA graph can be laid out as a
+// timeline (bench_cuda_decode --trace). With tracing off (no buffer set) each point costs one
+// load of a global and a branch; without the define it compiles to nothing.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ao/kernels/cuda/kernels.h"
+
+namespace ao::cuda::detail {
+
+#ifdef AO_KERNEL_TRACE
+namespace {
+// One per translation unit (no relocatable device code): set_kernel_trace() sets them all.
+__device__ KernelTraceBuffer* g_trace = nullptr;
+}  // namespace
+
+__device__ __forceinline__ bool tracing() { return g_trace != nullptr; }
+
+__device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uint32_t n,
+                                            uint32_t k, TracePoint point) {
+  KernelTraceBuffer* b = g_trace;
+  if (b == nullptr || threadIdx.x != 0) return;
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  uint32_t sm;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+  const unsigned i = atomicAdd(&b->count, 1u);
+  if (i >= b->capacity) return;
+  KernelTraceEvent& e = b->events[i];
+  e.time_ns = t;
+  e.tag = reinterpret_cast<uint64_t>(tag);
+  e.block = blockIdx.x + blockIdx.y * gridDim.x;
+  e.n = n;
+  e.k = k;
+  e.kind = static_cast<uint16_t>(kind);
+  e.point = static_cast<uint8_t>(point);
+  e.sm = static_cast<uint8_t>(sm);
+}
+
+// Defines this translation unit's setter (called by set_kernel_trace in gemv.cu).
+#define AO_KERNEL_TRACE_TU(name)                                                   \
+  namespace ao::cuda::detail {                                                     \
+  void kernel_trace_set_##name(KernelTraceBuffer* p) {                             \
+    AO_CUDA_CHECK(cudaMemcpyToSymbol(g_trace, &p, sizeof(p)));                     \
+  }                                                                                \
+  }
+#else
+__device__ __forceinline__ bool tracing() { return false; }
+__device__ __forceinline__ void trace_point(TraceKind, const void*, uint32_t, uint32_t,
+                                            TracePoint) {}
+#define AO_KERNEL_TRACE_TU(name)
+#endif
+
+}  // namespace ao::cuda::detail
