@@ -77,6 +77,13 @@ inline double nmse(const std::vector<float>& a, const std::vector<float>& b) {
   return num / std::max(den, 1e-30);
 }
 
+// An RMSNorm weight of k bf16 values 1 + N(0, 0.1) (seeded like randn).
+inline std::vector<uint16_t> norm_weight_bf16(int64_t k, uint32_t seed) {
+  auto w = to_bf16(randn(static_cast<size_t>(k), seed, 0.1f));
+  for (auto& v : w) v = f32_to_bf16(1.f + bf16_to_f32(v));
+  return w;
+}
+
 // The GEMV's fused RMSNorm as the kernels round it: bf16(bf16(x * inv_rms) * weight), eps 1e-5,
 // for m rows of k residual values x (f32) and a bf16 norm weight.
 inline std::vector<float> reference_rmsnorm(const std::vector<float>& x, int64_t m, int64_t k,

@@ -293,8 +293,7 @@ TEST(CudaFp8, GemvActivationQuantAfterRmsnormAndSwiglu) {
   const Fp8Weight w(n, k, false, ActQuant::fp8_row, 9);
   for (int m : {1, 2}) {
     const auto resid = randn(static_cast<size_t>(m) * k, 60 + m, 3.f);
-    auto nw = to_bf16(randn(k, 61, 0.1f));
-    for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
+    const auto nw = norm_weight_bf16(k, 61);
     const auto xn = reference_rmsnorm(resid, m, k, nw);
     const auto q = reference_quantize(xn, m, k, false);
     auto dot = [&](int i, int64_t r) {

@@ -179,8 +179,7 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
   for (int m : {1, 2}) {
     // RMSNorm prologue, bf16 output.
     auto resid = randn(m * K, 20 + m, 3.f);
-    auto nw = to_bf16(randn(K, 30, 0.1f));
-    for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
+    const auto nw = norm_weight_bf16(K, 30);
     const auto xn = reference_rmsnorm(resid, m, K, nw);
     Guarded<float> dres(resid);
     Guarded<uint16_t> dnw(nw);
@@ -241,8 +240,7 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
   TestWeight tw(wb, N, K, c);
   const auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
   TuningReset reset;
-  auto nw = to_bf16(randn(K, 70, 0.1f));
-  for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
+  const auto nw = norm_weight_bf16(K, 70);
   Guarded<uint16_t> dnw(nw);
   for (int m : {1, 2}) {
     // Plain bf16 input, f32 output.
@@ -290,8 +288,7 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
   TestWeight tw(wb, N, K, c);
   const auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
   TuningReset reset;
-  auto nw = to_bf16(randn(K, 71, 0.1f));
-  for (auto& v : nw) v = f32_to_bf16(1.f + bf16_to_f32(v));
+  const auto nw = norm_weight_bf16(K, 71);
   Guarded<uint16_t> dnw(nw);
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
