@@ -19,12 +19,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "ao/kernels/cuda/kernel_trace.h"
 #include "ao/kernels/cuda/kernels.h"
 #include "ao/runtime/cuda_engine.h"
 
@@ -226,29 +226,13 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
   const size_t bytes = sizeof(KernelTraceBuffer) + size_t(cap) * sizeof(KernelTraceEvent);
   KernelTraceBuffer* dbuf = nullptr;
   AO_CUDA_CHECK(cudaMalloc(&dbuf, bytes));
+  KernelTraceReport report(bytes_per_weight(format));
   std::vector<KernelTraceEvent> ev;
-  struct Inst {
-    int kind = 0;
-    uint32_t n = 0, k = 0, blocks = 0;
-    uint64_t start = ~0ull, start_last = 0, wait = ~0ull, rms = 0, pro = 0, end_first = ~0ull,
-             end = 0;
-    double blocks_pro = 0;
-  };
-  struct BlockTimes {
-    uint64_t wait = 0, pro = 0;
-  };
-  struct Row {
-    double block_pro = 0;  // mean over blocks of (prologue done - wait released)
-    int count = 0;
-    double cost = 0, start = 0, start_last = 0, wait = 0, rms = 0, pro = 0, stream = 0, tail = 0,
-           blocks = 0, mb = 0;
-  };
-  std::map<std::string, Row> rows;
-  std::vector<std::string> order;
-  double step_us = 0, resolution = 1e18;
   for (int st = 0; st < steps; ++st) {
     KernelTraceBuffer h{0, cap, {}};
     AO_CUDA_CHECK(cudaMemcpy(dbuf, &h, sizeof(h), cudaMemcpyHostToDevice));
+    // A pageable copy may return before its DMA lands, and the engine's stream does not wait
+    // for the legacy one (docs/CUDA.md, "A setup race").
     AO_CUDA_CHECK(cudaDeviceSynchronize());
     set_kernel_trace(dbuf);
     eng->decode(static_cast<int32_t>(rng() % vocab));
@@ -258,115 +242,13 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
     const unsigned count = std::min(h.count, cap);
     if (h.count > cap) std::fprintf(stderr, "trace: %u events, kept %u\n", h.count, cap);
     ev.resize(count);
-    AO_CUDA_CHECK(cudaMemcpy(ev.data(), reinterpret_cast<char*>(dbuf) + offsetof(KernelTraceBuffer, events),
+    AO_CUDA_CHECK(cudaMemcpy(ev.data(),
+                             reinterpret_cast<char*>(dbuf) + offsetof(KernelTraceBuffer, events),
                              count * sizeof(KernelTraceEvent), cudaMemcpyDeviceToHost));
-    std::map<std::pair<int, uint64_t>, Inst> inst;
-    std::map<std::pair<uint64_t, uint32_t>, BlockTimes> blk;
-    std::map<std::pair<int, uint64_t>, std::pair<double, int>> blk_pro;  // per instance
-    for (const auto& e : ev) {
-      if (e.point == static_cast<uint8_t>(TracePoint::wait_done)) blk[{e.tag, e.block}].wait = e.time_ns;
-      if (e.point == static_cast<uint8_t>(TracePoint::prologue_done)) blk[{e.tag, e.block}].pro = e.time_ns;
-    }
-    for (const auto& e : ev) {
-      if (e.point != static_cast<uint8_t>(TracePoint::start)) continue;
-      const BlockTimes& b = blk[{e.tag, e.block}];
-      if (b.wait && b.pro) {
-        auto& acc = blk_pro[{e.kind, e.tag}];
-        acc.first += (static_cast<double>(b.pro) - static_cast<double>(b.wait)) / 1e3;
-        acc.second++;
-      }
-    }
-    std::vector<uint64_t> times;
-    for (const auto& e : ev) {
-      Inst& in = inst[{e.kind, e.tag}];
-      in.kind = e.kind, in.n = e.n, in.k = e.k;
-      times.push_back(e.time_ns);
-      switch (static_cast<TracePoint>(e.point)) {
-        case TracePoint::start:
-          in.start = std::min(in.start, e.time_ns);
-          in.start_last = std::max(in.start_last, e.time_ns);
-          break;
-        case TracePoint::rms_done:
-          in.rms = std::max(in.rms, e.time_ns);
-          break;
-        case TracePoint::wait_done:
-          in.wait = std::min(in.wait, e.time_ns);
-          in.start = std::min(in.start, e.time_ns);
-          break;
-        case TracePoint::prologue_done:
-          in.pro = std::max(in.pro, e.time_ns);
-          break;
-        case TracePoint::end:
-          in.end = std::max(in.end, e.time_ns);
-          in.end_first = std::min(in.end_first, e.time_ns);
-          ++in.blocks;
-          break;
-      }
-    }
-    std::sort(times.begin(), times.end());
-    for (size_t i = 1; i < times.size(); ++i)
-      if (times[i] > times[i - 1]) resolution = std::min<double>(resolution, times[i] - times[i - 1]);
-    std::vector<Inst> seq;
-    for (auto& [key, in] : inst)
-      if (in.end > 0) {
-        seq.push_back(in);
-        const auto it = blk_pro.find(key);
-        if (it != blk_pro.end() && it->second.second > 0)
-          seq.back().blocks_pro = it->second.first / it->second.second;
-      }
-    std::sort(seq.begin(), seq.end(), [](const Inst& a, const Inst& b) { return a.end < b.end; });
-    if (seq.empty()) continue;
-    uint64_t first = ~0ull;
-    for (const auto& in : seq) first = std::min(first, in.start);
-    step_us += (seq.back().end - first) / 1e3;
-    uint64_t prev_end = first;
-    for (const auto& in : seq) {
-      std::string name;
-      double mb = 0;
-      switch (static_cast<TraceKind>(in.kind)) {
-        case TraceKind::gemv:
-        case TraceKind::gemv_int4_mma:
-          name = "gemv " + std::to_string(in.n) + "x" + std::to_string(in.k) +
-                 (in.kind == static_cast<int>(TraceKind::gemv_int4_mma) ? " (mma)" : "");
-          mb = double(in.n) * in.k * bytes_per_weight(format) / 1e6;
-          break;
-        case TraceKind::attention:
-          name = "attention";
-          break;
-        case TraceKind::embedding:
-          name = "embedding";
-          break;
-        case TraceKind::sample:
-          name = "sample";
-          break;
-      }
-      if (!rows.count(name)) order.push_back(name);
-      Row& r = rows[name];
-      r.count++;
-      auto since = [](uint64_t t, uint64_t t0) {
-        return (static_cast<double>(t) - static_cast<double>(t0)) / 1e3;
-      };
-      r.cost += since(in.end, prev_end);
-      if (in.start_last > 0) {
-        r.start += since(in.start, prev_end);
-        r.start_last += since(in.start_last, prev_end);
-      }
-      if (in.rms > 0 && in.wait != ~0ull) r.rms += since(in.rms, in.wait);
-      if (in.wait != ~0ull)
-        r.wait += (static_cast<double>(in.wait) - static_cast<double>(prev_end)) / 1e3;
-      if (in.pro > 0 && in.wait != ~0ull) {
-        r.pro += (static_cast<double>(in.pro) - static_cast<double>(in.wait)) / 1e3;
-        r.stream += (static_cast<double>(in.end) - static_cast<double>(in.pro)) / 1e3;
-      }
-      r.tail += (static_cast<double>(in.end) - static_cast<double>(in.end_first)) / 1e3;
-      r.blocks += in.blocks;
-      r.block_pro += in.blocks_pro;
-      r.mb += mb;
-      prev_end = in.end;
-    }
+    report.add_step(ev);
   }
   cudaFree(dbuf);
-  step_us /= steps;
+  const double step_us = report.step_us();
   std::printf(
       "\n### trace %s %s, position %d (%d steps): step %.1f us = %.1f tok/s (timer resolution "
       "%.0f ns)\n\nTimes in us, means per instance; start, last start and wait relative to the "
@@ -374,20 +256,22 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
       "| kernel | per step | adds | of step | start | last start | wait | rmsnorm | prologue | "
       "block prologue | stream | tail | blocks | GB/s over its added time | of copy BW |\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-      model.c_str(), format.c_str(), pos, steps, step_us, 1e6 / step_us, resolution);
-  for (const auto& name : order) {
-    const Row& r = rows[name];
-    const double c = r.count;
-    const double gbs = r.mb > 0 ? r.mb / r.cost * 1e3 : 0;  // MB / us = TB/s
+      model.c_str(), format.c_str(), pos, report.steps(), step_us,
+      step_us > 0 ? 1e6 / step_us : 0.0, report.resolution_ns());
+  for (const auto& r : report.rows()) {
+    std::string gbs, frac;
+    if (r.weight_mb > 0) {
+      const double g = r.weight_mb / r.adds * 1e3;  // MB / us = TB/s
+      gbs = std::to_string(static_cast<int>(g));
+      frac = std::to_string(static_cast<int>(100 * g / copy_bw)) + "%";
+    }
     std::printf(
-        "| %s | %.0f | %.2f | %.1f%% | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f "
+        "| %s | %.0f | %.2f | %.1f%% | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | "
+        "%.0f "
         "| %s | %s |\n",
-        name.c_str(), c / steps, r.cost / c, 100.0 * r.cost / steps / step_us, r.start / c,
-        r.start_last / c, r.wait / c, r.rms / c, r.pro / c, r.block_pro / c, r.stream / c, r.tail / c,
-        r.blocks / c,
-                gbs > 0 ? std::to_string(static_cast<int>(gbs)).c_str() : "",
-                gbs > 0 ? (std::to_string(static_cast<int>(100 * gbs / copy_bw)) + "%").c_str()
-                        : "");
+        r.name.c_str(), r.per_step, r.adds, 100.0 * r.adds * r.per_step / step_us, r.start,
+        r.start_last, r.wait, r.rmsnorm, r.prologue, r.block_prologue, r.stream, r.tail, r.blocks,
+        gbs.c_str(), frac.c_str());
   }
   std::fflush(stdout);
 }
@@ -409,26 +293,37 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
+    // A non-negative integer value, or exit 2 naming the flag.
+    auto next_int = [&]() -> int {
+      const std::string v = next();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 0 || n > 1000000) {
+        std::fprintf(stderr, "%s needs a non-negative integer, got '%s'\n", a.c_str(), v.c_str());
+        std::exit(2);
+      }
+      return static_cast<int>(n);
+    };
     if (a == "--models")
       models = next();
     else if (a == "--formats")
       formats = next();
     else if (a == "--pp")
-      pp = std::stoi(next());
+      pp = next_int();
     else if (a == "--tg")
-      tg = std::stoi(next());
+      tg = next_int();
     else if (a == "--reps")
-      reps = std::stoi(next());
+      reps = next_int();
     else if (a == "--json")
       json = next();
     else if (a == "--kernels")
       kernels = true;
     else if (a == "--kernel-reps")  // e.g. 1 under a profiler
-      kernel_reps = std::stoi(next());
+      kernel_reps = next_int();
     else if (a == "--kernel-m1")  // batch 1 only
       kernel_m1 = true;
     else if (a == "--trace")
-      trace_pos = std::stoi(next());
+      trace_pos = next_int();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "ao/kernels/cuda/kernel_trace.h"
 #include "cuda_test_util.h"
 
 namespace ao::cuda::testing {
@@ -117,12 +118,24 @@ struct TestWeight {
   }
 };
 
+// A random device weight [N, K] (bf16 values N(0, 0.05), seeded) in format c, with `deq`, the
+// reference dequantization of those values.
+struct RandomTestWeight : TestWeight {
+  std::vector<float> deq;
+  RandomTestWeight(int64_t N, int64_t K, const QuantCase& c, uint32_t seed)
+      : RandomTestWeight(to_bf16(randn(N * K, seed, 0.05f)), N, K, c) {}
+
+ private:
+  RandomTestWeight(const std::vector<uint16_t>& wb, int64_t N, int64_t K, const QuantCase& c)
+      : TestWeight(wb, N, K, c),
+        deq(reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor)) {}
+};
+
 TEST_P(CudaGemv, QuantizeDequantizeMatchesReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
   const int64_t N = 72, K = 1536;
-  auto wb = to_bf16(randn(N * K, 1, 0.05f));
-  TestWeight tw(wb, N, K, c);
+  const RandomTestWeight tw(N, K, c, 1);
   Guarded<uint16_t> deq(N * tw.dw.k_padded);
   dequantize_weight(tw.dw, deq.get(), nullptr);
   auto got_p = from_bf16(deq.download());
@@ -130,7 +143,7 @@ TEST_P(CudaGemv, QuantizeDequantizeMatchesReference) {
   std::vector<float> got(N * K);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) got[n * K + k] = got_p[n * tw.dw.k_padded + k];
-  auto ref = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  auto ref = tw.deq;
   for (auto& v : ref) v = round_bf16(v);
   EXPECT_LT(nmse(got, ref), 1e-6) << c.name;
 }
@@ -140,9 +153,8 @@ TEST_P(CudaGemv, BatchesMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
   const int64_t N = 203, K = 1536;
-  auto wb = to_bf16(randn(N * K, 2, 0.05f));
-  TestWeight tw(wb, N, K, c);
-  auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  const RandomTestWeight tw(N, K, c, 2);
+  const auto& deq = tw.deq;
   TuningReset reset;
   for (bool tc : {true, false}) {
     GemvTuning tune;
@@ -168,9 +180,8 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
   const int64_t N = 130, K = 1024;
-  auto wb = to_bf16(randn(N * K, 3, 0.05f));
-  TestWeight tw(wb, N, K, c);
-  auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  const RandomTestWeight tw(N, K, c, 3);
+  const auto& deq = tw.deq;
   auto dot = [&](const std::vector<float>& xn, int m, int64_t n) {
     double s = 0;
     for (int64_t k = 0; k < K; ++k) s += static_cast<double>(xn[m * K + k]) * deq[n * K + k];
@@ -236,9 +247,8 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
   const int64_t N = 4600, K = 4096;
-  auto wb = to_bf16(randn(N * K, 4, 0.05f));
-  TestWeight tw(wb, N, K, c);
-  const auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  const RandomTestWeight tw(N, K, c, 4);
+  const auto& deq = tw.deq;
   TuningReset reset;
   const auto nw = norm_weight_bf16(K, 70);
   Guarded<uint16_t> dnw(nw);
@@ -284,9 +294,8 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
   const int64_t N = 2048, K = 2048;  // the first GEMV's output is the second's input
-  auto wb = to_bf16(randn(N * K, 5, 0.05f));
-  TestWeight tw(wb, N, K, c);
-  const auto deq = reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor);
+  const RandomTestWeight tw(N, K, c, 5);
+  const auto& deq = tw.deq;
   TuningReset reset;
   const auto nw = norm_weight_bf16(K, 71);
   Guarded<uint16_t> dnw(nw);
@@ -329,6 +338,53 @@ INSTANTIATE_TEST_SUITE_P(Formats, CudaGemv,
                                            QuantCase{WeightFormat::fp8, 0, false, "fp8_row"},
                                            QuantCase{WeightFormat::fp8, 0, true, "fp8_tensor"}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// The lab's decode-step timeline (bench_cuda_decode --trace) from hand-made events: a GEMV of
+// two blocks, then an attention kernel; host code only, no GPU needed.
+TEST(CudaKernelTrace, ReportLaysOutOneStep) {
+  auto ev = [](TraceKind kind, uint64_t tag, uint32_t block, TracePoint p, uint64_t t) {
+    KernelTraceEvent e{};
+    e.time_ns = t, e.tag = tag, e.block = block, e.n = 1000, e.k = 2000;
+    e.kind = static_cast<uint16_t>(kind), e.point = static_cast<uint8_t>(p);
+    return e;
+  };
+  using P = TracePoint;
+  const auto G = TraceKind::gemv, A = TraceKind::attention;
+  const std::vector<KernelTraceEvent> step = {
+      ev(A, 2, 0, P::wait_done, 1300),    ev(A, 2, 0, P::end, 1500),  // any order
+      ev(G, 1, 0, P::start, 100),         ev(G, 1, 1, P::start, 150),
+      ev(G, 1, 0, P::wait_done, 300),     ev(G, 1, 1, P::wait_done, 320),
+      ev(G, 1, 0, P::rms_done, 400),      ev(G, 1, 1, P::rms_done, 410),
+      ev(G, 1, 0, P::prologue_done, 500), ev(G, 1, 1, P::prologue_done, 560),
+      ev(G, 1, 0, P::end, 1000),          ev(G, 1, 1, P::end, 1200)};
+  KernelTraceReport report(0.5);
+  report.add_step(step);
+  report.add_step(step);
+  EXPECT_EQ(report.steps(), 2);
+  EXPECT_DOUBLE_EQ(report.step_us(), 1.4);  // 100 .. 1500 ns
+  EXPECT_DOUBLE_EQ(report.resolution_ns(), 10);
+  const auto rows = report.rows();
+  ASSERT_EQ(rows.size(), 2u);
+  const KernelTraceRow& g = rows[0];
+  EXPECT_EQ(g.name, "gemv 1000x2000");
+  EXPECT_DOUBLE_EQ(g.per_step, 1);
+  EXPECT_DOUBLE_EQ(g.adds, 1.1);  // its last end - the step's first start
+  EXPECT_DOUBLE_EQ(g.start, 0);
+  EXPECT_DOUBLE_EQ(g.start_last, 0.05);
+  EXPECT_DOUBLE_EQ(g.wait, 0.2);
+  EXPECT_DOUBLE_EQ(g.rmsnorm, 0.11);  // last RMSNorm end - first wait release
+  EXPECT_DOUBLE_EQ(g.prologue, 0.26);
+  EXPECT_NEAR(g.block_prologue, 0.22, 1e-12);  // (200 + 240) / 2 ns
+  EXPECT_DOUBLE_EQ(g.stream, 0.64);
+  EXPECT_DOUBLE_EQ(g.tail, 0.2);
+  EXPECT_DOUBLE_EQ(g.blocks, 2);
+  EXPECT_DOUBLE_EQ(g.weight_mb, 1.0);  // 1000 x 2000 x 0.5 bytes
+  const KernelTraceRow& at = rows[1];
+  EXPECT_EQ(at.name, "attention");
+  EXPECT_DOUBLE_EQ(at.adds, 0.3);
+  EXPECT_DOUBLE_EQ(at.wait, 0.1);
+  EXPECT_DOUBLE_EQ(at.weight_mb, 0);
+}
 
 // ---- elementwise ---------------------------------------------------------------------------
 

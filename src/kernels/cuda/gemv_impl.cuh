@@ -485,7 +485,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
       prefetched = false;
     }
 
-    if (tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
+    if (!early_dependents && tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
 #pragma unroll
     for (int m = 0; m < M; ++m)
 #pragma unroll

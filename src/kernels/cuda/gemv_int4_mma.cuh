@@ -169,7 +169,8 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
         rb[(warp * 16 + g + 8) * 8 + 2 * t + 1] = acc[3];
         acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
         __syncthreads();
-        if (ctile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
+        if (!early_dependents && ctile + static_cast<int>(gridDim.x) >= ntiles)
+          grid_dependents_launch();
         if (threadIdx.x < 16) {
           const int rl = threadIdx.x, row = ctile * 16 + rl;
           constexpr bool kPair = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;

@@ -22,8 +22,8 @@ __device__ KernelTraceBuffer* g_trace = nullptr;
 
 __device__ __forceinline__ bool tracing() { return g_trace != nullptr; }
 
-__device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uint32_t n,
-                                            uint32_t k, TracePoint point) {
+__device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uint32_t n, uint32_t k,
+                                            TracePoint point) {
   KernelTraceBuffer* b = g_trace;
   if (b == nullptr || threadIdx.x != 0) return;
   uint64_t t;
@@ -44,11 +44,11 @@ __device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uin
 }
 
 // Defines this translation unit's setter (called by set_kernel_trace in gemv.cu).
-#define AO_KERNEL_TRACE_TU(name)                                                   \
-  namespace ao::cuda::detail {                                                     \
-  void kernel_trace_set_##name(KernelTraceBuffer* p) {                             \
-    AO_CUDA_CHECK(cudaMemcpyToSymbol(g_trace, &p, sizeof(p)));                     \
-  }                                                                                \
+#define AO_KERNEL_TRACE_TU(name)                               \
+  namespace ao::cuda::detail {                                 \
+  void kernel_trace_set_##name(KernelTraceBuffer* p) {         \
+    AO_CUDA_CHECK(cudaMemcpyToSymbol(g_trace, &p, sizeof(p))); \
+  }                                                            \
   }
 #else
 __device__ __forceinline__ bool tracing() { return false; }
