@@ -148,7 +148,37 @@ TEST_P(CudaGemv, QuantizeDequantizeMatchesReference) {
   EXPECT_LT(nmse(got, ref), 1e-6) << c.name;
 }
 
-// Every batch size, through the int4 tensor-core kernel (where eligible) and the CUDA-core ones.
+// The GEMV kernels a test can ask for through GemvTuning: the TMA kernel (gemv_tma.cuh: bf16,
+// int8, int4 with groups of 128/256, sm_90), the int4 register-ring tensor-core kernel, the
+// CUDA-core kernels.
+enum class GemvPath { tma, mma, cuda_cores };
+const char* path_name(GemvPath p) {
+  return p == GemvPath::tma ? " tma" : p == GemvPath::mma ? " mma" : " cuda cores";
+}
+GemvTuning tuning_for(GemvPath p) {
+  GemvTuning t;
+  t.tma_bf16 = t.tma_int8 = t.tma_int4 = p == GemvPath::tma;
+  t.tensor_cores = p != GemvPath::cuda_cores;
+  return t;
+}
+bool device_has_tma() {
+  int dev = 0, major = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major >= 9;
+}
+// Asserts that the last gemv() ran the kernel path p asked for, where it takes format c (x fits
+// shared memory in every test shape).
+void expect_path(GemvPath p, const QuantCase& c, const std::string& what) {
+  const bool int4_mma = c.format == WeightFormat::int4 && c.group >= 128;
+  const bool tma = p == GemvPath::tma && device_has_tma() &&
+                   (c.format == WeightFormat::bf16 || c.format == WeightFormat::int8 || int4_mma);
+  const bool mma = tma || (p != GemvPath::cuda_cores && int4_mma);
+  EXPECT_EQ(last_gemv_launch().tma, tma) << what << ": TMA kernel";
+  EXPECT_EQ(last_gemv_launch().tensor_cores, mma) << what << ": tensor-core kernel";
+}
+
+// Every batch size, through every kernel path that takes the format.
 TEST_P(CudaGemv, BatchesMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -156,22 +186,19 @@ TEST_P(CudaGemv, BatchesMatchReference) {
   const RandomTestWeight tw(N, K, c, 2);
   const auto& deq = tw.deq;
   TuningReset reset;
-  for (bool tc : {true, false}) {
-    GemvTuning tune;
-    tune.tensor_cores = tc;
-    set_gemv_tuning(tune);
+  for (GemvPath path : {GemvPath::tma, GemvPath::mma, GemvPath::cuda_cores}) {
+    set_gemv_tuning(tuning_for(path));
     for (int m : {1, 2, 3, 4, 5, 8}) {
+      const std::string what = std::string(c.name) + " m=" + std::to_string(m) + path_name(path);
       auto xb = to_bf16(randn(m * K, 10 + m));
       Guarded<uint16_t> dx(xb);
       Guarded<float> dy(m * N);
       gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-      // The int4 tensor-core kernel takes groups of 128/256 at batches whose x fits.
-      const bool mma = tc && c.format == WeightFormat::int4 && c.group >= 128;
-      EXPECT_EQ(last_gemv_launch().tensor_cores, mma) << c.name << " m=" << m;
+      expect_path(path, c, what);
       auto y = dy.download();
       EXPECT_TRUE(dy.guards_intact());
       const auto ref = reference_matvec(from_bf16(xb), deq, m, N, K);
-      EXPECT_LT(nmse(y, ref), 1e-6) << c.name << " m=" << m << (tc ? " tensor cores" : "");
+      EXPECT_LT(nmse(y, ref), 1e-6) << what;
     }
   }
 }
@@ -268,7 +295,9 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
     Guarded<uint16_t> dx(xb);
     Guarded<float> dres(resid);
     for (int ks : {1, 2, 4}) {
-      set_gemv_tuning(GemvTuning{ks, /*tensor_cores=*/false});
+      GemvTuning t = tuning_for(GemvPath::cuda_cores);
+      t.k_split = ks;
+      set_gemv_tuning(t);
       const std::string what =
           std::string(c.name) + " m=" + std::to_string(m) + " k_split=" + std::to_string(ks);
       Guarded<float> dy(m * N);
@@ -287,9 +316,58 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
   }
 }
 
+// The TMA kernel's ring of shared-memory stages running on across tiles: more tiles than SMs
+// (several rounds per block, the ring wrapping many times), chunks of 1024 and 512 bytes, a K of
+// 14336 (the down projection's: 7 chunks per tile); f32 output and RMSNorm + SwiGLU.
+TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (c.format == WeightFormat::fp8 || (c.format == WeightFormat::int4 && c.group < 128))
+    GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  TuningReset reset;
+  set_gemv_tuning(tuning_for(GemvPath::tma));
+  struct Shape {
+    int64_t n, k;
+    int max_m;
+  };
+  for (const Shape sh : {Shape{4600, 4096, 2}, Shape{300, 14336, 1}, Shape{2200, 1024, 2}}) {
+    const int64_t N = sh.n, K = sh.k;
+    const RandomTestWeight tw(N, K, c, 6);
+    const auto nw = norm_weight_bf16(K, 72);
+    Guarded<uint16_t> dnw(nw);
+    for (int m = 1; m <= sh.max_m; ++m) {
+      const std::string what = std::string(c.name) + " " + std::to_string(N) + "x" +
+                               std::to_string(K) + " m=" + std::to_string(m);
+      auto xb = to_bf16(randn(m * K, 110 + m));
+      Guarded<uint16_t> dx(xb);
+      Guarded<float> dy(m * N);
+      gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+      expect_path(GemvPath::tma, c, what);
+      EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
+          << what;
+      EXPECT_TRUE(dy.guards_intact()) << what;
+      const auto resid = randn(m * K, 120 + m, 3.f);
+      const auto gu = reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K);
+      std::vector<float> href(m * N / 2);
+      for (int i = 0; i < m; ++i)
+        for (int64_t j = 0; j < N / 2; ++j) {
+          const float g = round_bf16(gu[i * N + 2 * j]), u = round_bf16(gu[i * N + 2 * j + 1]);
+          href[i * N / 2 + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
+        }
+      Guarded<float> dres(resid);
+      Guarded<uint16_t> dh(m * N / 2);
+      gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get()),
+           nullptr);
+      expect_path(GemvPath::tma, c, what + " swiglu");
+      EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
+      EXPECT_TRUE(dh.guards_intact()) << what;
+    }
+  }
+}
+
 // Two GEMVs back to back on one stream, the second reading the first's output through its
 // RMSNorm prologue, with the next-kernel launch at each GEMV's start (the default) and in its last
-// tile; through the int4 tensor-core kernel where eligible and the CUDA-core one.
+// tile; through every kernel path that takes the format.
 TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -306,14 +384,13 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
     const auto y1 = reference_matvec(from_bf16(xb), deq, m, N, K);
     const auto y2 = reference_matvec(reference_rmsnorm(y1, m, K, nw), deq, m, N, K);
     Guarded<uint16_t> dx(xb);
-    for (bool tc : {true, false})
+    for (GemvPath path : {GemvPath::tma, GemvPath::mma, GemvPath::cuda_cores})
       for (bool early : {true, false}) {
-        GemvTuning t;
-        t.tensor_cores = tc;
+        GemvTuning t = tuning_for(path);
         t.early_dependents = early;
         set_gemv_tuning(t);
         const std::string what = std::string(c.name) + " m=" + std::to_string(m) +
-                                 (tc ? " tensor cores" : "") + (early ? " early" : " last tile");
+                                 path_name(path) + (early ? " early" : " last tile");
         Guarded<float> d1(m * N), d2(m * N);
         for (int rep = 0; rep < 3; ++rep) {
           gemv(tw.dw, f32_gemv_args(m, dx.get(), d1.get()), s);

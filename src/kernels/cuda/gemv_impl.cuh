@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
@@ -542,6 +543,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
 inline int early_dependents() { return gemv_tuning().early_dependents ? 1 : 0; }
 
 #include "gemv_int4_mma.cuh"
+#include "gemv_tma.cuh"
 
 // AO_GEMV_INT8=deep: 4 iterations in flight instead of 2. Measured slower (run 11: llama3-8b
 // int8 tg128 303.5 vs 317.8 tok/s, every int8 GEMV 3-15% slower), so off by default.
@@ -581,6 +583,10 @@ void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
+  if constexpr (F != WeightFormat::fp8) {  // v8: weights through shared memory by the TMA
+    if (const TmaPlan p = tma_plan<F>(w, M); p.chunk != 0)
+      return launch_tma<F, M, IN, OUT>(w, a, p, s);
+  }
   if constexpr (F == WeightFormat::int4) {
     // v7 tensor-core kernel (gemv_int4_mma.cuh) where eligible, unless GemvTuning says not.
     if (int4_mma_eligible(w, M)) return launch_int4_mma<M, IN, OUT>(w, a, s);

@@ -30,6 +30,8 @@ std::string class_name(const Instance& in) {
       return "gemv " + std::to_string(in.n) + "x" + std::to_string(in.k);
     case TraceKind::gemv_int4_mma:
       return "gemv " + std::to_string(in.n) + "x" + std::to_string(in.k) + " (mma)";
+    case TraceKind::gemv_tma:
+      return "gemv " + std::to_string(in.n) + "x" + std::to_string(in.k) + " (tma)";
     case TraceKind::attention:
       return "attention";
     case TraceKind::embedding:
@@ -124,7 +126,8 @@ void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
     r.tail += us(in.end, in.end_first);
     r.blocks += in.blocks;
     const bool gemv = in.kind == static_cast<int>(TraceKind::gemv) ||
-                      in.kind == static_cast<int>(TraceKind::gemv_int4_mma);
+                      in.kind == static_cast<int>(TraceKind::gemv_int4_mma) ||
+                      in.kind == static_cast<int>(TraceKind::gemv_tma);
     if (gemv) r.weight_mb += static_cast<double>(in.n) * in.k * bytes_per_weight_ / 1e6;
     prev_end = in.end;
   }

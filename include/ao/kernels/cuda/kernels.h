@@ -112,6 +112,11 @@ struct GemvTuning {
   // (true), so the next kernel's blocks take the SMs its finished blocks free and issue their
   // first weight loads during its tail; or in its last tile (false, the rule before session 5).
   bool early_dependents = true;
+  // Formats on the TMA kernel (gemv_tma.cuh: a producer warp streams the weights through a
+  // ring of shared-memory stages into tensor-core consumers) where x fits shared memory next to
+  // the ring, on sm_90; otherwise the register-ring kernels above. On by default for bf16 only:
+  // int8 and int4 measured slower on it (docs/CUDA.md lab note 23), kept for tests and the lab.
+  bool tma_bf16 = true, tma_int8 = false, tma_int4 = false;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
@@ -122,6 +127,7 @@ GemvTuning gemv_tuning();
 struct GemvLaunch {
   bool tensor_cores = false;
   int warps = 0, k_split = 0, grid = 0;
+  bool tma = false;  // the TMA kernel (tensor_cores is then true as well)
 };
 GemvLaunch last_gemv_launch();
 
@@ -129,7 +135,14 @@ GemvLaunch last_gemv_launch();
 // Builds with -DAO_KERNEL_TRACE (the lab's, bench/kernels) let thread 0 of every block of the
 // decode-step kernels record %globaltimer at the points below into a device buffer; elsewhere
 // set_kernel_trace throws. bench_cuda_decode --trace lays one decode step out from them.
-enum class TraceKind : uint16_t { gemv = 1, gemv_int4_mma = 2, attention = 3, embedding = 4, sample = 5 };
+enum class TraceKind : uint16_t {
+  gemv = 1,
+  gemv_int4_mma = 2,
+  attention = 3,
+  embedding = 4,
+  sample = 5,
+  gemv_tma = 6
+};
 enum class TracePoint : uint8_t { start = 0, wait_done = 1, prologue_done = 2, end = 3, rms_done = 4 };
 struct KernelTraceEvent {
   uint64_t time_ns;  // %globaltimer

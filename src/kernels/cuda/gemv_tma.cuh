@@ -1,0 +1,516 @@
+// Weight-streaming GEMV on the tensor cores with the weights staged through shared memory by the
+// TMA (v8; bf16, int8 and int4 with groups of 128/256), included by gemv_impl.cuh inside its
+// anonymous namespace.
+//
+// Why: the decode-step timeline (docs/CUDA.md, lab note 19) showed the GEMVs streaming at 80-99%
+// of copy bandwidth once they run, and 5-10 us lost around each one: the grid-dependency wait,
+// a prologue that stages x (and the RMSNorm) while only the few KB of weights a register ring
+// holds are in flight, and the last round's tail. Here one producer warp per block copies the
+// block's weight stream into a ring of shared-memory stages (cp.async.bulk, completion counted
+// on an mbarrier per stage) from the kernel's first instruction, independent of x: ~144 KB per
+// SM are in flight while the consumers wait for the previous kernel and stage x, and the ring
+// runs on across tiles without draining.
+//
+// Layout. A tile is 16 rows; a stage holds `chunk` bytes of each of its 16 rows (one bulk copy
+// per row, lanes 0-15 of the producer warp) and, for int4, the rows' scales of those columns
+// (lanes 16-31). A 64-byte segment of a row is one warp step: lane (g = lane / 4, t = lane % 4)
+// reads the 16 bytes t of rows g and g + 8 and feeds mma.m16n8k16 (bf16 in, fp32 accumulate)
+// with A = the weights and B = x (column n = batch row m; lanes g >= M give zeros). The k order
+// inside an mma is a permutation of the physical k that x, staged once per block in shared
+// memory, follows:
+//   bf16: a segment is 32 k; lane t's 8 k are 2 mmas, B = x in natural order (x staged as bf16).
+//   int8: a segment is 64 k; each 32-bit word (4 k) becomes bf16x2 pairs {128 + lo nibble} and
+//         {128 + hi nibble} of u = q + 128 (bytes 0,2 and 1,3: one LOP3 each, exact), two mmas
+//         per word into separate accumulators; per segment y += 16 D_hi + D_lo - 2304 Sx
+//         (Sx = the segment's sum of x), the per-row scale at the end.
+//   int4: a segment is 128 k, as the register-ring kernel (gemv_int4_mma.cuh): y += s (D - 128
+//         Sx) + (zero - 8 s) Sx per 128 k.
+// The consumer warps split each stage's segments (warp w takes w, w + 8, ...), wait on the
+// stage's full barrier, and release it (one arrive per warp) when done; a tile's partial sums
+// meet in shared memory (a named barrier over the consumers) and 16 threads run the epilogue.
+
+// Consumer warps (+ 1 producer warp): 8 for bf16 (2 mmas per 64-byte segment), 16 for the
+// formats that decode (8 mmas and the nibble LOP3s per segment).
+template <WeightFormat F>
+constexpr int tma_warps() {
+  return F == WeightFormat::bf16 ? 8 : 16;
+}
+constexpr size_t kTmaRingTarget = 176 * 1024;     // bytes of weights in flight per block
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+// Waits until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n\t.reg .pred p;\n\t"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+        "selp.u32 %0, 1, 0, p;\n\t}"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// Global -> shared bulk copy (TMA), completion counted in bytes on `bar`.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned bytes,
+                                          uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+}
+// Barrier 1 over the W consumer warps only (the producer warp never joins it).
+template <int W>
+__device__ __forceinline__ void consumer_sync() {
+  asm volatile("bar.sync 1, %0;" ::"n"(W * 32) : "memory");
+}
+
+template <WeightFormat F>
+struct TmaFmt;
+template <>
+struct TmaFmt<WeightFormat::bf16> {
+  static constexpr int kSeg = 32;  // k per 64-byte row segment
+  static constexpr int kCsum = 0;  // k per x-sum entry (0: none)
+};
+template <>
+struct TmaFmt<WeightFormat::int8> {
+  static constexpr int kSeg = 64;
+  static constexpr int kCsum = 64;
+};
+template <>
+struct TmaFmt<WeightFormat::int4> {
+  static constexpr int kSeg = 128;
+  static constexpr int kCsum = 128;
+};
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  return static_cast<uint32_t>(float_to_bf16_bits(lo)) |
+         static_cast<uint32_t>(float_to_bf16_bits(hi)) << 16;
+}
+
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
+__global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
+    gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
+                    int early_dependents, int lab_flags) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  __trap();  // cp.async.bulk and mbarrier tx counts need sm_90; tma_plan() never picks it there
+#else
+  constexpr int W = tma_warps<F>(), kCons = W * 32;
+  constexpr int KS = TmaFmt<F>::kSeg;
+  constexpr bool kInt4 = F == WeightFormat::int4, kInt8 = F == WeightFormat::int8;
+  extern __shared__ __align__(128) uint8_t tma_smem[];
+  const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
+  const int N = static_cast<int>(w.n);
+  const int ntiles = (N + 15) / 16;
+  const int nseg = Kp / KS;                          // segments per row
+  const int spc = chunk / 64;                        // segments per stage chunk
+  const int64_t row_bytes = static_cast<int64_t>(nseg) * 64;
+  const int chunks = static_cast<int>(row_bytes / chunk);  // stage chunks per tile
+  const int gs = kInt4 ? w.group_size : 128;
+  const int groups = Kp / gs;
+  const int bpg = gs / 128;                          // int4: segments per scale group
+  const int sc = kInt4 ? chunk * 2 / gs * 8 : 0;     // scale bytes per row and chunk
+  const int stage_bytes = 16 * (chunk + sc);
+  uint64_t* full = reinterpret_cast<uint64_t*>(tma_smem);
+  uint64_t* empty = full + nstages;
+  uint8_t* ring = tma_smem + ((16 * nstages + 127) / 128) * 128;
+  uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
+  float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);  // [M][Kp / kCsum]
+  float* red = csum + (TmaFmt<F>::kCsum ? M * (Kp / TmaFmt<F>::kCsum) : 0);  // [2][W][16][8]
+  __shared__ float rss[M * W];
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
+  if (early_dependents) grid_dependents_launch();  // else by the producer once it is done
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < nstages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], W);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == W) {
+    // Producer: the block's tiles in order, `chunk` bytes of 16 rows (+ their scales) per stage.
+    // Weights are never written, so this needs no grid-dependency wait.
+    const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
+    const uint8_t* sbase = static_cast<const uint8_t*>(w.scale);
+    const int64_t srow = static_cast<int64_t>(groups) * 8;
+    int s = 0, phase = 0;
+    bool first = true;
+    for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+      const int valid = min(16, N - tile * 16);  // rows of this tile (the rest stay stale)
+      const int row = tile * 16 + min(lane & 15, valid - 1);
+      for (int c = 0; c < chunks; ++c) {
+        if (!first) mbar_wait(&empty[s], phase ^ 1);
+        uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
+        if (chunks == 1) {
+          // Whole rows: the tile's weights and its scales are each one contiguous copy.
+          if (lane == 0) {
+            mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
+            bulk_load(st, wbase + static_cast<int64_t>(tile) * 16 * row_bytes,
+                      valid * chunk, &full[s]);
+            if (kInt4)
+              bulk_load(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow,
+                        valid * sc, &full[s]);
+          }
+        } else {
+          // `chunk` bytes of each row (lanes 0-15) and, for int4, of its scales (lanes 16-31).
+          if (lane == 0) mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
+          __syncwarp();
+          if ((lane & 15) < valid) {
+            if (lane < 16)
+              bulk_load(st + lane * chunk,
+                        wbase + row * row_bytes + static_cast<int64_t>(c) * chunk, chunk,
+                        &full[s]);
+            else if (kInt4)
+              bulk_load(st + 16 * chunk + (lane - 16) * sc, sbase + row * srow + c * sc, sc,
+                        &full[s]);
+          }
+        }
+        if (++s == nstages) s = 0, phase ^= 1, first = false;
+      }
+    }
+    if (!early_dependents) grid_dependents_launch();
+    return;
+  }
+
+  // Consumers. Prologue: wait for the previous kernel, then x (after the fused RMSNorm) into
+  // shared memory in the mma fragment order, with the per-segment sums of x.
+  const int tid = threadIdx.x, g = lane >> 2, t = lane & 3;
+  const int64_t xstride = a.x_stride ? a.x_stride : K;
+  const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
+  grid_dependency_wait();
+  trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::wait_done);
+  float inv[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) inv[m] = 1.f;
+  if constexpr (IN == GemvInput::rmsnorm) {
+    const float* x = static_cast<const float*>(a.x);
+    for (int m = 0; m < M; ++m) {
+      float ss = 0.f;
+      if (vec) {
+        const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
+#pragma unroll 4
+        for (int k = tid; k < K / 4; k += kCons) {
+          const float4 v = x4[k];
+          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+      } else {
+        for (int k = tid; k < K; k += kCons) ss += x[m * xstride + k] * x[m * xstride + k];
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) rss[m * W + warp] = ss;
+    }
+    consumer_sync<W>();
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float ss = 0.f;
+#pragma unroll
+      for (int ww = 0; ww < W; ++ww) ss += rss[m * W + ww];
+      inv[m] = rsqrtf(ss / K + a.eps);
+    }
+    trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
+  }
+  // A thread takes 8 consecutive k; Kp is a multiple of 256, so the loop is warp-uniform.
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+#pragma unroll 2
+    for (int j = tid * 8; j < Kp; j += kCons * 8) {
+      float v[8];
+      gemv_x4<IN>(a, m, j, K, xstride, vec, inv[m], v);
+      gemv_x4<IN>(a, m, j + 4, K, xstride, vec, inv[m], v + 4);
+      if constexpr (F == WeightFormat::bf16) {
+        xf[(m * Kp + j) / 8] = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
+                                          pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+      } else if constexpr (kInt8) {
+        // Words wd = (j % 16) / 4 .. + 1 of lane t = (j % 64) / 16 in segment j / 64: the pairs
+        // (byte 0, byte 2) and (byte 1, byte 3) of each word.
+        float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+#pragma unroll
+        for (int o = 1; o < 8; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+        const int gi = j / 64, tt = (j % 64) / 16, half = (j % 16) / 8;
+        if ((lane & 7) == 0) csum[m * (Kp / 64) + gi] = su;
+        xf[((m * nseg + gi) * 4 + tt) * 2 + half] =
+            make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]),
+                       pack_bf16x2(v[4], v[6]), pack_bf16x2(v[5], v[7]));
+      } else {
+        // int4: word wd = (j / 8) % 4 of lane t = (j / 32) % 4 in segment j / 128, nibble pairs
+        // (e, e + 4) (gemv_int4_mma.cuh).
+        float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+#pragma unroll
+        for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+        const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
+        if ((lane & 15) == 0) csum[m * nseg + gi] = su;
+        xf[((m * nseg + gi) * 4 + wd) * 4 + tt] =
+            make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]),
+                       pack_bf16x2(v[2], v[6]), pack_bf16x2(v[3], v[7]));
+      }
+    }
+  }
+  consumer_sync<W>();
+  trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::prologue_done);
+
+  const float cmask0 = 2 * t < M ? 1.f : 0.f, cmask1 = 2 * t + 1 < M ? 1.f : 0.f;
+  const int c0 = min(2 * t, M - 1), c1 = min(2 * t + 1, M - 1);
+  const int gx = min(g, M - 1);  // x column of this lane (zeros when g >= M)
+  const bool xlive = g < M;
+  int s = 0, phase = 0, parity = 0;
+  for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int c = 0; c < chunks; ++c) {
+      mbar_wait(&full[s], phase);
+      const uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
+#pragma unroll 2
+      for (int sg = warp; sg < (lab_flags & 1 ? 0 : spc); sg += W) {
+        const int gi = c * spc + sg;  // segment of the row
+        const uint4 q0 = *reinterpret_cast<const uint4*>(st + g * chunk + sg * 64 + t * 16);
+        const uint4 q1 = *reinterpret_cast<const uint4*>(st + (g + 8) * chunk + sg * 64 + t * 16);
+        if constexpr (F == WeightFormat::bf16) {
+          const uint4 xv = xlive ? xf[(gx * nseg + gi) * 4 + t] : make_uint4(0, 0, 0, 0);
+          {
+            const uint32_t af[4] = {q0.x, q1.x, q0.y, q1.y};
+            mma_bf16_16816(acc, af, xv.x, xv.y);
+          }
+          {
+            const uint32_t af[4] = {q0.z, q1.z, q0.w, q1.w};
+            mma_bf16_16816(acc, af, xv.z, xv.w);
+          }
+        } else if constexpr (kInt8) {
+          float dl[4] = {0.f, 0.f, 0.f, 0.f}, dh[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+          for (int hw = 0; hw < 2; ++hw) {
+            const uint4 xv =
+                xlive ? xf[((gx * nseg + gi) * 4 + t) * 2 + hw] : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const uint32_t u0 = word(q0, 2 * hw + e) ^ 0x80808080u;
+              const uint32_t u1 = word(q1, 2 * hw + e) ^ 0x80808080u;
+              const uint32_t b0 = e == 0 ? xv.x : xv.z, b1 = e == 0 ? xv.y : xv.w;
+              {
+                const uint32_t af[4] = {nib_pair(u0, 0), nib_pair(u1, 0), nib_pair(u0, 2),
+                                        nib_pair(u1, 2)};
+                mma_bf16_16816(dl, af, b0, b1);
+              }
+              {
+                const uint32_t af[4] = {nib_pair(u0, 1), nib_pair(u1, 1), nib_pair(u0, 3),
+                                        nib_pair(u1, 3)};
+                mma_bf16_16816(dh, af, b0, b1);
+              }
+            }
+          }
+          const float cs0 = cmask0 * csum[c0 * nseg + gi], cs1 = cmask1 * csum[c1 * nseg + gi];
+          acc[0] += fmaf(16.f, dh[0], dl[0]) - 2304.f * cs0;
+          acc[1] += fmaf(16.f, dh[1], dl[1]) - 2304.f * cs1;
+          acc[2] += fmaf(16.f, dh[2], dl[2]) - 2304.f * cs0;
+          acc[3] += fmaf(16.f, dh[3], dl[3]) - 2304.f * cs1;
+        } else {
+          // Two accumulator chains of 4 mmas (words 0-1, 2-3) instead of one of 8.
+          float da[4] = {0.f, 0.f, 0.f, 0.f}, db[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+          for (int wd = 0; wd < 4; ++wd) {
+            float(&d)[4] = wd < 2 ? da : db;
+            const uint4 xv =
+                xlive ? xf[((gx * nseg + gi) * 4 + wd) * 4 + t] : make_uint4(0, 0, 0, 0);
+            const uint32_t w0 = word(q0, wd), w1 = word(q1, wd);
+            {
+              const uint32_t af[4] = {nib_pair(w0, 0), nib_pair(w1, 0), nib_pair(w0, 1),
+                                      nib_pair(w1, 1)};
+              mma_bf16_16816(d, af, xv.x, xv.y);
+            }
+            {
+              const uint32_t af[4] = {nib_pair(w0, 2), nib_pair(w1, 2), nib_pair(w0, 3),
+                                      nib_pair(w1, 3)};
+              mma_bf16_16816(d, af, xv.z, xv.w);
+            }
+          }
+          const float d[4] = {da[0] + db[0], da[1] + db[1], da[2] + db[2], da[3] + db[3]};
+          const float2 s0 =
+              *reinterpret_cast<const float2*>(st + 16 * chunk + g * sc + (sg / bpg) * 8);
+          const float2 s1 =
+              *reinterpret_cast<const float2*>(st + 16 * chunk + (g + 8) * sc + (sg / bpg) * 8);
+          const float cs0 = cmask0 * csum[c0 * nseg + gi], cs1 = cmask1 * csum[c1 * nseg + gi];
+          const float z0 = fmaf(-128.f, s0.x, s0.y), z1 = fmaf(-128.f, s1.x, s1.y);
+          acc[0] = fmaf(s0.x, d[0], fmaf(z0, cs0, acc[0]));
+          acc[1] = fmaf(s0.x, d[1], fmaf(z0, cs1, acc[1]));
+          acc[2] = fmaf(s1.x, d[2], fmaf(z1, cs0, acc[2]));
+          acc[3] = fmaf(s1.x, d[3], fmaf(z1, cs1, acc[3]));
+        }
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(&empty[s]);
+      if (++s == nstages) s = 0, phase ^= 1;
+    }
+    // Tile done: the W warps' partials meet in shared memory, 16 threads run the epilogue.
+    float* rb = red + parity * W * 128;
+    rb[(warp * 16 + g) * 8 + 2 * t] = acc[0];
+    rb[(warp * 16 + g) * 8 + 2 * t + 1] = acc[1];
+    rb[(warp * 16 + g + 8) * 8 + 2 * t] = acc[2];
+    rb[(warp * 16 + g + 8) * 8 + 2 * t + 1] = acc[3];
+    consumer_sync<W>();
+    if (tid < 16) {
+      const int rl = tid, row = tile * 16 + rl;
+      constexpr bool kPair = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;
+      if (row < N && (!kPair || (rl & 1) == 0)) {
+        const float* rscale = static_cast<const float*>(w.scale);
+        const float r0 = kInt8 ? rscale[row] : 1.f;
+        const float r1 = kInt8 && kPair ? rscale[row + 1] : 1.f;
+        float s0v[M], s1v[M];
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          float x0 = 0.f, x1 = 0.f;
+#pragma unroll
+          for (int ww = 0; ww < W; ++ww) {
+            x0 += rb[(ww * 16 + rl) * 8 + m];
+            if (kPair) x1 += rb[(ww * 16 + rl + 1) * 8 + m];
+          }
+          s0v[m] = x0 * r0, s1v[m] = x1 * r1;
+        }
+        gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
+      }
+    }
+    if (!early_dependents && tile + static_cast<int>(gridDim.x) >= ntiles)
+      grid_dependents_launch();
+    parity ^= 1;
+  }
+  if (tracing()) {
+    consumer_sync<W>();
+    trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::end);
+  }
+#endif
+}
+
+// Bytes of shared memory per row chunk and stage count for weight w at batch M; chunk = 0 when
+// the TMA kernel does not take it (GemvTuning::tma off, a format or group it does not handle,
+// K not a multiple of its segments, or x too large for shared memory next to the ring).
+struct TmaPlan {
+  int chunk = 0, stages = 0;
+  size_t smem = 0;
+};
+
+template <WeightFormat F>
+TmaPlan tma_plan(const DeviceWeight& w, int M) {
+  TmaPlan p;
+  static_assert(F != WeightFormat::fp8, "fp8 weights take the CUDA-core kernel");
+  const GemvTuning tune = gemv_tuning();
+  if (!(F == WeightFormat::bf16 ? tune.tma_bf16 : F == WeightFormat::int8 ? tune.tma_int8
+                                                                           : tune.tma_int4))
+    return p;
+  {
+    if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256) return p;
+    constexpr int KS = TmaFmt<F>::kSeg;
+    const int64_t Kp = w.k_padded;
+    if (Kp % 256 != 0 || Kp % KS != 0) return p;
+    const int64_t row_bytes = Kp / KS * 64;
+    const size_t csum = TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * 4
+                                         : 0;
+    const size_t x = static_cast<size_t>(M) * Kp * 2 + csum + 2 * tma_warps<F>() * 128 * 4;
+    if (x > 64 * 1024) return p;
+    static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
+      int dev = 0, v = 0, major = 0;
+      AO_CUDA_CHECK(cudaGetDevice(&dev));
+      AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+      AO_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      return major >= 9 ? static_cast<size_t>(v) : size_t(0);
+    }();
+    if (optin < x + 4096 + 16 * 1024) return p;
+    const size_t budget = std::min(kTmaRingTarget, optin - 1024 - x - 128);
+#ifdef AO_GEMV_EXPERIMENTS
+    // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512 dividing the row).
+    static const int64_t want = [] {
+      const char* e = std::getenv("AO_TMA_CHUNK");
+      return e ? std::atoll(e) : 0;
+    }();
+#else
+    constexpr int64_t want = 0;
+#endif
+    // Chunk: whole rows (the tile's weights and scales are then one copy each) or a multiple of
+    // 512 bytes dividing the row (one copy per row, and per row of scales for int4). The TMA
+    // takes ~75 cycles per bulk copy whatever its size (lab note 23: 512-byte copies stream at
+    // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
+    // copy; among those, the most stages (up to 4) in the ring, then the larger chunk.
+    int best_key = -1;
+    std::vector<int64_t> cands = {row_bytes};
+    for (int64_t ch = std::min<int64_t>(4096, row_bytes - 512); ch >= 512; ch -= 512)
+      cands.push_back(ch);
+    for (const int64_t ch : cands) {
+      if (ch % 512 != 0 || row_bytes % ch != 0 || (want != 0 && ch != want)) continue;
+      const bool whole = ch == row_bytes;
+      const size_t sc = F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8
+                                                : 0;
+      const size_t stage = 16 * (ch + sc);
+      const int stages = static_cast<int>(std::min<size_t>(budget / stage, 8));
+      const int copies = (whole ? 1 : 16) * (F == WeightFormat::int4 ? 2 : 1);
+      const bool rate_ok = stage / copies >= 1536;
+      if (stages < (rate_ok ? 2 : 3)) continue;
+      const int key = (rate_ok ? 1 << 20 : 0) + std::min(stages, 4) * (1 << 16) +
+                      static_cast<int>(ch / 512);
+      if (key > best_key) {
+        best_key = key;
+        p.chunk = static_cast<int>(ch);
+        p.stages = stages;
+        p.smem = ((16 * static_cast<size_t>(stages) + 127) / 128) * 128 + stages * stage + x;
+      }
+    }
+#ifdef AO_GEMV_EXPERIMENTS
+    // Lab: AO_TMA_STAGES caps the ring.
+    static const int cap = [] {
+      const char* e = std::getenv("AO_TMA_STAGES");
+      return e ? std::atoi(e) : 0;
+    }();
+    if (p.chunk != 0 && cap >= 2 && cap < p.stages) {
+      const size_t stage = (p.smem - x - ((16 * static_cast<size_t>(p.stages) + 127) / 128) * 128) /
+                           p.stages;
+      p.stages = cap;
+      p.smem = ((16 * static_cast<size_t>(cap) + 127) / 128) * 128 + cap * stage + x;
+    }
+#endif
+    return p;
+  }
+}
+// Lab (AO_GEMV_EXPERIMENTS builds): AO_TMA_NOCOMPUTE=1 makes the consumers skip the math
+// (wrong results; the weight stream alone, for timing).
+inline int tma_lab_flags() {
+#ifdef AO_GEMV_EXPERIMENTS
+  static const int f = [] {
+    const char* e = std::getenv("AO_TMA_NOCOMPUTE");
+    return e && e[0] == '1' ? 1 : 0;
+  }();
+  return f;
+#else
+  return 0;
+#endif
+}
+
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
+void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cudaStream_t s) {
+  auto kernel = gemv_tma_kernel<F, M, IN, OUT>;
+  static int sms = 0;
+  static size_t configured = 0;
+  if (configured < p.smem) {
+    sms = opt_in_shared_memory(kernel, static_cast<int>(p.smem));
+    configured = p.smem;
+  }
+  const int ntiles = static_cast<int>((w.n + 15) / 16);
+  const int grid = std::min(ntiles, sms);
+  constexpr int W = tma_warps<F>();
+  record_gemv_launch(GemvLaunch{true, W, 1, grid, true});
+  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
+             p.chunk, p.stages, early_dependents(), tma_lab_flags());
+}
