@@ -80,6 +80,11 @@ __device__ __forceinline__ void consumer_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(W * 32) : "memory");
 }
 
+// Shared-memory bytes of the barriers (full[stages], empty[stages], x_ready) before the ring.
+__host__ __device__ constexpr size_t tma_barrier_bytes(int stages) {
+  return (16 * static_cast<size_t>(stages) + 8 + 127) / 128 * 128;
+}
+
 template <WeightFormat F>
 struct TmaFmt;
 template <>
@@ -128,7 +133,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const int stage_bytes = 16 * (chunk + sc);
   uint64_t* full = reinterpret_cast<uint64_t*>(tma_smem);
   uint64_t* empty = full + nstages;
-  uint8_t* ring = tma_smem + ((16 * nstages + 127) / 128) * 128;
+  uint64_t* x_ready = empty + nstages;  // the consumers' prologue is done (lab: AO_TMA_PRE)
+  uint8_t* ring = tma_smem + tma_barrier_bytes(nstages);
   uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
   float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);  // [M][Kp / kCsum]
   float* red = csum + (TmaFmt<F>::kCsum ? M * (Kp / TmaFmt<F>::kCsum) : 0);  // [2][W][16][8]
@@ -142,6 +148,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], W);
     }
+    mbar_init(x_ready, 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -152,13 +159,15 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
     const uint8_t* sbase = static_cast<const uint8_t*>(w.scale);
     const int64_t srow = static_cast<int64_t>(groups) * 8;
-    int s = 0, phase = 0;
+    int s = 0, phase = 0, issued = 0;
+    const int pre = lab_flags >> 8;  // stages issued before the consumers' x is staged (0: all)
     bool first = true;
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
       const int valid = min(16, N - tile * 16);  // rows of this tile (the rest stay stale)
       const int row = tile * 16 + min(lane & 15, valid - 1);
       for (int c = 0; c < chunks; ++c) {
         if (!first) mbar_wait(&empty[s], phase ^ 1);
+        if (pre > 0 && issued++ == pre) mbar_wait(x_ready, 0);
         uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
         if (chunks == 1) {
           // Whole rows: the tile's weights and its scales are each one contiguous copy.
@@ -265,6 +274,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     }
   }
   consumer_sync<W>();
+  if (tid == 0) mbar_arrive(x_ready);
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::prologue_done);
 
   const float cmask0 = 2 * t < M ? 1.f : 0.f, cmask1 = 2 * t + 1 < M ? 1.f : 0.f;
@@ -429,8 +439,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       AO_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
       return major >= 9 ? static_cast<size_t>(v) : size_t(0);
     }();
-    if (optin < x + 4096 + 16 * 1024) return p;
-    const size_t budget = std::min(kTmaRingTarget, optin - 1024 - x - 128);
+    if (optin < x + 1024 + tma_barrier_bytes(8) + 16 * 1024) return p;
+    const size_t budget = std::min(kTmaRingTarget, optin - 1024 - x - tma_barrier_bytes(8));
 #ifdef AO_GEMV_EXPERIMENTS
     // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512 dividing the row).
     static const int64_t want = [] {
@@ -465,7 +475,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
         best_key = key;
         p.chunk = static_cast<int>(ch);
         p.stages = stages;
-        p.smem = ((16 * static_cast<size_t>(stages) + 127) / 128) * 128 + stages * stage + x;
+        p.smem = tma_barrier_bytes(stages) + stages * stage + x;
       }
     }
 #ifdef AO_GEMV_EXPERIMENTS
@@ -475,10 +485,9 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       return e ? std::atoi(e) : 0;
     }();
     if (p.chunk != 0 && cap >= 2 && cap < p.stages) {
-      const size_t stage = (p.smem - x - ((16 * static_cast<size_t>(p.stages) + 127) / 128) * 128) /
-                           p.stages;
+      const size_t stage = (p.smem - x - tma_barrier_bytes(p.stages)) / p.stages;
       p.stages = cap;
-      p.smem = ((16 * static_cast<size_t>(cap) + 127) / 128) * 128 + cap * stage + x;
+      p.smem = tma_barrier_bytes(cap) + cap * stage + x;
     }
 #endif
     return p;
@@ -490,7 +499,8 @@ inline int tma_lab_flags() {
 #ifdef AO_GEMV_EXPERIMENTS
   static const int f = [] {
     const char* e = std::getenv("AO_TMA_NOCOMPUTE");
-    return e && e[0] == '1' ? 1 : 0;
+    const char* pre = std::getenv("AO_TMA_PRE");  // stages issued before x is staged
+    return (e && e[0] == '1' ? 1 : 0) | (pre ? std::atoi(pre) : 0) << 8;
   }();
   return f;
 #else
