@@ -66,6 +66,18 @@ std::vector<float> reference_matvec(const std::vector<float>& x, const std::vect
   return y;
 }
 
+// SwiGLU of the interleaved gate/up projections gu [m, N] (row 2j gate, 2j + 1 up) as the
+// GEMV's swiglu epilogue rounds it: [m, N / 2].
+std::vector<float> reference_swiglu(const std::vector<float>& gu, int m, int64_t N) {
+  std::vector<float> h(m * N / 2);
+  for (int i = 0; i < m; ++i)
+    for (int64_t j = 0; j < N / 2; ++j) {
+      const float g = round_bf16(gu[i * N + 2 * j]), u = round_bf16(gu[i * N + 2 * j + 1]);
+      h[i * N / 2 + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
+    }
+  return h;
+}
+
 // GEMV arguments for a bf16 input [m, K] and an f32 output [m, N].
 GemvArgs f32_gemv_args(int m, const uint16_t* x, float* y) {
   GemvArgs a;
@@ -239,13 +251,7 @@ TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {
     gemv(tw.dw, b, nullptr);
     auto hgot = from_bf16(dh.download());
     EXPECT_TRUE(dh.guards_intact());
-    std::vector<float> href(m * N / 2);
-    for (int i = 0; i < m; ++i)
-      for (int64_t j = 0; j < N / 2; ++j) {
-        const float g = round_bf16(dot(xn, i, 2 * j)), u = round_bf16(dot(xn, i, 2 * j + 1));
-        href[i * N / 2 + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
-      }
-    EXPECT_LT(nmse(hgot, href), 2e-5) << c.name << " swiglu m=" << m;
+    EXPECT_LT(nmse(hgot, reference_swiglu(ref, m, N)), 2e-5) << c.name << " swiglu m=" << m;
 
     // Residual-add epilogue.
     auto xb = to_bf16(randn(m * K, 40 + m, 2.f));
@@ -285,13 +291,8 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
     const auto ref = reference_matvec(from_bf16(xb), deq, m, N, K);
     // RMSNorm prologue + SwiGLU epilogue (rows 2j, 2j + 1 must meet in one warp's epilogue).
     const auto resid = randn(m * K, 80 + m, 3.f);
-    const auto gu = reference_matvec(reference_rmsnorm(resid, m, K, nw), deq, m, N, K);
-    std::vector<float> href(m * N / 2);
-    for (int i = 0; i < m; ++i)
-      for (int64_t j = 0; j < N / 2; ++j) {
-        const float g = round_bf16(gu[i * N + 2 * j]), u = round_bf16(gu[i * N + 2 * j + 1]);
-        href[i * N / 2 + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
-      }
+    const auto href =
+        reference_swiglu(reference_matvec(reference_rmsnorm(resid, m, K, nw), deq, m, N, K), m, N);
     Guarded<uint16_t> dx(xb);
     Guarded<float> dres(resid);
     for (int ks : {1, 2, 4}) {
@@ -347,13 +348,8 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
           << what;
       EXPECT_TRUE(dy.guards_intact()) << what;
       const auto resid = randn(m * K, 120 + m, 3.f);
-      const auto gu = reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K);
-      std::vector<float> href(m * N / 2);
-      for (int i = 0; i < m; ++i)
-        for (int64_t j = 0; j < N / 2; ++j) {
-          const float g = round_bf16(gu[i * N + 2 * j]), u = round_bf16(gu[i * N + 2 * j + 1]);
-          href[i * N / 2 + j] = round_bf16(round_bf16(g / (1.f + std::exp(-g))) * u);
-        }
+      const auto href = reference_swiglu(
+          reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K), m, N);
       Guarded<float> dres(resid);
       Guarded<uint16_t> dh(m * N / 2);
       gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get()),

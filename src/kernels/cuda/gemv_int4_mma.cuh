@@ -36,6 +36,20 @@ __device__ __forceinline__ uint32_t nib_pair(uint32_t w, int j) {
   return r;
 }
 
+// The two mmas of one 32-bit word of a lane's int4 chunk: the nibble pairs (0, 4), (1, 5) and
+// (2, 6), (3, 7) of rows g (w0) and g + 8 (w1) against that word's x fragment xv.
+__device__ __forceinline__ void mma_int4_word(float (&d)[4], uint32_t w0, uint32_t w1,
+                                              const uint4& xv) {
+  {
+    const uint32_t af[4] = {nib_pair(w0, 0), nib_pair(w1, 0), nib_pair(w0, 1), nib_pair(w1, 1)};
+    mma_bf16_16816(d, af, xv.x, xv.y);
+  }
+  {
+    const uint32_t af[4] = {nib_pair(w0, 2), nib_pair(w1, 2), nib_pair(w0, 3), nib_pair(w1, 3)};
+    mma_bf16_16816(d, af, xv.z, xv.w);
+  }
+}
+
 template <int M, GemvInput IN, GemvOutput OUT, int U>
 __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a, int early_dependents) {
@@ -140,17 +154,7 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
 #pragma unroll
       for (int wd = 0; wd < 4; ++wd) {
         const uint4 xv = g < M ? xf[((g * G + gi) * 4 + wd) * 4 + t] : make_uint4(0, 0, 0, 0);
-        const uint32_t w0 = word(rq[u][0], wd), w1 = word(rq[u][1], wd);
-        {
-          const uint32_t af[4] = {nib_pair(w0, 0), nib_pair(w1, 0), nib_pair(w0, 1),
-                                  nib_pair(w1, 1)};
-          mma_bf16_16816(d, af, xv.x, xv.y);
-        }
-        {
-          const uint32_t af[4] = {nib_pair(w0, 2), nib_pair(w1, 2), nib_pair(w0, 3),
-                                  nib_pair(w1, 3)};
-          mma_bf16_16816(d, af, xv.z, xv.w);
-        }
+        mma_int4_word(d, word(rq[u][0], wd), word(rq[u][1], wd), xv);
       }
       const float cs0 = cmask0 * csum[c0 * G + gi], cs1 = cmask1 * csum[c1 * G + gi];
       const float2 s0 = rs[u][0], s1 = rs[u][1];

@@ -7,17 +7,20 @@
 // a prologue that stages x (and the RMSNorm) while only the few KB of weights a register ring
 // holds are in flight, and the last round's tail. Here one producer warp per block copies the
 // block's weight stream into a ring of shared-memory stages (cp.async.bulk, completion counted
-// on an mbarrier per stage) from the kernel's first instruction, independent of x: ~144 KB per
-// SM are in flight while the consumers wait for the previous kernel and stage x, and the ring
-// runs on across tiles without draining.
+// on an mbarrier per stage) from the kernel's first instruction, independent of x: up to
+// kTmaRingTarget bytes per SM are in flight while the consumers wait for the previous kernel and
+// stage x, and the ring runs on across tiles without draining. Measured (lab note 23): faster
+// for bf16 (the default there), slower for int8/int4, whose consumers cannot keep up.
 //
-// Layout. A tile is 16 rows; a stage holds `chunk` bytes of each of its 16 rows (one bulk copy
-// per row, lanes 0-15 of the producer warp) and, for int4, the rows' scales of those columns
-// (lanes 16-31). A 64-byte segment of a row is one warp step: lane (g = lane / 4, t = lane % 4)
-// reads the 16 bytes t of rows g and g + 8 and feeds mma.m16n8k16 (bf16 in, fp32 accumulate)
-// with A = the weights and B = x (column n = batch row m; lanes g >= M give zeros). The k order
-// inside an mma is a permutation of the physical k that x, staged once per block in shared
-// memory, follows:
+// Layout. A tile is 16 rows; a stage holds either the whole rows of a tile (the tile's weights
+// and, for int4, its scales are then one contiguous copy each) or `chunk` bytes of each of its 16
+// rows (one bulk copy per row, lanes 0-15 of the producer warp, and for int4 the rows' scales of
+// those columns, lanes 16-31). The TMA takes ~75 cycles per copy whatever its size, so tma_plan()
+// keeps copies >= 1.5 KB on average. A 64-byte segment of a row is one warp step: lane
+// (g = lane / 4, t = lane % 4) reads the 16 bytes t of rows g and g + 8 and feeds mma.m16n8k16
+// (bf16 in, fp32 accumulate) with A = the weights and B = x (column n = batch row m; lanes g >= M
+// give zeros). The k order inside an mma is a permutation of the physical k that x, staged once
+// per block in shared memory, follows:
 //   bf16: a segment is 32 k; lane t's 8 k are 2 mmas, B = x in natural order (x staged as bf16).
 //   int8: a segment is 64 k; each 32-bit word (4 k) becomes bf16x2 pairs {128 + lo nibble} and
 //         {128 + hi nibble} of u = q + 128 (bytes 0,2 and 1,3: one LOP3 each, exact), two mmas
@@ -25,7 +28,7 @@
 //         (Sx = the segment's sum of x), the per-row scale at the end.
 //   int4: a segment is 128 k, as the register-ring kernel (gemv_int4_mma.cuh): y += s (D - 128
 //         Sx) + (zero - 8 s) Sx per 128 k.
-// The consumer warps split each stage's segments (warp w takes w, w + 8, ...), wait on the
+// The W consumer warps split each stage's segments (warp w takes w, w + W, ...), wait on the
 // stage's full barrier, and release it (one arrive per warp) when done; a tile's partial sums
 // meet in shared memory (a named barrier over the consumers) and 16 threads run the epilogue.
 
@@ -338,17 +341,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             float(&d)[4] = wd < 2 ? da : db;
             const uint4 xv =
                 xlive ? xf[((gx * nseg + gi) * 4 + wd) * 4 + t] : make_uint4(0, 0, 0, 0);
-            const uint32_t w0 = word(q0, wd), w1 = word(q1, wd);
-            {
-              const uint32_t af[4] = {nib_pair(w0, 0), nib_pair(w1, 0), nib_pair(w0, 1),
-                                      nib_pair(w1, 1)};
-              mma_bf16_16816(d, af, xv.x, xv.y);
-            }
-            {
-              const uint32_t af[4] = {nib_pair(w0, 2), nib_pair(w1, 2), nib_pair(w0, 3),
-                                      nib_pair(w1, 3)};
-              mma_bf16_16816(d, af, xv.z, xv.w);
-            }
+            mma_int4_word(d, word(q0, wd), word(q1, wd), xv);
           }
           const float d[4] = {da[0] + db[0], da[1] + db[1], da[2] + db[2], da[3] + db[3]};
           const float2 s0 =
