@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <tuple>
 
 #include "ao/kernels/cuda/kernel_trace.h"
 #include "cuda_test_util.h"
@@ -457,6 +458,36 @@ TEST(CudaKernelTrace, ReportLaysOutOneStep) {
   EXPECT_DOUBLE_EQ(at.adds, 0.3);
   EXPECT_DOUBLE_EQ(at.wait, 0.1);
   EXPECT_DOUBLE_EQ(at.weight_mb, 0);
+}
+
+// Each GEMV kernel (CUDA-core, int4 register-ring mma, TMA) gets its own row, named after it, and
+// counts its weight bytes; two instances of one kind with different weights are separate rows.
+TEST(CudaKernelTrace, ReportNamesEachGemvKernel) {
+  auto ev = [](TraceKind kind, uint64_t tag, uint32_t n, TracePoint p, uint64_t t) {
+    KernelTraceEvent e{};
+    e.time_ns = t, e.tag = tag, e.block = 0, e.n = n, e.k = 1024;
+    e.kind = static_cast<uint16_t>(kind), e.point = static_cast<uint8_t>(p);
+    return e;
+  };
+  using P = TracePoint;
+  const auto T = TraceKind::gemv_tma, MM = TraceKind::gemv_int4_mma;
+  std::vector<KernelTraceEvent> step;
+  uint64_t t = 0;
+  for (const auto& [kind, tag, n] : {std::tuple{T, 1ull, 2048u}, std::tuple{MM, 2ull, 512u},
+                                     std::tuple{T, 3ull, 4096u}})
+    for (P p : {P::start, P::wait_done, P::prologue_done, P::end})
+      step.push_back(ev(kind, tag, n, p, t += 100));
+  KernelTraceReport report(2.0);  // bf16
+  report.add_step(step);
+  const auto rows = report.rows();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].name, "gemv 2048x1024 (tma)");
+  EXPECT_EQ(rows[1].name, "gemv 512x1024 (mma)");
+  EXPECT_EQ(rows[2].name, "gemv 4096x1024 (tma)");
+  EXPECT_DOUBLE_EQ(rows[0].weight_mb, 2048 * 1024 * 2.0 / 1e6);
+  EXPECT_DOUBLE_EQ(rows[2].weight_mb, 4096 * 1024 * 2.0 / 1e6);
+  EXPECT_DOUBLE_EQ(rows[0].prologue, 0.1);
+  EXPECT_DOUBLE_EQ(rows[0].stream, 0.1);
 }
 
 // ---- elementwise ---------------------------------------------------------------------------
