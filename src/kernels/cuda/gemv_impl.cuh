@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
-#include <vector>
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"

@@ -449,10 +449,12 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
     // copy; among those, the most stages (up to 4) in the ring, then the larger chunk.
     int best_key = -1;
-    std::vector<int64_t> cands = {row_bytes};
+    int64_t cands[9] = {row_bytes};  // whole rows, then 4096, 3584, ..., 512 bytes
+    int ncand = 1;
     for (int64_t ch = std::min<int64_t>(4096, row_bytes - 512); ch >= 512; ch -= 512)
-      cands.push_back(ch);
-    for (const int64_t ch : cands) {
+      cands[ncand++] = ch;
+    for (int ci = 0; ci < ncand; ++ci) {
+      const int64_t ch = cands[ci];
       if (ch % 512 != 0 || row_bytes % ch != 0 || (want != 0 && ch != want)) continue;
       const bool whole = ch == row_bytes;
       const size_t sc = F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8
