@@ -386,8 +386,8 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
         GemvTuning t = tuning_for(path);
         t.early_dependents = early;
         set_gemv_tuning(t);
-        const std::string what = std::string(c.name) + " m=" + std::to_string(m) +
-                                 path_name(path) + (early ? " early" : " last tile");
+        const std::string what = std::string(c.name) + " m=" + std::to_string(m) + path_name(path) +
+                                 (early ? " early" : " last tile");
         Guarded<float> d1(m * N), d2(m * N);
         for (int rep = 0; rep < 3; ++rep) {
           gemv(tw.dw, f32_gemv_args(m, dx.get(), d1.get()), s);
@@ -473,8 +473,8 @@ TEST(CudaKernelTrace, ReportNamesEachGemvKernel) {
   const auto T = TraceKind::gemv_tma, MM = TraceKind::gemv_int4_mma;
   std::vector<KernelTraceEvent> step;
   uint64_t t = 0;
-  for (const auto& [kind, tag, n] : {std::tuple{T, 1ull, 2048u}, std::tuple{MM, 2ull, 512u},
-                                     std::tuple{T, 3ull, 4096u}})
+  for (const auto& [kind, tag, n] :
+       {std::tuple{T, 1ull, 2048u}, std::tuple{MM, 2ull, 512u}, std::tuple{T, 3ull, 4096u}})
     for (P p : {P::start, P::wait_done, P::prologue_done, P::end})
       step.push_back(ev(kind, tag, n, p, t += 100));
   KernelTraceReport report(2.0);  // bf16
@@ -742,6 +742,72 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
       EXPECT_TRUE(dk.guards_intact());
       EXPECT_TRUE(dv.guards_intact());
     }
+}
+
+// The decode step's qkv GEMV (RMSNorm, RoPE + KV append epilogue) and decode attention back to
+// back on one stream, as the engine runs them: attention is a programmatic dependent launch that
+// may start while the GEMV still runs, and the row at *pos holds stale values until the GEMV
+// writes it. Positions in the first warp step, later steps and (for the longer caches) several
+// splits.
+TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
+  AO_SKIP_WITHOUT_GPU();
+  const auto c = GetParam();
+  const int H = c.H, KV = c.KV, hd = c.hd, S = c.S, heads = H + 2 * KV;
+  const int K = 2048, N = heads * hd;
+  std::vector<float> inv_freq(hd / 2);
+  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = 1.f / std::pow(10000.f, 2.f * i / hd);
+  Guarded<float> dinv(inv_freq);
+  const auto w = from_bf16(to_bf16(randn(size_t(N) * K, 64, 0.05f)));
+  std::vector<float> wp(w.size());  // pair-adjacent row order, as the engine stores it
+  for (int r = 0; r < N; ++r) {
+    const int h = r / hd, j = r % hd, src = h * hd + ((j & 1) ? j / 2 + hd / 2 : j / 2);
+    std::copy(&w[size_t(src) * K], &w[size_t(src) * K] + K, &wp[size_t(r) * K]);
+  }
+  TestWeight tw(to_bf16(wp), N, K, QuantCase{WeightFormat::bf16, 0, false, "bf16"});
+  const auto nw = to_bf16(std::vector<float>(K, 1.f));
+  // A cache of random rows (earlier steps) and junk at the positions the GEMV will write.
+  auto kc = from_bf16(to_bf16(randn(size_t(KV) * S * hd, 65)));
+  auto vc = from_bf16(to_bf16(randn(size_t(KV) * S * hd, 66)));
+  Guarded<uint16_t> dk(to_bf16(kc)), dv(to_bf16(vc)), dnw(nw), dq(H * hd), dout(H * hd);
+  Guarded<uint8_t> ws(attention_decode_workspace(
+      AttentionArgs{H, KV, hd, S, 1.f / std::sqrt(static_cast<float>(hd))}));
+  AO_CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
+  const AttentionArgs aa{H, KV, hd, S, 1.f / std::sqrt(static_cast<float>(hd))};
+  cudaStream_t s;
+  AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (const int p0 : {5, 63, 64, 100, S - 1}) {
+    auto resid = randn(K, 67 + p0, 2.f);
+    const auto xn = reference_rmsnorm(resid, 1, K, nw);
+    std::vector<float> qkv(N);
+    for (int n = 0; n < N; ++n) {
+      double acc = 0;
+      for (int k = 0; k < K; ++k) acc += double(xn[k]) * w[size_t(n) * K + k];
+      qkv[n] = round_bf16(static_cast<float>(acc));
+    }
+    std::vector<float> q;
+    reference_rope(qkv, 1, p0, H, KV, hd, S, false, inv_freq, nullptr, q, kc, vc);
+    const auto ref = reference_attention(q, 1, p0, H, KV, hd, S, kc, vc);
+    Guarded<float> dres(resid);
+    Guarded<int32_t> dpos(std::vector<int32_t>{p0});
+    GemvArgs a = rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr);
+    a.rope.n_heads = H;
+    a.rope.n_kv_heads = KV;
+    a.rope.head_dim = hd;
+    a.rope.paired = true;
+    a.rope.inv_freq = dinv.get();
+    a.rope.max_seq = S;
+    a.pos = dpos.get();
+    a.q_out = dq.get();
+    a.k_cache = dk.get();
+    a.v_cache = dv.get();
+    gemv(tw.dw, a, s);
+    attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), dout.get(), s);
+    AO_CUDA_CHECK(cudaStreamSynchronize(s));
+    EXPECT_LT(nmse(from_bf16(dout.download()), ref), 2e-5) << "pos=" << p0;
+    EXPECT_TRUE(dout.guards_intact());
+    // The next position's rows stay junk until their own step writes them.
+  }
+  AO_CUDA_CHECK(cudaStreamDestroy(s));
 }
 
 // Long contexts straight from a random cache: the tensor-core prefill kernel (queries in the

@@ -52,7 +52,8 @@ __device__ __forceinline__ void mma_int4_word(float (&d)[4], uint32_t w0, uint32
 
 template <int M, GemvInput IN, GemvOutput OUT, int U>
 __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
-    gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a, int early_dependents) {
+    gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a, int early_dependents,
+                         int two_pass_rms) {
   const int W = blockDim.x >> 5, nthreads = blockDim.x;
   extern __shared__ uint4 smem_u4[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
@@ -115,27 +116,35 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::wait_done);
 
   const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
+  // Prologue: x -> fragment-ordered bf16 + per-128 sums. A thread takes 8 consecutive k (one
+  // word); 16 lanes cover one 128-block (Kp % 256 == 0 keeps the loops warp-uniform).
+  auto stage8 = [&](int m, int j, const float* v) {
+    float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+#pragma unroll
+    for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+    const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
+    if ((lane & 15) == 0) csum[m * G + gi] = su;
+    auto b = [&](int e) { return static_cast<uint32_t>(float_to_bf16_bits(v[e])); };
+    xf[((m * G + gi) * 4 + wd) * 4 + tt] =
+        make_uint4(b(0) | b(4) << 16, b(1) | b(5) << 16, b(2) | b(6) << 16, b(3) | b(7) << 16);
+  };
+  bool staged = false;
   if constexpr (IN == GemvInput::rmsnorm) {
-    gemv_inv_rms<M>(a, K, xstride, vec, redb, inv_rms);
+    if (!two_pass_rms)
+      staged = gemv_rmsnorm_onepass<M, 8, 2>(
+          a, K, Kp, xstride, vec, threadIdx.x, nthreads,
+          [&](int, float ss) { return block_sum(ss, redb); }, stage8);
+    if (!staged) gemv_inv_rms<M>(a, K, xstride, vec, redb, inv_rms);
     trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::rms_done);
   }
-  // Prologue: x -> fragment-ordered bf16 + per-128 sums. A thread takes 8 consecutive k (one
-  // word); 16 lanes cover one 128-block (Kp % 256 == 0 keeps the loop warp-uniform).
-  for (int m = 0; m < M; ++m) {
+  for (int m = 0; m < M && !staged; ++m) {
     const float r = IN == GemvInput::rmsnorm ? inv_rms[m] : 1.f;
 #pragma unroll 2
     for (int j = threadIdx.x * 8; j < Kp; j += nthreads * 8) {
       float v[8];
       gemv_x4<IN>(a, m, j, K, xstride, vec, r, v);
       gemv_x4<IN>(a, m, j + 4, K, xstride, vec, r, v + 4);
-      float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-#pragma unroll
-      for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
-      const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
-      if ((lane & 15) == 0) csum[m * G + gi] = su;
-      auto b = [&](int e) { return static_cast<uint32_t>(float_to_bf16_bits(v[e])); };
-      xf[((m * G + gi) * 4 + wd) * 4 + tt] =
-          make_uint4(b(0) | b(4) << 16, b(1) | b(5) << 16, b(2) | b(6) << 16, b(3) | b(7) << 16);
+      stage8(m, j, v);
     }
   }
   __syncthreads();
@@ -263,5 +272,5 @@ void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   record_gemv_launch(GemvLaunch{true, best_w, 1, best_grid});
   launch_pdl(kernel, dim3(static_cast<unsigned>(best_grid)),
              dim3(static_cast<unsigned>(best_w * 32)), int4_mma_smem(w, M, best_w), s, w, a,
-             early_dependents());
+             early_dependents(), rms_two_pass());
 }

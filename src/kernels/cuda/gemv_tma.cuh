@@ -38,7 +38,7 @@ template <WeightFormat F>
 constexpr int tma_warps() {
   return F == WeightFormat::bf16 ? 8 : 16;
 }
-constexpr size_t kTmaRingTarget = 176 * 1024;     // bytes of weights in flight per block
+constexpr size_t kTmaRingTarget = 176 * 1024;  // bytes of weights in flight per block
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -125,21 +125,21 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
   const int ntiles = (N + 15) / 16;
-  const int nseg = Kp / KS;                          // segments per row
-  const int spc = chunk / 64;                        // segments per stage chunk
+  const int nseg = Kp / KS;    // segments per row
+  const int spc = chunk / 64;  // segments per stage chunk
   const int64_t row_bytes = static_cast<int64_t>(nseg) * 64;
   const int chunks = static_cast<int>(row_bytes / chunk);  // stage chunks per tile
   const int gs = kInt4 ? w.group_size : 128;
   const int groups = Kp / gs;
-  const int bpg = gs / 128;                          // int4: segments per scale group
-  const int sc = kInt4 ? chunk * 2 / gs * 8 : 0;     // scale bytes per row and chunk
+  const int bpg = gs / 128;                       // int4: segments per scale group
+  const int sc = kInt4 ? chunk * 2 / gs * 8 : 0;  // scale bytes per row and chunk
   const int stage_bytes = 16 * (chunk + sc);
   uint64_t* full = reinterpret_cast<uint64_t*>(tma_smem);
   uint64_t* empty = full + nstages;
   uint64_t* x_ready = empty + nstages;  // the consumers' prologue is done (lab: AO_TMA_PRE)
   uint8_t* ring = tma_smem + tma_barrier_bytes(nstages);
   uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
-  float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);  // [M][Kp / kCsum]
+  float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);                   // [M][Kp / kCsum]
   float* red = csum + (TmaFmt<F>::kCsum ? M * (Kp / TmaFmt<F>::kCsum) : 0);  // [2][W][16][8]
   __shared__ float rss[M * W];
 
@@ -176,11 +176,11 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           // Whole rows: the tile's weights and its scales are each one contiguous copy.
           if (lane == 0) {
             mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
-            bulk_load(st, wbase + static_cast<int64_t>(tile) * 16 * row_bytes,
-                      valid * chunk, &full[s]);
+            bulk_load(st, wbase + static_cast<int64_t>(tile) * 16 * row_bytes, valid * chunk,
+                      &full[s]);
             if (kInt4)
-              bulk_load(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow,
-                        valid * sc, &full[s]);
+              bulk_load(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow, valid * sc,
+                        &full[s]);
           }
         } else {
           // `chunk` bytes of each row (lanes 0-15) and, for int4, of its scales (lanes 16-31).
@@ -189,8 +189,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           if ((lane & 15) < valid) {
             if (lane < 16)
               bulk_load(st + lane * chunk,
-                        wbase + row * row_bytes + static_cast<int64_t>(c) * chunk, chunk,
-                        &full[s]);
+                        wbase + row * row_bytes + static_cast<int64_t>(c) * chunk, chunk, &full[s]);
             else if (kInt4)
               bulk_load(st + 16 * chunk + (lane - 16) * sc, sbase + row * srow + c * sc, sc,
                         &full[s]);
@@ -210,69 +209,95 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
   grid_dependency_wait();
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::wait_done);
-  float inv[M];
+  // Stages x[m][j .. j + 7] (after the input op) in the mma fragment order, with the segment
+  // sums of x for int8/int4.
+  auto stage8 = [&](int m, int j, const float* v) {
+    if constexpr (F == WeightFormat::bf16) {
+      xf[(m * Kp + j) / 8] = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
+                                        pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+    } else if constexpr (kInt8) {
+      // Words wd = (j % 16) / 4 .. + 1 of lane t = (j % 64) / 16 in segment j / 64: the pairs
+      // (byte 0, byte 2) and (byte 1, byte 3) of each word.
+      float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 #pragma unroll
-  for (int m = 0; m < M; ++m) inv[m] = 1.f;
+      for (int o = 1; o < 8; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+      const int gi = j / 64, tt = (j % 64) / 16, half = (j % 16) / 8;
+      if ((lane & 7) == 0) csum[m * (Kp / 64) + gi] = su;
+      xf[((m * nseg + gi) * 4 + tt) * 2 + half] =
+          make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]), pack_bf16x2(v[4], v[6]),
+                     pack_bf16x2(v[5], v[7]));
+    } else {
+      // int4: word wd = (j / 8) % 4 of lane t = (j / 32) % 4 in segment j / 128, nibble pairs
+      // (e, e + 4) (gemv_int4_mma.cuh).
+      float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+#pragma unroll
+      for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+      const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
+      if ((lane & 15) == 0) csum[m * nseg + gi] = su;
+      xf[((m * nseg + gi) * 4 + wd) * 4 + tt] =
+          make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]), pack_bf16x2(v[2], v[6]),
+                     pack_bf16x2(v[3], v[7]));
+    }
+  };
+  // A thread takes 8 consecutive k; Kp is a multiple of 256, so the loops are warp-uniform.
+  bool staged = false;
   if constexpr (IN == GemvInput::rmsnorm) {
-    const float* x = static_cast<const float*>(a.x);
-    for (int m = 0; m < M; ++m) {
-      float ss = 0.f;
-      if (vec) {
-        const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
-#pragma unroll 4
-        for (int k = tid; k < K / 4; k += kCons) {
-          const float4 v = x4[k];
-          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        }
-      } else {
-        for (int k = tid; k < K; k += kCons) ss += x[m * xstride + k] * x[m * xstride + k];
-      }
-      ss = warp_sum(ss);
-      if (lane == 0) rss[m * W + warp] = ss;
-    }
-    consumer_sync<W>();
+    // One round of loads where the row fits the registers (gemv_rmsnorm_onepass); the lab's
+    // AO_GEMV_RMS2=1 keeps the two passes below.
+    if (!(lab_flags & 2))
+      staged = gemv_rmsnorm_onepass<M, 8, 2>(
+          a, K, Kp, xstride, vec, tid, kCons,
+          [&](int m, float ss) {
+            ss = warp_sum(ss);
+            if (lane == 0) rss[m * W + warp] = ss;
+            consumer_sync<W>();
+            float tot = 0.f;
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      float ss = 0.f;
-#pragma unroll
-      for (int ww = 0; ww < W; ++ww) ss += rss[m * W + ww];
-      inv[m] = rsqrtf(ss / K + a.eps);
-    }
-    trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
+            for (int ww = 0; ww < W; ++ww) tot += rss[m * W + ww];
+            return tot;
+          },
+          stage8);
+    if (staged) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
   }
-  // A thread takes 8 consecutive k; Kp is a multiple of 256, so the loop is warp-uniform.
+  if (!staged) {
+    float inv[M];
 #pragma unroll
-  for (int m = 0; m < M; ++m) {
+    for (int m = 0; m < M; ++m) inv[m] = 1.f;
+    if constexpr (IN == GemvInput::rmsnorm) {
+      const float* x = static_cast<const float*>(a.x);
+      for (int m = 0; m < M; ++m) {
+        float ss = 0.f;
+        if (vec) {
+          const float4* x4 = reinterpret_cast<const float4*>(x + m * xstride);
+#pragma unroll 4
+          for (int k = tid; k < K / 4; k += kCons) {
+            const float4 v = x4[k];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+          }
+        } else {
+          for (int k = tid; k < K; k += kCons) ss += x[m * xstride + k] * x[m * xstride + k];
+        }
+        ss = warp_sum(ss);
+        if (lane == 0) rss[m * W + warp] = ss;
+      }
+      consumer_sync<W>();
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float ss = 0.f;
+#pragma unroll
+        for (int ww = 0; ww < W; ++ww) ss += rss[m * W + ww];
+        inv[m] = rsqrtf(ss / K + a.eps);
+      }
+      trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
 #pragma unroll 2
-    for (int j = tid * 8; j < Kp; j += kCons * 8) {
-      float v[8];
-      gemv_x4<IN>(a, m, j, K, xstride, vec, inv[m], v);
-      gemv_x4<IN>(a, m, j + 4, K, xstride, vec, inv[m], v + 4);
-      if constexpr (F == WeightFormat::bf16) {
-        xf[(m * Kp + j) / 8] = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
-                                          pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
-      } else if constexpr (kInt8) {
-        // Words wd = (j % 16) / 4 .. + 1 of lane t = (j % 64) / 16 in segment j / 64: the pairs
-        // (byte 0, byte 2) and (byte 1, byte 3) of each word.
-        float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-#pragma unroll
-        for (int o = 1; o < 8; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
-        const int gi = j / 64, tt = (j % 64) / 16, half = (j % 16) / 8;
-        if ((lane & 7) == 0) csum[m * (Kp / 64) + gi] = su;
-        xf[((m * nseg + gi) * 4 + tt) * 2 + half] =
-            make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]),
-                       pack_bf16x2(v[4], v[6]), pack_bf16x2(v[5], v[7]));
-      } else {
-        // int4: word wd = (j / 8) % 4 of lane t = (j / 32) % 4 in segment j / 128, nibble pairs
-        // (e, e + 4) (gemv_int4_mma.cuh).
-        float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-#pragma unroll
-        for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
-        const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
-        if ((lane & 15) == 0) csum[m * nseg + gi] = su;
-        xf[((m * nseg + gi) * 4 + wd) * 4 + tt] =
-            make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]),
-                       pack_bf16x2(v[2], v[6]), pack_bf16x2(v[3], v[7]));
+      for (int j = tid * 8; j < Kp; j += kCons * 8) {
+        float v[8];
+        gemv_x4<IN>(a, m, j, K, xstride, vec, inv[m], v);
+        gemv_x4<IN>(a, m, j + 4, K, xstride, vec, inv[m], v + 4);
+        stage8(m, j, v);
       }
     }
   }
@@ -388,8 +413,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
       }
     }
-    if (!early_dependents && tile + static_cast<int>(gridDim.x) >= ntiles)
-      grid_dependents_launch();
+    if (!early_dependents && tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
     parity ^= 1;
   }
   if (tracing()) {
@@ -412,8 +436,9 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
   TmaPlan p;
   static_assert(F != WeightFormat::fp8, "fp8 weights take the CUDA-core kernel");
   const GemvTuning tune = gemv_tuning();
-  if (!(F == WeightFormat::bf16 ? tune.tma_bf16 : F == WeightFormat::int8 ? tune.tma_int8
-                                                                           : tune.tma_int4))
+  if (!(F == WeightFormat::bf16   ? tune.tma_bf16
+        : F == WeightFormat::int8 ? tune.tma_int8
+                                  : tune.tma_int4))
     return p;
   {
     if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256) return p;
@@ -421,8 +446,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     const int64_t Kp = w.k_padded;
     if (Kp % 256 != 0 || Kp % KS != 0) return p;
     const int64_t row_bytes = Kp / KS * 64;
-    const size_t csum = TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * 4
-                                         : 0;
+    const size_t csum = TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * 4 : 0;
     const size_t x = static_cast<size_t>(M) * Kp * 2 + csum + 2 * tma_warps<F>() * 128 * 4;
     if (x > 64 * 1024) return p;
     static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
@@ -457,15 +481,15 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       const int64_t ch = cands[ci];
       if (ch % 512 != 0 || row_bytes % ch != 0 || (want != 0 && ch != want)) continue;
       const bool whole = ch == row_bytes;
-      const size_t sc = F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8
-                                                : 0;
+      const size_t sc =
+          F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8 : 0;
       const size_t stage = 16 * (ch + sc);
       const int stages = static_cast<int>(std::min<size_t>(budget / stage, 8));
       const int copies = (whole ? 1 : 16) * (F == WeightFormat::int4 ? 2 : 1);
       const bool rate_ok = stage / copies >= 1536;
       if (stages < (rate_ok ? 2 : 3)) continue;
-      const int key = (rate_ok ? 1 << 20 : 0) + std::min(stages, 4) * (1 << 16) +
-                      static_cast<int>(ch / 512);
+      const int key =
+          (rate_ok ? 1 << 20 : 0) + std::min(stages, 4) * (1 << 16) + static_cast<int>(ch / 512);
       if (key > best_key) {
         best_key = key;
         p.chunk = static_cast<int>(ch);
@@ -495,7 +519,7 @@ inline int tma_lab_flags() {
   static const int f = [] {
     const char* e = std::getenv("AO_TMA_NOCOMPUTE");
     const char* pre = std::getenv("AO_TMA_PRE");  // stages issued before x is staged
-    return (e && e[0] == '1' ? 1 : 0) | (pre ? std::atoi(pre) : 0) << 8;
+    return (e && e[0] == '1' ? 1 : 0) | rms_two_pass() << 1 | (pre ? std::atoi(pre) : 0) << 8;
   }();
   return f;
 #else
