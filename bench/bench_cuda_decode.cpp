@@ -8,7 +8,7 @@
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
 // int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
 // its start, AO_GEMV_TMA=0 the register-ring GEMVs for bf16 too, AO_GEMV_TMA=all the TMA GEMV for
-// int8 and int4 as well (ao::cuda::set_gemv_tuning).
+// int8 and int4 as well, AO_GEMV_TMA=int8|int4 for that one (ao::cuda::set_gemv_tuning).
 // --trace POS (lab build only: -DAO_KERNEL_TRACE): for each model and format, a timeline of
 // decode steps at position POS from the kernels' own %globaltimer stamps — per kernel class, the
 // time it adds to the step, how long after the previous kernel it passes its grid-dependency
@@ -338,9 +338,10 @@ int main(int argc, char** argv) {
     if (const char* e = std::getenv("AO_GEMV_MMA")) tune.tensor_cores = e[0] != '0';
     if (const char* e = std::getenv("AO_GEMV_EARLY")) tune.early_dependents = e[0] != '0';
     if (const char* e = std::getenv("AO_GEMV_TMA")) {  // 0: none, all: every format it takes
-      const std::string v = e;
+      const std::string v = e;                         // int8 / int4: bf16 and that format
       tune.tma_bf16 = v != "0";
-      tune.tma_int8 = tune.tma_int4 = v == "all";
+      tune.tma_int8 = v == "all" || v == "int8";
+      tune.tma_int4 = v == "all" || v == "int4";
     }
     ao::cuda::set_gemv_tuning(tune);
     const double bw = cuda_copy_bandwidth_gb_s();

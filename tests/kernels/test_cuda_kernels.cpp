@@ -171,6 +171,7 @@ const char* path_name(GemvPath p) {
 GemvTuning tuning_for(GemvPath p) {
   GemvTuning t;
   t.tma_bf16 = t.tma_int8 = t.tma_int4 = p == GemvPath::tma;
+  t.tma_int8_shape_rule = false;  // every test shape
   t.tensor_cores = p != GemvPath::cuda_cores;
   return t;
 }
@@ -359,6 +360,37 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
       EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
       EXPECT_TRUE(dh.guards_intact()) << what;
     }
+  }
+}
+
+// The default tuning's int8 shape rule (GemvTuning::tma_int8_shape_rule): the TMA kernel for K
+// >= 4096 with at least 1.5 tiles of 16 rows per SM, the register-ring kernel otherwise; both
+// against the reference.
+TEST(CudaGemvTuning, Int8TakesTheTmaKernelWhereMeasuredFaster) {
+  AO_SKIP_WITHOUT_GPU();
+  TuningReset reset;
+  set_gemv_tuning(GemvTuning{});
+  int dev = 0, sms = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const QuantCase c{WeightFormat::int8, 0, false, "int8"};
+  struct Shape {
+    int64_t n, k;
+  };
+  for (const Shape sh : {Shape{24 * sms, 4096}, Shape{24 * sms - 16, 4096}, Shape{32 * sms, 2048},
+                         Shape{32 * sms, 8192}}) {
+    const bool tiles_ok = (sh.n + 15) / 16 * 2 >= 3 * sms;
+    const bool want = device_has_tma() && sh.k >= 4096 && tiles_ok;
+    const std::string what = std::to_string(sh.n) + "x" + std::to_string(sh.k);
+    const RandomTestWeight tw(sh.n, sh.k, c, 7);
+    auto xb = to_bf16(randn(sh.k, 130));
+    Guarded<uint16_t> dx(xb);
+    Guarded<float> dy(sh.n);
+    gemv(tw.dw, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
+    EXPECT_EQ(last_gemv_launch().tma, want) << what;
+    EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, 1, sh.n, sh.k)), 1e-6)
+        << what;
+    EXPECT_TRUE(dy.guards_intact()) << what;
   }
 }
 

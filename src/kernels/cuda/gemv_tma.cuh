@@ -9,8 +9,9 @@
 // block's weight stream into a ring of shared-memory stages (cp.async.bulk, completion counted
 // on an mbarrier per stage) from the kernel's first instruction, independent of x: up to
 // kTmaRingTarget bytes per SM are in flight while the consumers wait for the previous kernel and
-// stage x, and the ring runs on across tiles without draining. Measured (lab note 23): faster
-// for bf16 (the default there), slower for int8/int4, whose consumers cannot keep up.
+// stage x, and the ring runs on across tiles without draining. Measured (lab notes 23, 27):
+// faster for bf16 and, with the fp16 decode, for int8 at K >= 4096 (the defaults there); slower
+// for int4, whose consumers cannot keep up.
 //
 // Layout. A tile is 16 rows; a stage holds either the whole rows of a tile (the tile's weights
 // and, for int4, its scales are then one contiguous copy each) or `chunk` bytes of each of its 16
@@ -18,14 +19,16 @@
 // those columns, lanes 16-31). The TMA takes ~75 cycles per copy whatever its size, so tma_plan()
 // keeps copies >= 1.5 KB on average. A 64-byte segment of a row is one warp step: lane
 // (g = lane / 4, t = lane % 4) reads the 16 bytes t of rows g and g + 8 and feeds mma.m16n8k16
-// (bf16 in, fp32 accumulate) with A = the weights and B = x (column n = batch row m; lanes g >= M
-// give zeros). The k order inside an mma is a permutation of the physical k that x, staged once
-// per block in shared memory, follows:
+// (bf16 or fp16 in, fp32 accumulate) with A = the weights and B = x (column n = batch row m;
+// lanes g >= M give zeros). The k order inside an mma is a permutation of the physical k that x,
+// staged once per block in shared memory, follows:
 //   bf16: a segment is 32 k; lane t's 8 k are 2 mmas, B = x in natural order (x staged as bf16).
-//   int8: a segment is 64 k; each 32-bit word (4 k) becomes bf16x2 pairs {128 + lo nibble} and
-//         {128 + hi nibble} of u = q + 128 (bytes 0,2 and 1,3: one LOP3 each, exact), two mmas
-//         per word into separate accumulators; per segment y += 16 D_hi + D_lo - 2304 Sx
-//         (Sx = the segment's sum of x), the per-row scale at the end.
+//   int8: a segment is 64 k; each 32-bit word (4 k) of u = q + 128 becomes fp16x2 pairs
+//         {1024 + u} of bytes 0,2 and 1,3 (one PRMT each, exact: 1152 + q), one f16 mma per word
+//         of rows g and g + 8; x is staged as fp16 times a power-of-two scale per row (its max
+//         |x| in [2^14, 2^15)); per segment y' += D - 1152 Sx' (Sx' = the segment's sum of the
+//         scaled x), the per-row weight scale and the inverse x scale at the end. (Until
+//         session 7: two bf16 mmas per word on its nibbles, 2.5x the integer instructions.)
 //   int4: a segment is 128 k, as the register-ring kernel (gemv_int4_mma.cuh): y += s (D - 128
 //         Sx) + (zero - 8 s) Sx per 128 k.
 // The W consumer warps split each stage's segments (warp w takes w, w + W, ...), wait on the
@@ -110,6 +113,19 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return static_cast<uint32_t>(float_to_bf16_bits(lo)) |
          static_cast<uint32_t>(float_to_bf16_bits(hi)) << 16;
 }
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+// D += A B, m16n8k16, fp16 in, fp32 accumulate (int8: the weights as exact fp16 1152 + q).
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                              uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
@@ -142,6 +158,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);                   // [M][Kp / kCsum]
   float* red = csum + (TmaFmt<F>::kCsum ? M * (Kp / TmaFmt<F>::kCsum) : 0);  // [2][W][16][8]
   __shared__ float rss[M * W];
+  __shared__ float xamax[kInt8 ? M * W : 1];  // int8: max |x| per warp and row
+  __shared__ float xinv[M];                   // int8: 1 / the power-of-two scale of x
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
@@ -211,6 +229,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::wait_done);
   // Stages x[m][j .. j + 7] (after the input op) in the mma fragment order, with the segment
   // sums of x for int8/int4.
+  float am[M];  // int8: this thread's max |x| per row
+#pragma unroll
+  for (int m = 0; m < M; ++m) am[m] = 0.f;
   auto stage8 = [&](int m, int j, const float* v) {
     if constexpr (F == WeightFormat::bf16) {
       xf[(m * Kp + j) / 8] = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
@@ -223,6 +244,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       for (int o = 1; o < 8; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
       const int gi = j / 64, tt = (j % 64) / 16, half = (j % 16) / 8;
       if ((lane & 7) == 0) csum[m * (Kp / 64) + gi] = su;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
       xf[((m * nseg + gi) * 4 + tt) * 2 + half] =
           make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]), pack_bf16x2(v[4], v[6]),
                      pack_bf16x2(v[5], v[7]));
@@ -301,6 +324,45 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       }
     }
   }
+  if constexpr (kInt8) {
+    // x to fp16 under a power-of-two scale per row (max |x| in [2^14, 2^15): exact for every
+    // bf16 value above 2^-29 of the row's max), in place, with the segment sums scaled alike.
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float v = warp_max(am[m]);
+      if (lane == 0) xamax[m * W + warp] = v;
+    }
+    consumer_sync<W>();
+    float sc[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float mx = 0.f;
+#pragma unroll
+      for (int ww = 0; ww < W; ++ww) mx = fmaxf(mx, xamax[m * W + ww]);
+      int e = 0;
+      frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
+      sc[m] = mx > 0.f && mx < INFINITY ? ldexpf(1.f, 15 - e) : 1.f;
+      if (tid == 0) xinv[m] = 1.f / sc[m];
+    }
+    for (int i = tid; i < M * Kp / 8; i += kCons) {
+      const int m = i / (Kp / 8);
+      float s = sc[0];
+#pragma unroll
+      for (int mm = 1; mm < M; ++mm) s = m == mm ? sc[mm] : s;
+      uint4 u = xf[i];
+      auto cv = [&](uint32_t b) {
+        return pack_f16x2(__uint_as_float(b << 16) * s, __uint_as_float(b & 0xffff0000u) * s);
+      };
+      xf[i] = make_uint4(cv(u.x), cv(u.y), cv(u.z), cv(u.w));
+    }
+    for (int i = tid; i < M * (Kp / 64); i += kCons) {
+      const int m = i / (Kp / 64);
+      float s = sc[0];
+#pragma unroll
+      for (int mm = 1; mm < M; ++mm) s = m == mm ? sc[mm] : s;
+      csum[i] *= s;
+    }
+  }
   consumer_sync<W>();
   if (tid == 0) mbar_arrive(x_ready);
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::prologue_done);
@@ -311,7 +373,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const bool xlive = g < M;
   int s = 0, phase = 0, parity = 0;
   for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};  // acc2: int8
     for (int c = 0; c < chunks; ++c) {
       mbar_wait(&full[s], phase);
       const uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
@@ -331,7 +393,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             mma_bf16_16816(acc, af, xv.z, xv.w);
           }
         } else if constexpr (kInt8) {
-          float dl[4] = {0.f, 0.f, 0.f, 0.f}, dh[4] = {0.f, 0.f, 0.f, 0.f};
+          // u = q + 128 (one XOR per word) into the mantissa of fp16 1024 by one PRMT per byte
+          // pair: 0x6400 | u = 1152 + q, exact; per segment y' += D - 1152 Sx'.
 #pragma unroll
           for (int hw = 0; hw < 2; ++hw) {
             const uint4 xv =
@@ -340,24 +403,17 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             for (int e = 0; e < 2; ++e) {
               const uint32_t u0 = word(q0, 2 * hw + e) ^ 0x80808080u;
               const uint32_t u1 = word(q1, 2 * hw + e) ^ 0x80808080u;
-              const uint32_t b0 = e == 0 ? xv.x : xv.z, b1 = e == 0 ? xv.y : xv.w;
-              {
-                const uint32_t af[4] = {nib_pair(u0, 0), nib_pair(u1, 0), nib_pair(u0, 2),
-                                        nib_pair(u1, 2)};
-                mma_bf16_16816(dl, af, b0, b1);
-              }
-              {
-                const uint32_t af[4] = {nib_pair(u0, 1), nib_pair(u1, 1), nib_pair(u0, 3),
-                                        nib_pair(u1, 3)};
-                mma_bf16_16816(dh, af, b0, b1);
-              }
+              const uint32_t af[4] = {
+                  __byte_perm(u0, 0x64646464u, 0x4240), __byte_perm(u1, 0x64646464u, 0x4240),
+                  __byte_perm(u0, 0x64646464u, 0x4341), __byte_perm(u1, 0x64646464u, 0x4341)};
+              mma_f16_16816(e == 0 ? acc : acc2, af, e == 0 ? xv.x : xv.z, e == 0 ? xv.y : xv.w);
             }
           }
           const float cs0 = cmask0 * csum[c0 * nseg + gi], cs1 = cmask1 * csum[c1 * nseg + gi];
-          acc[0] += fmaf(16.f, dh[0], dl[0]) - 2304.f * cs0;
-          acc[1] += fmaf(16.f, dh[1], dl[1]) - 2304.f * cs1;
-          acc[2] += fmaf(16.f, dh[2], dl[2]) - 2304.f * cs0;
-          acc[3] += fmaf(16.f, dh[3], dl[3]) - 2304.f * cs1;
+          acc[0] = fmaf(-1152.f, cs0, acc[0]);
+          acc[1] = fmaf(-1152.f, cs1, acc[1]);
+          acc[2] = fmaf(-1152.f, cs0, acc[2]);
+          acc[3] = fmaf(-1152.f, cs1, acc[3]);
         } else {
           // Two accumulator chains of 4 mmas (words 0-1, 2-3) instead of one of 8.
           float da[4] = {0.f, 0.f, 0.f, 0.f}, db[4] = {0.f, 0.f, 0.f, 0.f};
@@ -386,6 +442,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       if (++s == nstages) s = 0, phase ^= 1;
     }
     // Tile done: the W warps' partials meet in shared memory, 16 threads run the epilogue.
+    if constexpr (kInt8)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[i] += acc2[i];
     float* rb = red + parity * W * 128;
     rb[(warp * 16 + g) * 8 + 2 * t] = acc[0];
     rb[(warp * 16 + g) * 8 + 2 * t + 1] = acc[1];
@@ -408,7 +467,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             x0 += rb[(ww * 16 + rl) * 8 + m];
             if (kPair) x1 += rb[(ww * 16 + rl + 1) * 8 + m];
           }
-          s0v[m] = x0 * r0, s1v[m] = x1 * r1;
+          const float xi = kInt8 ? xinv[m] : 1.f;
+          s0v[m] = x0 * r0 * xi, s1v[m] = x1 * r1 * xi;
         }
         gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
       }
@@ -440,6 +500,15 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
         : F == WeightFormat::int8 ? tune.tma_int8
                                   : tune.tma_int4))
     return p;
+  if (F == WeightFormat::int8 && tune.tma_int8_shape_rule) {
+    static const int sms = [] {
+      int dev = 0, v = 0;
+      AO_CUDA_CHECK(cudaGetDevice(&dev));
+      AO_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+      return v;
+    }();
+    if (w.k_padded < 4096 || (w.n + 15) / 16 * 2 < 3 * static_cast<int64_t>(sms)) return p;
+  }
   {
     if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256) return p;
     constexpr int KS = TmaFmt<F>::kSeg;

@@ -114,9 +114,14 @@ struct GemvTuning {
   bool early_dependents = true;
   // Formats on the TMA kernel (gemv_tma.cuh: a producer warp streams the weights through a
   // ring of shared-memory stages into tensor-core consumers) where x fits shared memory next to
-  // the ring, on sm_90; otherwise the register-ring kernels above. On by default for bf16 only:
-  // int8 and int4 measured slower on it (docs/CUDA.md lab note 23), kept for tests and the lab.
-  bool tma_bf16 = true, tma_int8 = false, tma_int4 = false;
+  // the ring, on sm_90; otherwise the register-ring kernels above. On by default for bf16, and
+  // for int8 (fp16 decode) where the shape rule below allows. int4 measured slower on it
+  // (docs/CUDA.md lab note 23), kept for tests and the lab.
+  bool tma_bf16 = true, tma_int8 = true, tma_int4 = false;
+  // int8 takes the TMA kernel only for the shapes where it measured faster (lab note 27): K >=
+  // 4096 and at least 1.5 tiles of 16 rows per SM (every llama3-8b matrix; not llama3-1b's, whose
+  // K = 2048 matrices and 2048-row down projection ran slower on it). false: every shape.
+  bool tma_int8_shape_rule = true;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
