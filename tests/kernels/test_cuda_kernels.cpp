@@ -645,6 +645,27 @@ std::vector<float> reference_attention(const std::vector<float>& q, int M, int p
   return out;
 }
 
+// RoPE inverse frequencies of head size hd (theta 10000).
+std::vector<float> rope_inv_freq(int hd) {
+  std::vector<float> inv_freq(hd / 2);
+  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = 1.f / std::pow(10000.f, 2.f * i / hd);
+  return inv_freq;
+}
+
+// The rows of a qkv weight [N, K] in the pair-adjacent order the engine stores
+// (RopeArgs::paired): rows 2i, 2i + 1 of each head are the rotated pair, i.e. rows i, i + hd / 2
+// of the HF order (inter = false) or rows 2i, 2i + 1 already (llama2.c, inter = true).
+std::vector<float> pair_adjacent_rows(const std::vector<float>& w, int N, int K, int hd,
+                                      bool inter) {
+  std::vector<float> wp(w.size());
+  for (int r = 0; r < N; ++r) {
+    const int h = r / hd, j = r % hd, i = j / 2;
+    const int src = inter ? r : h * hd + ((j & 1) ? i + hd / 2 : i);
+    std::copy(&w[size_t(src) * K], &w[size_t(src) * K] + K, &wp[size_t(r) * K]);
+  }
+  return wp;
+}
+
 struct AttnCase {
   int H, KV, hd, S;
 };
@@ -655,8 +676,7 @@ TEST_P(CudaAttention, RopePrefillThenDecodeMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const auto c = GetParam();
   const int H = c.H, KV = c.KV, hd = c.hd, S = c.S, heads = H + 2 * KV;
-  std::vector<float> inv_freq(hd / 2);
-  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = 1.f / std::pow(10000.f, 2.f * i / hd);
+  const std::vector<float> inv_freq = rope_inv_freq(hd);
   Guarded<float> dinv(inv_freq);
   for (bool inter : {false, true}) {
     std::vector<float> kc(KV * S * hd, 0.f), vc(KV * S * hd, 0.f), q;
@@ -713,8 +733,7 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
   const auto c = GetParam();
   const int H = c.H, KV = c.KV, hd = c.hd, S = c.S, heads = H + 2 * KV;
   const int K = 256, N = heads * hd;
-  std::vector<float> inv_freq(hd / 2);
-  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = 1.f / std::pow(10000.f, 2.f * i / hd);
+  const std::vector<float> inv_freq = rope_inv_freq(hd);
   Guarded<float> dinv(inv_freq);
   auto w = from_bf16(to_bf16(randn(size_t(N) * K, 61, 0.1f)));
   auto bias = from_bf16(to_bf16(randn(N, 62, 0.1f)));
@@ -728,12 +747,7 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
       // Quantization is per row (and group), so the row permutation below commutes with it.
       const auto wq = reference_dequant(w, N, K, qc.format, qc.group, false);
       // Pair-adjacent row order, as the engine stores it.
-      std::vector<float> wp(w.size());
-      for (int r = 0; r < N; ++r) {
-        const int h = r / hd, j = r % hd, i = j / 2;
-        const int src = inter ? r : h * hd + ((j & 1) ? i + hd / 2 : i);
-        std::copy(&w[size_t(src) * K], &w[size_t(src) * K] + K, &wp[size_t(r) * K]);
-      }
+      const std::vector<float> wp = pair_adjacent_rows(w, N, K, hd, inter);
       TestWeight tw(to_bf16(wp), N, K, qc);
       const int M = 2, p0 = 7;
       auto resid = randn(M * K, 63, 2.f);
@@ -786,15 +800,10 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   const auto c = GetParam();
   const int H = c.H, KV = c.KV, hd = c.hd, S = c.S, heads = H + 2 * KV;
   const int K = 2048, N = heads * hd;
-  std::vector<float> inv_freq(hd / 2);
-  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = 1.f / std::pow(10000.f, 2.f * i / hd);
+  const std::vector<float> inv_freq = rope_inv_freq(hd);
   Guarded<float> dinv(inv_freq);
   const auto w = from_bf16(to_bf16(randn(size_t(N) * K, 64, 0.05f)));
-  std::vector<float> wp(w.size());  // pair-adjacent row order, as the engine stores it
-  for (int r = 0; r < N; ++r) {
-    const int h = r / hd, j = r % hd, src = h * hd + ((j & 1) ? j / 2 + hd / 2 : j / 2);
-    std::copy(&w[size_t(src) * K], &w[size_t(src) * K] + K, &wp[size_t(r) * K]);
-  }
+  const std::vector<float> wp = pair_adjacent_rows(w, N, K, hd, false);
   TestWeight tw(to_bf16(wp), N, K, QuantCase{WeightFormat::bf16, 0, false, "bf16"});
   const auto nw = to_bf16(std::vector<float>(K, 1.f));
   // A cache of random rows (earlier steps) and junk at the positions the GEMV will write.
