@@ -670,6 +670,25 @@ struct AttnCase {
   int H, KV, hd, S;
 };
 
+// The qkv GEMV's RoPE + KV-append epilogue arguments (pair-adjacent weight rows) on top of a.
+GemvArgs rope_kv_gemv_args(GemvArgs a, const AttnCase& c, bool inter, const float* inv_freq,
+                           const uint16_t* bias, const int32_t* pos, uint16_t* q, uint16_t* k,
+                           uint16_t* v) {
+  a.rope.n_heads = c.H;
+  a.rope.n_kv_heads = c.KV;
+  a.rope.head_dim = c.hd;
+  a.rope.interleaved = inter;
+  a.rope.paired = true;
+  a.rope.inv_freq = inv_freq;
+  a.rope.bias = bias;
+  a.rope.max_seq = c.S;
+  a.pos = pos;
+  a.q_out = q;
+  a.k_cache = k;
+  a.v_cache = v;
+  return a;
+}
+
 class CudaAttention : public ::testing::TestWithParam<AttnCase> {};
 
 TEST_P(CudaAttention, RopePrefillThenDecodeMatchReference) {
@@ -767,19 +786,9 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
       AO_CUDA_CHECK(cudaMemset(dk.get(), 0, dk.bytes()));
       AO_CUDA_CHECK(cudaMemset(dv.get(), 0, dv.bytes()));
       Guarded<int32_t> dpos(std::vector<int32_t>{p0});
-      GemvArgs a = rmsnorm_gemv_args(M, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr);
-      a.rope.n_heads = H;
-      a.rope.n_kv_heads = KV;
-      a.rope.head_dim = hd;
-      a.rope.interleaved = inter;
-      a.rope.paired = true;
-      a.rope.inv_freq = dinv.get();
-      a.rope.bias = dbias.get();
-      a.rope.max_seq = S;
-      a.pos = dpos.get();
-      a.q_out = dq.get();
-      a.k_cache = dk.get();
-      a.v_cache = dv.get();
+      const GemvArgs a = rope_kv_gemv_args(
+          rmsnorm_gemv_args(M, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr), c, inter,
+          dinv.get(), dbias.get(), dpos.get(), dq.get(), dk.get(), dv.get());
       gemv(tw.dw, a, nullptr);
       EXPECT_LT(nmse(from_bf16(dq.download()), q), 1e-4) << qc.name << " q inter=" << inter;
       EXPECT_LT(nmse(from_bf16(dk.download()), kc), 1e-4) << qc.name << " k inter=" << inter;
@@ -810,10 +819,9 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   auto kc = from_bf16(to_bf16(randn(size_t(KV) * S * hd, 65)));
   auto vc = from_bf16(to_bf16(randn(size_t(KV) * S * hd, 66)));
   Guarded<uint16_t> dk(to_bf16(kc)), dv(to_bf16(vc)), dnw(nw), dq(H * hd), dout(H * hd);
-  Guarded<uint8_t> ws(attention_decode_workspace(
-      AttentionArgs{H, KV, hd, S, 1.f / std::sqrt(static_cast<float>(hd))}));
-  AO_CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
   const AttentionArgs aa{H, KV, hd, S, 1.f / std::sqrt(static_cast<float>(hd))};
+  Guarded<uint8_t> ws(attention_decode_workspace(aa));
+  AO_CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   for (const int p0 : {5, 63, 64, 100, S - 1}) {
@@ -830,17 +838,9 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
     const auto ref = reference_attention(q, 1, p0, H, KV, hd, S, kc, vc);
     Guarded<float> dres(resid);
     Guarded<int32_t> dpos(std::vector<int32_t>{p0});
-    GemvArgs a = rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr);
-    a.rope.n_heads = H;
-    a.rope.n_kv_heads = KV;
-    a.rope.head_dim = hd;
-    a.rope.paired = true;
-    a.rope.inv_freq = dinv.get();
-    a.rope.max_seq = S;
-    a.pos = dpos.get();
-    a.q_out = dq.get();
-    a.k_cache = dk.get();
-    a.v_cache = dv.get();
+    const GemvArgs a =
+        rope_kv_gemv_args(rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr),
+                          c, false, dinv.get(), nullptr, dpos.get(), dq.get(), dk.get(), dv.get());
     gemv(tw.dw, a, s);
     attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), dout.get(), s);
     AO_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -848,6 +848,9 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
     EXPECT_TRUE(dout.guards_intact());
     // The next position's rows stay junk until their own step writes them.
   }
+  EXPECT_TRUE(ws.guards_intact());
+  EXPECT_TRUE(dk.guards_intact());
+  EXPECT_TRUE(dv.guards_intact());
   AO_CUDA_CHECK(cudaStreamDestroy(s));
 }
 
