@@ -363,6 +363,52 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
   }
 }
 
+// The TMA kernel's fp16 decode (int8, int4) stages x as fp16 under a power-of-two scale per row
+// chosen from the row's max |x|: rows far outside fp16's range (1e30; 1e-36, whose scale would
+// pass 2^126 and is clamped), a row spanning 12 decades, an all-zero row (scale 1, output
+// exactly 0) and one with a single nonzero entry, each against the reference in one launch.
+TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (c.format == WeightFormat::fp8 || c.format == WeightFormat::bf16 ||
+      (c.format == WeightFormat::int4 && c.group < 128))
+    GTEST_SKIP() << c.name << " does not take the fp16 decode";
+  TuningReset reset;
+  set_gemv_tuning(tuning_for(GemvPath::tma));
+  const int64_t N = 520, K = 2048;
+  const int m = 5;
+  const RandomTestWeight tw(N, K, c, 8);
+  auto x = randn(m * K, 140);
+  for (int64_t k = 0; k < K; ++k) {
+    x[0 * K + k] *= 1e30f;
+    x[1 * K + k] *= 1e-36f;
+    x[2 * K + k] *= std::pow(10.f, static_cast<float>(k % 13) - 8.f);  // 1e-8 .. 1e4
+    x[3 * K + k] = 0.f;
+    x[4 * K + k] = k == 777 ? -3.5f : 0.f;
+  }
+  auto xb = to_bf16(x);
+  Guarded<uint16_t> dx(xb);
+  Guarded<float> dy(m * N);
+  gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+  expect_path(GemvPath::tma, c, c.name);
+  const auto y = dy.download();
+  const auto ref = reference_matvec(from_bf16(xb), tw.deq, m, N, K);
+  for (int i = 0; i < m; ++i) {
+    double num = 0, den = 0;  // nmse without its floor: row 1's outputs are ~1e-35
+    for (int64_t n = 0; n < N; ++n) {
+      const double d = static_cast<double>(y[i * N + n]) - ref[i * N + n];
+      num += d * d;
+      den += static_cast<double>(ref[i * N + n]) * ref[i * N + n];
+      if (i == 3) ASSERT_EQ(y[i * N + n], 0.f) << c.name << " zero row, n=" << n;
+    }
+    if (i != 3) {
+      ASSERT_GT(den, 0.0) << c.name << " row " << i;
+      EXPECT_LT(num / den, 1e-6) << c.name << " row " << i;
+    }
+  }
+  EXPECT_TRUE(dy.guards_intact());
+}
+
 // The default tuning's int8 shape rule (GemvTuning::tma_int8_shape_rule): the TMA kernel for K
 // >= 4096 with at least 1.5 tiles of 16 rows per SM, the register-ring kernel otherwise; both
 // against the reference.
@@ -414,23 +460,27 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
     const auto y2 = reference_matvec(reference_rmsnorm(y1, m, K, nw), deq, m, N, K);
     Guarded<uint16_t> dx(xb);
     for (GemvPath path : {GemvPath::tma, GemvPath::mma, GemvPath::cuda_cores})
-      for (bool early : {true, false}) {
-        GemvTuning t = tuning_for(path);
-        t.early_dependents = early;
-        set_gemv_tuning(t);
-        const std::string what = std::string(c.name) + " m=" + std::to_string(m) + path_name(path) +
-                                 (early ? " early" : " last tile");
-        Guarded<float> d1(m * N), d2(m * N);
-        for (int rep = 0; rep < 3; ++rep) {
-          gemv(tw.dw, f32_gemv_args(m, dx.get(), d1.get()), s);
-          gemv(tw.dw, rmsnorm_gemv_args(m, d1.get(), dnw.get(), GemvOutput::f32, d2.get()), s);
+      for (bool early : {true, false})
+        for (int hold : {3, 0, -1}) {  // the TMA ring: 3 stages, all, none before the x loads
+          if (path != GemvPath::tma && hold != 3) continue;
+          GemvTuning t = tuning_for(path);
+          t.early_dependents = early;
+          t.tma_hold_stages = hold;
+          set_gemv_tuning(t);
+          const std::string what = std::string(c.name) + " m=" + std::to_string(m) +
+                                   path_name(path) + (early ? " early" : " last tile") +
+                                   " hold=" + std::to_string(hold);
+          Guarded<float> d1(m * N), d2(m * N);
+          for (int rep = 0; rep < 3; ++rep) {
+            gemv(tw.dw, f32_gemv_args(m, dx.get(), d1.get()), s);
+            gemv(tw.dw, rmsnorm_gemv_args(m, d1.get(), dnw.get(), GemvOutput::f32, d2.get()), s);
+          }
+          AO_CUDA_CHECK(cudaStreamSynchronize(s));
+          EXPECT_LT(nmse(d1.download(), y1), 1e-6) << what;
+          EXPECT_LT(nmse(d2.download(), y2), 2e-5) << what << " (second, via RMSNorm)";
+          EXPECT_TRUE(d1.guards_intact()) << what;
+          EXPECT_TRUE(d2.guards_intact()) << what;
         }
-        AO_CUDA_CHECK(cudaStreamSynchronize(s));
-        EXPECT_LT(nmse(d1.download(), y1), 1e-6) << what;
-        EXPECT_LT(nmse(d2.download(), y2), 2e-5) << what << " (second, via RMSNorm)";
-        EXPECT_TRUE(d1.guards_intact()) << what;
-        EXPECT_TRUE(d2.guards_intact()) << what;
-      }
   }
   AO_CUDA_CHECK(cudaStreamDestroy(s));
 }

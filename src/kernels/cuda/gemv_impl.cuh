@@ -164,12 +164,14 @@ __device__ __forceinline__ void gemv_x4(const GemvArgs& a, int m, int k, int K, 
 // gets the total), then `stage(m, j, v)` gets x[m][j .. j + V - 1] normalized exactly as gemv_x4
 // rounds it. One round of loads instead of the two of gemv_inv_rms + gemv_x4 (the second behind
 // a block barrier). Measured on the H200 (run 42, llama3-8b tg128, same call): bf16 252.4 ->
-// 258.1 tok/s, int4 496.1 -> 516.5. Returns false, doing nothing, where it does not apply (K
-// padded or unaligned, or the row too long for the registers).
-template <int M, int V, int kRegIt, class Reduce, class Stage>
+// 258.1 tok/s, int4 496.1 -> 516.5. `issued()` runs once the first row's loads are issued (the
+// TMA kernel's producer holds back part of its ring until then). Returns false, doing nothing,
+// where it does not apply (K padded or unaligned, or the row too long for the registers).
+template <int M, int V, int kRegIt, class Reduce, class Stage, class Issued>
 __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, int Kp,
                                                      int64_t xstride, bool vec, int tid,
-                                                     int nthreads, Reduce&& reduce, Stage&& stage) {
+                                                     int nthreads, Reduce&& reduce, Stage&& stage,
+                                                     Issued&& issued) {
   static_assert(V == 4 || V == 8, "4 or 8 consecutive k per thread");
   constexpr int H = V / 4;
   if (!vec || K != Kp || Kp > nthreads * V * kRegIt) return false;
@@ -191,6 +193,7 @@ __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, i
         }
       }
     }
+    if (m == 0) issued();
 #pragma unroll
     for (int i = 0; i < kRegIt; ++i)
       if (tid * V + i * nthreads * V < Kp)
@@ -212,6 +215,45 @@ __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, i
           v[4 * h + 1] = round_bf16(round_bf16(xv.y * iv) * __uint_as_float(b.x & 0xffff0000u));
           v[4 * h + 2] = round_bf16(round_bf16(xv.z * iv) * __uint_as_float(b.y << 16));
           v[4 * h + 3] = round_bf16(round_bf16(xv.w * iv) * __uint_as_float(b.y & 0xffff0000u));
+        }
+        stage(m, j, v);
+      }
+    }
+  }
+  return true;
+}
+
+// The bf16 input staged from one round of loads: each thread loads its share of row m (8
+// consecutive k every nthreads * 8, up to kRegIt x 8) into registers, `issued()` runs once row 0's
+// loads are issued, then `stage(m, j, v)` gets x[m][j .. j + 7]. Returns false, doing nothing,
+// where it does not apply (K padded, rows not 16-byte aligned, or too long for the registers).
+template <int M, int kRegIt, class Stage, class Issued>
+__device__ __forceinline__ bool gemv_bf16_onepass(const GemvArgs& a, int K, int Kp, int64_t xstride,
+                                                  int tid, int nthreads, Stage&& stage,
+                                                  Issued&& issued) {
+  const uint16_t* x = static_cast<const uint16_t*>(a.x);
+  if (K != Kp || K % 8 != 0 || xstride % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
+      Kp > nthreads * 8 * kRegIt)
+    return false;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    uint4 xr[kRegIt];
+#pragma unroll
+    for (int i = 0; i < kRegIt; ++i) {
+      const int j = (tid + i * nthreads) * 8;
+      if (j < Kp) xr[i] = *reinterpret_cast<const uint4*>(x + m * xstride + j);
+    }
+    if (m == 0) issued();
+#pragma unroll
+    for (int i = 0; i < kRegIt; ++i) {
+      const int j = (tid + i * nthreads) * 8;
+      if (j < Kp) {
+        float v[8];
+        const uint32_t u[4] = {xr[i].x, xr[i].y, xr[i].z, xr[i].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          v[2 * e] = __uint_as_float(u[e] << 16);
+          v[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
         }
         stage(m, j, v);
       }
@@ -426,7 +468,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
     if (AQ == ActQuant::none && single && !rms_two_pass_flag)
       loaded = gemv_rmsnorm_onepass<M, 4, 2>(
           a, K, Kp, xstride, vec, threadIdx.x, kThreads,
-          [&](int, float ss) { return block_sum(ss, red); }, stage4);
+          [&](int, float ss) { return block_sum(ss, red); }, stage4, [] {});
     if (loaded) {
       __syncthreads();
       trace_point(TraceKind::gemv, w.data, N, K, TracePoint::rms_done);

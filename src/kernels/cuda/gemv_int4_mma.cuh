@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     if (!two_pass_rms)
       staged = gemv_rmsnorm_onepass<M, 8, 2>(
           a, K, Kp, xstride, vec, threadIdx.x, nthreads,
-          [&](int, float ss) { return block_sum(ss, redb); }, stage8);
+          [&](int, float ss) { return block_sum(ss, redb); }, stage8, [] {});
     if (!staged) gemv_inv_rms<M>(a, K, xstride, vec, redb, inv_rms);
     trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::rms_done);
   }

@@ -29,8 +29,11 @@
 //         |x| in [2^14, 2^15)); per segment y' += D - 1152 Sx' (Sx' = the segment's sum of the
 //         scaled x), the per-row weight scale and the inverse x scale at the end. (Until
 //         session 7: two bf16 mmas per word on its nibbles, 2.5x the integer instructions.)
-//   int4: a segment is 128 k, as the register-ring kernel (gemv_int4_mma.cuh): y += s (D - 128
-//         Sx) + (zero - 8 s) Sx per 128 k.
+//   int4: a segment is 128 k, nibbles as the register-ring kernel (gemv_int4_mma.cuh) but
+//         decoded to fp16 (session 8): the nibble pairs (0, 4), (2, 6) of a word as 1024 + q,
+//         (1, 5), (3, 7) as 1024 + 16 q (one LOP3 each, one shift per word), x staged as fp16
+//         under the power-of-two row scale, divided by 16 for the second kind; per segment
+//         y' += s (D - C') + (zero - 8 s) Sx', C' = 1024 Sa' + 64 Sb' from the staging.
 // The W consumer warps split each stage's segments (warp w takes w, w + W, ...), wait on the
 // stage's full barrier, and release it (one arrive per warp) when done; a tile's partial sums
 // meet in shared memory (a named barrier over the consumers) and 16 threads run the epilogue.
@@ -86,7 +89,7 @@ __device__ __forceinline__ void consumer_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(W * 32) : "memory");
 }
 
-// Shared-memory bytes of the barriers (full[stages], empty[stages], x_ready) before the ring.
+// Shared-memory bytes of the barriers (full[stages], empty[stages], x_issued) before the ring.
 __host__ __device__ constexpr size_t tma_barrier_bytes(int stages) {
   return (16 * static_cast<size_t>(stages) + 8 + 127) / 128 * 128;
 }
@@ -95,19 +98,28 @@ template <WeightFormat F>
 struct TmaFmt;
 template <>
 struct TmaFmt<WeightFormat::bf16> {
-  static constexpr int kSeg = 32;  // k per 64-byte row segment
-  static constexpr int kCsum = 0;  // k per x-sum entry (0: none)
+  static constexpr int kSeg = 32;   // k per 64-byte row segment
+  static constexpr int kCsum = 0;   // k per x-sum entry (0: none)
+  static constexpr int kCsumF = 0;  // floats per x-sum entry
 };
 template <>
 struct TmaFmt<WeightFormat::int8> {
   static constexpr int kSeg = 64;
   static constexpr int kCsum = 64;
+  static constexpr int kCsumF = 1;  // Sx'
 };
 template <>
 struct TmaFmt<WeightFormat::int4> {
   static constexpr int kSeg = 128;
   static constexpr int kCsum = 128;
+  static constexpr int kCsumF = 2;  // {the fp16 decode's offset C', Sx'}
 };
+// Bytes of the x-sum entries of M rows of Kp.
+template <WeightFormat F>
+__host__ __device__ constexpr size_t tma_csum_bytes(int M, int64_t Kp) {
+  return TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * TmaFmt<F>::kCsumF * 4
+                          : 0;
+}
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return static_cast<uint32_t>(float_to_bf16_bits(lo)) |
@@ -118,6 +130,14 @@ __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
   asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
 }
+// fp16x2 {1024 + (w & m), 1024 + (w >> 16 & m)} for a mask m of one nibble per half: (w & m) |
+// 0x64006400 as one LOP3 (exact: a nibble at bits 0-3 gives 1024 + q, at bits 4-7 1024 + 16 q).
+template <uint32_t kMask>
+__device__ __forceinline__ uint32_t nib_f16(uint32_t w) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(r) : "r"(w), "n"(kMask), "n"(0x64006400));
+  return r;
+}
 // D += A B, m16n8k16, fp16 in, fp32 accumulate (int8: the weights as exact fp16 1152 + q).
 __device__ __forceinline__ void mma_f16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                               uint32_t b1) {
@@ -126,17 +146,36 @@ __device__ __forceinline__ void mma_f16_16816(float (&d)[4], const uint32_t (&a)
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// The two fp16 mmas of one 32-bit int4 word of rows g (w0) and g + 8 (w1): nibble pairs (0, 4)
+// and (2, 6) as 1024 + q, (1, 5) and (3, 7) as 1024 + 16 q, against x fragments whose words y
+// and w (the pairs (1, 5), (3, 7)) hold x / 16. 5 integer instructions per word (one shift, 4
+// LOP3) instead of the bf16 decode's 7 (gemv_int4_mma.cuh's nib_pair).
+__device__ __forceinline__ void mma_int4_word_f16(float (&d)[4], uint32_t w0, uint32_t w1,
+                                                  const uint4& xv) {
+  {
+    const uint32_t af[4] = {nib_f16<0x000f000fu>(w0), nib_f16<0x000f000fu>(w1),
+                            nib_f16<0x00f000f0u>(w0), nib_f16<0x00f000f0u>(w1)};
+    mma_f16_16816(d, af, xv.x, xv.y);
+  }
+  const uint32_t h0 = w0 >> 8, h1 = w1 >> 8;
+  {
+    const uint32_t af[4] = {nib_f16<0x000f000fu>(h0), nib_f16<0x000f000fu>(h1),
+                            nib_f16<0x00f000f0u>(h0), nib_f16<0x00f000f0u>(h1)};
+    mma_f16_16816(d, af, xv.z, xv.w);
+  }
+}
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
-                    int early_dependents, int lab_flags) {
+                    int early_dependents, int hold, int lab_flags) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   __trap();  // cp.async.bulk and mbarrier tx counts need sm_90; tma_plan() never picks it there
 #else
   constexpr int W = tma_warps<F>(), kCons = W * 32;
   constexpr int KS = TmaFmt<F>::kSeg;
   constexpr bool kInt4 = F == WeightFormat::int4, kInt8 = F == WeightFormat::int8;
+  constexpr bool kF16 = kInt8 || kInt4;  // x staged as fp16 under a power-of-two scale per row
   extern __shared__ __align__(128) uint8_t tma_smem[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -152,14 +191,15 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const int stage_bytes = 16 * (chunk + sc);
   uint64_t* full = reinterpret_cast<uint64_t*>(tma_smem);
   uint64_t* empty = full + nstages;
-  uint64_t* x_ready = empty + nstages;  // the consumers' prologue is done (lab: AO_TMA_PRE)
+  uint64_t* x_issued = empty + nstages;  // every consumer warp has issued its x loads
   uint8_t* ring = tma_smem + tma_barrier_bytes(nstages);
   uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
-  float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);                   // [M][Kp / kCsum]
-  float* red = csum + (TmaFmt<F>::kCsum ? M * (Kp / TmaFmt<F>::kCsum) : 0);  // [2][W][16][8]
+  float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);  // [M][Kp / kCsum][kCsumF]
+  float2* csum2 = reinterpret_cast<float2*>(csum);          // int4: {C', Sx'}
+  float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;         // [2][W][16][8]
   __shared__ float rss[M * W];
-  __shared__ float xamax[kInt8 ? M * W : 1];  // int8: max |x| per warp and row
-  __shared__ float xinv[M];                   // int8: 1 / the power-of-two scale of x
+  __shared__ float xamax[kF16 ? M * W : 1];  // int8/int4: max |x| per warp and row
+  __shared__ float xinv[M];                  // int8/int4: 1 / the power-of-two scale of x
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
@@ -169,7 +209,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], W);
     }
-    mbar_init(x_ready, 1);
+    mbar_init(x_issued, W);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -180,15 +220,15 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
     const uint8_t* sbase = static_cast<const uint8_t*>(w.scale);
     const int64_t srow = static_cast<int64_t>(groups) * 8;
-    int s = 0, phase = 0, issued = 0;
-    const int pre = lab_flags >> 8;  // stages issued before the consumers' x is staged (0: all)
+    // `hold` stages are issued before the consumers' x loads (GemvTuning::tma_hold_stages).
+    int s = 0, phase = 0, nissued = 0;
     bool first = true;
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
       const int valid = min(16, N - tile * 16);  // rows of this tile (the rest stay stale)
       const int row = tile * 16 + min(lane & 15, valid - 1);
       for (int c = 0; c < chunks; ++c) {
         if (!first) mbar_wait(&empty[s], phase ^ 1);
-        if (pre > 0 && issued++ == pre) mbar_wait(x_ready, 0);
+        if (hold != 0 && nissued++ == max(hold, 0)) mbar_wait(x_issued, 0);
         uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
         if (chunks == 1) {
           // Whole rows: the tile's weights and its scales are each one contiguous copy.
@@ -229,7 +269,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::wait_done);
   // Stages x[m][j .. j + 7] (after the input op) in the mma fragment order, with the segment
   // sums of x for int8/int4.
-  float am[M];  // int8: this thread's max |x| per row
+  float am[M];  // int8/int4: this thread's max |x| per row
 #pragma unroll
   for (int m = 0; m < M; ++m) am[m] = 0.f;
   auto stage8 = [&](int m, int j, const float* v) {
@@ -251,18 +291,31 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
                      pack_bf16x2(v[5], v[7]));
     } else {
       // int4: word wd = (j / 8) % 4 of lane t = (j / 32) % 4 in segment j / 128, nibble pairs
-      // (e, e + 4) (gemv_int4_mma.cuh).
-      float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+      // (e, e + 4) (gemv_int4_mma.cuh). The fp16 decode reads the pairs (0, 4), (2, 6) as
+      // 1024 + q and (1, 5), (3, 7) as 1024 + 16 q against x / 16: its offset per segment is
+      // C = 1024 Sa + 64 Sb (a: the first pairs' x, b: the others'), formed once x is scaled.
+      float sa = (v[0] + v[4]) + (v[2] + v[6]), sb = (v[1] + v[5]) + (v[3] + v[7]);
 #pragma unroll
-      for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+      for (int o = 1; o < 16; o <<= 1) {
+        sa += __shfl_xor_sync(0xffffffffu, sa, o);
+        sb += __shfl_xor_sync(0xffffffffu, sb, o);
+      }
       const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
-      if ((lane & 15) == 0) csum[m * nseg + gi] = su;
+      if ((lane & 15) == 0) csum2[m * nseg + gi] = make_float2(sa, sb);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
       xf[((m * nseg + gi) * 4 + wd) * 4 + tt] =
           make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]), pack_bf16x2(v[2], v[6]),
                      pack_bf16x2(v[3], v[7]));
     }
   };
   // A thread takes 8 consecutive k; Kp is a multiple of 256, so the loops are warp-uniform.
+  // Each warp tells the producer once its x loads are issued, so that the stages it holds back
+  // (GemvTuning::tma_hold_stages) queue behind them.
+  auto issued = [&] {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(x_issued);
+  };
   bool staged = false;
   if constexpr (IN == GemvInput::rmsnorm) {
     // One round of loads where the row fits the registers (gemv_rmsnorm_onepass); the lab's
@@ -279,10 +332,15 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             for (int ww = 0; ww < W; ++ww) tot += rss[m * W + ww];
             return tot;
           },
-          stage8);
+          stage8, issued);
     if (staged) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
+  } else {
+    // bf16 x (rows up to 16384) from one round of loads into registers.
+    staged = gemv_bf16_onepass<M, 16384 / (kCons * 8)>(a, K, Kp, xstride, tid, kCons, stage8,
+                                                       issued);
   }
   if (!staged) {
+    issued();
     float inv[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) inv[m] = 1.f;
@@ -324,16 +382,17 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       }
     }
   }
-  if constexpr (kInt8) {
+  if constexpr (kF16) {
     // x to fp16 under a power-of-two scale per row (max |x| in [2^14, 2^15): exact for every
-    // bf16 value above 2^-29 of the row's max), in place, with the segment sums scaled alike.
+    // bf16 value above 2^-29 of the row's max; int4's x / 16 words above 2^-25), in place, with
+    // the segment sums scaled alike.
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       const float v = warp_max(am[m]);
       if (lane == 0) xamax[m * W + warp] = v;
     }
     consumer_sync<W>();
-    float sc[M];
+    float xs[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       float mx = 0.f;
@@ -341,30 +400,35 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       for (int ww = 0; ww < W; ++ww) mx = fmaxf(mx, xamax[m * W + ww]);
       int e = 0;
       frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
-      sc[m] = mx > 0.f && mx < INFINITY ? ldexpf(1.f, 15 - e) : 1.f;
-      if (tid == 0) xinv[m] = 1.f / sc[m];
+      xs[m] = mx > 0.f && mx < INFINITY ? ldexpf(1.f, min(15 - e, 126)) : 1.f;  // finite 1 / xs
+      if (tid == 0) xinv[m] = 1.f / xs[m];
     }
+    auto row_scale = [&](int m) {
+      float s = xs[0];
+#pragma unroll
+      for (int mm = 1; mm < M; ++mm) s = m == mm ? xs[mm] : s;
+      return s;
+    };
     for (int i = tid; i < M * Kp / 8; i += kCons) {
-      const int m = i / (Kp / 8);
-      float s = sc[0];
-#pragma unroll
-      for (int mm = 1; mm < M; ++mm) s = m == mm ? sc[mm] : s;
+      const float s = row_scale(i / (Kp / 8)), s1 = kInt4 ? s * 0.0625f : s;
       uint4 u = xf[i];
-      auto cv = [&](uint32_t b) {
-        return pack_f16x2(__uint_as_float(b << 16) * s, __uint_as_float(b & 0xffff0000u) * s);
+      auto cv = [](uint32_t b, float f) {
+        return pack_f16x2(__uint_as_float(b << 16) * f, __uint_as_float(b & 0xffff0000u) * f);
       };
-      xf[i] = make_uint4(cv(u.x), cv(u.y), cv(u.z), cv(u.w));
+      xf[i] = make_uint4(cv(u.x, s), cv(u.y, s1), cv(u.z, s), cv(u.w, s1));
     }
-    for (int i = tid; i < M * (Kp / 64); i += kCons) {
-      const int m = i / (Kp / 64);
-      float s = sc[0];
-#pragma unroll
-      for (int mm = 1; mm < M; ++mm) s = m == mm ? sc[mm] : s;
-      csum[i] *= s;
+    for (int i = tid; i < M * nseg; i += kCons) {
+      const float s = row_scale(i / nseg);
+      if constexpr (kInt4) {
+        const float2 v = csum2[i];  // {Sa, Sb} -> {C', Sx'}
+        const float sa = v.x * s, sb = v.y * s;
+        csum2[i] = make_float2(fmaf(1024.f, sa, 64.f * sb), sa + sb);
+      } else {
+        csum[i] *= s;
+      }
     }
   }
   consumer_sync<W>();
-  if (tid == 0) mbar_arrive(x_ready);
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::prologue_done);
 
   const float cmask0 = 2 * t < M ? 1.f : 0.f, cmask1 = 2 * t + 1 < M ? 1.f : 0.f;
@@ -415,26 +479,26 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           acc[2] = fmaf(-1152.f, cs0, acc[2]);
           acc[3] = fmaf(-1152.f, cs1, acc[3]);
         } else {
-          // Two accumulator chains of 4 mmas (words 0-1, 2-3) instead of one of 8.
+          // fp16 decode (mma_int4_word_f16); two accumulator chains of 4 mmas (words 0-1, 2-3)
+          // instead of one of 8. Per segment and row: y' += s (D - C') + (zero - 8 s) Sx'.
           float da[4] = {0.f, 0.f, 0.f, 0.f}, db[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
           for (int wd = 0; wd < 4; ++wd) {
             float(&d)[4] = wd < 2 ? da : db;
             const uint4 xv =
                 xlive ? xf[((gx * nseg + gi) * 4 + wd) * 4 + t] : make_uint4(0, 0, 0, 0);
-            mma_int4_word(d, word(q0, wd), word(q1, wd), xv);
+            mma_int4_word_f16(d, word(q0, wd), word(q1, wd), xv);
           }
-          const float d[4] = {da[0] + db[0], da[1] + db[1], da[2] + db[2], da[3] + db[3]};
           const float2 s0 =
               *reinterpret_cast<const float2*>(st + 16 * chunk + g * sc + (sg / bpg) * 8);
           const float2 s1 =
               *reinterpret_cast<const float2*>(st + 16 * chunk + (g + 8) * sc + (sg / bpg) * 8);
-          const float cs0 = cmask0 * csum[c0 * nseg + gi], cs1 = cmask1 * csum[c1 * nseg + gi];
-          const float z0 = fmaf(-128.f, s0.x, s0.y), z1 = fmaf(-128.f, s1.x, s1.y);
-          acc[0] = fmaf(s0.x, d[0], fmaf(z0, cs0, acc[0]));
-          acc[1] = fmaf(s0.x, d[1], fmaf(z0, cs1, acc[1]));
-          acc[2] = fmaf(s1.x, d[2], fmaf(z1, cs0, acc[2]));
-          acc[3] = fmaf(s1.x, d[3], fmaf(z1, cs1, acc[3]));
+          float2 cs0 = csum2[c0 * nseg + gi], cs1 = csum2[c1 * nseg + gi];
+          cs0.x *= cmask0, cs0.y *= cmask0, cs1.x *= cmask1, cs1.y *= cmask1;
+          acc[0] = fmaf(s0.x, (da[0] + db[0]) - cs0.x, fmaf(s0.y, cs0.y, acc[0]));
+          acc[1] = fmaf(s0.x, (da[1] + db[1]) - cs1.x, fmaf(s0.y, cs1.y, acc[1]));
+          acc[2] = fmaf(s1.x, (da[2] + db[2]) - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
+          acc[3] = fmaf(s1.x, (da[3] + db[3]) - cs1.x, fmaf(s1.y, cs1.y, acc[3]));
         }
       }
       __syncwarp();
@@ -467,7 +531,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             x0 += rb[(ww * 16 + rl) * 8 + m];
             if (kPair) x1 += rb[(ww * 16 + rl + 1) * 8 + m];
           }
-          const float xi = kInt8 ? xinv[m] : 1.f;
+          const float xi = kF16 ? xinv[m] : 1.f;
           s0v[m] = x0 * r0 * xi, s1v[m] = x1 * r1 * xi;
         }
         gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
@@ -515,8 +579,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     const int64_t Kp = w.k_padded;
     if (Kp % 256 != 0 || Kp % KS != 0) return p;
     const int64_t row_bytes = Kp / KS * 64;
-    const size_t csum = TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * 4 : 0;
-    const size_t x = static_cast<size_t>(M) * Kp * 2 + csum + 2 * tma_warps<F>() * 128 * 4;
+    const size_t x =
+        static_cast<size_t>(M) * Kp * 2 + tma_csum_bytes<F>(M, Kp) + 2 * tma_warps<F>() * 128 * 4;
     if (x > 64 * 1024) return p;
     static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
       int dev = 0, v = 0, major = 0;
@@ -587,13 +651,20 @@ inline int tma_lab_flags() {
 #ifdef AO_GEMV_EXPERIMENTS
   static const int f = [] {
     const char* e = std::getenv("AO_TMA_NOCOMPUTE");
-    const char* pre = std::getenv("AO_TMA_PRE");  // stages issued before x is staged
-    return (e && e[0] == '1' ? 1 : 0) | rms_two_pass() << 1 | (pre ? std::atoi(pre) : 0) << 8;
+    return (e && e[0] == '1' ? 1 : 0) | rms_two_pass() << 1;
   }();
   return f;
 #else
   return 0;
 #endif
+}
+// GemvTuning::tma_hold_stages, or the lab's AO_TMA_PRE (AO_GEMV_EXPERIMENTS builds).
+inline int tma_hold_stages() {
+#ifdef AO_GEMV_EXPERIMENTS
+  static const char* e = std::getenv("AO_TMA_PRE");
+  if (e) return std::atoi(e);
+#endif
+  return gemv_tuning().tma_hold_stages;
 }
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
@@ -610,5 +681,5 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   constexpr int W = tma_warps<F>();
   record_gemv_launch(GemvLaunch{true, W, 1, grid, true});
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
-             p.chunk, p.stages, early_dependents(), tma_lab_flags());
+             p.chunk, p.stages, early_dependents(), tma_hold_stages(), tma_lab_flags());
 }

@@ -122,6 +122,11 @@ struct GemvTuning {
   // 4096 and at least 1.5 tiles of 16 rows per SM (every llama3-8b matrix; not llama3-1b's, whose
   // K = 2048 matrices and 2048-row down projection ran slower on it). false: every shape.
   bool tma_int8_shape_rule = true;
+  // Stages of its ring the TMA kernel's producer issues at the block's start; the rest wait
+  // until every consumer warp has issued its x loads after the grid-dependency wait, so those
+  // loads do not queue behind them (docs/CUDA.md lab note 28). 0: the whole ring at once; -1:
+  // nothing before the x loads.
+  int tma_hold_stages = 3;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
