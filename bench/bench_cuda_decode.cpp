@@ -231,6 +231,7 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
   std::vector<KernelTraceEvent> ev;
   for (int st = 0; st < steps; ++st) {
     KernelTraceBuffer h{0, cap, {}};
+    AO_CUDA_CHECK(cudaMemset(dbuf, 0, bytes));  // slots a block reserves but never stamps stay 0
     AO_CUDA_CHECK(cudaMemcpy(dbuf, &h, sizeof(h), cudaMemcpyHostToDevice));
     // A pageable copy may return before its DMA lands, and the engine's stream does not wait
     // for the legacy one (docs/CUDA.md, "A setup race").
@@ -253,10 +254,13 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
   std::printf(
       "\n### trace %s %s, position %d (%d steps): step %.1f us = %.1f tok/s (timer resolution "
       "%.0f ns)\n\nTimes in us, means per instance; start, last start and wait relative to the "
-      "previous kernel's last block end; rmsnorm and prologue from the first wait release.\n\n"
+      "previous kernel's last block end; rmsnorm and prologue from the first wait release; x "
+      "landed, x staged and block prologue per block from its own wait release (x: thread 0's, "
+      "TMA kernel only).\n\n"
       "| kernel | per step | adds | of step | start | last start | wait | rmsnorm | prologue | "
-      "block prologue | stream | tail | blocks | GB/s over its added time | of copy BW |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      "x landed | x staged | block prologue | stream | tail | blocks | GB/s over its added time "
+      "| of copy BW |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
       model.c_str(), format.c_str(), pos, report.steps(), step_us,
       step_us > 0 ? 1e6 / step_us : 0.0, report.resolution_ns());
   for (const auto& r : report.rows()) {
@@ -268,11 +272,10 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
     }
     std::printf(
         "| %s | %.0f | %.2f | %.1f%% | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | "
-        "%.0f "
-        "| %s | %s |\n",
+        "%.2f | %.2f | %.0f | %s | %s |\n",
         r.name.c_str(), r.per_step, r.adds, 100.0 * r.adds * r.per_step / step_us, r.start,
-        r.start_last, r.wait, r.rmsnorm, r.prologue, r.block_prologue, r.stream, r.tail, r.blocks,
-        gbs.c_str(), frac.c_str());
+        r.start_last, r.wait, r.rmsnorm, r.prologue, r.block_x_landed, r.block_staged,
+        r.block_prologue, r.stream, r.tail, r.blocks, gbs.c_str(), frac.c_str());
   }
   std::fflush(stdout);
 }

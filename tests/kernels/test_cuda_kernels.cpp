@@ -511,6 +511,8 @@ TEST(CudaKernelTrace, ReportLaysOutOneStep) {
       ev(G, 1, 0, P::start, 100),         ev(G, 1, 1, P::start, 150),
       ev(G, 1, 0, P::wait_done, 300),     ev(G, 1, 1, P::wait_done, 320),
       ev(G, 1, 0, P::rms_done, 400),      ev(G, 1, 1, P::rms_done, 410),
+      ev(G, 1, 0, P::x_landed, 350),      ev(G, 1, 0, P::staged, 450),  // block 0 only
+      KernelTraceEvent{},  // a reserved slot no block stamped (time 0): skipped
       ev(G, 1, 0, P::prologue_done, 500), ev(G, 1, 1, P::prologue_done, 560),
       ev(G, 1, 0, P::end, 1000),          ev(G, 1, 1, P::end, 1200)};
   KernelTraceReport report(0.5);
@@ -531,6 +533,8 @@ TEST(CudaKernelTrace, ReportLaysOutOneStep) {
   EXPECT_DOUBLE_EQ(g.rmsnorm, 0.11);  // last RMSNorm end - first wait release
   EXPECT_DOUBLE_EQ(g.prologue, 0.26);
   EXPECT_NEAR(g.block_prologue, 0.22, 1e-12);  // (200 + 240) / 2 ns
+  EXPECT_NEAR(g.block_x_landed, 0.05, 1e-12);  // the one block that stamped it: 350 - 300 ns
+  EXPECT_NEAR(g.block_staged, 0.15, 1e-12);
   EXPECT_DOUBLE_EQ(g.stream, 0.64);
   EXPECT_DOUBLE_EQ(g.tail, 0.2);
   EXPECT_DOUBLE_EQ(g.blocks, 2);
@@ -540,6 +544,7 @@ TEST(CudaKernelTrace, ReportLaysOutOneStep) {
   EXPECT_DOUBLE_EQ(at.adds, 0.3);
   EXPECT_DOUBLE_EQ(at.wait, 0.1);
   EXPECT_DOUBLE_EQ(at.weight_mb, 0);
+  EXPECT_DOUBLE_EQ(at.block_x_landed, 0);
 }
 
 // Each GEMV kernel (CUDA-core, int4 register-ring mma, TMA) gets its own row, named after it, and

@@ -181,6 +181,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
   constexpr int PPL = 32 / LPR;   // positions per warp-wide load
   constexpr int NL = 8 / PPL;     // loads per warp step (8 positions)
   constexpr int kStep = kDec2Warps * 8;
+  trace_point(TraceKind::attention, kc, 0, HD, TracePoint::start);
   grid_dependency_wait();    // q and the new K/V row come from the qkv GEMV
   grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
   const int kvh = blockIdx.x, split = blockIdx.y;

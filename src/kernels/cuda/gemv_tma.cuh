@@ -324,6 +324,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       staged = gemv_rmsnorm_onepass<M, 8, 2>(
           a, K, Kp, xstride, vec, tid, kCons,
           [&](int m, float ss) {
+            if (m == 0) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
             ss = warp_sum(ss);
             if (lane == 0) rss[m * W + warp] = ss;
             consumer_sync<W>();
@@ -336,8 +337,13 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     if (staged) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
   } else {
     // bf16 x (rows up to 16384) from one round of loads into registers.
-    staged = gemv_bf16_onepass<M, 16384 / (kCons * 8)>(a, K, Kp, xstride, tid, kCons, stage8,
-                                                       issued);
+    staged = gemv_bf16_onepass<M, 16384 / (kCons * 8)>(
+        a, K, Kp, xstride, tid, kCons,
+        [&](int m, int j, const float* v) {
+          if (m == 0 && j == 0) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
+          stage8(m, j, v);
+        },
+        issued);
   }
   if (!staged) {
     issued();
@@ -382,6 +388,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       }
     }
   }
+  trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::staged);
   if constexpr (kF16) {
     // x to fp16 under a power-of-two scale per row (max |x| in [2^14, 2^15): exact for every
     // bf16 value above 2^-29 of the row's max; int4's x / 16 words above 2^-25), in place, with

@@ -4,6 +4,13 @@
 // end) into a device buffer, so one decode step replayed from its CUDA graph can be laid out as a
 // timeline (bench_cuda_decode --trace). With tracing off (no buffer set) each point costs one
 // load of a global and a branch; without the define it compiles to nothing.
+//
+// Slots: a block reserves kTraceSlots events with one atomic at its `start` stamp (every traced
+// kernel stamps it first, before its grid-dependency wait, so that round trip overlaps the
+// wait), and each later point writes its own slot (start + point) with a plain store. Until
+// session 8 every point took an atomic: under the weight stream its round trip stalled warp 0
+// for ~1 us per point and inflated the GEMV prologues it was measuring (lab note 31). The host
+// zeroes the buffer first and skips unwritten slots (time 0).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,6 +25,7 @@ namespace ao::cuda::detail {
 namespace {
 // One per translation unit (no relocatable device code): set_kernel_trace() sets them all.
 __device__ KernelTraceBuffer* g_trace = nullptr;
+__shared__ unsigned g_trace_slot;  // the block's first reserved event (set at its start stamp)
 }  // namespace
 
 __device__ __forceinline__ bool tracing() { return g_trace != nullptr; }
@@ -30,7 +38,13 @@ __device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uin
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   uint32_t sm;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-  const unsigned i = atomicAdd(&b->count, 1u);
+  unsigned i;
+  if (point == TracePoint::start) {
+    i = atomicAdd(&b->count, kTraceSlots);
+    g_trace_slot = i;
+  } else {
+    i = g_trace_slot + static_cast<unsigned>(point);
+  }
   if (i >= b->capacity) return;
   KernelTraceEvent& e = b->events[i];
   e.time_ns = t;

@@ -16,8 +16,10 @@ struct Instance {
   int blocks = 0;
   uint64_t start = kNone, start_last = 0, wait = kNone, rms = 0, pro = 0, end_first = kNone,
            end = 0;
-  double block_pro_sum = 0;  // over blocks with both a wait release and a prologue end
-  int block_pro_count = 0;
+  // Sums over blocks of (point - their wait release), and their counts: prologue end, x
+  // landed, x staged.
+  double block_pro_sum = 0, block_x_sum = 0, block_st_sum = 0;
+  int block_pro_count = 0, block_x_count = 0, block_st_count = 0;
 };
 
 double us(uint64_t t, uint64_t t0) {
@@ -46,11 +48,12 @@ std::string class_name(const Instance& in) {
 void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
   std::map<std::pair<int, uint64_t>, Instance> inst;
   struct BlockTimes {
-    uint64_t wait = 0, pro = 0;
+    uint64_t wait = 0, pro = 0, x = 0, st = 0;
   };
   std::map<std::pair<std::pair<int, uint64_t>, uint32_t>, BlockTimes> block;
   std::vector<uint64_t> times;
   for (const auto& e : events) {
+    if (e.time_ns == 0) continue;  // a reserved slot its block never stamped
     const std::pair<int, uint64_t> key{e.kind, e.tag};
     Instance& in = inst[key];
     in.kind = e.kind, in.n = e.n, in.k = e.k;
@@ -72,6 +75,12 @@ void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
         in.pro = std::max(in.pro, e.time_ns);
         block[{key, e.block}].pro = e.time_ns;
         break;
+      case TracePoint::x_landed:
+        block[{key, e.block}].x = e.time_ns;
+        break;
+      case TracePoint::staged:
+        block[{key, e.block}].st = e.time_ns;
+        break;
       case TracePoint::end:
         in.end = std::max(in.end, e.time_ns);
         in.end_first = std::min(in.end_first, e.time_ns);
@@ -79,12 +88,16 @@ void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
         break;
     }
   }
-  for (const auto& [kb, b] : block)
-    if (b.wait && b.pro) {
-      Instance& in = inst[kb.first];
-      in.block_pro_sum += us(b.pro, b.wait);
-      ++in.block_pro_count;
-    }
+  for (const auto& [kb, b] : block) {
+    if (!b.wait) continue;
+    Instance& in = inst[kb.first];
+    auto add = [&](uint64_t t, double& sum, int& count) {
+      if (t) sum += us(t, b.wait), ++count;
+    };
+    add(b.pro, in.block_pro_sum, in.block_pro_count);
+    add(b.x, in.block_x_sum, in.block_x_count);
+    add(b.st, in.block_st_sum, in.block_st_count);
+  }
   std::sort(times.begin(), times.end());
   for (size_t i = 1; i < times.size(); ++i)
     if (times[i] > times[i - 1]) {
@@ -123,6 +136,8 @@ void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
       }
     }
     if (in.block_pro_count > 0) r.block_prologue += in.block_pro_sum / in.block_pro_count;
+    if (in.block_x_count > 0) r.block_x_landed += in.block_x_sum / in.block_x_count;
+    if (in.block_st_count > 0) r.block_staged += in.block_st_sum / in.block_st_count;
     r.tail += us(in.end, in.end_first);
     r.blocks += in.blocks;
     const bool gemv = in.kind == static_cast<int>(TraceKind::gemv) ||
@@ -142,7 +157,8 @@ std::vector<KernelTraceRow> KernelTraceReport::rows() const {
     r.name = name;
     r.per_step = c / std::max(steps_, 1);
     for (double* v : {&r.adds, &r.start, &r.start_last, &r.wait, &r.rmsnorm, &r.prologue,
-                      &r.block_prologue, &r.stream, &r.tail, &r.blocks, &r.weight_mb})
+                      &r.block_prologue, &r.block_x_landed, &r.block_staged, &r.stream, &r.tail,
+                      &r.blocks, &r.weight_mb})
       *v /= c;
     out.push_back(r);
   }

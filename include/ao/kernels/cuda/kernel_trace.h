@@ -16,12 +16,15 @@ namespace ao::cuda {
 // end, and "adds" is that end minus the previous instance's (the time the kernel adds to the
 // step). start / start_last / wait are relative to the previous instance's end; rmsnorm and
 // prologue run from the first wait release to the last block's RMSNorm / prologue end;
-// block_prologue is the mean over blocks of their own (prologue end - wait release); stream is
-// the last block's end minus the last prologue end; tail the last minus the first block's end.
+// block_prologue is the mean over blocks of their own (prologue end - wait release), and
+// block_x_landed / block_staged the same for the kernels that stamp those points (the TMA GEMV:
+// x in thread 0's registers, x staged by thread 0); stream is the last block's end minus the last
+// prologue end; tail the last minus the first block's end.
 struct KernelTraceRow {
   std::string name;
   double per_step = 0, adds = 0, start = 0, start_last = 0, wait = 0, rmsnorm = 0, prologue = 0,
-         block_prologue = 0, stream = 0, tail = 0, blocks = 0;
+         block_prologue = 0, block_x_landed = 0, block_staged = 0, stream = 0, tail = 0,
+         blocks = 0;
   double weight_mb = 0;  // GEMV: weight bytes (n * k * bytes_per_weight) in 1e6, else 0
 };
 
@@ -29,7 +32,8 @@ class KernelTraceReport {
  public:
   // bytes_per_weight: of the GEMVs' weight format (for KernelTraceRow::weight_mb).
   explicit KernelTraceReport(double bytes_per_weight) : bytes_per_weight_(bytes_per_weight) {}
-  // The events of one decode step (any order).
+  // The events of one decode step (any order; events with time_ns 0 are unwritten slots and
+  // skipped).
   void add_step(const std::vector<KernelTraceEvent>& events);
   int steps() const { return steps_; }
   double step_us() const { return steps_ ? step_us_ / steps_ : 0; }  // first start to last end

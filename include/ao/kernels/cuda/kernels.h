@@ -153,7 +153,18 @@ enum class TraceKind : uint16_t {
   sample = 5,
   gemv_tma = 6
 };
-enum class TracePoint : uint8_t { start = 0, wait_done = 1, prologue_done = 2, end = 3, rms_done = 4 };
+// x_landed: thread 0's first x loads after the wait are in its registers; staged: thread 0 has
+// staged its share of x (before the block's barriers and the fp16 conversion). TMA kernel only.
+enum class TracePoint : uint8_t {
+  start = 0,  // first: reserves the block's kTraceSlots events (trace.cuh)
+  wait_done = 1,
+  prologue_done = 2,
+  end = 3,
+  rms_done = 4,
+  x_landed = 5,
+  staged = 6
+};
+constexpr unsigned kTraceSlots = 8;  // events per block, one per TracePoint
 struct KernelTraceEvent {
   uint64_t time_ns;  // %globaltimer
   uint64_t tag;      // the kernel's weight (GEMV) or K-cache (attention) pointer
