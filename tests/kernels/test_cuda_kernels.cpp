@@ -2,6 +2,7 @@
 // guards around every output. Skipped without a GPU.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <tuple>
 
@@ -366,7 +367,8 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
 // The TMA kernel's fp16 decode (int8, int4) stages x as fp16 under a power-of-two scale per row
 // chosen from the row's max |x|: rows far outside fp16's range (1e30; 1e-36, whose scale would
 // pass 2^126 and is clamped), a row spanning 12 decades, an all-zero row (scale 1, output
-// exactly 0) and one with a single nonzero entry, each against the reference in one launch.
+// exactly 0) and one with a single nonzero entry, each against the reference in one launch, with
+// the conversion pass and with the direct fp16 staging (GemvTuning::tma_direct_fp16).
 TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -374,7 +376,6 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
       (c.format == WeightFormat::int4 && c.group < 128))
     GTEST_SKIP() << c.name << " does not take the fp16 decode";
   TuningReset reset;
-  set_gemv_tuning(tuning_for(GemvPath::tma));
   const int64_t N = 520, K = 2048;
   const int m = 5;
   const RandomTestWeight tw(N, K, c, 8);
@@ -388,25 +389,85 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
   }
   auto xb = to_bf16(x);
   Guarded<uint16_t> dx(xb);
-  Guarded<float> dy(m * N);
-  gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-  expect_path(GemvPath::tma, c, c.name);
-  const auto y = dy.download();
   const auto ref = reference_matvec(from_bf16(xb), tw.deq, m, N, K);
-  for (int i = 0; i < m; ++i) {
-    double num = 0, den = 0;  // nmse without its floor: row 1's outputs are ~1e-35
-    for (int64_t n = 0; n < N; ++n) {
-      const double d = static_cast<double>(y[i * N + n]) - ref[i * N + n];
-      num += d * d;
-      den += static_cast<double>(ref[i * N + n]) * ref[i * N + n];
-      if (i == 3) ASSERT_EQ(y[i * N + n], 0.f) << c.name << " zero row, n=" << n;
+  for (bool direct : {false, true}) {  // GemvTuning::tma_direct_fp16
+    GemvTuning t = tuning_for(GemvPath::tma);
+    t.tma_direct_fp16 = direct;
+    set_gemv_tuning(t);
+    const std::string what = std::string(c.name) + (direct ? " direct" : " conversion");
+    Guarded<float> dy(m * N);
+    gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+    expect_path(GemvPath::tma, c, what);
+    const auto y = dy.download();
+    for (int i = 0; i < m; ++i) {
+      double num = 0, den = 0;  // nmse without its floor: row 1's outputs are ~1e-35
+      for (int64_t n = 0; n < N; ++n) {
+        const double d = static_cast<double>(y[i * N + n]) - ref[i * N + n];
+        num += d * d;
+        den += static_cast<double>(ref[i * N + n]) * ref[i * N + n];
+        if (i == 3) ASSERT_EQ(y[i * N + n], 0.f) << what << " zero row, n=" << n;
+      }
+      if (i != 3) {
+        ASSERT_GT(den, 0.0) << what << " row " << i;
+        EXPECT_LT(num / den, 1e-6) << what << " row " << i;
+      }
     }
-    if (i != 3) {
-      ASSERT_GT(den, 0.0) << c.name << " row " << i;
-      EXPECT_LT(num / den, 1e-6) << c.name << " row " << i;
-    }
+    EXPECT_TRUE(dy.guards_intact()) << what;
   }
-  EXPECT_TRUE(dy.guards_intact());
+}
+
+// GemvTuning::tma_direct_fp16 (int8/int4 x staged as fp16 directly, its row scale taken before
+// staging) gives bit for bit the outputs of the staging in bf16 plus the conversion pass, for the
+// bf16 input and the RMSNorm input, M = 1, 2 and 5, with a row of x at 1e30; and both match the
+// reference.
+TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (c.format == WeightFormat::fp8 || c.format == WeightFormat::bf16 ||
+      (c.format == WeightFormat::int4 && c.group < 128))
+    GTEST_SKIP() << c.name << " does not take the fp16 decode";
+  TuningReset reset;
+  const int64_t N = 700, K = 4096;
+  const RandomTestWeight tw(N, K, c, 9);
+  const auto nw = norm_weight_bf16(K, 73);
+  Guarded<uint16_t> dnw(nw);
+  for (int m : {1, 2, 5}) {
+    auto x = randn(m * K, 150 + m);
+    if (m == 5)
+      for (int64_t k = 0; k < K; ++k) x[4 * K + k] *= 1e30f;
+    const auto xb = to_bf16(x);
+    const auto resid = randn(m * K, 160 + m, 3.f);
+    Guarded<uint16_t> dx(xb);
+    Guarded<float> dres(resid);
+    std::vector<float> out[2][2];  // [direct][input: bf16, rmsnorm]
+    for (int direct = 0; direct < 2; ++direct) {
+      GemvTuning t = tuning_for(GemvPath::tma);
+      t.tma_direct_fp16 = direct == 1;
+      set_gemv_tuning(t);
+      const std::string what = std::string(c.name) + " m=" + std::to_string(m) +
+                               (direct ? " direct" : " conversion");
+      Guarded<float> dy(m * N), dz(m * N);
+      gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+      expect_path(GemvPath::tma, c, what);
+      gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::f32, dz.get()), nullptr);
+      expect_path(GemvPath::tma, c, what + " rmsnorm");
+      out[direct][0] = dy.download();
+      out[direct][1] = dz.download();
+      EXPECT_TRUE(dy.guards_intact()) << what;
+      EXPECT_TRUE(dz.guards_intact()) << what;
+      EXPECT_LT(nmse(out[direct][0], reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
+          << what;
+      EXPECT_LT(
+          nmse(out[direct][1], reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K)),
+          2e-5)
+          << what << " rmsnorm";
+    }
+    for (int in = 0; in < 2; ++in)
+      for (int64_t i = 0; i < m * N; ++i)
+        ASSERT_EQ(std::memcmp(&out[0][in][i], &out[1][in][i], sizeof(float)), 0)
+            << c.name << " m=" << m << (in ? " rmsnorm" : " bf16") << " output " << i << ": "
+            << out[0][in][i] << " vs " << out[1][in][i];
+  }
 }
 
 // The default tuning's int8 shape rule (GemvTuning::tma_int8_shape_rule): the TMA kernel for K

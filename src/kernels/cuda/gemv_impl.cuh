@@ -165,13 +165,20 @@ __device__ __forceinline__ void gemv_x4(const GemvArgs& a, int m, int k, int K, 
 // rounds it. One round of loads instead of the two of gemv_inv_rms + gemv_x4 (the second behind
 // a block barrier). Measured on the H200 (run 42, llama3-8b tg128, same call): bf16 252.4 ->
 // 258.1 tok/s, int4 496.1 -> 516.5. `issued()` runs once the first row's loads are issued (the
-// TMA kernel's producer holds back part of its ring until then). Returns false, doing nothing,
-// where it does not apply (K padded or unaligned, or the row too long for the registers).
-template <int M, int V, int kRegIt, class Reduce, class Stage, class Issued>
+// TMA kernel's producer holds back part of its ring until then), and `before_stage(m, mx)` once
+// row m is normalized, before its staging, with this thread's max |x| of the row (the TMA
+// kernel's fp16 staging takes its scale from it). Returns false, doing nothing, where it does
+// not apply (K padded or unaligned, or the row too long for the registers).
+struct NoStageHook {
+  __device__ void operator()(int, float) const {}
+};
+template <int M, int V, int kRegIt, class Reduce, class Stage, class Issued,
+          class Before = NoStageHook>
 __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, int Kp,
                                                      int64_t xstride, bool vec, int tid,
                                                      int nthreads, Reduce&& reduce, Stage&& stage,
-                                                     Issued&& issued) {
+                                                     Issued&& issued,
+                                                     Before&& before_stage = NoStageHook{}) {
   static_assert(V == 4 || V == 8, "4 or 8 consecutive k per thread");
   constexpr int H = V / 4;
   if (!vec || K != Kp || Kp > nthreads * V * kRegIt) return false;
@@ -202,22 +209,29 @@ __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, i
           ss += xr[i][h].x * xr[i][h].x + xr[i][h].y * xr[i][h].y + xr[i][h].z * xr[i][h].z +
                 xr[i][h].w * xr[i][h].w;
     const float iv = rsqrtf(reduce(m, ss) / K + a.eps);
+    float v[kRegIt][V];
+    float mx = 0.f;
 #pragma unroll
     for (int i = 0; i < kRegIt; ++i) {
-      const int j = tid * V + i * nthreads * V;
-      if (j < Kp) {
-        float v[V];
+      if (tid * V + i * nthreads * V < Kp) {
 #pragma unroll
         for (int h = 0; h < H; ++h) {
           const float4 xv = xr[i][h];
           const uint2 b = nw[i][h];
-          v[4 * h + 0] = round_bf16(round_bf16(xv.x * iv) * __uint_as_float(b.x << 16));
-          v[4 * h + 1] = round_bf16(round_bf16(xv.y * iv) * __uint_as_float(b.x & 0xffff0000u));
-          v[4 * h + 2] = round_bf16(round_bf16(xv.z * iv) * __uint_as_float(b.y << 16));
-          v[4 * h + 3] = round_bf16(round_bf16(xv.w * iv) * __uint_as_float(b.y & 0xffff0000u));
+          v[i][4 * h + 0] = round_bf16(round_bf16(xv.x * iv) * __uint_as_float(b.x << 16));
+          v[i][4 * h + 1] = round_bf16(round_bf16(xv.y * iv) * __uint_as_float(b.x & 0xffff0000u));
+          v[i][4 * h + 2] = round_bf16(round_bf16(xv.z * iv) * __uint_as_float(b.y << 16));
+          v[i][4 * h + 3] = round_bf16(round_bf16(xv.w * iv) * __uint_as_float(b.y & 0xffff0000u));
         }
-        stage(m, j, v);
+#pragma unroll
+        for (int e = 0; e < V; ++e) mx = fmaxf(mx, fabsf(v[i][e]));
       }
+    }
+    before_stage(m, mx);
+#pragma unroll
+    for (int i = 0; i < kRegIt; ++i) {
+      const int j = tid * V + i * nthreads * V;
+      if (j < Kp) stage(m, j, v[i]);
     }
   }
   return true;
@@ -225,12 +239,22 @@ __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, i
 
 // The bf16 input staged from one round of loads: each thread loads its share of row m (8
 // consecutive k every nthreads * 8, up to kRegIt x 8) into registers, `issued()` runs once row 0's
-// loads are issued, then `stage(m, j, v)` gets x[m][j .. j + 7]. Returns false, doing nothing,
-// where it does not apply (K padded, rows not 16-byte aligned, or too long for the registers).
-template <int M, int kRegIt, class Stage, class Issued>
+// loads are issued, `before_stage(m, mx)` with this thread's max |x| of row m, then
+// `stage(m, j, v)` gets x[m][j .. j + 7]. Returns false, doing nothing, where it does not apply
+// (K padded, rows not 16-byte aligned, or too long for the registers).
+template <int M, int kRegIt, class Stage, class Issued, class Before = NoStageHook>
 __device__ __forceinline__ bool gemv_bf16_onepass(const GemvArgs& a, int K, int Kp, int64_t xstride,
                                                   int tid, int nthreads, Stage&& stage,
-                                                  Issued&& issued) {
+                                                  Issued&& issued,
+                                                  Before&& before_stage = NoStageHook{}) {
+  auto unpack = [](const uint4& r, float* v) {
+    const uint32_t u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      v[2 * e] = __uint_as_float(u[e] << 16);
+      v[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
+    }
+  };
   const uint16_t* x = static_cast<const uint16_t*>(a.x);
   if (K != Kp || K % 8 != 0 || xstride % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0 ||
       Kp > nthreads * 8 * kRegIt)
@@ -244,17 +268,23 @@ __device__ __forceinline__ bool gemv_bf16_onepass(const GemvArgs& a, int K, int 
       if (j < Kp) xr[i] = *reinterpret_cast<const uint4*>(x + m * xstride + j);
     }
     if (m == 0) issued();
+    float mx = 0.f;
+#pragma unroll
+    for (int i = 0; i < kRegIt; ++i) {
+      if ((tid + i * nthreads) * 8 < Kp) {
+        float v[8];
+        unpack(xr[i], v);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) mx = fmaxf(mx, fabsf(v[e]));
+      }
+    }
+    before_stage(m, mx);
 #pragma unroll
     for (int i = 0; i < kRegIt; ++i) {
       const int j = (tid + i * nthreads) * 8;
       if (j < Kp) {
         float v[8];
-        const uint32_t u[4] = {xr[i].x, xr[i].y, xr[i].z, xr[i].w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          v[2 * e] = __uint_as_float(u[e] << 16);
-          v[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
-        }
+        unpack(xr[i], v);
         stage(m, j, v);
       }
     }

@@ -165,10 +165,23 @@ __device__ __forceinline__ void mma_int4_word_f16(float (&d)[4], uint32_t w0, ui
   }
 }
 
+// int4's x sums of a segment for the fp16 decode from the scaled sums of its two kinds of pairs:
+// {C' = 1024 Sa' + 64 Sb', Sx' = Sa' + Sb'}.
+__device__ __forceinline__ float2 fp16_int4_sums(float sa, float sb) {
+  return make_float2(fmaf(1024.f, sa, 64.f * sb), sa + sb);
+}
+// The power-of-two scale that puts a row's max |x| in [2^14, 2^15) for the fp16 staging (1 for
+// a zero or non-finite max; at most 2^126, so that its inverse stays finite).
+__device__ __forceinline__ float fp16_row_scale(float mx) {
+  int e = 0;
+  frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
+  return mx > 0.f && mx < INFINITY ? ldexpf(1.f, min(15 - e, 126)) : 1.f;
+}
+
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
-                    int early_dependents, int hold, int lab_flags) {
+                    int early_dependents, int hold, int flags) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   __trap();  // cp.async.bulk and mbarrier tx counts need sm_90; tma_plan() never picks it there
 #else
@@ -269,9 +282,28 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::wait_done);
   // Stages x[m][j .. j + 7] (after the input op) in the mma fragment order, with the segment
   // sums of x for int8/int4.
-  float am[M];  // int8/int4: this thread's max |x| per row
+  float am[M];  // int8/int4: this thread's max |x| per row (for the conversion pass)
+  // int8/int4 with GemvTuning::tma_direct_fp16, where a one-pass prologue ran: each row's scale
+  // xs[m] is known before staging (before_stage below), so x is staged as fp16 directly and the
+  // conversion pass is skipped. The values are the same as the conversion's.
+  float xs[M];
+  bool f16_staging = false;
 #pragma unroll
-  for (int m = 0; m < M; ++m) am[m] = 0.f;
+  for (int m = 0; m < M; ++m) am[m] = 0.f, xs[m] = 1.f;
+  auto before_stage = [&](int m, float mx) {
+    if constexpr (kF16) {
+      if (!(flags & 4)) return;
+      mx = warp_max(mx);
+      if (lane == 0) xamax[m * W + warp] = mx;
+      consumer_sync<W>();
+      float t = 0.f;
+#pragma unroll
+      for (int ww = 0; ww < W; ++ww) t = fmaxf(t, xamax[m * W + ww]);
+      xs[m] = fp16_row_scale(t);
+      if (tid == 0) xinv[m] = 1.f / xs[m];
+      f16_staging = true;
+    }
+  };
   auto stage8 = [&](int m, int j, const float* v) {
     if constexpr (F == WeightFormat::bf16) {
       xf[(m * Kp + j) / 8] = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
@@ -283,12 +315,19 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
 #pragma unroll
       for (int o = 1; o < 8; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
       const int gi = j / 64, tt = (j % 64) / 16, half = (j % 16) / 8;
-      if ((lane & 7) == 0) csum[m * (Kp / 64) + gi] = su;
+      uint4& dst = xf[((m * nseg + gi) * 4 + tt) * 2 + half];
+      if (f16_staging) {
+        const float s = xs[m];
+        if ((lane & 7) == 0) csum[m * (Kp / 64) + gi] = su * s;
+        dst = make_uint4(pack_f16x2(v[0] * s, v[2] * s), pack_f16x2(v[1] * s, v[3] * s),
+                         pack_f16x2(v[4] * s, v[6] * s), pack_f16x2(v[5] * s, v[7] * s));
+      } else {
+        if ((lane & 7) == 0) csum[m * (Kp / 64) + gi] = su;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
-      xf[((m * nseg + gi) * 4 + tt) * 2 + half] =
-          make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]), pack_bf16x2(v[4], v[6]),
-                     pack_bf16x2(v[5], v[7]));
+        for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
+        dst = make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]),
+                         pack_bf16x2(v[4], v[6]), pack_bf16x2(v[5], v[7]));
+      }
     } else {
       // int4: word wd = (j / 8) % 4 of lane t = (j / 32) % 4 in segment j / 128, nibble pairs
       // (e, e + 4) (gemv_int4_mma.cuh). The fp16 decode reads the pairs (0, 4), (2, 6) as
@@ -301,12 +340,19 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         sb += __shfl_xor_sync(0xffffffffu, sb, o);
       }
       const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
-      if ((lane & 15) == 0) csum2[m * nseg + gi] = make_float2(sa, sb);
+      uint4& dst = xf[((m * nseg + gi) * 4 + wd) * 4 + tt];
+      if (f16_staging) {
+        const float s = xs[m], s1 = s * 0.0625f;
+        if ((lane & 15) == 0) csum2[m * nseg + gi] = fp16_int4_sums(sa * s, sb * s);
+        dst = make_uint4(pack_f16x2(v[0] * s, v[4] * s), pack_f16x2(v[1] * s1, v[5] * s1),
+                         pack_f16x2(v[2] * s, v[6] * s), pack_f16x2(v[3] * s1, v[7] * s1));
+      } else {
+        if ((lane & 15) == 0) csum2[m * nseg + gi] = make_float2(sa, sb);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
-      xf[((m * nseg + gi) * 4 + wd) * 4 + tt] =
-          make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]), pack_bf16x2(v[2], v[6]),
-                     pack_bf16x2(v[3], v[7]));
+        for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
+        dst = make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]),
+                         pack_bf16x2(v[2], v[6]), pack_bf16x2(v[3], v[7]));
+      }
     }
   };
   // A thread takes 8 consecutive k; Kp is a multiple of 256, so the loops are warp-uniform.
@@ -320,7 +366,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   if constexpr (IN == GemvInput::rmsnorm) {
     // One round of loads where the row fits the registers (gemv_rmsnorm_onepass); the lab's
     // AO_GEMV_RMS2=1 keeps the two passes below.
-    if (!(lab_flags & 2))
+    if (!(flags & 2))
       staged = gemv_rmsnorm_onepass<M, 8, 2>(
           a, K, Kp, xstride, vec, tid, kCons,
           [&](int m, float ss) {
@@ -333,7 +379,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             for (int ww = 0; ww < W; ++ww) tot += rss[m * W + ww];
             return tot;
           },
-          stage8, issued);
+          stage8, issued, before_stage);
     if (staged) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
   } else {
     // bf16 x (rows up to 16384) from one round of loads into registers.
@@ -343,7 +389,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           if (m == 0 && j == 0) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
           stage8(m, j, v);
         },
-        issued);
+        issued, before_stage);
   }
   if (!staged) {
     issued();
@@ -389,7 +435,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     }
   }
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::staged);
-  if constexpr (kF16) {
+  if constexpr (kF16) if (!f16_staging) {
     // x to fp16 under a power-of-two scale per row (max |x| in [2^14, 2^15): exact for every
     // bf16 value above 2^-29 of the row's max; int4's x / 16 words above 2^-25), in place, with
     // the segment sums scaled alike.
@@ -399,15 +445,12 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       if (lane == 0) xamax[m * W + warp] = v;
     }
     consumer_sync<W>();
-    float xs[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       float mx = 0.f;
 #pragma unroll
       for (int ww = 0; ww < W; ++ww) mx = fmaxf(mx, xamax[m * W + ww]);
-      int e = 0;
-      frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
-      xs[m] = mx > 0.f && mx < INFINITY ? ldexpf(1.f, min(15 - e, 126)) : 1.f;  // finite 1 / xs
+      xs[m] = fp16_row_scale(mx);
       if (tid == 0) xinv[m] = 1.f / xs[m];
     }
     auto row_scale = [&](int m) {
@@ -428,8 +471,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       const float s = row_scale(i / nseg);
       if constexpr (kInt4) {
         const float2 v = csum2[i];  // {Sa, Sb} -> {C', Sx'}
-        const float sa = v.x * s, sb = v.y * s;
-        csum2[i] = make_float2(fmaf(1024.f, sa, 64.f * sb), sa + sb);
+        csum2[i] = fp16_int4_sums(v.x * s, v.y * s);
       } else {
         csum[i] *= s;
       }
@@ -449,7 +491,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       mbar_wait(&full[s], phase);
       const uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
 #pragma unroll 2
-      for (int sg = warp; sg < (lab_flags & 1 ? 0 : spc); sg += W) {
+      for (int sg = warp; sg < (flags & 1 ? 0 : spc); sg += W) {
         const int gi = c * spc + sg;  // segment of the row
         const uint4 q0 = *reinterpret_cast<const uint4*>(st + g * chunk + sg * 64 + t * 16);
         const uint4 q1 = *reinterpret_cast<const uint4*>(st + (g + 8) * chunk + sg * 64 + t * 16);
@@ -652,18 +694,21 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     return p;
   }
 }
-// Lab (AO_GEMV_EXPERIMENTS builds): AO_TMA_NOCOMPUTE=1 makes the consumers skip the math
-// (wrong results; the weight stream alone, for timing).
-inline int tma_lab_flags() {
+// The kernel's `flags`: 1 = the consumers skip the math (lab AO_TMA_NOCOMPUTE=1: wrong results,
+// the weight stream alone, for timing), 2 = the two-pass RMSNorm (lab AO_GEMV_RMS2=1), 4 = int8 /
+// int4 x staged as fp16 directly (GemvTuning::tma_direct_fp16, or the lab's AO_TMA_DIRECT=0|1).
+inline int tma_flags() {
+  int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
 #ifdef AO_GEMV_EXPERIMENTS
-  static const int f = [] {
+  static const int lab = [] {
     const char* e = std::getenv("AO_TMA_NOCOMPUTE");
     return (e && e[0] == '1' ? 1 : 0) | rms_two_pass() << 1;
   }();
-  return f;
-#else
-  return 0;
+  static const char* direct = std::getenv("AO_TMA_DIRECT");
+  if (direct) f = direct[0] == '1' ? 4 : 0;
+  f |= lab;
 #endif
+  return f;
 }
 // GemvTuning::tma_hold_stages, or the lab's AO_TMA_PRE (AO_GEMV_EXPERIMENTS builds).
 inline int tma_hold_stages() {
@@ -688,5 +733,5 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   constexpr int W = tma_warps<F>();
   record_gemv_launch(GemvLaunch{true, W, 1, grid, true});
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
-             p.chunk, p.stages, early_dependents(), tma_hold_stages(), tma_lab_flags());
+             p.chunk, p.stages, early_dependents(), tma_hold_stages(), tma_flags());
 }

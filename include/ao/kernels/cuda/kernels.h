@@ -127,6 +127,10 @@ struct GemvTuning {
   // loads do not queue behind them (docs/CUDA.md lab note 28). 0: the whole ring at once; -1:
   // nothing before the x loads.
   int tma_hold_stages = 3;
+  // int8/int4 on the TMA kernel: take each row's fp16 scale in the one-pass prologue, before
+  // staging, and stage x as fp16 directly instead of as bf16 followed by a conversion pass and
+  // its barriers (the same values; docs/CUDA.md lab note 32). Off until measured on a GPU.
+  bool tma_direct_fp16 = false;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
