@@ -182,12 +182,18 @@ bool device_has_tma() {
   AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   return major >= 9;
 }
+// The formats the TMA kernel takes (bf16, int8, int4 with groups of 128/256), and those of them
+// it decodes to fp16 (int8, int4).
+bool takes_tma(const QuantCase& c) {
+  return c.format == WeightFormat::bf16 || c.format == WeightFormat::int8 ||
+         (c.format == WeightFormat::int4 && c.group >= 128);
+}
+bool takes_fp16_decode(const QuantCase& c) { return takes_tma(c) && c.format != WeightFormat::bf16; }
 // Asserts that the last gemv() ran the kernel path p asked for, where it takes format c (x fits
 // shared memory in every test shape).
 void expect_path(GemvPath p, const QuantCase& c, const std::string& what) {
   const bool int4_mma = c.format == WeightFormat::int4 && c.group >= 128;
-  const bool tma = p == GemvPath::tma && device_has_tma() &&
-                   (c.format == WeightFormat::bf16 || c.format == WeightFormat::int8 || int4_mma);
+  const bool tma = p == GemvPath::tma && device_has_tma() && takes_tma(c);
   const bool mma = tma || (p != GemvPath::cuda_cores && int4_mma);
   EXPECT_EQ(last_gemv_launch().tma, tma) << what << ": TMA kernel";
   EXPECT_EQ(last_gemv_launch().tensor_cores, mma) << what << ": tensor-core kernel";
@@ -326,8 +332,7 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
 TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
-  if (c.format == WeightFormat::fp8 || (c.format == WeightFormat::int4 && c.group < 128))
-    GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
   set_gemv_tuning(tuning_for(GemvPath::tma));
   struct Shape {
@@ -372,9 +377,7 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
 TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
-  if (c.format == WeightFormat::fp8 || c.format == WeightFormat::bf16 ||
-      (c.format == WeightFormat::int4 && c.group < 128))
-    GTEST_SKIP() << c.name << " does not take the fp16 decode";
+  if (!takes_fp16_decode(c)) GTEST_SKIP() << c.name << " does not take the fp16 decode";
   TuningReset reset;
   const int64_t N = 520, K = 2048;
   const int m = 5;
@@ -423,9 +426,7 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
 TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
-  if (c.format == WeightFormat::fp8 || c.format == WeightFormat::bf16 ||
-      (c.format == WeightFormat::int4 && c.group < 128))
-    GTEST_SKIP() << c.name << " does not take the fp16 decode";
+  if (!takes_fp16_decode(c)) GTEST_SKIP() << c.name << " does not take the fp16 decode";
   TuningReset reset;
   const int64_t N = 700, K = 4096;
   const RandomTestWeight tw(N, K, c, 9);
