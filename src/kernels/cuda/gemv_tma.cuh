@@ -296,10 +296,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       mx = warp_max(mx);
       if (lane == 0) xamax[m * W + warp] = mx;
       consumer_sync<W>();
-      float t = 0.f;
+      float row_max = 0.f;
 #pragma unroll
-      for (int ww = 0; ww < W; ++ww) t = fmaxf(t, xamax[m * W + ww]);
-      xs[m] = fp16_row_scale(t);
+      for (int ww = 0; ww < W; ++ww) row_max = fmaxf(row_max, xamax[m * W + ww]);
+      xs[m] = fp16_row_scale(row_max);
       if (tid == 0) xinv[m] = 1.f / xs[m];
       f16_staging = true;
     }
