@@ -290,17 +290,21 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   bool f16_staging = false;
 #pragma unroll
   for (int m = 0; m < M; ++m) am[m] = 0.f, xs[m] = 1.f;
+  // Row m's fp16 scale from the per-warp maxima in xamax (after a consumer barrier).
+  auto set_row_scale = [&](int m) {
+    float row_max = 0.f;
+#pragma unroll
+    for (int ww = 0; ww < W; ++ww) row_max = fmaxf(row_max, xamax[m * W + ww]);
+    xs[m] = fp16_row_scale(row_max);
+    if (tid == 0) xinv[m] = 1.f / xs[m];
+  };
   auto before_stage = [&](int m, float mx) {
     if constexpr (kF16) {
       if (!(flags & 4)) return;
       mx = warp_max(mx);
       if (lane == 0) xamax[m * W + warp] = mx;
       consumer_sync<W>();
-      float row_max = 0.f;
-#pragma unroll
-      for (int ww = 0; ww < W; ++ww) row_max = fmaxf(row_max, xamax[m * W + ww]);
-      xs[m] = fp16_row_scale(row_max);
-      if (tid == 0) xinv[m] = 1.f / xs[m];
+      set_row_scale(m);
       f16_staging = true;
     }
   };
@@ -456,13 +460,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     }
     consumer_sync<W>();
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      float mx = 0.f;
-#pragma unroll
-      for (int ww = 0; ww < W; ++ww) mx = fmaxf(mx, xamax[m * W + ww]);
-      xs[m] = fp16_row_scale(mx);
-      if (tid == 0) xinv[m] = 1.f / xs[m];
-    }
+    for (int m = 0; m < M; ++m) set_row_scale(m);
     auto row_scale = [&](int m) {
       float s = xs[0];
 #pragma unroll
