@@ -4,7 +4,7 @@
 //                     (formats: bf16, int8wo, int4wo-gN, fp8-row, fp8-tensor, fp8dq-row,
 //                     fp8dq-tensor)
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
-//                     [--kernel-reps 50] [--kernel-m1] [--trace POS]
+//                     [--kernel-reps 50] [--kernel-m1] [--trace POS] [--ab VARIANTS]
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
 // int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
 // its start, AO_GEMV_TMA=0 the register-ring GEMVs for bf16 too, AO_GEMV_TMA=all the TMA GEMV for
@@ -15,6 +15,11 @@
 // wait, its prologue, its streaming phase and its tail (first to last block end).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
 // --models none skips the whole-model runs.
+// --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
+// latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8;
+// attn-late: the attention's loads after its wait, AttentionTuning): tg
+// tok/s of each on one engine per model and format, the variants alternated in each of --reps
+// rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
@@ -22,6 +27,7 @@
 #include <cstring>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,12 +36,96 @@
 #include "ao/runtime/cuda_engine.h"
 
 namespace {
-std::vector<std::string> split(const std::string& s) {
+std::vector<std::string> split(const std::string& s, char sep = ',') {
   std::vector<std::string> out;
   std::stringstream ss(s);
   std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(item);
+  while (std::getline(ss, item, sep)) out.push_back(item);
   return out;
+}
+
+// --ab: a GemvTuning variant by name, modifiers joined by '+' (e.g. "direct+hold=2").
+ao::cuda::GemvTuning apply_variant(ao::cuda::GemvTuning t, const std::string& v) {
+  for (const auto& mod : split(v, '+')) {
+    if (mod == "base")
+      continue;
+    else if (mod == "direct")
+      t.tma_direct_fp16 = true;
+    else if (mod == "nodirect")
+      t.tma_direct_fp16 = false;
+    else if (mod == "latenorm")
+      t.norm_weight_before_wait = false;
+    else if (mod.rfind("hold=", 0) == 0)
+      t.tma_hold_stages = t.tma_hold_stages_bf16_input = std::atoi(mod.c_str() + 5);
+    else if (mod.rfind("holdrms=", 0) == 0)
+      t.tma_hold_stages = std::atoi(mod.c_str() + 8);
+    else if (mod.rfind("holdbf16=", 0) == 0)
+      t.tma_hold_stages_bf16_input = std::atoi(mod.c_str() + 9);
+    else if (mod == "tma-int4")
+      t.tma_int4 = true;
+    else if (mod.rfind("tma-int4-k>=", 0) == 0)  // int4 on the TMA kernel where K >= N
+      t.tma_int4 = true, t.tma_int4_min_k = std::atoi(mod.c_str() + 12);
+    else if (mod == "no-tma-int8")
+      t.tma_int8 = false;
+    else if (mod == "attn-late")  // handled in ab_table (an AttentionTuning, not a GemvTuning)
+      continue;
+    else
+      throw std::invalid_argument(
+          "--ab: unknown variant '" + mod +
+          "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
+          "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, attn-late; join with '+')");
+  }
+  return t;
+}
+
+// --ab: tg tok/s of each tuning variant on one engine per model and format. Every round runs
+// each variant once, on a re-captured decode graph, so the card's drift hits them alike; the
+// table has each round and the median.
+void ab_table(const std::vector<std::string>& models, const std::vector<std::string>& formats,
+              const std::vector<std::string>& variants, int tg, int rounds, double bw) {
+  using namespace ao::runtime;
+  const ao::cuda::GemvTuning base = ao::cuda::gemv_tuning();
+  std::vector<ao::cuda::GemvTuning> tunings;
+  for (const auto& v : variants) tunings.push_back(apply_variant(base, v));
+  std::printf("| model | format | variant | tg%d t/s, each round | median | of copy BW |\n", tg);
+  std::printf("|---|---|---|---|---|---|\n");
+  for (const auto& m : models)
+    for (const auto& f : formats) {
+      CudaEngineOptions opt;
+      opt.format = parse_cuda_weight_format(f, &opt.group_size);
+      opt.max_seq_len = std::max(tg, 16);
+      opt.max_prefill = 1;
+      auto eng = CudaEngine::create_synthetic(CudaEngine::synthetic_config(m), opt);
+      std::vector<std::vector<double>> tps(variants.size());
+      double gb = 0;
+      for (int r = 0; r < rounds; ++r)
+        for (size_t v = 0; v < variants.size(); ++v) {
+          ao::cuda::set_gemv_tuning(tunings[v]);
+          ao::cuda::AttentionTuning at;
+          at.loads_before_wait = variants[v].find("attn-late") == std::string::npos;
+          ao::cuda::set_attention_tuning(at);
+          eng->recapture();
+          const CudaBenchResult res = eng->bench(0, tg, 1);
+          tps[v].push_back(res.tg_tok_s);
+          gb = res.weight_gb;
+        }
+      for (size_t v = 0; v < variants.size(); ++v) {
+        std::string each;
+        for (double x : tps[v]) {
+          char b[32];
+          std::snprintf(b, sizeof b, "%s%.1f", each.empty() ? "" : " / ", x);
+          each += b;
+        }
+        auto sorted = tps[v];
+        std::sort(sorted.begin(), sorted.end());
+        const double med = sorted[sorted.size() / 2];
+        std::printf("| %s | %s | %s | %s | %.1f | %.0f%% |\n", m.c_str(), f.c_str(),
+                    variants[v].c_str(), each.c_str(), med, 100.0 * gb * med / bw);
+        std::fflush(stdout);
+      }
+      ao::cuda::set_gemv_tuning(base);
+      ao::cuda::set_attention_tuning({});
+    }
 }
 // Kernel lab: each decode-step kernel of the llama3-8b shape alone, back to back, CUDA events.
 void kernel_table(const std::vector<std::string>& formats, double copy_bw, int reps, bool m1_only) {
@@ -288,6 +378,7 @@ int main(int argc, char** argv) {
   bool kernels = false, kernel_m1 = false;
   int trace_pos = -1;
   int kernel_reps = 50;
+  std::string ab;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -328,6 +419,8 @@ int main(int argc, char** argv) {
       kernel_m1 = true;
     else if (a == "--trace")
       trace_pos = next_int();
+    else if (a == "--ab")
+      ab = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -362,6 +455,10 @@ int main(int argc, char** argv) {
       }
       for (const auto& m : split(models))
         for (const auto& f : split(formats)) trace_decode(m, f, trace_pos, 5, bw);
+      return 0;
+    }
+    if (!ab.empty()) {
+      ab_table(split(models), split(formats), split(ab), tg, reps, bw);
       return 0;
     }
     if (models == "none") return 0;

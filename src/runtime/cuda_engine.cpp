@@ -213,7 +213,8 @@ struct CudaEngine::Impl {
       f[i] = static_cast<float>(inv);
     }
     inv_freq = alloc<float>(f.size());
-    AO_CUDA_CHECK(cudaMemcpyAsync(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice, stream));
+    AO_CUDA_CHECK(
+        cudaMemcpyAsync(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice, stream));
 
     const int M = max_m;
     resid = alloc<float>(static_cast<size_t>(M) * dim);
@@ -327,8 +328,10 @@ struct CudaEngine::Impl {
                                               [&](float v) { return v == p.scale[0]; });
     w.data = alloc<uint8_t>(data.size());
     w.scale = alloc<float>(scale.size());
-    AO_CUDA_CHECK(cudaMemcpyAsync(w.data, data.data(), data.size(), cudaMemcpyHostToDevice, stream));
-    AO_CUDA_CHECK(cudaMemcpyAsync(w.scale, scale.data(), scale.size() * 4, cudaMemcpyHostToDevice, stream));
+    AO_CUDA_CHECK(
+        cudaMemcpyAsync(w.data, data.data(), data.size(), cudaMemcpyHostToDevice, stream));
+    AO_CUDA_CHECK(
+        cudaMemcpyAsync(w.scale, scale.data(), scale.size() * 4, cudaMemcpyHostToDevice, stream));
     note_prefill_needs(w);
     return w;
   }
@@ -402,9 +405,10 @@ struct CudaEngine::Impl {
     const bool scalar = w.act_quant == cuda::ActQuant::fp8_tensor && w.per_tensor_scale;
     fp8_gemm->run(w, act_q, act_scale, m, scalar, y, stream);
     if (!fp8_fallback_warned && fp8_gemm->last_path() == cuda::Fp8GemmPath::epilogue_scales) {
-      warn("CudaEngine: cuBLASLt has no FP8 GEMM with {} scales on this GPU; using an unscaled "
-           "FP8 GEMM and a scaling epilogue",
-           scalar ? "scalar" : "per-row vector");
+      warn(
+          "CudaEngine: cuBLASLt has no FP8 GEMM with {} scales on this GPU; using an unscaled "
+          "FP8 GEMM and a scaling epilogue",
+          scalar ? "scalar" : "per-row vector");
       fp8_fallback_warned = true;
     }
   }
@@ -502,6 +506,9 @@ struct CudaEngine::Impl {
   }
 
   void capture() {
+    if (graph_exec) AO_CUDA_CHECK(cudaGraphExecDestroy(graph_exec));
+    if (graph) AO_CUDA_CHECK(cudaGraphDestroy(graph));
+    graph_exec = nullptr, graph = nullptr;
     // One eager step first: kernels' attributes are set outside the capture.
     set_pos(0);
     enqueue_decode();
@@ -552,7 +559,7 @@ struct CudaEngine::Impl {
   }
 
   // ---- logits of every prefill position (perplexity) -----------------------------------------
-  float* all_logits = nullptr;  // [max_m, vocab] f32, allocated on first use
+  float* all_logits = nullptr;          // [max_m, vocab] f32, allocated on first use
   uint16_t* all_logits_bf16 = nullptr;  // [max_m, vocab], fp8-activation lm_head only
 
   // After enqueue_prefill(m): the lm_head of all m final-normed rows in xn into all_logits, in
@@ -566,8 +573,7 @@ struct CudaEngine::Impl {
     } else if (lm_head.act_quant != cuda::ActQuant::none) {
       // fp8 activations: the FP8 GEMM (bf16 logits, as torch._scaled_mm gives TorchAO's bf16
       // model), widened to f32; no dequantized copy exists for these weights.
-      if (!all_logits_bf16)
-        all_logits_bf16 = alloc<uint16_t>(static_cast<size_t>(max_m) * vocab);
+      if (!all_logits_bf16) all_logits_bf16 = alloc<uint16_t>(static_cast<size_t>(max_m) * vocab);
       linear_fp8(lm_head, xn, m, all_logits_bf16);
       cuda::bf16_to_f32(all_logits_bf16, static_cast<int64_t>(m) * vocab, all_logits, stream);
     } else {
@@ -611,6 +617,9 @@ CudaEngine::~CudaEngine() = default;
 const io::ModelConfig& CudaEngine::config() const { return impl_->cfg; }
 int CudaEngine::position() const { return impl_->host_pos; }
 void CudaEngine::reset() { impl_->set_pos(0); }
+void CudaEngine::recapture() {
+  if (impl_->opt.cuda_graph) impl_->capture();
+}
 size_t CudaEngine::weight_bytes_per_token() const { return impl_->weight_bytes(); }
 
 std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& cfg,
@@ -660,7 +669,8 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     AO_CUDA_CHECK(cudaMemcpyAsync(perm, p.data(), p.size() * 4, cudaMemcpyHostToDevice, e.stream));
   }
   std::vector<int32_t> gate_up_order(2 * static_cast<size_t>(e.hidden));
-  for (int j = 0; j < e.hidden; ++j) gate_up_order[2 * j] = j, gate_up_order[2 * j + 1] = e.hidden + j;
+  for (int j = 0; j < e.hidden; ++j)
+    gate_up_order[2 * j] = j, gate_up_order[2 * j + 1] = e.hidden + j;
   // Prequantized Linear weights (TorchAO checkpoints) keep their layout when every part of a
   // fused matrix has the same one; otherwise they are dequantized here and go the dense way.
   std::deque<std::vector<float>> dequantized;
@@ -676,14 +686,14 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
       if (!p->quantized) {
         for (const HostWeight* o : parts)
           if (o->quantized)
-            warn("CudaEngine: {} is quantized but {} is not; both stored as {}", o->name,
-                    p->name, cuda_weight_format_name(e.opt.format, e.opt.group_size));
+            warn("CudaEngine: {} is quantized but {} is not; both stored as {}", o->name, p->name,
+                 cuda_weight_format_name(e.opt.format, e.opt.group_size));
         return false;
       }
       const PrequantizedWeight& a = *p->quantized;
       if (!q.empty() && (a.format != q[0]->format || a.group_size != q[0]->group_size)) {
         warn("CudaEngine: {} and {} have different quantized layouts; both stored as {}",
-                parts[0]->name, p->name, cuda_weight_format_name(e.opt.format, e.opt.group_size));
+             parts[0]->name, p->name, cuda_weight_format_name(e.opt.format, e.opt.group_size));
         return false;
       }
       q.push_back(&a);
@@ -698,7 +708,8 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     AO_CHECK(!w.quantized, "CudaEngine: weight '{}' cannot be prequantized", w.name);
     const int code = dtype_code(w.dtype, w.name);
     AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
-    AO_CUDA_CHECK(cudaMemcpyAsync(raw, w.data, n * dtype_bytes(w.dtype), cudaMemcpyHostToDevice, e.stream));
+    AO_CUDA_CHECK(
+        cudaMemcpyAsync(raw, w.data, n * dtype_bytes(w.dtype), cudaMemcpyHostToDevice, e.stream));
     cuda::convert_to_bf16(raw, code, dst + row0 * cols, n / cols, cols, cols * step, e.stream);
   };
   auto small = [&](const HostWeight& w) {

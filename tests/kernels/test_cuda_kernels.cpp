@@ -188,7 +188,9 @@ bool takes_tma(const QuantCase& c) {
   return c.format == WeightFormat::bf16 || c.format == WeightFormat::int8 ||
          (c.format == WeightFormat::int4 && c.group >= 128);
 }
-bool takes_fp16_decode(const QuantCase& c) { return takes_tma(c) && c.format != WeightFormat::bf16; }
+bool takes_fp16_decode(const QuantCase& c) {
+  return takes_tma(c) && c.format != WeightFormat::bf16;
+}
 // Asserts that the last gemv() ran the kernel path p asked for, where it takes format c (x fits
 // shared memory in every test shape).
 void expect_path(GemvPath p, const QuantCase& c, const std::string& what) {
@@ -445,8 +447,8 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
       GemvTuning t = tuning_for(GemvPath::tma);
       t.tma_direct_fp16 = direct == 1;
       set_gemv_tuning(t);
-      const std::string what = std::string(c.name) + " m=" + std::to_string(m) +
-                               (direct ? " direct" : " conversion");
+      const std::string what =
+          std::string(c.name) + " m=" + std::to_string(m) + (direct ? " direct" : " conversion");
       Guarded<float> dy(m * N), dz(m * N);
       gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
       expect_path(GemvPath::tma, c, what);
@@ -458,9 +460,9 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
       EXPECT_TRUE(dz.guards_intact()) << what;
       EXPECT_LT(nmse(out[direct][0], reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
           << what;
-      EXPECT_LT(
-          nmse(out[direct][1], reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K)),
-          2e-5)
+      EXPECT_LT(nmse(out[direct][1],
+                     reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K)),
+                2e-5)
           << what << " rmsnorm";
     }
     for (int in = 0; in < 2; ++in)
@@ -504,7 +506,8 @@ TEST(CudaGemvTuning, Int8TakesTheTmaKernelWhereMeasuredFaster) {
 
 // Two GEMVs back to back on one stream, the second reading the first's output through its
 // RMSNorm prologue, with the next-kernel launch at each GEMV's start (the default) and in its last
-// tile; through every kernel path that takes the format.
+// tile, and the RMSNorm weight loaded before the grid-dependency wait (the default) or after it;
+// through every kernel path that takes the format.
 TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -523,26 +526,30 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
     Guarded<uint16_t> dx(xb);
     for (GemvPath path : {GemvPath::tma, GemvPath::mma, GemvPath::cuda_cores})
       for (bool early : {true, false})
-        for (int hold : {3, 0, -1}) {  // the TMA ring: 3 stages, all, none before the x loads
-          if (path != GemvPath::tma && hold != 3) continue;
-          GemvTuning t = tuning_for(path);
-          t.early_dependents = early;
-          t.tma_hold_stages = hold;
-          set_gemv_tuning(t);
-          const std::string what = std::string(c.name) + " m=" + std::to_string(m) +
-                                   path_name(path) + (early ? " early" : " last tile") +
-                                   " hold=" + std::to_string(hold);
-          Guarded<float> d1(m * N), d2(m * N);
-          for (int rep = 0; rep < 3; ++rep) {
-            gemv(tw.dw, f32_gemv_args(m, dx.get(), d1.get()), s);
-            gemv(tw.dw, rmsnorm_gemv_args(m, d1.get(), dnw.get(), GemvOutput::f32, d2.get()), s);
+        for (int hold : {3, 0, -1})  // the TMA ring: 3 stages, all, none before the x loads
+          for (bool late_nw : {false, true}) {  // the RMSNorm weight loaded after the wait
+            if (path != GemvPath::tma && hold != 3) continue;
+            if (late_nw && (hold != 3 || !early)) continue;
+            GemvTuning t = tuning_for(path);
+            t.early_dependents = early;
+            t.tma_hold_stages = t.tma_hold_stages_bf16_input = hold;
+            t.norm_weight_before_wait = !late_nw;
+            set_gemv_tuning(t);
+            const std::string what = std::string(c.name) + " m=" + std::to_string(m) +
+                                     path_name(path) + (early ? " early" : " last tile") +
+                                     " hold=" + std::to_string(hold) +
+                                     (late_nw ? " norm weight after the wait" : "");
+            Guarded<float> d1(m * N), d2(m * N);
+            for (int rep = 0; rep < 3; ++rep) {
+              gemv(tw.dw, f32_gemv_args(m, dx.get(), d1.get()), s);
+              gemv(tw.dw, rmsnorm_gemv_args(m, d1.get(), dnw.get(), GemvOutput::f32, d2.get()), s);
+            }
+            AO_CUDA_CHECK(cudaStreamSynchronize(s));
+            EXPECT_LT(nmse(d1.download(), y1), 1e-6) << what;
+            EXPECT_LT(nmse(d2.download(), y2), 2e-5) << what << " (second, via RMSNorm)";
+            EXPECT_TRUE(d1.guards_intact()) << what;
+            EXPECT_TRUE(d2.guards_intact()) << what;
           }
-          AO_CUDA_CHECK(cudaStreamSynchronize(s));
-          EXPECT_LT(nmse(d1.download(), y1), 1e-6) << what;
-          EXPECT_LT(nmse(d2.download(), y2), 2e-5) << what << " (second, via RMSNorm)";
-          EXPECT_TRUE(d1.guards_intact()) << what;
-          EXPECT_TRUE(d2.guards_intact()) << what;
-        }
   }
   AO_CUDA_CHECK(cudaStreamDestroy(s));
 }
@@ -569,14 +576,21 @@ TEST(CudaKernelTrace, ReportLaysOutOneStep) {
   using P = TracePoint;
   const auto G = TraceKind::gemv, A = TraceKind::attention;
   const std::vector<KernelTraceEvent> step = {
-      ev(A, 2, 0, P::wait_done, 1300),    ev(A, 2, 0, P::end, 1500),  // any order
-      ev(G, 1, 0, P::start, 100),         ev(G, 1, 1, P::start, 150),
-      ev(G, 1, 0, P::wait_done, 300),     ev(G, 1, 1, P::wait_done, 320),
-      ev(G, 1, 0, P::rms_done, 400),      ev(G, 1, 1, P::rms_done, 410),
-      ev(G, 1, 0, P::x_landed, 350),      ev(G, 1, 0, P::staged, 450),  // block 0 only
-      KernelTraceEvent{},  // a reserved slot no block stamped (time 0): skipped
-      ev(G, 1, 0, P::prologue_done, 500), ev(G, 1, 1, P::prologue_done, 560),
-      ev(G, 1, 0, P::end, 1000),          ev(G, 1, 1, P::end, 1200)};
+      ev(A, 2, 0, P::wait_done, 1300),
+      ev(A, 2, 0, P::end, 1500),  // any order
+      ev(G, 1, 0, P::start, 100),
+      ev(G, 1, 1, P::start, 150),
+      ev(G, 1, 0, P::wait_done, 300),
+      ev(G, 1, 1, P::wait_done, 320),
+      ev(G, 1, 0, P::rms_done, 400),
+      ev(G, 1, 1, P::rms_done, 410),
+      ev(G, 1, 0, P::x_landed, 350),
+      ev(G, 1, 0, P::staged, 450),  // block 0 only
+      KernelTraceEvent{},           // a reserved slot no block stamped (time 0): skipped
+      ev(G, 1, 0, P::prologue_done, 500),
+      ev(G, 1, 1, P::prologue_done, 560),
+      ev(G, 1, 0, P::end, 1000),
+      ev(G, 1, 1, P::end, 1200)};
   KernelTraceReport report(0.5);
   report.add_step(step);
   report.add_step(step);
@@ -918,9 +932,10 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
 
 // The decode step's qkv GEMV (RMSNorm, RoPE + KV append epilogue) and decode attention back to
 // back on one stream, as the engine runs them: attention is a programmatic dependent launch that
-// may start while the GEMV still runs, and the row at *pos holds stale values until the GEMV
-// writes it. Positions in the first warp step, later steps and (for the longer caches) several
-// splits.
+// may start while the GEMV still runs (and reads the position and the older rows before its
+// wait), and the row at *pos holds stale values until the GEMV writes it. Positions in the first
+// warp step, later steps and (for the longer caches) several splits; the attention's loads
+// before its wait (the default) and after it (AttentionTuning).
 TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   AO_SKIP_WITHOUT_GPU();
   const auto c = GetParam();
@@ -941,30 +956,34 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   AO_CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  for (const int p0 : {5, 63, 64, 100, S - 1}) {
-    auto resid = randn(K, 67 + p0, 2.f);
-    const auto xn = reference_rmsnorm(resid, 1, K, nw);
-    std::vector<float> qkv(N);
-    for (int n = 0; n < N; ++n) {
-      double acc = 0;
-      for (int k = 0; k < K; ++k) acc += double(xn[k]) * w[size_t(n) * K + k];
-      qkv[n] = round_bf16(static_cast<float>(acc));
+  for (const bool before_wait : {true, false})  // AttentionTuning: loads before/after the wait
+    for (const int p0 : {5, 63, 64, 100, S - 1}) {
+      set_attention_tuning(AttentionTuning{before_wait});
+      auto resid = randn(K, 67 + p0, 2.f);
+      const auto xn = reference_rmsnorm(resid, 1, K, nw);
+      std::vector<float> qkv(N);
+      for (int n = 0; n < N; ++n) {
+        double acc = 0;
+        for (int k = 0; k < K; ++k) acc += double(xn[k]) * w[size_t(n) * K + k];
+        qkv[n] = round_bf16(static_cast<float>(acc));
+      }
+      std::vector<float> q;
+      reference_rope(qkv, 1, p0, H, KV, hd, S, false, inv_freq, nullptr, q, kc, vc);
+      const auto ref = reference_attention(q, 1, p0, H, KV, hd, S, kc, vc);
+      Guarded<float> dres(resid);
+      Guarded<int32_t> dpos(std::vector<int32_t>{p0});
+      const GemvArgs a = rope_kv_gemv_args(
+          rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr), c, false,
+          dinv.get(), nullptr, dpos.get(), dq.get(), dk.get(), dv.get());
+      gemv(tw.dw, a, s);
+      attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), dout.get(), s);
+      AO_CUDA_CHECK(cudaStreamSynchronize(s));
+      EXPECT_LT(nmse(from_bf16(dout.download()), ref), 2e-5)
+          << "pos=" << p0 << (before_wait ? "" : " (loads after the wait)");
+      EXPECT_TRUE(dout.guards_intact());
+      // The next position's rows stay junk until their own step writes them.
     }
-    std::vector<float> q;
-    reference_rope(qkv, 1, p0, H, KV, hd, S, false, inv_freq, nullptr, q, kc, vc);
-    const auto ref = reference_attention(q, 1, p0, H, KV, hd, S, kc, vc);
-    Guarded<float> dres(resid);
-    Guarded<int32_t> dpos(std::vector<int32_t>{p0});
-    const GemvArgs a =
-        rope_kv_gemv_args(rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr),
-                          c, false, dinv.get(), nullptr, dpos.get(), dq.get(), dk.get(), dv.get());
-    gemv(tw.dw, a, s);
-    attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), dout.get(), s);
-    AO_CUDA_CHECK(cudaStreamSynchronize(s));
-    EXPECT_LT(nmse(from_bf16(dout.download()), ref), 2e-5) << "pos=" << p0;
-    EXPECT_TRUE(dout.guards_intact());
-    // The next position's rows stay junk until their own step writes them.
-  }
+  set_attention_tuning({});
   EXPECT_TRUE(ws.guards_intact());
   EXPECT_TRUE(dk.guards_intact());
   EXPECT_TRUE(dv.guards_intact());

@@ -77,7 +77,8 @@ struct CudaEngineOptions {
 //   fp8(dq)_row/tensor: data e4m3fn [n, k], scale [n] (per-tensor: all equal): w = q * scale
 //   int4wo:         data [n, k/2] bytes, element k in nibble k % 2 (low first), u in [0, 15];
 //                   scale [n, groups, 2] = {s, b} per group of group_size along k (the last
-//                   group may be partial): w = u * s + b  (TorchAO: (u - 8) * s + zero, b = zero - 8 s)
+//                   group may be partial): w = u * s + b
+//                   (TorchAO: (u - 8) * s + zero, b = zero - 8 s)
 struct PrequantizedWeight {
   CudaWeightFormat format = CudaWeightFormat::int8wo;
   int group_size = 0;  // int4wo: 32, 64, 128 or 256
@@ -142,6 +143,10 @@ class CudaEngine {
   const io::ModelConfig& config() const;
   int position() const;  // tokens in the KV cache
   void reset();          // empties the KV cache
+  // Captures the decode step's CUDA graph again (and empties the KV cache): a captured kernel
+  // keeps the launch choices of its capture, so a change of cuda::set_gemv_tuning() takes
+  // effect on the graph only after this (the lab's A/B runs in bench_cuda_decode --ab).
+  void recapture();
 
   // Appends `tokens` to the cache; returns the logits after the last one (f32, vocab).
   std::vector<float> prefill(const std::vector<int32_t>& tokens);

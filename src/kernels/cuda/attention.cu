@@ -7,13 +7,13 @@
 // v2 (head_dim 64/128/256): 8 warps, 16-byte loads, a chunk size that grows with the position.
 // v1 (other head sizes): a block per 32 positions of the capacity.
 // Prefill attention lives in attention_prefill.cu.
-#include "ao/kernels/cuda/kernels.h"
-#include "common.cuh"
-#include "trace.cuh"
-
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+
+#include "ao/kernels/cuda/kernels.h"
+#include "common.cuh"
+#include "trace.cuh"
 
 namespace ao::cuda {
 
@@ -162,7 +162,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   if (threadIdx.x == 0) counters[kvh] = 0;
 }
 
-
 // ---- decode v2 (head_dim 64 / 128 / 256, any group size up to 8) -------------------------
 // A block of 8 warps per (KV head, split); the grid has kSplits2 splits and each covers a chunk
 // of 64 * ceil(len / (64 * kSplits2)) positions, so short contexts use few blocks (no launch of
@@ -176,15 +175,22 @@ constexpr int kDec2Warps = 8;
 template <int G, int HD>
 __global__ void __launch_bounds__(kDec2Warps * 32)
     attn_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
-                   AttentionArgs a, float* partial, int* counters, uint16_t* attn_out) {
-  constexpr int LPR = HD / 8;     // lanes per K/V row
-  constexpr int PPL = 32 / LPR;   // positions per warp-wide load
-  constexpr int NL = 8 / PPL;     // loads per warp step (8 positions)
+                   AttentionArgs a, float* partial, int* counters, uint16_t* attn_out,
+                   int loads_before_wait) {
+  constexpr int LPR = HD / 8;    // lanes per K/V row
+  constexpr int PPL = 32 / LPR;  // positions per warp-wide load
+  constexpr int NL = 8 / PPL;    // loads per warp step (8 positions)
   constexpr int kStep = kDec2Warps * 8;
   trace_point(TraceKind::attention, kc, 0, HD, TracePoint::start);
-  grid_dependency_wait();    // q and the new K/V row come from the qkv GEMV
-  grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
+  if (!loads_before_wait) grid_dependency_wait();  // AttentionTuning (the second wait is a no-op)
   const int kvh = blockIdx.x, split = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane / LPR, dl = lane % LPR;
+  // Before the grid-dependency wait: the position and the K/V rows before it (the contract in
+  // kernels.h: neither is written by the kernel this one waits for; the qkv GEMV writes q and
+  // row *pos only). Each load under the next GEMV's weight stream takes ~1 us, so the wait's
+  // release leaves one round of loads (q, the new row, a second step's rows) instead of three
+  // (lab note 34).
   const int len = *pos + 1;
   // Up to kSingle positions one split does it all (no partials, no merge: at 65-128 positions
   // that beat 2 splits + merge, run 28); beyond, chunks of 64 positions up to 32 splits.
@@ -194,23 +200,8 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
   const int used = (len + chunk - 1) / chunk;
   const int start = split * chunk;
   if (start >= len) return;
-  trace_point(TraceKind::attention, kc, len, HD, TracePoint::wait_done);
   const int end = min(len, start + chunk);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane / LPR, dl = lane % LPR;
 
-  float qv[G][8];
-  const float sl2 = a.scale * 1.4426950408889634f;
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(q + (kvh * G + g) * HD + dl * 8);
-    const uint32_t w4[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      qv[g][2 * e] = __uint_as_float(w4[e] << 16) * sl2;
-      qv[g][2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u) * sl2;
-    }
-  }
   float mx[G], l[G], acc[G][8];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
@@ -221,18 +212,53 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
   }
   const uint16_t* kbase = kc + static_cast<int64_t>(kvh) * a.max_seq * HD + dl * 8;
   const uint16_t* vbase = vc + static_cast<int64_t>(kvh) * a.max_seq * HD + dl * 8;
-  for (int p0 = start + warp * 8; p0 < end; p0 += kStep) {
-    uint4 kr[NL], vr[NL];
+  // K/V rows of the warp's 8 positions from p0 before `until` (zeros from there).
+  auto load_kv = [&](int p0, uint4(&kr)[NL], uint4(&vr)[NL], int until) {
 #pragma unroll
     for (int i = 0; i < NL; ++i) {
       const int p = p0 + i * PPL + sub;
-      if (p < end) {
+      if (p < until) {
         kr[i] = *reinterpret_cast<const uint4*>(kbase + static_cast<int64_t>(p) * HD);
         vr[i] = *reinterpret_cast<const uint4*>(vbase + static_cast<int64_t>(p) * HD);
       } else {
         kr[i] = vr[i] = make_uint4(0, 0, 0, 0);
       }
     }
+  };
+  // The first step's rows before the wait, all but the new one (row len - 1, from the qkv GEMV).
+  uint4 kn[NL], vn[NL];
+  load_kv(start + warp * 8, kn, vn, min(end, len - 1));
+  grid_dependency_wait();    // q and the new K/V row come from the qkv GEMV
+  grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
+  trace_point(TraceKind::attention, kc, len, HD, TracePoint::wait_done);
+  uint4 qraw[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+    qraw[g] = *reinterpret_cast<const uint4*>(q + (kvh * G + g) * HD + dl * 8);
+#pragma unroll
+  for (int i = 0; i < NL; ++i)
+    if (start + warp * 8 + i * PPL + sub == len - 1) {
+      kn[i] = *reinterpret_cast<const uint4*>(kbase + static_cast<int64_t>(len - 1) * HD);
+      vn[i] = *reinterpret_cast<const uint4*>(vbase + static_cast<int64_t>(len - 1) * HD);
+    }
+  float qv[G][8];
+  const float sl2 = a.scale * 1.4426950408889634f;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const uint32_t w4[4] = {qraw[g].x, qraw[g].y, qraw[g].z, qraw[g].w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      qv[g][2 * e] = __uint_as_float(w4[e] << 16) * sl2;
+      qv[g][2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u) * sl2;
+    }
+  }
+  // The next step's rows are loaded before this step's math, so a warp's two steps (a single
+  // split's 128 positions) take one round of loads after the wait.
+  for (int p0 = start + warp * 8; p0 < end; p0 += kStep) {
+    uint4 kr[NL], vr[NL];
+#pragma unroll
+    for (int i = 0; i < NL; ++i) kr[i] = kn[i], vr[i] = vn[i];
+    if (p0 + kStep < end) load_kv(p0 + kStep, kn, vn, end);
     float kf[NL][8];
 #pragma unroll
     for (int i = 0; i < NL; ++i) {
@@ -372,11 +398,12 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
 static_assert(kSplits2 <= 32, "the v2 merge keeps one split per lane");
 
 template <int G, int HD>
-void launch_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
-                      const int32_t* pos, const AttentionArgs& a, float* partial, int* counters,
-                      uint16_t* out, cudaStream_t s) {
+void launch_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
+                      const AttentionArgs& a, float* partial, int* counters, uint16_t* out,
+                      cudaStream_t s) {
   launch_pdl(attn_decode_v2<G, HD>, dim3(static_cast<unsigned>(a.n_kv_heads), kSplits2),
-             dim3(kDec2Warps * 32), 0, s, q, kc, vc, pos, a, partial, counters, out);
+             dim3(kDec2Warps * 32), 0, s, q, kc, vc, pos, a, partial, counters, out,
+             attention_tuning().loads_before_wait ? 1 : 0);
 }
 
 template <int HD>
@@ -384,12 +411,12 @@ bool dispatch_decode_v2(int G, const uint16_t* q, const uint16_t* kc, const uint
                         const int32_t* pos, const AttentionArgs& a, float* partial, int* counters,
                         uint16_t* out, cudaStream_t s) {
   switch (G) {
-#define AO_DECODE_G(g)                                                           \
-  case g:                                                                        \
-    if constexpr (g * HD <= 1024) {                                              \
-      launch_decode_v2<g, HD>(q, kc, vc, pos, a, partial, counters, out, s);     \
-      return true;                                                               \
-    }                                                                            \
+#define AO_DECODE_G(g)                                                       \
+  case g:                                                                    \
+    if constexpr (g * HD <= 1024) {                                          \
+      launch_decode_v2<g, HD>(q, kc, vc, pos, a, partial, counters, out, s); \
+      return true;                                                           \
+    }                                                                        \
     return false;
     AO_DECODE_G(1)
     AO_DECODE_G(2)
@@ -434,14 +461,18 @@ void launch_decode_g(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, 
 
 // Splits the workspace is laid out for: v1's count (one per 32 positions of the capacity) or
 // v2's fixed count, whichever is larger (counters follow the partials).
+AttentionTuning g_attention_tuning;
+
 int workspace_splits(const AttentionArgs& a) {
   return std::max((a.max_seq + kDecodeChunk - 1) / kDecodeChunk, kSplits2);
 }
 }  // namespace
 
+void set_attention_tuning(const AttentionTuning& t) { g_attention_tuning = t; }
+AttentionTuning attention_tuning() { return g_attention_tuning; }
+
 size_t attention_decode_workspace(const AttentionArgs& a) {
-  return (static_cast<size_t>(a.n_heads) * workspace_splits(a) * (a.head_dim + 2) +
-          a.n_kv_heads) *
+  return (static_cast<size_t>(a.n_heads) * workspace_splits(a) * (a.head_dim + 2) + a.n_kv_heads) *
          4;
 }
 
@@ -450,8 +481,8 @@ void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
   if (nsplit > kMaxDecodeSplits) fail("attention_decode: KV cache longer than 32768 positions");
   float* partial = static_cast<float*>(workspace);
-  int* counters = reinterpret_cast<int*>(
-      partial + static_cast<size_t>(a.n_heads) * workspace_splits(a) * (a.head_dim + 2));
+  int* counters = reinterpret_cast<int*>(partial + static_cast<size_t>(a.n_heads) *
+                                                       workspace_splits(a) * (a.head_dim + 2));
   const int G = a.n_heads / a.n_kv_heads;
   if (decode_v2_enabled() && a.n_heads % a.n_kv_heads == 0) {
     bool done = false;

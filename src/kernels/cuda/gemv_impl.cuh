@@ -21,8 +21,8 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
@@ -159,17 +159,49 @@ __device__ __forceinline__ void gemv_x4(const GemvArgs& a, int m, int k, int K, 
   }
 }
 
+// This thread's share of the fused RMSNorm's weight for gemv_rmsnorm_onepass (V consecutive k
+// every nthreads * V, kRegIt times). The weight never changes, so a kernel loads it before its
+// grid-dependency wait, with its first weight loads: it is read once per layer per token, long
+// evicted from L2 by then, and a DRAM read under the weight stream took microseconds on the
+// prologue's critical path when it was loaded beside x (docs/CUDA.md lab note 33).
+// `GemvNormFlags::late` (lab AO_NORM_PREFETCH=0) loads it after the wait instead, as before.
+template <int V, int kRegIt>
+struct GemvNormWeights {
+  static_assert(V == 4 || V == 8, "4 or 8 consecutive k per thread");
+  uint2 w[kRegIt][V / 4];
+  // Only where gemv_rmsnorm_onepass can apply (its own test repeats it): every load in bounds.
+  __device__ __forceinline__ void load(const GemvArgs& a, int K, int Kp, int tid, int nthreads) {
+    if (K != Kp || K % 4 != 0 || Kp > nthreads * V * kRegIt) return;
+#pragma unroll
+    for (int i = 0; i < kRegIt; ++i) {
+      const int j = tid * V + i * nthreads * V;
+      if (j < Kp)
+#pragma unroll
+        for (int h = 0; h < V / 4; ++h)
+          w[i][h] = *reinterpret_cast<const uint2*>(a.rms_weight + j + 4 * h);
+    }
+  }
+};
+// The lab's switches of the fused RMSNorm prologue, one int in every GEMV kernel's arguments.
+struct GemvNormFlags {
+  enum : int {
+    two_pass = 1,  // gemv_inv_rms then the staging (lab AO_GEMV_RMS2=1)
+    late = 2,      // the norm weight loaded after the wait (lab AO_NORM_PREFETCH=0)
+  };
+};
+
 // The fused RMSNorm prologue in one pass, where a thread's share of each row (V = 4 or 8
-// consecutive k every nthreads * V) fits kRegIt x V floats: the thread loads its x and norm
-// weights together, `reduce(m, ss)` sums the squares over the block (a barrier; every thread
-// gets the total), then `stage(m, j, v)` gets x[m][j .. j + V - 1] normalized exactly as gemv_x4
-// rounds it. One round of loads instead of the two of gemv_inv_rms + gemv_x4 (the second behind
-// a block barrier). Measured on the H200 (run 42, llama3-8b tg128, same call): bf16 252.4 ->
-// 258.1 tok/s, int4 496.1 -> 516.5. `issued()` runs once the first row's loads are issued (the
-// TMA kernel's producer holds back part of its ring until then), and `before_stage(m, mx)` once
-// row m is normalized, before its staging, with this thread's max |x| of the row (the TMA
-// kernel's fp16 staging takes its scale from it). Returns false, doing nothing, where it does
-// not apply (K padded or unaligned, or the row too long for the registers).
+// consecutive k every nthreads * V) fits kRegIt x V floats: the thread loads its x (the norm
+// weights `nw` are loaded before the wait, GemvNormWeights; with `late_nw` here, beside x),
+// `reduce(m, ss)` sums the squares over the block (a barrier; every thread gets the total), then
+// `stage(m, j, v)` gets x[m][j .. j + V - 1] normalized exactly as gemv_x4 rounds it. One round
+// of loads instead of the two of gemv_inv_rms + gemv_x4 (the second behind a block barrier).
+// Measured on the H200 (run 42, llama3-8b tg128, same call): bf16 252.4 -> 258.1 tok/s, int4
+// 496.1 -> 516.5. `issued()` runs once the first row's loads are issued (the TMA kernel's
+// producer holds back part of its ring until then), and `before_stage(m, mx)` once row m is
+// normalized, before its staging, with this thread's max |x| of the row (the TMA kernel's fp16
+// staging takes its scale from it). Returns false, doing nothing, where it does not apply (K
+// padded or unaligned, or the row too long for the registers).
 struct NoStageHook {
   __device__ void operator()(int, float) const {}
 };
@@ -177,16 +209,15 @@ template <int M, int V, int kRegIt, class Reduce, class Stage, class Issued,
           class Before = NoStageHook>
 __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, int Kp,
                                                      int64_t xstride, bool vec, int tid,
-                                                     int nthreads, Reduce&& reduce, Stage&& stage,
+                                                     int nthreads, GemvNormWeights<V, kRegIt>& nw,
+                                                     bool late_nw, Reduce&& reduce, Stage&& stage,
                                                      Issued&& issued,
                                                      Before&& before_stage = NoStageHook{}) {
-  static_assert(V == 4 || V == 8, "4 or 8 consecutive k per thread");
   constexpr int H = V / 4;
   if (!vec || K != Kp || Kp > nthreads * V * kRegIt) return false;
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float4 xr[kRegIt][H];
-    uint2 nw[kRegIt][H];
     float ss = 0.f;
 #pragma unroll
     for (int i = 0; i < kRegIt; ++i) {
@@ -195,12 +226,10 @@ __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, i
         const float4* xp =
             reinterpret_cast<const float4*>(static_cast<const float*>(a.x) + m * xstride + j);
 #pragma unroll
-        for (int h = 0; h < H; ++h) {
-          xr[i][h] = xp[h];
-          nw[i][h] = *reinterpret_cast<const uint2*>(a.rms_weight + j + 4 * h);
-        }
+        for (int h = 0; h < H; ++h) xr[i][h] = xp[h];
       }
     }
+    if (m == 0 && late_nw) nw.load(a, K, Kp, tid, nthreads);
     if (m == 0) issued();
 #pragma unroll
     for (int i = 0; i < kRegIt; ++i)
@@ -214,7 +243,7 @@ __device__ __forceinline__ bool gemv_rmsnorm_onepass(const GemvArgs& a, int K, i
 #pragma unroll
       for (int h = 0; h < H; ++h) {
         const float4 xv = xr[i][h];
-        const uint2 b = nw[i][h];
+        const uint2 b = nw.w[i][h];
         v[4 * h + 0] = round_bf16(round_bf16(xv.x * iv) * __uint_as_float(b.x << 16));
         v[4 * h + 1] = round_bf16(round_bf16(xv.y * iv) * __uint_as_float(b.x & 0xffff0000u));
         v[4 * h + 2] = round_bf16(round_bf16(xv.z * iv) * __uint_as_float(b.y << 16));
@@ -415,7 +444,7 @@ template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int R, int U, int
           ActQuant AQ = ActQuant::none>
 __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
     gemv_kernel(const DeviceWeight w, const GemvArgs a, int seg, int ksplit, int early_dependents,
-                int rms_two_pass_flag) {
+                int norm_flags) {
   static_assert(AQ == ActQuant::none || F == WeightFormat::fp8,
                 "activation quantization is for fp8 weights");
   constexpr int kWarps = W;  // shadows the default: warps of this instantiation
@@ -477,6 +506,12 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
       if (u < slice0) load(wv[u], sv[u], rows, 0, ibeg0 + u);
   }
   bool prefetched = true;
+  // The one-pass RMSNorm's weights, before the wait (GemvNormWeights).
+  GemvNormWeights<4, 2> nw;
+  const bool norm_onepass = IN == GemvInput::rmsnorm && AQ == ActQuant::none && single &&
+                            !(norm_flags & GemvNormFlags::two_pass);
+  const bool late_nw = norm_flags & GemvNormFlags::late;
+  if (norm_onepass && !late_nw) nw.load(a, K, Kp, threadIdx.x, kThreads);
   grid_dependency_wait();
   trace_point(TraceKind::gemv, w.data, N, K, TracePoint::wait_done);
 
@@ -514,9 +549,9 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   bool loaded = false;
   if constexpr (IN == GemvInput::rmsnorm) {
     // One round of loads where x fits one segment and the registers (gemv_rmsnorm_onepass).
-    if (AQ == ActQuant::none && single && !rms_two_pass_flag)
+    if (norm_onepass)
       loaded = gemv_rmsnorm_onepass<M, 4, 2>(
-          a, K, Kp, xstride, vec, threadIdx.x, kThreads,
+          a, K, Kp, xstride, vec, threadIdx.x, kThreads, nw, late_nw,
           [&](int, float ss) { return block_sum(ss, red); }, stage4, [] {});
     if (loaded) {
       __syncthreads();
@@ -709,18 +744,19 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
 // GemvTuning::early_dependents, as the kernels' flag.
 inline int early_dependents() { return gemv_tuning().early_dependents ? 1 : 0; }
 
-// Lab (AO_GEMV_EXPERIMENTS builds): AO_GEMV_RMS2=1 keeps the fused RMSNorm in two passes
-// (gemv_inv_rms, then the staging) where gemv_rmsnorm_onepass would apply, for comparisons.
-inline int rms_two_pass() {
+// The kernels' GemvNormFlags: `late` where GemvTuning::norm_weight_before_wait is off; in the
+// lab (AO_GEMV_EXPERIMENTS builds) AO_NORM_PREFETCH=0|1 overrides that, and AO_GEMV_RMS2=1 keeps
+// the fused RMSNorm in two passes (gemv_inv_rms, then the staging) where gemv_rmsnorm_onepass
+// would apply, for comparisons.
+inline int norm_flags() {
+  int f = gemv_tuning().norm_weight_before_wait ? 0 : GemvNormFlags::late;
 #ifdef AO_GEMV_EXPERIMENTS
-  static const int on = [] {
-    const char* e = std::getenv("AO_GEMV_RMS2");
-    return e && e[0] == '1' ? 1 : 0;
-  }();
-  return on;
-#else
-  return 0;
+  static const char* pre = std::getenv("AO_NORM_PREFETCH");
+  if (pre) f = pre[0] == '0' ? GemvNormFlags::late : 0;
+  static const char* two = std::getenv("AO_GEMV_RMS2");
+  if (two && two[0] == '1') f |= GemvNormFlags::two_pass;
 #endif
+  return f;
 }
 
 #include "gemv_int4_mma.cuh"
@@ -846,7 +882,7 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   }
   record_gemv_launch(GemvLaunch{false, W, ks, grid});
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem, s, w, a, seg, ks,
-             early_dependents(), rms_two_pass());
+             early_dependents(), norm_flags());
 }
 
 template <WeightFormat F, int M>

@@ -53,7 +53,7 @@ __device__ __forceinline__ void mma_int4_word(float (&d)[4], uint32_t w0, uint32
 template <int M, GemvInput IN, GemvOutput OUT, int U>
 __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a, int early_dependents,
-                         int two_pass_rms) {
+                         int norm_flags) {
   const int W = blockDim.x >> 5, nthreads = blockDim.x;
   extern __shared__ uint4 smem_u4[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
@@ -112,6 +112,11 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   };
 #pragma unroll
   for (int u = 0; u < U; ++u) issue(rq[u], rs[u]);
+  // The one-pass RMSNorm's weights, before the wait (GemvNormWeights).
+  GemvNormWeights<8, 2> nw;
+  const bool late_nw = norm_flags & GemvNormFlags::late;
+  if (IN == GemvInput::rmsnorm && !(norm_flags & GemvNormFlags::two_pass) && !late_nw)
+    nw.load(a, K, Kp, threadIdx.x, nthreads);
   grid_dependency_wait();
   trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::wait_done);
 
@@ -130,9 +135,9 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   };
   bool staged = false;
   if constexpr (IN == GemvInput::rmsnorm) {
-    if (!two_pass_rms)
+    if (!(norm_flags & GemvNormFlags::two_pass))
       staged = gemv_rmsnorm_onepass<M, 8, 2>(
-          a, K, Kp, xstride, vec, threadIdx.x, nthreads,
+          a, K, Kp, xstride, vec, threadIdx.x, nthreads, nw, late_nw,
           [&](int, float ss) { return block_sum(ss, redb); }, stage8, [] {});
     if (!staged) gemv_inv_rms<M>(a, K, xstride, vec, redb, inv_rms);
     trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::rms_done);
@@ -152,8 +157,9 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
 
   int ctile = blockIdx.x, cnt = 0, parity = 0;
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  const float cmask0 = 2 * t < M ? 1.f : 0.f, cmask1 = 2 * t + 1 < M ? 1.f : 0.f;
-  const int c0 = min(2 * t, M - 1), c1 = min(2 * t + 1, M - 1);
+  // Lanes g >= M repeat x row M - 1 (and the sums c0, c1 likewise): accumulator columns >= M
+  // hold copies no epilogue reads, and the loads need no predicate or zero fill.
+  const int c0 = min(2 * t, M - 1), c1 = min(2 * t + 1, M - 1), gx = min(g, M - 1);
   while (ctile < ntiles) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -162,10 +168,10 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
       float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int wd = 0; wd < 4; ++wd) {
-        const uint4 xv = g < M ? xf[((g * G + gi) * 4 + wd) * 4 + t] : make_uint4(0, 0, 0, 0);
+        const uint4 xv = xf[((gx * G + gi) * 4 + wd) * 4 + t];
         mma_int4_word(d, word(rq[u][0], wd), word(rq[u][1], wd), xv);
       }
-      const float cs0 = cmask0 * csum[c0 * G + gi], cs1 = cmask1 * csum[c1 * G + gi];
+      const float cs0 = csum[c0 * G + gi], cs1 = csum[c1 * G + gi];
       const float2 s0 = rs[u][0], s1 = rs[u][1];
       const float z0 = fmaf(-128.f, s0.x, s0.y), z1 = fmaf(-128.f, s1.x, s1.y);
       acc[0] = fmaf(s0.x, d[0], fmaf(z0, cs0, acc[0]));
@@ -272,5 +278,5 @@ void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   record_gemv_launch(GemvLaunch{true, best_w, 1, best_grid});
   launch_pdl(kernel, dim3(static_cast<unsigned>(best_grid)),
              dim3(static_cast<unsigned>(best_w * 32)), int4_mma_smem(w, M, best_w), s, w, a,
-             early_dependents(), rms_two_pass());
+             early_dependents(), norm_flags());
 }

@@ -199,7 +199,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const int chunks = static_cast<int>(row_bytes / chunk);  // stage chunks per tile
   const int gs = kInt4 ? w.group_size : 128;
   const int groups = Kp / gs;
-  const int bpg = gs / 128;                       // int4: segments per scale group
+  const int bpg_shift = gs == 256 ? 1 : 0;        // int4: log2 of segments per scale group
   const int sc = kInt4 ? chunk * 2 / gs * 8 : 0;  // scale bytes per row and chunk
   const int stage_bytes = 16 * (chunk + sc);
   uint64_t* full = reinterpret_cast<uint64_t*>(tma_smem);
@@ -278,6 +278,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const int tid = threadIdx.x, g = lane >> 2, t = lane & 3;
   const int64_t xstride = a.x_stride ? a.x_stride : K;
   const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
+  // The one-pass RMSNorm's weights, before the wait (GemvNormWeights; flag 8: after it).
+  GemvNormWeights<8, 2> nw;
+  const bool late_nw = flags & 8;
+  if (IN == GemvInput::rmsnorm && !(flags & 2) && !late_nw) nw.load(a, K, Kp, tid, kCons);
   grid_dependency_wait();
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::wait_done);
   // Stages x[m][j .. j + 7] (after the input op) in the mma fragment order, with the segment
@@ -329,8 +333,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         if ((lane & 7) == 0) csum[m * (Kp / 64) + gi] = su;
 #pragma unroll
         for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
-        dst = make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]),
-                         pack_bf16x2(v[4], v[6]), pack_bf16x2(v[5], v[7]));
+        dst = make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]), pack_bf16x2(v[4], v[6]),
+                         pack_bf16x2(v[5], v[7]));
       }
     } else {
       // int4: word wd = (j / 8) % 4 of lane t = (j / 32) % 4 in segment j / 128, nibble pairs
@@ -354,8 +358,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         if ((lane & 15) == 0) csum2[m * nseg + gi] = make_float2(sa, sb);
 #pragma unroll
         for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
-        dst = make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]),
-                         pack_bf16x2(v[2], v[6]), pack_bf16x2(v[3], v[7]));
+        dst = make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]), pack_bf16x2(v[2], v[6]),
+                         pack_bf16x2(v[3], v[7]));
       }
     }
   };
@@ -375,7 +379,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       // AO_GEMV_RMS2=1 keeps the two passes below.
       if (flags & 2) return false;
       return gemv_rmsnorm_onepass<M, 8, 2>(
-          a, K, Kp, xstride, vec, tid, kCons,
+          a, K, Kp, xstride, vec, tid, kCons, nw, late_nw,
           [&](int m, float ss) {
             if (m == 0) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
             ss = warp_sum(ss);
@@ -449,49 +453,52 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     }
   }
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::staged);
-  if constexpr (kF16) if (!f16_staging) {
-    // x to fp16 under a power-of-two scale per row (max |x| in [2^14, 2^15): exact for every
-    // bf16 value above 2^-29 of the row's max; int4's x / 16 words above 2^-25), in place, with
-    // the segment sums scaled alike.
+  if constexpr (kF16)
+    if (!f16_staging) {
+      // x to fp16 under a power-of-two scale per row (max |x| in [2^14, 2^15): exact for every
+      // bf16 value above 2^-29 of the row's max; int4's x / 16 words above 2^-25), in place, with
+      // the segment sums scaled alike.
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float v = warp_max(am[m]);
-      if (lane == 0) xamax[m * W + warp] = v;
-    }
-    consumer_sync<W>();
+      for (int m = 0; m < M; ++m) {
+        const float v = warp_max(am[m]);
+        if (lane == 0) xamax[m * W + warp] = v;
+      }
+      consumer_sync<W>();
 #pragma unroll
-    for (int m = 0; m < M; ++m) set_row_scale(m);
-    auto row_scale = [&](int m) {
-      float s = xs[0];
+      for (int m = 0; m < M; ++m) set_row_scale(m);
+      auto row_scale = [&](int m) {
+        float s = xs[0];
 #pragma unroll
-      for (int mm = 1; mm < M; ++mm) s = m == mm ? xs[mm] : s;
-      return s;
-    };
-    for (int i = tid; i < M * Kp / 8; i += kCons) {
-      const float s = row_scale(i / (Kp / 8)), s1 = kInt4 ? s * 0.0625f : s;
-      uint4 u = xf[i];
-      auto cv = [](uint32_t b, float f) {
-        return pack_f16x2(__uint_as_float(b << 16) * f, __uint_as_float(b & 0xffff0000u) * f);
+        for (int mm = 1; mm < M; ++mm) s = m == mm ? xs[mm] : s;
+        return s;
       };
-      xf[i] = make_uint4(cv(u.x, s), cv(u.y, s1), cv(u.z, s), cv(u.w, s1));
-    }
-    for (int i = tid; i < M * nseg; i += kCons) {
-      const float s = row_scale(i / nseg);
-      if constexpr (kInt4) {
-        const float2 v = csum2[i];  // {Sa, Sb} -> {C', Sx'}
-        csum2[i] = fp16_int4_sums(v.x * s, v.y * s);
-      } else {
-        csum[i] *= s;
+      for (int i = tid; i < M * Kp / 8; i += kCons) {
+        const float s = row_scale(i / (Kp / 8)), s1 = kInt4 ? s * 0.0625f : s;
+        uint4 u = xf[i];
+        auto cv = [](uint32_t b, float f) {
+          return pack_f16x2(__uint_as_float(b << 16) * f, __uint_as_float(b & 0xffff0000u) * f);
+        };
+        xf[i] = make_uint4(cv(u.x, s), cv(u.y, s1), cv(u.z, s), cv(u.w, s1));
+      }
+      for (int i = tid; i < M * nseg; i += kCons) {
+        const float s = row_scale(i / nseg);
+        if constexpr (kInt4) {
+          const float2 v = csum2[i];  // {Sa, Sb} -> {C', Sx'}
+          csum2[i] = fp16_int4_sums(v.x * s, v.y * s);
+        } else {
+          csum[i] *= s;
+        }
       }
     }
-  }
   consumer_sync<W>();
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::prologue_done);
 
-  const float cmask0 = 2 * t < M ? 1.f : 0.f, cmask1 = 2 * t + 1 < M ? 1.f : 0.f;
   const int c0 = min(2 * t, M - 1), c1 = min(2 * t + 1, M - 1);
-  const int gx = min(g, M - 1);  // x column of this lane (zeros when g >= M)
-  const bool xlive = g < M;
+  // x column of this lane. Lanes g >= M repeat row M - 1 (and the sums c0, c1 likewise): the
+  // accumulator columns >= M hold copies that no epilogue reads, and the loads need no predicate
+  // or zero fill (run 53's SASS of the int4 loop: 8 register clears and predicated loads per
+  // segment, with 4 multiplications by a column mask).
+  const int gx = min(g, M - 1);
   int s = 0, phase = 0, parity = 0;
   for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};  // acc2: int8
@@ -504,7 +511,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         const uint4 q0 = *reinterpret_cast<const uint4*>(st + g * chunk + sg * 64 + t * 16);
         const uint4 q1 = *reinterpret_cast<const uint4*>(st + (g + 8) * chunk + sg * 64 + t * 16);
         if constexpr (F == WeightFormat::bf16) {
-          const uint4 xv = xlive ? xf[(gx * nseg + gi) * 4 + t] : make_uint4(0, 0, 0, 0);
+          const uint4 xv = xf[(gx * nseg + gi) * 4 + t];
           {
             const uint32_t af[4] = {q0.x, q1.x, q0.y, q1.y};
             mma_bf16_16816(acc, af, xv.x, xv.y);
@@ -518,8 +525,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           // pair: 0x6400 | u = 1152 + q, exact; per segment y' += D - 1152 Sx'.
 #pragma unroll
           for (int hw = 0; hw < 2; ++hw) {
-            const uint4 xv =
-                xlive ? xf[((gx * nseg + gi) * 4 + t) * 2 + hw] : make_uint4(0, 0, 0, 0);
+            const uint4 xv = xf[((gx * nseg + gi) * 4 + t) * 2 + hw];
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const uint32_t u0 = word(q0, 2 * hw + e) ^ 0x80808080u;
@@ -530,7 +536,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
               mma_f16_16816(e == 0 ? acc : acc2, af, e == 0 ? xv.x : xv.z, e == 0 ? xv.y : xv.w);
             }
           }
-          const float cs0 = cmask0 * csum[c0 * nseg + gi], cs1 = cmask1 * csum[c1 * nseg + gi];
+          const float cs0 = csum[c0 * nseg + gi], cs1 = csum[c1 * nseg + gi];
           acc[0] = fmaf(-1152.f, cs0, acc[0]);
           acc[1] = fmaf(-1152.f, cs1, acc[1]);
           acc[2] = fmaf(-1152.f, cs0, acc[2]);
@@ -542,16 +548,14 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
 #pragma unroll
           for (int wd = 0; wd < 4; ++wd) {
             float(&d)[4] = wd < 2 ? da : db;
-            const uint4 xv =
-                xlive ? xf[((gx * nseg + gi) * 4 + wd) * 4 + t] : make_uint4(0, 0, 0, 0);
+            const uint4 xv = xf[((gx * nseg + gi) * 4 + wd) * 4 + t];
             mma_int4_word_f16(d, word(q0, wd), word(q1, wd), xv);
           }
           const float2 s0 =
-              *reinterpret_cast<const float2*>(st + 16 * chunk + g * sc + (sg / bpg) * 8);
-          const float2 s1 =
-              *reinterpret_cast<const float2*>(st + 16 * chunk + (g + 8) * sc + (sg / bpg) * 8);
-          float2 cs0 = csum2[c0 * nseg + gi], cs1 = csum2[c1 * nseg + gi];
-          cs0.x *= cmask0, cs0.y *= cmask0, cs1.x *= cmask1, cs1.y *= cmask1;
+              *reinterpret_cast<const float2*>(st + 16 * chunk + g * sc + (sg >> bpg_shift) * 8);
+          const float2 s1 = *reinterpret_cast<const float2*>(st + 16 * chunk + (g + 8) * sc +
+                                                             (sg >> bpg_shift) * 8);
+          const float2 cs0 = csum2[c0 * nseg + gi], cs1 = csum2[c1 * nseg + gi];
           acc[0] = fmaf(s0.x, (da[0] + db[0]) - cs0.x, fmaf(s0.y, cs0.y, acc[0]));
           acc[1] = fmaf(s0.x, (da[1] + db[1]) - cs1.x, fmaf(s0.y, cs1.y, acc[1]));
           acc[2] = fmaf(s1.x, (da[2] + db[2]) - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
@@ -632,6 +636,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
   }
   {
     if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256) return p;
+    if (F == WeightFormat::int4 && w.k_padded < tune.tma_int4_min_k) return p;
     constexpr int KS = TmaFmt<F>::kSeg;
     const int64_t Kp = w.k_padded;
     if (Kp % 256 != 0 || Kp % KS != 0) return p;
@@ -704,27 +709,30 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 }
 // The kernel's `flags`: 1 = the consumers skip the math (lab AO_TMA_NOCOMPUTE=1: wrong results,
 // the weight stream alone, for timing), 2 = the two-pass RMSNorm (lab AO_GEMV_RMS2=1), 4 = int8 /
-// int4 x staged as fp16 directly (GemvTuning::tma_direct_fp16, or the lab's AO_TMA_DIRECT=0|1).
+// int4 x staged as fp16 directly (GemvTuning::tma_direct_fp16, or the lab's AO_TMA_DIRECT=0|1),
+// 8 = the RMSNorm weight loaded after the grid-dependency wait (GemvNormFlags::late).
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
+  const int nf = norm_flags();
+  if (nf & GemvNormFlags::two_pass) f |= 2;
+  if (nf & GemvNormFlags::late) f |= 8;
 #ifdef AO_GEMV_EXPERIMENTS
-  static const int lab = [] {
-    const char* e = std::getenv("AO_TMA_NOCOMPUTE");
-    return (e && e[0] == '1' ? 1 : 0) | rms_two_pass() << 1;
-  }();
+  static const char* nocompute = std::getenv("AO_TMA_NOCOMPUTE");
+  if (nocompute && nocompute[0] == '1') f |= 1;
   static const char* direct = std::getenv("AO_TMA_DIRECT");
-  if (direct) f = direct[0] == '1' ? 4 : 0;
-  f |= lab;
+  if (direct) f = (f & ~4) | (direct[0] == '1' ? 4 : 0);
 #endif
   return f;
 }
-// GemvTuning::tma_hold_stages, or the lab's AO_TMA_PRE (AO_GEMV_EXPERIMENTS builds).
-inline int tma_hold_stages() {
+// GemvTuning::tma_hold_stages (tma_hold_stages_bf16_input for a bf16 x), or the lab's AO_TMA_PRE
+// (AO_GEMV_EXPERIMENTS builds; both inputs).
+inline int tma_hold_stages(GemvInput in) {
 #ifdef AO_GEMV_EXPERIMENTS
   static const char* e = std::getenv("AO_TMA_PRE");
   if (e) return std::atoi(e);
 #endif
-  return gemv_tuning().tma_hold_stages;
+  return in == GemvInput::bf16 ? gemv_tuning().tma_hold_stages_bf16_input
+                               : gemv_tuning().tma_hold_stages;
 }
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
@@ -741,5 +749,5 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   constexpr int W = tma_warps<F>();
   record_gemv_launch(GemvLaunch{true, W, 1, grid, true});
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
-             p.chunk, p.stages, early_dependents(), tma_hold_stages(), tma_flags());
+             p.chunk, p.stages, early_dependents(), tma_hold_stages(IN), tma_flags());
 }

@@ -122,15 +122,25 @@ struct GemvTuning {
   // 4096 and at least 1.5 tiles of 16 rows per SM (every llama3-8b matrix; not llama3-1b's, whose
   // K = 2048 matrices and 2048-row down projection ran slower on it). false: every shape.
   bool tma_int8_shape_rule = true;
+  // With tma_int4: only the int4 weights with K >= this take the TMA kernel (0: every shape).
+  int tma_int4_min_k = 0;
   // Stages of its ring the TMA kernel's producer issues at the block's start; the rest wait
   // until every consumer warp has issued its x loads after the grid-dependency wait, so those
   // loads do not queue behind them (docs/CUDA.md lab note 28). 0: the whole ring at once; -1:
   // nothing before the x loads.
   int tma_hold_stages = 3;
+  // The same for the GEMVs whose x is bf16 (the o and down projections; the setting above is
+  // for the RMSNorm input). The o projection follows the attention kernel, which leaves most
+  // SMs free: its blocks start early and can fill their whole ring while they wait.
+  int tma_hold_stages_bf16_input = 3;
   // int8/int4 on the TMA kernel: take each row's fp16 scale in the one-pass prologue, before
   // staging, and stage x as fp16 directly instead of as bf16 followed by a conversion pass and
-  // its barriers (the same values; docs/CUDA.md lab note 32). Off until measured on a GPU.
-  bool tma_direct_fp16 = false;
+  // its barriers (the same values; docs/CUDA.md lab note 32). Measured faster (run 51: llama3-8b
+  // int8 tg128 404.5 -> 416.2 tok/s, same call; lab note 33).
+  bool tma_direct_fp16 = true;
+  // The fused RMSNorm's weight (a constant) loaded before the grid-dependency wait, with the
+  // first weight loads, instead of beside x after it (docs/CUDA.md lab note 33). false: after.
+  bool norm_weight_before_wait = true;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
@@ -241,11 +251,23 @@ struct AttentionArgs {
 };
 // Decode, one token at position *pos (attends to 0..*pos): split-KV flash decoding; the last
 // block of each KV head to finish merges the chunks. workspace: attention_decode_workspace()
-// bytes, zeroed once before first use (the kernel leaves its counters at zero).
+// bytes, zeroed once before first use (the kernel leaves its counters at zero). Launched as a
+// programmatic dependent of the previous kernel (the qkv GEMV), it reads *pos and the cache rows
+// before *pos ahead of its grid-dependency wait: only q and row *pos may come from that kernel
+// (the decode step's position is written by the previous step, whose kernels all complete before
+// the next step's first kernel, launched without the attribute, starts).
 size_t attention_decode_workspace(const AttentionArgs& a);
 void attention_decode(const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
                       const int32_t* pos, const AttentionArgs& a, void* workspace, uint16_t* out,
                       cudaStream_t s);
+// Lab setting of the decode attention, process-wide like GemvTuning: loads_before_wait = false
+// waits for the previous kernel before reading the position and the cache (the order until
+// docs/CUDA.md lab note 34), for A/B runs.
+struct AttentionTuning {
+  bool loads_before_wait = true;
+};
+void set_attention_tuning(const AttentionTuning& t);
+AttentionTuning attention_tuning();
 // Prefill: M query tokens at positions *pos .. *pos + M - 1, causal over the cache.
 void attention_prefill(const uint16_t* q, int m, const uint16_t* k_cache, const uint16_t* v_cache,
                        const int32_t* pos, const AttentionArgs& a, uint16_t* out, cudaStream_t s);
