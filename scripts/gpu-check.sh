@@ -3,7 +3,8 @@
 # root, with .gpu/ from ../shared/scripts/gpu-prep.sh beside it). Logs and JSON go to $OUT (or
 # ./out). Stages: STAGES="build test bench peer" (default), "ncu" (stall reasons of the decode
 # GEMVs), "trace" (a timeline of decode steps from the kernels' own clocks, docs/CUDA.md lab
-# note 19), "full"; BENCH_ARGS, PEER_VARIANTS, NCU_FORMATS, TRACE_ARGS tune them.
+# note 19), "ab" (tuning variants alternated on one engine: bench_cuda_decode --ab), "full";
+# BENCH_ARGS, PEER_VARIANTS, NCU_FORMATS, TRACE_ARGS, AB_VARIANTS, AB_ARGS tune them.
 # BENCH_BIN picks the benchmark binary (default: the lab's; build-gpu/bench_cuda_decode after
 # stage "full"). Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests (incl. the
 # CLI / TorchAO-checkpoint ones), `ao generate --device cuda` on stories260K (plain and an int4
@@ -59,6 +60,14 @@ if has ncu; then
       ${BENCH_BIN:-./build-lab/bench_cuda_decode} --models none --kernels --kernel-m1 --kernel-reps 1 \
       --formats ${NCU_FORMATS:-int8wo,int4wo-g128} > "$OUT/ncu.txt" 2>&1
   tail -3 "$OUT/ncu.txt"
+fi
+if has ab; then
+  # Tuning variants A/B on one engine per model and format, alternated in each round
+  # (bench_cuda_decode --ab; docs/CUDA.md session 9 lab notes). AB_VARIANTS, AB_ARGS tune it.
+  stamp "A/B of tuning variants (${AB_VARIANTS:-base,attn-late,latenorm})"
+  timeout ${AB_TIMEOUT:-200} ${BENCH_BIN:-./build-lab/bench_cuda_decode} \
+      ${AB_ARGS:-"--models llama3-8b --formats int8wo,bf16,int4wo-g128 --tg 128 --reps 3"} \
+      --ab "${AB_VARIANTS:-base,attn-late,latenorm}" 2>&1 | grep "^|" | tee "$OUT/ab.md"
 fi
 if has trace; then
   stamp "trace (decode-step timeline at position ${TRACE_POS:-64})"

@@ -499,6 +499,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // or zero fill (run 53's SASS of the int4 loop: 8 register clears and predicated loads per
   // segment, with 4 multiplications by a column mask).
   const int gx = min(g, M - 1);
+  // int4: the stage rows whose scales this lane reads (g, g + 8); the lab's flag 16 reads row 0's
+  // for all (wrong results: the timing without the scale loads' bank conflicts, lab note 37).
+  const int sg0 = flags & 16 ? 0 : g, sg8 = flags & 16 ? 0 : g + 8;
   int s = 0, phase = 0, parity = 0;
   for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};  // acc2: int8
@@ -542,24 +545,29 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           acc[2] = fmaf(-1152.f, cs0, acc[2]);
           acc[3] = fmaf(-1152.f, cs1, acc[3]);
         } else {
-          // fp16 decode (mma_int4_word_f16); two accumulator chains of 4 mmas (words 0-1, 2-3)
-          // instead of one of 8. Per segment and row: y' += s (D - C') + (zero - 8 s) Sx'.
-          float da[4] = {0.f, 0.f, 0.f, 0.f}, db[4] = {0.f, 0.f, 0.f, 0.f};
+          // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
+          // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
+          // Per segment and row: y' += s (D - C') + (zero - 8 s) Sx'.
+          float dw[4][4];
 #pragma unroll
           for (int wd = 0; wd < 4; ++wd) {
-            float(&d)[4] = wd < 2 ? da : db;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) dw[wd][i] = 0.f;
             const uint4 xv = xf[((gx * nseg + gi) * 4 + wd) * 4 + t];
-            mma_int4_word_f16(d, word(q0, wd), word(q1, wd), xv);
+            mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv);
           }
           const float2 s0 =
-              *reinterpret_cast<const float2*>(st + 16 * chunk + g * sc + (sg >> bpg_shift) * 8);
-          const float2 s1 = *reinterpret_cast<const float2*>(st + 16 * chunk + (g + 8) * sc +
-                                                             (sg >> bpg_shift) * 8);
+              *reinterpret_cast<const float2*>(st + 16 * chunk + sg0 * sc + (sg >> bpg_shift) * 8);
+          const float2 s1 =
+              *reinterpret_cast<const float2*>(st + 16 * chunk + sg8 * sc + (sg >> bpg_shift) * 8);
           const float2 cs0 = csum2[c0 * nseg + gi], cs1 = csum2[c1 * nseg + gi];
-          acc[0] = fmaf(s0.x, (da[0] + db[0]) - cs0.x, fmaf(s0.y, cs0.y, acc[0]));
-          acc[1] = fmaf(s0.x, (da[1] + db[1]) - cs1.x, fmaf(s0.y, cs1.y, acc[1]));
-          acc[2] = fmaf(s1.x, (da[2] + db[2]) - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
-          acc[3] = fmaf(s1.x, (da[3] + db[3]) - cs1.x, fmaf(s1.y, cs1.y, acc[3]));
+          float D[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) D[i] = (dw[0][i] + dw[1][i]) + (dw[2][i] + dw[3][i]);
+          acc[0] = fmaf(s0.x, D[0] - cs0.x, fmaf(s0.y, cs0.y, acc[0]));
+          acc[1] = fmaf(s0.x, D[1] - cs1.x, fmaf(s0.y, cs1.y, acc[1]));
+          acc[2] = fmaf(s1.x, D[2] - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
+          acc[3] = fmaf(s1.x, D[3] - cs1.x, fmaf(s1.y, cs1.y, acc[3]));
         }
       }
       __syncwarp();
@@ -710,7 +718,9 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // The kernel's `flags`: 1 = the consumers skip the math (lab AO_TMA_NOCOMPUTE=1: wrong results,
 // the weight stream alone, for timing), 2 = the two-pass RMSNorm (lab AO_GEMV_RMS2=1), 4 = int8 /
 // int4 x staged as fp16 directly (GemvTuning::tma_direct_fp16, or the lab's AO_TMA_DIRECT=0|1),
-// 8 = the RMSNorm weight loaded after the grid-dependency wait (GemvNormFlags::late).
+// 8 = the RMSNorm weight loaded after the grid-dependency wait (GemvNormFlags::late), 16 = int4
+// scales read from the stage's first row for every row (lab AO_TMA_SCALE_BCAST=1: wrong results,
+// the timing without the scale loads' bank conflicts).
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
   const int nf = norm_flags();
@@ -719,6 +729,8 @@ inline int tma_flags() {
 #ifdef AO_GEMV_EXPERIMENTS
   static const char* nocompute = std::getenv("AO_TMA_NOCOMPUTE");
   if (nocompute && nocompute[0] == '1') f |= 1;
+  static const char* bcast = std::getenv("AO_TMA_SCALE_BCAST");  // lab note 37: wrong results
+  if (bcast && bcast[0] == '1') f |= 16;
   static const char* direct = std::getenv("AO_TMA_DIRECT");
   if (direct) f = (f & ~4) | (direct[0] == '1' ? 4 : 0);
 #endif
