@@ -8,7 +8,7 @@
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
 // int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
 // its start, AO_GEMV_TMA=0 the register-ring GEMVs for bf16 too, AO_GEMV_TMA=all the TMA GEMV for
-// int8 and int4 as well, AO_GEMV_TMA=int8|int4 for that one (ao::cuda::set_gemv_tuning).
+// int8, int4 and fp8 as well, AO_GEMV_TMA=int8|int4|fp8 for that one (ao::cuda::set_gemv_tuning).
 // --trace POS (lab build only: -DAO_KERNEL_TRACE): for each model and format, a timeline of
 // decode steps at position POS from the kernels' own %globaltimer stamps — per kernel class, the
 // time it adds to the step, how long after the previous kernel it passes its grid-dependency
@@ -16,7 +16,8 @@
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
 // --models none skips the whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
-// latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8;
+// latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8,
+// no-tma-fp8;
 // attn-late: the attention's loads after its wait, AttentionTuning): tg
 // tok/s of each on one engine per model and format, the variants alternated in each of --reps
 // rounds (the lab's A/B in one call, no rebuild).
@@ -67,13 +68,15 @@ ao::cuda::GemvTuning apply_variant(ao::cuda::GemvTuning t, const std::string& v)
       t.tma_int4 = true, t.tma_int4_min_k = std::atoi(mod.c_str() + 12);
     else if (mod == "no-tma-int8")
       t.tma_int8 = false;
+    else if (mod == "no-tma-fp8")
+      t.tma_fp8 = false;
     else if (mod == "attn-late")  // handled in ab_table (an AttentionTuning, not a GemvTuning)
       continue;
     else
-      throw std::invalid_argument(
-          "--ab: unknown variant '" + mod +
-          "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
-          "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, attn-late; join with '+')");
+      throw std::invalid_argument("--ab: unknown variant '" + mod +
+                                  "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
+                                  "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
+                                  "attn-late; join with '+')");
   }
   return t;
 }
@@ -438,6 +441,7 @@ int main(int argc, char** argv) {
       tune.tma_bf16 = v != "0";
       tune.tma_int8 = v == "all" || v == "int8";
       tune.tma_int4 = v == "all" || v == "int4";
+      tune.tma_fp8 = v == "all" || v == "fp8";
     }
     ao::cuda::set_gemv_tuning(tune);
     const double bw = cuda_copy_bandwidth_gb_s();

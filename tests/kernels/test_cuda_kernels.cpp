@@ -171,7 +171,7 @@ const char* path_name(GemvPath p) {
 }
 GemvTuning tuning_for(GemvPath p) {
   GemvTuning t;
-  t.tma_bf16 = t.tma_int8 = t.tma_int4 = p == GemvPath::tma;
+  t.tma_bf16 = t.tma_int8 = t.tma_int4 = t.tma_fp8 = p == GemvPath::tma;
   t.tma_int8_shape_rule = false;  // every test shape
   t.tensor_cores = p != GemvPath::cuda_cores;
   return t;
@@ -184,9 +184,9 @@ bool device_has_tma() {
 }
 // The formats the TMA kernel takes (bf16, int8, int4 with groups of 128/256), and those of them
 // it decodes to fp16 (int8, int4).
-bool takes_tma(const QuantCase& c) {
+bool takes_tma(const QuantCase& c) {  // (the fp8 cases are weight-only)
   return c.format == WeightFormat::bf16 || c.format == WeightFormat::int8 ||
-         (c.format == WeightFormat::int4 && c.group >= 128);
+         c.format == WeightFormat::fp8 || (c.format == WeightFormat::int4 && c.group >= 128);
 }
 bool takes_fp16_decode(const QuantCase& c) {
   return takes_tma(c) && c.format != WeightFormat::bf16;

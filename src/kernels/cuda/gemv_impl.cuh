@@ -800,10 +800,9 @@ void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
-  if constexpr (F != WeightFormat::fp8) {  // v8: weights through shared memory by the TMA
-    if (const TmaPlan p = tma_plan<F>(w, M); p.chunk != 0)
-      return launch_tma<F, M, IN, OUT>(w, a, p, s);
-  }
+  // v8: weights through shared memory by the TMA (fp8: weight-only only).
+  if (const TmaPlan p = tma_plan<F>(w, M); p.chunk != 0)
+    return launch_tma<F, M, IN, OUT>(w, a, p, s);
   if constexpr (F == WeightFormat::int4) {
     // v7 tensor-core kernel (gemv_int4_mma.cuh) where eligible, unless GemvTuning says not.
     if (int4_mma_eligible(w, M)) return launch_int4_mma<M, IN, OUT>(w, a, s);

@@ -109,6 +109,8 @@ struct TmaFmt<WeightFormat::int8> {
   static constexpr int kCsumF = 1;  // Sx'
 };
 template <>
+struct TmaFmt<WeightFormat::fp8> : TmaFmt<WeightFormat::int8> {};  // the same byte layout
+template <>
 struct TmaFmt<WeightFormat::int4> {
   static constexpr int kSeg = 128;
   static constexpr int kCsum = 128;
@@ -165,6 +167,13 @@ __device__ __forceinline__ void mma_int4_word_f16(float (&d)[4], uint32_t w0, ui
   }
 }
 
+// Two e4m3 values (bits 0-7 and 8-15 of v) as an fp16 pair, low half first: exact.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t v) {
+  const __half2_raw h =
+      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(v & 0xffffu), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | static_cast<uint32_t>(h.y) << 16;
+}
+
 // int4's x sums of a segment for the fp16 decode from the scaled sums of its two kinds of pairs:
 // {C' = 1024 Sa' + 64 Sb', Sx' = Sa' + Sb'}.
 __device__ __forceinline__ float2 fp16_int4_sums(float sa, float sb) {
@@ -188,7 +197,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   constexpr int W = tma_warps<F>(), kCons = W * 32;
   constexpr int KS = TmaFmt<F>::kSeg;
   constexpr bool kInt4 = F == WeightFormat::int4, kInt8 = F == WeightFormat::int8;
-  constexpr bool kF16 = kInt8 || kInt4;  // x staged as fp16 under a power-of-two scale per row
+  constexpr bool kFp8 = F == WeightFormat::fp8;  // weight-only e4m3: the int8 layout and staging
+  constexpr bool kByte = kInt8 || kFp8;          // one byte per weight, a scale per row
+  constexpr bool kF16 = kByte || kInt4;  // x staged as fp16 under a power-of-two scale per row
   extern __shared__ __align__(128) uint8_t tma_smem[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -316,7 +327,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     if constexpr (F == WeightFormat::bf16) {
       xf[(m * Kp + j) / 8] = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
                                         pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
-    } else if constexpr (kInt8) {
+    } else if constexpr (kByte) {
       // Words wd = (j % 16) / 4 .. + 1 of lane t = (j % 64) / 16 in segment j / 64: the pairs
       // (byte 0, byte 2) and (byte 1, byte 3) of each word.
       float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
@@ -523,27 +534,40 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             const uint32_t af[4] = {q0.z, q1.z, q0.w, q1.w};
             mma_bf16_16816(acc, af, xv.z, xv.w);
           }
-        } else if constexpr (kInt8) {
-          // u = q + 128 (one XOR per word) into the mantissa of fp16 1024 by one PRMT per byte
-          // pair: 0x6400 | u = 1152 + q, exact; per segment y' += D - 1152 Sx'.
+        } else if constexpr (kByte) {
+          // int8: u = q + 128 (one XOR per word) into the mantissa of fp16 1024 by one PRMT per
+          // byte pair: 0x6400 | u = 1152 + q, exact; per segment y' += D - 1152 Sx'. fp8 (e4m3):
+          // one PRMT per word puts the pairs (byte 0, byte 2) and (byte 1, byte 3) in its halves,
+          // one cvt per pair gives their fp16 values (exact), no offset.
 #pragma unroll
           for (int hw = 0; hw < 2; ++hw) {
             const uint4 xv = xf[((gx * nseg + gi) * 4 + t) * 2 + hw];
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              const uint32_t u0 = word(q0, 2 * hw + e) ^ 0x80808080u;
-              const uint32_t u1 = word(q1, 2 * hw + e) ^ 0x80808080u;
-              const uint32_t af[4] = {
-                  __byte_perm(u0, 0x64646464u, 0x4240), __byte_perm(u1, 0x64646464u, 0x4240),
-                  __byte_perm(u0, 0x64646464u, 0x4341), __byte_perm(u1, 0x64646464u, 0x4341)};
+              uint32_t af[4];
+              if constexpr (kFp8) {
+                const uint32_t p0 = __byte_perm(word(q0, 2 * hw + e), 0u, 0x3120);
+                const uint32_t p1 = __byte_perm(word(q1, 2 * hw + e), 0u, 0x3120);
+                af[0] = e4m3x2_to_f16x2(p0), af[1] = e4m3x2_to_f16x2(p1);
+                af[2] = e4m3x2_to_f16x2(p0 >> 16), af[3] = e4m3x2_to_f16x2(p1 >> 16);
+              } else {
+                const uint32_t u0 = word(q0, 2 * hw + e) ^ 0x80808080u;
+                const uint32_t u1 = word(q1, 2 * hw + e) ^ 0x80808080u;
+                af[0] = __byte_perm(u0, 0x64646464u, 0x4240);
+                af[1] = __byte_perm(u1, 0x64646464u, 0x4240);
+                af[2] = __byte_perm(u0, 0x64646464u, 0x4341);
+                af[3] = __byte_perm(u1, 0x64646464u, 0x4341);
+              }
               mma_f16_16816(e == 0 ? acc : acc2, af, e == 0 ? xv.x : xv.z, e == 0 ? xv.y : xv.w);
             }
           }
-          const float cs0 = csum[c0 * nseg + gi], cs1 = csum[c1 * nseg + gi];
-          acc[0] = fmaf(-1152.f, cs0, acc[0]);
-          acc[1] = fmaf(-1152.f, cs1, acc[1]);
-          acc[2] = fmaf(-1152.f, cs0, acc[2]);
-          acc[3] = fmaf(-1152.f, cs1, acc[3]);
+          if constexpr (kInt8) {
+            const float cs0 = csum[c0 * nseg + gi], cs1 = csum[c1 * nseg + gi];
+            acc[0] = fmaf(-1152.f, cs0, acc[0]);
+            acc[1] = fmaf(-1152.f, cs1, acc[1]);
+            acc[2] = fmaf(-1152.f, cs0, acc[2]);
+            acc[3] = fmaf(-1152.f, cs1, acc[3]);
+          }
         } else {
           // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
           // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
@@ -575,7 +599,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       if (++s == nstages) s = 0, phase ^= 1;
     }
     // Tile done: the W warps' partials meet in shared memory, 16 threads run the epilogue.
-    if constexpr (kInt8)
+    if constexpr (kByte)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[i] += acc2[i];
     float* rb = red + parity * W * 128;
@@ -589,8 +613,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       constexpr bool kPair = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;
       if (row < N && (!kPair || (rl & 1) == 0)) {
         const float* rscale = static_cast<const float*>(w.scale);
-        const float r0 = kInt8 ? rscale[row] : 1.f;
-        const float r1 = kInt8 && kPair ? rscale[row + 1] : 1.f;
+        const float r0 = kByte ? rscale[row] : 1.f;
+        const float r1 = kByte && kPair ? rscale[row + 1] : 1.f;
         float s0v[M], s1v[M];
 #pragma unroll
         for (int m = 0; m < M; ++m) {
@@ -627,13 +651,15 @@ struct TmaPlan {
 template <WeightFormat F>
 TmaPlan tma_plan(const DeviceWeight& w, int M) {
   TmaPlan p;
-  static_assert(F != WeightFormat::fp8, "fp8 weights take the CUDA-core kernel");
   const GemvTuning tune = gemv_tuning();
   if (!(F == WeightFormat::bf16   ? tune.tma_bf16
         : F == WeightFormat::int8 ? tune.tma_int8
+        : F == WeightFormat::fp8  ? tune.tma_fp8
                                   : tune.tma_int4))
     return p;
-  if (F == WeightFormat::int8 && tune.tma_int8_shape_rule) {
+  // fp8 with dynamic activation quantization keeps the CUDA-core kernel (its x is e4m3).
+  if (F == WeightFormat::fp8 && w.act_quant != ActQuant::none) return p;
+  if ((F == WeightFormat::int8 || F == WeightFormat::fp8) && tune.tma_int8_shape_rule) {
     static const int sms = [] {
       int dev = 0, v = 0;
       AO_CUDA_CHECK(cudaGetDevice(&dev));

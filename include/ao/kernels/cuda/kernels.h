@@ -118,9 +118,13 @@ struct GemvTuning {
   // for int8 (fp16 decode) where the shape rule below allows. int4 measured slower on it
   // (docs/CUDA.md lab note 23), kept for tests and the lab.
   bool tma_bf16 = true, tma_int8 = true, tma_int4 = false;
-  // int8 takes the TMA kernel only for the shapes where it measured faster (lab note 27): K >=
-  // 4096 and at least 1.5 tiles of 16 rows per SM (every llama3-8b matrix; not llama3-1b's, whose
-  // K = 2048 matrices and 2048-row down projection ran slower on it). false: every shape.
+  // fp8 weight-only (e4m3, per-row or per-tensor scale) on the TMA kernel with the int8 layout
+  // and an fp16 decode (one PRMT and two cvt per 4 weights), under int8's shape rule below.
+  bool tma_fp8 = true;
+  // int8 (and fp8) take the TMA kernel only for the shapes where int8 measured faster (lab note
+  // 27): K >= 4096 and at least 1.5 tiles of 16 rows per SM (every llama3-8b matrix; not
+  // llama3-1b's, whose K = 2048 matrices and 2048-row down projection ran slower on it). false:
+  // every shape.
   bool tma_int8_shape_rule = true;
   // With tma_int4: only the int4 weights with K >= this take the TMA kernel (0: every shape).
   int tma_int4_min_k = 0;
