@@ -222,8 +222,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   float2* csum2 = reinterpret_cast<float2*>(csum);          // int4: {C', Sx'}
   float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;         // [2][W][16][8]
   __shared__ float rss[M * W];
-  __shared__ float xamax[kF16 ? M * W : 1];  // int8/int4: max |x| per warp and row
-  __shared__ float xinv[M];                  // int8/int4: 1 / the power-of-two scale of x
+  __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
+  __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
@@ -296,9 +296,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   grid_dependency_wait();
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::wait_done);
   // Stages x[m][j .. j + 7] (after the input op) in the mma fragment order, with the segment
-  // sums of x for int8/int4.
-  float am[M];  // int8/int4: this thread's max |x| per row (for the conversion pass)
-  // int8/int4 with GemvTuning::tma_direct_fp16, where a one-pass prologue ran: each row's scale
+  // sums of x for int8/fp8/int4.
+  float am[M];  // int8/fp8/int4: this thread's max |x| per row (for the conversion pass)
+  // int8/fp8/int4 with GemvTuning::tma_direct_fp16, where a one-pass prologue ran: each row's scale
   // xs[m] is known before staging (before_stage below), so x is staged as fp16 directly and the
   // conversion pass is skipped. The values are the same as the conversion's.
   float xs[M];

@@ -137,7 +137,7 @@ struct GemvTuning {
   // for the RMSNorm input). The o projection follows the attention kernel, which leaves most
   // SMs free: its blocks start early and can fill their whole ring while they wait.
   int tma_hold_stages_bf16_input = 3;
-  // int8/int4 on the TMA kernel: take each row's fp16 scale in the one-pass prologue, before
+  // int8/fp8/int4 on the TMA kernel: take each row's fp16 scale in the one-pass prologue, before
   // staging, and stage x as fp16 directly instead of as bf16 followed by a conversion pass and
   // its barriers (the same values; docs/CUDA.md lab note 32). Measured faster (run 51: llama3-8b
   // int8 tg128 404.5 -> 416.2 tok/s, same call; lab note 33).
