@@ -45,8 +45,15 @@ std::vector<std::string> split(const std::string& s, char sep = ',') {
   return out;
 }
 
-// --ab: a GemvTuning variant by name, modifiers joined by '+' (e.g. "direct+hold=2").
-ao::cuda::GemvTuning apply_variant(ao::cuda::GemvTuning t, const std::string& v) {
+// --ab: a tuning variant (GEMV and attention) by name, modifiers joined by '+' (e.g.
+// "direct+hold=2").
+struct Variant {
+  ao::cuda::GemvTuning gemv;
+  ao::cuda::AttentionTuning attention;
+};
+Variant apply_variant(const Variant& base, const std::string& v) {
+  Variant r = base;
+  ao::cuda::GemvTuning& t = r.gemv;
   for (const auto& mod : split(v, '+')) {
     if (mod == "base")
       continue;
@@ -70,15 +77,15 @@ ao::cuda::GemvTuning apply_variant(ao::cuda::GemvTuning t, const std::string& v)
       t.tma_int8 = false;
     else if (mod == "no-tma-fp8")
       t.tma_fp8 = false;
-    else if (mod == "attn-late")  // handled in ab_table (an AttentionTuning, not a GemvTuning)
-      continue;
+    else if (mod == "attn-late")
+      r.attention.loads_before_wait = false;
     else
       throw std::invalid_argument("--ab: unknown variant '" + mod +
                                   "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
                                   "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
                                   "attn-late; join with '+')");
   }
-  return t;
+  return r;
 }
 
 // --ab: tg tok/s of each tuning variant on one engine per model and format. Every round runs
@@ -87,8 +94,8 @@ ao::cuda::GemvTuning apply_variant(ao::cuda::GemvTuning t, const std::string& v)
 void ab_table(const std::vector<std::string>& models, const std::vector<std::string>& formats,
               const std::vector<std::string>& variants, int tg, int rounds, double bw) {
   using namespace ao::runtime;
-  const ao::cuda::GemvTuning base = ao::cuda::gemv_tuning();
-  std::vector<ao::cuda::GemvTuning> tunings;
+  const Variant base{ao::cuda::gemv_tuning(), ao::cuda::attention_tuning()};
+  std::vector<Variant> tunings;
   for (const auto& v : variants) tunings.push_back(apply_variant(base, v));
   std::printf("| model | format | variant | tg%d t/s, each round | median | of copy BW |\n", tg);
   std::printf("|---|---|---|---|---|---|\n");
@@ -103,10 +110,8 @@ void ab_table(const std::vector<std::string>& models, const std::vector<std::str
       double gb = 0;
       for (int r = 0; r < rounds; ++r)
         for (size_t v = 0; v < variants.size(); ++v) {
-          ao::cuda::set_gemv_tuning(tunings[v]);
-          ao::cuda::AttentionTuning at;
-          at.loads_before_wait = variants[v].find("attn-late") == std::string::npos;
-          ao::cuda::set_attention_tuning(at);
+          ao::cuda::set_gemv_tuning(tunings[v].gemv);
+          ao::cuda::set_attention_tuning(tunings[v].attention);
           eng->recapture();
           const CudaBenchResult res = eng->bench(0, tg, 1);
           tps[v].push_back(res.tg_tok_s);
@@ -126,8 +131,8 @@ void ab_table(const std::vector<std::string>& models, const std::vector<std::str
                     variants[v].c_str(), each.c_str(), med, 100.0 * gb * med / bw);
         std::fflush(stdout);
       }
-      ao::cuda::set_gemv_tuning(base);
-      ao::cuda::set_attention_tuning({});
+      ao::cuda::set_gemv_tuning(base.gemv);
+      ao::cuda::set_attention_tuning(base.attention);
     }
 }
 // Kernel lab: each decode-step kernel of the llama3-8b shape alone, back to back, CUDA events.
@@ -444,6 +449,7 @@ int main(int argc, char** argv) {
       tune.tma_fp8 = v == "all" || v == "fp8";
     }
     ao::cuda::set_gemv_tuning(tune);
+    for (const auto& v : split(ab)) apply_variant(Variant{}, v);  // a bad name fails here, first
     const double bw = cuda_copy_bandwidth_gb_s();
     const double gemm_big = cuda_gemm_tflops(8192, 8192, 8192);
     const double gemm_pp = cuda_gemm_tflops(pp > 0 ? pp : 512, 14336, 4096);

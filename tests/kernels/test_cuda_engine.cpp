@@ -287,11 +287,11 @@ TEST_F(CudaEngineStories, PrefillAllLogitsMatchCpuReferenceAtEveryPosition) {
   };
   struct F {
     runtime::CudaWeightFormat f;
-    double bound;     // vs the fp32 reference, per position (as the tests above)
-    double last_row;  // last row vs the last-token GEMV: summation order (bf16), bf16-rounded
-                      // dequantized lm_head in the GEMM (int8wo)
-    double chunked;   // chunks of 16 + 16 + 8 vs one chunk of 40 (fp8dq: a GEMM vs GEMV
-                      // rounding difference can flip a later layer's fp8 activation code)
+    double bound;         // vs the fp32 reference, per position (as the tests above)
+    double last_row;      // last row vs the last-token GEMV: summation order (bf16), bf16-rounded
+                          // dequantized lm_head in the GEMM (int8wo)
+    double chunked;       // chunks of 16 + 16 + 8 vs one chunk of 40 (fp8dq: a GEMM vs GEMV
+                          // rounding difference can flip a later layer's fp8 activation code)
     size_t argmax_slack;  // positions whose argmax may differ from the fp32 model's
   };
   // fp8dq-row: the GEMM rows are bf16 logits of the FP8 GEMM (TorchAO's numerics), the last
@@ -374,8 +374,8 @@ TEST_F(CudaEngineStories, Fp8DynamicActivationPrefillMatchesDecode) {
   for (int t = 1; t < n; ++t) decoded = eng->decode(ids[t]);
   const double e = nmse(prefilled, decoded);
   const double ep = nmse(prefilled, ref.back()), ed = nmse(decoded, ref.back());
-  std::printf("stories260K fp8dq-row: prefill vs decode logits NMSE %.3g; vs fp32 %.3g / %.3g\n",
-              e, ep, ed);
+  std::printf("stories260K fp8dq-row: prefill vs decode logits NMSE %.3g; vs fp32 %.3g / %.3g\n", e,
+              ep, ed);
   EXPECT_LT(e, 1e-2);
   EXPECT_LT(ep, 1e-1);
   EXPECT_LT(ed, 1e-1);
@@ -402,6 +402,51 @@ TEST(CudaEngineSynthetic, BenchRunsOnSmallShape) {
     auto lg = eng->prefill({1, 2, 3});
     for (float v : lg) ASSERT_TRUE(std::isfinite(v)) << f;
   }
+}
+
+// CudaEngine::recapture(): the decode graph takes the launch choices of the tuning in force at
+// its capture. Re-captured under another GEMV tuning (bf16 off the TMA kernel) and attention
+// order, the step runs the other kernels (the capture's eager step reports its last GEMV) and
+// gives the same logits within rounding; re-captured back, the original logits bit for bit.
+TEST(CudaEngineSynthetic, RecaptureTakesTheTuningInForce) {
+  AO_SKIP_WITHOUT_GPU();
+  int dev = 0, major = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  io::ModelConfig c = runtime::CudaEngine::synthetic_config("llama3-1b");
+  c.n_layers = 2;
+  runtime::CudaEngineOptions opt;
+  opt.max_seq_len = 32;
+  opt.max_prefill = 8;
+  const GemvTuning saved = gemv_tuning();
+  auto eng = runtime::CudaEngine::create_synthetic(c, opt);
+  auto step = [&] {
+    eng->reset();
+    eng->prefill({1, 2, 3});
+    return eng->decode(4);
+  };
+  const auto a = step();
+  EXPECT_EQ(last_gemv_launch().tma, major >= 9);
+  GemvTuning t = saved;
+  t.tma_bf16 = false;
+  set_gemv_tuning(t);
+  set_attention_tuning(AttentionTuning{false});
+  eng->recapture();
+  EXPECT_FALSE(last_gemv_launch().tma);
+  const auto b = step();
+  set_gemv_tuning(saved);
+  set_attention_tuning({});
+  eng->recapture();
+  const auto a2 = step();
+  ASSERT_EQ(a.size(), b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(b[i])) << i;
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(a[i]) * a[i];
+  }
+  EXPECT_LT(num / den, 1e-4);
+  EXPECT_EQ(a, a2);
 }
 
 }  // namespace

@@ -473,9 +473,9 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
   }
 }
 
-// The default tuning's int8 shape rule (GemvTuning::tma_int8_shape_rule): the TMA kernel for K
-// >= 4096 with at least 1.5 tiles of 16 rows per SM, the register-ring kernel otherwise; both
-// against the reference.
+// The default tuning's int8 shape rule (GemvTuning::tma_int8_shape_rule), which fp8 weight-only
+// follows too: the TMA kernel for K >= 4096 with at least 1.5 tiles of 16 rows per SM, the
+// register-ring kernel otherwise; both against the reference.
 TEST(CudaGemvTuning, Int8TakesTheTmaKernelWhereMeasuredFaster) {
   AO_SKIP_WITHOUT_GPU();
   TuningReset reset;
@@ -483,23 +483,76 @@ TEST(CudaGemvTuning, Int8TakesTheTmaKernelWhereMeasuredFaster) {
   int dev = 0, sms = 0;
   AO_CUDA_CHECK(cudaGetDevice(&dev));
   AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const QuantCase c{WeightFormat::int8, 0, false, "int8"};
   struct Shape {
     int64_t n, k;
   };
-  for (const Shape sh : {Shape{24 * sms, 4096}, Shape{24 * sms - 16, 4096}, Shape{32 * sms, 2048},
-                         Shape{32 * sms, 8192}}) {
-    const bool tiles_ok = (sh.n + 15) / 16 * 2 >= 3 * sms;
-    const bool want = device_has_tma() && sh.k >= 4096 && tiles_ok;
-    const std::string what = std::to_string(sh.n) + "x" + std::to_string(sh.k);
-    const RandomTestWeight tw(sh.n, sh.k, c, 7);
-    auto xb = to_bf16(randn(sh.k, 130));
+  // fp8 weight-only follows int8's rule (the same bytes per weight).
+  for (const QuantCase c : {QuantCase{WeightFormat::int8, 0, false, "int8"},
+                            QuantCase{WeightFormat::fp8, 0, false, "fp8_row"}})
+    for (const Shape sh : {Shape{24 * sms, 4096}, Shape{24 * sms - 16, 4096}, Shape{32 * sms, 2048},
+                           Shape{32 * sms, 8192}}) {
+      const bool tiles_ok = (sh.n + 15) / 16 * 2 >= 3 * sms;
+      const bool want = device_has_tma() && sh.k >= 4096 && tiles_ok;
+      const std::string what =
+          std::string(c.name) + " " + std::to_string(sh.n) + "x" + std::to_string(sh.k);
+      const RandomTestWeight tw(sh.n, sh.k, c, 7);
+      auto xb = to_bf16(randn(sh.k, 130));
+      Guarded<uint16_t> dx(xb);
+      Guarded<float> dy(sh.n);
+      gemv(tw.dw, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
+      EXPECT_EQ(last_gemv_launch().tma, want) << what;
+      EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, 1, sh.n, sh.k)), 1e-6)
+          << what;
+      EXPECT_TRUE(dy.guards_intact()) << what;
+    }
+}
+
+// fp8 weights whose activations are quantized on the fly (fp8dq) keep the CUDA-core kernel even
+// where fp8 weight-only takes the TMA kernel: the same outputs, bit for bit, with tma_fp8 on/off.
+TEST(CudaGemvTuning, Fp8WithActivationQuantizationStaysOffTheTmaKernel) {
+  AO_SKIP_WITHOUT_GPU();
+  TuningReset reset;
+  const int64_t N = 4096, K = 4096;
+  const RandomTestWeight tw(N, K, QuantCase{WeightFormat::fp8, 0, false, "fp8_row"}, 11);
+  DeviceWeight dq = tw.dw;
+  dq.act_quant = ActQuant::fp8_row;
+  Guarded<uint16_t> dx(to_bf16(randn(K, 131)));
+  std::vector<std::vector<float>> ys;
+  for (bool tma_fp8 : {true, false}) {
+    GemvTuning t;
+    t.tma_fp8 = tma_fp8;
+    t.tma_int8_shape_rule = false;
+    set_gemv_tuning(t);
+    Guarded<float> dy(N);
+    gemv(dq, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
+    EXPECT_FALSE(last_gemv_launch().tma) << "tma_fp8=" << tma_fp8;
+    EXPECT_TRUE(dy.guards_intact());
+    ys.push_back(dy.download());
+  }
+  EXPECT_EQ(ys[0], ys[1]);
+}
+
+// GemvTuning::tma_int4_min_k: with int4 on the TMA kernel, only weights with K >= the bound take
+// it; the others stay on the register-ring tensor-core kernel. Both match the reference.
+TEST(CudaGemvTuning, Int4MinKKeepsShorterRowsOnTheRegisterRing) {
+  AO_SKIP_WITHOUT_GPU();
+  TuningReset reset;
+  GemvTuning t;
+  t.tma_int4 = true;
+  t.tma_int4_min_k = 4096;
+  set_gemv_tuning(t);
+  const QuantCase c{WeightFormat::int4, 128, false, "int4_g128"};
+  for (const int64_t K : {2048, 4096}) {
+    const int64_t N = 1024;
+    const RandomTestWeight tw(N, K, c, 12);
+    auto xb = to_bf16(randn(K, 132));
     Guarded<uint16_t> dx(xb);
-    Guarded<float> dy(sh.n);
+    Guarded<float> dy(N);
     gemv(tw.dw, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
-    EXPECT_EQ(last_gemv_launch().tma, want) << what;
-    EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, 1, sh.n, sh.k)), 1e-6)
-        << what;
+    const std::string what = "K=" + std::to_string(K);
+    EXPECT_EQ(last_gemv_launch().tma, device_has_tma() && K >= 4096) << what;
+    EXPECT_TRUE(last_gemv_launch().tensor_cores) << what;
+    EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, 1, N, K)), 1e-6) << what;
     EXPECT_TRUE(dy.guards_intact()) << what;
   }
 }
