@@ -17,10 +17,10 @@
 // --models none skips the whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8,
-// no-tma-fp8;
-// attn-late: the attention's loads after its wait, AttentionTuning): tg
-// tok/s of each on one engine per model and format, the variants alternated in each of --reps
-// rounds (the lab's A/B in one call, no rebuild).
+// no-tma-fp8, shape-rule / no-shape-rule (GemvTuning::tma_int8_shape_rule), evict-first /
+// no-evict-first (GemvTuning::tma_evict_first); attn-late: the attention's loads after its wait,
+// AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
+// each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
@@ -79,11 +79,20 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_fp8 = false;
     else if (mod == "attn-late")
       r.attention.loads_before_wait = false;
+    else if (mod == "no-shape-rule")
+      t.tma_int8_shape_rule = false;
+    else if (mod == "shape-rule")
+      t.tma_int8_shape_rule = true;
+    else if (mod == "evict-first")
+      t.tma_evict_first = true;
+    else if (mod == "no-evict-first")
+      t.tma_evict_first = false;
     else
       throw std::invalid_argument("--ab: unknown variant '" + mod +
                                   "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
                                   "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
-                                  "attn-late; join with '+')");
+                                  "attn-late, shape-rule, no-shape-rule, evict-first, "
+                                  "no-evict-first; join with '+')");
   }
   return r;
 }

@@ -473,38 +473,44 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
   }
 }
 
-// The default tuning's int8 shape rule (GemvTuning::tma_int8_shape_rule), which fp8 weight-only
-// follows too: the TMA kernel for K >= 4096 with at least 1.5 tiles of 16 rows per SM, the
-// register-ring kernel otherwise; both against the reference.
+// int8's shape rule (GemvTuning::tma_int8_shape_rule), which fp8 weight-only follows too: with
+// it, the TMA kernel for K >= 4096 with at least 1.5 tiles of 16 rows per SM, the register-ring
+// kernel otherwise; without it (the default), the TMA kernel for every shape; all against the
+// reference.
 TEST(CudaGemvTuning, Int8TakesTheTmaKernelWhereMeasuredFaster) {
   AO_SKIP_WITHOUT_GPU();
   TuningReset reset;
-  set_gemv_tuning(GemvTuning{});
-  int dev = 0, sms = 0;
-  AO_CUDA_CHECK(cudaGetDevice(&dev));
-  AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  struct Shape {
-    int64_t n, k;
-  };
-  // fp8 weight-only follows int8's rule (the same bytes per weight).
-  for (const QuantCase c : {QuantCase{WeightFormat::int8, 0, false, "int8"},
-                            QuantCase{WeightFormat::fp8, 0, false, "fp8_row"}})
-    for (const Shape sh : {Shape{24 * sms, 4096}, Shape{24 * sms - 16, 4096}, Shape{32 * sms, 2048},
-                           Shape{32 * sms, 8192}}) {
-      const bool tiles_ok = (sh.n + 15) / 16 * 2 >= 3 * sms;
-      const bool want = device_has_tma() && sh.k >= 4096 && tiles_ok;
-      const std::string what =
-          std::string(c.name) + " " + std::to_string(sh.n) + "x" + std::to_string(sh.k);
-      const RandomTestWeight tw(sh.n, sh.k, c, 7);
-      auto xb = to_bf16(randn(sh.k, 130));
-      Guarded<uint16_t> dx(xb);
-      Guarded<float> dy(sh.n);
-      gemv(tw.dw, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
-      EXPECT_EQ(last_gemv_launch().tma, want) << what;
-      EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, 1, sh.n, sh.k)), 1e-6)
-          << what;
-      EXPECT_TRUE(dy.guards_intact()) << what;
-    }
+  for (const bool rule : {true, false}) {
+    GemvTuning tune;
+    EXPECT_FALSE(tune.tma_int8_shape_rule) << "the default";
+    tune.tma_int8_shape_rule = rule;
+    set_gemv_tuning(tune);
+    int dev = 0, sms = 0;
+    AO_CUDA_CHECK(cudaGetDevice(&dev));
+    AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    struct Shape {
+      int64_t n, k;
+    };
+    // fp8 weight-only follows int8's rule (the same bytes per weight).
+    for (const QuantCase c : {QuantCase{WeightFormat::int8, 0, false, "int8"},
+                              QuantCase{WeightFormat::fp8, 0, false, "fp8_row"}})
+      for (const Shape sh : {Shape{24 * sms, 4096}, Shape{24 * sms - 16, 4096},
+                             Shape{32 * sms, 2048}, Shape{32 * sms, 8192}}) {
+        const bool tiles_ok = (sh.n + 15) / 16 * 2 >= 3 * sms;
+        const bool want = device_has_tma() && (!rule || (sh.k >= 4096 && tiles_ok));
+        const std::string what = std::string(c.name) + " " + std::to_string(sh.n) + "x" +
+                                 std::to_string(sh.k) + (rule ? " shape rule" : " every shape");
+        const RandomTestWeight tw(sh.n, sh.k, c, 7);
+        auto xb = to_bf16(randn(sh.k, 130));
+        Guarded<uint16_t> dx(xb);
+        Guarded<float> dy(sh.n);
+        gemv(tw.dw, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
+        EXPECT_EQ(last_gemv_launch().tma, want) << what;
+        EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, 1, sh.n, sh.k)), 1e-6)
+            << what;
+        EXPECT_TRUE(dy.guards_intact()) << what;
+      }
+  }
 }
 
 // fp8 weights whose activations are quantized on the fly (fp8dq) keep the CUDA-core kernel even
@@ -605,6 +611,53 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
           }
   }
   AO_CUDA_CHECK(cudaStreamDestroy(s));
+}
+
+// GemvTuning::tma_evict_first (the TMA kernel's weight copies under an L2 evict-first policy)
+// changes no output, bit for bit against the default policy, for whole-row stages (K = 2048) and
+// per-row chunks (K = 8192), a bf16 input and the RMSNorm prologue; the reference bounds both.
+TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  TuningReset reset;
+  for (const int64_t K : {2048, 8192}) {
+    const int64_t N = 700;
+    const RandomTestWeight tw(N, K, c, 6);
+    const auto nw = norm_weight_bf16(K, 72);
+    Guarded<uint16_t> dnw(nw);
+    for (int m : {1, 2}) {  // (x of 3 rows of 8192 does not fit the TMA kernel's shared memory)
+      const auto xb = to_bf16(randn(m * K, 95 + m));
+      const auto resid = randn(m * K, 97 + m, 3.f);
+      Guarded<uint16_t> dx(xb);
+      Guarded<float> dres(resid);
+      std::vector<float> out[2][2];  // [evict_first][input: bf16, rmsnorm]
+      for (int ef = 0; ef < 2; ++ef) {
+        GemvTuning t = tuning_for(GemvPath::tma);
+        t.tma_evict_first = ef == 1;
+        set_gemv_tuning(t);
+        const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
+                                 " m=" + std::to_string(m) + (ef ? " evict-first" : " default");
+        Guarded<float> dy(m * N), dz(m * N);
+        gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+        expect_path(GemvPath::tma, c, what);
+        gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::f32, dz.get()),
+             nullptr);
+        out[ef][0] = dy.download();
+        out[ef][1] = dz.download();
+        EXPECT_TRUE(dy.guards_intact()) << what;
+        EXPECT_TRUE(dz.guards_intact()) << what;
+        EXPECT_LT(nmse(out[ef][0], reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6) << what;
+        EXPECT_LT(
+            nmse(out[ef][1], reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K)),
+            2e-5)
+            << what << " rmsnorm";
+      }
+      for (int in = 0; in < 2; ++in)
+        EXPECT_EQ(std::memcmp(out[0][in].data(), out[1][in].data(), m * N * sizeof(float)), 0)
+            << c.name << " K=" << K << " m=" << m << (in ? " rmsnorm" : " bf16");
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, CudaGemv,

@@ -83,6 +83,15 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned b
       "l"(src), "r"(bytes), "r"(smem_u32(bar))
       : "memory");
 }
+// The same under an L2 cache policy (createpolicy), e.g. evict-first for a stream read once.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned bytes, uint64_t* bar,
+                                          uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], "
+      "[%1], %2, [%3], %4;" ::"r"(smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy)
+      : "memory");
+}
 // Barrier 1 over the W consumer warps only (the producer warp never joins it).
 template <int W>
 __device__ __forceinline__ void consumer_sync() {
@@ -247,6 +256,17 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     // `hold` stages are issued before the consumers' x loads (GemvTuning::tma_hold_stages).
     int s = 0, phase = 0, nissued = 0;
     bool first = true;
+    // Flag 32 (GemvTuning::tma_evict_first): the weight stream marked evict-first in L2, so
+    // that L2 keeps what is read again (lab note 40).
+    const bool evict_first = flags & 32;
+    uint64_t policy = 0;
+    if (evict_first) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    auto copy = [&](void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+      if (evict_first)
+        bulk_load(dst, src, bytes, bar, policy);
+      else
+        bulk_load(dst, src, bytes, bar);
+    };
     for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
       const int valid = min(16, N - tile * 16);  // rows of this tile (the rest stay stale)
       const int row = tile * 16 + min(lane & 15, valid - 1);
@@ -258,11 +278,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           // Whole rows: the tile's weights and its scales are each one contiguous copy.
           if (lane == 0) {
             mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
-            bulk_load(st, wbase + static_cast<int64_t>(tile) * 16 * row_bytes, valid * chunk,
-                      &full[s]);
+            copy(st, wbase + static_cast<int64_t>(tile) * 16 * row_bytes, valid * chunk, &full[s]);
             if (kInt4)
-              bulk_load(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow, valid * sc,
-                        &full[s]);
+              copy(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow, valid * sc,
+                   &full[s]);
           }
         } else {
           // `chunk` bytes of each row (lanes 0-15) and, for int4, of its scales (lanes 16-31).
@@ -270,11 +289,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           __syncwarp();
           if ((lane & 15) < valid) {
             if (lane < 16)
-              bulk_load(st + lane * chunk,
-                        wbase + row * row_bytes + static_cast<int64_t>(c) * chunk, chunk, &full[s]);
+              copy(st + lane * chunk, wbase + row * row_bytes + static_cast<int64_t>(c) * chunk,
+                   chunk, &full[s]);
             else if (kInt4)
-              bulk_load(st + 16 * chunk + (lane - 16) * sc, sbase + row * srow + c * sc, sc,
-                        &full[s]);
+              copy(st + 16 * chunk + (lane - 16) * sc, sbase + row * srow + c * sc, sc, &full[s]);
           }
         }
         if (++s == nstages) s = 0, phase ^= 1, first = false;
@@ -746,9 +764,11 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // int4 x staged as fp16 directly (GemvTuning::tma_direct_fp16, or the lab's AO_TMA_DIRECT=0|1),
 // 8 = the RMSNorm weight loaded after the grid-dependency wait (GemvNormFlags::late), 16 = int4
 // scales read from the stage's first row for every row (lab AO_TMA_SCALE_BCAST=1: wrong results,
-// the timing without the scale loads' bank conflicts).
+// the timing without the scale loads' bank conflicts), 32 = the weight stream evict-first in L2
+// (GemvTuning::tma_evict_first).
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
+  if (gemv_tuning().tma_evict_first) f |= 32;
   const int nf = norm_flags();
   if (nf & GemvNormFlags::two_pass) f |= 2;
   if (nf & GemvNormFlags::late) f |= 8;

@@ -115,17 +115,18 @@ struct GemvTuning {
   // Formats on the TMA kernel (gemv_tma.cuh: a producer warp streams the weights through a
   // ring of shared-memory stages into tensor-core consumers) where x fits shared memory next to
   // the ring, on sm_90; otherwise the register-ring kernels above. On by default for bf16, and
-  // for int8 (fp16 decode) where the shape rule below allows. int4 measured slower on it
+  // for int8 (fp16 decode; shapes: tma_int8_shape_rule below). int4 measured slower on it
   // (docs/CUDA.md lab note 23), kept for tests and the lab.
   bool tma_bf16 = true, tma_int8 = true, tma_int4 = false;
   // fp8 weight-only (e4m3, per-row or per-tensor scale) on the TMA kernel with the int8 layout
-  // and an fp16 decode (one PRMT and two cvt per 4 weights), under int8's shape rule below.
+  // and an fp16 decode (one PRMT and two cvt per 4 weights), under int8's shape rule below
+  // where that is on.
   bool tma_fp8 = true;
-  // int8 (and fp8) take the TMA kernel only for the shapes where int8 measured faster (lab note
-  // 27): K >= 4096 and at least 1.5 tiles of 16 rows per SM (every llama3-8b matrix; not
-  // llama3-1b's, whose K = 2048 matrices and 2048-row down projection ran slower on it). false:
-  // every shape.
-  bool tma_int8_shape_rule = true;
+  // true: int8 (and fp8) take the TMA kernel only where K >= 4096 and there are at least 1.5
+  // tiles of 16 rows per SM (every llama3-8b matrix), the shapes where int8 measured faster on it
+  // in lab note 27. Off since the TMA kernel's evict-first copies (lab note 40): llama3-1b's
+  // shapes then measured faster on it too (int8 1537 -> 1572 tok/s, fp8-row 1554 -> 1564).
+  bool tma_int8_shape_rule = false;
   // With tma_int4: only the int4 weights with K >= this take the TMA kernel (0: every shape).
   int tma_int4_min_k = 0;
   // Stages of its ring the TMA kernel's producer issues at the block's start; the rest wait
@@ -145,6 +146,12 @@ struct GemvTuning {
   // The fused RMSNorm's weight (a constant) loaded before the grid-dependency wait, with the
   // first weight loads, instead of beside x after it (docs/CUDA.md lab note 33). false: after.
   bool norm_weight_before_wait = true;
+  // The TMA kernel's weight copies under an L2 evict-first policy: weights are read once per
+  // step, so L2 keeps what is read again (activations, the KV cache, norm weights, the other
+  // kernels' scales). Measured faster (docs/CUDA.md lab note 40: llama3-8b int8 405.6 -> 422.1
+  // tok/s, bf16 264.0 -> 272.3). false: the default policy. (The register-ring kernels' loads
+  // measured no gain from it and stay on the default policy.)
+  bool tma_evict_first = true;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
