@@ -18,7 +18,8 @@
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8,
 // no-tma-fp8, shape-rule / no-shape-rule (GemvTuning::tma_int8_shape_rule), evict-first /
-// no-evict-first (GemvTuning::tma_evict_first); attn-late: the attention's loads after its wait,
+// no-evict-first (GemvTuning::tma_evict_first), tma-f16-early (tma_fp16_early_dependents),
+// late (early_dependents off); attn-late: the attention's loads after its wait,
 // AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
 // each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
@@ -83,6 +84,10 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_int8_shape_rule = false;
     else if (mod == "shape-rule")
       t.tma_int8_shape_rule = true;
+    else if (mod == "tma-f16-early")  // int8/fp8 on the TMA kernel launch the next kernel early
+      t.tma_fp16_early_dependents = true;
+    else if (mod == "late")  // every GEMV launches the next kernel late (AO_GEMV_EARLY=0)
+      t.early_dependents = false;
     else if (mod == "evict-first")
       t.tma_evict_first = true;
     else if (mod == "no-evict-first")
@@ -92,7 +97,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
                                   "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
                                   "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
                                   "attn-late, shape-rule, no-shape-rule, evict-first, "
-                                  "no-evict-first; join with '+')");
+                                  "no-evict-first, tma-f16-early, late; join with '+')");
   }
   return r;
 }
@@ -362,12 +367,13 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
       "\n### trace %s %s, position %d (%d steps): step %.1f us = %.1f tok/s (timer resolution "
       "%.0f ns)\n\nTimes in us, means per instance; start, last start and wait relative to the "
       "previous kernel's last block end; rmsnorm and prologue from the first wait release; x "
-      "landed, x staged and block prologue per block from its own wait release (x: thread 0's, "
-      "TMA kernel only).\n\n"
+      "landed, x last, x staged and block prologue per block from its own wait release (x "
+      "landed: thread 0's first x loads in its registers, x last: the block's last warp's; TMA "
+      "kernel only).\n\n"
       "| kernel | per step | adds | of step | start | last start | wait | rmsnorm | prologue | "
-      "x landed | x staged | block prologue | stream | tail | blocks | GB/s over its added time "
-      "| of copy BW |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      "x landed | x last | x staged | block prologue | stream | tail | blocks | GB/s over its "
+      "added time | of copy BW |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
       model.c_str(), format.c_str(), pos, report.steps(), step_us,
       step_us > 0 ? 1e6 / step_us : 0.0, report.resolution_ns());
   for (const auto& r : report.rows()) {
@@ -379,10 +385,10 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
     }
     std::printf(
         "| %s | %.0f | %.2f | %.1f%% | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | "
-        "%.2f | %.2f | %.0f | %s | %s |\n",
+        "%.2f | %.2f | %.2f | %.0f | %s | %s |\n",
         r.name.c_str(), r.per_step, r.adds, 100.0 * r.adds * r.per_step / step_us, r.start,
-        r.start_last, r.wait, r.rmsnorm, r.prologue, r.block_x_landed, r.block_staged,
-        r.block_prologue, r.stream, r.tail, r.blocks, gbs.c_str(), frac.c_str());
+        r.start_last, r.wait, r.rmsnorm, r.prologue, r.block_x_landed, r.block_x_last,
+        r.block_staged, r.block_prologue, r.stream, r.tail, r.blocks, gbs.c_str(), frac.c_str());
   }
   std::fflush(stdout);
 }

@@ -591,6 +591,7 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
             if (late_nw && (hold != 3 || !early)) continue;
             GemvTuning t = tuning_for(path);
             t.early_dependents = early;
+            t.tma_fp16_early_dependents = early;  // the TMA kernel's fp16 formats likewise
             t.tma_hold_stages = t.tma_hold_stages_bf16_input = hold;
             t.norm_weight_before_wait = !late_nw;
             set_gemv_tuning(t);
@@ -692,7 +693,9 @@ TEST(CudaKernelTrace, ReportLaysOutOneStep) {
       ev(G, 1, 1, P::rms_done, 410),
       ev(G, 1, 0, P::x_landed, 350),
       ev(G, 1, 0, P::staged, 450),  // block 0 only
-      KernelTraceEvent{},           // a reserved slot no block stamped (time 0): skipped
+      ev(G, 1, 0, P::x_last, 420),
+      ev(G, 1, 1, P::x_last, 400),
+      KernelTraceEvent{},  // a reserved slot no block stamped (time 0): skipped
       ev(G, 1, 0, P::prologue_done, 500),
       ev(G, 1, 1, P::prologue_done, 560),
       ev(G, 1, 0, P::end, 1000),
@@ -717,6 +720,7 @@ TEST(CudaKernelTrace, ReportLaysOutOneStep) {
   EXPECT_NEAR(g.block_prologue, 0.22, 1e-12);  // (200 + 240) / 2 ns
   EXPECT_NEAR(g.block_x_landed, 0.05, 1e-12);  // the one block that stamped it: 350 - 300 ns
   EXPECT_NEAR(g.block_staged, 0.15, 1e-12);
+  EXPECT_NEAR(g.block_x_last, 0.1, 1e-12);  // (120 + 80) / 2 ns from each block's wait release
   EXPECT_DOUBLE_EQ(g.stream, 0.64);
   EXPECT_DOUBLE_EQ(g.tail, 0.2);
   EXPECT_DOUBLE_EQ(g.blocks, 2);
@@ -727,6 +731,7 @@ TEST(CudaKernelTrace, ReportLaysOutOneStep) {
   EXPECT_DOUBLE_EQ(at.wait, 0.1);
   EXPECT_DOUBLE_EQ(at.weight_mb, 0);
   EXPECT_DOUBLE_EQ(at.block_x_landed, 0);
+  EXPECT_DOUBLE_EQ(at.block_x_last, 0);
 }
 
 // Each GEMV kernel (CUDA-core, int4 register-ring mma, TMA) gets its own row, named after it, and

@@ -233,6 +233,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   __shared__ float rss[M * W];
   __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
   __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
+  __shared__ unsigned long long x_last_ns;   // tracing: the last warp's x landing (TracePoint)
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
@@ -243,6 +244,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       mbar_init(&empty[s], W);
     }
     mbar_init(x_issued, W);
+    x_last_ns = 0;
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -410,7 +412,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       return gemv_rmsnorm_onepass<M, 8, 2>(
           a, K, Kp, xstride, vec, tid, kCons, nw, late_nw,
           [&](int m, float ss) {
-            if (m == 0) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
+            if (m == 0) {
+              trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
+              if (tracing() && lane == 0) atomicMax(&x_last_ns, trace_now());
+            }
             ss = warp_sum(ss);
             if (lane == 0) rss[m * W + warp] = ss;
             consumer_sync<W>();
@@ -427,6 +432,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           [&](int m, int j, const float* v) {
             if (m == 0 && j == 0)
               trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
+            // Lane 0's first staging of row 0 (j = its first k): its warp's x has landed.
+            if (tracing() && m == 0 && lane == 0 && j < kCons * 8)
+              atomicMax(&x_last_ns, trace_now());
             stage8(m, j, v);
           },
           issued, hook);
@@ -521,6 +529,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     }
   consumer_sync<W>();
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::prologue_done);
+  if (tracing() && x_last_ns != 0)
+    trace_point_at(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_last, x_last_ns);
 
   const int c0 = min(2 * t, M - 1), c1 = min(2 * t + 1, M - 1);
   // x column of this lane. Lanes g >= M repeat row M - 1 (and the sums c0, c1 likewise): the
@@ -806,6 +816,9 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   const int grid = std::min(ntiles, sms);
   constexpr int W = tma_warps<F>();
   record_gemv_launch(GemvLaunch{true, W, 1, grid, true});
+  // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents).
+  const int early =
+      early_dependents() && (F == WeightFormat::bf16 || gemv_tuning().tma_fp16_early_dependents);
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
-             p.chunk, p.stages, early_dependents(), tma_hold_stages(IN), tma_flags());
+             p.chunk, p.stages, early, tma_hold_stages(IN), tma_flags());
 }

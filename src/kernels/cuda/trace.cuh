@@ -1,9 +1,10 @@
 // Kernel timeline tracing for the kernel lab (compiled in only with -DAO_KERNEL_TRACE, which
 // bench/kernels/CMakeLists.txt sets): thread 0 of every block of the decode-step kernels records
 // %globaltimer at a few points of its life (start, grid-dependency wait released, prologue done,
-// end) into a device buffer, so one decode step replayed from its CUDA graph can be laid out as a
-// timeline (bench_cuda_decode --trace). With tracing off (no buffer set) each point costs one
-// load of a global and a branch; without the define it compiles to nothing.
+// end; trace_point_at records a stamp another warp took) into a device buffer, so one decode step
+// replayed from its CUDA graph can be laid out as a timeline (bench_cuda_decode --trace). With
+// tracing off (no buffer set) each point costs one load of a global and a branch; without the
+// define it compiles to nothing.
 //
 // Slots: a block reserves kTraceSlots events with one atomic at its `start` stamp (every traced
 // kernel stamps it first, before its grid-dependency wait, so that round trip overlaps the
@@ -30,12 +31,17 @@ __shared__ unsigned g_trace_slot;  // the block's first reserved event (set at i
 
 __device__ __forceinline__ bool tracing() { return g_trace != nullptr; }
 
-__device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uint32_t n, uint32_t k,
-                                            TracePoint point) {
-  KernelTraceBuffer* b = g_trace;
-  if (b == nullptr || threadIdx.x != 0) return;
+__device__ __forceinline__ uint64_t trace_now() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Thread 0 records `point` at time t (a stamp taken earlier, e.g. by another warp).
+__device__ __forceinline__ void trace_point_at(TraceKind kind, const void* tag, uint32_t n,
+                                               uint32_t k, TracePoint point, uint64_t t) {
+  KernelTraceBuffer* b = g_trace;
+  if (b == nullptr || threadIdx.x != 0) return;
   uint32_t sm;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
   unsigned i;
@@ -57,6 +63,12 @@ __device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uin
   e.sm = static_cast<uint8_t>(sm);
 }
 
+__device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uint32_t n, uint32_t k,
+                                            TracePoint point) {
+  if (g_trace == nullptr || threadIdx.x != 0) return;
+  trace_point_at(kind, tag, n, k, point, trace_now());
+}
+
 // Defines this translation unit's setter (called by set_kernel_trace in gemv.cu).
 #define AO_KERNEL_TRACE_TU(name)                               \
   namespace ao::cuda::detail {                                 \
@@ -66,6 +78,9 @@ __device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uin
   }
 #else
 __device__ __forceinline__ bool tracing() { return false; }
+__device__ __forceinline__ uint64_t trace_now() { return 0; }
+__device__ __forceinline__ void trace_point_at(TraceKind, const void*, uint32_t, uint32_t,
+                                               TracePoint, uint64_t) {}
 __device__ __forceinline__ void trace_point(TraceKind, const void*, uint32_t, uint32_t,
                                             TracePoint) {}
 #define AO_KERNEL_TRACE_TU(name)

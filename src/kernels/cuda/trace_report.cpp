@@ -17,9 +17,9 @@ struct Instance {
   uint64_t start = kNone, start_last = 0, wait = kNone, rms = 0, pro = 0, end_first = kNone,
            end = 0;
   // Sums over blocks of (point - their wait release), and their counts: prologue end, x
-  // landed, x staged.
-  double block_pro_sum = 0, block_x_sum = 0, block_st_sum = 0;
-  int block_pro_count = 0, block_x_count = 0, block_st_count = 0;
+  // landed, x staged, the last warp's x landed.
+  double block_pro_sum = 0, block_x_sum = 0, block_st_sum = 0, block_xl_sum = 0;
+  int block_pro_count = 0, block_x_count = 0, block_st_count = 0, block_xl_count = 0;
 };
 
 double us(uint64_t t, uint64_t t0) {
@@ -48,7 +48,7 @@ std::string class_name(const Instance& in) {
 void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
   std::map<std::pair<int, uint64_t>, Instance> inst;
   struct BlockTimes {
-    uint64_t wait = 0, pro = 0, x = 0, st = 0;
+    uint64_t wait = 0, pro = 0, x = 0, st = 0, xl = 0;
   };
   std::map<std::pair<std::pair<int, uint64_t>, uint32_t>, BlockTimes> block;
   std::vector<uint64_t> times;
@@ -81,6 +81,9 @@ void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
       case TracePoint::staged:
         block[{key, e.block}].st = e.time_ns;
         break;
+      case TracePoint::x_last:
+        block[{key, e.block}].xl = e.time_ns;
+        break;
       case TracePoint::end:
         in.end = std::max(in.end, e.time_ns);
         in.end_first = std::min(in.end_first, e.time_ns);
@@ -97,6 +100,7 @@ void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
     add(b.pro, in.block_pro_sum, in.block_pro_count);
     add(b.x, in.block_x_sum, in.block_x_count);
     add(b.st, in.block_st_sum, in.block_st_count);
+    add(b.xl, in.block_xl_sum, in.block_xl_count);
   }
   std::sort(times.begin(), times.end());
   for (size_t i = 1; i < times.size(); ++i)
@@ -138,6 +142,7 @@ void KernelTraceReport::add_step(const std::vector<KernelTraceEvent>& events) {
     if (in.block_pro_count > 0) r.block_prologue += in.block_pro_sum / in.block_pro_count;
     if (in.block_x_count > 0) r.block_x_landed += in.block_x_sum / in.block_x_count;
     if (in.block_st_count > 0) r.block_staged += in.block_st_sum / in.block_st_count;
+    if (in.block_xl_count > 0) r.block_x_last += in.block_xl_sum / in.block_xl_count;
     r.tail += us(in.end, in.end_first);
     r.blocks += in.blocks;
     const bool gemv = in.kind == static_cast<int>(TraceKind::gemv) ||
@@ -157,8 +162,8 @@ std::vector<KernelTraceRow> KernelTraceReport::rows() const {
     r.name = name;
     r.per_step = c / std::max(steps_, 1);
     for (double* v : {&r.adds, &r.start, &r.start_last, &r.wait, &r.rmsnorm, &r.prologue,
-                      &r.block_prologue, &r.block_x_landed, &r.block_staged, &r.stream, &r.tail,
-                      &r.blocks, &r.weight_mb})
+                      &r.block_prologue, &r.block_x_landed, &r.block_x_last, &r.block_staged,
+                      &r.stream, &r.tail, &r.blocks, &r.weight_mb})
       *v /= c;
     out.push_back(r);
   }

@@ -17,14 +17,14 @@ namespace ao::cuda {
 // step). start / start_last / wait are relative to the previous instance's end; rmsnorm and
 // prologue run from the first wait release to the last block's RMSNorm / prologue end;
 // block_prologue is the mean over blocks of their own (prologue end - wait release), and
-// block_x_landed / block_staged the same for the kernels that stamp those points (the TMA GEMV:
-// x in thread 0's registers, x staged by thread 0); stream is the last block's end minus the last
-// prologue end; tail the last minus the first block's end.
+// block_x_landed / block_x_last / block_staged the same for the kernels that stamp those points
+// (the TMA GEMV: x in thread 0's registers, in the last warp's, x staged by thread 0); stream is
+// the last block's end minus the last prologue end; tail the last minus the first block's end.
 struct KernelTraceRow {
   std::string name;
   double per_step = 0, adds = 0, start = 0, start_last = 0, wait = 0, rmsnorm = 0, prologue = 0,
-         block_prologue = 0, block_x_landed = 0, block_staged = 0, stream = 0, tail = 0,
-         blocks = 0;
+         block_prologue = 0, block_x_landed = 0, block_x_last = 0, block_staged = 0, stream = 0,
+         tail = 0, blocks = 0;
   double weight_mb = 0;  // GEMV: weight bytes (n * k * bytes_per_weight) in 1e6, else 0
 };
 

@@ -112,6 +112,13 @@ struct GemvTuning {
   // (true), so the next kernel's blocks take the SMs its finished blocks free and issue their
   // first weight loads during its tail; or in its last tile (false, the rule before session 5).
   bool early_dependents = true;
+  // The same for the TMA kernel with an fp16 decode (int8, fp8 weight-only, int4 on it): false
+  // (the default) lets the next kernel launch only once the block's producer has issued its last
+  // copy. Measured (docs/CUDA.md lab note 43, run 74, same engine): llama3-8b int8 418.1 -> 442.5
+  // tok/s, fp8-row 426.0 -> 443.6, llama3-1b int8 1543.9 -> 1610.2; with the early launch the
+  // qkv GEMV's blocks start ~6 us before the previous kernel ends and their prologue takes 4.5 us
+  // instead of 2.5. bf16 on the TMA kernel and the register-ring kernels keep early_dependents.
+  bool tma_fp16_early_dependents = false;
   // Formats on the TMA kernel (gemv_tma.cuh: a producer warp streams the weights through a
   // ring of shared-memory stages into tensor-core consumers) where x fits shared memory next to
   // the ring, on sm_90; otherwise the register-ring kernels above. On by default for bf16, and
@@ -179,7 +186,9 @@ enum class TraceKind : uint16_t {
   gemv_tma = 6
 };
 // x_landed: thread 0's first x loads after the wait are in its registers; staged: thread 0 has
-// staged its share of x (before the block's barriers and the fp16 conversion). TMA kernel only.
+// staged its share of x (before the block's barriers and the fp16 conversion); x_last: the last
+// of the block's consumer warps to have its first x loads in registers (lane 0 of each warp
+// stamps the time, the block keeps the latest; written at the prologue's end). TMA kernel only.
 enum class TracePoint : uint8_t {
   start = 0,  // first: reserves the block's kTraceSlots events (trace.cuh)
   wait_done = 1,
@@ -187,7 +196,8 @@ enum class TracePoint : uint8_t {
   end = 3,
   rms_done = 4,
   x_landed = 5,
-  staged = 6
+  staged = 6,
+  x_last = 7
 };
 constexpr unsigned kTraceSlots = 8;  // events per block, one per TracePoint
 struct KernelTraceEvent {
