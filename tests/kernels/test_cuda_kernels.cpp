@@ -1,6 +1,7 @@
 // Every CUDA kernel against a scalar CPU reference written here: NMSE bound per op, sentinel
 // guards around every output. Skipped without a GPU.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -421,6 +422,38 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
   }
 }
 
+// One TMA GEMV of x (bf16 input) and one of resid (RMSNorm input, norm weight nw) under tuning t,
+// each asserted to run the TMA kernel and checked against the reference and its guards: the two
+// outputs, {bf16 input, RMSNorm input}.
+struct TmaInputs {
+  const std::vector<uint16_t>& xb;
+  const std::vector<float>& resid;
+  const std::vector<uint16_t>& nw;
+  const uint16_t *dx, *dnw;
+  const float* dres;
+};
+std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw,
+                                                      const QuantCase& c, int m,
+                                                      const TmaInputs& in, const GemvTuning& t,
+                                                      const std::string& what) {
+  const int64_t N = tw.dw.n, K = tw.dw.k;
+  set_gemv_tuning(t);
+  Guarded<float> dy(m * N), dz(m * N);
+  gemv(tw.dw, f32_gemv_args(m, in.dx, dy.get()), nullptr);
+  expect_path(GemvPath::tma, c, what);
+  gemv(tw.dw, rmsnorm_gemv_args(m, in.dres, in.dnw, GemvOutput::f32, dz.get()), nullptr);
+  expect_path(GemvPath::tma, c, what + " rmsnorm");
+  std::array<std::vector<float>, 2> out{dy.download(), dz.download()};
+  EXPECT_TRUE(dy.guards_intact()) << what;
+  EXPECT_TRUE(dz.guards_intact()) << what;
+  EXPECT_LT(nmse(out[0], reference_matvec(from_bf16(in.xb), tw.deq, m, N, K)), 1e-6) << what;
+  EXPECT_LT(
+      nmse(out[1], reference_matvec(reference_rmsnorm(in.resid, m, K, in.nw), tw.deq, m, N, K)),
+      2e-5)
+      << what << " rmsnorm";
+  return out;
+}
+
 // GemvTuning::tma_direct_fp16 (int8/int4 x staged as fp16 directly, its row scale taken before
 // staging) gives bit for bit the outputs of the staging in bf16 plus the conversion pass, for the
 // bf16 input and the RMSNorm input, M = 1, 2 and 5, with a row of x at 1e30; and both match the
@@ -442,28 +475,13 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
     const auto resid = randn(m * K, 160 + m, 3.f);
     Guarded<uint16_t> dx(xb);
     Guarded<float> dres(resid);
-    std::vector<float> out[2][2];  // [direct][input: bf16, rmsnorm]
+    std::array<std::vector<float>, 2> out[2];  // [direct][input: bf16, rmsnorm]
     for (int direct = 0; direct < 2; ++direct) {
       GemvTuning t = tuning_for(GemvPath::tma);
       t.tma_direct_fp16 = direct == 1;
-      set_gemv_tuning(t);
-      const std::string what =
-          std::string(c.name) + " m=" + std::to_string(m) + (direct ? " direct" : " conversion");
-      Guarded<float> dy(m * N), dz(m * N);
-      gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-      expect_path(GemvPath::tma, c, what);
-      gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::f32, dz.get()), nullptr);
-      expect_path(GemvPath::tma, c, what + " rmsnorm");
-      out[direct][0] = dy.download();
-      out[direct][1] = dz.download();
-      EXPECT_TRUE(dy.guards_intact()) << what;
-      EXPECT_TRUE(dz.guards_intact()) << what;
-      EXPECT_LT(nmse(out[direct][0], reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
-          << what;
-      EXPECT_LT(nmse(out[direct][1],
-                     reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K)),
-                2e-5)
-          << what << " rmsnorm";
+      out[direct] = tma_outputs_checked(
+          tw, c, m, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t,
+          std::string(c.name) + " m=" + std::to_string(m) + (direct ? " direct" : " conversion"));
     }
     for (int in = 0; in < 2; ++in)
       for (int64_t i = 0; i < m * N; ++i)
@@ -632,27 +650,13 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
       const auto resid = randn(m * K, 97 + m, 3.f);
       Guarded<uint16_t> dx(xb);
       Guarded<float> dres(resid);
-      std::vector<float> out[2][2];  // [evict_first][input: bf16, rmsnorm]
+      std::array<std::vector<float>, 2> out[2];  // [evict_first][input: bf16, rmsnorm]
       for (int ef = 0; ef < 2; ++ef) {
         GemvTuning t = tuning_for(GemvPath::tma);
         t.tma_evict_first = ef == 1;
-        set_gemv_tuning(t);
-        const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
-                                 " m=" + std::to_string(m) + (ef ? " evict-first" : " default");
-        Guarded<float> dy(m * N), dz(m * N);
-        gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-        expect_path(GemvPath::tma, c, what);
-        gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::f32, dz.get()),
-             nullptr);
-        out[ef][0] = dy.download();
-        out[ef][1] = dz.download();
-        EXPECT_TRUE(dy.guards_intact()) << what;
-        EXPECT_TRUE(dz.guards_intact()) << what;
-        EXPECT_LT(nmse(out[ef][0], reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6) << what;
-        EXPECT_LT(
-            nmse(out[ef][1], reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K)),
-            2e-5)
-            << what << " rmsnorm";
+        out[ef] = tma_outputs_checked(tw, c, m, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t,
+                                      std::string(c.name) + " K=" + std::to_string(K) + " m=" +
+                                          std::to_string(m) + (ef ? " evict-first" : " default"));
       }
       for (int in = 0; in < 2; ++in)
         EXPECT_EQ(std::memcmp(out[0][in].data(), out[1][in].data(), m * N * sizeof(float)), 0)
