@@ -498,17 +498,17 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
 TEST(CudaGemvTuning, Int8TakesTheTmaKernelWhereMeasuredFaster) {
   AO_SKIP_WITHOUT_GPU();
   TuningReset reset;
+  EXPECT_FALSE(GemvTuning{}.tma_int8_shape_rule) << "the default";
+  int dev = 0, sms = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  struct Shape {
+    int64_t n, k;
+  };
   for (const bool rule : {true, false}) {
     GemvTuning tune;
-    EXPECT_FALSE(tune.tma_int8_shape_rule) << "the default";
     tune.tma_int8_shape_rule = rule;
     set_gemv_tuning(tune);
-    int dev = 0, sms = 0;
-    AO_CUDA_CHECK(cudaGetDevice(&dev));
-    AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    struct Shape {
-      int64_t n, k;
-    };
     // fp8 weight-only follows int8's rule (the same bytes per weight).
     for (const QuantCase c : {QuantCase{WeightFormat::int8, 0, false, "int8"},
                               QuantCase{WeightFormat::fp8, 0, false, "fp8_row"}})

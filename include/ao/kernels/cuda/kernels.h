@@ -155,8 +155,9 @@ struct GemvTuning {
   bool norm_weight_before_wait = true;
   // The TMA kernel's weight copies under an L2 evict-first policy: weights are read once per
   // step, so L2 keeps what is read again (activations, the KV cache, norm weights, the other
-  // kernels' scales). Measured faster (docs/CUDA.md lab note 40: llama3-8b int8 405.6 -> 422.1
-  // tok/s, bf16 264.0 -> 272.3). false: the default policy. (The register-ring kernels' loads
+  // kernels' scales). Measured faster (docs/CUDA.md lab note 40, run 65, same engine: llama3-8b
+  // int8 414.4 -> 427.2 tok/s, bf16 267.4 -> 271.4, fp8-row 419.1 -> 429.0). false: the default
+  // policy. (The register-ring kernels' loads
   // measured no gain from it and stay on the default policy.)
   bool tma_evict_first = true;
 };
