@@ -19,7 +19,7 @@
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8,
 // no-tma-fp8, shape-rule / no-shape-rule (GemvTuning::tma_int8_shape_rule), evict-first /
 // no-evict-first (GemvTuning::tma_evict_first), tma-f16-early (tma_fp16_early_dependents),
-// late (early_dependents off); attn-late: the attention's loads after its wait,
+// late (early_dependents off), ring=KB (GemvTuning::tma_ring_bytes); attn-late: the attention's loads after its wait,
 // AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
 // each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
@@ -92,12 +92,14 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_evict_first = true;
     else if (mod == "no-evict-first")
       t.tma_evict_first = false;
+    else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
+      t.tma_ring_bytes = std::atoi(mod.c_str() + 5) * 1024;
     else
       throw std::invalid_argument("--ab: unknown variant '" + mod +
                                   "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
                                   "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
                                   "attn-late, shape-rule, no-shape-rule, evict-first, "
-                                  "no-evict-first, tma-f16-early, late; join with '+')");
+                                  "no-evict-first, tma-f16-early, late, ring=KB; join with '+')");
   }
   return r;
 }

@@ -8,7 +8,10 @@
 # BENCH_BIN picks the benchmark binary (default: the lab's; build-gpu/bench_cuda_decode after
 # stage "full"). Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests (incl. the
 # CLI / TorchAO-checkpoint ones), `ao generate --device cuda` on stories260K (plain and an int4
-# TorchAO checkpoint) and `ao bench --device cuda` (real model and synthetic llama3-8b).
+# TorchAO checkpoint) and `ao bench --device cuda` (real model and synthetic llama3-8b); it
+# needs ICU in .gpu/ as well (`../shared/scripts/gpu-prep.sh libicu-dev libicu72`), and the
+# shared data's text/ and tokenizers/ beside models/ (`cp -r ../shared/data/{text,tokenizers}
+# .gpu/shared/data/`), else the tests that read them fail.
 # Builds the stand-alone CUDA lab project (bench/kernels/CMakeLists.txt), which needs only CUDA,
 # fmt, nlohmann-json and GoogleTest.
 set -uo pipefail

@@ -665,6 +665,35 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
   }
 }
 
+// GemvTuning::tma_ring_bytes: rings of 40 KB (512-byte row chunks, wrapping many times per
+// tile), 64 KB and 224 KB (as much as shared memory leaves) still take the TMA kernel and match
+// the reference, for whole-row and per-row stages, both inputs; 5000 rows, so every block runs
+// 2-3 tiles and the ring wraps across them. (Another ring may pick another chunk, which changes
+// which warp sums which segment: no bitwise comparison with the default.)
+TEST_P(CudaGemv, TmaRingSizesMatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  TuningReset reset;
+  const int64_t N = 5000;
+  for (const int64_t K : {2048, 8192}) {
+    const RandomTestWeight tw(N, K, c, 17);
+    const auto nw = norm_weight_bf16(K, 76);
+    Guarded<uint16_t> dnw(nw);
+    const auto xb = to_bf16(randn(K, 190));
+    const auto resid = randn(K, 191, 3.f);
+    Guarded<uint16_t> dx(xb);
+    Guarded<float> dres(resid);
+    for (const int kb : {40, 64, 224}) {
+      GemvTuning t = tuning_for(GemvPath::tma);
+      t.tma_ring_bytes = kb * 1024;
+      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t,
+                          std::string(c.name) + " K=" + std::to_string(K) + " ring " +
+                              std::to_string(kb) + " KB");
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, CudaGemv,
                          ::testing::Values(QuantCase{WeightFormat::bf16, 0, false, "bf16"},
                                            QuantCase{WeightFormat::int8, 0, false, "int8"},

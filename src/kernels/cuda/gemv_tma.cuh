@@ -714,7 +714,10 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       return major >= 9 ? static_cast<size_t>(v) : size_t(0);
     }();
     if (optin < x + 1024 + tma_barrier_bytes(8) + 16 * 1024) return p;
-    const size_t budget = std::min(kTmaRingTarget, optin - 1024 - x - tma_barrier_bytes(8));
+    // GemvTuning::tma_ring_bytes overrides the target (lab note 48: 144-224 KB measured).
+    const size_t target = tune.tma_ring_bytes > 0 ? static_cast<size_t>(tune.tma_ring_bytes)
+                                                  : kTmaRingTarget;
+    const size_t budget = std::min(target, optin - 1024 - x - tma_barrier_bytes(8));
 #ifdef AO_GEMV_EXPERIMENTS
     // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512 dividing the row).
     static const int64_t want = [] {

@@ -160,6 +160,11 @@ struct GemvTuning {
   // policy. (The register-ring kernels' loads
   // measured no gain from it and stay on the default policy.)
   bool tma_evict_first = true;
+  // Bytes of weights the TMA kernel's ring may hold per block (0: 176 KB), within what the
+  // block's shared memory leaves beside x; the plan then picks the stages as before. Measured
+  // (docs/CUDA.md lab note 48, run 84, llama3-8b): 192-224 KB slower for int8, bf16 and fp8
+  // (int8 432.7 vs 437.1 tok/s), 144 KB within 0.3% for int8 and fp8 and 1% slower for bf16.
+  int tma_ring_bytes = 0;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
