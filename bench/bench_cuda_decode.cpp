@@ -19,8 +19,8 @@
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8,
 // no-tma-fp8, shape-rule / no-shape-rule (GemvTuning::tma_int8_shape_rule), evict-first /
 // no-evict-first (GemvTuning::tma_evict_first), tma-f16-early (tma_fp16_early_dependents),
-// late (early_dependents off), ring=KB (GemvTuning::tma_ring_bytes); attn-late: the attention's loads after its wait,
-// AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
+// late (early_dependents off), ring=KB (GemvTuning::tma_ring_bytes); attn-late: the
+// attention's loads after its wait, AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
 // each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>

@@ -666,10 +666,12 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
 }
 
 // GemvTuning::tma_ring_bytes: rings of 40 KB (512-byte row chunks, wrapping many times per
-// tile), 64 KB and 224 KB (as much as shared memory leaves) still take the TMA kernel and match
-// the reference, for whole-row and per-row stages, both inputs; 5000 rows, so every block runs
-// 2-3 tiles and the ring wraps across them. (Another ring may pick another chunk, which changes
-// which warp sums which segment: no bitwise comparison with the default.)
+// tile), 64 KB and 224 KB (as much as shared memory leaves) still take the TMA kernel, each
+// launch with more shared memory than the smaller ring's and at most its ring beside x (64 KB
+// at most) and the barriers, and match the reference, for whole-row and per-row stages, both
+// inputs; 5000 rows, so every block runs 2-3 tiles and the ring wraps across them. (Another ring
+// may pick another chunk, which changes which warp sums which segment: no bitwise comparison
+// with the default.)
 TEST_P(CudaGemv, TmaRingSizesMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -684,12 +686,17 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
     const auto resid = randn(K, 191, 3.f);
     Guarded<uint16_t> dx(xb);
     Guarded<float> dres(resid);
+    size_t smem = 0;
     for (const int kb : {40, 64, 224}) {
       GemvTuning t = tuning_for(GemvPath::tma);
       t.tma_ring_bytes = kb * 1024;
-      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t,
-                          std::string(c.name) + " K=" + std::to_string(K) + " ring " +
-                              std::to_string(kb) + " KB");
+      const std::string what =
+          std::string(c.name) + " K=" + std::to_string(K) + " ring " + std::to_string(kb) + " KB";
+      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t, what);
+      const size_t got = last_gemv_launch().smem;
+      EXPECT_GT(got, smem) << what;
+      EXPECT_LE(got, static_cast<size_t>(kb + 64 + 1) * 1024) << what;
+      smem = got;
     }
   }
 }

@@ -818,7 +818,7 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   const int ntiles = static_cast<int>((w.n + 15) / 16);
   const int grid = std::min(ntiles, sms);
   constexpr int W = tma_warps<F>();
-  record_gemv_launch(GemvLaunch{true, W, 1, grid, true});
+  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem});
   // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents).
   const int early =
       early_dependents() && (F == WeightFormat::bf16 || gemv_tuning().tma_fp16_early_dependents);

@@ -176,6 +176,7 @@ struct GemvLaunch {
   bool tensor_cores = false;
   int warps = 0, k_split = 0, grid = 0;
   bool tma = false;  // the TMA kernel (tensor_cores is then true as well)
+  size_t smem = 0;   // the TMA kernel's dynamic shared memory per block (ring, x, sums)
 };
 GemvLaunch last_gemv_launch();
 
