@@ -19,8 +19,9 @@
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8,
 // no-tma-fp8, shape-rule / no-shape-rule (GemvTuning::tma_int8_shape_rule), evict-first /
 // no-evict-first (GemvTuning::tma_evict_first), tma-f16-early (tma_fp16_early_dependents),
-// late (early_dependents off), ring=KB (GemvTuning::tma_ring_bytes); attn-late: the
-// attention's loads after its wait, AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
+// late (early_dependents off), late-out=MASK (GemvTuning::tma_late_outputs), ring=KB
+// (GemvTuning::tma_ring_bytes); attn-late: the attention's loads after its wait,
+// AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
 // each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>
@@ -92,6 +93,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_evict_first = true;
     else if (mod == "no-evict-first")
       t.tma_evict_first = false;
+    else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
+      t.tma_late_outputs = std::atoi(mod.c_str() + 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
       t.tma_ring_bytes = std::atoi(mod.c_str() + 5) * 1024;
     else
@@ -99,7 +102,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
                                   "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
                                   "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
                                   "attn-late, shape-rule, no-shape-rule, evict-first, "
-                                  "no-evict-first, tma-f16-early, late, ring=KB; join with '+')");
+                                  "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB; join "
+                                  "with '+')");
   }
   return r;
 }

@@ -1086,7 +1086,8 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
 // may start while the GEMV still runs (and reads the position and the older rows before its
 // wait), and the row at *pos holds stale values until the GEMV writes it. Positions in the first
 // warp step, later steps and (for the longer caches) several splits; the attention's loads
-// before its wait (the default) and after it (AttentionTuning).
+// before its wait (the default) and after it (AttentionTuning); the GEMV launching the attention
+// late (GemvTuning::tma_late_outputs, the default) and at its start.
 TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   AO_SKIP_WITHOUT_GPU();
   const auto c = GetParam();
@@ -1107,33 +1108,39 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   AO_CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  for (const bool before_wait : {true, false})  // AttentionTuning: loads before/after the wait
-    for (const int p0 : {5, 63, 64, 100, S - 1}) {
-      set_attention_tuning(AttentionTuning{before_wait});
-      auto resid = randn(K, 67 + p0, 2.f);
-      const auto xn = reference_rmsnorm(resid, 1, K, nw);
-      std::vector<float> qkv(N);
-      for (int n = 0; n < N; ++n) {
-        double acc = 0;
-        for (int k = 0; k < K; ++k) acc += double(xn[k]) * w[size_t(n) * K + k];
-        qkv[n] = round_bf16(static_cast<float>(acc));
+  TuningReset reset;
+  for (const bool qkv_late : {true, false})
+    for (const bool before_wait : {true, false})  // AttentionTuning: loads before/after the wait
+      for (const int p0 : {5, 63, 64, 100, S - 1}) {
+        GemvTuning gt;
+        if (!qkv_late) gt.tma_late_outputs = 0;
+        set_gemv_tuning(gt);
+        set_attention_tuning(AttentionTuning{before_wait});
+        auto resid = randn(K, 67 + p0, 2.f);
+        const auto xn = reference_rmsnorm(resid, 1, K, nw);
+        std::vector<float> qkv(N);
+        for (int n = 0; n < N; ++n) {
+          double acc = 0;
+          for (int k = 0; k < K; ++k) acc += double(xn[k]) * w[size_t(n) * K + k];
+          qkv[n] = round_bf16(static_cast<float>(acc));
+        }
+        std::vector<float> q;
+        reference_rope(qkv, 1, p0, H, KV, hd, S, false, inv_freq, nullptr, q, kc, vc);
+        const auto ref = reference_attention(q, 1, p0, H, KV, hd, S, kc, vc);
+        Guarded<float> dres(resid);
+        Guarded<int32_t> dpos(std::vector<int32_t>{p0});
+        const GemvArgs a = rope_kv_gemv_args(
+            rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr), c, false,
+            dinv.get(), nullptr, dpos.get(), dq.get(), dk.get(), dv.get());
+        gemv(tw.dw, a, s);
+        attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), dout.get(), s);
+        AO_CUDA_CHECK(cudaStreamSynchronize(s));
+        EXPECT_LT(nmse(from_bf16(dout.download()), ref), 2e-5)
+            << "pos=" << p0 << (before_wait ? "" : " (loads after the wait)")
+            << (qkv_late ? "" : " (attention launched at the GEMV's start)");
+        EXPECT_TRUE(dout.guards_intact());
+        // The next position's rows stay junk until their own step writes them.
       }
-      std::vector<float> q;
-      reference_rope(qkv, 1, p0, H, KV, hd, S, false, inv_freq, nullptr, q, kc, vc);
-      const auto ref = reference_attention(q, 1, p0, H, KV, hd, S, kc, vc);
-      Guarded<float> dres(resid);
-      Guarded<int32_t> dpos(std::vector<int32_t>{p0});
-      const GemvArgs a = rope_kv_gemv_args(
-          rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr), c, false,
-          dinv.get(), nullptr, dpos.get(), dq.get(), dk.get(), dv.get());
-      gemv(tw.dw, a, s);
-      attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), dout.get(), s);
-      AO_CUDA_CHECK(cudaStreamSynchronize(s));
-      EXPECT_LT(nmse(from_bf16(dout.download()), ref), 2e-5)
-          << "pos=" << p0 << (before_wait ? "" : " (loads after the wait)");
-      EXPECT_TRUE(dout.guards_intact());
-      // The next position's rows stay junk until their own step writes them.
-    }
   set_attention_tuning({});
   EXPECT_TRUE(ws.guards_intact());
   EXPECT_TRUE(dk.guards_intact());

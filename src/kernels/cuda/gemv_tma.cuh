@@ -819,9 +819,11 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   const int grid = std::min(ntiles, sms);
   constexpr int W = tma_warps<F>();
   record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem});
-  // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents).
-  const int early =
-      early_dependents() && (F == WeightFormat::bf16 || gemv_tuning().tma_fp16_early_dependents);
+  // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents),
+  // and so do the GEMVs of the outputs in GemvTuning::tma_late_outputs (the qkv GEMV).
+  const GemvTuning tune = gemv_tuning();
+  const int early = early_dependents() && !(tune.tma_late_outputs >> static_cast<int>(OUT) & 1) &&
+                    (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages(IN), tma_flags());
 }

@@ -119,6 +119,12 @@ struct GemvTuning {
   // qkv GEMV's blocks start ~6 us before the previous kernel ends and their prologue takes 4.5 us
   // instead of 2.5. bf16 on the TMA kernel and the register-ring kernels keep early_dependents.
   bool tma_fp16_early_dependents = false;
+  // TMA GEMVs whose output kind is in this mask (bit 1 << GemvOutput) launch the next kernel
+  // late whatever the format: by default the qkv GEMV (rope_kv), whose early launch puts the
+  // attention's blocks beside its own while it runs. Measured (docs/CUDA.md lab note 50, runs
+  // 90-91, same engine): bf16 llama3-8b 275.6 vs 274.5 tok/s, llama3-1b 1288.4 vs 1278.8; int8
+  // with qkv launching early 428.7 vs 436.8 (int8 and fp8 launch late everywhere anyway).
+  int tma_late_outputs = 1 << static_cast<int>(GemvOutput::rope_kv);
   // Formats on the TMA kernel (gemv_tma.cuh: a producer warp streams the weights through a
   // ring of shared-memory stages into tensor-core consumers) where x fits shared memory next to
   // the ring, on sm_90; otherwise the register-ring kernels above. On by default for bf16, and
