@@ -117,7 +117,8 @@ struct GemvTuning {
   // copy. Measured (docs/CUDA.md lab note 43, run 74, same engine): llama3-8b int8 418.1 -> 442.5
   // tok/s, fp8-row 426.0 -> 443.6, llama3-1b int8 1543.9 -> 1610.2; with the early launch the
   // qkv GEMV's blocks start ~6 us before the previous kernel ends and their prologue takes 4.5 us
-  // instead of 2.5. bf16 on the TMA kernel and the register-ring kernels keep early_dependents.
+  // instead of 2.5. bf16 on the TMA kernel and the register-ring kernels keep early_dependents
+  // (bf16's qkv GEMV excepted: tma_late_outputs below).
   bool tma_fp16_early_dependents = false;
   // TMA GEMVs whose output kind is in this mask (bit 1 << GemvOutput) launch the next kernel
   // late whatever the format: by default the qkv GEMV (rope_kv), whose early launch puts the
