@@ -6,10 +6,9 @@
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
 //                     [--kernel-reps 50] [--kernel-m1] [--trace POS] [--ab VARIANTS]
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
-// int4 kernel, AO_GEMV_CHAIN=0|1 GemvTuning::tma_chain, AO_GEMV_EARLY=0 the next kernel's launch in
-// each GEMV's last tile instead of at its start, AO_GEMV_TMA=0 the register-ring GEMVs for bf16
-// too, AO_GEMV_TMA=all the TMA GEMV for int8, int4 and fp8 as well, AO_GEMV_TMA=int8|int4|fp8 for
-// that one (ao::cuda::set_gemv_tuning).
+// int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
+// its start, AO_GEMV_TMA=0 the register-ring GEMVs for bf16 too, AO_GEMV_TMA=all the TMA GEMV for
+// int8, int4 and fp8 as well, AO_GEMV_TMA=int8|int4|fp8 for that one (ao::cuda::set_gemv_tuning).
 // --trace POS (lab build only: -DAO_KERNEL_TRACE): for each model and format, a timeline of
 // decode steps at position POS from the kernels' own %globaltimer stamps — per kernel class, the
 // time it adds to the step, how long after the previous kernel it passes its grid-dependency
@@ -21,10 +20,9 @@
 // no-tma-fp8, shape-rule / no-shape-rule (GemvTuning::tma_int8_shape_rule), evict-first /
 // no-evict-first (GemvTuning::tma_evict_first), tma-f16-early (tma_fp16_early_dependents),
 // late (early_dependents off), late-out=MASK (GemvTuning::tma_late_outputs), ring=KB
-// (GemvTuning::tma_ring_bytes), chain / no-chain (GemvTuning::tma_chain), chain-nohold; attn-late:
-// the attention's loads after its wait, AttentionTuning): tg tok/s of each on one engine per model
-// and format, the variants alternated in each of --reps rounds (the lab's A/B in one call, no
-// rebuild).
+// (GemvTuning::tma_ring_bytes); attn-late: the attention's loads after its wait,
+// AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
+// each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
@@ -95,25 +93,17 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_evict_first = true;
     else if (mod == "no-evict-first")
       t.tma_evict_first = false;
-    else if (mod == "no-chain")  // GemvTuning::tma_chain off: one launch per GEMV
-      t.tma_chain = false;
-    else if (mod == "chain")
-      t.tma_chain = true;
-    else if (mod == "chain-nohold")  // GemvTuning::tma_chain_hold off
-      t.tma_chain_hold = false;
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
       t.tma_late_outputs = std::atoi(mod.c_str() + 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
       t.tma_ring_bytes = std::atoi(mod.c_str() + 5) * 1024;
     else
-      throw std::invalid_argument(
-          "--ab: unknown variant '" + mod +
-          "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
-          "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
-          "attn-late, shape-rule, no-shape-rule, evict-first, "
-          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, chain, "
-          "no-chain, chain-nohold; join "
-          "with '+')");
+      throw std::invalid_argument("--ab: unknown variant '" + mod +
+                                  "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
+                                  "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
+                                  "attn-late, shape-rule, no-shape-rule, evict-first, "
+                                  "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB; join "
+                                  "with '+')");
   }
   return r;
 }
@@ -472,7 +462,6 @@ int main(int argc, char** argv) {
     if (const char* e = std::getenv("AO_GEMV_KSPLIT")) tune.k_split = std::atoi(e);
     if (const char* e = std::getenv("AO_GEMV_MMA")) tune.tensor_cores = e[0] != '0';
     if (const char* e = std::getenv("AO_GEMV_EARLY")) tune.early_dependents = e[0] != '0';
-    if (const char* e = std::getenv("AO_GEMV_CHAIN")) tune.tma_chain = e[0] != '0';
     if (const char* e = std::getenv("AO_GEMV_TMA")) {  // 0: none, all: every format it takes
       const std::string v = e;                         // int8 / int4: bf16 and that format
       tune.tma_bf16 = v != "0";

@@ -127,8 +127,7 @@ struct CudaEngine::Impl {
   uint16_t *xn = nullptr, *qkv = nullptr, *q = nullptr, *attn = nullptr, *tmp = nullptr,
            *gu = nullptr, *h = nullptr, *deq = nullptr;
   float* logits = nullptr;
-  void* attn_ws = nullptr;        // decode attention partials + counters (zeroed once)
-  uint64_t* chain_ctr = nullptr;  // cuda::gemv_chain's counters (zeroed once)
+  void* attn_ws = nullptr;  // decode attention partials + counters (zeroed once)
   float* scratch = nullptr;
   // Dynamic fp8 activations for the cuBLASLt FP8 GEMM (only when a weight asks for them).
   std::unique_ptr<cuda::Fp8Gemm> fp8_gemm;
@@ -230,9 +229,6 @@ struct CudaEngine::Impl {
     const size_t ws = cuda::attention_decode_workspace(attn_args());
     attn_ws = alloc<uint8_t>(ws);
     AO_CUDA_CHECK(cudaMemsetAsync(attn_ws, 0, ws, stream));
-    chain_ctr = alloc<uint64_t>(cuda::kGemvChainCounters);
-    AO_CUDA_CHECK(
-        cudaMemsetAsync(chain_ctr, 0, cuda::kGemvChainCounters * sizeof(uint64_t), stream));
     scratch = alloc<float>(16);
     d_pos = alloc<int32_t>(1);
     d_token = alloc<int32_t>(1);
@@ -477,39 +473,26 @@ struct CudaEngine::Impl {
     return a;
   }
 
-  // The qkv GEMV of layer L: bias + RoPE + KV append fused in the epilogue.
-  cuda::GemvChainStep qkv_step(const Layer& L) const {
-    cuda::GemvArgs a = normed_input(L.attn_norm, cuda::GemvOutput::rope_kv, nullptr);
-    a.rope = rope_args(L);
-    a.pos = d_pos;
-    a.q_out = q;
-    a.k_cache = L.k_cache;
-    a.v_cache = L.v_cache;
-    return {L.qkv, a};
-  }
-
   // One decode step: token *d_token at position *d_pos -> logits, then sample into d_token,
-  // d_out, and advance *d_pos. After each layer's attention, its o, gate_up and down GEMVs and the
-  // next layer's qkv run as one chain (cuda::gemv_chain: one launch per GEMV by default, one
-  // launch for the four under GemvTuning::tma_chain).
+  // d_out, and advance *d_pos.
   void enqueue_decode() {
     cuda::embedding(embed, d_token, 1, dim, resid, stream);
     const auto aa = attn_args();
-    {
-      const cuda::GemvChainStep first = qkv_step(layers[0]);
-      cuda::gemv(first.w, first.a, stream);
-    }
     for (int l = 0; l < n_layers; ++l) {
       Layer& L = layers[l];
+      // bias + RoPE + KV append fused in the epilogue
+      cuda::GemvArgs a = normed_input(L.attn_norm, cuda::GemvOutput::rope_kv, nullptr);
+      a.rope = rope_args(L);
+      a.pos = d_pos;
+      a.q_out = q;
+      a.k_cache = L.k_cache;
+      a.v_cache = L.v_cache;
+      cuda::gemv(L.qkv, a, stream);
       cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, attn_ws, attn, stream);
+      cuda::gemv(L.o, add_to_residual(attn), stream);
       // gate/up rows interleaved: h = silu(g) * u
-      cuda::GemvChainStep steps[4] = {
-          {L.o, add_to_residual(attn)},
-          {L.gate_up, normed_input(L.mlp_norm, cuda::GemvOutput::swiglu, h)},
-          {L.down, add_to_residual(h)}};
-      int n = 3;
-      if (l + 1 < n_layers) steps[n++] = qkv_step(layers[l + 1]);
-      cuda::gemv_chain(steps, n, chain_ctr, stream);
+      cuda::gemv(L.gate_up, normed_input(L.mlp_norm, cuda::GemvOutput::swiglu, h), stream);
+      cuda::gemv(L.down, add_to_residual(h), stream);
     }
     cuda::gemv(lm_head, normed_input(final_norm, cuda::GemvOutput::f32, logits), stream);
     cuda::sample(logits, vocab, d_sampler, d_token, d_out, kOutCap, d_n_out, d_pos, 1, stream);

@@ -7,7 +7,6 @@
 #include <set>
 #include <tuple>
 
-#include "ao/core/error.h"
 #include "ao/kernels/cuda/kernel_trace.h"
 #include "cuda_test_util.h"
 
@@ -973,125 +972,6 @@ GemvArgs rope_kv_gemv_args(GemvArgs a, const AttnCase& c, bool inter, const floa
 }
 
 class CudaAttention : public ::testing::TestWithParam<AttnCase> {};
-
-// gemv_chain: a decode layer's GEMVs after its attention (o, gate_up, down, then the next layer's
-// qkv with RoPE and the KV append) against the CPU reference of the four in turn, as one launch
-// (GemvTuning::tma_chain; bf16, int8 and fp8 on sm_90) and one gemv() per step (tma_chain off,
-// and int4 always). Each step reads what the one before wrote, and every input of a later step
-// starts as NaN (h, q) or stale (the residual the o step adds to), so a block that read before
-// the other blocks had written would show. 1024 rows of o and down (64 tiles: most of the 132
-// blocks idle in those steps), 5120 of gate_up (several tiles per block). Three launches in a
-// row, inputs reset in between: each waits for its own round of the counters.
-TEST_P(CudaGemv, ChainOfALayersGemvsMatchesReference) {
-  AO_SKIP_WITHOUT_GPU();
-  const QuantCase c = GetParam();
-  const int D = 1024, F = 2560, H = 8, KV = 2, hd = 128, S = 64, NQ = (H + 2 * KV) * hd, p0 = 37;
-  const AttnCase ac{H, KV, hd, S};
-  const RandomTestWeight wo(D, D, c, 31), wgu(2 * F, D, c, 32), wd(D, F, c, 33);
-  const auto wq = from_bf16(to_bf16(randn(size_t(NQ) * D, 34, 0.05f)));
-  const TestWeight tq(to_bf16(pair_adjacent_rows(wq, NQ, D, hd, false)), NQ, D, c);
-  const auto deq_q = reference_dequant(wq, NQ, D, c.format, c.group, c.per_tensor);
-  const auto nw1 = norm_weight_bf16(D, 35), nw2 = norm_weight_bf16(D, 36);
-  const std::vector<float> inv_freq = rope_inv_freq(hd);
-  const auto attn = to_bf16(randn(D, 38));
-  const auto resid0 = randn(D, 39, 2.f);
-  const auto kc = from_bf16(to_bf16(randn(size_t(KV) * S * hd, 40)));
-  const auto vc = from_bf16(to_bf16(randn(size_t(KV) * S * hd, 41)));
-  // The reference, step by step.
-  std::vector<float> r = resid0;
-  auto add = [&](const std::vector<float>& x, const std::vector<float>& deq, int64_t K) {
-    const auto y = reference_matvec(x, deq, 1, D, K);
-    for (int i = 0; i < D; ++i) r[i] += round_bf16(y[i]);
-  };
-  add(from_bf16(attn), wo.deq, D);
-  const auto h = reference_swiglu(
-      reference_matvec(reference_rmsnorm(r, 1, D, nw1), wgu.deq, 1, 2 * F, D), 1, 2 * F);
-  add(h, wd.deq, F);
-  auto qkv = reference_matvec(reference_rmsnorm(r, 1, D, nw2), deq_q, 1, NQ, D);
-  for (auto& v : qkv) v = round_bf16(v);
-  std::vector<float> q, kref = kc, vref = vc;
-  reference_rope(qkv, 1, p0, H, KV, hd, S, false, inv_freq, nullptr, q, kref, vref);
-
-  Guarded<uint16_t> dattn(attn), dnw1(nw1), dnw2(nw2), dk(to_bf16(kc)), dv(to_bf16(vc));
-  Guarded<uint16_t> dh(F), dq(H * hd);
-  Guarded<float> dinv(inv_freq), dres(D);
-  Guarded<int32_t> dpos(std::vector<int32_t>{p0});
-  Guarded<uint64_t> ctr(std::vector<uint64_t>(kGemvChainCounters, 0));
-  cudaStream_t s;
-  AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  TuningReset reset;
-  GemvArgs ao;
-  ao.x = dattn.get();
-  ao.output = GemvOutput::add_residual;
-  ao.y = dres.get();
-  GemvArgs ad = ao;
-  ad.x = dh.get();
-  const GemvChainStep steps[4] = {
-      {wo.dw, ao},
-      {wgu.dw, rmsnorm_gemv_args(1, dres.get(), dnw1.get(), GemvOutput::swiglu, dh.get())},
-      {wd.dw, ad},
-      {tq.dw, rope_kv_gemv_args(
-                  rmsnorm_gemv_args(1, dres.get(), dnw2.get(), GemvOutput::rope_kv, nullptr), ac,
-                  false, dinv.get(), nullptr, dpos.get(), dq.get(), dk.get(), dv.get())}};
-  const bool one_launch = device_has_tma() && takes_tma(c) && c.format != WeightFormat::int4;
-  std::vector<float> got[2][2];  // [chain][n == 4]: the residual, then h, q and the caches
-  for (const bool chain : {true, false})
-    for (const int n : {4, 3}) {
-      GemvTuning t = tuning_for(GemvPath::tma);
-      t.tma_chain = chain;
-      set_gemv_tuning(t);
-      const std::string what = std::string(c.name) + (chain ? " chain" : " one gemv per step") +
-                               " of " + std::to_string(n);
-      for (int rep = 0; rep < 3; ++rep) {
-        AO_CUDA_CHECK(cudaMemcpyAsync(dres.get(), resid0.data(), D * sizeof(float),
-                                      cudaMemcpyHostToDevice, s));
-        AO_CUDA_CHECK(cudaMemsetAsync(dh.get(), 0xff, F * 2, s));  // NaN until gate_up writes it
-        AO_CUDA_CHECK(cudaMemsetAsync(dq.get(), 0xff, H * hd * 2, s));
-        gemv_chain(steps, n, ctr.get(), s);
-      }
-      AO_CUDA_CHECK(cudaStreamSynchronize(s));
-      EXPECT_EQ(last_gemv_launch().chain, chain && one_launch ? n : 0) << what;
-      EXPECT_LT(nmse(from_bf16(dh.download()), h), 2e-5) << what << ": h";
-      EXPECT_LT(nmse(dres.download(), r), 2e-5) << what << ": residual";
-      if (n == 4) {
-        EXPECT_LT(nmse(from_bf16(dq.download()), q), 2e-5) << what << ": q";
-        EXPECT_LT(nmse(from_bf16(dk.download()), kref), 2e-5) << what << ": k cache";
-        EXPECT_LT(nmse(from_bf16(dv.download()), vref), 2e-5) << what << ": v cache";
-      }
-      // Every block of every launch arrived at each counter the chain waits on: whole rounds.
-      if (chain && one_launch)
-        for (int i = 0; i < n - 1; ++i) {
-          const uint64_t v = ctr.download()[i];
-          EXPECT_GT(v, 0u) << what << ": counter " << i;
-          EXPECT_EQ(v % last_gemv_launch().grid, 0u) << what << ": counter " << i;
-        }
-      auto& all = got[chain][n == 4];
-      all = dres.download();
-      for (const auto* b : {&dh, &dq, &dk, &dv}) {
-        const auto v = from_bf16(b->download());
-        all.insert(all.end(), v.begin(), v.end());
-      }
-      EXPECT_TRUE(dres.guards_intact() && dh.guards_intact() && dq.guards_intact() &&
-                  dk.guards_intact() && dv.guards_intact() && ctr.guards_intact())
-          << what;
-    }
-  // Each weight keeps its own launch's chunk in the chain, so every tile sums alike: the chain's
-  // outputs are gemv()'s bit for bit.
-  for (int four = 0; four < 2; ++four)
-    EXPECT_EQ(std::memcmp(got[0][four].data(), got[1][four].data(), got[0][four].size() * 4), 0)
-        << c.name << " chain of " << (four ? 4 : 3) << " against one gemv() per step";
-  AO_CUDA_CHECK(cudaStreamDestroy(s));
-}
-
-// gemv_chain's errors: no counters, a chain too long.
-TEST(CudaGemvChain, RejectsBadArguments) {
-  AO_SKIP_WITHOUT_GPU();
-  GemvChainStep steps[5];
-  Guarded<uint64_t> ctr(std::vector<uint64_t>(kGemvChainCounters, 0));
-  EXPECT_THROW(gemv_chain(steps, 1, nullptr, nullptr), ao::Error);
-  EXPECT_THROW(gemv_chain(steps, 5, ctr.get(), nullptr), ao::Error);
-  EXPECT_THROW(gemv_chain(steps, 0, ctr.get(), nullptr), ao::Error);
-}
 
 TEST_P(CudaAttention, RopePrefillThenDecodeMatchReference) {
   AO_SKIP_WITHOUT_GPU();

@@ -5,8 +5,6 @@ namespace ao::cuda {
 
 template <WeightFormat F>
 void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
-template <WeightFormat F>
-bool gemv_chain_format(const GemvChainStep* steps, int n, uint64_t* counters, cudaStream_t s);
 
 int gemv_k_align(WeightFormat f) {
   switch (f) {
@@ -38,14 +36,9 @@ size_t DeviceWeight::bytes() const {
 namespace {
 GemvTuning g_tuning;
 GemvLaunch g_last_launch;
-int64_t g_chain_launches = 0;
 }  // namespace
-void record_gemv_launch(const GemvLaunch& l) {
-  g_last_launch = l;
-  if (l.chain != 0) ++g_chain_launches;
-}
+void record_gemv_launch(const GemvLaunch& l) { g_last_launch = l; }
 GemvLaunch last_gemv_launch() { return g_last_launch; }
-int64_t gemv_chain_launches() { return g_chain_launches; }
 void set_gemv_tuning(const GemvTuning& t) {
   if (t.k_split != 0 && t.k_split != 1 && t.k_split != 2 && t.k_split != 4)
     fail("set_gemv_tuning: k_split must be 0 (automatic), 1, 2 or 4");
@@ -93,31 +86,6 @@ void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     case WeightFormat::fp8:
       return gemv_format<WeightFormat::fp8>(w, a, s);
   }
-}
-
-void gemv_chain(const GemvChainStep* steps, int n, uint64_t* counters, cudaStream_t s) {
-  if (n < 1 || n > kGemvChainMax) fail("gemv_chain: a chain holds 1 to 4 GEMVs");
-  if (counters == nullptr) fail("gemv_chain: no counters (kGemvChainCounters of them, zeroed)");
-  bool same = true;
-  for (int i = 1; i < n; ++i) same = same && steps[i].w.format == steps[0].w.format;
-  if (n >= 2 && same && g_tuning.tma_chain) {
-    bool taken = false;
-    switch (steps[0].w.format) {
-      case WeightFormat::bf16:
-        taken = gemv_chain_format<WeightFormat::bf16>(steps, n, counters, s);
-        break;
-      case WeightFormat::int8:
-        taken = gemv_chain_format<WeightFormat::int8>(steps, n, counters, s);
-        break;
-      case WeightFormat::fp8:
-        taken = gemv_chain_format<WeightFormat::fp8>(steps, n, counters, s);
-        break;
-      case WeightFormat::int4:
-        break;
-    }
-    if (taken) return;
-  }
-  for (int i = 0; i < n; ++i) gemv(steps[i].w, steps[i].a, s);
 }
 
 }  // namespace ao::cuda

@@ -36,9 +36,6 @@ using namespace detail;
 // Per-format entry, instantiated in gemv_<format>.cu (one file each: they compile in parallel).
 template <WeightFormat F>
 void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
-// gemv_chain's per-format entry: false (nothing launched) where one launch does not apply.
-template <WeightFormat F>
-bool gemv_chain_format(const GemvChainStep* steps, int n, uint64_t* counters, cudaStream_t s);
 // Keeps what a launcher chose for last_gemv_launch() (gemv.cu).
 void record_gemv_launch(const GemvLaunch& l);
 
@@ -911,59 +908,6 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 }
 
 }  // namespace
-
-// The chains one launch takes (gemv_chain): a decode layer after its attention, o (bf16 x, added
-// to the residual), gate_up (RMSNorm, SwiGLU), down (bf16 x, added to the residual), then
-// optionally the next layer's qkv (RMSNorm, RoPE + KV append); batch 1, every weight of format F
-// on the TMA kernel, with a chunk that divides every row.
-template <WeightFormat F>
-bool gemv_chain_format(const GemvChainStep* st, int n, uint64_t* counters, cudaStream_t s) {
-  // int4 streams from the register-ring kernel (the TMA kernel is slower for it): no chain.
-  static_assert(F != WeightFormat::int4, "gemv_chain: no int4 chain");
-  {
-    using I = GemvInput;
-    using O = GemvOutput;
-    constexpr int kO = tma_chain_io(I::bf16, O::add_residual);
-    constexpr int kGU = tma_chain_io(I::rmsnorm, O::swiglu);
-    constexpr int kQKV = tma_chain_io(I::rmsnorm, O::rope_kv);
-    if (n != 3 && n != 4) return false;
-    int io[kGemvChainMax] = {};
-    for (int i = 0; i < n; ++i) io[i] = tma_chain_io(st[i].a.input, st[i].a.output);
-    if (io[0] != kO || io[1] != kGU || io[2] != kO || (n == 4 && io[3] != kQKV)) return false;
-    TmaChainArgs c{};
-    size_t x = 0;
-    int64_t rows[kGemvChainMax] = {};
-    for (int i = 0; i < n; ++i) {
-      if (st[i].a.m != 1 || st[i].w.format != F) return false;
-      const size_t xi = tma_x_bytes<F>(st[i].w, 1, &rows[i]);
-      if (xi == 0) return false;
-      x = std::max(x, xi);
-      c.w[i] = st[i].w;
-      c.a[i] = st[i].a;
-    }
-    if (st[1].w.n % 2 != 0) fail("gemv_chain: swiglu output needs an even number of rows");
-    if (n == 4 && (st[3].a.rope.head_dim % 2 != 0 || st[3].w.n % st[3].a.rope.head_dim != 0))
-      fail("gemv_chain: rope_kv output needs an even head_dim dividing the rows");
-    // Each weight's own chunk beside the chain's largest x; the stages are the largest of theirs.
-    size_t stage = 0;
-    for (int i = 0; i < n; ++i) {
-      const TmaPlan p = tma_plan_row<F>(rows[i], x, 0);
-      if (p.chunk == 0) return false;
-      c.chunk[i] = p.chunk;
-      c.hold[i] = i == 0 || gemv_tuning().tma_chain_hold ? tma_hold_stages(st[i].a.input) : 0;
-      stage = std::max(stage, static_cast<size_t>(16) * p.chunk);
-    }
-    const int stages = static_cast<int>(std::min<size_t>(tma_ring_budget(x) / stage, 8));
-    if (stages < 2) return false;
-    const size_t smem = tma_barrier_bytes(stages) + stages * stage + x;
-    c.counters = reinterpret_cast<unsigned long long*>(counters);
-    if (n == 3)
-      launch_tma_chain<F, kO, kGU, kO, -1>(c, n, stage, stages, smem, s);
-    else
-      launch_tma_chain<F, kO, kGU, kO, kQKV>(c, n, stage, stages, smem, s);
-    return true;
-  }
-}
 
 template <WeightFormat F>
 void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {

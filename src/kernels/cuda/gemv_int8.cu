@@ -5,6 +5,4 @@ AO_KERNEL_TRACE_TU(gemv_int8)
 
 namespace ao::cuda {
 template void gemv_format<WeightFormat::int8>(const DeviceWeight&, const GemvArgs&, cudaStream_t);
-template bool gemv_chain_format<WeightFormat::int8>(const GemvChainStep*, int, uint64_t*,
-                                                    cudaStream_t);
 }  // namespace ao::cuda

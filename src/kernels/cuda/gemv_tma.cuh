@@ -196,208 +196,124 @@ __device__ __forceinline__ float fp16_row_scale(float mx) {
   return mx > 0.f && mx < INFINITY ? ldexpf(1.f, min(15 - e, 126)) : 1.f;
 }
 
-// A TMA GEMV block's shared memory (the barriers, the ring, the x region after the ring) and its
-// ring position. The producer warp and the consumer warps each keep their own copy of the
-// position, which a chain of GEMVs in one launch (gemv_tma_chain_kernel) carries from one weight
-// to the next: the ring runs on across weights as it does across tiles.
-struct TmaBlock {
-  uint64_t* full;
-  uint64_t* empty;
-  uint64_t* x_issued;  // every consumer warp has issued its x loads
-  uint8_t* ring;
-  uint8_t* xbase;            // x in the mma fragment order, its segment sums, the tile reductions
-  int nstages, stage_bytes;  // stage_bytes: the stride of the ring's stages
-  float* rss;                // [M * W]: the RMSNorm's partial sums per warp and row
-  float* xamax;              // [M * W]: int8/fp8/int4: max |x| per warp and row
-  float* xinv;               // [M]: int8/fp8/int4: 1 / the power-of-two scale of x
-  unsigned long long* x_last_ns;  // tracing: the last warp's x landing (TracePoint::x_last)
-  int s = 0, phase = 0;           // the next stage and its parity
-  bool first = true;              // producer: the ring has not wrapped yet
-};
-extern __shared__ __align__(128) uint8_t tma_smem[];
-
-// int4's scale bytes per row and stage chunk (0 for the formats with a scale per row).
-template <WeightFormat F>
-__host__ __device__ constexpr int tma_scale_bytes(int chunk, int group_size) {
-  return F == WeightFormat::int4 ? chunk * 2 / group_size * 8 : 0;
-}
-
-// Lays out the block's shared memory and initializes the ring's barriers (all threads).
-template <int W>
-__device__ __forceinline__ TmaBlock tma_block_init(int stage_bytes, int nstages, float* rss,
-                                                   float* xamax, float* xinv,
-                                                   unsigned long long* x_last_ns) {
-  TmaBlock b;
-  b.full = reinterpret_cast<uint64_t*>(tma_smem);
-  b.empty = b.full + nstages;
-  b.x_issued = b.empty + nstages;
-  b.ring = tma_smem + tma_barrier_bytes(nstages);
-  b.nstages = nstages, b.stage_bytes = stage_bytes;
-  b.xbase = b.ring + static_cast<size_t>(nstages) * b.stage_bytes;
-  b.rss = rss, b.xamax = xamax, b.xinv = xinv, b.x_last_ns = x_last_ns;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < nstages; ++s) {
-      mbar_init(&b.full[s], 1);
-      mbar_init(&b.empty[s], W);
-    }
-    mbar_init(b.x_issued, W);
-    *x_last_ns = 0;
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
-  return b;
-}
-
-// The consumers' wait for their input: the previous kernel's results (grid-dependency wait), or,
-// for a chain's later weight, `*ready` reaching `target` (every block has written its part of the
-// previous weight's output; gemv_tma_chain_kernel; thread 0's target). Thread 0 spins with
-// acquire loads (the blocks add with release), then the consumers' barrier orders their loads
-// after it.
-template <int W>
-__device__ __forceinline__ void tma_wait_inputs(const unsigned long long* ready,
-                                                unsigned long long target) {
-  if (ready == nullptr) {
-    grid_dependency_wait();
-    return;
-  }
-  if (threadIdx.x == 0) {
-    unsigned long long v;
-    do {
-      asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(ready) : "memory");
-    } while (v < target);
-  }
-  consumer_sync<W>();
-}
-
-// Producer warp: the block's tiles of w from tile0 (then every gridDim.x-th), `chunk` bytes of
-// 16 rows (+ their scales) per stage. Weights are never written, so this needs no dependency
-// wait. `hold` stages are issued before the consumers' x loads (GemvTuning::tma_hold_stages): the
-// producer then waits for phase `xpar` (the parity of the weight's place in a chain) of x_issued.
-template <WeightFormat F>
-__device__ __forceinline__ void tma_produce(const DeviceWeight& w, TmaBlock& b, int chunk,
-                                            int tile0, int hold, int flags, unsigned xpar = 0) {
-  constexpr int KS = TmaFmt<F>::kSeg;
-  constexpr bool kInt4 = F == WeightFormat::int4;
-  const int lane = threadIdx.x & 31;
-  const int Kp = static_cast<int>(w.k_padded), N = static_cast<int>(w.n);
-  const int ntiles = (N + 15) / 16, nseg = Kp / KS, nstages = b.nstages;
-  const int64_t row_bytes = static_cast<int64_t>(nseg) * 64;
-  const int chunks = static_cast<int>(row_bytes / chunk);  // stage chunks per tile
-  const int gs = kInt4 ? w.group_size : 128;
-  const int groups = Kp / gs;
-  const int sc = tma_scale_bytes<F>(chunk, gs);
-  const int stage_bytes = b.stage_bytes;
-  uint64_t* full = b.full;
-  uint64_t* empty = b.empty;
-  uint64_t* x_issued = b.x_issued;
-  uint8_t* ring = b.ring;
-  const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
-  const uint8_t* sbase = static_cast<const uint8_t*>(w.scale);
-  const int64_t srow = static_cast<int64_t>(groups) * 8;
-  int s = b.s, phase = b.phase, nissued = 0;
-  bool first = b.first;
-  // Flag 32 (GemvTuning::tma_evict_first): the weight stream marked evict-first in L2, so
-  // that L2 keeps what is read again (lab note 40).
-  const bool evict_first = flags & 32;
-  uint64_t policy = 0;
-  if (evict_first) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-  auto copy = [&](void* dst, const void* src, unsigned bytes, uint64_t* bar) {
-    if (evict_first)
-      bulk_load(dst, src, bytes, bar, policy);
-    else
-      bulk_load(dst, src, bytes, bar);
-  };
-  for (int tile = tile0; tile < ntiles; tile += gridDim.x) {
-    const int valid = min(16, N - tile * 16);  // rows of this tile (the rest stay stale)
-    const int row = tile * 16 + min(lane & 15, valid - 1);
-    for (int c = 0; c < chunks; ++c) {
-      if (!first) mbar_wait(&empty[s], phase ^ 1);
-      if (hold != 0 && nissued++ == max(hold, 0)) mbar_wait(x_issued, xpar);
-      uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
-      if (chunks == 1) {
-        // Whole rows: the tile's weights and its scales are each one contiguous copy.
-        if (lane == 0) {
-          mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
-          copy(st, wbase + static_cast<int64_t>(tile) * 16 * row_bytes, valid * chunk, &full[s]);
-          if (kInt4)
-            copy(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow, valid * sc,
-                 &full[s]);
-        }
-      } else {
-        // `chunk` bytes of each row (lanes 0-15) and, for int4, of its scales (lanes 16-31).
-        if (lane == 0) mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
-        __syncwarp();
-        if ((lane & 15) < valid) {
-          if (lane < 16)
-            copy(st + lane * chunk, wbase + row * row_bytes + static_cast<int64_t>(c) * chunk,
-                 chunk, &full[s]);
-          else if (kInt4)
-            copy(st + 16 * chunk + (lane - 16) * sc, sbase + row * srow + c * sc, sc, &full[s]);
-        }
-      }
-      if (++s == nstages) s = 0, phase ^= 1, first = false;
-    }
-  }
-  b.s = s, b.phase = phase, b.first = first;
-}
-
-// Consumer warps: the prologue (wait for the input, stage x after the input op) and the block's
-// tiles of w from tile0, each with its epilogue. `ready`: null to wait for the previous kernel,
-// else the chain's counter to wait on and thread 0's target (tma_wait_inputs).
-// `launch_in_last_tile`: the block lets the next kernel launch in its last tile.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
-__device__ __forceinline__ void tma_consume(const DeviceWeight& w, const GemvArgs& a, TmaBlock& b,
-                                            int chunk, int tile0, int flags,
-                                            const unsigned long long* ready,
-                                            unsigned long long target, bool launch_in_last_tile,
-                                            const GemvNormWeights<8, 2>* nw_pre = nullptr) {
+__global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
+    gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
+                    int early_dependents, int hold, int flags) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  __trap();  // cp.async.bulk and mbarrier tx counts need sm_90; tma_plan() never picks it there
+#else
   constexpr int W = tma_warps<F>(), kCons = W * 32;
   constexpr int KS = TmaFmt<F>::kSeg;
   constexpr bool kInt4 = F == WeightFormat::int4, kInt8 = F == WeightFormat::int8;
   constexpr bool kFp8 = F == WeightFormat::fp8;  // weight-only e4m3: the int8 layout and staging
   constexpr bool kByte = kInt8 || kFp8;          // one byte per weight, a scale per row
   constexpr bool kF16 = kByte || kInt4;  // x staged as fp16 under a power-of-two scale per row
+  extern __shared__ __align__(128) uint8_t tma_smem[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
   const int ntiles = (N + 15) / 16;
-  const int nseg = Kp / KS;  // segments per row
-  const int nstages = b.nstages;
+  const int nseg = Kp / KS;    // segments per row
   const int spc = chunk / 64;  // segments per stage chunk
   const int64_t row_bytes = static_cast<int64_t>(nseg) * 64;
   const int chunks = static_cast<int>(row_bytes / chunk);  // stage chunks per tile
   const int gs = kInt4 ? w.group_size : 128;
-  const int bpg_shift = gs == 256 ? 1 : 0;  // int4: log2 of segments per scale group
-  const int sc = tma_scale_bytes<F>(chunk, gs);
-  const int stage_bytes = b.stage_bytes;
-  uint64_t* full = b.full;
-  uint64_t* empty = b.empty;
-  uint64_t* x_issued = b.x_issued;
-  const uint8_t* ring = b.ring;
-  uint4* xf = reinterpret_cast<uint4*>(b.xbase);
+  const int groups = Kp / gs;
+  const int bpg_shift = gs == 256 ? 1 : 0;        // int4: log2 of segments per scale group
+  const int sc = kInt4 ? chunk * 2 / gs * 8 : 0;  // scale bytes per row and chunk
+  const int stage_bytes = 16 * (chunk + sc);
+  uint64_t* full = reinterpret_cast<uint64_t*>(tma_smem);
+  uint64_t* empty = full + nstages;
+  uint64_t* x_issued = empty + nstages;  // every consumer warp has issued its x loads
+  uint8_t* ring = tma_smem + tma_barrier_bytes(nstages);
+  uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
   float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);  // [M][Kp / kCsum][kCsumF]
   float2* csum2 = reinterpret_cast<float2*>(csum);          // int4: {C', Sx'}
   float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;         // [2][W][16][8]
-  float* rss = b.rss;
-  float* xamax = b.xamax;
-  float* xinv = b.xinv;
-  unsigned long long& x_last_ns = *b.x_last_ns;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __shared__ float rss[M * W];
+  __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
+  __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
+  __shared__ unsigned long long x_last_ns;   // tracing: the last warp's x landing (TracePoint)
 
-  // Prologue: wait for the input, then x (after the fused RMSNorm) into shared memory in the
-  // mma fragment order, with the per-segment sums of x.
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
+  if (early_dependents) grid_dependents_launch();  // else by the producer once it is done
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < nstages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], W);
+    }
+    mbar_init(x_issued, W);
+    x_last_ns = 0;
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == W) {
+    // Producer: the block's tiles in order, `chunk` bytes of 16 rows (+ their scales) per stage.
+    // Weights are never written, so this needs no grid-dependency wait.
+    const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
+    const uint8_t* sbase = static_cast<const uint8_t*>(w.scale);
+    const int64_t srow = static_cast<int64_t>(groups) * 8;
+    // `hold` stages are issued before the consumers' x loads (GemvTuning::tma_hold_stages).
+    int s = 0, phase = 0, nissued = 0;
+    bool first = true;
+    // Flag 32 (GemvTuning::tma_evict_first): the weight stream marked evict-first in L2, so
+    // that L2 keeps what is read again (lab note 40).
+    const bool evict_first = flags & 32;
+    uint64_t policy = 0;
+    if (evict_first) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    auto copy = [&](void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+      if (evict_first)
+        bulk_load(dst, src, bytes, bar, policy);
+      else
+        bulk_load(dst, src, bytes, bar);
+    };
+    for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+      const int valid = min(16, N - tile * 16);  // rows of this tile (the rest stay stale)
+      const int row = tile * 16 + min(lane & 15, valid - 1);
+      for (int c = 0; c < chunks; ++c) {
+        if (!first) mbar_wait(&empty[s], phase ^ 1);
+        if (hold != 0 && nissued++ == max(hold, 0)) mbar_wait(x_issued, 0);
+        uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
+        if (chunks == 1) {
+          // Whole rows: the tile's weights and its scales are each one contiguous copy.
+          if (lane == 0) {
+            mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
+            copy(st, wbase + static_cast<int64_t>(tile) * 16 * row_bytes, valid * chunk, &full[s]);
+            if (kInt4)
+              copy(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow, valid * sc,
+                   &full[s]);
+          }
+        } else {
+          // `chunk` bytes of each row (lanes 0-15) and, for int4, of its scales (lanes 16-31).
+          if (lane == 0) mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
+          __syncwarp();
+          if ((lane & 15) < valid) {
+            if (lane < 16)
+              copy(st + lane * chunk, wbase + row * row_bytes + static_cast<int64_t>(c) * chunk,
+                   chunk, &full[s]);
+            else if (kInt4)
+              copy(st + 16 * chunk + (lane - 16) * sc, sbase + row * srow + c * sc, sc, &full[s]);
+          }
+        }
+        if (++s == nstages) s = 0, phase ^= 1, first = false;
+      }
+    }
+    if (!early_dependents) grid_dependents_launch();
+    return;
+  }
+
+  // Consumers. Prologue: wait for the previous kernel, then x (after the fused RMSNorm) into
+  // shared memory in the mma fragment order, with the per-segment sums of x.
   const int tid = threadIdx.x, g = lane >> 2, t = lane & 3;
   const int64_t xstride = a.x_stride ? a.x_stride : K;
   const bool vec = (K % 4 == 0) && (xstride % 4 == 0);
   // The one-pass RMSNorm's weights, before the wait (GemvNormWeights; flag 8: after it).
   GemvNormWeights<8, 2> nw;
   const bool late_nw = flags & 8;
-  // A chain's later weight: its own trace slots, from the end of the weight before.
-  if (ready != nullptr) trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
-  if (nw_pre != nullptr)
-    nw = *nw_pre;  // a chain's: loaded at the kernel's start (gemv_tma_chain_kernel)
-  else if (IN == GemvInput::rmsnorm && !(flags & 2) && !late_nw)
-    nw.load(a, K, Kp, tid, kCons);
-  tma_wait_inputs<W>(ready, target);
+  if (IN == GemvInput::rmsnorm && !(flags & 2) && !late_nw) nw.load(a, K, Kp, tid, kCons);
+  grid_dependency_wait();
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::wait_done);
   // Stages x[m][j .. j + 7] (after the input op) in the mma fragment order, with the segment
   // sums of x for int8/fp8/int4.
@@ -625,8 +541,8 @@ __device__ __forceinline__ void tma_consume(const DeviceWeight& w, const GemvArg
   // int4: the stage rows whose scales this lane reads (g, g + 8); the lab's flag 16 reads row 0's
   // for all (wrong results: the timing without the scale loads' bank conflicts, lab note 37).
   const int sg0 = flags & 16 ? 0 : g, sg8 = flags & 16 ? 0 : g + 8;
-  int s = b.s, phase = b.phase, parity = 0;
-  for (int tile = tile0; tile < ntiles; tile += gridDim.x) {
+  int s = 0, phase = 0, parity = 0;
+  for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};  // acc2: int8
     for (int c = 0; c < chunks; ++c) {
       mbar_wait(&full[s], phase);
@@ -742,150 +658,13 @@ __device__ __forceinline__ void tma_consume(const DeviceWeight& w, const GemvArg
         gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
       }
     }
-    if (launch_in_last_tile && tile + static_cast<int>(gridDim.x) >= ntiles)
-      grid_dependents_launch();
+    if (!early_dependents && tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
     parity ^= 1;
   }
-  b.s = s, b.phase = phase;
   if (tracing()) {
     consumer_sync<W>();
     trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::end);
   }
-}
-
-// The shared arrays of a TMA GEMV block (per kernel: M and W fix their sizes).
-#define AO_TMA_BLOCK_SHARED(F, M)                              \
-  constexpr int W = tma_warps<F>();                            \
-  __shared__ float rss[(M)*W];                                 \
-  __shared__ float xamax[F == WeightFormat::bf16 ? 1 : (M)*W]; \
-  __shared__ float xinv[M];                                    \
-  __shared__ unsigned long long x_last_ns
-
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
-__global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
-    gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
-                    int early_dependents, int hold, int flags) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  __trap();  // cp.async.bulk and mbarrier tx counts need sm_90; tma_plan() never picks it there
-#else
-  AO_TMA_BLOCK_SHARED(F, M);
-  trace_point(TraceKind::gemv_tma, w.data, static_cast<uint32_t>(w.n), static_cast<uint32_t>(w.k),
-              TracePoint::start);
-  if (early_dependents) grid_dependents_launch();  // else by the producer once it is done
-  TmaBlock b = tma_block_init<W>(16 * (chunk + tma_scale_bytes<F>(chunk, w.group_size)), nstages,
-                                 rss, xamax, xinv, &x_last_ns);
-  if (threadIdx.x >> 5 == W) {
-    tma_produce<F>(w, b, chunk, blockIdx.x, hold, flags);
-    if (!early_dependents) grid_dependents_launch();
-    return;
-  }
-  tma_consume<F, M, IN, OUT>(w, a, b, chunk, blockIdx.x, flags, nullptr, 0, !early_dependents);
-#endif
-}
-
-// ---- chains: several GEMVs of one format in one launch ----------------------------------------
-// gemv_chain (GemvTuning::tma_chain): the GEMVs of a decode layer after the attention (o, gate_up,
-// down, and the next layer's qkv) in one launch of the TMA kernel, one block per SM. Each block's
-// producer streams its tiles of every weight in turn through the one ring, never waiting for a
-// dependency (weights do not change), so the stream crosses from one weight to the next at full
-// ring depth instead of draining at the end of one kernel and refilling at the start of the next
-// (docs/CUDA.md, lab note 51: measured slower, off by default). Each weight keeps the chunk its own
-// launch would take (so each tile's sums are those of gemv(), bit for bit); the ring's stages are
-// the largest of them. The consumers of weight p + 1 wait until every block has written its part of
-// weight p's output: after its last epilogue of weight p, each block adds one to counters[p] (a
-// release) and takes the value before its add, o; the wait spins until the counter reaches the end
-// of o's round, (o / grid + 1) grid (tma_wait_inputs). The counters are 64-bit and only grow (no
-// reset, so a captured graph replays as is, and nothing runs after a block's last epilogue). Every
-// chain launch has one block per SM (a grid the same for every launch on the device, which keeps
-// the rounds aligned), all resident at once for the spins to end, and a block lets the next kernel
-// launch only from its last weight, when every block of the chain has started.
-constexpr int kTmaChainMax = kGemvChainMax;
-struct TmaChainArgs {
-  DeviceWeight w[kTmaChainMax];
-  GemvArgs a[kTmaChainMax];
-  int chunk[kTmaChainMax];  // bytes per row and stage of each weight (its own tma_plan's)
-  // Stages of each weight the producer issues before that weight's x loads (as its own launch
-  // would: GemvTuning::tma_hold_stages; tma_chain_hold off: 0 past the first weight).
-  int hold[kTmaChainMax];
-  unsigned long long* counters;  // [kGemvChainCounters], zeroed once; they only grow
-};
-constexpr int tma_chain_io(GemvInput in, GemvOutput out) {
-  return static_cast<int>(in) * 8 + static_cast<int>(out);
-}
-// Weight p's first tile for this block: the chain's tiles are dealt round-robin over the blocks
-// as one list, so a block that took one tile more of a weight takes the next weight's later.
-template <int P>
-__device__ __forceinline__ int tma_chain_tile0(const TmaChainArgs& c) {
-  int before = 0;
-#pragma unroll
-  for (int q = 0; q < P; ++q) before += static_cast<int>((c.w[q].n + 15) / 16);
-  const int g = static_cast<int>(gridDim.x);
-  return ((static_cast<int>(blockIdx.x) - before) % g + g) % g;
-}
-// The fused RMSNorm's weights of the chain's weight P, loaded at the kernel's start: loaded at
-// the weight's own start instead, they were a DRAM read under the weight stream on the critical
-// path (as lab note 33 found for a single GEMV).
-template <WeightFormat F, int IO, int P>
-__device__ __forceinline__ void tma_chain_norm_weights(const TmaChainArgs& c, int flags,
-                                                       GemvNormWeights<8, 2>& nw) {
-  if constexpr (IO >= 0 && static_cast<GemvInput>(IO / 8) == GemvInput::rmsnorm)
-    if (!(flags & 2) && !(flags & 8))
-      nw.load(c.a[P], static_cast<int>(c.w[P].k), static_cast<int>(c.w[P].k_padded), threadIdx.x,
-              tma_warps<F>() * 32);
-}
-template <WeightFormat F, int M, int IO, int P, bool kLast>
-__device__ __forceinline__ void tma_chain_consume(const TmaChainArgs& c, TmaBlock& b, int flags,
-                                                  const GemvNormWeights<8, 2>* nw,
-                                                  unsigned long long& target) {
-  constexpr GemvInput IN = static_cast<GemvInput>(IO / 8);
-  constexpr GemvOutput OUT = static_cast<GemvOutput>(IO % 8);
-  tma_consume<F, M, IN, OUT>(c.w[P], c.a[P], b, c.chunk[P], tma_chain_tile0<P>(c), flags,
-                             P == 0 ? nullptr : c.counters + (P - 1), target, kLast,
-                             P > 0 && IN == GemvInput::rmsnorm ? nw : nullptr);
-  if constexpr (!kLast) {
-    consumer_sync<tma_warps<F>()>();  // the block's epilogues of weight P are written
-    if (threadIdx.x == 0) {
-      unsigned long long o;
-      asm volatile("atom.add.release.gpu.global.u64 %0, [%1], 1;"
-                   : "=l"(o)
-                   : "l"(c.counters + P)
-                   : "memory");
-      target = (o / gridDim.x + 1) * gridDim.x;
-    }
-  }
-}
-
-// IO0..IO3: tma_chain_io of each weight, -1 past the chain's end (2 to 4 weights).
-template <WeightFormat F, int M, int IO0, int IO1, int IO2, int IO3>
-__global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
-    gemv_tma_chain_kernel(const TmaChainArgs c, int stage_bytes, int nstages, int flags) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  __trap();
-#else
-  constexpr int n = IO2 < 0 ? 2 : IO3 < 0 ? 3 : 4;
-  AO_TMA_BLOCK_SHARED(F, M);
-  trace_point(TraceKind::gemv_tma, c.w[0].data, static_cast<uint32_t>(c.w[0].n),
-              static_cast<uint32_t>(c.w[0].k), TracePoint::start);
-  TmaBlock b = tma_block_init<W>(stage_bytes, nstages, rss, xamax, xinv, &x_last_ns);
-  if (threadIdx.x >> 5 == W) {
-    tma_produce<F>(c.w[0], b, c.chunk[0], tma_chain_tile0<0>(c), c.hold[0], flags, 0);
-    tma_produce<F>(c.w[1], b, c.chunk[1], tma_chain_tile0<1>(c), c.hold[1], flags, 1);
-    if constexpr (n > 2)
-      tma_produce<F>(c.w[2], b, c.chunk[2], tma_chain_tile0<2>(c), c.hold[2], flags, 0);
-    if constexpr (n > 3)
-      tma_produce<F>(c.w[3], b, c.chunk[3], tma_chain_tile0<3>(c), c.hold[3], flags, 1);
-    grid_dependents_launch();
-    return;
-  }
-  GemvNormWeights<8, 2> nw1, nw2, nw3;
-  tma_chain_norm_weights<F, IO1, 1>(c, flags, nw1);
-  tma_chain_norm_weights<F, IO2, 2>(c, flags, nw2);
-  tma_chain_norm_weights<F, IO3, 3>(c, flags, nw3);
-  unsigned long long target = 0;  // thread 0: the end of the round of the counter it waits on
-  tma_chain_consume<F, M, IO0, 0, false>(c, b, flags, nullptr, target);
-  tma_chain_consume<F, M, IO1, 1, n == 2>(c, b, flags, &nw1, target);
-  if constexpr (n > 2) tma_chain_consume<F, M, IO2, 2, n == 3>(c, b, flags, &nw2, target);
-  if constexpr (n > 3) tma_chain_consume<F, M, IO3, 3, true>(c, b, flags, &nw3, target);
 #endif
 }
 
@@ -897,95 +676,17 @@ struct TmaPlan {
   size_t smem = 0;
 };
 
-// Bytes of weights the ring may hold beside x bytes of shared memory (0 where the TMA kernel
-// does not fit: before sm_90, or too little shared memory).
-inline size_t tma_ring_budget(size_t x) {
-  static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
-    int dev = 0, v = 0, major = 0;
-    AO_CUDA_CHECK(cudaGetDevice(&dev));
-    AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    AO_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return major >= 9 ? static_cast<size_t>(v) : size_t(0);
-  }();
-  if (optin < x + 1024 + tma_barrier_bytes(8) + 16 * 1024) return 0;
-  // GemvTuning::tma_ring_bytes overrides the target (lab note 48: 144-224 KB measured).
-  const GemvTuning tune = gemv_tuning();
-  const size_t target =
-      tune.tma_ring_bytes > 0 ? static_cast<size_t>(tune.tma_ring_bytes) : kTmaRingTarget;
-  return std::min(target, optin - 1024 - x - tma_barrier_bytes(8));
-}
-
-// The stage plan for a weight whose rows are row_bytes long, beside x bytes of shared memory.
 template <WeightFormat F>
-TmaPlan tma_plan_row(int64_t row_bytes, size_t x, int group_size) {
+TmaPlan tma_plan(const DeviceWeight& w, int M) {
   TmaPlan p;
-  const size_t budget = tma_ring_budget(x);
-  if (budget == 0) return p;
-#ifdef AO_GEMV_EXPERIMENTS
-  // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512 dividing the row).
-  static const int64_t want = [] {
-    const char* e = std::getenv("AO_TMA_CHUNK");
-    return e ? std::atoll(e) : 0;
-  }();
-#else
-  constexpr int64_t want = 0;
-#endif
-  // Chunk: whole rows (the tile's weights and scales are then one copy each) or a multiple of
-  // 512 bytes dividing the row (one copy per row, and per row of scales for int4). The TMA
-  // takes ~75 cycles per bulk copy whatever its size (lab note 23: 512-byte copies stream at
-  // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
-  // copy; among those, the most stages (up to 4) in the ring, then the larger chunk.
-  int best_key = -1;
-  int64_t cands[9] = {row_bytes};  // whole rows, then 4096, 3584, ..., 512 bytes
-  int ncand = 1;
-  for (int64_t ch = std::min<int64_t>(4096, row_bytes - 512); ch >= 512; ch -= 512)
-    cands[ncand++] = ch;
-  for (int ci = 0; ci < ncand; ++ci) {
-    const int64_t ch = cands[ci];
-    if (ch % 512 != 0 || row_bytes % ch != 0 || (want != 0 && ch != want)) continue;
-    const bool whole = ch == row_bytes;
-    const size_t sc = static_cast<size_t>(tma_scale_bytes<F>(static_cast<int>(ch), group_size));
-    const size_t stage = 16 * (ch + sc);
-    const int stages = static_cast<int>(std::min<size_t>(budget / stage, 8));
-    const int copies = (whole ? 1 : 16) * (F == WeightFormat::int4 ? 2 : 1);
-    const bool rate_ok = stage / copies >= 1536;
-    if (stages < (rate_ok ? 2 : 3)) continue;
-    const int key =
-        (rate_ok ? 1 << 20 : 0) + std::min(stages, 4) * (1 << 16) + static_cast<int>(ch / 512);
-    if (key > best_key) {
-      best_key = key;
-      p.chunk = static_cast<int>(ch);
-      p.stages = stages;
-      p.smem = tma_barrier_bytes(stages) + stages * stage + x;
-    }
-  }
-#ifdef AO_GEMV_EXPERIMENTS
-  // Lab: AO_TMA_STAGES caps the ring.
-  static const int cap = [] {
-    const char* e = std::getenv("AO_TMA_STAGES");
-    return e ? std::atoi(e) : 0;
-  }();
-  if (p.chunk != 0 && cap >= 2 && cap < p.stages) {
-    const size_t stage = (p.smem - x - tma_barrier_bytes(p.stages)) / p.stages;
-    p.stages = cap;
-    p.smem = tma_barrier_bytes(cap) + cap * stage + x;
-  }
-#endif
-  return p;
-}
-
-// Whether weight w takes the TMA kernel at batch M (GemvTuning, the format, the group, K): its
-// bytes of x, sums and tile reductions in shared memory and its row bytes, or x = 0 where not.
-template <WeightFormat F>
-size_t tma_x_bytes(const DeviceWeight& w, int M, int64_t* row_bytes) {
   const GemvTuning tune = gemv_tuning();
   if (!(F == WeightFormat::bf16   ? tune.tma_bf16
         : F == WeightFormat::int8 ? tune.tma_int8
         : F == WeightFormat::fp8  ? tune.tma_fp8
                                   : tune.tma_int4))
-    return 0;
+    return p;
   // fp8 with dynamic activation quantization keeps the CUDA-core kernel (its x is e4m3).
-  if (F == WeightFormat::fp8 && w.act_quant != ActQuant::none) return 0;
+  if (F == WeightFormat::fp8 && w.act_quant != ActQuant::none) return p;
   if ((F == WeightFormat::int8 || F == WeightFormat::fp8) && tune.tma_int8_shape_rule) {
     static const int sms = [] {
       int dev = 0, v = 0;
@@ -993,24 +694,83 @@ size_t tma_x_bytes(const DeviceWeight& w, int M, int64_t* row_bytes) {
       AO_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
       return v;
     }();
-    if (w.k_padded < 4096 || (w.n + 15) / 16 * 2 < 3 * static_cast<int64_t>(sms)) return 0;
+    if (w.k_padded < 4096 || (w.n + 15) / 16 * 2 < 3 * static_cast<int64_t>(sms)) return p;
   }
-  if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256) return 0;
-  if (F == WeightFormat::int4 && w.k_padded < tune.tma_int4_min_k) return 0;
-  constexpr int KS = TmaFmt<F>::kSeg;
-  const int64_t Kp = w.k_padded;
-  if (Kp % 256 != 0 || Kp % KS != 0) return 0;
-  *row_bytes = Kp / KS * 64;
-  const size_t x =
-      static_cast<size_t>(M) * Kp * 2 + tma_csum_bytes<F>(M, Kp) + 2 * tma_warps<F>() * 128 * 4;
-  return x > 64 * 1024 ? 0 : x;
-}
-
-template <WeightFormat F>
-TmaPlan tma_plan(const DeviceWeight& w, int M) {
-  int64_t row_bytes = 0;
-  const size_t x = tma_x_bytes<F>(w, M, &row_bytes);
-  return x == 0 ? TmaPlan{} : tma_plan_row<F>(row_bytes, x, w.group_size);
+  {
+    if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256) return p;
+    if (F == WeightFormat::int4 && w.k_padded < tune.tma_int4_min_k) return p;
+    constexpr int KS = TmaFmt<F>::kSeg;
+    const int64_t Kp = w.k_padded;
+    if (Kp % 256 != 0 || Kp % KS != 0) return p;
+    const int64_t row_bytes = Kp / KS * 64;
+    const size_t x =
+        static_cast<size_t>(M) * Kp * 2 + tma_csum_bytes<F>(M, Kp) + 2 * tma_warps<F>() * 128 * 4;
+    if (x > 64 * 1024) return p;
+    static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
+      int dev = 0, v = 0, major = 0;
+      AO_CUDA_CHECK(cudaGetDevice(&dev));
+      AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+      AO_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      return major >= 9 ? static_cast<size_t>(v) : size_t(0);
+    }();
+    if (optin < x + 1024 + tma_barrier_bytes(8) + 16 * 1024) return p;
+    // GemvTuning::tma_ring_bytes overrides the target (lab note 48: 144-224 KB measured).
+    const size_t target = tune.tma_ring_bytes > 0 ? static_cast<size_t>(tune.tma_ring_bytes)
+                                                  : kTmaRingTarget;
+    const size_t budget = std::min(target, optin - 1024 - x - tma_barrier_bytes(8));
+#ifdef AO_GEMV_EXPERIMENTS
+    // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512 dividing the row).
+    static const int64_t want = [] {
+      const char* e = std::getenv("AO_TMA_CHUNK");
+      return e ? std::atoll(e) : 0;
+    }();
+#else
+    constexpr int64_t want = 0;
+#endif
+    // Chunk: whole rows (the tile's weights and scales are then one copy each) or a multiple of
+    // 512 bytes dividing the row (one copy per row, and per row of scales for int4). The TMA
+    // takes ~75 cycles per bulk copy whatever its size (lab note 23: 512-byte copies stream at
+    // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
+    // copy; among those, the most stages (up to 4) in the ring, then the larger chunk.
+    int best_key = -1;
+    int64_t cands[9] = {row_bytes};  // whole rows, then 4096, 3584, ..., 512 bytes
+    int ncand = 1;
+    for (int64_t ch = std::min<int64_t>(4096, row_bytes - 512); ch >= 512; ch -= 512)
+      cands[ncand++] = ch;
+    for (int ci = 0; ci < ncand; ++ci) {
+      const int64_t ch = cands[ci];
+      if (ch % 512 != 0 || row_bytes % ch != 0 || (want != 0 && ch != want)) continue;
+      const bool whole = ch == row_bytes;
+      const size_t sc =
+          F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8 : 0;
+      const size_t stage = 16 * (ch + sc);
+      const int stages = static_cast<int>(std::min<size_t>(budget / stage, 8));
+      const int copies = (whole ? 1 : 16) * (F == WeightFormat::int4 ? 2 : 1);
+      const bool rate_ok = stage / copies >= 1536;
+      if (stages < (rate_ok ? 2 : 3)) continue;
+      const int key =
+          (rate_ok ? 1 << 20 : 0) + std::min(stages, 4) * (1 << 16) + static_cast<int>(ch / 512);
+      if (key > best_key) {
+        best_key = key;
+        p.chunk = static_cast<int>(ch);
+        p.stages = stages;
+        p.smem = tma_barrier_bytes(stages) + stages * stage + x;
+      }
+    }
+#ifdef AO_GEMV_EXPERIMENTS
+    // Lab: AO_TMA_STAGES caps the ring.
+    static const int cap = [] {
+      const char* e = std::getenv("AO_TMA_STAGES");
+      return e ? std::atoi(e) : 0;
+    }();
+    if (p.chunk != 0 && cap >= 2 && cap < p.stages) {
+      const size_t stage = (p.smem - x - tma_barrier_bytes(p.stages)) / p.stages;
+      p.stages = cap;
+      p.smem = tma_barrier_bytes(cap) + cap * stage + x;
+    }
+#endif
+    return p;
+  }
 }
 // The kernel's `flags`: 1 = the consumers skip the math (lab AO_TMA_NOCOMPUTE=1: wrong results,
 // the weight stream alone, for timing), 2 = the two-pass RMSNorm (lab AO_GEMV_RMS2=1), 4 = int8 /
@@ -1066,26 +826,4 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages(IN), tma_flags());
-}
-
-// A chain of GEMVs at batch 1 as one launch of gemv_tma_chain_kernel (gemv_chain): `stage` bytes
-// per stage (the largest of the weights' own plans), `stages` of them, `smem` in all.
-template <WeightFormat F, int IO0, int IO1, int IO2, int IO3>
-void launch_tma_chain(const TmaChainArgs& c, int n, size_t stage, int stages, size_t smem,
-                      cudaStream_t s) {
-  auto kernel = gemv_tma_chain_kernel<F, 1, IO0, IO1, IO2, IO3>;
-  static int sms = 0;
-  static size_t configured = 0;
-  if (configured < smem) {
-    sms = opt_in_shared_memory(kernel, static_cast<int>(smem));
-    configured = smem;
-  }
-  // One block per SM, so that every block is resident at once (the counters' waits rely on it;
-  // a ring of >= 2 stages beside x leaves no room for a second block anyway), and the same grid
-  // for every chain on the device (the counters' rounds).
-  const int grid = sms;
-  constexpr int W = tma_warps<F>();
-  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, smem, n});
-  launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), smem, s, c,
-             static_cast<int>(stage), stages, tma_flags());
 }

@@ -98,25 +98,6 @@ struct GemvArgs {
 // weight scale; ActQuant::fp8_tensor needs a batch of 1, 2, 4 or 8 (one launch sees every row).
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
-// A chain of GEMVs, each reading what the ones before it wrote: gemv(steps[i].w, steps[i].a)
-// for i = 0 .. n - 1 in order (n <= kGemvChainMax), with the same results. Where it applies
-// (GemvTuning::tma_chain, sm_90, batch 1, one format among bf16/int8/fp8 weight-only, every weight
-// on the TMA kernel, and the chain of a decode layer after its attention: o (bf16 input,
-// add_residual), gate_up (rmsnorm, swiglu), down (bf16, add_residual), optionally the next
-// layer's qkv (rmsnorm, rope_kv)), the chain is one launch: one block per SM streams every
-// weight's tiles through one ring, and the blocks wait for each other's outputs on `counters`
-// (docs/CUDA.md, lab note 51); elsewhere, and by default (slower, lab note 51), one gemv() per
-// step. `counters`: kGemvChainCounters
-// uint64_t of device memory, zeroed once before first use (the chains only add to them), used by
-// one stream at a time.
-constexpr int kGemvChainMax = 4;
-constexpr int kGemvChainCounters = kGemvChainMax - 1;
-struct GemvChainStep {
-  DeviceWeight w;
-  GemvArgs a;
-};
-void gemv_chain(const GemvChainStep* steps, int n, uint64_t* counters, cudaStream_t s);
-
 // Overrides of the GEMV's launch choices, for tests and the kernel lab; process-wide, set before
 // launching. Defaults: automatic.
 struct GemvTuning {
@@ -191,16 +172,6 @@ struct GemvTuning {
   // (docs/CUDA.md lab note 48, run 84, llama3-8b): 192-224 KB slower for int8, bf16 and fp8
   // (int8 432.7 vs 437.1 tok/s), 144 KB within 0.3% for int8 and fp8 and 1% slower for bf16.
   int tma_ring_bytes = 0;
-  // gemv_chain as one launch where it applies (true), or one gemv() per step (false, the
-  // default: the chain measured slower). Measured (docs/CUDA.md lab note 51, run 96, same engine,
-  // H200): llama3-8b int8 406.2 vs 440.2 tok/s, bf16 263.6 vs 274.0; llama3-1b int8 1439.2 vs
-  // 1588.8. The blocks' wait for each other is no faster than the launch boundary it replaces,
-  // and each weight's prologue is slower inside the chain.
-  bool tma_chain = false;
-  // In a chain, each later weight's producer issues only tma_hold_stages of it before that
-  // weight's x loads, as its own launch would (false: it streams on until the ring is full;
-  // measured no faster: lab note 51).
-  bool tma_chain_hold = true;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
@@ -213,12 +184,8 @@ struct GemvLaunch {
   int warps = 0, k_split = 0, grid = 0;
   bool tma = false;  // the TMA kernel (tensor_cores is then true as well)
   size_t smem = 0;   // the TMA kernel's dynamic shared memory per block (ring, x, sums)
-  int chain = 0;     // gemv_chain as one launch: the GEMVs in it (0: a single GEMV)
 };
 GemvLaunch last_gemv_launch();
-// How many gemv_chain calls ran as one launch so far, process-wide (tests assert that a decode
-// step took it).
-int64_t gemv_chain_launches();
 
 // ---- kernel timeline tracing (kernel lab) ----------------------------------------------
 // Builds with -DAO_KERNEL_TRACE (the lab's, bench/kernels) let thread 0 of every block of the
