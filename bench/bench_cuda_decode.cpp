@@ -53,6 +53,22 @@ struct Variant {
   ao::cuda::GemvTuning gemv;
   ao::cuda::AttentionTuning attention;
 };
+// The integer after a variant's `name=` (a whole, in-range number), or an error naming it.
+int variant_int(const std::string& mod, size_t prefix) {
+  const std::string digits = mod.substr(prefix);
+  size_t used = 0;
+  int v = 0;
+  try {
+    v = std::stoi(digits, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (digits.empty() || used != digits.size())
+    throw std::invalid_argument("--ab: variant '" + mod + "' needs an integer after '" +
+                                mod.substr(0, prefix) + "'");
+  return v;
+}
+
 Variant apply_variant(const Variant& base, const std::string& v) {
   Variant r = base;
   ao::cuda::GemvTuning& t = r.gemv;
@@ -66,15 +82,15 @@ Variant apply_variant(const Variant& base, const std::string& v) {
     else if (mod == "latenorm")
       t.norm_weight_before_wait = false;
     else if (mod.rfind("hold=", 0) == 0)
-      t.tma_hold_stages = t.tma_hold_stages_bf16_input = std::atoi(mod.c_str() + 5);
+      t.tma_hold_stages = t.tma_hold_stages_bf16_input = variant_int(mod, 5);
     else if (mod.rfind("holdrms=", 0) == 0)
-      t.tma_hold_stages = std::atoi(mod.c_str() + 8);
+      t.tma_hold_stages = variant_int(mod, 8);
     else if (mod.rfind("holdbf16=", 0) == 0)
-      t.tma_hold_stages_bf16_input = std::atoi(mod.c_str() + 9);
+      t.tma_hold_stages_bf16_input = variant_int(mod, 9);
     else if (mod == "tma-int4")
       t.tma_int4 = true;
     else if (mod.rfind("tma-int4-k>=", 0) == 0)  // int4 on the TMA kernel where K >= N
-      t.tma_int4 = true, t.tma_int4_min_k = std::atoi(mod.c_str() + 12);
+      t.tma_int4 = true, t.tma_int4_min_k = variant_int(mod, 12);
     else if (mod == "no-tma-int8")
       t.tma_int8 = false;
     else if (mod == "no-tma-fp8")
@@ -94,16 +110,17 @@ Variant apply_variant(const Variant& base, const std::string& v) {
     else if (mod == "no-evict-first")
       t.tma_evict_first = false;
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
-      t.tma_late_outputs = std::atoi(mod.c_str() + 9);
+      t.tma_late_outputs = variant_int(mod, 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
-      t.tma_ring_bytes = std::atoi(mod.c_str() + 5) * 1024;
+      t.tma_ring_bytes = variant_int(mod, 5) * 1024;
     else
-      throw std::invalid_argument("--ab: unknown variant '" + mod +
-                                  "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
-                                  "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
-                                  "attn-late, shape-rule, no-shape-rule, evict-first, "
-                                  "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB; join "
-                                  "with '+')");
+      throw std::invalid_argument(
+          "--ab: unknown variant '" + mod +
+          "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
+          "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
+          "attn-late, shape-rule, no-shape-rule, evict-first, "
+          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB; join "
+          "with '+')");
   }
   return r;
 }

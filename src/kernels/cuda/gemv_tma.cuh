@@ -715,8 +715,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     }();
     if (optin < x + 1024 + tma_barrier_bytes(8) + 16 * 1024) return p;
     // GemvTuning::tma_ring_bytes overrides the target (lab note 48: 144-224 KB measured).
-    const size_t target = tune.tma_ring_bytes > 0 ? static_cast<size_t>(tune.tma_ring_bytes)
-                                                  : kTmaRingTarget;
+    const size_t target =
+        tune.tma_ring_bytes > 0 ? static_cast<size_t>(tune.tma_ring_bytes) : kTmaRingTarget;
     const size_t budget = std::min(target, optin - 1024 - x - tma_barrier_bytes(8));
 #ifdef AO_GEMV_EXPERIMENTS
     // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512 dividing the row).
@@ -822,7 +822,8 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents),
   // and so do the GEMVs of the outputs in GemvTuning::tma_late_outputs (the qkv GEMV).
   const GemvTuning tune = gemv_tuning();
-  const int early = early_dependents() && !(tune.tma_late_outputs >> static_cast<int>(OUT) & 1) &&
+  const int early = tune.early_dependents &&
+                    !(tune.tma_late_outputs >> static_cast<int>(OUT) & 1) &&
                     (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages(IN), tma_flags());
