@@ -20,7 +20,8 @@
 // no-tma-fp8, shape-rule / no-shape-rule (GemvTuning::tma_int8_shape_rule), evict-first /
 // no-evict-first (GemvTuning::tma_evict_first), tma-f16-early (tma_fp16_early_dependents),
 // late (early_dependents off), late-out=MASK (GemvTuning::tma_late_outputs), ring=KB
-// (GemvTuning::tma_ring_bytes); attn-late: the attention's loads after its wait,
+// (GemvTuning::tma_ring_bytes), xreg / no-xreg (GemvTuning::tma_x_registers); attn-late: the
+// attention's loads after its wait,
 // AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
 // each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
@@ -109,6 +110,10 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_evict_first = true;
     else if (mod == "no-evict-first")
       t.tma_evict_first = false;
+    else if (mod == "xreg")
+      t.tma_x_registers = true;
+    else if (mod == "no-xreg")
+      t.tma_x_registers = false;
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
       t.tma_late_outputs = variant_int(mod, 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
@@ -119,7 +124,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
           "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
           "attn-late, shape-rule, no-shape-rule, evict-first, "
-          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB; join "
+          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, xreg, no-xreg; join "
           "with '+')");
   }
   return r;

@@ -665,6 +665,44 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
   }
 }
 
+// GemvTuning::tma_x_registers (x operands held in registers where each consumer warp takes the
+// same segments of every tile) changes no result: bit for bit against x from shared memory, both
+// inputs, and the reference.
+// K = 2048 and 4096 take the registers at batch 1 for every format that decodes (launch record);
+// K = 8192 does not (8 segments per warp and tile for int8/fp8, 4 for int4), nor batch 2.
+TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  TuningReset reset;
+  for (const int64_t K : {2048, 4096, 8192}) {
+    const int64_t N = 700;
+    const RandomTestWeight tw(N, K, c, 8);
+    const auto nw = norm_weight_bf16(K, 74);
+    Guarded<uint16_t> dnw(nw);
+    for (int m : {1, 2}) {
+      const auto xb = to_bf16(randn(m * K, 120 + m));
+      const auto resid = randn(m * K, 122 + m, 3.f);
+      Guarded<uint16_t> dx(xb);
+      Guarded<float> dres(resid);
+      std::array<std::vector<float>, 2> out[2];  // [registers][input]
+      for (int on = 0; on < 2; ++on) {
+        GemvTuning t = tuning_for(GemvPath::tma);
+        t.tma_x_registers = on == 1;
+        const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
+                                 " m=" + std::to_string(m) + (on ? " registers" : " shared");
+        out[on] = tma_outputs_checked(tw, c, m, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t,
+                                      what);
+        const bool want = on == 1 && m == 1 && takes_fp16_decode(c) && K <= 4096;
+        EXPECT_EQ(last_gemv_launch().x_registers, want) << what;
+      }
+      for (int in = 0; in < 2; ++in)
+        EXPECT_EQ(std::memcmp(out[0][in].data(), out[1][in].data(), m * N * sizeof(float)), 0)
+            << c.name << " K=" << K << " m=" << m << (in ? " rmsnorm" : " bf16");
+    }
+  }
+}
+
 // GemvTuning::tma_ring_bytes: rings of 40 KB (512-byte row chunks, wrapping many times per
 // tile), 64 KB and 224 KB (as much as shared memory leaves) still take the TMA kernel, each
 // launch with more shared memory than the smaller ring's and at most its ring beside x (64 KB

@@ -45,6 +45,12 @@ constexpr int tma_warps() {
   return F == WeightFormat::bf16 ? 8 : 16;
 }
 constexpr size_t kTmaRingTarget = 176 * 1024;  // bytes of weights in flight per block
+// Segments per consumer warp and tile whose x operands a warp may hold in registers (flag 128):
+// ~9 registers each for int8/fp8, ~18 for int4 (K = 4096: 4 and 2 segments).
+template <WeightFormat F>
+constexpr int tma_x_register_segments() {
+  return F == WeightFormat::int4 ? 2 : 4;
+}
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -276,7 +282,11 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         if (!first) mbar_wait(&empty[s], phase ^ 1);
         if (hold != 0 && nissued++ == max(hold, 0)) mbar_wait(x_issued, 0);
         uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
-        if (chunks == 1) {
+        if (flags & 64) {
+          // Lab flag 64: the stage marked full without a copy (wrong results: the consumers'
+          // own rate, with no weight stream).
+          if (lane == 0) mbar_arrive(&full[s]);
+        } else if (chunks == 1) {
           // Whole rows: the tile's weights and its scales are each one contiguous copy.
           if (lane == 0) {
             mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
@@ -541,90 +551,162 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // int4: the stage rows whose scales this lane reads (g, g + 8); the lab's flag 16 reads row 0's
   // for all (wrong results: the timing without the scale loads' bank conflicts, lab note 37).
   const int sg0 = flags & 16 ? 0 : g, sg8 = flags & 16 ? 0 : g + 8;
+  // One lane's x operands of segment gi (the B fragments of its mmas) and its x sums: int8's
+  // Sx' of columns c0, c1 in .x, int4's {C', Sx'}.
+  constexpr int kXv = kInt4 ? 4 : kByte ? 2 : 1;
+  struct XFrag {
+    uint4 v[kXv];
+    float2 cs0, cs1;
+  };
+  auto load_x = [&](int gi) {
+    XFrag f;
+    f.cs0 = f.cs1 = make_float2(0.f, 0.f);
+#pragma unroll
+    for (int i = 0; i < kXv; ++i)
+      f.v[i] = xf[((gx * nseg + gi) * 4 + (kInt4 ? i : t)) * kXv + (kInt4 ? t : i)];
+    if constexpr (kInt8) {
+      f.cs0.x = csum[c0 * nseg + gi];
+      f.cs1.x = csum[c1 * nseg + gi];
+    } else if constexpr (kInt4) {
+      f.cs0 = csum2[c0 * nseg + gi];
+      f.cs1 = csum2[c1 * nseg + gi];
+    }
+    return f;
+  };
+  // x held in registers (GemvTuning::tma_x_registers, flag 128; lab note 53): where each
+  // consumer warp takes the same segments of every tile (spc a multiple of W) and there are at
+  // most kXr of them (K <= 4096: 4 for int8/fp8, 2 for int4), the warp loads their x operands once
+  // after the prologue instead of once per tile: the main loop then reads only the weights (and
+  // int4's scales) from shared memory. Batch 1 only (the fragments cost ~36 registers).
+  constexpr int kXr = (kF16 && M == 1) ? tma_x_register_segments<F>() : 1;
+  const int spw = spc / W;  // segments per warp and stage when spc % W == 0
+  const int nper = chunks * spw;
+  const bool xreg = (kF16 && M == 1) && (flags & 128);  // set by launch_tma where it applies
+  XFrag xr[kXr];
+  if (xreg) {
+#pragma unroll
+    for (int i = 0; i < kXr; ++i)
+      if (i < nper) xr[i] = load_x((i / spw) * spc + warp + (i % spw) * W);
+  }
+  constexpr bool kPair = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;
   int s = 0, phase = 0, parity = 0;
   for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};  // acc2: int8
-    for (int c = 0; c < chunks; ++c) {
-      mbar_wait(&full[s], phase);
-      const uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
-#pragma unroll 2
-      for (int sg = warp; sg < (flags & 1 ? 0 : spc); sg += W) {
-        const int gi = c * spc + sg;  // segment of the row
-        const uint4 q0 = *reinterpret_cast<const uint4*>(st + g * chunk + sg * 64 + t * 16);
-        const uint4 q1 = *reinterpret_cast<const uint4*>(st + (g + 8) * chunk + sg * 64 + t * 16);
-        if constexpr (F == WeightFormat::bf16) {
-          const uint4 xv = xf[(gx * nseg + gi) * 4 + t];
-          {
-            const uint32_t af[4] = {q0.x, q1.x, q0.y, q1.y};
-            mma_bf16_16816(acc, af, xv.x, xv.y);
-          }
-          {
-            const uint32_t af[4] = {q0.z, q1.z, q0.w, q1.w};
-            mma_bf16_16816(acc, af, xv.z, xv.w);
-          }
-        } else if constexpr (kByte) {
-          // int8: u = q + 128 (one XOR per word) into the mantissa of fp16 1024 by one PRMT per
-          // byte pair: 0x6400 | u = 1152 + q, exact; per segment y' += D - 1152 Sx'. fp8 (e4m3):
-          // one PRMT per word puts the pairs (byte 0, byte 2) and (byte 1, byte 3) in its halves,
-          // one cvt per pair gives their fp16 values (exact), no offset.
-#pragma unroll
-          for (int hw = 0; hw < 2; ++hw) {
-            const uint4 xv = xf[((gx * nseg + gi) * 4 + t) * 2 + hw];
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              uint32_t af[4];
-              if constexpr (kFp8) {
-                const uint32_t p0 = __byte_perm(word(q0, 2 * hw + e), 0u, 0x3120);
-                const uint32_t p1 = __byte_perm(word(q1, 2 * hw + e), 0u, 0x3120);
-                af[0] = e4m3x2_to_f16x2(p0), af[1] = e4m3x2_to_f16x2(p1);
-                af[2] = e4m3x2_to_f16x2(p0 >> 16), af[3] = e4m3x2_to_f16x2(p1 >> 16);
-              } else {
-                const uint32_t u0 = word(q0, 2 * hw + e) ^ 0x80808080u;
-                const uint32_t u1 = word(q1, 2 * hw + e) ^ 0x80808080u;
-                af[0] = __byte_perm(u0, 0x64646464u, 0x4240);
-                af[1] = __byte_perm(u1, 0x64646464u, 0x4240);
-                af[2] = __byte_perm(u0, 0x64646464u, 0x4341);
-                af[3] = __byte_perm(u1, 0x64646464u, 0x4341);
-              }
-              mma_f16_16816(e == 0 ? acc : acc2, af, e == 0 ? xv.x : xv.z, e == 0 ? xv.y : xv.w);
-            }
-          }
-          if constexpr (kInt8) {
-            const float cs0 = csum[c0 * nseg + gi], cs1 = csum[c1 * nseg + gi];
-            acc[0] = fmaf(-1152.f, cs0, acc[0]);
-            acc[1] = fmaf(-1152.f, cs1, acc[1]);
-            acc[2] = fmaf(-1152.f, cs0, acc[2]);
-            acc[3] = fmaf(-1152.f, cs1, acc[3]);
-          }
-        } else {
-          // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
-          // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
-          // Per segment and row: y' += s (D - C') + (zero - 8 s) Sx'.
-          float dw[4][4];
-#pragma unroll
-          for (int wd = 0; wd < 4; ++wd) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) dw[wd][i] = 0.f;
-            const uint4 xv = xf[((gx * nseg + gi) * 4 + wd) * 4 + t];
-            mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv);
-          }
-          const float2 s0 =
-              *reinterpret_cast<const float2*>(st + 16 * chunk + sg0 * sc + (sg >> bpg_shift) * 8);
-          const float2 s1 =
-              *reinterpret_cast<const float2*>(st + 16 * chunk + sg8 * sc + (sg >> bpg_shift) * 8);
-          const float2 cs0 = csum2[c0 * nseg + gi], cs1 = csum2[c1 * nseg + gi];
-          float D[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) D[i] = (dw[0][i] + dw[1][i]) + (dw[2][i] + dw[3][i]);
-          acc[0] = fmaf(s0.x, D[0] - cs0.x, fmaf(s0.y, cs0.y, acc[0]));
-          acc[1] = fmaf(s0.x, D[1] - cs1.x, fmaf(s0.y, cs1.y, acc[1]));
-          acc[2] = fmaf(s1.x, D[2] - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
-          acc[3] = fmaf(s1.x, D[3] - cs1.x, fmaf(s1.y, cs1.y, acc[3]));
+    // A segment's weights in stage st: lane (g, t)'s 16 bytes of rows g and g + 8.
+    auto weights = [&](const uint8_t* st, int sg, uint4& q0, uint4& q1) {
+      q0 = *reinterpret_cast<const uint4*>(st + g * chunk + sg * 64 + t * 16);
+      q1 = *reinterpret_cast<const uint4*>(st + (g + 8) * chunk + sg * 64 + t * 16);
+    };
+    // The math of segment sg of stage st (weights q0, q1) against the x operands xv.
+    auto segment = [&](const uint8_t* st, int sg, const XFrag& xv, const uint4& q0,
+                       const uint4& q1) {
+      if constexpr (F == WeightFormat::bf16) {
+        {
+          const uint32_t af[4] = {q0.x, q1.x, q0.y, q1.y};
+          mma_bf16_16816(acc, af, xv.v[0].x, xv.v[0].y);
         }
+        {
+          const uint32_t af[4] = {q0.z, q1.z, q0.w, q1.w};
+          mma_bf16_16816(acc, af, xv.v[0].z, xv.v[0].w);
+        }
+      } else if constexpr (kByte) {
+        // int8: u = q + 128 (one XOR per word) into the mantissa of fp16 1024 by one PRMT per
+        // byte pair: 0x6400 | u = 1152 + q, exact; per segment y' += D - 1152 Sx'. fp8 (e4m3):
+        // one PRMT per word puts the pairs (byte 0, byte 2) and (byte 1, byte 3) in its halves,
+        // one cvt per pair gives their fp16 values (exact), no offset.
+#pragma unroll
+        for (int hw = 0; hw < 2; ++hw) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            uint32_t af[4];
+            if constexpr (kFp8) {
+              const uint32_t p0 = __byte_perm(word(q0, 2 * hw + e), 0u, 0x3120);
+              const uint32_t p1 = __byte_perm(word(q1, 2 * hw + e), 0u, 0x3120);
+              af[0] = e4m3x2_to_f16x2(p0), af[1] = e4m3x2_to_f16x2(p1);
+              af[2] = e4m3x2_to_f16x2(p0 >> 16), af[3] = e4m3x2_to_f16x2(p1 >> 16);
+            } else {
+              const uint32_t u0 = word(q0, 2 * hw + e) ^ 0x80808080u;
+              const uint32_t u1 = word(q1, 2 * hw + e) ^ 0x80808080u;
+              af[0] = __byte_perm(u0, 0x64646464u, 0x4240);
+              af[1] = __byte_perm(u1, 0x64646464u, 0x4240);
+              af[2] = __byte_perm(u0, 0x64646464u, 0x4341);
+              af[3] = __byte_perm(u1, 0x64646464u, 0x4341);
+            }
+            mma_f16_16816(e == 0 ? acc : acc2, af, e == 0 ? xv.v[hw].x : xv.v[hw].z,
+                          e == 0 ? xv.v[hw].y : xv.v[hw].w);
+          }
+        }
+        if constexpr (kInt8) {
+          acc[0] = fmaf(-1152.f, xv.cs0.x, acc[0]);
+          acc[1] = fmaf(-1152.f, xv.cs1.x, acc[1]);
+          acc[2] = fmaf(-1152.f, xv.cs0.x, acc[2]);
+          acc[3] = fmaf(-1152.f, xv.cs1.x, acc[3]);
+        }
+      } else {
+        // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
+        // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
+        // Per segment and row: y' += s (D - C') + (zero - 8 s) Sx'.
+        float dw[4][4];
+#pragma unroll
+        for (int wd = 0; wd < 4; ++wd) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) dw[wd][i] = 0.f;
+          mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv.v[wd]);
+        }
+        const float2 s0 =
+            *reinterpret_cast<const float2*>(st + 16 * chunk + sg0 * sc + (sg >> bpg_shift) * 8);
+        const float2 s1 =
+            *reinterpret_cast<const float2*>(st + 16 * chunk + sg8 * sc + (sg >> bpg_shift) * 8);
+        const float2 cs0 = xv.cs0, cs1 = xv.cs1;
+        float D[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) D[i] = (dw[0][i] + dw[1][i]) + (dw[2][i] + dw[3][i]);
+        acc[0] = fmaf(s0.x, D[0] - cs0.x, fmaf(s0.y, cs0.y, acc[0]));
+        acc[1] = fmaf(s0.x, D[1] - cs1.x, fmaf(s0.y, cs1.y, acc[1]));
+        acc[2] = fmaf(s1.x, D[2] - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
+        acc[3] = fmaf(s1.x, D[3] - cs1.x, fmaf(s1.y, cs1.y, acc[3]));
       }
-      __syncwarp();
-      if (lane == 0) mbar_arrive(&empty[s]);
-      if (++s == nstages) s = 0, phase ^= 1;
+    };
+    if (xreg) {
+      // The warp's segments of the tile, SPW per stage (1 or 2: launch_tma), with x from its
+      // registers; a stage's weight loads are all issued before its math.
+      auto run = [&](auto spw_c) {
+        constexpr int SPW = decltype(spw_c)::value;
+#pragma unroll
+        for (int c = 0; c < kXr / SPW; ++c) {
+          if (c < chunks) {
+            mbar_wait(&full[s], phase);
+            const uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
+            uint4 q[SPW][2];
+#pragma unroll
+            for (int j = 0; j < SPW; ++j) weights(st, warp + j * W, q[j][0], q[j][1]);
+#pragma unroll
+            for (int j = 0; j < SPW; ++j)
+              segment(st, warp + j * W, xr[c * SPW + j], q[j][0], q[j][1]);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&empty[s]);
+            if (++s == nstages) s = 0, phase ^= 1;
+          }
+        }
+      };
+      if (spw == 2)
+        run(std::integral_constant<int, 2>{});
+      else
+        run(std::integral_constant<int, 1>{});
+    } else {
+      for (int c = 0; c < chunks; ++c) {
+        mbar_wait(&full[s], phase);
+        const uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
+#pragma unroll 2
+        for (int sg = warp; sg < (flags & 1 ? 0 : spc); sg += W) {
+          uint4 q0, q1;
+          weights(st, sg, q0, q1);
+          segment(st, sg, load_x(c * spc + sg), q0, q1);
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[s]);
+        if (++s == nstages) s = 0, phase ^= 1;
+      }
     }
     // Tile done: the W warps' partials meet in shared memory, 16 threads run the epilogue.
     if constexpr (kByte)
@@ -638,7 +720,6 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     consumer_sync<W>();
     if (tid < 16) {
       const int rl = tid, row = tile * 16 + rl;
-      constexpr bool kPair = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;
       if (row < N && (!kPair || (rl & 1) == 0)) {
         const float* rscale = static_cast<const float*>(w.scale);
         const float r0 = kByte ? rscale[row] : 1.f;
@@ -778,10 +859,13 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // 8 = the RMSNorm weight loaded after the grid-dependency wait (GemvNormFlags::late), 16 = int4
 // scales read from the stage's first row for every row (lab AO_TMA_SCALE_BCAST=1: wrong results,
 // the timing without the scale loads' bank conflicts), 32 = the weight stream evict-first in L2
-// (GemvTuning::tma_evict_first).
+// (GemvTuning::tma_evict_first), 64 = the producer marks each stage full without copying it (lab
+// AO_TMA_FAKESTREAM=1: wrong results, the consumers' rate without the weight stream), 128 = x
+// held in registers where the warp's segments allow (GemvTuning::tma_x_registers).
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
   if (gemv_tuning().tma_evict_first) f |= 32;
+  if (gemv_tuning().tma_x_registers) f |= 128;
   const int nf = norm_flags();
   if (nf & GemvNormFlags::two_pass) f |= 2;
   if (nf & GemvNormFlags::late) f |= 8;
@@ -790,6 +874,8 @@ inline int tma_flags() {
   if (nocompute && nocompute[0] == '1') f |= 1;
   static const char* bcast = std::getenv("AO_TMA_SCALE_BCAST");  // lab note 37: wrong results
   if (bcast && bcast[0] == '1') f |= 16;
+  static const char* fake = std::getenv("AO_TMA_FAKESTREAM");  // wrong results: no weights read
+  if (fake && fake[0] == '1') f |= 64;
   static const char* direct = std::getenv("AO_TMA_DIRECT");
   if (direct) f = (f & ~4) | (direct[0] == '1' ? 4 : 0);
 #endif
@@ -818,7 +904,17 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   const int ntiles = static_cast<int>((w.n + 15) / 16);
   const int grid = std::min(ntiles, sms);
   constexpr int W = tma_warps<F>();
-  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem});
+  // x in registers (flag 128) where each consumer warp takes the same 1 or 2 segments of each
+  // stage and at most 4 of every tile, at batch 1, for the formats that decode (the kernel's kXr: 4
+  // segments for int8/fp8, 2 for int4).
+  int flags = tma_flags();
+  const int spc = p.chunk / 64;
+  const int64_t chunks = w.k_padded / TmaFmt<F>::kSeg * 64 / p.chunk;
+  const bool xreg = (flags & 128) && !(flags & 1) && F != WeightFormat::bf16 && M == 1 &&
+                    spc % W == 0 && (spc / W == 1 || spc / W == 2) &&
+                    chunks * (spc / W) <= tma_x_register_segments<F>();
+  if (!xreg) flags &= ~128;
+  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg});
   // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents),
   // and so do the GEMVs of the outputs in GemvTuning::tma_late_outputs (the qkv GEMV).
   const GemvTuning tune = gemv_tuning();
@@ -826,5 +922,5 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     !(tune.tma_late_outputs >> static_cast<int>(OUT) & 1) &&
                     (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
-             p.chunk, p.stages, early, tma_hold_stages(IN), tma_flags());
+             p.chunk, p.stages, early, tma_hold_stages(IN), flags);
 }

@@ -172,6 +172,14 @@ struct GemvTuning {
   // (docs/CUDA.md lab note 48, run 84, llama3-8b): 192-224 KB slower for int8, bf16 and fp8
   // (int8 432.7 vs 437.1 tok/s), 144 KB within 0.3% for int8 and fp8 and 1% slower for bf16.
   int tma_ring_bytes = 0;
+  // int8/fp8/int4 on the TMA kernel at batch 1: where every consumer warp takes the same 1 or 2
+  // segments of each stage and at most 4 (int4: 2) of each tile (K <= 4096), it holds their x
+  // operands and x sums in registers, loaded once after the prologue, instead of reading them
+  // from shared memory in every tile (docs/CUDA.md lab note 53: the consumers alone stream
+  // gate_up 1.2x faster; run 104, same engine, tg128: llama3-8b int8 436.3 vs 430.9 tok/s,
+  // fp8-row 437.0 vs 434.5, llama3-1b int8 1571.1 vs 1550.5, fp8-row 1579.0 vs 1567.3). false:
+  // from shared memory, as for the other shapes.
+  bool tma_x_registers = true;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
@@ -182,8 +190,9 @@ GemvTuning gemv_tuning();
 struct GemvLaunch {
   bool tensor_cores = false;
   int warps = 0, k_split = 0, grid = 0;
-  bool tma = false;  // the TMA kernel (tensor_cores is then true as well)
-  size_t smem = 0;   // the TMA kernel's dynamic shared memory per block (ring, x, sums)
+  bool tma = false;          // the TMA kernel (tensor_cores is then true as well)
+  size_t smem = 0;           // the TMA kernel's dynamic shared memory per block (ring, x, sums)
+  bool x_registers = false;  // the TMA kernel held x in registers (GemvTuning::tma_x_registers)
 };
 GemvLaunch last_gemv_launch();
 
