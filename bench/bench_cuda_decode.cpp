@@ -16,14 +16,15 @@
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
 // --models none skips the whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
-// latenorm, hold=N (both inputs), holdrms=N, holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8,
-// no-tma-fp8, shape-rule / no-shape-rule (GemvTuning::tma_int8_shape_rule), evict-first /
-// no-evict-first (GemvTuning::tma_evict_first), tma-f16-early (tma_fp16_early_dependents),
-// late (early_dependents off), late-out=MASK (GemvTuning::tma_late_outputs), ring=KB
-// (GemvTuning::tma_ring_bytes), xreg / no-xreg (GemvTuning::tma_x_registers); attn-late: the
-// attention's loads after its wait,
-// AttentionTuning): tg tok/s of each on one engine per model and format, the variants alternated in
-// each of --reps rounds (the lab's A/B in one call, no rebuild).
+// latenorm, hold=N (both inputs), holdrms=N, holdbf16=N (bf16 x, every format), holdbf16dec=N
+// (bf16 x, the formats that decode: GemvTuning::tma_hold_stages_bf16_input_decode), tma-int4,
+// tma-int4-k>=N, no-tma-int8, no-tma-fp8, shape-rule / no-shape-rule
+// (GemvTuning::tma_int8_shape_rule), evict-first / no-evict-first (GemvTuning::tma_evict_first),
+// tma-f16-early (tma_fp16_early_dependents), late (early_dependents off), late-out=MASK
+// (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes), xreg / no-xreg
+// (GemvTuning::tma_x_registers); attn-late: the attention's loads after its wait, AttentionTuning):
+// tg tok/s of each on one engine per model and format, the variants alternated in each of --reps
+// rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
@@ -83,11 +84,14 @@ Variant apply_variant(const Variant& base, const std::string& v) {
     else if (mod == "latenorm")
       t.norm_weight_before_wait = false;
     else if (mod.rfind("hold=", 0) == 0)
-      t.tma_hold_stages = t.tma_hold_stages_bf16_input = variant_int(mod, 5);
+      t.tma_hold_stages = t.tma_hold_stages_bf16_input = t.tma_hold_stages_bf16_input_decode =
+          variant_int(mod, 5);
     else if (mod.rfind("holdrms=", 0) == 0)
       t.tma_hold_stages = variant_int(mod, 8);
     else if (mod.rfind("holdbf16=", 0) == 0)
-      t.tma_hold_stages_bf16_input = variant_int(mod, 9);
+      t.tma_hold_stages_bf16_input = t.tma_hold_stages_bf16_input_decode = variant_int(mod, 9);
+    else if (mod.rfind("holdbf16dec=", 0) == 0)  // the formats that decode only
+      t.tma_hold_stages_bf16_input_decode = variant_int(mod, 12);
     else if (mod == "tma-int4")
       t.tma_int4 = true;
     else if (mod.rfind("tma-int4-k>=", 0) == 0)  // int4 on the TMA kernel where K >= N
@@ -122,7 +126,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
           "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
-          "holdbf16=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
+          "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
           "attn-late, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, xreg, no-xreg; join "
           "with '+')");

@@ -603,14 +603,15 @@ TEST_P(CudaGemv, DependentLaunchChainMatchesReference) {
     Guarded<uint16_t> dx(xb);
     for (GemvPath path : {GemvPath::tma, GemvPath::mma, GemvPath::cuda_cores})
       for (bool early : {true, false})
-        for (int hold : {3, 0, -1})  // the TMA ring: 3 stages, all, none before the x loads
+        for (int hold : {3, 1, 0, -1})          // the TMA ring: 3 or 1 stages, all, none before x
           for (bool late_nw : {false, true}) {  // the RMSNorm weight loaded after the wait
             if (path != GemvPath::tma && hold != 3) continue;
             if (late_nw && (hold != 3 || !early)) continue;
             GemvTuning t = tuning_for(path);
             t.early_dependents = early;
             t.tma_fp16_early_dependents = early;  // the TMA kernel's fp16 formats likewise
-            t.tma_hold_stages = t.tma_hold_stages_bf16_input = hold;
+            t.tma_hold_stages = t.tma_hold_stages_bf16_input = t.tma_hold_stages_bf16_input_decode =
+                hold;
             t.norm_weight_before_wait = !late_nw;
             set_gemv_tuning(t);
             const std::string what = std::string(c.name) + " m=" + std::to_string(m) +

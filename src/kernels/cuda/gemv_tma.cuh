@@ -881,15 +881,19 @@ inline int tma_flags() {
 #endif
   return f;
 }
-// GemvTuning::tma_hold_stages (tma_hold_stages_bf16_input for a bf16 x), or the lab's AO_TMA_PRE
-// (AO_GEMV_EXPERIMENTS builds; both inputs).
-inline int tma_hold_stages(GemvInput in) {
+// GemvTuning::tma_hold_stages (for a bf16 x: tma_hold_stages_bf16_input, or
+// tma_hold_stages_bf16_input_decode for the formats that decode), or the lab's AO_TMA_PRE
+// (AO_GEMV_EXPERIMENTS builds; both inputs, every format).
+template <WeightFormat F>
+int tma_hold_stages(GemvInput in) {
 #ifdef AO_GEMV_EXPERIMENTS
   static const char* e = std::getenv("AO_TMA_PRE");
   if (e) return std::atoi(e);
 #endif
-  return in == GemvInput::bf16 ? gemv_tuning().tma_hold_stages_bf16_input
-                               : gemv_tuning().tma_hold_stages;
+  const GemvTuning t = gemv_tuning();
+  if (in != GemvInput::bf16) return t.tma_hold_stages;
+  return F == WeightFormat::bf16 ? t.tma_hold_stages_bf16_input
+                                 : t.tma_hold_stages_bf16_input_decode;
 }
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
@@ -922,5 +926,5 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     !(tune.tma_late_outputs >> static_cast<int>(OUT) & 1) &&
                     (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
-             p.chunk, p.stages, early, tma_hold_stages(IN), flags);
+             p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags);
 }

@@ -152,6 +152,11 @@ struct GemvTuning {
   // for the RMSNorm input). The o projection follows the attention kernel, which leaves most
   // SMs free: its blocks start early and can fill their whole ring while they wait.
   int tma_hold_stages_bf16_input = 3;
+  // The same for the formats that decode (int8, fp8, int4 on the TMA kernel) with a bf16 x: 1
+  // stage. Measured (docs/CUDA.md lab note 55, run 110, same engine, tg128, 1 vs 3): llama3-8b
+  // int8 449.7 vs 437.1 tok/s, fp8-row 447.7 vs 438.0; llama3-1b int8 1608.5 vs 1584.7, fp8-row
+  // 1608.3 vs 1588.3 (bf16 weights lose with 1: 264.5 vs 269.0, run 109, so they keep 3).
+  int tma_hold_stages_bf16_input_decode = 1;
   // int8/fp8/int4 on the TMA kernel: take each row's fp16 scale in the one-pass prologue, before
   // staging, and stage x as fp16 directly instead of as bf16 followed by a conversion pass and
   // its barriers (the same values; docs/CUDA.md lab note 32). Measured faster (run 51: llama3-8b
