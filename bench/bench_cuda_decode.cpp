@@ -21,7 +21,8 @@
 // tma-int4-k>=N, no-tma-int8, no-tma-fp8, shape-rule / no-shape-rule
 // (GemvTuning::tma_int8_shape_rule), evict-first / no-evict-first (GemvTuning::tma_evict_first),
 // tma-f16-early (tma_fp16_early_dependents), late (early_dependents off), late-out=MASK
-// (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes), xreg / no-xreg
+// (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes, every format), ringdec=KB
+// (GemvTuning::tma_ring_bytes_decode), xreg / no-xreg
 // (GemvTuning::tma_x_registers); attn-late: the attention's loads after its wait, AttentionTuning):
 // tg tok/s of each on one engine per model and format, the variants alternated in each of --reps
 // rounds (the lab's A/B in one call, no rebuild).
@@ -122,13 +123,16 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_late_outputs = variant_int(mod, 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
       t.tma_ring_bytes = variant_int(mod, 5) * 1024;
+    else if (mod.rfind("ringdec=", 0) == 0)  // GemvTuning::tma_ring_bytes_decode, in KB
+      t.tma_ring_bytes_decode = variant_int(mod, 8) * 1024;
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
           "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
           "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
           "attn-late, shape-rule, no-shape-rule, evict-first, "
-          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, xreg, no-xreg; join "
+          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg; "
+          "join "
           "with '+')");
   }
   return r;

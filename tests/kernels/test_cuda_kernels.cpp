@@ -710,7 +710,8 @@ TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
 // at most) and the barriers, and match the reference, for whole-row and per-row stages, both
 // inputs; 5000 rows, so every block runs 2-3 tiles and the ring wraps across them. (Another ring
 // may pick another chunk, which changes which warp sums which segment: no bitwise comparison
-// with the default.)
+// with the default.) Then the default ring of each format: 176 KB for bf16, the decode formats'
+// own (GemvTuning::tma_ring_bytes_decode).
 TEST_P(CudaGemv, TmaRingSizesMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -736,6 +737,20 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
       EXPECT_GT(got, smem) << what;
       EXPECT_LE(got, static_cast<size_t>(kb + 64 + 1) * 1024) << what;
       smem = got;
+    }
+    // The default ring (tma_ring_bytes = 0): 176 KB for bf16, tma_ring_bytes_decode (144 KB) for
+    // the formats that decode, which a 176 KB decode default would exceed.
+    for (const int dec_kb : {144, 176}) {
+      GemvTuning t = tuning_for(GemvPath::tma);
+      t.tma_ring_bytes_decode = dec_kb * 1024;
+      const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
+                               " default ring, decode " + std::to_string(dec_kb) + " KB";
+      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t, what);
+      const size_t got = last_gemv_launch().smem;
+      const int ring_kb = c.format == WeightFormat::bf16 ? 176 : dec_kb;
+      EXPECT_LE(got, static_cast<size_t>(ring_kb + 64 + 1) * 1024) << what;
+      if (dec_kb == 176 || c.format == WeightFormat::bf16)
+        EXPECT_GT(got, static_cast<size_t>(144 + 1) * 1024) << what;
     }
   }
 }

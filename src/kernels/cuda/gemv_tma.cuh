@@ -44,7 +44,7 @@ template <WeightFormat F>
 constexpr int tma_warps() {
   return F == WeightFormat::bf16 ? 8 : 16;
 }
-constexpr size_t kTmaRingTarget = 176 * 1024;  // bytes of weights in flight per block
+constexpr size_t kTmaRingTarget = 176 * 1024;  // bytes of weights in flight per block (bf16)
 // Segments per consumer warp and tile whose x operands a warp may hold in registers (flag 128):
 // ~9 registers each for int8/fp8, ~18 for int4 (K = 4096: 4 and 2 segments).
 template <WeightFormat F>
@@ -795,9 +795,13 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       return major >= 9 ? static_cast<size_t>(v) : size_t(0);
     }();
     if (optin < x + 1024 + tma_barrier_bytes(8) + 16 * 1024) return p;
-    // GemvTuning::tma_ring_bytes overrides the target (lab note 48: 144-224 KB measured).
-    const size_t target =
-        tune.tma_ring_bytes > 0 ? static_cast<size_t>(tune.tma_ring_bytes) : kTmaRingTarget;
+    // GemvTuning::tma_ring_bytes overrides the target (lab note 48: 144-224 KB measured); the
+    // formats that decode default to tma_ring_bytes_decode (lab note 56).
+    const size_t target = tune.tma_ring_bytes > 0   ? static_cast<size_t>(tune.tma_ring_bytes)
+                          : F == WeightFormat::bf16 ? kTmaRingTarget
+                          : tune.tma_ring_bytes_decode > 0
+                              ? static_cast<size_t>(tune.tma_ring_bytes_decode)
+                              : kTmaRingTarget;
     const size_t budget = std::min(target, optin - 1024 - x - tma_barrier_bytes(8));
 #ifdef AO_GEMV_EXPERIMENTS
     // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512 dividing the row).

@@ -172,11 +172,18 @@ struct GemvTuning {
   // policy. (The register-ring kernels' loads
   // measured no gain from it and stay on the default policy.)
   bool tma_evict_first = true;
-  // Bytes of weights the TMA kernel's ring may hold per block (0: 176 KB), within what the
+  // Bytes of weights the TMA kernel's ring may hold per block, every format (0: 176 KB for bf16,
+  // tma_ring_bytes_decode below for the formats that decode), within what the
   // block's shared memory leaves beside x; the plan then picks the stages as before. Measured
   // (docs/CUDA.md lab note 48, run 84, llama3-8b): 192-224 KB slower for int8, bf16 and fp8
   // (int8 432.7 vs 437.1 tok/s), 144 KB within 0.3% for int8 and fp8 and 1% slower for bf16.
   int tma_ring_bytes = 0;
+  // The ring's size for the formats that decode (int8, fp8, int4 on the TMA kernel) where
+  // tma_ring_bytes is 0: 144 KB (4 stages of 32 KB at K = 4096; bf16 keeps 176 KB, 5 stages).
+  // Measured after x in registers and the 1-stage hold (docs/CUDA.md lab note 56, run 114, same
+  // engine, tg128, 144 vs 176 KB): llama3-8b int8 457.1 vs 454.1 tok/s, fp8-row 455.9 vs 450.9;
+  // llama3-1b int8 1645.2 vs 1609.8, fp8-row 1649.1 vs 1609.4 (128 KB alike; 96-112 KB slower).
+  int tma_ring_bytes_decode = 144 * 1024;
   // int8/fp8/int4 on the TMA kernel at batch 1: where every consumer warp takes the same 1 or 2
   // segments of each stage and at most 4 (int4: 2) of each tile (K <= 4096), it holds their x
   // operands and x sums in registers, loaded once after the prologue, instead of reading them
