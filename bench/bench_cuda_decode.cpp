@@ -71,6 +71,13 @@ int variant_int(const std::string& mod, size_t prefix) {
                                 mod.substr(0, prefix) + "'");
   return v;
 }
+// A ring size in KB after `name=` (0 = the default, at most 1024), in bytes.
+int variant_kb(const std::string& mod, size_t prefix) {
+  const int kb = variant_int(mod, prefix);
+  if (kb < 0 || kb > 1024)
+    throw std::invalid_argument("--ab: variant '" + mod + "' needs a size of 0-1024 KB");
+  return kb * 1024;
+}
 
 Variant apply_variant(const Variant& base, const std::string& v) {
   Variant r = base;
@@ -122,9 +129,9 @@ Variant apply_variant(const Variant& base, const std::string& v) {
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
       t.tma_late_outputs = variant_int(mod, 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
-      t.tma_ring_bytes = variant_int(mod, 5) * 1024;
+      t.tma_ring_bytes = variant_kb(mod, 5);
     else if (mod.rfind("ringdec=", 0) == 0)  // GemvTuning::tma_ring_bytes_decode, in KB
-      t.tma_ring_bytes_decode = variant_int(mod, 8) * 1024;
+      t.tma_ring_bytes_decode = variant_kb(mod, 8);
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +

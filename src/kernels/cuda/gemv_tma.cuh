@@ -581,7 +581,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   constexpr int kXr = (kF16 && M == 1) ? tma_x_register_segments<F>() : 1;
   const int spw = spc / W;  // segments per warp and stage when spc % W == 0
   const int nper = chunks * spw;
-  const bool xreg = (kF16 && M == 1) && (flags & 128);  // set by launch_tma where it applies
+  // Set by launch_tma where it applies; the shape checks keep a wrong flag from misreading x.
+  const bool xreg =
+      (kF16 && M == 1) && (flags & 128) && spc % W == 0 && (spw == 1 || spw == 2) && nper <= kXr;
   XFrag xr[kXr];
   if (xreg) {
 #pragma unroll
@@ -590,6 +592,16 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   }
   constexpr bool kPair = OUT == GemvOutput::rope_kv || OUT == GemvOutput::swiglu;
   int s = 0, phase = 0, parity = 0;
+  // The ring's next stage once it is full, and its release (one arrive per warp) after the math.
+  auto acquire_stage = [&] {
+    mbar_wait(&full[s], phase);
+    return static_cast<const uint8_t*>(ring + static_cast<size_t>(s) * stage_bytes);
+  };
+  auto release_stage = [&] {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[s]);
+    if (++s == nstages) s = 0, phase ^= 1;
+  };
   for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};  // acc2: int8
     // A segment's weights in stage st: lane (g, t)'s 16 bytes of rows g and g + 8.
@@ -675,17 +687,14 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
 #pragma unroll
         for (int c = 0; c < kXr / SPW; ++c) {
           if (c < chunks) {
-            mbar_wait(&full[s], phase);
-            const uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
+            const uint8_t* st = acquire_stage();
             uint4 q[SPW][2];
 #pragma unroll
             for (int j = 0; j < SPW; ++j) weights(st, warp + j * W, q[j][0], q[j][1]);
 #pragma unroll
             for (int j = 0; j < SPW; ++j)
               segment(st, warp + j * W, xr[c * SPW + j], q[j][0], q[j][1]);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&empty[s]);
-            if (++s == nstages) s = 0, phase ^= 1;
+            release_stage();
           }
         }
       };
@@ -695,17 +704,14 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         run(std::integral_constant<int, 1>{});
     } else {
       for (int c = 0; c < chunks; ++c) {
-        mbar_wait(&full[s], phase);
-        const uint8_t* st = ring + static_cast<size_t>(s) * stage_bytes;
+        const uint8_t* st = acquire_stage();
 #pragma unroll 2
         for (int sg = warp; sg < (flags & 1 ? 0 : spc); sg += W) {
           uint4 q0, q1;
           weights(st, sg, q0, q1);
           segment(st, sg, load_x(c * spc + sg), q0, q1);
         }
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&empty[s]);
-        if (++s == nstages) s = 0, phase ^= 1;
+        release_stage();
       }
     }
     // Tile done: the W warps' partials meet in shared memory, 16 threads run the epilogue.
