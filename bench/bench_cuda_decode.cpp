@@ -23,7 +23,8 @@
 // tma-f16-early (tma_fp16_early_dependents), late (early_dependents off), late-out=MASK
 // (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes, every format), ringdec=KB
 // (GemvTuning::tma_ring_bytes_decode), xreg / no-xreg
-// (GemvTuning::tma_x_registers); attn-late: the attention's loads after its wait, AttentionTuning):
+// (GemvTuning::tma_x_registers), fuse-attn / no-fuse-attn (GemvTuning::fuse_attention);
+// attn-late: the attention's loads after its wait, AttentionTuning):
 // tg tok/s of each on one engine per model and format, the variants alternated in each of --reps
 // rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
@@ -126,6 +127,10 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_x_registers = true;
     else if (mod == "no-xreg")
       t.tma_x_registers = false;
+    else if (mod == "fuse-attn")
+      t.fuse_attention = true;
+    else if (mod == "no-fuse-attn")  // GemvTuning::fuse_attention off: attention_decode
+      t.fuse_attention = false;
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
       t.tma_late_outputs = variant_int(mod, 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
@@ -138,8 +143,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
           "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
           "attn-late, shape-rule, no-shape-rule, evict-first, "
-          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg; "
-          "join "
+          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg, "
+          "fuse-attn, no-fuse-attn; join "
           "with '+')");
   }
   return r;

@@ -1202,6 +1202,107 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   AO_CUDA_CHECK(cudaStreamDestroy(s));
 }
 
+// The qkv GEMV running the token's decode attention itself (GemvArgs::attn_out): with
+// GemvTuning::fuse_attention inside the TMA kernel (bf16, int8, fp8 weight-only) for head_dim 64
+// and 128 (GemvLaunch::fused_attention), else (the default, int4's kernel, head_dim 8)
+// attention_decode after it.
+// Each fused call is checked against the unfused pair on the same inputs (q and the cache bit for
+// bit) and its output against a double reference over the GPU's own q and cache. Caches of one
+// or two chunks (c.S) and of nine (1100 positions: partials and the merge), positions at the
+// chunk edges; every call reuses the workspace, so a counter left non-zero fails later calls.
+TEST_P(CudaAttention, QkvGemvRunsTheDecodeAttention) {
+  AO_SKIP_WITHOUT_GPU();
+  const auto c = GetParam();
+  const int H = c.H, KV = c.KV, hd = c.hd, G = H / KV;
+  const int K = 1024, N = (H + 2 * KV) * hd;
+  const std::vector<float> inv_freq = rope_inv_freq(hd);
+  Guarded<float> dinv(inv_freq);
+  const auto w = from_bf16(to_bf16(randn(size_t(N) * K, 81, 0.05f)));
+  const std::vector<float> wp = pair_adjacent_rows(w, N, K, hd, false);
+  const auto nw = to_bf16(std::vector<float>(K, 1.f));
+  Guarded<uint16_t> dnw(nw), dq(H * hd), dout(H * hd);
+  cudaStream_t s;
+  AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  TuningReset reset;
+  int fused_calls = 0;
+  for (const int S : {c.S, 1100}) {
+    const AttentionArgs aa{H, KV, hd, S, 1.f / std::sqrt(static_cast<float>(hd))};
+    Guarded<uint8_t> ws(attention_decode_workspace(aa));
+    AO_CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
+    const auto kc0 = to_bf16(randn(size_t(KV) * S * hd, 82));
+    const auto vc0 = to_bf16(randn(size_t(KV) * S * hd, 83));
+    Guarded<uint16_t> dk(kc0), dv(vc0);
+    for (const QuantCase qc : {QuantCase{WeightFormat::bf16, 0, false, "bf16"},
+                               QuantCase{WeightFormat::int8, 0, false, "int8"},
+                               QuantCase{WeightFormat::fp8, 0, false, "fp8_row"},
+                               QuantCase{WeightFormat::int4, 128, false, "int4_g128"}}) {
+      TestWeight tw(to_bf16(wp), N, K, qc);
+      for (const int p0 : {0, 5, 127, 128, S / 2, S - 1}) {
+        const auto resid = randn(K, 84 + p0, 2.f);
+        Guarded<float> dres(resid);
+        Guarded<int32_t> dpos(std::vector<int32_t>{p0});
+        GemvArgs a = rope_kv_gemv_args(
+            rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::rope_kv, nullptr), c, false,
+            dinv.get(), nullptr, dpos.get(), dq.get(), dk.get(), dv.get());
+        a.rope.max_seq = S;
+        a.attn_out = dout.get();
+        a.attn_workspace = ws.get();
+        a.attn_scale = aa.scale;
+        struct Result {
+          std::vector<uint16_t> q, k, v, out;
+          GemvLaunch launch;
+        };
+        auto run = [&](bool fuse) {
+          dk.upload(kc0);
+          dv.upload(vc0);
+          // A pageable upload may still be landing when cudaMemcpy returns, and s does not wait
+          // for the legacy stream: without this the new row could be overwritten by the old.
+          AO_CUDA_CHECK(cudaDeviceSynchronize());
+          GemvTuning gt;
+          gt.fuse_attention = fuse;
+          set_gemv_tuning(gt);
+          gemv(tw.dw, a, s);
+          Result r;
+          r.launch = last_gemv_launch();
+          AO_CUDA_CHECK(cudaStreamSynchronize(s));
+          r.q = dq.download(), r.k = dk.download(), r.v = dv.download(), r.out = dout.download();
+          return r;
+        };
+        const Result f = run(true), u = run(false);
+        const std::string where =
+            std::string(qc.name) + " S=" + std::to_string(S) + " pos=" + std::to_string(p0);
+        const bool fusable = (hd == 64 || hd == 128) && G <= 8;
+        EXPECT_EQ(f.launch.fused_attention, f.launch.tma && fusable) << where;
+        EXPECT_FALSE(u.launch.fused_attention) << where;
+        fused_calls += f.launch.fused_attention;
+        // q and the caches bit for bit (the first difference, not the whole vectors).
+        auto first_diff = [](const std::vector<uint16_t>& x, const std::vector<uint16_t>& y) {
+          const auto m = std::mismatch(x.begin(), x.end(), y.begin());
+          return m.first == x.end() ? -1L : static_cast<long>(m.first - x.begin());
+        };
+        EXPECT_EQ(first_diff(f.q, u.q), -1) << "q " << where;
+        EXPECT_EQ(first_diff(f.k, u.k), -1) << "k cache " << where;
+        EXPECT_EQ(first_diff(f.v, u.v), -1) << "v cache " << where;
+        const auto ref = reference_attention(from_bf16(f.q), 1, p0, H, KV, hd, S, from_bf16(f.k),
+                                             from_bf16(f.v));
+        EXPECT_LT(nmse(from_bf16(f.out), ref), 1e-5) << where;
+        EXPECT_LT(nmse(from_bf16(u.out), ref), 1e-5) << where;
+      }
+    }
+    EXPECT_TRUE(ws.guards_intact());
+    EXPECT_TRUE(dk.guards_intact());
+    EXPECT_TRUE(dv.guards_intact());
+  }
+  EXPECT_TRUE(dout.guards_intact());
+  EXPECT_TRUE(dq.guards_intact());
+  // On sm_90 the TMA kernel takes bf16, int8 and fp8: the fused path ran where it applies.
+  int major = 0, dev = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (major >= 9 && (hd == 64 || hd == 128)) EXPECT_GT(fused_calls, 0);
+  AO_CUDA_CHECK(cudaStreamDestroy(s));
+}
+
 // Long contexts straight from a random cache: the tensor-core prefill kernel (queries in the
 // middle of the cache, several key tiles, rows not a multiple of the block) and decode at
 // positions that use one split, a few and all of them (with chunks longer than one step).

@@ -459,21 +459,24 @@ void launch_decode_g(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, 
     fail("attention_decode: head_dim > 256 not supported");
 }
 
-// Splits the workspace is laid out for: v1's count (one per 32 positions of the capacity) or
-// v2's fixed count, whichever is larger (counters follow the partials).
+// Splits the workspace is laid out for (decode_workspace_splits, common.cuh): v1's count (one
+// per 32 positions of the capacity) or v2's fixed count, whichever is larger (counters follow
+// the partials).
+static_assert(kDecodeChunk == 32 && kSplits2 <= 32, "decode_workspace_splits assumes these");
 AttentionTuning g_attention_tuning;
 
-int workspace_splits(const AttentionArgs& a) {
-  return std::max((a.max_seq + kDecodeChunk - 1) / kDecodeChunk, kSplits2);
-}
+int workspace_splits(const AttentionArgs& a) { return decode_workspace_splits(a.max_seq); }
 }  // namespace
 
 void set_attention_tuning(const AttentionTuning& t) { g_attention_tuning = t; }
 AttentionTuning attention_tuning() { return g_attention_tuning; }
 
 size_t attention_decode_workspace(const AttentionArgs& a) {
-  return (static_cast<size_t>(a.n_heads) * workspace_splits(a) * (a.head_dim + 2) + a.n_kv_heads) *
-         4;
+  RopeArgs r;
+  r.n_heads = a.n_heads, r.n_kv_heads = a.n_kv_heads, r.head_dim = a.head_dim;
+  r.max_seq = a.max_seq;
+  return static_cast<size_t>(decode_workspace_mailbox_offset(r)) +
+         static_cast<size_t>(a.n_heads + 2 * a.n_kv_heads) * ((a.head_dim + 1) / 2) * 8;
 }
 
 void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,

@@ -202,6 +202,258 @@ __device__ __forceinline__ float fp16_row_scale(float mx) {
   return mx > 0.f && mx < INFINITY ? ldexpf(1.f, min(15 - e, 126)) : 1.f;
 }
 
+// ---- the decode attention inside the qkv GEMV (flag 256, GemvTuning::fuse_attention) --------
+// rope_kv at batch 1. Each tile's epilogue also posts its rotated pairs in a mailbox (one 64-bit
+// word per pair: a tag 1 and the two bf16 values, written and read as one single-copy-atomic
+// access, so a reader that sees the tag sees the values: no fence, no counter). Once a block's
+// tiles are done it takes the attention items nb - 1 - b, 2 nb - 1 - b, ... (nb blocks; an item
+// is a KV head and a chunk of tma_attn_chunk(hd) positions, so the blocks with the fewest tiles,
+// which finish first, take them): the chunk's cached rows before *pos go by TMA into the block's
+// idle ring, q comes from the mailbox (the q tiles run in the GEMV's early rounds), the warps run
+// the cached rows (warps over positions, lanes over head_dim, up to 4 query heads at a time), and
+// only then does the chunk holding *pos wait for the new K/V row's words (the GEMV's last round).
+// One chunk: the output; several: partials that the head's last chunk merges, in
+// attention_decode's workspace (decode_workspace_splits). The readers clear the words they used,
+// so the next call (kernel boundaries order it) finds tags 0.
+__host__ __device__ constexpr int tma_attn_chunk(int hd) { return hd <= 128 ? 128 : 64; }
+// Shared memory the fused attention needs from the ring: K and V of a chunk, q of up to 8 heads
+// (bf16), and the warps' merge of 4 heads ({max, sum} and the accumulators).
+__host__ __device__ constexpr size_t tma_attn_smem(int hd, int warps) {
+  return static_cast<size_t>(2 * tma_attn_chunk(hd) * hd * 2 + 8 * hd * 2) +
+         static_cast<size_t>(warps) * 4 * (2 + hd) * 4;
+}
+struct TmaAttnParams {
+  const uint16_t* kc;
+  const uint16_t* vc;
+  const int32_t* pos;
+  uint16_t* out;
+  float* partial;  // [H][splits][hd + 2]
+  int* merge;      // [KV]
+  uint64_t* mail;  // [(H + 2 KV) hd / 2]: the qkv output's rotated pairs
+  int H, KV, max_seq, splits;
+  float scale;
+  bool interleaved;  // RopeArgs::interleaved: the dims of pair j
+};
+// Waits for the word at p and returns its two bf16 values (x0 | x1 << 16).
+__device__ __forceinline__ uint32_t tma_attn_take(const uint64_t* p) {
+  uint64_t v;
+  while (static_cast<uint32_t>(v = ld_relaxed_gpu_u64(p)) != 1u) {
+  }
+  return static_cast<uint32_t>(v >> 32);
+}
+
+template <int W, int HD>
+__device__ __noinline__ void tma_attention(const TmaAttnParams p, uint8_t* smem, uint64_t* bar) {
+  constexpr int kCons = W * 32, kChunk = tma_attn_chunk(HD);
+  constexpr int LPR = HD / 8, PPL = 32 / LPR;  // lanes per K/V row, rows per warp load
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int sub = lane / LPR, dl = lane % LPR;
+  uint16_t* ks = reinterpret_cast<uint16_t*>(smem);
+  uint16_t* vs = ks + kChunk * HD;
+  uint16_t* qs = vs + kChunk * HD;                     // [G][HD]
+  float* sml = reinterpret_cast<float*>(qs + 8 * HD);  // [W][4][2]
+  float* sacc = sml + W * 8;                           // [W][4][HD]
+  __shared__ int last;
+  const int G = p.H / p.KV, len = *p.pos + 1;
+  const int used = (len + kChunk - 1) / kChunk, nitems = p.KV * used;
+  const float sl2 = p.scale * 1.4426950408889634f;
+  // Pair j of a head: its two dims.
+  auto dim0 = [&](int j) { return p.interleaved ? 2 * j : j; };
+  auto dim1 = [&](int j) { return p.interleaved ? 2 * j + 1 : j + HD / 2; };
+  unsigned parity = 0;
+  const unsigned gemv_slot = trace_slot();  // tracing: each item is an attention event set
+  for (int item = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x); item < nitems;
+       item += gridDim.x) {
+    trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::start);
+    const int kvh = item % p.KV, split = item / p.KV;
+    const int start = split * kChunk, end = min(len, start + kChunk), n = end - start;
+    const bool has_new = end == len;       // the chunk holds row len - 1, this step's
+    const int nold = has_new ? n - 1 : n;  // rows of earlier steps
+    const int64_t base = (static_cast<int64_t>(kvh) * p.max_seq + start) * HD;
+    uint64_t* mq = p.mail + static_cast<int64_t>(kvh) * G * HD / 2;
+    uint64_t* mk = p.mail + static_cast<int64_t>(p.H + kvh) * HD / 2;
+    uint64_t* mv = p.mail + static_cast<int64_t>(p.H + p.KV + kvh) * HD / 2;
+    if (tid == 0) {
+      // The previous item's generic writes to this memory before the TMA's.
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      const unsigned bytes = static_cast<unsigned>(nold) * HD * 2;
+      mbar_arrive_expect_tx(bar, 2 * bytes);
+      if (nold > 0) {
+        bulk_load(ks, p.kc + base, bytes, bar);
+        bulk_load(vs, p.vc + base, bytes, bar);
+      }
+    }
+    for (int i = tid; i < G * HD / 2; i += kCons) {
+      const uint32_t v = tma_attn_take(mq + i);
+      const int g = i / (HD / 2), j = i % (HD / 2);
+      qs[g * HD + dim0(j)] = static_cast<uint16_t>(v);
+      qs[g * HD + dim1(j)] = static_cast<uint16_t>(v >> 16);
+    }
+    mbar_wait(bar, parity);
+    parity ^= 1;
+    consumer_sync<W>();
+    trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::wait_done);  // q and cached rows
+    for (int g0 = 0; g0 < G; g0 += 4) {
+      const int gn = min(4, G - g0);
+      float qv[4][8], mx[4], l[4], acc[4][8];
+#pragma unroll
+      for (int g = 0; g < 4; ++g) {
+        const uint4 qr = g < gn ? *reinterpret_cast<const uint4*>(qs + (g0 + g) * HD + dl * 8)
+                                : make_uint4(0, 0, 0, 0);
+        const uint32_t w4[4] = {qr.x, qr.y, qr.z, qr.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          qv[g][2 * e] = __uint_as_float(w4[e] << 16) * sl2;
+          qv[g][2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u) * sl2;
+        }
+        mx[g] = -INFINITY;
+        l[g] = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
+      }
+      // Row r of the chunk into the online softmax of lane group `sub` (ok: the lane group has a
+      // row; called warp-uniformly for the shuffles).
+      auto row = [&](int r, bool ok) {
+        const uint4 kr =
+            ok ? *reinterpret_cast<const uint4*>(ks + r * HD + dl * 8) : make_uint4(0, 0, 0, 0);
+        const uint4 vr =
+            ok ? *reinterpret_cast<const uint4*>(vs + r * HD + dl * 8) : make_uint4(0, 0, 0, 0);
+        float kf[8], vf[8];
+        {
+          const uint32_t k4[4] = {kr.x, kr.y, kr.z, kr.w}, v4[4] = {vr.x, vr.y, vr.z, vr.w};
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            kf[2 * e] = __uint_as_float(k4[e] << 16);
+            kf[2 * e + 1] = __uint_as_float(k4[e] & 0xffff0000u);
+            vf[2 * e] = __uint_as_float(v4[e] << 16);
+            vf[2 * e + 1] = __uint_as_float(v4[e] & 0xffff0000u);
+          }
+        }
+#pragma unroll
+        for (int g = 0; g < 4; ++g) {
+          if (g < gn) {
+            float d = 0.f;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) d = fmaf(qv[g][e], kf[e], d);
+#pragma unroll
+            for (int o = LPR / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+            if (ok) {
+              const float mn = fmaxf(mx[g], d);
+              const float corr = exp2f(mx[g] - mn), pw = exp2f(d - mn);
+              mx[g] = mn;
+              l[g] = fmaf(l[g], corr, pw);
+#pragma unroll
+              for (int e = 0; e < 8; ++e) acc[g][e] = fmaf(pw, vf[e], acc[g][e] * corr);
+            }
+          }
+        }
+      };
+      // The cached rows (warp-uniform trips; lane group `sub` takes row r0 + sub).
+      for (int r0 = warp * PPL; r0 < nold; r0 += W * PPL) row(r0 + sub, r0 + sub < nold);
+      trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::prologue_done);  // cached rows
+      if (has_new) {
+        if (g0 == 0) {
+          // The new row's words, once the GEMV's last round has written them.
+          if (tid < HD) {
+            const int j = tid % (HD / 2);
+            const uint32_t v = tma_attn_take((tid < HD / 2 ? mk : mv) + j);
+            uint16_t* dst = (tid < HD / 2 ? ks : vs) + (n - 1) * HD;
+            dst[dim0(j)] = static_cast<uint16_t>(v);
+            dst[dim1(j)] = static_cast<uint16_t>(v >> 16);
+          }
+          consumer_sync<W>();
+          trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::rms_done);  // the new row
+        }
+        if (warp == 0) row(n - 1, sub == 0);
+      }
+      // The lane groups of the warp (lanes dl, dl + LPR, ...), then the warps through shared
+      // memory.
+#pragma unroll
+      for (int o = LPR; o < 32; o <<= 1)
+#pragma unroll
+        for (int g = 0; g < 4; ++g) {
+          const float mo = __shfl_xor_sync(0xffffffffu, mx[g], o);
+          const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+          const float mn = fmaxf(mx[g], mo);
+          const float ca = mn == -INFINITY ? 0.f : exp2f(mx[g] - mn);
+          const float cb = mn == -INFINITY ? 0.f : exp2f(mo - mn);
+          l[g] = l[g] * ca + lo * cb;
+#pragma unroll
+          for (int e = 0; e < 8; ++e)
+            acc[g][e] = acc[g][e] * ca + __shfl_xor_sync(0xffffffffu, acc[g][e], o) * cb;
+          mx[g] = mn;
+        }
+      if (sub == 0) {
+#pragma unroll
+        for (int g = 0; g < 4; ++g) {
+          if (dl == 0) {
+            sml[(warp * 4 + g) * 2] = mx[g];
+            sml[(warp * 4 + g) * 2 + 1] = l[g];
+          }
+#pragma unroll
+          for (int e = 0; e < 8; ++e) sacc[(warp * 4 + g) * HD + dl * 8 + e] = acc[g][e];
+        }
+      }
+      consumer_sync<W>();
+      for (int i = tid; i < gn * HD; i += kCons) {
+        const int g = i / HD, d = i % HD, h = kvh * G + g0 + g;
+        float M = -INFINITY;
+#pragma unroll
+        for (int ww = 0; ww < W; ++ww) M = fmaxf(M, sml[(ww * 4 + g) * 2]);
+        float L = 0.f, A = 0.f;
+#pragma unroll
+        for (int ww = 0; ww < W; ++ww) {
+          const float mw = sml[(ww * 4 + g) * 2];
+          if (mw == -INFINITY) continue;
+          const float c = exp2f(mw - M);
+          L = fmaf(sml[(ww * 4 + g) * 2 + 1], c, L);
+          A = fmaf(sacc[(ww * 4 + g) * HD + d], c, A);
+        }
+        if (used == 1) {
+          p.out[h * HD + d] = float_to_bf16_bits(A / L);
+        } else {
+          float* o = p.partial + (static_cast<int64_t>(h) * p.splits + split) * (HD + 2);
+          o[2 + d] = A;
+          if (d == 0) o[0] = M, o[1] = L;
+        }
+      }
+      consumer_sync<W>();  // sml and sacc are rewritten by the next heads or item
+    }
+    trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::end);
+    // Clear the words this item was the last to read (the next call waits for new tags).
+    if (has_new)
+      for (int i = tid; i < HD; i += kCons)
+        st_relaxed_gpu_u64(i < HD / 2 ? mk + i : mv + i - HD / 2, 0);
+    if (used == 1) {
+      for (int i = tid; i < G * HD / 2; i += kCons) st_relaxed_gpu_u64(mq + i, 0);
+      continue;
+    }
+    // The head's last chunk to finish merges them (threadfence reduction, as attention_decode).
+    __threadfence();
+    consumer_sync<W>();
+    if (tid == 0) last = atomicAdd(p.merge + kvh, 1) == used - 1;
+    consumer_sync<W>();
+    if (!last) continue;
+    __threadfence();
+    for (int i = tid; i < G * HD; i += kCons) {
+      const int g = i / HD, d = i % HD, h = kvh * G + g;
+      const float* ph = p.partial + static_cast<int64_t>(h) * p.splits * (HD + 2);
+      float M = -INFINITY;
+      for (int c = 0; c < used; ++c) M = fmaxf(M, __ldcg(ph + c * (HD + 2)));
+      float L = 0.f, A = 0.f;
+      for (int c = 0; c < used; ++c) {
+        const float wc = exp2f(__ldcg(ph + c * (HD + 2)) - M);
+        L = fmaf(wc, __ldcg(ph + c * (HD + 2) + 1), L);
+        A = fmaf(wc, __ldcg(ph + c * (HD + 2) + 2 + d), A);
+      }
+      p.out[h * HD + d] = float_to_bf16_bits(A / L);
+    }
+    for (int i = tid; i < G * HD / 2; i += kCons) st_relaxed_gpu_u64(mq + i, 0);
+    if (tid == 0) p.merge[kvh] = 0;
+  }
+  set_trace_slot(gemv_slot);
+}
+
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
@@ -240,6 +492,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
   __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
   __shared__ unsigned long long x_last_ns;   // tracing: the last warp's x landing (TracePoint)
+  // Flag 256 (rope_kv at batch 1): the decode attention after the tiles (tma_attention).
+  constexpr bool kAttn = OUT == GemvOutput::rope_kv && M == 1;
+  const bool attn = kAttn && (flags & 256);
+  __shared__ uint64_t attn_bar;  // the attention chunk's K/V copies
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
@@ -250,6 +506,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       mbar_init(&empty[s], W);
     }
     mbar_init(x_issued, W);
+    if (attn) mbar_init(&attn_bar, 1);
     x_last_ns = 0;
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -742,13 +999,53 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           const float xi = kF16 ? xinv[m] : 1.f;
           s0v[m] = x0 * r0 * xi, s1v[m] = x1 * r1 * xi;
         }
-        gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
+        // With the fused attention the rotated pairs also go to its mailbox (lab flag 2048: not).
+        uint64_t* mail = nullptr;
+        if constexpr (kAttn)
+          if (attn && !(flags & 2048))
+            mail = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(a.attn_workspace) +
+                                               decode_workspace_mailbox_offset(a.rope));
+        gemv_epilogue<M, OUT>(a, N, row, s0v, s1v, mail);
       }
     }
     if (!early_dependents && tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
     parity ^= 1;
   }
-  if (tracing()) {
+  bool traced_end = false;
+  if constexpr (kAttn) {
+    if (attn && !(flags & (1024 | 2048))) {  // lab flags: no attention (wrong results)
+      // The ring is idle: every stage the producer issued has been consumed.
+      const RopeArgs& ro = a.rope;
+      float* partial = static_cast<float*>(a.attn_workspace);
+      const int splits = decode_workspace_splits(ro.max_seq);
+      const TmaAttnParams ap{a.k_cache,
+                             a.v_cache,
+                             a.pos,
+                             a.attn_out,
+                             partial,
+                             reinterpret_cast<int*>(partial) +
+                                 static_cast<int64_t>(ro.n_heads) * splits * (ro.head_dim + 2),
+                             reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(a.attn_workspace) +
+                                                         decode_workspace_mailbox_offset(ro)),
+                             ro.n_heads,
+                             ro.n_kv_heads,
+                             ro.max_seq,
+                             splits,
+                             a.attn_scale,
+                             ro.interleaved};
+      consumer_sync<W>();  // the last tile's reads of the ring and of `red` are done
+      // Tracing: the GEMV's end is its tiles' (the attention records its own events).
+      trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::end);
+      traced_end = true;
+      if (ro.head_dim == 128)
+        tma_attention<W, 128>(ap, ring, &attn_bar);
+      else if (ro.head_dim == 64)
+        tma_attention<W, 64>(ap, ring, &attn_bar);
+      else
+        tma_attention<W, 256>(ap, ring, &attn_bar);
+    }
+  }
+  if (tracing() && !traced_end) {
     consumer_sync<W>();
     trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::end);
   }
@@ -871,7 +1168,9 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // the timing without the scale loads' bank conflicts), 32 = the weight stream evict-first in L2
 // (GemvTuning::tma_evict_first), 64 = the producer marks each stage full without copying it (lab
 // AO_TMA_FAKESTREAM=1: wrong results, the consumers' rate without the weight stream), 128 = x
-// held in registers where the warp's segments allow (GemvTuning::tma_x_registers).
+// held in registers where the warp's segments allow (GemvTuning::tma_x_registers), 256 = the
+// decode attention after the tiles (rope_kv at batch 1: tma_fuses_attention), 1024 / 2048 its
+// lab variants (AO_FUSE_ATTN_LAB below).
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
   if (gemv_tuning().tma_evict_first) f |= 32;
@@ -886,6 +1185,13 @@ inline int tma_flags() {
   if (bcast && bcast[0] == '1') f |= 16;
   static const char* fake = std::getenv("AO_TMA_FAKESTREAM");  // wrong results: no weights read
   if (fake && fake[0] == '1') f |= 64;
+  // The fused attention (flag 256) in the lab: AO_FUSE_ATTN_LAB=skip (the mailbox words but no
+  // attention, flag 1024), nomail (neither, 2048): wrong results, for timing only.
+  static const char* fal = std::getenv("AO_FUSE_ATTN_LAB");
+  if (fal) {
+    const std::string v = fal;
+    f |= v == "skip" ? 1024 : v == "nomail" ? 2048 : 0;
+  }
   static const char* direct = std::getenv("AO_TMA_DIRECT");
   if (direct) f = (f & ~4) | (direct[0] == '1' ? 4 : 0);
 #endif
@@ -906,8 +1212,27 @@ int tma_hold_stages(GemvInput in) {
                                  : t.tma_hold_stages_bf16_input_decode;
 }
 
+// Whether the TMA kernel of plan p runs the decode attention of GemvArgs::attn_out itself (flag
+// 256): rope_kv at batch 1, head_dim 64/128/256, at most 8 query heads per KV head, the ring
+// large enough for a chunk (tma_attn_smem), GemvTuning::fuse_attention.
+template <WeightFormat F, int M, GemvOutput OUT>
+bool tma_fuses_attention(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p) {
+  if (OUT != GemvOutput::rope_kv || M != 1 || !a.attn_out || !gemv_tuning().fuse_attention)
+    return false;
+  const RopeArgs& ro = a.rope;
+  const int hd = ro.head_dim;
+  if ((hd != 64 && hd != 128 && hd != 256) || ro.n_kv_heads <= 0 ||
+      ro.n_heads % ro.n_kv_heads != 0 || ro.n_heads / ro.n_kv_heads > 8 ||
+      w.n != static_cast<int64_t>(ro.n_heads + 2 * ro.n_kv_heads) * hd)
+    return false;
+  const size_t sc =
+      F == WeightFormat::int4 ? static_cast<size_t>(p.chunk) * 2 / w.group_size * 8 : 0;
+  return static_cast<size_t>(p.stages) * 16 * (p.chunk + sc) >= tma_attn_smem(hd, tma_warps<F>());
+}
+
+// Launches the TMA kernel; returns whether it also runs the decode attention (flag 256).
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
-void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cudaStream_t s) {
+bool launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cudaStream_t s) {
   auto kernel = gemv_tma_kernel<F, M, IN, OUT>;
   static int sms = 0;
   static size_t configured = 0;
@@ -928,7 +1253,9 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     spc % W == 0 && (spc / W == 1 || spc / W == 2) &&
                     chunks * (spc / W) <= tma_x_register_segments<F>();
   if (!xreg) flags &= ~128;
-  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg});
+  const bool fuse = tma_fuses_attention<F, M, OUT>(w, a, p);
+  if (fuse) flags |= 256;
+  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg, fuse});
   // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents),
   // and so do the GEMVs of the outputs in GemvTuning::tma_late_outputs (the qkv GEMV).
   const GemvTuning tune = gemv_tuning();
@@ -937,4 +1264,5 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags);
+  return fuse;
 }

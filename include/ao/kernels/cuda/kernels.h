@@ -92,6 +92,14 @@ struct GemvArgs {
   uint16_t* q_out = nullptr;    // [M, H, hd]
   uint16_t* k_cache = nullptr;  // [KV, max_seq, hd]
   uint16_t* v_cache = nullptr;
+  // rope_kv at batch 1 only: with attn_out set, the call also runs the token's decode attention
+  // (attention_decode over q_out and the caches, AttentionArgs from `rope` and attn_scale, its
+  // workspace attn_workspace) into attn_out [H, hd]: as attention_decode after the GEMV, or with
+  // GemvTuning::fuse_attention inside the GEMV kernel where it can (the TMA kernel, head_dim 64,
+  // 128 or 256, at most 8 query heads per KV head; GemvLaunch::fused_attention says so).
+  uint16_t* attn_out = nullptr;
+  void* attn_workspace = nullptr;
+  float attn_scale = 0.f;
 };
 // With w.act_quant != none (fp8 weights only) the staged x is replaced by its e4m3 values (scale
 // from a pre-pass over all of K, so any K works) and the activation scale is applied with the
@@ -192,6 +200,13 @@ struct GemvTuning {
   // fp8-row 437.0 vs 434.5, llama3-1b int8 1571.1 vs 1550.5, fp8-row 1579.0 vs 1567.3). false:
   // from shared memory, as for the other shapes.
   bool tma_x_registers = true;
+  // The decode attention inside the qkv GEMV (GemvArgs::attn_out; the TMA kernel): each tile
+  // posts its rotated pairs in a mailbox, and once a block's tiles are done it runs the attention
+  // of a KV head (a chunk of its positions), with the chunk's cached rows copied into its idle
+  // ring meanwhile: no attention launch, no grid-dependency wait between the two. Off by default:
+  // measured slower (docs/CUDA.md lab note 57, run 124, same engine, tg128: llama3-8b int8 428-433
+  // tok/s against 452 with attention_decode, while the GEMV with no attention at all ran 484).
+  bool fuse_attention = false;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
@@ -202,9 +217,10 @@ GemvTuning gemv_tuning();
 struct GemvLaunch {
   bool tensor_cores = false;
   int warps = 0, k_split = 0, grid = 0;
-  bool tma = false;          // the TMA kernel (tensor_cores is then true as well)
-  size_t smem = 0;           // the TMA kernel's dynamic shared memory per block (ring, x, sums)
-  bool x_registers = false;  // the TMA kernel held x in registers (GemvTuning::tma_x_registers)
+  bool tma = false;              // the TMA kernel (tensor_cores is then true as well)
+  size_t smem = 0;               // the TMA kernel's dynamic shared memory per block (ring, x, sums)
+  bool x_registers = false;      // the TMA kernel held x in registers (GemvTuning::tma_x_registers)
+  bool fused_attention = false;  // the TMA kernel ran the decode attention (GemvArgs::attn_out)
 };
 GemvLaunch last_gemv_launch();
 
@@ -307,7 +323,8 @@ struct AttentionArgs {
 };
 // Decode, one token at position *pos (attends to 0..*pos): split-KV flash decoding; the last
 // block of each KV head to finish merges the chunks. workspace: attention_decode_workspace()
-// bytes, zeroed once before first use (the kernel leaves its counters at zero). Launched as a
+// bytes, zeroed once before first use (the kernel, and the qkv GEMV that runs the attention
+// itself, GemvArgs::attn_out, leave its counters at zero). Launched as a
 // programmatic dependent of the previous kernel (the qkv GEMV), it reads *pos and the cache rows
 // before *pos ahead of its grid-dependency wait: only q and row *pos may come from that kernel
 // (the decode step's position is written by the previous step, whose kernels all complete before
