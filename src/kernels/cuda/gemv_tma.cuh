@@ -210,17 +210,18 @@ __device__ __forceinline__ float fp16_row_scale(float mx) {
 // is a KV head and a chunk of tma_attn_chunk(hd) positions, so the blocks with the fewest tiles,
 // which finish first, take them): the chunk's cached rows before *pos go by TMA into the block's
 // idle ring, q comes from the mailbox (the q tiles run in the GEMV's early rounds), the warps run
-// the cached rows (warps over positions, lanes over head_dim, up to 4 query heads at a time), and
+// the cached rows (W / G warps per query head over the positions, lanes over head_dim), and
 // only then does the chunk holding *pos wait for the new K/V row's words (the GEMV's last round).
 // One chunk: the output; several: partials that the head's last chunk merges, in
 // attention_decode's workspace (decode_workspace_splits). The readers clear the words they used,
 // so the next call (kernel boundaries order it) finds tags 0.
 __host__ __device__ constexpr int tma_attn_chunk(int hd) { return hd <= 128 ? 128 : 64; }
 // Shared memory the fused attention needs from the ring: K and V of a chunk, q of up to 8 heads
-// (bf16), and the warps' merge of 4 heads ({max, sum} and the accumulators).
+// (bf16), the warps' merge ({max, sum} and the accumulators of each warp), the merged state of
+// up to 8 heads and the new K/V row (floats).
 __host__ __device__ constexpr size_t tma_attn_smem(int hd, int warps) {
   return static_cast<size_t>(2 * tma_attn_chunk(hd) * hd * 2 + 8 * hd * 2) +
-         static_cast<size_t>(warps) * 4 * (2 + hd) * 4;
+         static_cast<size_t>(warps) * (2 + hd) * 4 + static_cast<size_t>(8 * hd + 16 + 2 * hd) * 4;
 }
 struct TmaAttnParams {
   const uint16_t* kc;
@@ -243,7 +244,8 @@ __device__ __forceinline__ uint32_t tma_attn_take(const uint64_t* p) {
 }
 
 template <int W, int HD>
-__device__ __noinline__ void tma_attention(const TmaAttnParams p, uint8_t* smem, uint64_t* bar) {
+__device__ __forceinline__ void tma_attention(const TmaAttnParams p, uint8_t* smem, uint64_t* bar,
+                                              int flags) {
   constexpr int kCons = W * 32, kChunk = tma_attn_chunk(HD);
   constexpr int LPR = HD / 8, PPL = 32 / LPR;  // lanes per K/V row, rows per warp load
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -251,10 +253,18 @@ __device__ __noinline__ void tma_attention(const TmaAttnParams p, uint8_t* smem,
   uint16_t* ks = reinterpret_cast<uint16_t*>(smem);
   uint16_t* vs = ks + kChunk * HD;
   uint16_t* qs = vs + kChunk * HD;                     // [G][HD]
-  float* sml = reinterpret_cast<float*>(qs + 8 * HD);  // [W][4][2]
-  float* sacc = sml + W * 8;                           // [W][4][HD]
+  float* sml = reinterpret_cast<float*>(qs + 8 * HD);  // [W][2]
+  float* sacc = sml + W * 2;                           // [W][HD]
+  float* ca = sacc + W * HD;                           // [G][HD]: merged over the cached rows
+  float* cm = ca + 8 * HD;                             // [G] their max
+  float* cl = cm + 8;                                  // [G] their sum
+  float* kn = cl + 8;                                  // [HD] the new K row
+  float* vn = kn + HD;                                 // [HD] the new V row
   __shared__ int last;
   const int G = p.H / p.KV, len = *p.pos + 1;
+  // WPH warps per query head (G <= 8 <= W): warp wi of head g; warps past G WPH idle.
+  const int WPH = W / G, g = warp / WPH, wi = warp % WPH;
+  const bool active = g < G;
   const int used = (len + kChunk - 1) / kChunk, nitems = p.KV * used;
   const float sl2 = p.scale * 1.4426950408889634f;
   // Pair j of a head: its two dims.
@@ -285,130 +295,110 @@ __device__ __noinline__ void tma_attention(const TmaAttnParams p, uint8_t* smem,
     }
     for (int i = tid; i < G * HD / 2; i += kCons) {
       const uint32_t v = tma_attn_take(mq + i);
-      const int g = i / (HD / 2), j = i % (HD / 2);
-      qs[g * HD + dim0(j)] = static_cast<uint16_t>(v);
-      qs[g * HD + dim1(j)] = static_cast<uint16_t>(v >> 16);
+      const int gq = i / (HD / 2), j = i % (HD / 2);
+      qs[gq * HD + dim0(j)] = static_cast<uint16_t>(v);
+      qs[gq * HD + dim1(j)] = static_cast<uint16_t>(v >> 16);
     }
     mbar_wait(bar, parity);
     parity ^= 1;
     consumer_sync<W>();
     trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::wait_done);  // q and cached rows
-    for (int g0 = 0; g0 < G; g0 += 4) {
-      const int gn = min(4, G - g0);
-      float qv[4][8], mx[4], l[4], acc[4][8];
-#pragma unroll
-      for (int g = 0; g < 4; ++g) {
-        const uint4 qr = g < gn ? *reinterpret_cast<const uint4*>(qs + (g0 + g) * HD + dl * 8)
-                                : make_uint4(0, 0, 0, 0);
+    {
+      // The cached rows: lane group `sub` of warp wi of head g takes rows wi PPL + sub + t S
+      // (S = WPH PPL), four at a time (their scores first, then one softmax rescale).
+      constexpr int kB = 4;
+      const int S = WPH * PPL;
+      float qv[8], mx = -INFINITY, l = 0.f, acc[8];
+      {
+        const uint4 qr =
+            active ? *reinterpret_cast<const uint4*>(qs + g * HD + dl * 8) : make_uint4(0, 0, 0, 0);
         const uint32_t w4[4] = {qr.x, qr.y, qr.z, qr.w};
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          qv[g][2 * e] = __uint_as_float(w4[e] << 16) * sl2;
-          qv[g][2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u) * sl2;
+          qv[2 * e] = __uint_as_float(w4[e] << 16) * sl2;
+          qv[2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u) * sl2;
         }
-        mx[g] = -INFINITY;
-        l[g] = 0.f;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
+        for (int e = 0; e < 8; ++e) acc[e] = 0.f;
       }
-      // Row r of the chunk into the online softmax of lane group `sub` (ok: the lane group has a
-      // row; called warp-uniformly for the shuffles).
-      auto row = [&](int r, bool ok) {
-        const uint4 kr =
-            ok ? *reinterpret_cast<const uint4*>(ks + r * HD + dl * 8) : make_uint4(0, 0, 0, 0);
-        const uint4 vr =
-            ok ? *reinterpret_cast<const uint4*>(vs + r * HD + dl * 8) : make_uint4(0, 0, 0, 0);
-        float kf[8], vf[8];
-        {
-          const uint32_t k4[4] = {kr.x, kr.y, kr.z, kr.w}, v4[4] = {vr.x, vr.y, vr.z, vr.w};
+      if (active && !(flags & 4096)) {  // lab flag 4096: no cached rows (wrong results)
+        for (int r0 = wi * PPL; r0 < nold; r0 += kB * S) {
+          uint4 kr[kB], vr[kB];
+          bool ok[kB];
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            kf[2 * e] = __uint_as_float(k4[e] << 16);
-            kf[2 * e + 1] = __uint_as_float(k4[e] & 0xffff0000u);
-            vf[2 * e] = __uint_as_float(v4[e] << 16);
-            vf[2 * e + 1] = __uint_as_float(v4[e] & 0xffff0000u);
+          for (int t = 0; t < kB; ++t) {
+            const int r = r0 + t * S + sub;
+            ok[t] = r < nold;
+            kr[t] = ok[t] ? *reinterpret_cast<const uint4*>(ks + r * HD + dl * 8)
+                          : make_uint4(0, 0, 0, 0);
+            vr[t] = ok[t] ? *reinterpret_cast<const uint4*>(vs + r * HD + dl * 8)
+                          : make_uint4(0, 0, 0, 0);
           }
-        }
+          float sc[kB];
 #pragma unroll
-        for (int g = 0; g < 4; ++g) {
-          if (g < gn) {
+          for (int t = 0; t < kB; ++t) {
+            const uint32_t k4[4] = {kr[t].x, kr[t].y, kr[t].z, kr[t].w};
             float d = 0.f;
 #pragma unroll
-            for (int e = 0; e < 8; ++e) d = fmaf(qv[g][e], kf[e], d);
+            for (int e = 0; e < 4; ++e) {
+              d = fmaf(qv[2 * e], __uint_as_float(k4[e] << 16), d);
+              d = fmaf(qv[2 * e + 1], __uint_as_float(k4[e] & 0xffff0000u), d);
+            }
+            sc[t] = d;
+          }
 #pragma unroll
-            for (int o = LPR / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-            if (ok) {
-              const float mn = fmaxf(mx[g], d);
-              const float corr = exp2f(mx[g] - mn), pw = exp2f(d - mn);
-              mx[g] = mn;
-              l[g] = fmaf(l[g], corr, pw);
+          for (int o = LPR / 2; o > 0; o >>= 1)
 #pragma unroll
-              for (int e = 0; e < 8; ++e) acc[g][e] = fmaf(pw, vf[e], acc[g][e] * corr);
+            for (int t = 0; t < kB; ++t) sc[t] += __shfl_xor_sync(0xffffffffu, sc[t], o);
+          float mn = mx;
+#pragma unroll
+          for (int t = 0; t < kB; ++t) mn = ok[t] ? fmaxf(mn, sc[t]) : mn;
+          if (mn != -INFINITY) {  // this lane group has a row in the batch
+            const float corr = exp2f(mx - mn);
+            mx = mn;
+            l *= corr;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] *= corr;
+#pragma unroll
+            for (int t = 0; t < kB; ++t) {
+              const float pw = ok[t] ? exp2f(sc[t] - mn) : 0.f;
+              l += pw;
+              const uint32_t v4[4] = {vr[t].x, vr[t].y, vr[t].z, vr[t].w};
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                acc[2 * e] = fmaf(pw, __uint_as_float(v4[e] << 16), acc[2 * e]);
+                acc[2 * e + 1] = fmaf(pw, __uint_as_float(v4[e] & 0xffff0000u), acc[2 * e + 1]);
+              }
             }
           }
         }
-      };
-      // The cached rows (warp-uniform trips; lane group `sub` takes row r0 + sub).
-      for (int r0 = warp * PPL; r0 < nold; r0 += W * PPL) row(r0 + sub, r0 + sub < nold);
-      trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::prologue_done);  // cached rows
-      if (has_new) {
-        if (g0 == 0) {
-          // The new row's words, once the GEMV's last round has written them.
-          if (tid < HD) {
-            const int j = tid % (HD / 2);
-            const uint32_t v = tma_attn_take((tid < HD / 2 ? mk : mv) + j);
-            uint16_t* dst = (tid < HD / 2 ? ks : vs) + (n - 1) * HD;
-            dst[dim0(j)] = static_cast<uint16_t>(v);
-            dst[dim1(j)] = static_cast<uint16_t>(v >> 16);
-          }
-          consumer_sync<W>();
-          trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::rms_done);  // the new row
-        }
-        if (warp == 0) row(n - 1, sub == 0);
       }
-      // The lane groups of the warp (lanes dl, dl + LPR, ...), then the warps through shared
-      // memory.
+      // The lane groups of the warp (lanes dl, dl + LPR, ...), then the head's warps through
+      // shared memory into cm / cl / ca (its max, sum and accumulators over the cached rows).
 #pragma unroll
-      for (int o = LPR; o < 32; o <<= 1)
+      for (int o = LPR; o < 32; o <<= 1) {
+        const float mo = __shfl_xor_sync(0xffffffffu, mx, o);
+        const float lo = __shfl_xor_sync(0xffffffffu, l, o);
+        const float mn = fmaxf(mx, mo);
+        const float ca0 = mn == -INFINITY ? 0.f : exp2f(mx - mn);
+        const float cb0 = mn == -INFINITY ? 0.f : exp2f(mo - mn);
+        l = l * ca0 + lo * cb0;
 #pragma unroll
-        for (int g = 0; g < 4; ++g) {
-          const float mo = __shfl_xor_sync(0xffffffffu, mx[g], o);
-          const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
-          const float mn = fmaxf(mx[g], mo);
-          const float ca = mn == -INFINITY ? 0.f : exp2f(mx[g] - mn);
-          const float cb = mn == -INFINITY ? 0.f : exp2f(mo - mn);
-          l[g] = l[g] * ca + lo * cb;
-#pragma unroll
-          for (int e = 0; e < 8; ++e)
-            acc[g][e] = acc[g][e] * ca + __shfl_xor_sync(0xffffffffu, acc[g][e], o) * cb;
-          mx[g] = mn;
-        }
+        for (int e = 0; e < 8; ++e)
+          acc[e] = acc[e] * ca0 + __shfl_xor_sync(0xffffffffu, acc[e], o) * cb0;
+        mx = mn;
+      }
       if (sub == 0) {
+        if (dl == 0) sml[warp * 2] = mx, sml[warp * 2 + 1] = l;
 #pragma unroll
-        for (int g = 0; g < 4; ++g) {
-          if (dl == 0) {
-            sml[(warp * 4 + g) * 2] = mx[g];
-            sml[(warp * 4 + g) * 2 + 1] = l[g];
-          }
-#pragma unroll
-          for (int e = 0; e < 8; ++e) sacc[(warp * 4 + g) * HD + dl * 8 + e] = acc[g][e];
-        }
+        for (int e = 0; e < 8; ++e) sacc[warp * HD + dl * 8 + e] = acc[e];
       }
       consumer_sync<W>();
-      for (int i = tid; i < gn * HD; i += kCons) {
-        const int g = i / HD, d = i % HD, h = kvh * G + g0 + g;
-        float M = -INFINITY;
-#pragma unroll
-        for (int ww = 0; ww < W; ++ww) M = fmaxf(M, sml[(ww * 4 + g) * 2]);
-        float L = 0.f, A = 0.f;
-#pragma unroll
-        for (int ww = 0; ww < W; ++ww) {
-          const float mw = sml[(ww * 4 + g) * 2];
-          if (mw == -INFINITY) continue;
-          const float c = exp2f(mw - M);
-          L = fmaf(sml[(ww * 4 + g) * 2 + 1], c, L);
-          A = fmaf(sacc[(ww * 4 + g) * HD + d], c, A);
-        }
+      trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::prologue_done);  // cached rows
+      // Thread (gi, d): the head's merged state, written out at once (no new row in the chunk)
+      // or kept in cm / cl / ca for the new row below.
+      auto emit = [&](int gi, int d, float M, float L, float A) {
+        const int h = kvh * G + gi;
         if (used == 1) {
           p.out[h * HD + d] = float_to_bf16_bits(A / L);
         } else {
@@ -416,8 +406,54 @@ __device__ __noinline__ void tma_attention(const TmaAttnParams p, uint8_t* smem,
           o[2 + d] = A;
           if (d == 0) o[0] = M, o[1] = L;
         }
+      };
+      for (int i = tid; i < G * HD; i += kCons) {
+        const int gi = i / HD, d = i % HD, w0 = gi * WPH;
+        float M = -INFINITY;
+        for (int ww = w0; ww < w0 + WPH; ++ww) M = fmaxf(M, sml[ww * 2]);
+        float L = 0.f, A = 0.f;
+        for (int ww = w0; ww < w0 + WPH; ++ww) {
+          const float mw = sml[ww * 2];
+          if (mw == -INFINITY) continue;
+          const float c = exp2f(mw - M);
+          L = fmaf(sml[ww * 2 + 1], c, L);
+          A = fmaf(sacc[ww * HD + d], c, A);
+        }
+        if (has_new) {
+          ca[gi * HD + d] = A;
+          if (d == 0) cm[gi] = M, cl[gi] = L;
+        } else {
+          emit(gi, d, M, L, A);
+        }
       }
-      consumer_sync<W>();  // sml and sacc are rewritten by the next heads or item
+      if (has_new) {
+        // The new row's words, once the GEMV's last round has written them (kn / vn, floats).
+        if (tid < HD) {
+          const int j = tid % (HD / 2);
+          const uint32_t v = tma_attn_take((tid < HD / 2 ? mk : mv) + j);
+          float* dst = tid < HD / 2 ? kn : vn;
+          dst[dim0(j)] = __uint_as_float(v << 16);
+          dst[dim1(j)] = __uint_as_float(v & 0xffff0000u);
+        }
+        consumer_sync<W>();
+        trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::rms_done);  // the new row
+        // Each warp's threads share one head (HD >= 32): its score of the new row by the warp,
+        // then the one-row update of the merged state.
+        constexpr int DPL = HD / 32;
+        for (int i = tid; i < G * HD; i += kCons) {
+          const int gi = i / HD, d = i % HD;
+          float s = 0.f;
+#pragma unroll
+          for (int e = 0; e < DPL; ++e)
+            s = fmaf(bf16_bits_to_float(qs[gi * HD + lane * DPL + e]), kn[lane * DPL + e], s);
+          s = warp_sum(s) * sl2;
+          const float M = cm[gi], L = cl[gi];
+          const float Mn = fmaxf(M, s);
+          const float co = exp2f(M - Mn), cn = exp2f(s - Mn);  // M may be -inf (no cached rows)
+          emit(gi, d, Mn, fmaf(L, co, cn), fmaf(ca[gi * HD + d], co, cn * vn[d]));
+        }
+      }
+      consumer_sync<W>();  // sml, sacc and the merged state are rewritten by the next item
     }
     trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::end);
     // Clear the words this item was the last to read (the next call waits for new tags).
@@ -1038,11 +1074,11 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::end);
       traced_end = true;
       if (ro.head_dim == 128)
-        tma_attention<W, 128>(ap, ring, &attn_bar);
+        tma_attention<W, 128>(ap, ring, &attn_bar, flags);
       else if (ro.head_dim == 64)
-        tma_attention<W, 64>(ap, ring, &attn_bar);
+        tma_attention<W, 64>(ap, ring, &attn_bar, flags);
       else
-        tma_attention<W, 256>(ap, ring, &attn_bar);
+        tma_attention<W, 256>(ap, ring, &attn_bar, flags);
     }
   }
   if (tracing() && !traced_end) {
@@ -1185,12 +1221,13 @@ inline int tma_flags() {
   if (bcast && bcast[0] == '1') f |= 16;
   static const char* fake = std::getenv("AO_TMA_FAKESTREAM");  // wrong results: no weights read
   if (fake && fake[0] == '1') f |= 64;
-  // The fused attention (flag 256) in the lab: AO_FUSE_ATTN_LAB=skip (the mailbox words but no
-  // attention, flag 1024), nomail (neither, 2048): wrong results, for timing only.
+  // The fused attention (flag 256) in the lab: AO_FUSE_ATTN_LAB=on (fused), skip (the mailbox
+  // words but no attention, flag 1024), nomail (neither, 2048), norows (the attention without
+  // its cached rows, 4096): wrong results, for timing only.
   static const char* fal = std::getenv("AO_FUSE_ATTN_LAB");
   if (fal) {
     const std::string v = fal;
-    f |= v == "skip" ? 1024 : v == "nomail" ? 2048 : 0;
+    f |= v == "skip" ? 1024 : v == "nomail" ? 2048 : v == "norows" ? 4096 : 0;
   }
   static const char* direct = std::getenv("AO_TMA_DIRECT");
   if (direct) f = (f & ~4) | (direct[0] == '1' ? 4 : 0);
@@ -1217,7 +1254,17 @@ int tma_hold_stages(GemvInput in) {
 // large enough for a chunk (tma_attn_smem), GemvTuning::fuse_attention.
 template <WeightFormat F, int M, GemvOutput OUT>
 bool tma_fuses_attention(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p) {
-  if (OUT != GemvOutput::rope_kv || M != 1 || !a.attn_out || !gemv_tuning().fuse_attention)
+#ifdef AO_GEMV_EXPERIMENTS
+  // Lab: AO_FUSE_ATTN_LAB (any value but "off") fuses whatever GemvTuning says (--trace runs).
+  static const bool lab_on = [] {
+    const char* e = std::getenv("AO_FUSE_ATTN_LAB");
+    return e && std::string(e) != "off";
+  }();
+#else
+  constexpr bool lab_on = false;
+#endif
+  if (OUT != GemvOutput::rope_kv || M != 1 || !a.attn_out ||
+      !(gemv_tuning().fuse_attention || lab_on))
     return false;
   const RopeArgs& ro = a.rope;
   const int hd = ro.head_dim;
