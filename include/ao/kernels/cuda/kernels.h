@@ -204,8 +204,9 @@ struct GemvTuning {
   // posts its rotated pairs in a mailbox, and once a block's tiles are done it runs the attention
   // of a KV head (a chunk of its positions), with the chunk's cached rows copied into its idle
   // ring meanwhile: no attention launch, no grid-dependency wait between the two. Off by default:
-  // measured slower (docs/CUDA.md lab note 57, run 124, same engine, tg128: llama3-8b int8 428-433
-  // tok/s against 452 with attention_decode, while the GEMV with no attention at all ran 484).
+  // measured slower (docs/CUDA.md lab note 57, runs 126-128, same engine, tg128: llama3-8b int8
+  // 446.3 tok/s against 450.9-451.4 with attention_decode, bf16 265.8-267.7 against 270.0-270.2;
+  // the GEMV with no attention at all ran 484).
   bool fuse_attention = false;
 };
 void set_gemv_tuning(const GemvTuning& t);
