@@ -1303,6 +1303,36 @@ TEST_P(CudaAttention, QkvGemvRunsTheDecodeAttention) {
   AO_CUDA_CHECK(cudaStreamDestroy(s));
 }
 
+// gemv() refuses the decode attention where it cannot run it (another output, a batch above 1, no
+// workspace) with an error that names attn_out, before any launch (so this runs without a GPU).
+TEST(CudaKernels, GemvAttentionArgumentsAreChecked) {
+  DeviceWeight w;
+  w.format = WeightFormat::bf16;
+  w.n = 16;
+  w.k = w.k_padded = 256;
+  uint16_t never_written[8];
+  auto expect_refused = [&](const GemvArgs& a, const char* what) {
+    try {
+      gemv(w, a, nullptr);
+      ADD_FAILURE() << what << ": no error";
+    } catch (const ao::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("attn_out"), std::string::npos)
+          << what << ": " << e.what();
+    }
+  };
+  GemvArgs a;
+  a.attn_out = never_written;
+  a.attn_workspace = never_written;
+  a.output = GemvOutput::bf16;
+  expect_refused(a, "bf16 output");
+  a.output = GemvOutput::rope_kv;
+  a.m = 2;
+  expect_refused(a, "batch 2");
+  a.m = 1;
+  a.attn_workspace = nullptr;
+  expect_refused(a, "no workspace");
+}
+
 // Long contexts straight from a random cache: the tensor-core prefill kernel (queries in the
 // middle of the cache, several key tiles, rows not a multiple of the block) and decode at
 // positions that use one split, a few and all of them (with chunks longer than one step).
