@@ -1,12 +1,14 @@
 // Every CUDA kernel against a scalar CPU reference written here: NMSE bound per op, sentinel
-// guards around every output. Skipped without a GPU.
+// guards around every output. Skipped without a GPU, but for the host-side argument checks.
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <set>
+#include <string>
 #include <tuple>
 
+#include "ao/core/error.h"
 #include "ao/kernels/cuda/kernel_trace.h"
 #include "cuda_test_util.h"
 
