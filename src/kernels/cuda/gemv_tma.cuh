@@ -1205,8 +1205,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // (GemvTuning::tma_evict_first), 64 = the producer marks each stage full without copying it (lab
 // AO_TMA_FAKESTREAM=1: wrong results, the consumers' rate without the weight stream), 128 = x
 // held in registers where the warp's segments allow (GemvTuning::tma_x_registers), 256 = the
-// decode attention after the tiles (rope_kv at batch 1: tma_fuses_attention), 1024 / 2048 its
-// lab variants (AO_FUSE_ATTN_LAB below).
+// decode attention after the tiles (rope_kv at batch 1: tma_fuses_attention), 1024 / 2048 / 4096
+// its lab variants (AO_FUSE_ATTN_LAB below: wrong results, for timing).
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
   if (gemv_tuning().tma_evict_first) f |= 32;
