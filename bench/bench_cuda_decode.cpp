@@ -13,8 +13,9 @@
 // decode steps at position POS from the kernels' own %globaltimer stamps — per kernel class, the
 // time it adds to the step, how long after the previous kernel it passes its grid-dependency
 // wait, its prologue, its streaming phase and its tail (first to last block end).
-// --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone);
-// --models none skips the whole-model runs.
+// --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone; the
+// decode attention under each --ab variant's attention tuning; --formats none leaves out the
+// GEMVs); --models none skips the whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N (bf16 x, every format), holdbf16dec=N
 // (bf16 x, the formats that decode: GemvTuning::tma_hold_stages_bf16_input_decode), tma-int4,
@@ -24,7 +25,7 @@
 // (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes, every format), ringdec=KB
 // (GemvTuning::tma_ring_bytes_decode), xreg / no-xreg
 // (GemvTuning::tma_x_registers), fuse-attn / no-fuse-attn (GemvTuning::fuse_attention);
-// attn-late: the attention's loads after its wait, AttentionTuning):
+// attn-late: the attention's loads after its wait, attn-blocks=N: AttentionTuning::head_blocks):
 // tg tok/s of each on one engine per model and format, the variants alternated in each of --reps
 // rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
@@ -111,6 +112,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_fp8 = false;
     else if (mod == "attn-late")
       r.attention.loads_before_wait = false;
+    else if (mod.rfind("attn-blocks=", 0) == 0)  // AttentionTuning::head_blocks
+      r.attention.head_blocks = variant_int(mod, 12);
     else if (mod == "no-shape-rule")
       t.tma_int8_shape_rule = false;
     else if (mod == "shape-rule")
@@ -142,7 +145,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "--ab: unknown variant '" + mod +
           "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
           "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
-          "attn-late, shape-rule, no-shape-rule, evict-first, "
+          "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg, "
           "fuse-attn, no-fuse-attn; join "
           "with '+')");
@@ -198,7 +201,8 @@ void ab_table(const std::vector<std::string>& models, const std::vector<std::str
     }
 }
 // Kernel lab: each decode-step kernel of the llama3-8b shape alone, back to back, CUDA events.
-void kernel_table(const std::vector<std::string>& formats, double copy_bw, int reps, bool m1_only) {
+void kernel_table(const std::vector<std::string>& formats, double copy_bw, int reps, bool m1_only,
+                  const std::vector<std::string>& attn_variants) {
   using namespace ao::cuda;
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreate(&s));
@@ -237,6 +241,7 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
       "\n| kernel (llama3-8b shape) | format | M | bytes MB | us | GB/s | of copy BW "
       "|\n|---|---|---|---|---|---|---|\n");
   for (const auto& fname : formats) {
+    if (fname == "none") continue;  // --formats none: the attention rows alone
     int g = 128;
     auto f = ao::runtime::parse_cuda_weight_format(fname, &g);
     WeightFormat wf = f == ao::runtime::CudaWeightFormat::bf16     ? WeightFormat::bf16
@@ -292,21 +297,25 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
   fill_random_bf16(static_cast<uint16_t*>(kc), 8 * 4096 * 128, 1.f, 1, s);
   fill_random_bf16(static_cast<uint16_t*>(vc), 8 * 4096 * 128, 1.f, 2, s);
   fill_random_bf16(static_cast<uint16_t*>(q), 32 * 128, 1.f, 3, s);
-  for (int p : {128, 1024, 4095}) {
-    AO_CUDA_CHECK(cudaMemcpy(pos, &p, 4, cudaMemcpyHostToDevice));
-    const double us = time_us(
-        [&] {
-          attention_decode(static_cast<uint16_t*>(q), static_cast<uint16_t*>(kc),
-                           static_cast<uint16_t*>(vc), static_cast<int32_t*>(pos), aa, part,
-                           static_cast<uint16_t*>(out), s);
-        },
-        50);
-    const double mb = 2.0 * 8 * (p + 1) * 128 * 2 / 1e6;
-    std::printf(
-        "| attention decode pos %d (split, last block merges) | bf16 | 1 | %.1f | %.1f | %.0f | "
-        "|\n",
-        p, mb, us, mb / us * 1e3);
+  // Each --ab variant's attention tuning (the default alone without --ab).
+  const AttentionTuning attn_base = attention_tuning();
+  for (const auto& v : attn_variants) {
+    set_attention_tuning(apply_variant(Variant{gemv_tuning(), attn_base}, v).attention);
+    for (int p : {64, 128, 1024, 4095}) {
+      AO_CUDA_CHECK(cudaMemcpy(pos, &p, 4, cudaMemcpyHostToDevice));
+      const double us = time_us(
+          [&] {
+            attention_decode(static_cast<uint16_t*>(q), static_cast<uint16_t*>(kc),
+                             static_cast<uint16_t*>(vc), static_cast<int32_t*>(pos), aa, part,
+                             static_cast<uint16_t*>(out), s);
+          },
+          50);
+      const double mb = 2.0 * 8 * (p + 1) * 128 * 2 / 1e6;
+      std::printf("| attention decode pos %d (%s) | bf16 | 1 | %.1f | %.1f | %.0f | |\n", p,
+                  v.c_str(), mb, us, mb / us * 1e3);
+    }
   }
+  set_attention_tuning(attn_base);
   // Prefill attention: 512 and 2048 causal queries from position 0 (FLOPs: QK^T and PV over the
   // causal half).
   for (int m : {512, 2048}) {
@@ -520,7 +529,9 @@ int main(int argc, char** argv) {
     std::printf("d2d copy bandwidth (read+write, 1 GiB): %.0f GB/s\n", bw);
     std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s; %dx14336x4096: %.0f TFLOP/s\n\n", gemm_big,
                 pp, gemm_pp);
-    if (kernels) kernel_table(split(formats), bw, kernel_reps, kernel_m1);
+    if (kernels)
+      kernel_table(split(formats), bw, kernel_reps, kernel_m1,
+                   ab.empty() ? std::vector<std::string>{"base"} : split(ab));
     if (trace_pos >= 0) {
       if (!ao::cuda::kernel_trace_available()) {
         std::fprintf(stderr, "--trace needs the kernel lab's build (-DAO_KERNEL_TRACE)\n");

@@ -13,7 +13,9 @@
 # shared data's text/ and tokenizers/ beside models/ (`cp -r ../shared/data/{text,tokenizers}
 # .gpu/shared/data/`), else the tests that read them fail.
 # Builds the stand-alone CUDA lab project (bench/kernels/CMakeLists.txt), which needs only CUDA,
-# fmt, nlohmann-json and GoogleTest.
+# fmt, nlohmann-json and GoogleTest: build-lab with the product's kernels (-DAO_LAB_INSTRUMENTED=OFF)
+# for the tests and every timing, and, for stage "trace" only, build-lab-trace with the trace
+# points and lab switches (its kernels measured ~3% slower: docs/CUDA.md lab note 58).
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
@@ -31,7 +33,7 @@ nvcc --version | tail -1
 if has build; then
   stamp "configure + build (Release, sm_90a)"
   cmake -S bench/kernels -B build-lab -G Ninja -DCMAKE_BUILD_TYPE=Release \
-        -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/build.log" 2>&1 &&
+        -DCMAKE_CUDA_ARCHITECTURES=90a -DAO_LAB_INSTRUMENTED=OFF > "$OUT/build.log" 2>&1 &&
     cmake --build build-lab -j"$(nproc)" >> "$OUT/build.log" 2>&1
   rc=$?
   tail -5 "$OUT/build.log"
@@ -73,8 +75,13 @@ if has ab; then
       --ab "${AB_VARIANTS:-base,attn-late,latenorm}" 2>&1 | grep "^|" | tee "$OUT/ab.md"
 fi
 if has trace; then
+  stamp "trace build (build-lab-trace: trace points and lab switches)"
+  cmake -S bench/kernels -B build-lab-trace -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_CUDA_ARCHITECTURES=90a -DAO_LAB_INSTRUMENTED=ON > "$OUT/build-trace.log" 2>&1 &&
+    cmake --build build-lab-trace -j"$(nproc)" --target bench_cuda_decode >> "$OUT/build-trace.log" 2>&1 ||
+    { tail -20 "$OUT/build-trace.log"; stamp "TRACE BUILD FAILED"; exit 1; }
   stamp "trace (decode-step timeline at position ${TRACE_POS:-64})"
-  timeout ${TRACE_TIMEOUT:-120} ./build-lab/bench_cuda_decode --trace ${TRACE_POS:-64} \
+  timeout ${TRACE_TIMEOUT:-120} ./build-lab-trace/bench_cuda_decode --trace ${TRACE_POS:-64} \
       ${TRACE_ARGS:-"--models llama3-8b --formats int4wo-g128,int8wo,bf16"} 2>&1 |
     grep -v "^device\|^d2d\|^cuBLAS" | tee "$OUT/trace.md"
 fi

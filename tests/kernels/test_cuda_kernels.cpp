@@ -1142,8 +1142,9 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
 // may start while the GEMV still runs (and reads the position and the older rows before its
 // wait), and the row at *pos holds stale values until the GEMV writes it. Positions in the first
 // warp step, later steps and (for the longer caches) several splits; the attention's loads
-// before its wait (the default) and after it (AttentionTuning); the GEMV launching the attention
-// late (GemvTuning::tma_late_outputs, the default) and at its start.
+// before its wait (the default) and after it, and the query heads of a KV head split over 4
+// blocks (the default), 2 or 1 (AttentionTuning); the GEMV launching the attention late
+// (GemvTuning::tma_late_outputs, the default) and at its start.
 TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   AO_SKIP_WITHOUT_GPU();
   const auto c = GetParam();
@@ -1165,13 +1166,16 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   TuningReset reset;
+  // AttentionTuning: loads before the wait, head_blocks.
+  const AttentionTuning tunings[] = {{true, 4}, {false, 4}, {true, 2}, {true, 1}, {false, 1}};
   for (const bool qkv_late : {true, false})
-    for (const bool before_wait : {true, false})  // AttentionTuning: loads before/after the wait
+    for (const AttentionTuning& at : tunings)
       for (const int p0 : {5, 63, 64, 100, S - 1}) {
         GemvTuning gt;
         if (!qkv_late) gt.tma_late_outputs = 0;
         set_gemv_tuning(gt);
-        set_attention_tuning(AttentionTuning{before_wait});
+        set_attention_tuning(at);
+        const bool before_wait = at.loads_before_wait;
         auto resid = randn(K, 67 + p0, 2.f);
         const auto xn = reference_rmsnorm(resid, 1, K, nw);
         std::vector<float> qkv(N);
@@ -1193,7 +1197,8 @@ TEST_P(CudaAttention, QkvGemvThenDecodeAttentionOnOneStream) {
         AO_CUDA_CHECK(cudaStreamSynchronize(s));
         EXPECT_LT(nmse(from_bf16(dout.download()), ref), 2e-5)
             << "pos=" << p0 << (before_wait ? "" : " (loads after the wait)")
-            << (qkv_late ? "" : " (attention launched at the GEMV's start)");
+            << (qkv_late ? "" : " (attention launched at the GEMV's start)")
+            << " head_blocks=" << at.head_blocks;
         EXPECT_TRUE(dout.guards_intact());
         // The next position's rows stay junk until their own step writes them.
       }

@@ -163,16 +163,21 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 }
 
 // ---- decode v2 (head_dim 64 / 128 / 256, any group size up to 8) -------------------------
-// A block of 8 warps per (KV head, split); the grid has kSplits2 splits and each covers a chunk
+// A block of 8 warps per (KV head, its share of the query heads, split; below); the grid has
+// kSplits2 splits and each covers a chunk
 // of 64 * ceil(len / (64 * kSplits2)) positions, so short contexts use few blocks (no launch of
 // idle ones) and long ones spread over the GPU. Each warp takes 8 consecutive positions per
 // step with 16-byte loads (a K/V row is HD / 8 lanes), keeps an online softmax per query head
 // in the exp2 domain, and the warps merge through shared memory. One used split: the block
 // writes the output itself; more: partials + the last block's merge, as in v1.
+// The query heads of a KV head are split over HB = gridDim.x / n_kv_heads blocks
+// (AttentionTuning::head_blocks), GB = G / HB each: every block loads the K/V rows itself (L2
+// hits for all but the first of them, which run side by side), and a warp's serial math after
+// the wait is 1 / HB as long.
 constexpr int kSplits2 = 32;
 constexpr int kDec2Warps = 8;
 
-template <int G, int HD>
+template <int GB, int HD>
 __global__ void __launch_bounds__(kDec2Warps * 32)
     attn_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
                    AttentionArgs a, float* partial, int* counters, uint16_t* attn_out,
@@ -183,7 +188,9 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
   constexpr int kStep = kDec2Warps * 8;
   trace_point(TraceKind::attention, kc, 0, HD, TracePoint::start);
   if (!loads_before_wait) grid_dependency_wait();  // AttentionTuning (the second wait is a no-op)
-  const int kvh = blockIdx.x, split = blockIdx.y;
+  const int hblocks = static_cast<int>(gridDim.x) / a.n_kv_heads;
+  const int kvh = blockIdx.x / hblocks, split = blockIdx.y;
+  const int head0 = kvh * (a.n_heads / a.n_kv_heads) + blockIdx.x % hblocks * GB;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane / LPR, dl = lane % LPR;
   // Before the grid-dependency wait: the position and the K/V rows before it (the contract in
@@ -202,9 +209,9 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
   if (start >= len) return;
   const int end = min(len, start + chunk);
 
-  float mx[G], l[G], acc[G][8];
+  float mx[GB], l[GB], acc[GB][8];
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
+  for (int g = 0; g < GB; ++g) {
     mx[g] = -INFINITY;
     l[g] = 0.f;
 #pragma unroll
@@ -231,20 +238,20 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
   grid_dependency_wait();    // q and the new K/V row come from the qkv GEMV
   grid_dependents_launch();  // the o-proj GEMV may start streaming its weights
   trace_point(TraceKind::attention, kc, len, HD, TracePoint::wait_done);
-  uint4 qraw[G];
+  uint4 qraw[GB];
 #pragma unroll
-  for (int g = 0; g < G; ++g)
-    qraw[g] = *reinterpret_cast<const uint4*>(q + (kvh * G + g) * HD + dl * 8);
+  for (int g = 0; g < GB; ++g)
+    qraw[g] = *reinterpret_cast<const uint4*>(q + (head0 + g) * HD + dl * 8);
 #pragma unroll
   for (int i = 0; i < NL; ++i)
     if (start + warp * 8 + i * PPL + sub == len - 1) {
       kn[i] = *reinterpret_cast<const uint4*>(kbase + static_cast<int64_t>(len - 1) * HD);
       vn[i] = *reinterpret_cast<const uint4*>(vbase + static_cast<int64_t>(len - 1) * HD);
     }
-  float qv[G][8];
+  float qv[GB][8];
   const float sl2 = a.scale * 1.4426950408889634f;
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
+  for (int g = 0; g < GB; ++g) {
     const uint32_t w4[4] = {qraw[g].x, qraw[g].y, qraw[g].z, qraw[g].w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
@@ -252,36 +259,47 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
       qv[g][2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u) * sl2;
     }
   }
-  // The next step's rows are loaded before this step's math, so a warp's two steps (a single
-  // split's 128 positions) take one round of loads after the wait.
+  // The next step's rows are loaded during this step's math (a single split's 128 positions take
+  // one round of loads after the wait): its K rows once this step's scores are taken, its V rows
+  // once this step's V rows are used, so only one step's rows are held at a time.
   for (int p0 = start + warp * 8; p0 < end; p0 += kStep) {
-    uint4 kr[NL], vr[NL];
-#pragma unroll
-    for (int i = 0; i < NL; ++i) kr[i] = kn[i], vr[i] = vn[i];
-    if (p0 + kStep < end) load_kv(p0 + kStep, kn, vn, end);
-    float kf[NL][8];
+    const bool more = p0 + kStep < end;
+    float s[GB][NL];
 #pragma unroll
     for (int i = 0; i < NL; ++i) {
-      const uint32_t w4[4] = {kr[i].x, kr[i].y, kr[i].z, kr[i].w};
+      const uint32_t w4[4] = {kn[i].x, kn[i].y, kn[i].z, kn[i].w};
+      float kf[8];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        kf[i][2 * e] = __uint_as_float(w4[e] << 16);
-        kf[i][2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u);
+        kf[2 * e] = __uint_as_float(w4[e] << 16);
+        kf[2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u);
+      }
+#pragma unroll
+      for (int g = 0; g < GB; ++g) {
+        float d = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = fmaf(qv[g][e], kf[e], d);
+        s[g][i] = d;
+      }
+    }
+    if (more) {
+#pragma unroll
+      for (int i = 0; i < NL; ++i) {
+        const int p = p0 + kStep + i * PPL + sub;
+        kn[i] = p < end ? *reinterpret_cast<const uint4*>(kbase + static_cast<int64_t>(p) * HD)
+                        : make_uint4(0, 0, 0, 0);
       }
     }
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      float s[NL];
+    for (int g = 0; g < GB; ++g) {
       float mnew = mx[g];
 #pragma unroll
       for (int i = 0; i < NL; ++i) {
-        float d = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) d = fmaf(qv[g][e], kf[i][e], d);
+        float d = s[g][i];
 #pragma unroll
         for (int o = LPR / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        s[i] = p0 + i * PPL + sub < end ? d : -INFINITY;
-        mnew = fmaxf(mnew, s[i]);
+        s[g][i] = p0 + i * PPL + sub < end ? d : -INFINITY;
+        mnew = fmaxf(mnew, s[g][i]);
       }
       if (mnew == -INFINITY) continue;  // no valid position for this lane's row group yet
       const float corr = exp2f(mx[g] - mnew);
@@ -291,9 +309,9 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
       for (int e = 0; e < 8; ++e) acc[g][e] *= corr;
 #pragma unroll
       for (int i = 0; i < NL; ++i) {
-        const float pw = exp2f(s[i] - mnew);  // exp2(-inf) = 0 for masked positions
+        const float pw = exp2f(s[g][i] - mnew);  // exp2(-inf) = 0 for masked positions
         l[g] += pw;
-        const uint32_t w4[4] = {vr[i].x, vr[i].y, vr[i].z, vr[i].w};
+        const uint32_t w4[4] = {vn[i].x, vn[i].y, vn[i].z, vn[i].w};
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           acc[g][2 * e] = fmaf(pw, __uint_as_float(w4[e] << 16), acc[g][2 * e]);
@@ -301,12 +319,20 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
         }
       }
     }
+    if (more) {
+#pragma unroll
+      for (int i = 0; i < NL; ++i) {
+        const int p = p0 + kStep + i * PPL + sub;
+        vn[i] = p < end ? *reinterpret_cast<const uint4*>(vbase + static_cast<int64_t>(p) * HD)
+                        : make_uint4(0, 0, 0, 0);
+      }
+    }
   }
   // Merge the row groups of the warp (lanes dl, dl + LPR, ...).
 #pragma unroll
   for (int o = LPR; o < 32; o <<= 1)
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
+    for (int g = 0; g < GB; ++g) {
       const float mo = __shfl_xor_sync(0xffffffffu, mx[g], o);
       const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
       const float mn = fmaxf(mx[g], mo);
@@ -319,11 +345,11 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
       mx[g] = mn;
     }
   // Merge the warps through shared memory.
-  __shared__ float sml[kDec2Warps][G][2];
-  __shared__ __align__(16) float sacc[kDec2Warps][G][HD];
+  __shared__ float sml[kDec2Warps][GB][2];
+  __shared__ __align__(16) float sacc[kDec2Warps][GB][HD];
   if (sub == 0) {
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
+    for (int g = 0; g < GB; ++g) {
       if (dl == 0) {
         sml[warp][g][0] = mx[g];
         sml[warp][g][1] = l[g];
@@ -333,7 +359,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+  for (int i = threadIdx.x; i < GB * HD; i += blockDim.x) {
     const int g = i / HD, d = i % HD;
     float M = -INFINITY;
 #pragma unroll
@@ -346,7 +372,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
       L += sml[w][g][1] * c;
       A += sacc[w][g][d] * c;
     }
-    const int h = kvh * G + g;
+    const int h = head0 + g;
     if (used == 1) {
       attn_out[h * HD + d] = float_to_bf16_bits(A / L);
     } else {
@@ -362,21 +388,21 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     trace_point(TraceKind::attention, kc, len, HD, TracePoint::end);
     return;
   }
-  // The last block of this KV head to finish merges the splits (threadfence reduction).
+  // The last block of these heads to finish merges the splits (threadfence reduction).
   __shared__ bool last;
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(&counters[kvh], 1) == used - 1;
+  if (threadIdx.x == 0) last = atomicAdd(&counters[blockIdx.x], 1) == used - 1;
   __syncthreads();
   if (!last) {
     trace_point(TraceKind::attention, kc, len, HD, TracePoint::end);
     return;
   }
   __threadfence();
-  __shared__ float wsm[G][kSplits2];
-  __shared__ float lsm[G];
-  for (int g = warp; g < G; g += kDec2Warps) {
-    const float* ph = partial + static_cast<int64_t>(kvh * G + g) * kSplits2 * (HD + 2);
+  __shared__ float wsm[GB][kSplits2];
+  __shared__ float lsm[GB];
+  for (int g = warp; g < GB; g += kDec2Warps) {
+    const float* ph = partial + static_cast<int64_t>(head0 + g) * kSplits2 * (HD + 2);
     const float mc = lane < used ? __ldcg(ph + lane * (HD + 2)) : -INFINITY;
     const float M = warp_max(mc);
     const float w = lane < used ? exp2f(mc - M) : 0.f;
@@ -385,25 +411,43 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     if (lane == 0) lsm[g] = L;
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
-    const int g = i / HD, d = i % HD, h = kvh * G + g;
+  for (int i = threadIdx.x; i < GB * HD; i += blockDim.x) {
+    const int g = i / HD, d = i % HD, h = head0 + g;
     const float* ph = partial + static_cast<int64_t>(h) * kSplits2 * (HD + 2) + 2 + d;
     float A = 0.f;
     for (int c = 0; c < used; ++c) A = fmaf(wsm[g][c], __ldcg(ph + c * (HD + 2)), A);
     attn_out[h * HD + d] = float_to_bf16_bits(A / lsm[g]);
   }
-  if (threadIdx.x == 0) counters[kvh] = 0;
+  if (threadIdx.x == 0) counters[blockIdx.x] = 0;
   trace_point(TraceKind::attention, kc, len, HD, TracePoint::end);
 }
 static_assert(kSplits2 <= 32, "the v2 merge keeps one split per lane");
 
+// GB query heads per block, hb = G / GB blocks per KV head.
+template <int GB, int HD>
+void launch_decode_v2_split(int hb, const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
+                            const int32_t* pos, const AttentionArgs& a, float* partial,
+                            int* counters, uint16_t* out, cudaStream_t s) {
+  launch_pdl(attn_decode_v2<GB, HD>, dim3(static_cast<unsigned>(a.n_kv_heads * hb), kSplits2),
+             dim3(kDec2Warps * 32), 0, s, q, kc, vc, pos, a, partial, counters, out,
+             attention_tuning().loads_before_wait ? 1 : 0);
+}
+
+// AttentionTuning::head_blocks: the largest of 4, 2, 1 that divides G and is at most it.
 template <int G, int HD>
 void launch_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
                       const AttentionArgs& a, float* partial, int* counters, uint16_t* out,
                       cudaStream_t s) {
-  launch_pdl(attn_decode_v2<G, HD>, dim3(static_cast<unsigned>(a.n_kv_heads), kSplits2),
-             dim3(kDec2Warps * 32), 0, s, q, kc, vc, pos, a, partial, counters, out,
-             attention_tuning().loads_before_wait ? 1 : 0);
+  const int hb = attention_tuning().head_blocks;
+  if constexpr (G % 4 == 0) {
+    if (hb >= 4)
+      return launch_decode_v2_split<G / 4, HD>(4, q, kc, vc, pos, a, partial, counters, out, s);
+  }
+  if constexpr (G % 2 == 0) {
+    if (hb >= 2)
+      return launch_decode_v2_split<G / 2, HD>(2, q, kc, vc, pos, a, partial, counters, out, s);
+  }
+  launch_decode_v2_split<G, HD>(1, q, kc, vc, pos, a, partial, counters, out, s);
 }
 
 template <int HD>

@@ -134,7 +134,8 @@ __device__ __forceinline__ uint64_t tma_attn_word(float x0, float x1) {
                     << 32;
 }
 // The decode attention's workspace (attention_decode_workspace): partials [n_heads][splits]
-// [head_dim + 2] floats, a merge counter per KV head, then (8-byte aligned) the mailbox of the
+// [head_dim + 2] floats, merge counters (one per KV head, or per block of AttentionTuning::
+// head_blocks: n_heads of them), then (8-byte aligned) the mailbox of the
 // qkv GEMV's fused attention (gemv_tma.cuh): a 64-bit word per rotated pair of its output,
 // (n_heads + 2 n_kv_heads) head_dim / 2. splits = decode_workspace_splits(max_seq): one per 32
 // positions of the capacity, at least 32 (every split count either decode kernel uses fits).
@@ -144,7 +145,7 @@ __host__ __device__ inline int decode_workspace_splits(int max_seq) {
 __host__ __device__ inline int64_t decode_workspace_mailbox_offset(const RopeArgs& r) {
   const int64_t counters_end =
       (static_cast<int64_t>(r.n_heads) * decode_workspace_splits(r.max_seq) * (r.head_dim + 2) +
-       r.n_kv_heads) *
+       r.n_heads) *
       4;
   return (counters_end + 7) / 8 * 8;
 }

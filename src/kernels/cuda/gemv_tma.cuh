@@ -717,7 +717,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           [&](int m, float ss) {
             if (m == 0) {
               trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
-              if (tracing() && lane == 0) atomicMax(&x_last_ns, trace_now());
+              if (lane == 0 && tracing()) atomicMax(&x_last_ns, trace_now());
             }
             ss = warp_sum(ss);
             if (lane == 0) rss[m * W + warp] = ss;
@@ -736,7 +736,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             if (m == 0 && j == 0)
               trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_landed);
             // Lane 0's first staging of row 0 (j = its first k): its warp's x has landed.
-            if (tracing() && m == 0 && lane == 0 && j < kCons * 8)
+            if (m == 0 && lane == 0 && j < kCons * 8 && tracing())
               atomicMax(&x_last_ns, trace_now());
             stage8(m, j, v);
           },

@@ -3,8 +3,10 @@
 // %globaltimer at a few points of its life (start, grid-dependency wait released, prologue done,
 // end; trace_point_at records a stamp another warp took) into a device buffer, so one decode step
 // replayed from its CUDA graph can be laid out as a timeline (bench_cuda_decode --trace). With
-// tracing off (no buffer set) each point costs one load of a global and a branch; without the
-// define it compiles to nothing.
+// tracing off (no buffer set) each point costs a test of threadIdx.x and, in thread 0, a load
+// from the constant cache (the pointer lives in constant memory: as a global it was an L2 load in
+// every thread at every point, which under the weight stream slowed the lab's binary against the
+// main build's, lab note 58); without the define it compiles to nothing.
 //
 // Slots: a block reserves kTraceSlots events with one atomic at its `start` stamp (every traced
 // kernel stamps it first, before its grid-dependency wait, so that round trip overlaps the
@@ -25,7 +27,7 @@ namespace ao::cuda::detail {
 #ifdef AO_KERNEL_TRACE
 namespace {
 // One per translation unit (no relocatable device code): set_kernel_trace() sets them all.
-__device__ KernelTraceBuffer* g_trace = nullptr;
+__constant__ KernelTraceBuffer* g_trace = nullptr;
 __shared__ unsigned g_trace_slot;  // the block's first reserved event (set at its start stamp)
 }  // namespace
 
@@ -40,8 +42,9 @@ __device__ __forceinline__ uint64_t trace_now() {
 // Thread 0 records `point` at time t (a stamp taken earlier, e.g. by another warp).
 __device__ __forceinline__ void trace_point_at(TraceKind kind, const void* tag, uint32_t n,
                                                uint32_t k, TracePoint point, uint64_t t) {
+  if (threadIdx.x != 0) return;
   KernelTraceBuffer* b = g_trace;
-  if (b == nullptr || threadIdx.x != 0) return;
+  if (b == nullptr) return;
   uint32_t sm;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
   unsigned i;
@@ -65,7 +68,7 @@ __device__ __forceinline__ void trace_point_at(TraceKind kind, const void* tag, 
 
 __device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uint32_t n, uint32_t k,
                                             TracePoint point) {
-  if (g_trace == nullptr || threadIdx.x != 0) return;
+  if (threadIdx.x != 0 || g_trace == nullptr) return;
   trace_point_at(kind, tag, n, k, point, trace_now());
 }
 

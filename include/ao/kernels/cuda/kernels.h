@@ -339,6 +339,12 @@ void attention_decode(const uint16_t* q, const uint16_t* k_cache, const uint16_t
 // docs/CUDA.md lab note 34), for A/B runs.
 struct AttentionTuning {
   bool loads_before_wait = true;
+  // Blocks per KV head, each taking 1 / head_blocks of its query heads (4, 2 or 1: the largest
+  // that divides them and is at most this): a warp's serial math after the wait is that much
+  // shorter. Measured (docs/CUDA.md lab note 58, run 135, same engine, tg128, 4 vs 1): llama3-8b
+  // int8 479.0 vs 466.0 tok/s, fp8-row 477.5 vs 465.4, bf16 280.0 vs 277.3; llama3-1b int8
+  // 1844.6 vs 1780.6, bf16 1380.2 vs 1353.8.
+  int head_blocks = 4;
 };
 void set_attention_tuning(const AttentionTuning& t);
 AttentionTuning attention_tuning();
