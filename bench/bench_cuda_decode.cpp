@@ -18,13 +18,14 @@
 // GEMVs); --models none skips the whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N (bf16 x, every format), holdbf16dec=N
-// (bf16 x, the formats that decode: GemvTuning::tma_hold_stages_bf16_input_decode), tma-int4,
-// tma-int4-k>=N, no-tma-int8, no-tma-fp8, shape-rule / no-shape-rule
+// (bf16 x, the formats that decode: GemvTuning::tma_hold_stages_bf16_input_decode), tma-int4
+// (every shape), tma-int4-k>=N, no-tma-int4, int4-shape-rule / no-int4-shape-rule
+// (GemvTuning::tma_int4_shape_rule), no-tma-int8, no-tma-fp8, shape-rule / no-shape-rule
 // (GemvTuning::tma_int8_shape_rule), evict-first / no-evict-first (GemvTuning::tma_evict_first),
 // tma-f16-early (tma_fp16_early_dependents), late (early_dependents off), late-out=MASK
 // (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes, every format), ringdec=KB
 // (GemvTuning::tma_ring_bytes_decode), xreg / no-xreg
-// (GemvTuning::tma_x_registers), fuse-attn / no-fuse-attn (GemvTuning::fuse_attention);
+// (GemvTuning::tma_x_registers);
 // attn-late: the attention's loads after its wait, attn-blocks=N: AttentionTuning::head_blocks):
 // tg tok/s of each on one engine per model and format, the variants alternated in each of --reps
 // rounds (the lab's A/B in one call, no rebuild).
@@ -102,10 +103,16 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_hold_stages_bf16_input = t.tma_hold_stages_bf16_input_decode = variant_int(mod, 9);
     else if (mod.rfind("holdbf16dec=", 0) == 0)  // the formats that decode only
       t.tma_hold_stages_bf16_input_decode = variant_int(mod, 12);
-    else if (mod == "tma-int4")
-      t.tma_int4 = true;
+    else if (mod == "tma-int4")  // int4 on the TMA kernel for every shape
+      t.tma_int4 = true, t.tma_int4_shape_rule = false;
     else if (mod.rfind("tma-int4-k>=", 0) == 0)  // int4 on the TMA kernel where K >= N
-      t.tma_int4 = true, t.tma_int4_min_k = variant_int(mod, 12);
+      t.tma_int4 = true, t.tma_int4_shape_rule = false, t.tma_int4_min_k = variant_int(mod, 12);
+    else if (mod == "no-tma-int4")
+      t.tma_int4 = false;
+    else if (mod == "int4-shape-rule")  // GemvTuning::tma_int4_shape_rule
+      t.tma_int4_shape_rule = true;
+    else if (mod == "no-int4-shape-rule")
+      t.tma_int4_shape_rule = false;
     else if (mod == "no-tma-int8")
       t.tma_int8 = false;
     else if (mod == "no-tma-fp8")
@@ -130,10 +137,6 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_x_registers = true;
     else if (mod == "no-xreg")
       t.tma_x_registers = false;
-    else if (mod == "fuse-attn")
-      t.fuse_attention = true;
-    else if (mod == "no-fuse-attn")  // GemvTuning::fuse_attention off: attention_decode
-      t.fuse_attention = false;
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
       t.tma_late_outputs = variant_int(mod, 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
@@ -144,11 +147,10 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
           "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
-          "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int8, no-tma-fp8, "
+          "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int4, int4-shape-rule, no-int4-shape-rule, no-tma-int8, no-tma-fp8, "
           "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
-          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg, "
-          "fuse-attn, no-fuse-attn; join "
-          "with '+')");
+          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg; "
+          "join with '+')");
   }
   return r;
 }

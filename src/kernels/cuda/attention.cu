@@ -516,11 +516,7 @@ void set_attention_tuning(const AttentionTuning& t) { g_attention_tuning = t; }
 AttentionTuning attention_tuning() { return g_attention_tuning; }
 
 size_t attention_decode_workspace(const AttentionArgs& a) {
-  RopeArgs r;
-  r.n_heads = a.n_heads, r.n_kv_heads = a.n_kv_heads, r.head_dim = a.head_dim;
-  r.max_seq = a.max_seq;
-  return static_cast<size_t>(decode_workspace_mailbox_offset(r)) +
-         static_cast<size_t>(a.n_heads + 2 * a.n_kv_heads) * ((a.head_dim + 1) / 2) * 8;
+  return (static_cast<size_t>(a.n_heads) * workspace_splits(a) * (a.head_dim + 2) + a.n_heads) * 4;
 }
 
 void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,

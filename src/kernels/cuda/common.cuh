@@ -118,36 +118,12 @@ int opt_in_shared_memory(Kernel kernel, int smem_bytes) {
   return sms;
 }
 
-__device__ __forceinline__ uint64_t ld_relaxed_gpu_u64(const uint64_t* p) {
-  uint64_t v;
-  asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_relaxed_gpu_u64(uint64_t* p, uint64_t v) {
-  asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
-// The fused attention's mailbox word of a rotated pair (gemv_tma.cuh): tag 1 in the low half, bf16
-// x0 | x1 << 16 in the high half.
-__device__ __forceinline__ uint64_t tma_attn_word(float x0, float x1) {
-  return 1ull | static_cast<uint64_t>(float_to_bf16_bits(x0) |
-                                      static_cast<uint32_t>(float_to_bf16_bits(x1)) << 16)
-                    << 32;
-}
-// The decode attention's workspace (attention_decode_workspace): partials [n_heads][splits]
-// [head_dim + 2] floats, merge counters (one per KV head, or per block of AttentionTuning::
-// head_blocks: n_heads of them), then (8-byte aligned) the mailbox of the
-// qkv GEMV's fused attention (gemv_tma.cuh): a 64-bit word per rotated pair of its output,
-// (n_heads + 2 n_kv_heads) head_dim / 2. splits = decode_workspace_splits(max_seq): one per 32
-// positions of the capacity, at least 32 (every split count either decode kernel uses fits).
-__host__ __device__ inline int decode_workspace_splits(int max_seq) {
+// The decode attention's workspace (attention.cu): partials [n_heads][splits][head_dim + 2]
+// floats, then the merge counters, one per block of a split (a KV head's share of its query
+// heads, AttentionTuning::head_blocks): n_heads of them at most. splits: one per 32 positions of
+// the capacity, at least 32 (every split count either decode kernel uses fits).
+inline int decode_workspace_splits(int max_seq) {
   return (max_seq + 31) / 32 > 32 ? (max_seq + 31) / 32 : 32;
-}
-__host__ __device__ inline int64_t decode_workspace_mailbox_offset(const RopeArgs& r) {
-  const int64_t counters_end =
-      (static_cast<int64_t>(r.n_heads) * decode_workspace_splits(r.max_seq) * (r.head_dim + 2) +
-       r.n_heads) *
-      4;
-  return (counters_end + 7) / 8 * 8;
 }
 inline unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);

@@ -369,11 +369,9 @@ __device__ __forceinline__ void gemv_inv_rms(const GemvArgs& a, int K, int64_t x
 
 // Epilogue of row `row` (acc0[m], scale applied) and, for the paired outputs (rope_kv, swiglu),
 // row + 1 (acc1[m]). Shared by the CUDA-core and the tensor-core kernels.
-// rope_kv with `mail` (the TMA kernel's fused attention): batch row 0's pair also goes to word
-// row / 2 of the attention's mailbox (tma_attn_word).
 template <int M, GemvOutput OUT>
 __device__ __forceinline__ void gemv_epilogue(const GemvArgs& a, int N, int row, const float* acc0,
-                                              const float* acc1, uint64_t* mail = nullptr) {
+                                              const float* acc1) {
   if constexpr (OUT == GemvOutput::rope_kv) {
     const RopeArgs& ro = a.rope;
     const int hd = ro.head_dim, h = row / hd, i = (row % hd) / 2;
@@ -402,7 +400,6 @@ __device__ __forceinline__ void gemv_epilogue(const GemvArgs& a, int N, int row,
               (static_cast<int64_t>(h - ro.n_heads - ro.n_kv_heads) * ro.max_seq + p) * hd;
       dst[d0] = float_to_bf16_bits(x0);
       dst[d1] = float_to_bf16_bits(x1);
-      if (mail && m == 0) st_relaxed_gpu_u64(mail + row / 2, tma_attn_word(x0, x1));
     }
   } else if constexpr (OUT == GemvOutput::swiglu) {
 #pragma unroll
@@ -804,17 +801,15 @@ void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch_gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
-// The GEMV, and for rope_kv with GemvArgs::attn_out the decode attention: inside the TMA kernel
-// where it can (tma_fuses_attention), else attention_decode after it.
+// The GEMV, and for rope_kv with GemvArgs::attn_out the decode attention after it.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   // v8: weights through shared memory by the TMA (fp8: weight-only only).
-  bool attention_done = false;
   if (const TmaPlan p = tma_plan<F>(w, M); p.chunk != 0)
-    attention_done = launch_tma<F, M, IN, OUT>(w, a, p, s);
+    launch_tma<F, M, IN, OUT>(w, a, p, s);
   else
     launch_gemv<F, M, IN, OUT>(w, a, s);
-  if (OUT == GemvOutput::rope_kv && a.attn_out && !attention_done) {
+  if (OUT == GemvOutput::rope_kv && a.attn_out) {
     const RopeArgs& ro = a.rope;
     attention_decode(
         a.q_out, a.k_cache, a.v_cache, a.pos,

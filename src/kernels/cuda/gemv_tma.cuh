@@ -202,294 +202,6 @@ __device__ __forceinline__ float fp16_row_scale(float mx) {
   return mx > 0.f && mx < INFINITY ? ldexpf(1.f, min(15 - e, 126)) : 1.f;
 }
 
-// ---- the decode attention inside the qkv GEMV (flag 256, GemvTuning::fuse_attention) --------
-// rope_kv at batch 1. Each tile's epilogue also posts its rotated pairs in a mailbox (one 64-bit
-// word per pair: a tag 1 and the two bf16 values, written and read as one single-copy-atomic
-// access, so a reader that sees the tag sees the values: no fence, no counter). Once a block's
-// tiles are done it takes the attention items nb - 1 - b, 2 nb - 1 - b, ... (nb blocks; an item
-// is a KV head and a chunk of tma_attn_chunk(hd) positions, so the blocks with the fewest tiles,
-// which finish first, take them): the chunk's cached rows before *pos go by TMA into the block's
-// idle ring, q comes from the mailbox (the q tiles run in the GEMV's early rounds), the warps run
-// the cached rows (W / G warps per query head over the positions, lanes over head_dim), and
-// only then does the chunk holding *pos wait for the new K/V row's words (the GEMV's last round).
-// One chunk: the output; several: partials that the head's last chunk merges, in
-// attention_decode's workspace (decode_workspace_splits). The readers clear the words they used,
-// so the next call (kernel boundaries order it) finds tags 0.
-__host__ __device__ constexpr int tma_attn_chunk(int hd) { return hd <= 128 ? 128 : 64; }
-// Shared memory the fused attention needs from the ring: K and V of a chunk, q of up to 8 heads
-// (bf16), the warps' merge ({max, sum} and the accumulators of each warp), the merged state of
-// up to 8 heads and the new K/V row (floats).
-__host__ __device__ constexpr size_t tma_attn_smem(int hd, int warps) {
-  return static_cast<size_t>(2 * tma_attn_chunk(hd) * hd * 2 + 8 * hd * 2) +
-         static_cast<size_t>(warps) * (2 + hd) * 4 + static_cast<size_t>(8 * hd + 16 + 2 * hd) * 4;
-}
-struct TmaAttnParams {
-  const uint16_t* kc;
-  const uint16_t* vc;
-  const int32_t* pos;
-  uint16_t* out;
-  float* partial;  // [H][splits][hd + 2]
-  int* merge;      // [KV]
-  uint64_t* mail;  // [(H + 2 KV) hd / 2]: the qkv output's rotated pairs
-  int H, KV, max_seq, splits;
-  float scale;
-  bool interleaved;  // RopeArgs::interleaved: the dims of pair j
-};
-// Waits for the word at p and returns its two bf16 values (x0 | x1 << 16).
-__device__ __forceinline__ uint32_t tma_attn_take(const uint64_t* p) {
-  uint64_t v;
-  while (static_cast<uint32_t>(v = ld_relaxed_gpu_u64(p)) != 1u) {
-  }
-  return static_cast<uint32_t>(v >> 32);
-}
-
-template <int W, int HD>
-__device__ __forceinline__ void tma_attention(const TmaAttnParams p, uint8_t* smem, uint64_t* bar,
-                                              int flags) {
-  constexpr int kCons = W * 32, kChunk = tma_attn_chunk(HD);
-  constexpr int LPR = HD / 8, PPL = 32 / LPR;  // lanes per K/V row, rows per warp load
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int sub = lane / LPR, dl = lane % LPR;
-  uint16_t* ks = reinterpret_cast<uint16_t*>(smem);
-  uint16_t* vs = ks + kChunk * HD;
-  uint16_t* qs = vs + kChunk * HD;                     // [G][HD]
-  float* sml = reinterpret_cast<float*>(qs + 8 * HD);  // [W][2]
-  float* sacc = sml + W * 2;                           // [W][HD]
-  float* ca = sacc + W * HD;                           // [G][HD]: merged over the cached rows
-  float* cm = ca + 8 * HD;                             // [G] their max
-  float* cl = cm + 8;                                  // [G] their sum
-  float* kn = cl + 8;                                  // [HD] the new K row
-  float* vn = kn + HD;                                 // [HD] the new V row
-  __shared__ int last;
-  const int G = p.H / p.KV, len = *p.pos + 1;
-  // WPH warps per query head (G <= 8 <= W): warp wi of head g; warps past G WPH idle.
-  const int WPH = W / G, g = warp / WPH, wi = warp % WPH;
-  const bool active = g < G;
-  const int used = (len + kChunk - 1) / kChunk, nitems = p.KV * used;
-  const float sl2 = p.scale * 1.4426950408889634f;
-  // Pair j of a head: its two dims.
-  auto dim0 = [&](int j) { return p.interleaved ? 2 * j : j; };
-  auto dim1 = [&](int j) { return p.interleaved ? 2 * j + 1 : j + HD / 2; };
-  unsigned parity = 0;
-  const unsigned gemv_slot = trace_slot();  // tracing: each item is an attention event set
-  for (int item = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x); item < nitems;
-       item += gridDim.x) {
-    trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::start);
-    const int kvh = item % p.KV, split = item / p.KV;
-    const int start = split * kChunk, end = min(len, start + kChunk), n = end - start;
-    const bool has_new = end == len;       // the chunk holds row len - 1, this step's
-    const int nold = has_new ? n - 1 : n;  // rows of earlier steps
-    const int64_t base = (static_cast<int64_t>(kvh) * p.max_seq + start) * HD;
-    uint64_t* mq = p.mail + static_cast<int64_t>(kvh) * G * HD / 2;
-    uint64_t* mk = p.mail + static_cast<int64_t>(p.H + kvh) * HD / 2;
-    uint64_t* mv = p.mail + static_cast<int64_t>(p.H + p.KV + kvh) * HD / 2;
-    if (tid == 0) {
-      // The previous item's generic writes to this memory before the TMA's.
-      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-      const unsigned bytes = static_cast<unsigned>(nold) * HD * 2;
-      mbar_arrive_expect_tx(bar, 2 * bytes);
-      if (nold > 0) {
-        bulk_load(ks, p.kc + base, bytes, bar);
-        bulk_load(vs, p.vc + base, bytes, bar);
-      }
-    }
-    for (int i = tid; i < G * HD / 2; i += kCons) {
-      const uint32_t v = tma_attn_take(mq + i);
-      const int gq = i / (HD / 2), j = i % (HD / 2);
-      qs[gq * HD + dim0(j)] = static_cast<uint16_t>(v);
-      qs[gq * HD + dim1(j)] = static_cast<uint16_t>(v >> 16);
-    }
-    mbar_wait(bar, parity);
-    parity ^= 1;
-    consumer_sync<W>();
-    trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::wait_done);  // q and cached rows
-    {
-      // The cached rows: lane group `sub` of warp wi of head g takes rows wi PPL + sub + t S
-      // (S = WPH PPL), four at a time (their scores first, then one softmax rescale).
-      constexpr int kB = 4;
-      const int S = WPH * PPL;
-      float qv[8], mx = -INFINITY, l = 0.f, acc[8];
-      {
-        const uint4 qr =
-            active ? *reinterpret_cast<const uint4*>(qs + g * HD + dl * 8) : make_uint4(0, 0, 0, 0);
-        const uint32_t w4[4] = {qr.x, qr.y, qr.z, qr.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          qv[2 * e] = __uint_as_float(w4[e] << 16) * sl2;
-          qv[2 * e + 1] = __uint_as_float(w4[e] & 0xffff0000u) * sl2;
-        }
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[e] = 0.f;
-      }
-      if (active && !(flags & 4096)) {  // lab flag 4096: no cached rows (wrong results)
-        for (int r0 = wi * PPL; r0 < nold; r0 += kB * S) {
-          uint4 kr[kB], vr[kB];
-          bool ok[kB];
-#pragma unroll
-          for (int t = 0; t < kB; ++t) {
-            const int r = r0 + t * S + sub;
-            ok[t] = r < nold;
-            kr[t] = ok[t] ? *reinterpret_cast<const uint4*>(ks + r * HD + dl * 8)
-                          : make_uint4(0, 0, 0, 0);
-            vr[t] = ok[t] ? *reinterpret_cast<const uint4*>(vs + r * HD + dl * 8)
-                          : make_uint4(0, 0, 0, 0);
-          }
-          float sc[kB];
-#pragma unroll
-          for (int t = 0; t < kB; ++t) {
-            const uint32_t k4[4] = {kr[t].x, kr[t].y, kr[t].z, kr[t].w};
-            float d = 0.f;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              d = fmaf(qv[2 * e], __uint_as_float(k4[e] << 16), d);
-              d = fmaf(qv[2 * e + 1], __uint_as_float(k4[e] & 0xffff0000u), d);
-            }
-            sc[t] = d;
-          }
-#pragma unroll
-          for (int o = LPR / 2; o > 0; o >>= 1)
-#pragma unroll
-            for (int t = 0; t < kB; ++t) sc[t] += __shfl_xor_sync(0xffffffffu, sc[t], o);
-          float mn = mx;
-#pragma unroll
-          for (int t = 0; t < kB; ++t) mn = ok[t] ? fmaxf(mn, sc[t]) : mn;
-          if (mn != -INFINITY) {  // this lane group has a row in the batch
-            const float corr = exp2f(mx - mn);
-            mx = mn;
-            l *= corr;
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] *= corr;
-#pragma unroll
-            for (int t = 0; t < kB; ++t) {
-              const float pw = ok[t] ? exp2f(sc[t] - mn) : 0.f;
-              l += pw;
-              const uint32_t v4[4] = {vr[t].x, vr[t].y, vr[t].z, vr[t].w};
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                acc[2 * e] = fmaf(pw, __uint_as_float(v4[e] << 16), acc[2 * e]);
-                acc[2 * e + 1] = fmaf(pw, __uint_as_float(v4[e] & 0xffff0000u), acc[2 * e + 1]);
-              }
-            }
-          }
-        }
-      }
-      // The lane groups of the warp (lanes dl, dl + LPR, ...), then the head's warps through
-      // shared memory into cm / cl / ca (its max, sum and accumulators over the cached rows).
-#pragma unroll
-      for (int o = LPR; o < 32; o <<= 1) {
-        const float mo = __shfl_xor_sync(0xffffffffu, mx, o);
-        const float lo = __shfl_xor_sync(0xffffffffu, l, o);
-        const float mn = fmaxf(mx, mo);
-        const float ca0 = mn == -INFINITY ? 0.f : exp2f(mx - mn);
-        const float cb0 = mn == -INFINITY ? 0.f : exp2f(mo - mn);
-        l = l * ca0 + lo * cb0;
-#pragma unroll
-        for (int e = 0; e < 8; ++e)
-          acc[e] = acc[e] * ca0 + __shfl_xor_sync(0xffffffffu, acc[e], o) * cb0;
-        mx = mn;
-      }
-      if (sub == 0) {
-        if (dl == 0) sml[warp * 2] = mx, sml[warp * 2 + 1] = l;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) sacc[warp * HD + dl * 8 + e] = acc[e];
-      }
-      consumer_sync<W>();
-      trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::prologue_done);  // cached rows
-      // Thread (gi, d): the head's merged state, written out at once (no new row in the chunk)
-      // or kept in cm / cl / ca for the new row below.
-      auto emit = [&](int gi, int d, float M, float L, float A) {
-        const int h = kvh * G + gi;
-        if (used == 1) {
-          p.out[h * HD + d] = float_to_bf16_bits(A / L);
-        } else {
-          float* o = p.partial + (static_cast<int64_t>(h) * p.splits + split) * (HD + 2);
-          o[2 + d] = A;
-          if (d == 0) o[0] = M, o[1] = L;
-        }
-      };
-      for (int i = tid; i < G * HD; i += kCons) {
-        const int gi = i / HD, d = i % HD, w0 = gi * WPH;
-        float M = -INFINITY;
-        for (int ww = w0; ww < w0 + WPH; ++ww) M = fmaxf(M, sml[ww * 2]);
-        float L = 0.f, A = 0.f;
-        for (int ww = w0; ww < w0 + WPH; ++ww) {
-          const float mw = sml[ww * 2];
-          if (mw == -INFINITY) continue;
-          const float c = exp2f(mw - M);
-          L = fmaf(sml[ww * 2 + 1], c, L);
-          A = fmaf(sacc[ww * HD + d], c, A);
-        }
-        if (has_new) {
-          ca[gi * HD + d] = A;
-          if (d == 0) cm[gi] = M, cl[gi] = L;
-        } else {
-          emit(gi, d, M, L, A);
-        }
-      }
-      if (has_new) {
-        // The new row's words, once the GEMV's last round has written them (kn / vn, floats).
-        if (tid < HD) {
-          const int j = tid % (HD / 2);
-          const uint32_t v = tma_attn_take((tid < HD / 2 ? mk : mv) + j);
-          float* dst = tid < HD / 2 ? kn : vn;
-          dst[dim0(j)] = __uint_as_float(v << 16);
-          dst[dim1(j)] = __uint_as_float(v & 0xffff0000u);
-        }
-        consumer_sync<W>();
-        trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::rms_done);  // the new row
-        // Each warp's threads share one head (HD >= 32): its score of the new row by the warp,
-        // then the one-row update of the merged state.
-        constexpr int DPL = HD / 32;
-        for (int i = tid; i < G * HD; i += kCons) {
-          const int gi = i / HD, d = i % HD;
-          float s = 0.f;
-#pragma unroll
-          for (int e = 0; e < DPL; ++e)
-            s = fmaf(bf16_bits_to_float(qs[gi * HD + lane * DPL + e]), kn[lane * DPL + e], s);
-          s = warp_sum(s) * sl2;
-          const float M = cm[gi], L = cl[gi];
-          const float Mn = fmaxf(M, s);
-          const float co = exp2f(M - Mn), cn = exp2f(s - Mn);  // M may be -inf (no cached rows)
-          emit(gi, d, Mn, fmaf(L, co, cn), fmaf(ca[gi * HD + d], co, cn * vn[d]));
-        }
-      }
-      consumer_sync<W>();  // sml, sacc and the merged state are rewritten by the next item
-    }
-    trace_point(TraceKind::attention, p.kc, len, HD, TracePoint::end);
-    // Clear the words this item was the last to read (the next call waits for new tags).
-    if (has_new)
-      for (int i = tid; i < HD; i += kCons)
-        st_relaxed_gpu_u64(i < HD / 2 ? mk + i : mv + i - HD / 2, 0);
-    if (used == 1) {
-      for (int i = tid; i < G * HD / 2; i += kCons) st_relaxed_gpu_u64(mq + i, 0);
-      continue;
-    }
-    // The head's last chunk to finish merges them (threadfence reduction, as attention_decode).
-    __threadfence();
-    consumer_sync<W>();
-    if (tid == 0) last = atomicAdd(p.merge + kvh, 1) == used - 1;
-    consumer_sync<W>();
-    if (!last) continue;
-    __threadfence();
-    for (int i = tid; i < G * HD; i += kCons) {
-      const int g = i / HD, d = i % HD, h = kvh * G + g;
-      const float* ph = p.partial + static_cast<int64_t>(h) * p.splits * (HD + 2);
-      float M = -INFINITY;
-      for (int c = 0; c < used; ++c) M = fmaxf(M, __ldcg(ph + c * (HD + 2)));
-      float L = 0.f, A = 0.f;
-      for (int c = 0; c < used; ++c) {
-        const float wc = exp2f(__ldcg(ph + c * (HD + 2)) - M);
-        L = fmaf(wc, __ldcg(ph + c * (HD + 2) + 1), L);
-        A = fmaf(wc, __ldcg(ph + c * (HD + 2) + 2 + d), A);
-      }
-      p.out[h * HD + d] = float_to_bf16_bits(A / L);
-    }
-    for (int i = tid; i < G * HD / 2; i += kCons) st_relaxed_gpu_u64(mq + i, 0);
-    if (tid == 0) p.merge[kvh] = 0;
-  }
-  set_trace_slot(gemv_slot);
-}
-
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
@@ -528,10 +240,6 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
   __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
   __shared__ unsigned long long x_last_ns;   // tracing: the last warp's x landing (TracePoint)
-  // Flag 256 (rope_kv at batch 1): the decode attention after the tiles (tma_attention).
-  constexpr bool kAttn = OUT == GemvOutput::rope_kv && M == 1;
-  const bool attn = kAttn && (flags & 256);
-  __shared__ uint64_t attn_bar;  // the attention chunk's K/V copies
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::start);
@@ -542,7 +250,6 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       mbar_init(&empty[s], W);
     }
     mbar_init(x_issued, W);
-    if (attn) mbar_init(&attn_bar, 1);
     x_last_ns = 0;
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -1035,53 +742,13 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           const float xi = kF16 ? xinv[m] : 1.f;
           s0v[m] = x0 * r0 * xi, s1v[m] = x1 * r1 * xi;
         }
-        // With the fused attention the rotated pairs also go to its mailbox (lab flag 2048: not).
-        uint64_t* mail = nullptr;
-        if constexpr (kAttn)
-          if (attn && !(flags & 2048))
-            mail = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(a.attn_workspace) +
-                                               decode_workspace_mailbox_offset(a.rope));
-        gemv_epilogue<M, OUT>(a, N, row, s0v, s1v, mail);
+        gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
       }
     }
     if (!early_dependents && tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
     parity ^= 1;
   }
-  bool traced_end = false;
-  if constexpr (kAttn) {
-    if (attn && !(flags & (1024 | 2048))) {  // lab flags: no attention (wrong results)
-      // The ring is idle: every stage the producer issued has been consumed.
-      const RopeArgs& ro = a.rope;
-      float* partial = static_cast<float*>(a.attn_workspace);
-      const int splits = decode_workspace_splits(ro.max_seq);
-      const TmaAttnParams ap{a.k_cache,
-                             a.v_cache,
-                             a.pos,
-                             a.attn_out,
-                             partial,
-                             reinterpret_cast<int*>(partial) +
-                                 static_cast<int64_t>(ro.n_heads) * splits * (ro.head_dim + 2),
-                             reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(a.attn_workspace) +
-                                                         decode_workspace_mailbox_offset(ro)),
-                             ro.n_heads,
-                             ro.n_kv_heads,
-                             ro.max_seq,
-                             splits,
-                             a.attn_scale,
-                             ro.interleaved};
-      consumer_sync<W>();  // the last tile's reads of the ring and of `red` are done
-      // Tracing: the GEMV's end is its tiles' (the attention records its own events).
-      trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::end);
-      traced_end = true;
-      if (ro.head_dim == 128)
-        tma_attention<W, 128>(ap, ring, &attn_bar, flags);
-      else if (ro.head_dim == 64)
-        tma_attention<W, 64>(ap, ring, &attn_bar, flags);
-      else
-        tma_attention<W, 256>(ap, ring, &attn_bar, flags);
-    }
-  }
-  if (tracing() && !traced_end) {
+  if (tracing()) {
     consumer_sync<W>();
     trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::end);
   }
@@ -1107,7 +774,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     return p;
   // fp8 with dynamic activation quantization keeps the CUDA-core kernel (its x is e4m3).
   if (F == WeightFormat::fp8 && w.act_quant != ActQuant::none) return p;
-  if ((F == WeightFormat::int8 || F == WeightFormat::fp8) && tune.tma_int8_shape_rule) {
+  if (((F == WeightFormat::int8 || F == WeightFormat::fp8) && tune.tma_int8_shape_rule) ||
+      (F == WeightFormat::int4 && tune.tma_int4_shape_rule)) {
     static const int sms = [] {
       int dev = 0, v = 0;
       AO_CUDA_CHECK(cudaGetDevice(&dev));
@@ -1204,9 +872,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // the timing without the scale loads' bank conflicts), 32 = the weight stream evict-first in L2
 // (GemvTuning::tma_evict_first), 64 = the producer marks each stage full without copying it (lab
 // AO_TMA_FAKESTREAM=1: wrong results, the consumers' rate without the weight stream), 128 = x
-// held in registers where the warp's segments allow (GemvTuning::tma_x_registers), 256 = the
-// decode attention after the tiles (rope_kv at batch 1: tma_fuses_attention), 1024 / 2048 / 4096
-// its lab variants (AO_FUSE_ATTN_LAB below: wrong results, for timing).
+// held in registers where the warp's segments allow (GemvTuning::tma_x_registers). (256 and
+// 1024-4096 were the decode attention inside the qkv GEMV, removed: docs/CUDA.md lab note 57.)
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
   if (gemv_tuning().tma_evict_first) f |= 32;
@@ -1221,14 +888,6 @@ inline int tma_flags() {
   if (bcast && bcast[0] == '1') f |= 16;
   static const char* fake = std::getenv("AO_TMA_FAKESTREAM");  // wrong results: no weights read
   if (fake && fake[0] == '1') f |= 64;
-  // The fused attention (flag 256) in the lab: AO_FUSE_ATTN_LAB=on (fused), skip (the mailbox
-  // words but no attention, flag 1024), nomail (neither, 2048), norows (the attention without
-  // its cached rows, 4096): wrong results, for timing only.
-  static const char* fal = std::getenv("AO_FUSE_ATTN_LAB");
-  if (fal) {
-    const std::string v = fal;
-    f |= v == "skip" ? 1024 : v == "nomail" ? 2048 : v == "norows" ? 4096 : 0;
-  }
   static const char* direct = std::getenv("AO_TMA_DIRECT");
   if (direct) f = (f & ~4) | (direct[0] == '1' ? 4 : 0);
 #endif
@@ -1249,37 +908,9 @@ int tma_hold_stages(GemvInput in) {
                                  : t.tma_hold_stages_bf16_input_decode;
 }
 
-// Whether the TMA kernel of plan p runs the decode attention of GemvArgs::attn_out itself (flag
-// 256): rope_kv at batch 1, head_dim 64/128/256, at most 8 query heads per KV head, the ring
-// large enough for a chunk (tma_attn_smem), GemvTuning::fuse_attention.
-template <WeightFormat F, int M, GemvOutput OUT>
-bool tma_fuses_attention(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p) {
-#ifdef AO_GEMV_EXPERIMENTS
-  // Lab: AO_FUSE_ATTN_LAB (any value but "off") fuses whatever GemvTuning says (--trace runs).
-  static const bool lab_on = [] {
-    const char* e = std::getenv("AO_FUSE_ATTN_LAB");
-    return e && std::string(e) != "off";
-  }();
-#else
-  constexpr bool lab_on = false;
-#endif
-  if (OUT != GemvOutput::rope_kv || M != 1 || !a.attn_out ||
-      !(gemv_tuning().fuse_attention || lab_on))
-    return false;
-  const RopeArgs& ro = a.rope;
-  const int hd = ro.head_dim;
-  if ((hd != 64 && hd != 128 && hd != 256) || ro.n_kv_heads <= 0 ||
-      ro.n_heads % ro.n_kv_heads != 0 || ro.n_heads / ro.n_kv_heads > 8 ||
-      w.n != static_cast<int64_t>(ro.n_heads + 2 * ro.n_kv_heads) * hd)
-    return false;
-  const size_t sc =
-      F == WeightFormat::int4 ? static_cast<size_t>(p.chunk) * 2 / w.group_size * 8 : 0;
-  return static_cast<size_t>(p.stages) * 16 * (p.chunk + sc) >= tma_attn_smem(hd, tma_warps<F>());
-}
-
-// Launches the TMA kernel; returns whether it also runs the decode attention (flag 256).
+// Launches the TMA kernel.
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
-bool launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cudaStream_t s) {
+void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cudaStream_t s) {
   auto kernel = gemv_tma_kernel<F, M, IN, OUT>;
   static int sms = 0;
   static size_t configured = 0;
@@ -1300,9 +931,7 @@ bool launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     spc % W == 0 && (spc / W == 1 || spc / W == 2) &&
                     chunks * (spc / W) <= tma_x_register_segments<F>();
   if (!xreg) flags &= ~128;
-  const bool fuse = tma_fuses_attention<F, M, OUT>(w, a, p);
-  if (fuse) flags |= 256;
-  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg, fuse});
+  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg});
   // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents),
   // and so do the GEMVs of the outputs in GemvTuning::tma_late_outputs (the qkv GEMV).
   const GemvTuning tune = gemv_tuning();
@@ -1311,5 +940,4 @@ bool launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags);
-  return fuse;
 }

@@ -73,13 +73,6 @@ __device__ __forceinline__ void trace_point(TraceKind kind, const void* tag, uin
 }
 
 // Defines this translation unit's setter (called by set_kernel_trace in gemv.cu).
-// A block that records a second kind (the qkv GEMV's fused attention) keeps its own events'
-// slot across that kind's start (which reserves new slots).
-__device__ __forceinline__ unsigned trace_slot() { return g_trace_slot; }
-__device__ __forceinline__ void set_trace_slot(unsigned s) {
-  if (threadIdx.x == 0) g_trace_slot = s;
-}
-
 #define AO_KERNEL_TRACE_TU(name)                               \
   namespace ao::cuda::detail {                                 \
   void kernel_trace_set_##name(KernelTraceBuffer* p) {         \
@@ -93,8 +86,6 @@ __device__ __forceinline__ void trace_point_at(TraceKind, const void*, uint32_t,
                                                TracePoint, uint64_t) {}
 __device__ __forceinline__ void trace_point(TraceKind, const void*, uint32_t, uint32_t,
                                             TracePoint) {}
-__device__ __forceinline__ unsigned trace_slot() { return 0; }
-__device__ __forceinline__ void set_trace_slot(unsigned) {}
 #define AO_KERNEL_TRACE_TU(name)
 #endif
 

@@ -94,9 +94,8 @@ struct GemvArgs {
   uint16_t* v_cache = nullptr;
   // rope_kv at batch 1 only: with attn_out set, the call also runs the token's decode attention
   // (attention_decode over q_out and the caches, AttentionArgs from `rope` and attn_scale, its
-  // workspace attn_workspace) into attn_out [H, hd]: as attention_decode after the GEMV, or with
-  // GemvTuning::fuse_attention inside the GEMV kernel where it can (the TMA kernel, head_dim 64,
-  // 128 or 256, at most 8 query heads per KV head; GemvLaunch::fused_attention says so).
+  // workspace attn_workspace) into attn_out [H, hd], launched after the GEMV. (Session 14 ran it
+  // inside the TMA kernel instead; slower in every version, removed: docs/CUDA.md lab note 57.)
   uint16_t* attn_out = nullptr;
   void* attn_workspace = nullptr;
   float attn_scale = 0.f;
@@ -136,10 +135,10 @@ struct GemvTuning {
   int tma_late_outputs = 1 << static_cast<int>(GemvOutput::rope_kv);
   // Formats on the TMA kernel (gemv_tma.cuh: a producer warp streams the weights through a
   // ring of shared-memory stages into tensor-core consumers) where x fits shared memory next to
-  // the ring, on sm_90; otherwise the register-ring kernels above. On by default for bf16, and
-  // for int8 (fp16 decode; shapes: tma_int8_shape_rule below). int4 measured slower on it
-  // (docs/CUDA.md lab note 23), kept for tests and the lab.
-  bool tma_bf16 = true, tma_int8 = true, tma_int4 = false;
+  // the ring, on sm_90; otherwise the register-ring kernels above. On by default for bf16, for
+  // int8 (fp16 decode; shapes: tma_int8_shape_rule below) and for int4 with groups of 128/256 on
+  // the shapes of tma_int4_shape_rule (docs/CUDA.md lab note 59).
+  bool tma_bf16 = true, tma_int8 = true, tma_int4 = true;
   // fp8 weight-only (e4m3, per-row or per-tensor scale) on the TMA kernel with the int8 layout
   // and an fp16 decode (one PRMT and two cvt per 4 weights), under int8's shape rule below
   // where that is on.
@@ -151,6 +150,13 @@ struct GemvTuning {
   bool tma_int8_shape_rule = false;
   // With tma_int4: only the int4 weights with K >= this take the TMA kernel (0: every shape).
   int tma_int4_min_k = 0;
+  // With tma_int4: int4 takes the TMA kernel only on the shapes of the int8 shape rule (K >= 4096
+  // and at least 1.5 tiles of 16 rows per SM: every llama3-8b matrix, no llama3-1b one). Measured
+  // (docs/CUDA.md lab note 59, run 139, same engine, tg128, g128): llama3-8b 584.4 tok/s with
+  // int4 on the TMA kernel where K >= 4096 against 560.1 on the register ring (every shape on
+  // it: 584.8); llama3-1b 2140.5 on the register ring against 1919.0 with every shape on the TMA
+  // kernel and 2121.9 with its K = 8192 down projection (128 tiles) on it.
+  bool tma_int4_shape_rule = true;
   // Stages of its ring the TMA kernel's producer issues at the block's start; the rest wait
   // until every consumer warp has issued its x loads after the grid-dependency wait, so those
   // loads do not queue behind them (docs/CUDA.md lab note 28). 0: the whole ring at once; -1:
@@ -200,14 +206,6 @@ struct GemvTuning {
   // fp8-row 437.0 vs 434.5, llama3-1b int8 1571.1 vs 1550.5, fp8-row 1579.0 vs 1567.3). false:
   // from shared memory, as for the other shapes.
   bool tma_x_registers = true;
-  // The decode attention inside the qkv GEMV (GemvArgs::attn_out; the TMA kernel): each tile
-  // posts its rotated pairs in a mailbox, and once a block's tiles are done it runs the attention
-  // of a KV head (a chunk of its positions), with the chunk's cached rows copied into its idle
-  // ring meanwhile: no attention launch, no grid-dependency wait between the two. Off by default:
-  // measured slower (docs/CUDA.md lab note 57, runs 126-128, same engine, tg128: llama3-8b int8
-  // 446.3 tok/s against 450.9-451.4 with attention_decode, bf16 265.8-267.7 against 270.0-270.2;
-  // the GEMV with no attention at all ran 484).
-  bool fuse_attention = false;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
@@ -218,10 +216,9 @@ GemvTuning gemv_tuning();
 struct GemvLaunch {
   bool tensor_cores = false;
   int warps = 0, k_split = 0, grid = 0;
-  bool tma = false;              // the TMA kernel (tensor_cores is then true as well)
-  size_t smem = 0;               // the TMA kernel's dynamic shared memory per block (ring, x, sums)
-  bool x_registers = false;      // the TMA kernel held x in registers (GemvTuning::tma_x_registers)
-  bool fused_attention = false;  // the TMA kernel ran the decode attention (GemvArgs::attn_out)
+  bool tma = false;          // the TMA kernel (tensor_cores is then true as well)
+  size_t smem = 0;           // the TMA kernel's dynamic shared memory per block (ring, x, sums)
+  bool x_registers = false;  // the TMA kernel held x in registers (GemvTuning::tma_x_registers)
 };
 GemvLaunch last_gemv_launch();
 
@@ -324,8 +321,7 @@ struct AttentionArgs {
 };
 // Decode, one token at position *pos (attends to 0..*pos): split-KV flash decoding; the last
 // block of each KV head to finish merges the chunks. workspace: attention_decode_workspace()
-// bytes, zeroed once before first use (the kernel, and the qkv GEMV that runs the attention
-// itself, GemvArgs::attn_out, leave its counters at zero). Launched as a
+// bytes, zeroed once before first use (the kernel leaves its counters at zero). Launched as a
 // programmatic dependent of the previous kernel (the qkv GEMV), it reads *pos and the cache rows
 // before *pos ahead of its grid-dependency wait: only q and row *pos may come from that kernel
 // (the decode step's position is written by the previous step, whose kernels all complete before
