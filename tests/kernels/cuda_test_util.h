@@ -118,9 +118,14 @@ template <typename T>
 class Guarded {
  public:
   static constexpr size_t kGuard = 4096;
+  // The fill and the uploads run on the legacy stream and may still be landing when they return
+  // (cudaMemset; a pageable cudaMemcpy's DMA), while the tests launch on non-blocking streams that
+  // do not wait for it: both synchronize, or a late fill could overwrite a kernel's output (seen
+  // under ctest -j: DependentLaunchChainMatchesReference/fp8_tensor, docs/CUDA.md lab note 58).
   explicit Guarded(size_t count) : count_(count) {
     AO_CUDA_CHECK(cudaMalloc(&base_, bytes() + 2 * kGuard));
     AO_CUDA_CHECK(cudaMemset(base_, 0xA5, bytes() + 2 * kGuard));
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
   }
   explicit Guarded(const std::vector<T>& v) : Guarded(v.size()) { upload(v); }
   ~Guarded() { cudaFree(base_); }
@@ -130,6 +135,7 @@ class Guarded {
   size_t bytes() const { return count_ * sizeof(T); }
   void upload(const std::vector<T>& v) {
     AO_CUDA_CHECK(cudaMemcpy(get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
   }
   std::vector<T> download() const {
     AO_CUDA_CHECK(cudaDeviceSynchronize());
