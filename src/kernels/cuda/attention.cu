@@ -232,6 +232,15 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
       }
     }
   };
+  // The rows (K or V: base) of the warp's 8 positions from p0 before `until` (zeros from there).
+  auto load_rows = [&](const uint16_t* base, int p0, uint4(&r)[NL], int until) {
+#pragma unroll
+    for (int i = 0; i < NL; ++i) {
+      const int p = p0 + i * PPL + sub;
+      r[i] = p < until ? *reinterpret_cast<const uint4*>(base + static_cast<int64_t>(p) * HD)
+                       : make_uint4(0, 0, 0, 0);
+    }
+  };
   // The first step's rows before the wait, all but the new one (row len - 1, from the qkv GEMV).
   uint4 kn[NL], vn[NL];
   load_kv(start + warp * 8, kn, vn, min(end, len - 1));
@@ -282,14 +291,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
         s[g][i] = d;
       }
     }
-    if (more) {
-#pragma unroll
-      for (int i = 0; i < NL; ++i) {
-        const int p = p0 + kStep + i * PPL + sub;
-        kn[i] = p < end ? *reinterpret_cast<const uint4*>(kbase + static_cast<int64_t>(p) * HD)
-                        : make_uint4(0, 0, 0, 0);
-      }
-    }
+    if (more) load_rows(kbase, p0 + kStep, kn, end);
 #pragma unroll
     for (int g = 0; g < GB; ++g) {
       float mnew = mx[g];
@@ -319,14 +321,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
         }
       }
     }
-    if (more) {
-#pragma unroll
-      for (int i = 0; i < NL; ++i) {
-        const int p = p0 + kStep + i * PPL + sub;
-        vn[i] = p < end ? *reinterpret_cast<const uint4*>(vbase + static_cast<int64_t>(p) * HD)
-                        : make_uint4(0, 0, 0, 0);
-      }
-    }
+    if (more) load_rows(vbase, p0 + kStep, vn, end);
   }
   // Merge the row groups of the warp (lanes dl, dl + LPR, ...).
 #pragma unroll
