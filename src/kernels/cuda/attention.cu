@@ -163,10 +163,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 }
 
 // ---- decode v2 (head_dim 64 / 128 / 256, any group size up to 8) -------------------------
-// A block of 8 warps per (KV head, its share of the query heads, split; below); the grid has
-// kSplits2 splits and each covers a chunk
-// of 64 * ceil(len / (64 * kSplits2)) positions, so short contexts use few blocks (no launch of
-// idle ones) and long ones spread over the GPU. Each warp takes 8 consecutive positions per
+// A block of 8 warps per (KV head, its share of the query heads below, split); the grid has
+// kSplits2 splits and each covers a chunk of 64 * ceil(len / (64 * kSplits2)) positions, so short
+// contexts use few blocks (no launch of idle ones) and long ones spread over the GPU. Each warp takes 8 consecutive positions per
 // step with 16-byte loads (a K/V row is HD / 8 lanes), keeps an online softmax per query head
 // in the exp2 domain, and the warps merge through shared memory. One used split: the block
 // writes the output itself; more: partials + the last block's merge, as in v1.
