@@ -480,18 +480,15 @@ struct CudaEngine::Impl {
     const auto aa = attn_args();
     for (int l = 0; l < n_layers; ++l) {
       Layer& L = layers[l];
-      // bias + RoPE + KV append fused in the epilogue, then the attention (in the same kernel
-      // where the GEMV can: GemvArgs::attn_out)
+      // bias + RoPE + KV append fused in the epilogue
       cuda::GemvArgs a = normed_input(L.attn_norm, cuda::GemvOutput::rope_kv, nullptr);
       a.rope = rope_args(L);
       a.pos = d_pos;
       a.q_out = q;
       a.k_cache = L.k_cache;
       a.v_cache = L.v_cache;
-      a.attn_out = attn;
-      a.attn_workspace = attn_ws;
-      a.attn_scale = aa.scale;
       cuda::gemv(L.qkv, a, stream);
+      cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, attn_ws, attn, stream);
       cuda::gemv(L.o, add_to_residual(attn), stream);
       // gate/up rows interleaved: h = silu(g) * u
       cuda::gemv(L.gate_up, normed_input(L.mlp_norm, cuda::GemvOutput::swiglu, h), stream);

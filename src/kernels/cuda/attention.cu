@@ -497,13 +497,15 @@ void launch_decode_g(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, 
     fail("attention_decode: head_dim > 256 not supported");
 }
 
-// Splits the workspace is laid out for (decode_workspace_splits, common.cuh): v1's count (one
-// per 32 positions of the capacity) or v2's fixed count, whichever is larger (counters follow
-// the partials).
-static_assert(kDecodeChunk == 32 && kSplits2 <= 32, "decode_workspace_splits assumes these");
+// The workspace: partials [n_heads][splits][head_dim + 2] floats for the splits it is laid out
+// for (v1's count, one per 32 positions of the capacity, or v2's fixed count, whichever is
+// larger), then the merge counters, one per block of a split: n_heads of them at most (v2 splits
+// a KV head's query heads over AttentionTuning::head_blocks blocks).
 AttentionTuning g_attention_tuning;
 
-int workspace_splits(const AttentionArgs& a) { return decode_workspace_splits(a.max_seq); }
+int workspace_splits(const AttentionArgs& a) {
+  return std::max((a.max_seq + kDecodeChunk - 1) / kDecodeChunk, kSplits2);
+}
 }  // namespace
 
 void set_attention_tuning(const AttentionTuning& t) { g_attention_tuning = t; }

@@ -118,13 +118,6 @@ int opt_in_shared_memory(Kernel kernel, int smem_bytes) {
   return sms;
 }
 
-// The decode attention's workspace (attention.cu): partials [n_heads][splits][head_dim + 2]
-// floats, then the merge counters, one per block of a split (a KV head's share of its query
-// heads, AttentionTuning::head_blocks): n_heads of them at most. splits: one per 32 positions of
-// the capacity, at least 32 (every split count either decode kernel uses fits).
-inline int decode_workspace_splits(int max_seq) {
-  return (max_seq + 31) / 32 > 32 ? (max_seq + 31) / 32 : 32;
-}
 inline unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }

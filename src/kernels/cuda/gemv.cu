@@ -76,8 +76,6 @@ void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.m < 1 || a.m > 8) fail("gemv: batch must be 1..8");
   if (w.act_quant != ActQuant::none && w.format != WeightFormat::fp8)
     fail("gemv: activation quantization needs fp8 weights");
-  if (a.attn_out && (a.output != GemvOutput::rope_kv || a.m != 1 || !a.attn_workspace))
-    fail("gemv: attn_out (the decode attention) needs the rope_kv output, batch 1 and a workspace");
   switch (w.format) {
     case WeightFormat::bf16:
       return gemv_format<WeightFormat::bf16>(w, a, s);

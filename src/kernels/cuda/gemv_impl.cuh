@@ -799,28 +799,10 @@ void launch_w(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 }
 
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
-void launch_gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
-
-// The GEMV, and for rope_kv with GemvArgs::attn_out the decode attention after it.
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   // v8: weights through shared memory by the TMA (fp8: weight-only only).
   if (const TmaPlan p = tma_plan<F>(w, M); p.chunk != 0)
-    launch_tma<F, M, IN, OUT>(w, a, p, s);
-  else
-    launch_gemv<F, M, IN, OUT>(w, a, s);
-  if (OUT == GemvOutput::rope_kv && a.attn_out) {
-    const RopeArgs& ro = a.rope;
-    attention_decode(
-        a.q_out, a.k_cache, a.v_cache, a.pos,
-        AttentionArgs{ro.n_heads, ro.n_kv_heads, ro.head_dim, ro.max_seq, a.attn_scale},
-        a.attn_workspace, a.attn_out, s);
-  }
-}
-
-// The kernels other than the TMA one.
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
-void launch_gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
+    return launch_tma<F, M, IN, OUT>(w, a, p, s);
   if constexpr (F == WeightFormat::int4) {
     // v7 tensor-core kernel (gemv_int4_mma.cuh) where eligible, unless GemvTuning says not.
     if (int4_mma_eligible(w, M)) return launch_int4_mma<M, IN, OUT>(w, a, s);

@@ -92,13 +92,6 @@ struct GemvArgs {
   uint16_t* q_out = nullptr;    // [M, H, hd]
   uint16_t* k_cache = nullptr;  // [KV, max_seq, hd]
   uint16_t* v_cache = nullptr;
-  // rope_kv at batch 1 only: with attn_out set, the call also runs the token's decode attention
-  // (attention_decode over q_out and the caches, AttentionArgs from `rope` and attn_scale, its
-  // workspace attn_workspace) into attn_out [H, hd], launched after the GEMV. (Session 14 ran it
-  // inside the TMA kernel instead; slower in every version, removed: docs/CUDA.md lab note 57.)
-  uint16_t* attn_out = nullptr;
-  void* attn_workspace = nullptr;
-  float attn_scale = 0.f;
 };
 // With w.act_quant != none (fp8 weights only) the staged x is replaced by its e4m3 values (scale
 // from a pre-pass over all of K, so any K works) and the activation scale is applied with the
