@@ -13,8 +13,8 @@
 // decode steps at position POS from the kernels' own %globaltimer stamps — per kernel class, the
 // time it adds to the step, how long after the previous kernel it passes its grid-dependency
 // wait, its prologue, its streaming phase and its tail (first to last block end).
-// --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone; the
-// decode attention under each --ab variant's attention tuning; --formats none leaves out the
+// --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone, the
+// GEMVs and the decode attention under each --ab variant's tuning; --formats none leaves out the
 // GEMVs); --models none skips the whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N (bf16 x, every format), holdbf16dec=N
@@ -25,10 +25,10 @@
 // tma-f16-early (tma_fp16_early_dependents), late (early_dependents off), late-out=MASK
 // (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes, every format), ringdec=KB
 // (GemvTuning::tma_ring_bytes_decode), xreg / no-xreg
-// (GemvTuning::tma_x_registers);
-// attn-late: the attention's loads after its wait, attn-blocks=N: AttentionTuning::head_blocks):
-// tg tok/s of each on one engine per model and format, the variants alternated in each of --reps
-// rounds (the lab's A/B in one call, no rebuild).
+// (GemvTuning::tma_x_registers), tiles=N (GemvTuning::tma_tile_group and tma_tile_group_int4: tiles
+// per tile-end barrier), tiles4=N (int4's alone); attn-late: the attention's loads after its wait,
+// attn-blocks=N: AttentionTuning::head_blocks): tg tok/s of each on one engine per model and
+// format, the variants alternated in each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
@@ -137,6 +137,10 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_x_registers = true;
     else if (mod == "no-xreg")
       t.tma_x_registers = false;
+    else if (mod.rfind("tiles=", 0) == 0)  // GemvTuning::tma_tile_group and _int4
+      t.tma_tile_group = t.tma_tile_group_int4 = variant_int(mod, 6);
+    else if (mod.rfind("tiles4=", 0) == 0)  // GemvTuning::tma_tile_group_int4
+      t.tma_tile_group_int4 = variant_int(mod, 7);
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
       t.tma_late_outputs = variant_int(mod, 9);
     else if (mod.rfind("ring=", 0) == 0)  // GemvTuning::tma_ring_bytes, in KB
@@ -147,10 +151,11 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
           "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
-          "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int4, int4-shape-rule, no-int4-shape-rule, no-tma-int8, no-tma-fp8, "
+          "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int4, int4-shape-rule, "
+          "no-int4-shape-rule, no-tma-int8, no-tma-fp8, "
           "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
-          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg; "
-          "join with '+')");
+          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg, "
+          "tiles=N, tiles4=N; join with '+')");
   }
   return r;
 }
@@ -204,7 +209,7 @@ void ab_table(const std::vector<std::string>& models, const std::vector<std::str
 }
 // Kernel lab: each decode-step kernel of the llama3-8b shape alone, back to back, CUDA events.
 void kernel_table(const std::vector<std::string>& formats, double copy_bw, int reps, bool m1_only,
-                  const std::vector<std::string>& attn_variants) {
+                  const std::vector<std::string>& variants) {
   using namespace ao::cuda;
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreate(&s));
@@ -239,6 +244,7 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
   AO_CUDA_CHECK(cudaMalloc(&normw, 16384 * 2));
   fill_random_bf16(static_cast<uint16_t*>(x), 8 * 28672 * 2, 1.f, 3, s);
   fill_bf16(static_cast<uint16_t*>(normw), 16384, 1.f, s);
+  const GemvTuning gemv_base = gemv_tuning();
   std::printf(
       "\n| kernel (llama3-8b shape) | format | M | bytes MB | us | GB/s | of copy BW "
       "|\n|---|---|---|---|---|---|---|\n");
@@ -269,18 +275,24 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
                       static_cast<float*>(y), s);
       for (int m : {1, 4}) {
         if (m != 1 && m1_only) continue;
-        GemvArgs a;
-        a.m = m;
-        a.input = sh.in;
-        a.x = x;
-        a.rms_weight = static_cast<uint16_t*>(normw);
-        a.output = sh.out;
-        a.y = y;
-        const double us = time_us([&] { gemv(w, a, s); }, reps);
-        const double gbs = w.bytes() / us / 1e3;
-        std::printf("| gemv %s %lldx%lld | %s | %d | %.1f | %.1f | %.0f | %.0f%% |\n", sh.name,
-                    (long long)sh.n, (long long)sh.k, fname.c_str(), m, w.bytes() / 1e6, us, gbs,
-                    100 * gbs / copy_bw);
+        for (const auto& v : variants) {
+          // Each --ab variant's GEMV tuning (the default alone without --ab).
+          set_gemv_tuning(apply_variant(Variant{gemv_base, attention_tuning()}, v).gemv);
+          GemvArgs a;
+          a.m = m;
+          a.input = sh.in;
+          a.x = x;
+          a.rms_weight = static_cast<uint16_t*>(normw);
+          a.output = sh.out;
+          a.y = y;
+          const double us = time_us([&] { gemv(w, a, s); }, reps);
+          const double gbs = w.bytes() / us / 1e3;
+          std::printf("| gemv %s %lldx%lld | %s%s | %d | %.1f | %.1f | %.0f | %.0f%% |\n", sh.name,
+                      (long long)sh.n, (long long)sh.k, fname.c_str(),
+                      variants.size() > 1 ? (" (" + v + ")").c_str() : "", m, w.bytes() / 1e6, us,
+                      gbs, 100 * gbs / copy_bw);
+        }
+        set_gemv_tuning(gemv_base);
       }
       AO_CUDA_CHECK(cudaFree(w.data));
       AO_CUDA_CHECK(cudaFree(w.scale));
@@ -301,7 +313,7 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
   fill_random_bf16(static_cast<uint16_t*>(q), 32 * 128, 1.f, 3, s);
   // Each --ab variant's attention tuning (the default alone without --ab).
   const AttentionTuning attn_base = attention_tuning();
-  for (const auto& v : attn_variants) {
+  for (const auto& v : variants) {
     set_attention_tuning(apply_variant(Variant{gemv_tuning(), attn_base}, v).attention);
     for (int p : {64, 128, 1024, 4095}) {
       AO_CUDA_CHECK(cudaMemcpy(pos, &p, 4, cudaMemcpyHostToDevice));

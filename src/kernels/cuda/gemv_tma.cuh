@@ -46,10 +46,12 @@ constexpr int tma_warps() {
 }
 constexpr size_t kTmaRingTarget = 176 * 1024;  // bytes of weights in flight per block (bf16)
 // Segments per consumer warp and tile whose x operands a warp may hold in registers (flag 128):
-// ~9 registers each for int8/fp8, ~18 for int4 (K = 4096: 4 and 2 segments).
+// ~9 registers each for int8/fp8 (K = 4096: 4 segments). int4 none: its ~18 per segment spilled
+// to local memory, and its x from shared memory measured faster once 4-8 tiles share a tile-end
+// barrier (docs/CUDA.md lab note 61).
 template <WeightFormat F>
 constexpr int tma_x_register_segments() {
-  return F == WeightFormat::int4 ? 2 : 4;
+  return F == WeightFormat::int4 ? 0 : 4;
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -132,6 +134,11 @@ struct TmaFmt<WeightFormat::int4> {
   static constexpr int kCsumF = 2;  // {the fp16 decode's offset C', Sx'}
 };
 // Bytes of the x-sum entries of M rows of Kp.
+// Bytes of the tile-end partial sums: [2 (parity)][W][P tiles][16 rows][M columns] floats.
+template <WeightFormat F>
+__host__ __device__ constexpr size_t tma_red_bytes(int M, int P) {
+  return static_cast<size_t>(2) * tma_warps<F>() * P * 16 * M * 4;
+}
 template <WeightFormat F>
 __host__ __device__ constexpr size_t tma_csum_bytes(int M, int64_t Kp) {
   return TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * TmaFmt<F>::kCsumF * 4
@@ -235,7 +242,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
   float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);  // [M][Kp / kCsum][kCsumF]
   float2* csum2 = reinterpret_cast<float2*>(csum);          // int4: {C', Sx'}
-  float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;         // [2][W][16][8]
+  float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;         // [2][W][P][16][M]
   __shared__ float rss[M * W];
   __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
   __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
@@ -575,15 +582,15 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   };
   // x held in registers (GemvTuning::tma_x_registers, flag 128; lab note 53): where each
   // consumer warp takes the same segments of every tile (spc a multiple of W) and there are at
-  // most kXr of them (K <= 4096: 4 for int8/fp8, 2 for int4), the warp loads their x operands once
-  // after the prologue instead of once per tile: the main loop then reads only the weights (and
-  // int4's scales) from shared memory. Batch 1 only (the fragments cost ~36 registers).
-  constexpr int kXr = (kF16 && M == 1) ? tma_x_register_segments<F>() : 1;
+  // most kXr of them (K <= 4096: 4 for int8/fp8; int4 never), the warp loads their x operands
+  // once after the prologue instead of once per tile: the main loop then reads only the weights
+  // from shared memory. Batch 1 only (the fragments cost ~36 registers).
+  constexpr bool kXreg = kF16 && M == 1 && tma_x_register_segments<F>() > 0;
+  constexpr int kXr = kXreg ? tma_x_register_segments<F>() : 1;
   const int spw = spc / W;  // segments per warp and stage when spc % W == 0
   const int nper = chunks * spw;
   // Set by launch_tma where it applies; the shape checks keep a wrong flag from misreading x.
-  const bool xreg =
-      (kF16 && M == 1) && (flags & 128) && spc % W == 0 && (spw == 1 || spw == 2) && nper <= kXr;
+  const bool xreg = kXreg && (flags & 128) && spc % W == 0 && (spw == 1 || spw == 2) && nper <= kXr;
   XFrag xr[kXr];
   if (xreg) {
 #pragma unroll
@@ -602,12 +609,20 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     if (lane == 0) mbar_arrive(&empty[s]);
     if (++s == nstages) s = 0, phase ^= 1;
   };
-  for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-    float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};  // acc2: int8
+  // Tiles per tile-end barrier P (GemvTuning::tma_tile_group, flags 512 and 1024 = log2 P): a
+  // block's tiles tile, tile + gridDim.x, ..., tile + (P - 1) gridDim.x share one barrier and one
+  // epilogue (16 P threads, one row each).
+  const int P = 1 << (flags >> 9 & 3);
+  // The math of one tile (its stages, in the producer's order) into acc (rows g, g + 8).
+  auto run_tile = [&](float(&acc)[4]) {
+    float acc2[4] = {0.f, 0.f, 0.f, 0.f};  // int8's second chain
     // A segment's weights in stage st: lane (g, t)'s 16 bytes of rows g and g + 8.
+    // (Lab flag 256: rows g and g + 8 read 64 bytes apart instead of a row apart, wrong results:
+    // the timing without the 2-way bank conflicts of rows a whole number of 128 bytes apart.)
+    const int rstride = flags & 256 ? 64 : chunk;
     auto weights = [&](const uint8_t* st, int sg, uint4& q0, uint4& q1) {
-      q0 = *reinterpret_cast<const uint4*>(st + g * chunk + sg * 64 + t * 16);
-      q1 = *reinterpret_cast<const uint4*>(st + (g + 8) * chunk + sg * 64 + t * 16);
+      q0 = *reinterpret_cast<const uint4*>(st + g * rstride + sg * 64 + t * 16);
+      q1 = *reinterpret_cast<const uint4*>(st + (g + 8) * rstride + sg * 64 + t * 16);
     };
     // The math of segment sg of stage st (weights q0, q1) against the x operands xv.
     auto segment = [&](const uint8_t* st, int sg, const XFrag& xv, const uint4& q0,
@@ -714,19 +729,27 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         release_stage();
       }
     }
-    // Tile done: the W warps' partials meet in shared memory, 16 threads run the epilogue.
     if constexpr (kByte)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[i] += acc2[i];
-    float* rb = red + parity * W * 128;
-    rb[(warp * 16 + g) * 8 + 2 * t] = acc[0];
-    rb[(warp * 16 + g) * 8 + 2 * t + 1] = acc[1];
-    rb[(warp * 16 + g + 8) * 8 + 2 * t] = acc[2];
-    rb[(warp * 16 + g + 8) * 8 + 2 * t + 1] = acc[3];
+  };
+  const int G = static_cast<int>(gridDim.x);
+  for (int tile = blockIdx.x; tile < ntiles; tile += P * G) {
+    // The W warps' partials of the P tiles meet in shared memory ([W][P][16 rows][M columns]:
+    // lane (g, t) holds columns 2t and 2t + 1 of rows g and g + 8); 16 P threads run the
+    // epilogue, one row each.
+    float* rb = red + parity * W * P * 16 * M;
+    for (int p = 0; p < P && tile + p * G < ntiles; ++p) {
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      run_tile(acc);
+      const int r = (warp * P + p) * 16 + g;
+      if (2 * t < M) rb[r * M + 2 * t] = acc[0], rb[(r + 8) * M + 2 * t] = acc[2];
+      if (2 * t + 1 < M) rb[r * M + 2 * t + 1] = acc[1], rb[(r + 8) * M + 2 * t + 1] = acc[3];
+    }
     consumer_sync<W>();
-    if (tid < 16) {
-      const int rl = tid, row = tile * 16 + rl;
-      if (row < N && (!kPair || (rl & 1) == 0)) {
+    if (tid < 16 * P) {
+      const int p = tid >> 4, rl = tid & 15, row = (tile + p * G) * 16 + rl;
+      if (tile + p * G < ntiles && row < N && (!kPair || (rl & 1) == 0)) {
         const float* rscale = static_cast<const float*>(w.scale);
         const float r0 = kByte ? rscale[row] : 1.f;
         const float r1 = kByte && kPair ? rscale[row + 1] : 1.f;
@@ -736,8 +759,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           float x0 = 0.f, x1 = 0.f;
 #pragma unroll
           for (int ww = 0; ww < W; ++ww) {
-            x0 += rb[(ww * 16 + rl) * 8 + m];
-            if (kPair) x1 += rb[(ww * 16 + rl + 1) * 8 + m];
+            x0 += rb[((ww * P + p) * 16 + rl) * M + m];
+            if (kPair) x1 += rb[((ww * P + p) * 16 + rl + 1) * M + m];
           }
           const float xi = kF16 ? xinv[m] : 1.f;
           s0v[m] = x0 * r0 * xi, s1v[m] = x1 * r1 * xi;
@@ -745,7 +768,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
       }
     }
-    if (!early_dependents && tile + static_cast<int>(gridDim.x) >= ntiles) grid_dependents_launch();
+    if (!early_dependents && tile + P * G >= ntiles) grid_dependents_launch();
     parity ^= 1;
   }
   if (tracing()) {
@@ -758,6 +781,18 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
 // Bytes of shared memory per row chunk and stage count for weight w at batch M; chunk = 0 when
 // the TMA kernel does not take it (GemvTuning::tma off, a format or group it does not handle,
 // K not a multiple of its segments, or x too large for shared memory next to the ring).
+// Tiles per tile-end barrier for format F at batch M: GemvTuning::tma_tile_group (int4:
+// tma_tile_group_int4; 1, 2, 4 or 8),
+// halved until the partial sums' buffers ([2][W][P][16][M] floats) fit in 16 KB.
+template <WeightFormat F>
+int tma_tiles_per_barrier(int M) {
+  const int want =
+      F == WeightFormat::int4 ? gemv_tuning().tma_tile_group_int4 : gemv_tuning().tma_tile_group;
+  int p = want >= 8 ? 8 : want >= 4 ? 4 : want >= 2 ? 2 : 1;
+  while (p > 1 && tma_red_bytes<F>(M, p) > 16 * 1024) p /= 2;
+  return p;
+}
+
 struct TmaPlan {
   int chunk = 0, stages = 0;
   size_t smem = 0;
@@ -791,8 +826,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     const int64_t Kp = w.k_padded;
     if (Kp % 256 != 0 || Kp % KS != 0) return p;
     const int64_t row_bytes = Kp / KS * 64;
-    const size_t x =
-        static_cast<size_t>(M) * Kp * 2 + tma_csum_bytes<F>(M, Kp) + 2 * tma_warps<F>() * 128 * 4;
+    const size_t x = static_cast<size_t>(M) * Kp * 2 + tma_csum_bytes<F>(M, Kp) +
+                     tma_red_bytes<F>(M, tma_tiles_per_barrier<F>(M));
     if (x > 64 * 1024) return p;
     static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
       int dev = 0, v = 0, major = 0;
@@ -872,8 +907,11 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // the timing without the scale loads' bank conflicts), 32 = the weight stream evict-first in L2
 // (GemvTuning::tma_evict_first), 64 = the producer marks each stage full without copying it (lab
 // AO_TMA_FAKESTREAM=1: wrong results, the consumers' rate without the weight stream), 128 = x
-// held in registers where the warp's segments allow (GemvTuning::tma_x_registers). (256 and
-// 1024-4096 were the decode attention inside the qkv GEMV, removed: docs/CUDA.md lab note 57.)
+// held in registers where the warp's segments allow (GemvTuning::tma_x_registers), 256 = rows g
+// and g + 8 read 64 bytes apart (lab AO_TMA_WCF=1: wrong results, the timing without the weight
+// loads' bank conflicts), 512 and 1024 = log2 of the tiles per tile-end barrier
+// (GemvTuning::tma_tile_group).
+// (1024-4096 were the decode attention inside the qkv GEMV, removed: docs/CUDA.md lab note 57.)
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
   if (gemv_tuning().tma_evict_first) f |= 32;
@@ -888,6 +926,10 @@ inline int tma_flags() {
   if (bcast && bcast[0] == '1') f |= 16;
   static const char* fake = std::getenv("AO_TMA_FAKESTREAM");  // wrong results: no weights read
   if (fake && fake[0] == '1') f |= 64;
+  static const char* wcf = std::getenv("AO_TMA_WCF");  // wrong results: no weight conflicts
+  if (wcf && wcf[0] == '1') f |= 256;
+  static const char* xreg = std::getenv("AO_TMA_XREG");
+  if (xreg && xreg[0] == '0') f &= ~128;
   static const char* direct = std::getenv("AO_TMA_DIRECT");
   if (direct) f = (f & ~4) | (direct[0] == '1' ? 4 : 0);
 #endif
@@ -922,15 +964,21 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   const int grid = std::min(ntiles, sms);
   constexpr int W = tma_warps<F>();
   // x in registers (flag 128) where each consumer warp takes the same 1 or 2 segments of each
-  // stage and at most 4 of every tile, at batch 1, for the formats that decode (the kernel's kXr: 4
-  // segments for int8/fp8, 2 for int4).
+  // stage and at most 4 of every tile, at batch 1, for int8 and fp8 (the kernel's kXr).
   int flags = tma_flags();
   const int spc = p.chunk / 64;
   const int64_t chunks = w.k_padded / TmaFmt<F>::kSeg * 64 / p.chunk;
   const bool xreg = (flags & 128) && !(flags & 1) && F != WeightFormat::bf16 && M == 1 &&
-                    spc % W == 0 && (spc / W == 1 || spc / W == 2) &&
+                    tma_x_register_segments<F>() > 0 && spc % W == 0 &&
+                    (spc / W == 1 || spc / W == 2) &&
                     chunks * (spc / W) <= tma_x_register_segments<F>();
   if (!xreg) flags &= ~128;
+  const int tiles_per_barrier = tma_tiles_per_barrier<F>(M);
+  flags |= (tiles_per_barrier == 8   ? 3
+            : tiles_per_barrier == 4 ? 2
+            : tiles_per_barrier == 2 ? 1
+                                     : 0)
+           << 9;
   record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg});
   // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents),
   // and so do the GEMVs of the outputs in GemvTuning::tma_late_outputs (the qkv GEMV).
