@@ -139,6 +139,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_x_registers = false;
     else if (mod.rfind("tiles=", 0) == 0)  // GemvTuning::tma_tile_group and _int4
       t.tma_tile_group = t.tma_tile_group_int4 = variant_int(mod, 6);
+    else if (mod.rfind("pad=", 0) == 0)  // GemvTuning::tma_pad_rows (a WeightFormat mask)
+      t.tma_pad_rows = variant_int(mod, 4);
     else if (mod.rfind("tiles4=", 0) == 0)  // GemvTuning::tma_tile_group_int4
       t.tma_tile_group_int4 = variant_int(mod, 7);
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
@@ -155,7 +157,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "no-int4-shape-rule, no-tma-int8, no-tma-fp8, "
           "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg, "
-          "tiles=N, tiles4=N; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK; join with '+')");
   }
   return r;
 }

@@ -378,16 +378,21 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
 // sums are the same in the same order, so the output must equal one tile per barrier's bit for
 // bit: blocks whose tile count is not a multiple of the group (288 tiles on the grid of the
 // card's SMs), one tile per block (19 tiles of K = 14336 in chunks), batches 1-3 (from 2, a group
-// of 8 is cut to what fits), and f32 and RMSNorm + SwiGLU outputs.
+// of 8 is cut to what fits), and f32 and RMSNorm + SwiGLU outputs. Padded stage rows
+// (GemvTuning::tma_pad_rows) must likewise change nothing.
 TEST_P(CudaGemv, TmaTileGroupsMatchOneTilePerBarrier) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
   if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
-  GemvTuning tunings[4];
-  for (int i = 0; i < 4; ++i) {
+  // Tile groups of 1, 2, 4, 8 without padded stage rows; then 1 and 8 with them
+  // (GemvTuning::tma_pad_rows: one copy per row, the same sums).
+  constexpr int kVariants = 6;
+  GemvTuning tunings[kVariants];
+  for (int i = 0; i < kVariants; ++i) {
     tunings[i] = tuning_for(GemvPath::tma);
-    tunings[i].tma_tile_group = tunings[i].tma_tile_group_int4 = 1 << i;
+    tunings[i].tma_tile_group = tunings[i].tma_tile_group_int4 = i < 4 ? 1 << i : i == 4 ? 1 : 8;
+    tunings[i].tma_pad_rows = i < 4 ? 0 : 0xf;
   }
   struct Shape {
     int64_t n, k;
@@ -405,9 +410,9 @@ TEST_P(CudaGemv, TmaTileGroupsMatchOneTilePerBarrier) {
       Guarded<uint16_t> dx(xb);
       const auto resid = randn(m * K, 220 + m, 3.f);
       Guarded<float> dres(resid);
-      std::vector<float> y[4];
-      std::vector<uint16_t> h[4];
-      for (int i = 0; i < 4; ++i) {
+      std::vector<float> y[kVariants];
+      std::vector<uint16_t> h[kVariants];
+      for (int i = 0; i < kVariants; ++i) {
         set_gemv_tuning(tunings[i]);
         Guarded<float> dy(m * N);
         gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
@@ -420,9 +425,9 @@ TEST_P(CudaGemv, TmaTileGroupsMatchOneTilePerBarrier) {
         h[i] = dh.download();
         EXPECT_TRUE(dh.guards_intact()) << what << " swiglu";
       }
-      for (int i = 1; i < 4; ++i) {
-        EXPECT_EQ(y[0], y[i]) << what << " tiles per barrier " << (1 << i);
-        EXPECT_EQ(h[0], h[i]) << what << " swiglu, tiles per barrier " << (1 << i);
+      for (int i = 1; i < kVariants; ++i) {
+        EXPECT_EQ(y[0], y[i]) << what << " variant " << i;
+        EXPECT_EQ(h[0], h[i]) << what << " swiglu, variant " << i;
       }
       EXPECT_LT(nmse(y[1], reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6) << what;
     }

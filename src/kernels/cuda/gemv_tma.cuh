@@ -234,7 +234,12 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const int groups = Kp / gs;
   const int bpg_shift = gs == 256 ? 1 : 0;        // int4: log2 of segments per scale group
   const int sc = kInt4 ? chunk * 2 / gs * 8 : 0;  // scale bytes per row and chunk
-  const int stage_bytes = 16 * (chunk + sc);
+  // A stage's weight rows lie rs bytes apart: chunk, or with flag 2048 (GemvTuning::tma_pad_rows)
+  // chunk + 64, one copy per row: rows a multiple of 128 bytes apart put the two rows of a
+  // quarter-warp's 16-byte loads in the same banks (2-way conflicts). int4's scales follow.
+  const bool pad_w = flags & 2048;
+  const int rs = chunk + (pad_w ? 64 : 0);
+  const int stage_bytes = 16 * (rs + sc);
   uint64_t* full = reinterpret_cast<uint64_t*>(tma_smem);
   uint64_t* empty = full + nstages;
   uint64_t* x_issued = empty + nstages;  // every consumer warp has issued its x loads
@@ -293,7 +298,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           // Lab flag 64: the stage marked full without a copy (wrong results: the consumers'
           // own rate, with no weight stream).
           if (lane == 0) mbar_arrive(&full[s]);
-        } else if (chunks == 1) {
+        } else if (chunks == 1 && !pad_w) {
           // Whole rows: the tile's weights and its scales are each one contiguous copy.
           if (lane == 0) {
             mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
@@ -303,15 +308,19 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
                    &full[s]);
           }
         } else {
-          // `chunk` bytes of each row (lanes 0-15) and, for int4, of its scales (lanes 16-31).
+          // `chunk` bytes of each row (lanes 0-15) and, for int4, of its scales (lanes 16-31;
+          // whole rows: one copy of the tile's scales).
           if (lane == 0) mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
           __syncwarp();
-          if ((lane & 15) < valid) {
+          if (kInt4 && lane == 16 && chunks == 1)
+            copy(st + 16 * rs, sbase + static_cast<int64_t>(tile) * 16 * srow, valid * sc,
+                 &full[s]);
+          else if ((lane & 15) < valid) {
             if (lane < 16)
-              copy(st + lane * chunk, wbase + row * row_bytes + static_cast<int64_t>(c) * chunk,
-                   chunk, &full[s]);
-            else if (kInt4)
-              copy(st + 16 * chunk + (lane - 16) * sc, sbase + row * srow + c * sc, sc, &full[s]);
+              copy(st + lane * rs, wbase + row * row_bytes + static_cast<int64_t>(c) * chunk, chunk,
+                   &full[s]);
+            else if (kInt4 && chunks > 1)
+              copy(st + 16 * rs + (lane - 16) * sc, sbase + row * srow + c * sc, sc, &full[s]);
           }
         }
         if (++s == nstages) s = 0, phase ^= 1, first = false;
@@ -619,7 +628,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     // A segment's weights in stage st: lane (g, t)'s 16 bytes of rows g and g + 8.
     // (Lab flag 256: rows g and g + 8 read 64 bytes apart instead of a row apart, wrong results:
     // the timing without the 2-way bank conflicts of rows a whole number of 128 bytes apart.)
-    const int rstride = flags & 256 ? 64 : chunk;
+    const int rstride = flags & 256 ? 64 : rs;
     auto weights = [&](const uint8_t* st, int sg, uint4& q0, uint4& q1) {
       q0 = *reinterpret_cast<const uint4*>(st + g * rstride + sg * 64 + t * 16);
       q1 = *reinterpret_cast<const uint4*>(st + (g + 8) * rstride + sg * 64 + t * 16);
@@ -681,9 +690,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv.v[wd]);
         }
         const float2 s0 =
-            *reinterpret_cast<const float2*>(st + 16 * chunk + sg0 * sc + (sg >> bpg_shift) * 8);
+            *reinterpret_cast<const float2*>(st + 16 * rs + sg0 * sc + (sg >> bpg_shift) * 8);
         const float2 s1 =
-            *reinterpret_cast<const float2*>(st + 16 * chunk + sg8 * sc + (sg >> bpg_shift) * 8);
+            *reinterpret_cast<const float2*>(st + 16 * rs + sg8 * sc + (sg >> bpg_shift) * 8);
         const float2 cs0 = xv.cs0, cs1 = xv.cs1;
         float D[4];
 #pragma unroll
@@ -793,6 +802,12 @@ int tma_tiles_per_barrier(int M) {
   return p;
 }
 
+// Whether weight w's stage rows are padded (GemvTuning::tma_pad_rows: the kernel's flag 2048).
+template <WeightFormat F>
+bool tma_pad_rows() {
+  return gemv_tuning().tma_pad_rows >> static_cast<int>(F) & 1;
+}
+
 struct TmaPlan {
   int chunk = 0, stages = 0;
   size_t smem = 0;
@@ -870,9 +885,12 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       const bool whole = ch == row_bytes;
       const size_t sc =
           F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8 : 0;
-      const size_t stage = 16 * (ch + sc);
+      const bool pad = tma_pad_rows<F>();
+      const size_t stage = 16 * (ch + (pad ? 64 : 0) + sc);
       const int stages = static_cast<int>(std::min<size_t>(budget / stage, 8));
-      const int copies = (whole ? 1 : 16) * (F == WeightFormat::int4 ? 2 : 1);
+      // Copies per stage: the weights' (one per row unless whole unpadded rows), int4's scales'.
+      const int copies =
+          (whole && !pad ? 1 : 16) + (F == WeightFormat::int4 ? (whole ? 1 : 16) : 0);
       const bool rate_ok = stage / copies >= 1536;
       if (stages < (rate_ok ? 2 : 3)) continue;
       const int key =
@@ -910,7 +928,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // held in registers where the warp's segments allow (GemvTuning::tma_x_registers), 256 = rows g
 // and g + 8 read 64 bytes apart (lab AO_TMA_WCF=1: wrong results, the timing without the weight
 // loads' bank conflicts), 512 and 1024 = log2 of the tiles per tile-end barrier
-// (GemvTuning::tma_tile_group).
+// (GemvTuning::tma_tile_group), 2048 = weight rows padded in the stage (tma_pad_rows).
 // (1024-4096 were the decode attention inside the qkv GEMV, removed: docs/CUDA.md lab note 57.)
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
@@ -973,6 +991,7 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     (spc / W == 1 || spc / W == 2) &&
                     chunks * (spc / W) <= tma_x_register_segments<F>();
   if (!xreg) flags &= ~128;
+  if (tma_pad_rows<F>()) flags |= 2048;
   const int tiles_per_barrier = tma_tiles_per_barrier<F>(M);
   flags |= (tiles_per_barrier == 8   ? 3
             : tiles_per_barrier == 4 ? 2

@@ -205,6 +205,12 @@ struct GemvTuning {
   // (docs/CUDA.md lab note 61).
   int tma_tile_group = 4;
   int tma_tile_group_int4 = 8;  // the same for int4
+  // The TMA kernel's stage rows padded by 64 bytes, one copy per row, for the formats whose bit
+  // (1 << WeightFormat) is set: rows a multiple of 128 bytes apart put a quarter-warp's 16-byte
+  // weight loads in 2-way bank conflicts. Measured (docs/CUDA.md lab note 62, run 152, llama3-8b
+  // tg128, same engine): int4 g128 664.4 vs 632.5 tok/s, g256 670.0 vs 650.2; int8 457.3 vs
+  // 482.1 and fp8-row 460.5 vs 481.7 (slower), llama3-1b int8 1995.0 vs 1895.5. Default: int4.
+  int tma_pad_rows = 1 << static_cast<int>(WeightFormat::int4);
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
