@@ -35,8 +35,9 @@
 //         under the power-of-two row scale, divided by 16 for the second kind; per segment
 //         y' += s (D - C') + (zero - 8 s) Sx', C' = 1024 Sa' + 64 Sb' from the staging.
 // The W consumer warps split each stage's segments (warp w takes w, w + W, ...), wait on the
-// stage's full barrier, and release it (one arrive per warp) when done; a tile's partial sums
-// meet in shared memory (a named barrier over the consumers) and 16 threads run the epilogue.
+// stage's full barrier, and release it (one arrive per warp) when done; the partial sums of P
+// tiles (GemvTuning::tma_tile_group) meet in shared memory at one named barrier over the
+// consumers, and 16 P threads run the epilogues (docs/CUDA.md lab note 61).
 
 // Consumer warps (+ 1 producer warp): 8 for bf16 (2 mmas per 64-byte segment), 16 for the
 // formats that decode (8 mmas and the nibble LOP3s per segment).
