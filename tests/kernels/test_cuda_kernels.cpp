@@ -331,6 +331,26 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
   }
 }
 
+// The TMA ring tests' shapes: 4600 x 4096 (288 tiles: 2-3 per block on the card's SMs) at
+// batches 1..max_m, 300 x 14336 (19 tiles of K in 7 chunks) at batch 1, 2200 x 1024 (138 tiles) at
+// batches 1-2. Calls fn(weight, RMSNorm weight, its device copy, N, K, m, label) for each.
+template <class Fn>
+void for_each_ring_shape(const QuantCase& c, int seed, int max_m, Fn&& fn) {
+  struct Shape {
+    int64_t n, k;
+    int max_m;
+  };
+  for (const Shape sh : {Shape{4600, 4096, max_m}, Shape{300, 14336, 1}, Shape{2200, 1024, 2}}) {
+    const RandomTestWeight tw(sh.n, sh.k, c, seed);
+    const auto nw = norm_weight_bf16(sh.k, 66 + seed);
+    Guarded<uint16_t> dnw(nw);
+    for (int m = 1; m <= sh.max_m; ++m)
+      fn(tw, nw, dnw.get(), sh.n, sh.k, m,
+         std::string(c.name) + " " + std::to_string(sh.n) + "x" + std::to_string(sh.k) +
+             " m=" + std::to_string(m));
+  }
+}
+
 // The TMA kernel's ring of shared-memory stages running on across tiles: more tiles than SMs
 // (several rounds per block, the ring wrapping many times), chunks of 1024 and 512 bytes, a K of
 // 14336 (the down projection's: 7 chunks per tile); f32 output and RMSNorm + SwiGLU.
@@ -340,38 +360,28 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
   if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
   set_gemv_tuning(tuning_for(GemvPath::tma));
-  struct Shape {
-    int64_t n, k;
-    int max_m;
-  };
-  for (const Shape sh : {Shape{4600, 4096, 2}, Shape{300, 14336, 1}, Shape{2200, 1024, 2}}) {
-    const int64_t N = sh.n, K = sh.k;
-    const RandomTestWeight tw(N, K, c, 6);
-    const auto nw = norm_weight_bf16(K, 72);
-    Guarded<uint16_t> dnw(nw);
-    for (int m = 1; m <= sh.max_m; ++m) {
-      const std::string what = std::string(c.name) + " " + std::to_string(N) + "x" +
-                               std::to_string(K) + " m=" + std::to_string(m);
-      auto xb = to_bf16(randn(m * K, 110 + m));
-      Guarded<uint16_t> dx(xb);
-      Guarded<float> dy(m * N);
-      gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-      expect_path(GemvPath::tma, c, what);
-      EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
-          << what;
-      EXPECT_TRUE(dy.guards_intact()) << what;
-      const auto resid = randn(m * K, 120 + m, 3.f);
-      const auto href = reference_swiglu(
-          reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K), m, N);
-      Guarded<float> dres(resid);
-      Guarded<uint16_t> dh(m * N / 2);
-      gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get()),
-           nullptr);
-      expect_path(GemvPath::tma, c, what + " swiglu");
-      EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
-      EXPECT_TRUE(dh.guards_intact()) << what;
-    }
-  }
+  for_each_ring_shape(
+      c, 6, 2,
+      [&](const RandomTestWeight& tw, const std::vector<uint16_t>& nw, const uint16_t* dnw,
+          int64_t N, int64_t K, int m, const std::string& what) {
+        auto xb = to_bf16(randn(m * K, 110 + m));
+        Guarded<uint16_t> dx(xb);
+        Guarded<float> dy(m * N);
+        gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+        expect_path(GemvPath::tma, c, what);
+        EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
+            << what;
+        EXPECT_TRUE(dy.guards_intact()) << what;
+        const auto resid = randn(m * K, 120 + m, 3.f);
+        const auto href = reference_swiglu(
+            reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K), m, N);
+        Guarded<float> dres(resid);
+        Guarded<uint16_t> dh(m * N / 2);
+        gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw, GemvOutput::swiglu, dh.get()), nullptr);
+        expect_path(GemvPath::tma, c, what + " swiglu");
+        EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
+        EXPECT_TRUE(dh.guards_intact()) << what;
+      });
 }
 
 // GemvTuning::tma_tile_group: 2, 4 or 8 tiles of a block per tile-end barrier and epilogue. The
@@ -394,44 +404,34 @@ TEST_P(CudaGemv, TmaTileGroupsMatchOneTilePerBarrier) {
     tunings[i].tma_tile_group = tunings[i].tma_tile_group_int4 = i < 4 ? 1 << i : i == 4 ? 1 : 8;
     tunings[i].tma_pad_rows = i < 4 ? 0 : 0xf;
   }
-  struct Shape {
-    int64_t n, k;
-    int max_m;
-  };
-  for (const Shape sh : {Shape{4600, 4096, 3}, Shape{300, 14336, 1}, Shape{2200, 1024, 2}}) {
-    const int64_t N = sh.n, K = sh.k;
-    const RandomTestWeight tw(N, K, c, 16);
-    const auto nw = norm_weight_bf16(K, 73);
-    Guarded<uint16_t> dnw(nw);
-    for (int m = 1; m <= sh.max_m; ++m) {
-      const std::string what = std::string(c.name) + " " + std::to_string(N) + "x" +
-                               std::to_string(K) + " m=" + std::to_string(m);
-      auto xb = to_bf16(randn(m * K, 210 + m));
-      Guarded<uint16_t> dx(xb);
-      const auto resid = randn(m * K, 220 + m, 3.f);
-      Guarded<float> dres(resid);
-      std::vector<float> y[kVariants];
-      std::vector<uint16_t> h[kVariants];
-      for (int i = 0; i < kVariants; ++i) {
-        set_gemv_tuning(tunings[i]);
-        Guarded<float> dy(m * N);
-        gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-        expect_path(GemvPath::tma, c, what);
-        y[i] = dy.download();
-        EXPECT_TRUE(dy.guards_intact()) << what;
-        Guarded<uint16_t> dh(m * N / 2);
-        gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get()),
-             nullptr);
-        h[i] = dh.download();
-        EXPECT_TRUE(dh.guards_intact()) << what << " swiglu";
-      }
-      for (int i = 1; i < kVariants; ++i) {
-        EXPECT_EQ(y[0], y[i]) << what << " variant " << i;
-        EXPECT_EQ(h[0], h[i]) << what << " swiglu, variant " << i;
-      }
-      EXPECT_LT(nmse(y[1], reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6) << what;
-    }
-  }
+  for_each_ring_shape(
+      c, 16, 3,
+      [&](const RandomTestWeight& tw, const std::vector<uint16_t>&, const uint16_t* dnw, int64_t N,
+          int64_t K, int m, const std::string& what) {
+        auto xb = to_bf16(randn(m * K, 210 + m));
+        Guarded<uint16_t> dx(xb);
+        const auto resid = randn(m * K, 220 + m, 3.f);
+        Guarded<float> dres(resid);
+        std::vector<float> y[kVariants];
+        std::vector<uint16_t> h[kVariants];
+        for (int i = 0; i < kVariants; ++i) {
+          set_gemv_tuning(tunings[i]);
+          Guarded<float> dy(m * N);
+          gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+          expect_path(GemvPath::tma, c, what);
+          y[i] = dy.download();
+          EXPECT_TRUE(dy.guards_intact()) << what;
+          Guarded<uint16_t> dh(m * N / 2);
+          gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw, GemvOutput::swiglu, dh.get()), nullptr);
+          h[i] = dh.download();
+          EXPECT_TRUE(dh.guards_intact()) << what << " swiglu";
+        }
+        for (int i = 1; i < kVariants; ++i) {
+          EXPECT_EQ(y[0], y[i]) << what << " variant " << i;
+          EXPECT_EQ(h[0], h[i]) << what << " swiglu, variant " << i;
+        }
+        EXPECT_LT(nmse(y[1], reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6) << what;
+      });
 }
 
 // The TMA kernel's fp16 decode (int8, int4) stages x as fp16 under a power-of-two scale per row
