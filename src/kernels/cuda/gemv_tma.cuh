@@ -134,12 +134,12 @@ struct TmaFmt<WeightFormat::int4> {
   static constexpr int kCsum = 128;
   static constexpr int kCsumF = 2;  // {the fp16 decode's offset C', Sx'}
 };
-// Bytes of the x-sum entries of M rows of Kp.
 // Bytes of the tile-end partial sums: [2 (parity)][W][P tiles][16 rows][M columns] floats.
 template <WeightFormat F>
 __host__ __device__ constexpr size_t tma_red_bytes(int M, int P) {
   return static_cast<size_t>(2) * tma_warps<F>() * P * 16 * M * 4;
 }
+// Bytes of the x-sum entries of M rows of Kp.
 template <WeightFormat F>
 __host__ __device__ constexpr size_t tma_csum_bytes(int M, int64_t Kp) {
   return TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * TmaFmt<F>::kCsumF * 4
@@ -788,12 +788,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
 #endif
 }
 
-// Bytes of shared memory per row chunk and stage count for weight w at batch M; chunk = 0 when
-// the TMA kernel does not take it (GemvTuning::tma off, a format or group it does not handle,
-// K not a multiple of its segments, or x too large for shared memory next to the ring).
 // Tiles per tile-end barrier for format F at batch M: GemvTuning::tma_tile_group (int4:
-// tma_tile_group_int4; 1, 2, 4 or 8),
-// halved until the partial sums' buffers ([2][W][P][16][M] floats) fit in 16 KB.
+// tma_tile_group_int4; 1, 2, 4 or 8), halved until the partial sums' buffers ([2][W][P][16][M]
+// floats) fit in 16 KB.
 template <WeightFormat F>
 int tma_tiles_per_barrier(int M) {
   const int want =
@@ -809,6 +806,9 @@ bool tma_pad_rows() {
   return gemv_tuning().tma_pad_rows >> static_cast<int>(F) & 1;
 }
 
+// Bytes of shared memory per row chunk and stage count for weight w at batch M; chunk = 0 when
+// the TMA kernel does not take it (GemvTuning::tma off, a format or group it does not handle,
+// K not a multiple of its segments, or x too large for shared memory next to the ring).
 struct TmaPlan {
   int chunk = 0, stages = 0;
   size_t smem = 0;
@@ -929,8 +929,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
 // held in registers where the warp's segments allow (GemvTuning::tma_x_registers), 256 = rows g
 // and g + 8 read 64 bytes apart (lab AO_TMA_WCF=1: wrong results, the timing without the weight
 // loads' bank conflicts), 512 and 1024 = log2 of the tiles per tile-end barrier
-// (GemvTuning::tma_tile_group), 2048 = weight rows padded in the stage (tma_pad_rows).
-// (1024-4096 were the decode attention inside the qkv GEMV, removed: docs/CUDA.md lab note 57.)
+// (GemvTuning::tma_tile_group), 2048 = weight rows padded in the stage (tma_pad_rows). (Bits
+// 256 and 1024-4096 once held the decode attention inside the qkv GEMV, removed in lab note 57.)
 inline int tma_flags() {
   int f = gemv_tuning().tma_direct_fp16 ? 4 : 0;
   if (gemv_tuning().tma_evict_first) f |= 32;
