@@ -557,6 +557,45 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
 // it, the TMA kernel for K >= 4096 with at least 1.5 tiles of 16 rows per SM, the register-ring
 // kernel otherwise; without it (the default), the TMA kernel for every shape; all against the
 // reference.
+// set_gemv_tuning refuses values the kernels do not take, with an error that names the field,
+// and keeps the tuning in force. Host checks only: this runs without a GPU too.
+TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
+  TuningReset reset;
+  const GemvTuning good = gemv_tuning();
+  auto refused = [&](GemvTuning t, const char* field) {
+    try {
+      set_gemv_tuning(t);
+      ADD_FAILURE() << "accepted a bad " << field;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(gemv_tuning().tma_tile_group, good.tma_tile_group) << field;
+  };
+  for (const int g : {0, 3, 16, -4}) {
+    GemvTuning t = good;
+    t.tma_tile_group = g;
+    refused(t, "tma_tile_group");
+    t = good;
+    t.tma_tile_group_int4 = g;
+    refused(t, "tma_tile_group_int4");
+  }
+  for (const int mask : {-1, 16}) {
+    GemvTuning t = good;
+    t.tma_pad_rows = mask;
+    refused(t, "tma_pad_rows");
+  }
+  GemvTuning t = good;
+  t.k_split = 3;
+  refused(t, "k_split");
+  for (const int g : {1, 2, 4, 8}) {
+    t = good;
+    t.tma_tile_group = t.tma_tile_group_int4 = g;
+    t.tma_pad_rows = 15;
+    EXPECT_NO_THROW(set_gemv_tuning(t)) << g;
+    EXPECT_EQ(gemv_tuning().tma_tile_group, g);
+  }
+}
+
 TEST(CudaGemvTuning, Int8TakesTheTmaKernelWhereMeasuredFaster) {
   AO_SKIP_WITHOUT_GPU();
   TuningReset reset;

@@ -42,6 +42,11 @@ GemvLaunch last_gemv_launch() { return g_last_launch; }
 void set_gemv_tuning(const GemvTuning& t) {
   if (t.k_split != 0 && t.k_split != 1 && t.k_split != 2 && t.k_split != 4)
     fail("set_gemv_tuning: k_split must be 0 (automatic), 1, 2 or 4");
+  for (const int g : {t.tma_tile_group, t.tma_tile_group_int4})
+    if (g != 1 && g != 2 && g != 4 && g != 8)
+      fail("set_gemv_tuning: tma_tile_group and tma_tile_group_int4 must be 1, 2, 4 or 8");
+  if (t.tma_pad_rows < 0 || t.tma_pad_rows > 15)
+    fail("set_gemv_tuning: tma_pad_rows is a mask of the 4 weight formats (0..15)");
   g_tuning = t;
 }
 GemvTuning gemv_tuning() { return g_tuning; }
