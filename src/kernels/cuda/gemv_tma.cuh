@@ -789,13 +789,12 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
 }
 
 // Tiles per tile-end barrier for format F at batch M: GemvTuning::tma_tile_group (int4:
-// tma_tile_group_int4; 1, 2, 4 or 8), halved until the partial sums' buffers ([2][W][P][16][M]
+// tma_tile_group_int4), halved until the partial sums' buffers ([2][W][P][16][M]
 // floats) fit in 16 KB.
 template <WeightFormat F>
 int tma_tiles_per_barrier(int M) {
-  const int want =
-      F == WeightFormat::int4 ? gemv_tuning().tma_tile_group_int4 : gemv_tuning().tma_tile_group;
-  int p = want >= 8 ? 8 : want >= 4 ? 4 : want >= 2 ? 2 : 1;
+  const GemvTuning t = gemv_tuning();  // its groups are 1, 2, 4 or 8 (set_gemv_tuning checks)
+  int p = F == WeightFormat::int4 ? t.tma_tile_group_int4 : t.tma_tile_group;
   while (p > 1 && tma_red_bytes<F>(M, p) > 16 * 1024) p /= 2;
   return p;
 }
@@ -875,6 +874,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     // takes ~75 cycles per bulk copy whatever its size (lab note 23: 512-byte copies stream at
     // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
     // copy; among those, the most stages (up to 4) in the ring, then the larger chunk.
+    const bool pad = tma_pad_rows<F>();
     int best_key = -1;
     int64_t cands[9] = {row_bytes};  // whole rows, then 4096, 3584, ..., 512 bytes
     int ncand = 1;
@@ -886,7 +886,6 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       const bool whole = ch == row_bytes;
       const size_t sc =
           F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8 : 0;
-      const bool pad = tma_pad_rows<F>();
       const size_t stage = 16 * (ch + (pad ? 64 : 0) + sc);
       const int stages = static_cast<int>(std::min<size_t>(budget / stage, 8));
       // Copies per stage: the weights' (one per row unless whole unpadded rows), int4's scales'.

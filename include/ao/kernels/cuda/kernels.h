@@ -199,11 +199,10 @@ struct GemvTuning {
   // fp8-row 437.0 vs 434.5, llama3-1b int8 1571.1 vs 1550.5, fp8-row 1579.0 vs 1567.3). false:
   // from shared memory, as for the other shapes.
   bool tma_x_registers = true;
-  // Tiles of a block per tile-end barrier and epilogue on the TMA kernel (1, 2, 4 or 8, else
-  // set_gemv_tuning refuses it; fewer where their partial sums would pass 16 KB of shared
-  // memory): the block's tiles tile,
-  // tile + grid, ... meet once, and 16 threads per tile run their epilogues at once
-  // (docs/CUDA.md lab note 61).
+  // Tiles of a block per tile-end barrier and epilogue on the TMA kernel: 1, 2, 4 or 8
+  // (set_gemv_tuning refuses other values), fewer where their partial sums would pass 16 KB of
+  // shared memory. The block's tiles tile, tile + grid, ... meet once, and 16 threads per tile
+  // run their epilogues at once (docs/CUDA.md lab note 61).
   int tma_tile_group = 4;
   int tma_tile_group_int4 = 8;  // the same for int4
   // The TMA kernel's stage rows padded by 64 bytes, one copy per row, for the formats whose bit
