@@ -4,7 +4,8 @@
 //                     (formats: bf16, int8wo, int4wo-gN, fp8-row, fp8-tensor, fp8dq-row,
 //                     fp8dq-tensor)
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
-//                     [--kernel-reps 50] [--kernel-m1] [--trace POS] [--ab VARIANTS]
+//                     [--kernel-reps 50] [--kernel-m1] [--kernel-model llama3-8b|llama3-1b]
+//                     [--trace POS] [--ab VARIANTS]
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
 // int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
 // its start, AO_GEMV_TMA=0 the register-ring GEMVs for bf16 too, AO_GEMV_TMA=all the TMA GEMV for
@@ -15,7 +16,8 @@
 // wait, its prologue, its streaming phase and its tail (first to last block end).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone, the
 // GEMVs and the decode attention under each --ab variant's tuning; --formats none leaves out the
-// GEMVs); --models none skips the whole-model runs.
+// GEMVs; --kernel-model llama3-1b takes that model's GEMV shapes); --models none skips the
+// whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N (bf16 x, every format), holdbf16dec=N
 // (bf16 x, the formats that decode: GemvTuning::tma_hold_stages_bf16_input_decode), tma-int4
@@ -141,6 +143,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_tile_group = t.tma_tile_group_int4 = variant_int(mod, 6);
     else if (mod.rfind("pad=", 0) == 0)  // GemvTuning::tma_pad_rows (a WeightFormat mask)
       t.tma_pad_rows = variant_int(mod, 4);
+    else if (mod.rfind("padk=", 0) == 0)  // GemvTuning::tma_pad_rows_byte_max_k
+      t.tma_pad_rows_byte_max_k = variant_int(mod, 5);
     else if (mod.rfind("tiles4=", 0) == 0)  // GemvTuning::tma_tile_group_int4
       t.tma_tile_group_int4 = variant_int(mod, 7);
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
@@ -157,7 +161,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "no-int4-shape-rule, no-tma-int8, no-tma-fp8, "
           "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K; join with '+')");
   }
   return r;
 }
@@ -211,7 +215,7 @@ void ab_table(const std::vector<std::string>& models, const std::vector<std::str
 }
 // Kernel lab: each decode-step kernel of the llama3-8b shape alone, back to back, CUDA events.
 void kernel_table(const std::vector<std::string>& formats, double copy_bw, int reps, bool m1_only,
-                  const std::vector<std::string>& variants) {
+                  const std::vector<std::string>& variants, const std::string& model) {
   using namespace ao::cuda;
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreate(&s));
@@ -234,11 +238,17 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
     GemvInput in;
     GemvOutput out;
   };
-  const Shape shapes[] = {{"qkv", 6144, 4096, GemvInput::rmsnorm, GemvOutput::bf16},
-                          {"o", 4096, 4096, GemvInput::bf16, GemvOutput::add_residual},
-                          {"gate_up+swiglu", 28672, 4096, GemvInput::rmsnorm, GemvOutput::swiglu},
-                          {"down", 4096, 14336, GemvInput::bf16, GemvOutput::add_residual},
-                          {"lm_head", 128256, 4096, GemvInput::rmsnorm, GemvOutput::f32}};
+  // Hidden size d, MLP size f, kv heads of 128 dims: qkv (32 + 2 kv) 128 x d, o, gate_up, down.
+  int64_t d = 4096, f = 14336;
+  if (model == "llama3-1b")
+    d = 2048, f = 8192;
+  else if (model != "llama3-8b")
+    throw std::invalid_argument("--kernel-model: llama3-8b or llama3-1b, not '" + model + "'");
+  const Shape shapes[] = {{"qkv", d + 2 * 1024, d, GemvInput::rmsnorm, GemvOutput::bf16},
+                          {"o", d, d, GemvInput::bf16, GemvOutput::add_residual},
+                          {"gate_up+swiglu", 2 * f, d, GemvInput::rmsnorm, GemvOutput::swiglu},
+                          {"down", d, f, GemvInput::bf16, GemvOutput::add_residual},
+                          {"lm_head", 128256, d, GemvInput::rmsnorm, GemvOutput::f32}};
   void *src, *x, *y, *normw;
   AO_CUDA_CHECK(cudaMalloc(&src, size_t(128256) * 4096 * 2));
   AO_CUDA_CHECK(cudaMalloc(&x, 8 * 28672 * 4));
@@ -248,8 +258,9 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
   fill_bf16(static_cast<uint16_t*>(normw), 16384, 1.f, s);
   const GemvTuning gemv_base = gemv_tuning();
   std::printf(
-      "\n| kernel (llama3-8b shape) | format | M | bytes MB | us | GB/s | of copy BW "
-      "|\n|---|---|---|---|---|---|---|\n");
+      "\n| kernel (%s shape) | format | M | bytes MB | us | GB/s | of copy BW "
+      "|\n|---|---|---|---|---|---|---|\n",
+      model.c_str());
   for (const auto& fname : formats) {
     if (fname == "none") continue;  // --formats none: the attention rows alone
     int g = 128;
@@ -472,6 +483,7 @@ int main(int argc, char** argv) {
   std::string models = "llama3-8b,llama3-1b", formats = "bf16,int8wo,int4wo-g128", json;
   int pp = 512, tg = 128, reps = 3;
   bool kernels = false, kernel_m1 = false;
+  std::string kernel_model = "llama3-8b";
   int trace_pos = -1;
   int kernel_reps = 50;
   std::string ab;
@@ -513,6 +525,8 @@ int main(int argc, char** argv) {
       kernel_reps = next_int();
     else if (a == "--kernel-m1")  // batch 1 only
       kernel_m1 = true;
+    else if (a == "--kernel-model")  // the GEMV shapes of llama3-8b or llama3-1b
+      kernel_model = next();
     else if (a == "--trace")
       trace_pos = next_int();
     else if (a == "--ab")
@@ -547,7 +561,7 @@ int main(int argc, char** argv) {
                 pp, gemm_pp);
     if (kernels)
       kernel_table(split(formats), bw, kernel_reps, kernel_m1,
-                   ab.empty() ? std::vector<std::string>{"base"} : split(ab));
+                   ab.empty() ? std::vector<std::string>{"base"} : split(ab), kernel_model);
     if (trace_pos >= 0) {
       if (!ao::cuda::kernel_trace_available()) {
         std::fprintf(stderr, "--trace needs the kernel lab's build (-DAO_KERNEL_TRACE)\n");

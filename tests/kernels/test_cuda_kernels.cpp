@@ -396,13 +396,14 @@ TEST_P(CudaGemv, TmaTileGroupsMatchOneTilePerBarrier) {
   if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
   // Tile groups of 1, 2, 4, 8 without padded stage rows; then 1 and 8 with them
-  // (GemvTuning::tma_pad_rows: one copy per row, the same sums).
+  // (GemvTuning::tma_pad_rows and tma_pad_rows_byte_max_k: one copy per row, the same sums).
   constexpr int kVariants = 6;
   GemvTuning tunings[kVariants];
   for (int i = 0; i < kVariants; ++i) {
     tunings[i] = tuning_for(GemvPath::tma);
     tunings[i].tma_tile_group = tunings[i].tma_tile_group_int4 = i < 4 ? 1 << i : i == 4 ? 1 : 8;
     tunings[i].tma_pad_rows = i < 4 ? 0 : 0xf;
+    tunings[i].tma_pad_rows_byte_max_k = 0;
   }
   for_each_ring_shape(
       c, 16, 3,
@@ -585,6 +586,9 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
     refused(t, "tma_pad_rows");
   }
   GemvTuning t = good;
+  t.tma_pad_rows_byte_max_k = -1;
+  refused(t, "tma_pad_rows_byte_max_k");
+  t = good;
   t.k_split = 3;
   refused(t, "k_split");
   for (const int g : {1, 2, 4, 8}) {

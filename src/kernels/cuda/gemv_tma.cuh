@@ -39,11 +39,14 @@
 // tiles (GemvTuning::tma_tile_group) meet in shared memory at one named barrier over the
 // consumers, and 16 P threads run the epilogues (docs/CUDA.md lab note 61).
 
-// Consumer warps (+ 1 producer warp): 8 for bf16 (2 mmas per 64-byte segment), 16 for the
-// formats that decode (8 mmas and the nibble LOP3s per segment).
+// Consumer warps (+ 1 producer warp): 8 for bf16 (2 mmas per 64-byte segment), 16 for int8 and
+// fp8 (4 mmas and the byte PRMTs per segment), 12 for int4 (8 mmas and the nibble LOP3s per
+// segment). int4 was measured with 8 to 16 (lab note 63, llama3-8b tg128 on one engine): 12 fastest
+// (679 tok/s against 652 with 16, 663 with 8; 10-15 between 610 and 672, no order by count);
+// int8 and fp8 slower with 12 than 16.
 template <WeightFormat F>
 constexpr int tma_warps() {
-  return F == WeightFormat::bf16 ? 8 : 16;
+  return F == WeightFormat::bf16 ? 8 : F == WeightFormat::int4 ? 12 : 16;
 }
 constexpr size_t kTmaRingTarget = 176 * 1024;  // bytes of weights in flight per block (bf16)
 // Segments per consumer warp and tile whose x operands a warp may hold in registers (flag 128):
@@ -801,8 +804,11 @@ int tma_tiles_per_barrier(int M) {
 
 // Whether weight w's stage rows are padded (GemvTuning::tma_pad_rows: the kernel's flag 2048).
 template <WeightFormat F>
-bool tma_pad_rows() {
-  return gemv_tuning().tma_pad_rows >> static_cast<int>(F) & 1;
+bool tma_pad_rows(const DeviceWeight& w) {
+  const GemvTuning t = gemv_tuning();
+  constexpr bool kByte = F == WeightFormat::int8 || F == WeightFormat::fp8;
+  return (t.tma_pad_rows >> static_cast<int>(F) & 1) ||
+         (kByte && w.k_padded <= t.tma_pad_rows_byte_max_k);
 }
 
 // Bytes of shared memory per row chunk and stage count for weight w at batch M; chunk = 0 when
@@ -874,7 +880,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     // takes ~75 cycles per bulk copy whatever its size (lab note 23: 512-byte copies stream at
     // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
     // copy; among those, the most stages (up to 4) in the ring, then the larger chunk.
-    const bool pad = tma_pad_rows<F>();
+    const bool pad = tma_pad_rows<F>(w);
     int best_key = -1;
     int64_t cands[9] = {row_bytes};  // whole rows, then 4096, 3584, ..., 512 bytes
     int ncand = 1;
@@ -991,7 +997,7 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     (spc / W == 1 || spc / W == 2) &&
                     chunks * (spc / W) <= tma_x_register_segments<F>();
   if (!xreg) flags &= ~128;
-  if (tma_pad_rows<F>()) flags |= 2048;
+  if (tma_pad_rows<F>(w)) flags |= 2048;
   const int tiles_per_barrier = tma_tiles_per_barrier<F>(M);
   flags |= (tiles_per_barrier == 8   ? 3
             : tiles_per_barrier == 4 ? 2
