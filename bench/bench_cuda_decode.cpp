@@ -4,7 +4,7 @@
 //                     (formats: bf16, int8wo, int4wo-gN, fp8-row, fp8-tensor, fp8dq-row,
 //                     fp8dq-tensor)
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
-//                     [--kernel-reps 50] [--kernel-m1] [--kernel-model llama3-8b|llama3-1b]
+//                     [--kernel-reps 50] [--kernel-m1] [--kernel-model llama3-8b]
 //                     [--trace POS] [--ab VARIANTS]
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
 // int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
@@ -16,8 +16,8 @@
 // wait, its prologue, its streaming phase and its tail (first to last block end).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone, the
 // GEMVs and the decode attention under each --ab variant's tuning; --formats none leaves out the
-// GEMVs; --kernel-model llama3-1b takes that model's GEMV shapes); --models none skips the
-// whole-model runs.
+// GEMVs; --kernel-model llama3-1b or llama2-7b takes that model's GEMV shapes); --models none
+// skips the whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N (bf16 x, every format), holdbf16dec=N
 // (bf16 x, the formats that decode: GemvTuning::tma_hold_stages_bf16_input_decode), tma-int4
@@ -213,7 +213,7 @@ void ab_table(const std::vector<std::string>& models, const std::vector<std::str
       ao::cuda::set_attention_tuning(base.attention);
     }
 }
-// Kernel lab: each decode-step kernel of the llama3-8b shape alone, back to back, CUDA events.
+// Kernel lab: each decode-step kernel of `model`'s shapes alone, back to back, CUDA events.
 void kernel_table(const std::vector<std::string>& formats, double copy_bw, int reps, bool m1_only,
                   const std::vector<std::string>& variants, const std::string& model) {
   using namespace ao::cuda;
@@ -238,17 +238,19 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
     GemvInput in;
     GemvOutput out;
   };
-  // Hidden size d, MLP size f, kv heads of 128 dims: qkv (32 + 2 kv) 128 x d, o, gate_up, down.
-  int64_t d = 4096, f = 14336;
-  if (model == "llama3-1b")
-    d = 2048, f = 8192;
-  else if (model != "llama3-8b")
-    throw std::invalid_argument("--kernel-model: llama3-8b or llama3-1b, not '" + model + "'");
-  const Shape shapes[] = {{"qkv", d + 2 * 1024, d, GemvInput::rmsnorm, GemvOutput::bf16},
-                          {"o", d, d, GemvInput::bf16, GemvOutput::add_residual},
-                          {"gate_up+swiglu", 2 * f, d, GemvInput::rmsnorm, GemvOutput::swiglu},
-                          {"down", d, f, GemvInput::bf16, GemvOutput::add_residual},
-                          {"lm_head", 128256, d, GemvInput::rmsnorm, GemvOutput::f32}};
+  // The model's GEMVs (the engine's synthetic config): qkv (q heads + 2 kv heads) x head_dim
+  // by d, o, gate_up (2 f by d), down and the lm_head. The buffers below fit llama3-8b's and the
+  // smaller models' (d <= 4096, f <= 14336, vocab <= 128256).
+  const ao::io::ModelConfig mc = ao::runtime::CudaEngine::synthetic_config(model);
+  const int64_t d = mc.dim, f = mc.hidden_dim, hd = mc.head_dim;
+  if (d > 4096 || f > 14336 || mc.vocab_size > 128256)
+    throw std::invalid_argument("--kernel-model: '" + model + "' is larger than llama3-8b");
+  const Shape shapes[] = {
+      {"qkv", (mc.n_heads + 2 * mc.n_kv_heads) * hd, d, GemvInput::rmsnorm, GemvOutput::bf16},
+      {"o", d, mc.n_heads * hd, GemvInput::bf16, GemvOutput::add_residual},
+      {"gate_up+swiglu", 2 * f, d, GemvInput::rmsnorm, GemvOutput::swiglu},
+      {"down", d, f, GemvInput::bf16, GemvOutput::add_residual},
+      {"lm_head", mc.vocab_size, d, GemvInput::rmsnorm, GemvOutput::f32}};
   void *src, *x, *y, *normw;
   AO_CUDA_CHECK(cudaMalloc(&src, size_t(128256) * 4096 * 2));
   AO_CUDA_CHECK(cudaMalloc(&x, 8 * 28672 * 4));
@@ -525,7 +527,7 @@ int main(int argc, char** argv) {
       kernel_reps = next_int();
     else if (a == "--kernel-m1")  // batch 1 only
       kernel_m1 = true;
-    else if (a == "--kernel-model")  // the GEMV shapes of llama3-8b or llama3-1b
+    else if (a == "--kernel-model")  // the GEMV shapes of llama3-8b, llama3-1b or llama2-7b
       kernel_model = next();
     else if (a == "--trace")
       trace_pos = next_int();

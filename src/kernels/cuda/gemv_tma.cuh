@@ -41,9 +41,9 @@
 
 // Consumer warps (+ 1 producer warp): 8 for bf16 (2 mmas per 64-byte segment), 16 for int8 and
 // fp8 (4 mmas and the byte PRMTs per segment), 12 for int4 (8 mmas and the nibble LOP3s per
-// segment). int4 was measured with 8 to 16 (lab note 63, llama3-8b tg128 on one engine): 12 fastest
-// (679 tok/s against 652 with 16, 663 with 8; 10-15 between 610 and 672, no order by count);
-// int8 and fp8 slower with 12 than 16.
+// segment). int4 was measured with 8 to 16 warps (lab note 63, llama3-8b tg128, one engine):
+// 12 fastest (679 tok/s against 652 with 16 and 663 with 8; 10, 11, 13-15 between 610 and 672,
+// in no order by count). int8 and fp8 were slower with 12 than with 16.
 template <WeightFormat F>
 constexpr int tma_warps() {
   return F == WeightFormat::bf16 ? 8 : F == WeightFormat::int4 ? 12 : 16;

@@ -213,9 +213,9 @@ struct GemvTuning {
   int tma_pad_rows = 1 << static_cast<int>(WeightFormat::int4);
   // Besides the formats of tma_pad_rows: int8 and fp8 stage rows padded where K is at most this
   // (0: never). Lab note 63 (each GEMV alone, H200): padded, llama3-1b's K = 2048 GEMVs ran
-  // faster (int8 gate_up 9.5 against 11.2 us, qkv 4.4 against 5.0, lm_head 58.9 against 61.3),
-  // llama3-8b's K = 4096 ones slower (gate_up 29.7 against 28.1, lm_head 140.6 against 117.7);
-  // llama3-1b tg128 int8 1981 against 1894 tok/s, fp8-row 2004 against 1889.
+  // faster (int8 gate_up 9.5 against 11.2 us, lm_head 58.9 against 61.3; a 4096 x 2048 4.4
+  // against 5.0), llama3-8b's K = 4096 ones slower (gate_up 29.7 against 28.1, lm_head 140.6
+  // against 117.7); llama3-1b tg128 int8 1998 against 1901 tok/s, fp8-row 2005 against 1898.
   int64_t tma_pad_rows_byte_max_k = 2048;
 };
 void set_gemv_tuning(const GemvTuning& t);
