@@ -56,7 +56,7 @@ std::string QTensor::str() const {
     std::string val =
         v.is_object() && v.contains("_type") ? v["_type"].get<std::string>() : v.dump();
     if (v.is_object() && v.contains("_data") && !v["_data"].is_object())
-      val += "(" + v["_data"].dump() + ")";
+      val = fmt::format("{}({})", val, v["_data"].dump());
     s += fmt::format(", {}={}", k, val);
   }
   return s + ")";

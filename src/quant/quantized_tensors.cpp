@@ -111,15 +111,24 @@ void dequantize_plain_int4(const kq::Int4PlainWeight& w, int64_t n0, int64_t n1,
 
 // ---- int8-per-element affine weights ------------------------------------------------------
 
+namespace {
+// The data tensors of an int8 affine tensor in TorchAO's order for its type. (A function, not a
+// ternary of two braced vectors in the constructor's initializer: GCC 12 warned there of a string
+// "maybe used uninitialized" inside the inlined initializer lists.)
+std::vector<io::NamedTensor> affine_int8_parts(const std::string& type, const Tensor& qdata,
+                                               const Tensor& scale, const Tensor& zero_point) {
+  std::vector<io::NamedTensor> parts;
+  if (type == "Int8Tensor") parts.push_back({"zero_point", zero_point});
+  parts.push_back({"qdata", qdata});
+  parts.push_back({"scale", scale});
+  if (type != "Int8Tensor") parts.push_back({"zero_point", zero_point});
+  return parts;
+}
+}  // namespace
+
 AffineInt8Tensor::AffineInt8Tensor(std::string type, Tensor qdata, Tensor scale, Tensor zero_point,
                                    int64_t group_size, ActivationQuant act, json attributes)
-    : QTensor(type, qdata.shape(),
-              type == "Int8Tensor" ? std::vector<io::NamedTensor>{{"zero_point", zero_point},
-                                                                  {"qdata", qdata},
-                                                                  {"scale", scale}}
-                                   : std::vector<io::NamedTensor>{{"qdata", qdata},
-                                                                  {"scale", scale},
-                                                                  {"zero_point", zero_point}},
+    : QTensor(type, qdata.shape(), affine_int8_parts(type, qdata, scale, zero_point),
               std::move(attributes)),
       group_size_(group_size),
       act_(act) {}
@@ -908,16 +917,21 @@ float nvfp4_per_tensor_scale(const float* x, int64_t n) {
   return pts > 0.0f ? pts : 1.0f;  // all-zero tensor: any scale works; avoid 0/0
 }
 
+// NVFP4Tensor's data tensors in TorchAO's order (see affine_int8_parts for why a function).
+std::vector<io::NamedTensor> nvfp4_parts(const Tensor& qdata, const Tensor& scale,
+                                         const std::optional<Tensor>& per_tensor_scale) {
+  std::vector<io::NamedTensor> parts;
+  if (per_tensor_scale) parts.push_back({"per_tensor_scale", *per_tensor_scale});
+  parts.push_back({"qdata", qdata});
+  parts.push_back({"scale", scale});
+  return parts;
+}
+
 }  // namespace
 
 NVFP4Tensor::NVFP4Tensor(Tensor qdata, Tensor scale, std::optional<Tensor> per_tensor_scale,
                          bool dynamic_activation, Shape shape, json attributes)
-    : QTensor("NVFP4Tensor", std::move(shape),
-              per_tensor_scale
-                  ? std::vector<io::NamedTensor>{{"per_tensor_scale", *per_tensor_scale},
-                                                 {"qdata", qdata},
-                                                 {"scale", scale}}
-                  : std::vector<io::NamedTensor>{{"qdata", qdata}, {"scale", scale}},
+    : QTensor("NVFP4Tensor", std::move(shape), nvfp4_parts(qdata, scale, per_tensor_scale),
               std::move(attributes)),
       dynamic_activation_(dynamic_activation) {
   swizzled_ = attributes_.value("is_swizzled_scales", false);
