@@ -554,10 +554,6 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
   }
 }
 
-// int8's shape rule (GemvTuning::tma_int8_shape_rule), which fp8 weight-only follows too: with
-// it, the TMA kernel for K >= 4096 with at least 1.5 tiles of 16 rows per SM, the register-ring
-// kernel otherwise; without it (the default), the TMA kernel for every shape; all against the
-// reference.
 // set_gemv_tuning refuses values the kernels do not take, with an error that names the field,
 // and keeps the tuning in force. Host checks only: this runs without a GPU too.
 TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
@@ -600,6 +596,10 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   }
 }
 
+// int8's shape rule (GemvTuning::tma_int8_shape_rule), which fp8 weight-only follows too: with
+// it, the TMA kernel for K >= 4096 with at least 1.5 tiles of 16 rows per SM, the register-ring
+// kernel otherwise; without it (the default), the TMA kernel for every shape; all against the
+// reference.
 TEST(CudaGemvTuning, Int8TakesTheTmaKernelWhereMeasuredFaster) {
   AO_SKIP_WITHOUT_GPU();
   TuningReset reset;
@@ -808,6 +808,8 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
 // inputs, and the reference.
 // K = 2048 and 4096 take the registers at batch 1 for int8 and fp8 (launch record); K = 8192 does
 // not (8 segments per warp and tile), nor batch 2, nor int4 (its x stays in shared memory).
+// The launch record also shows the default stage-row padding: int4 always, int8 and fp8 where
+// K <= 2048 (GemvTuning::tma_pad_rows_byte_max_k), bf16 never.
 TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -834,6 +836,10 @@ TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
         const bool want = on == 1 && m == 1 && takes_fp16_decode(c) &&
                           c.format != WeightFormat::int4 && K <= 4096;
         EXPECT_EQ(last_gemv_launch().x_registers, want) << what;
+        const bool byte = c.format == WeightFormat::int8 || c.format == WeightFormat::fp8;
+        EXPECT_EQ(last_gemv_launch().padded_rows,
+                  c.format == WeightFormat::int4 || (byte && K <= 2048))
+            << what;
       }
       for (int in = 0; in < 2; ++in)
         EXPECT_EQ(std::memcmp(out[0][in].data(), out[1][in].data(), m * N * sizeof(float)), 0)

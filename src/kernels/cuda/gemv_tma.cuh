@@ -997,14 +997,15 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
                     (spc / W == 1 || spc / W == 2) &&
                     chunks * (spc / W) <= tma_x_register_segments<F>();
   if (!xreg) flags &= ~128;
-  if (tma_pad_rows<F>(w)) flags |= 2048;
+  const bool pad = tma_pad_rows<F>(w);
+  if (pad) flags |= 2048;
   const int tiles_per_barrier = tma_tiles_per_barrier<F>(M);
   flags |= (tiles_per_barrier == 8   ? 3
             : tiles_per_barrier == 4 ? 2
             : tiles_per_barrier == 2 ? 1
                                      : 0)
            << 9;
-  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg});
+  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg, pad});
   // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents),
   // and so do the GEMVs of the outputs in GemvTuning::tma_late_outputs (the qkv GEMV).
   const GemvTuning tune = gemv_tuning();

@@ -230,6 +230,7 @@ struct GemvLaunch {
   bool tma = false;          // the TMA kernel (tensor_cores is then true as well)
   size_t smem = 0;           // the TMA kernel's dynamic shared memory per block (ring, x, sums)
   bool x_registers = false;  // the TMA kernel held x in registers (GemvTuning::tma_x_registers)
+  bool padded_rows = false;  // the TMA kernel's stage rows padded (GemvTuning::tma_pad_rows*)
 };
 GemvLaunch last_gemv_launch();
 
