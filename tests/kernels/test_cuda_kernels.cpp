@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -1539,6 +1540,69 @@ TEST(CudaKernels, SamplingGreedyTopKTopP) {
   for (int t : run(1.f, 0, 0.5f, 40)) EXPECT_TRUE(nucleus.count(t)) << t;
   EXPECT_TRUE(out.guards_intact());
   EXPECT_TRUE(tok.guards_intact());
+}
+
+// Greedy sampling over several blocks (kGreedyBlocks): the token must be the CPU's argmax with
+// the single-block kernel's rules (the larger logit; on a tie, -0 and +0 included, the smaller
+// index; NaN never; all -inf gives index 0) wherever the winners fall among the blocks, at a
+// 128K vocabulary (float4 units) and an odd one (scalar units), and the scratch must be left at
+// zero for the next sample (the same answer twice in a row, with the state's words read back).
+TEST(CudaKernels, SamplingGreedyMatchesArgmaxAcrossBlocks) {
+  AO_SKIP_WITHOUT_GPU();
+  auto cpu_argmax = [](const std::vector<float>& l) {
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = 0; i < static_cast<int>(l.size()); ++i)
+      if (l[i] > bv || (l[i] == bv && i < bi)) bv = l[i], bi = i;
+    return bi;
+  };
+  for (const int V : {128256, 50001}) {
+    struct Case {
+      const char* name;
+      std::function<void(std::vector<float>&)> edit;
+    };
+    const Case cases[] = {
+        {"random", [](std::vector<float>&) {}},
+        {"tie across blocks",
+         [V](std::vector<float>& l) { l[V - 3] = l[V / 2 + 1] = l[V / 3] = 50.f; }},
+        {"-0 and +0 tie",
+         [](std::vector<float>& l) {
+           for (auto& v : l) v = -std::fabs(v) - 1.f;
+           l[70000 % l.size()] = 0.f;
+           l[20000] = -0.f;
+         }},
+        {"all -inf", [](std::vector<float>& l) { std::fill(l.begin(), l.end(), -INFINITY); }},
+        {"NaNs above the max",
+         [V](std::vector<float>& l) {
+           for (int i = 0; i < V; i += 997) l[i] = NAN;
+           l[V - 1] = 30.f;
+         }},
+        {"max in the last unit", [V](std::vector<float>& l) { l[V - 1] = 99.f; }},
+    };
+    for (const Case& c : cases) {
+      auto logits = randn(V, 17, 2.f);
+      c.edit(logits);
+      const int want = cpu_argmax(logits);
+      const std::string what = std::string(c.name) + " V=" + std::to_string(V);
+      Guarded<float> dl(logits);
+      Guarded<SamplerState> st(1);
+      Guarded<int32_t> tok(1), out(8), nout(1), pos(1);
+      st.upload({SamplerState{0.f, 0, 1.f, 0, 1, 0}});
+      nout.upload({0});
+      pos.upload({0});
+      for (int rep = 0; rep < 2; ++rep) {
+        sample(dl.get(), V, st.get(), tok.get(), out.get(), 8, nout.get(), pos.get(), 1, nullptr);
+        EXPECT_EQ(tok.download()[0], want) << what << " rep " << rep;
+        const SamplerState after = st.download()[0];
+        EXPECT_EQ(after.best_key, 0ull) << what;
+        EXPECT_EQ(after.blocks_done, 0u) << what;
+        EXPECT_EQ(after.step, static_cast<uint64_t>(rep + 1)) << what;
+      }
+      EXPECT_EQ(pos.download()[0], 2) << what;
+      EXPECT_EQ(out.download()[1], want) << what;
+      EXPECT_TRUE(tok.guards_intact() && out.guards_intact() && st.guards_intact()) << what;
+    }
+  }
 }
 
 }  // namespace

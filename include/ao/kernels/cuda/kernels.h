@@ -368,6 +368,11 @@ struct SamplerState {  // lives in device memory
   uint32_t pad;
   uint64_t seed;
   uint64_t step;  // incremented by every sample
+  // Greedy sampling's scratch (zero between samples; the kernel leaves them so): the best
+  // (logit, index) key so far over the grid's blocks, and the blocks done.
+  unsigned long long best_key;
+  uint32_t blocks_done;
+  uint32_t pad2;
 };
 // Picks the next token from logits [vocab] f32; writes it to *token and, when out_tokens is
 // not null, to out_tokens[*n_out % out_capacity] (then ++*n_out); ++*pos when advance_pos.
