@@ -481,18 +481,27 @@ struct CudaEngine::Impl {
     for (int l = 0; l < n_layers; ++l) {
       Layer& L = layers[l];
       // bias + RoPE + KV append fused in the epilogue
+      // Each GEMV names the weight that follows it (GemvArgs::next: the L2 prefetch of its head
+      // while this one computes, GemvTuning::tma_prefetch_next_bytes).
       cuda::GemvArgs a = normed_input(L.attn_norm, cuda::GemvOutput::rope_kv, nullptr);
       a.rope = rope_args(L);
       a.pos = d_pos;
       a.q_out = q;
       a.k_cache = L.k_cache;
       a.v_cache = L.v_cache;
+      a.next = &L.o;
       cuda::gemv(L.qkv, a, stream);
       cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, attn_ws, attn, stream);
-      cuda::gemv(L.o, add_to_residual(attn), stream);
+      a = add_to_residual(attn);
+      a.next = &L.gate_up;
+      cuda::gemv(L.o, a, stream);
       // gate/up rows interleaved: h = silu(g) * u
-      cuda::gemv(L.gate_up, normed_input(L.mlp_norm, cuda::GemvOutput::swiglu, h), stream);
-      cuda::gemv(L.down, add_to_residual(h), stream);
+      a = normed_input(L.mlp_norm, cuda::GemvOutput::swiglu, h);
+      a.next = &L.down;
+      cuda::gemv(L.gate_up, a, stream);
+      a = add_to_residual(h);
+      a.next = l + 1 < n_layers ? &layers[l + 1].qkv : &lm_head;
+      cuda::gemv(L.down, a, stream);
     }
     cuda::gemv(lm_head, normed_input(final_norm, cuda::GemvOutput::f32, logits), stream);
     cuda::sample(logits, vocab, d_sampler, d_token, d_out, kOutCap, d_n_out, d_pos, 1, stream);

@@ -385,6 +385,56 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
       });
 }
 
+// GemvArgs::next with GemvTuning::tma_prefetch_next_bytes: the blocks ask the L2 to prefetch the
+// head of the next weight once their own copies have landed. A prefetch changes no result: the
+// outputs equal those without it bit for bit, for a prefetch of part of the next weight and of
+// more than all of it (clamped to it), the next weight of another format, and f32 and RMSNorm +
+// SwiGLU outputs; the next weight is then used as it is (its own GEMV still matches).
+TEST_P(CudaGemv, TmaPrefetchOfTheNextWeightChangesNoResult) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  TuningReset reset;
+  const int64_t N = 4600, K = 4096;
+  const RandomTestWeight tw(N, K, c, 31);
+  const RandomTestWeight next_same(3000, K, c, 32);
+  const RandomTestWeight next_bf16(2000, K, QuantCase{WeightFormat::bf16, 0, false, "bf16"}, 33);
+  const auto nw = norm_weight_bf16(K, 34);
+  Guarded<uint16_t> dnw(nw);
+  auto xb = to_bf16(randn(K, 35));
+  Guarded<uint16_t> dx(xb);
+  Guarded<float> dres(randn(K, 36, 3.f));
+  auto run = [&](const DeviceWeight* next, int64_t bytes) {
+    GemvTuning t = tuning_for(GemvPath::tma);
+    for (int64_t& b : t.tma_prefetch_next_bytes) b = bytes;
+    set_gemv_tuning(t);
+    Guarded<float> dy(N);
+    GemvArgs a = f32_gemv_args(1, dx.get(), dy.get());
+    a.next = next;
+    gemv(tw.dw, a, nullptr);
+    expect_path(GemvPath::tma, c, "prefetch");
+    EXPECT_TRUE(dy.guards_intact());
+    Guarded<uint16_t> dh(N / 2);
+    a = rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get());
+    a.next = next;
+    gemv(tw.dw, a, nullptr);
+    EXPECT_TRUE(dh.guards_intact());
+    return std::make_pair(dy.download(), dh.download());
+  };
+  const auto base = run(nullptr, 0);
+  EXPECT_LT(nmse(base.first, reference_matvec(from_bf16(xb), tw.deq, 1, N, K)), 1e-6);
+  for (const RandomTestWeight* nx : {&next_same, &next_bf16})
+    for (const int64_t bytes : {int64_t{1} << 20, int64_t{1} << 34}) {
+      const auto got = run(&nx->dw, bytes);
+      EXPECT_EQ(got.first, base.first) << c.name << " next " << nx->dw.n << " bytes " << bytes;
+      EXPECT_EQ(got.second, base.second) << c.name << " swiglu, next " << nx->dw.n;
+    }
+  set_gemv_tuning(tuning_for(GemvPath::tma));
+  Guarded<float> dy(3000);
+  gemv(next_same.dw, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
+  EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), next_same.deq, 1, 3000, K)), 1e-6);
+}
+
 // GemvTuning::tma_tile_group: 2, 4 or 8 tiles of a block per tile-end barrier and epilogue. The
 // sums are the same in the same order, so the output must equal one tile per barrier's bit for
 // bit: blocks whose tile count is not a multiple of the group (288 tiles on the grid of the
@@ -585,6 +635,9 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   GemvTuning t = good;
   t.tma_pad_rows_byte_max_k = -1;
   refused(t, "tma_pad_rows_byte_max_k");
+  t = good;
+  t.tma_prefetch_next_bytes[2] = -1;
+  refused(t, "tma_prefetch_next_bytes");
   t = good;
   t.k_split = 3;
   refused(t, "k_split");

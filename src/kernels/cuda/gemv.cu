@@ -47,6 +47,8 @@ void set_gemv_tuning(const GemvTuning& t) {
       fail("set_gemv_tuning: tma_tile_group and tma_tile_group_int4 must be 1, 2, 4 or 8");
   if (t.tma_pad_rows < 0 || t.tma_pad_rows > 15)
     fail("set_gemv_tuning: tma_pad_rows is a mask of the 4 weight formats (0..15)");
+  for (const int64_t b : t.tma_prefetch_next_bytes)
+    if (b < 0) fail("set_gemv_tuning: tma_prefetch_next_bytes must be >= 0");
   if (t.tma_pad_rows_byte_max_k < 0)
     fail("set_gemv_tuning: tma_pad_rows_byte_max_k must be >= 0");
   g_tuning = t;

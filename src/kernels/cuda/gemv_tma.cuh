@@ -213,10 +213,31 @@ __device__ __forceinline__ float fp16_row_scale(float mx) {
   return mx > 0.f && mx < INFINITY ? ldexpf(1.f, min(15 - e, 126)) : 1.f;
 }
 
+// The head of the next GEMV's weight that the blocks prefetch into L2 once their own copies
+// have landed (GemvArgs::next, GemvTuning::tma_prefetch_next_bytes): `data_bytes` of its data and
+// `scale_bytes` of its scales from their starts (multiples of 16), each block an equal share.
+struct TmaPrefetch {
+  const uint8_t* data = nullptr;
+  const uint8_t* scale = nullptr;
+  int64_t data_bytes = 0, scale_bytes = 0;
+};
+// This block's share of [base, base + bytes) as L2 prefetches of up to 32 KB, one per lane.
+__device__ __forceinline__ void l2_prefetch_share(const uint8_t* base, int64_t bytes, int lane) {
+  if (bytes <= 0) return;
+  const int64_t G = gridDim.x;
+  const int64_t share = (bytes / G + 15) / 16 * 16;
+  const int64_t b0 = blockIdx.x * share, b1 = min(bytes, b0 + share);
+  constexpr int64_t kPiece = 32 * 1024;
+  for (int64_t o = b0 + lane * kPiece; o < b1; o += 32 * kPiece) {
+    const unsigned n = static_cast<unsigned>(min(kPiece, b1 - o));
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + o), "r"(n) : "memory");
+  }
+}
+
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
-                    int early_dependents, int hold, int flags) {
+                    int early_dependents, int hold, int flags, const TmaPrefetch pf) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   __trap();  // cp.async.bulk and mbarrier tx counts need sm_90; tma_plan() never picks it there
 #else
@@ -278,7 +299,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     const uint8_t* sbase = static_cast<const uint8_t*>(w.scale);
     const int64_t srow = static_cast<int64_t>(groups) * 8;
     // `hold` stages are issued before the consumers' x loads (GemvTuning::tma_hold_stages).
-    int s = 0, phase = 0, nissued = 0;
+    int s = 0, phase = 0, nissued = 0, last_s = 0, last_phase = 0;
     bool first = true;
     // Flag 32 (GemvTuning::tma_evict_first): the weight stream marked evict-first in L2, so
     // that L2 keeps what is read again (lab note 40).
@@ -327,10 +348,18 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
               copy(st + 16 * rs + (lane - 16) * sc, sbase + row * srow + c * sc, sc, &full[s]);
           }
         }
+        last_s = s, last_phase = phase;
         if (++s == nstages) s = 0, phase ^= 1, first = false;
       }
     }
     if (!early_dependents) grid_dependents_launch();
+    if (pf.data_bytes > 0 || pf.scale_bytes > 0) {
+      // Once the block's own stream has landed (its last stage is full), the DRAM would idle
+      // while the consumers finish: the next GEMV's first bytes go to L2 instead.
+      mbar_wait(&full[last_s], last_phase);
+      l2_prefetch_share(pf.data, pf.data_bytes, lane);
+      l2_prefetch_share(pf.scale, pf.scale_bytes, lane);
+    }
     return;
   }
 
@@ -1012,6 +1041,28 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   const int early = tune.early_dependents &&
                     !(tune.tma_late_outputs >> static_cast<int>(OUT) & 1) &&
                     (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
+  // The head of the next GEMV's weight to prefetch into L2 (GemvTuning::tma_prefetch_next_bytes):
+  // its data's first bytes and the same fraction of its scales.
+  TmaPrefetch pf;
+  const int64_t want = tune.tma_prefetch_next_bytes[static_cast<int>(F)];
+  if (a.next != nullptr && a.next->data != nullptr && want > 0 &&
+      reinterpret_cast<uintptr_t>(a.next->data) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(a.next->scale) % 16 == 0) {
+    const DeviceWeight& nx = *a.next;
+    const size_t total = nx.bytes();
+    const int64_t scale_total =
+        nx.format == WeightFormat::bf16  ? 0
+        : nx.format == WeightFormat::int4 ? nx.n * (nx.k_padded / nx.group_size) * 8
+                                          : nx.n * 4;
+    const int64_t data_total = static_cast<int64_t>(total) - scale_total;
+    const double f = std::min(1.0, static_cast<double>(want) / static_cast<double>(total));
+    pf.data = static_cast<const uint8_t*>(nx.data);
+    pf.data_bytes = static_cast<int64_t>(f * data_total) / 16 * 16;
+    if (nx.scale != nullptr && scale_total > 0) {
+      pf.scale = static_cast<const uint8_t*>(nx.scale);
+      pf.scale_bytes = static_cast<int64_t>(f * scale_total) / 16 * 16;
+    }
+  }
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
-             p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags);
+             p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags, pf);
 }

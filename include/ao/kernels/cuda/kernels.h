@@ -92,6 +92,10 @@ struct GemvArgs {
   uint16_t* q_out = nullptr;    // [M, H, hd]
   uint16_t* k_cache = nullptr;  // [KV, max_seq, hd]
   uint16_t* v_cache = nullptr;
+  // The weight of the GEMV that runs after this one (the decode step sets it): the TMA kernel's
+  // blocks, once their own weight copies have landed, ask the L2 to prefetch the head of it
+  // (GemvTuning::tma_prefetch_next_bytes), in the window where this GEMV only computes.
+  const DeviceWeight* next = nullptr;
 };
 // With w.act_quant != none (fp8 weights only) the staged x is replaced by its e4m3 values (scale
 // from a pre-pass over all of K, so any K works) and the activation scale is applied with the
@@ -217,6 +221,15 @@ struct GemvTuning {
   // against 5.0), llama3-8b's K = 4096 ones slower (gate_up 29.7 against 28.1, lm_head 140.6
   // against 117.7); llama3-1b tg128 int8 1998 against 1901 tok/s, fp8-row 2005 against 1898.
   int64_t tma_pad_rows_byte_max_k = 2048;
+  // Bytes of the next GEMV's weight (GemvArgs::next: its first rows and their scales, the tiles
+  // its blocks take first) that the TMA kernel's blocks ask the L2 to prefetch, each an equal
+  // share, once their own weight copies have landed (0: none); indexed by the WeightFormat of the
+  // GEMV that issues it. Measured (docs/CUDA.md lab note 64, runs 174-175, tg128, same engine):
+  // bf16 4 MB llama3-8b 279.0 -> 281.7 tok/s, llama3-1b 1381.7 -> 1402.9 (2-8 MB +0.6-1.5%, 16 MB
+  // slower); int4 and int8 slower at every size (int4 669.4 -> 660.0 at 4 MB, int8 487.8 -> 466.5
+  // at 8 MB): their consumers, not the stream, set the pace after the prologue, and the
+  // prefetch's traffic delays the next GEMV's x loads. Default: bf16 only.
+  int64_t tma_prefetch_next_bytes[4] = {4 << 20, 0, 0, 0};
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
