@@ -28,8 +28,8 @@
 // (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes, every format), ringdec=KB
 // (GemvTuning::tma_ring_bytes_decode), xreg / no-xreg
 // (GemvTuning::tma_x_registers), tiles=N (GemvTuning::tma_tile_group and tma_tile_group_int4: tiles
-// per tile-end barrier), tiles4=N (int4's alone), pf=MB / pf4=MB
-// (GemvTuning::tma_prefetch_next_bytes, every format / int4); attn-late: the attention's loads after its wait,
+// per tile-end barrier), tiles4=N (int4's alone), pf=MB (GemvTuning::tma_prefetch_next_bytes,
+// bf16); attn-late: the attention's loads after its wait,
 // attn-blocks=N: AttentionTuning::head_blocks): tg tok/s of each on one engine per model and
 // format, the variants alternated in each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
@@ -146,11 +146,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_pad_rows = variant_int(mod, 4);
     else if (mod.rfind("padk=", 0) == 0)  // GemvTuning::tma_pad_rows_byte_max_k
       t.tma_pad_rows_byte_max_k = variant_int(mod, 5);
-    else if (mod.rfind("pf=", 0) == 0)  // GemvTuning::tma_prefetch_next_bytes, MB, every format
-      for (int64_t& b : t.tma_prefetch_next_bytes) b = int64_t{variant_int(mod, 3)} << 20;
-    else if (mod.rfind("pf4=", 0) == 0)  // the same, int4 only
-      t.tma_prefetch_next_bytes[static_cast<int>(ao::cuda::WeightFormat::int4)] = int64_t{variant_int(mod, 4)}
-                                                                         << 20;
+    else if (mod.rfind("pf=", 0) == 0)  // GemvTuning::tma_prefetch_next_bytes (bf16), in MB
+      t.tma_prefetch_next_bytes[0] = int64_t{variant_int(mod, 3)} << 20;
     else if (mod.rfind("tiles4=", 0) == 0)  // GemvTuning::tma_tile_group_int4
       t.tma_tile_group_int4 = variant_int(mod, 7);
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)
@@ -167,7 +164,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "no-int4-shape-rule, no-tma-int8, no-tma-fp8, "
           "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, pf=MB, pf4=MB; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, pf=MB; join with '+')");
   }
   return r;
 }

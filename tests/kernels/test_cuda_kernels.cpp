@@ -389,7 +389,8 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
 // head of the next weight once their own copies have landed. A prefetch changes no result: the
 // outputs equal those without it bit for bit, for a prefetch of part of the next weight and of
 // more than all of it (clamped to it), the next weight of another format, and f32 and RMSNorm +
-// SwiGLU outputs; the next weight is then used as it is (its own GEMV still matches).
+// SwiGLU outputs; the next weight is then used as it is (its own GEMV still matches). Only the
+// bf16 kernel prefetches; for the other formats the setting must change nothing either.
 TEST_P(CudaGemv, TmaPrefetchOfTheNextWeightChangesNoResult) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();

@@ -299,7 +299,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     const uint8_t* sbase = static_cast<const uint8_t*>(w.scale);
     const int64_t srow = static_cast<int64_t>(groups) * 8;
     // `hold` stages are issued before the consumers' x loads (GemvTuning::tma_hold_stages).
-    int s = 0, phase = 0, nissued = 0, last_s = 0, last_phase = 0;
+    int s = 0, phase = 0, nissued = 0;
+    int last_s = 0, last_phase = 0;  // the last stage issued (the prefetch waits for it)
     bool first = true;
     // Flag 32 (GemvTuning::tma_evict_first): the weight stream marked evict-first in L2, so
     // that L2 keeps what is read again (lab note 40).
@@ -353,12 +354,16 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       }
     }
     if (!early_dependents) grid_dependents_launch();
-    if (pf.data_bytes > 0 || pf.scale_bytes > 0) {
-      // Once the block's own stream has landed (its last stage is full), the DRAM would idle
-      // while the consumers finish: the next GEMV's first bytes go to L2 instead.
-      mbar_wait(&full[last_s], last_phase);
-      l2_prefetch_share(pf.data, pf.data_bytes, lane);
-      l2_prefetch_share(pf.scale, pf.scale_bytes, lane);
+    // bf16 only: the formats that decode measured slower with it (GemvTuning::
+    // tma_prefetch_next_bytes), and its code alone changed their kernels' registers.
+    if constexpr (F == WeightFormat::bf16) {
+      if (pf.data_bytes > 0 || pf.scale_bytes > 0) {
+        // Once the block's own stream has landed (its last stage is full), the DRAM would idle
+        // while the consumers finish: the next GEMV's first bytes go to L2 instead.
+        mbar_wait(&full[last_s], last_phase);
+        l2_prefetch_share(pf.data, pf.data_bytes, lane);
+        l2_prefetch_share(pf.scale, pf.scale_bytes, lane);
+      }
     }
     return;
   }

@@ -224,11 +224,13 @@ struct GemvTuning {
   // Bytes of the next GEMV's weight (GemvArgs::next: its first rows and their scales, the tiles
   // its blocks take first) that the TMA kernel's blocks ask the L2 to prefetch, each an equal
   // share, once their own weight copies have landed (0: none); indexed by the WeightFormat of the
-  // GEMV that issues it. Measured (docs/CUDA.md lab note 64, runs 174-175, tg128, same engine):
-  // bf16 4 MB llama3-8b 279.0 -> 281.7 tok/s, llama3-1b 1381.7 -> 1402.9 (2-8 MB +0.6-1.5%, 16 MB
-  // slower); int4 and int8 slower at every size (int4 669.4 -> 660.0 at 4 MB, int8 487.8 -> 466.5
-  // at 8 MB): their consumers, not the stream, set the pace after the prologue, and the
-  // prefetch's traffic delays the next GEMV's x loads. Default: bf16 only.
+  // GEMV that issues it. Only the bf16 kernel has the prefetch's code: the formats that decode
+  // measured slower with it, and its code alone changed their kernels' registers. Measured
+  // (docs/CUDA.md lab note 67, runs 174-176 and 178, tg128): bf16 4 MB llama3-8b 274.8 -> 278.0
+  // tok/s, llama3-1b 1371.5 -> 1398.2 (same engine; 2-8 MB +0.6-1.5%, 16 MB slower); int4 and
+  // int8 slower at every size (int4 669.4 -> 660.0 at 4 MB, int8 487.8 -> 466.5 at 8 MB): their
+  // consumers, not the stream, set the pace after the prologue, and the prefetch's traffic delays
+  // the next GEMV's x loads. Default: 4 MB for bf16.
   int64_t tma_prefetch_next_bytes[4] = {4 << 20, 0, 0, 0};
 };
 void set_gemv_tuning(const GemvTuning& t);
