@@ -480,9 +480,9 @@ struct CudaEngine::Impl {
     const auto aa = attn_args();
     for (int l = 0; l < n_layers; ++l) {
       Layer& L = layers[l];
-      // bias + RoPE + KV append fused in the epilogue
       // Each GEMV names the weight that follows it (GemvArgs::next: the L2 prefetch of its head
       // while this one computes, GemvTuning::tma_prefetch_next_bytes).
+      // bias + RoPE + KV append fused in the epilogue
       cuda::GemvArgs a = normed_input(L.attn_norm, cuda::GemvOutput::rope_kv, nullptr);
       a.rope = rope_args(L);
       a.pos = d_pos;
