@@ -385,9 +385,9 @@ struct SamplerState {  // lives in device memory
   uint64_t step;  // incremented by every sample
   // Greedy sampling's scratch (zero between samples; the kernel leaves them so): the best
   // (logit, index) key so far over the grid's blocks, and the blocks done.
-  unsigned long long best_key;
-  uint32_t blocks_done;
-  uint32_t pad2;
+  unsigned long long best_key = 0;
+  uint32_t blocks_done = 0;
+  uint32_t pad2 = 0;
 };
 // Picks the next token from logits [vocab] f32; writes it to *token and, when out_tokens is
 // not null, to out_tokens[*n_out % out_capacity] (then ++*n_out); ++*pos when advance_pos.
