@@ -147,7 +147,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
     else if (mod.rfind("padk=", 0) == 0)  // GemvTuning::tma_pad_rows_byte_max_k
       t.tma_pad_rows_byte_max_k = variant_int(mod, 5);
     else if (mod.rfind("pf=", 0) == 0)  // GemvTuning::tma_prefetch_next_bytes (bf16), in MB
-      t.tma_prefetch_next_bytes[0] = int64_t{variant_int(mod, 3)} << 20;
+      t.tma_prefetch_next_bytes = int64_t{variant_int(mod, 3)} << 20;
     else if (mod.rfind("tiles4=", 0) == 0)  // GemvTuning::tma_tile_group_int4
       t.tma_tile_group_int4 = variant_int(mod, 7);
     else if (mod.rfind("late-out=", 0) == 0)  // GemvTuning::tma_late_outputs (a bit mask)

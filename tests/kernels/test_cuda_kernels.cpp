@@ -385,12 +385,13 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
       });
 }
 
-// GemvArgs::next with GemvTuning::tma_prefetch_next_bytes: the blocks ask the L2 to prefetch the
-// head of the next weight once their own copies have landed. A prefetch changes no result: the
-// outputs equal those without it bit for bit, for a prefetch of part of the next weight and of
-// more than all of it (clamped to it), the next weight of another format, and f32 and RMSNorm +
-// SwiGLU outputs; the next weight is then used as it is (its own GEMV still matches). Only the
-// bf16 kernel prefetches; for the other formats the setting must change nothing either.
+// GemvArgs::next with GemvTuning::tma_prefetch_next_bytes: the bf16 kernel's blocks ask the L2
+// to prefetch the head of the next weight once their own copies have landed. The launch record
+// says how many bytes: the size asked, to 16 bytes, for part of the next weight; all of it (data
+// and scales, GemvArgs::next's bytes()) when more is asked; none for the formats that decode or
+// without a next weight. A prefetch changes no result: the outputs equal those without it bit
+// for bit, for a next weight of the same and of another format, and f32 and RMSNorm + SwiGLU
+// outputs; the next weight is then used as it is (its own GEMV still matches).
 TEST_P(CudaGemv, TmaPrefetchOfTheNextWeightChangesNoResult) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -407,13 +408,25 @@ TEST_P(CudaGemv, TmaPrefetchOfTheNextWeightChangesNoResult) {
   Guarded<float> dres(randn(K, 36, 3.f));
   auto run = [&](const DeviceWeight* next, int64_t bytes) {
     GemvTuning t = tuning_for(GemvPath::tma);
-    for (int64_t& b : t.tma_prefetch_next_bytes) b = bytes;
+    t.tma_prefetch_next_bytes = bytes;
     set_gemv_tuning(t);
     Guarded<float> dy(N);
     GemvArgs a = f32_gemv_args(1, dx.get(), dy.get());
     a.next = next;
     gemv(tw.dw, a, nullptr);
     expect_path(GemvPath::tma, c, "prefetch");
+    const int64_t asked = last_gemv_launch().prefetch_bytes;
+    const std::string what = std::string(c.name) + " next " +
+                             std::to_string(next ? next->n : 0) + " bytes " + std::to_string(bytes);
+    if (c.format != WeightFormat::bf16 || next == nullptr || bytes == 0) {
+      EXPECT_EQ(asked, 0) << what;
+    } else if (bytes >= static_cast<int64_t>(next->bytes())) {
+      const auto sc = static_cast<int64_t>(next->scale_bytes());
+      EXPECT_EQ(asked, (static_cast<int64_t>(next->bytes()) - sc) / 16 * 16 + sc / 16 * 16) << what;
+    } else {
+      EXPECT_LE(asked, bytes) << what;
+      EXPECT_GT(asked, bytes - 64) << what;
+    }
     EXPECT_TRUE(dy.guards_intact());
     Guarded<uint16_t> dh(N / 2);
     a = rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get());
@@ -637,7 +650,7 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   t.tma_pad_rows_byte_max_k = -1;
   refused(t, "tma_pad_rows_byte_max_k");
   t = good;
-  t.tma_prefetch_next_bytes[2] = -1;
+  t.tma_prefetch_next_bytes = -1;
   refused(t, "tma_prefetch_next_bytes");
   t = good;
   t.k_split = 3;

@@ -20,15 +20,28 @@ int gemv_k_align(WeightFormat f) {
   return 1024;
 }
 
+size_t DeviceWeight::scale_bytes() const {
+  switch (format) {
+    case WeightFormat::bf16:
+      return 0;
+    case WeightFormat::int8:
+    case WeightFormat::fp8:
+      return static_cast<size_t>(n * 4);
+    case WeightFormat::int4:
+      return static_cast<size_t>(n * (k_padded / group_size) * 8);
+  }
+  return 0;
+}
+
 size_t DeviceWeight::bytes() const {
   switch (format) {
     case WeightFormat::bf16:
       return static_cast<size_t>(n * k_padded * 2);
     case WeightFormat::int8:
     case WeightFormat::fp8:
-      return static_cast<size_t>(n * k_padded + n * 4);
+      return static_cast<size_t>(n * k_padded) + scale_bytes();
     case WeightFormat::int4:
-      return static_cast<size_t>(n * k_padded / 2 + n * (k_padded / group_size) * 8);
+      return static_cast<size_t>(n * k_padded / 2) + scale_bytes();
   }
   return 0;
 }
@@ -47,8 +60,8 @@ void set_gemv_tuning(const GemvTuning& t) {
       fail("set_gemv_tuning: tma_tile_group and tma_tile_group_int4 must be 1, 2, 4 or 8");
   if (t.tma_pad_rows < 0 || t.tma_pad_rows > 15)
     fail("set_gemv_tuning: tma_pad_rows is a mask of the 4 weight formats (0..15)");
-  for (const int64_t b : t.tma_prefetch_next_bytes)
-    if (b < 0) fail("set_gemv_tuning: tma_prefetch_next_bytes must be >= 0");
+  if (t.tma_prefetch_next_bytes < 0)
+    fail("set_gemv_tuning: tma_prefetch_next_bytes must be >= 0");
   if (t.tma_pad_rows_byte_max_k < 0)
     fail("set_gemv_tuning: tma_pad_rows_byte_max_k must be >= 0");
   g_tuning = t;

@@ -1039,35 +1039,33 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
             : tiles_per_barrier == 2 ? 1
                                      : 0)
            << 9;
-  record_gemv_launch(GemvLaunch{true, W, 1, grid, true, p.smem, xreg, pad});
   // The fp16-decode formats launch the next kernel late (GemvTuning::tma_fp16_early_dependents),
   // and so do the GEMVs of the outputs in GemvTuning::tma_late_outputs (the qkv GEMV).
   const GemvTuning tune = gemv_tuning();
   const int early = tune.early_dependents &&
                     !(tune.tma_late_outputs >> static_cast<int>(OUT) & 1) &&
                     (F == WeightFormat::bf16 || tune.tma_fp16_early_dependents);
-  // The head of the next GEMV's weight to prefetch into L2 (GemvTuning::tma_prefetch_next_bytes):
-  // its data's first bytes and the same fraction of its scales.
+  // bf16: the head of the next GEMV's weight to prefetch into L2
+  // (GemvTuning::tma_prefetch_next_bytes): its data's first bytes and the same fraction of its
+  // scales, each a multiple of 16 bytes.
   TmaPrefetch pf;
-  const int64_t want = tune.tma_prefetch_next_bytes[static_cast<int>(F)];
-  if (a.next != nullptr && a.next->data != nullptr && want > 0 &&
+  const int64_t want = tune.tma_prefetch_next_bytes;
+  if (F == WeightFormat::bf16 && a.next != nullptr && a.next->data != nullptr && want > 0 &&
       reinterpret_cast<uintptr_t>(a.next->data) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(a.next->scale) % 16 == 0) {
     const DeviceWeight& nx = *a.next;
-    const size_t total = nx.bytes();
-    const int64_t scale_total =
-        nx.format == WeightFormat::bf16  ? 0
-        : nx.format == WeightFormat::int4 ? nx.n * (nx.k_padded / nx.group_size) * 8
-                                          : nx.n * 4;
-    const int64_t data_total = static_cast<int64_t>(total) - scale_total;
-    const double f = std::min(1.0, static_cast<double>(want) / static_cast<double>(total));
+    const auto scale_total = static_cast<int64_t>(nx.scale_bytes());
+    const auto data_total = static_cast<int64_t>(nx.bytes()) - scale_total;
+    const double f = std::min(1.0, static_cast<double>(want) / static_cast<double>(nx.bytes()));
     pf.data = static_cast<const uint8_t*>(nx.data);
     pf.data_bytes = static_cast<int64_t>(f * data_total) / 16 * 16;
-    if (nx.scale != nullptr && scale_total > 0) {
+    if (nx.scale != nullptr) {
       pf.scale = static_cast<const uint8_t*>(nx.scale);
       pf.scale_bytes = static_cast<int64_t>(f * scale_total) / 16 * 16;
     }
   }
+  record_gemv_launch(
+      GemvLaunch{true, W, 1, grid, true, p.smem, xreg, pad, pf.data_bytes + pf.scale_bytes});
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags, pf);
 }

@@ -45,7 +45,8 @@ struct DeviceWeight {
   // fp8 only: activations are quantized dynamically before they meet this weight (the GEMV
   // does it on the fly; prefill runs quantize_activation_fp8 + the cuBLASLt FP8 GEMM).
   ActQuant act_quant = ActQuant::none;
-  size_t bytes() const;  // bytes read by one GEMV (data + scales)
+  size_t bytes() const;        // bytes read by one GEMV (data + scales)
+  size_t scale_bytes() const;  // the scales' part of it (0 for bf16)
 };
 
 // What the GEMV computes on its input before the dot products (fused prologue).
@@ -221,17 +222,16 @@ struct GemvTuning {
   // against 5.0), llama3-8b's K = 4096 ones slower (gate_up 29.7 against 28.1, lm_head 140.6
   // against 117.7); llama3-1b tg128 int8 1998 against 1901 tok/s, fp8-row 2005 against 1898.
   int64_t tma_pad_rows_byte_max_k = 2048;
-  // Bytes of the next GEMV's weight (GemvArgs::next: its first rows and their scales, the tiles
-  // its blocks take first) that the TMA kernel's blocks ask the L2 to prefetch, each an equal
-  // share, once their own weight copies have landed (0: none); indexed by the WeightFormat of the
-  // GEMV that issues it. Only the bf16 kernel has the prefetch's code: the formats that decode
-  // measured slower with it, and its code alone changed their kernels' registers. Measured
-  // (docs/CUDA.md lab note 67, runs 174-176 and 178, tg128): bf16 4 MB llama3-8b 274.8 -> 278.0
-  // tok/s, llama3-1b 1371.5 -> 1398.2 (same engine; 2-8 MB +0.6-1.5%, 16 MB slower); int4 and
-  // int8 slower at every size (int4 669.4 -> 660.0 at 4 MB, int8 487.8 -> 466.5 at 8 MB): their
-  // consumers, not the stream, set the pace after the prologue, and the prefetch's traffic delays
-  // the next GEMV's x loads. Default: 4 MB for bf16.
-  int64_t tma_prefetch_next_bytes[4] = {4 << 20, 0, 0, 0};
+  // bf16 weights on the TMA kernel: bytes of the next GEMV's weight (GemvArgs::next: its first
+  // rows and the same fraction of its scales, the tiles its blocks take first) that the blocks
+  // ask the L2 to prefetch, each an equal share, once their own weight copies have landed (0:
+  // none). The formats that decode have no prefetch: they measured slower with it at every size
+  // (int4 669.4 -> 660.0 tok/s at 4 MB, int8 487.8 -> 466.5 at 8 MB; their consumers, not the
+  // stream, set the pace after the prologue, and the prefetch's traffic delays the next GEMV's x
+  // loads), and its code alone changed their kernels' registers. Measured (docs/CUDA.md lab note
+  // 67, runs 174-176, tg128, same engine): bf16 4 MB llama3-8b 274.8 -> 278.0 tok/s, llama3-1b
+  // 1371.5 -> 1398.2 (2-8 MB +0.6-1.5%, 16 MB slower).
+  int64_t tma_prefetch_next_bytes = 4 << 20;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
@@ -246,6 +246,9 @@ struct GemvLaunch {
   size_t smem = 0;           // the TMA kernel's dynamic shared memory per block (ring, x, sums)
   bool x_registers = false;  // the TMA kernel held x in registers (GemvTuning::tma_x_registers)
   bool padded_rows = false;  // the TMA kernel's stage rows padded (GemvTuning::tma_pad_rows*)
+  // Bytes of GemvArgs::next (data + scales) the TMA kernel's blocks prefetch into L2 in all
+  // (GemvTuning::tma_prefetch_next_bytes; bf16 only).
+  int64_t prefetch_bytes = 0;
 };
 GemvLaunch last_gemv_launch();
 
