@@ -1080,6 +1080,29 @@ TEST(CudaKernelTrace, ReportNamesEachGemvKernel) {
 
 // ---- elementwise ---------------------------------------------------------------------------
 
+// The embedding loads rows of up to 8192 columns into registers before the next kernel may launch
+// and copies longer ones in a loop after it (elementwise.cu): both sides of that bound, and a
+// row length that is no multiple of the block, copied exactly, with the guards intact.
+TEST(CudaKernels, EmbeddingRowsOnBothSidesOfTheRegisterRound) {
+  AO_SKIP_WITHOUT_GPU();
+  for (const int D : {8192, 8193, 12288}) {
+    const int V = 5, M = 2;
+    auto emb = to_bf16(randn(static_cast<size_t>(V) * D, 11 + D));
+    const std::vector<int32_t> toks = {4, 1};
+    Guarded<uint16_t> demb(emb);
+    Guarded<int32_t> dt(toks);
+    Guarded<float> res(static_cast<size_t>(M) * D);
+    embedding(demb.get(), dt.get(), M, D, res.get(), nullptr);
+    const auto r = res.download();
+    for (int m = 0; m < M; ++m)
+      for (int i = 0; i < D; ++i)
+        ASSERT_EQ(r[static_cast<size_t>(m) * D + i],
+                  bf16_to_f32(emb[static_cast<size_t>(toks[m]) * D + i]))
+            << "D=" << D << " m=" << m << " i=" << i;
+    EXPECT_TRUE(res.guards_intact()) << "D=" << D;
+  }
+}
+
 TEST(CudaKernels, EmbeddingAddRmsnormSwiglu) {
   AO_SKIP_WITHOUT_GPU();
   const int V = 50, D = 200, M = 3, F = 300;
