@@ -26,7 +26,7 @@
 // (GemvTuning::tma_int8_shape_rule), evict-first / no-evict-first (GemvTuning::tma_evict_first),
 // tma-f16-early (tma_fp16_early_dependents), late (early_dependents off), late-out=MASK
 // (GemvTuning::tma_late_outputs), ring=KB (GemvTuning::tma_ring_bytes, every format), ringdec=KB
-// (GemvTuning::tma_ring_bytes_decode), xreg / no-xreg
+// (GemvTuning::tma_ring_bytes_decode), ringint4=KB (GemvTuning::tma_ring_bytes_int4), xreg / no-xreg
 // (GemvTuning::tma_x_registers), tiles=N (GemvTuning::tma_tile_group and tma_tile_group_int4: tiles
 // per tile-end barrier), tiles4=N (int4's alone), pf=MB (GemvTuning::tma_prefetch_next_bytes,
 // bf16); attn-late: the attention's loads after its wait,
@@ -156,6 +156,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_ring_bytes = variant_kb(mod, 5);
     else if (mod.rfind("ringdec=", 0) == 0)  // GemvTuning::tma_ring_bytes_decode, in KB
       t.tma_ring_bytes_decode = variant_kb(mod, 8);
+    else if (mod.rfind("ringint4=", 0) == 0)  // GemvTuning::tma_ring_bytes_int4, in KB
+      t.tma_ring_bytes_int4 = variant_kb(mod, 9);
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
@@ -163,7 +165,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int4, int4-shape-rule, "
           "no-int4-shape-rule, no-tma-int8, no-tma-fp8, "
           "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
-          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, xreg, no-xreg, "
+          "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
+          "no-xreg, "
           "tiles=N, tiles4=N, pad=MASK, padk=K, pf=MB; join with '+')");
   }
   return r;

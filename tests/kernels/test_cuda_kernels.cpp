@@ -653,6 +653,9 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   t.tma_prefetch_next_bytes = -1;
   refused(t, "tma_prefetch_next_bytes");
   t = good;
+  t.tma_ring_bytes_int4 = -1;
+  refused(t, "tma_ring_bytes_int4");
+  t = good;
   t.k_split = 3;
   refused(t, "k_split");
   for (const int g : {1, 2, 4, 8}) {
@@ -923,7 +926,7 @@ TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
 // inputs; 5000 rows, so every block runs 2-3 tiles and the ring wraps across them. (Another ring
 // may pick another chunk, which changes which warp sums which segment: no bitwise comparison
 // with the default.) Then the default ring of each format: 176 KB for bf16, the decode formats'
-// own (GemvTuning::tma_ring_bytes_decode).
+// own (GemvTuning::tma_ring_bytes_decode), int4's (GemvTuning::tma_ring_bytes_int4).
 TEST_P(CudaGemv, TmaRingSizesMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -957,6 +960,7 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
     for (const int dec_kb : {144, 176}) {
       GemvTuning t = tuning_for(GemvPath::tma);
       t.tma_ring_bytes_decode = dec_kb * 1024;
+      t.tma_ring_bytes_int4 = 0;  // int4 follows tma_ring_bytes_decode
       const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
                                " default ring, decode " + std::to_string(dec_kb) + " KB";
       tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t, what);
@@ -971,6 +975,16 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
         EXPECT_GT(got, smem144) << what;  // int8/fp8: 4 stages of 32 KB (K = 2048) become 5
       else
         smem144 = got;
+    }
+    // int4's own default ring (GemvTuning::tma_ring_bytes_int4, 160 KB): at most its 160 KB
+    // beside x, and no less than with 144 KB.
+    if (c.format == WeightFormat::int4) {
+      const std::string what = std::string(c.name) + " K=" + std::to_string(K) + " int4 ring";
+      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()},
+                          tuning_for(GemvPath::tma), what);
+      const size_t got = last_gemv_launch().smem;
+      EXPECT_LE(got, static_cast<size_t>(160 + 64 + 1) * 1024) << what;
+      EXPECT_GE(got, smem144) << what;
     }
   }
 }

@@ -904,9 +904,12 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     }();
     if (optin < x + 1024 + tma_barrier_bytes(8) + 16 * 1024) return p;
     // GemvTuning::tma_ring_bytes overrides the target (lab note 48: 144-224 KB measured); the
-    // formats that decode default to tma_ring_bytes_decode (lab note 56).
+    // formats that decode default to tma_ring_bytes_decode (lab note 56), int4 to
+    // tma_ring_bytes_int4 (lab note 69).
     const size_t target = tune.tma_ring_bytes > 0   ? static_cast<size_t>(tune.tma_ring_bytes)
                           : F == WeightFormat::bf16 ? kTmaRingTarget
+                          : F == WeightFormat::int4 && tune.tma_ring_bytes_int4 > 0
+                              ? static_cast<size_t>(tune.tma_ring_bytes_int4)
                           : tune.tma_ring_bytes_decode > 0
                               ? static_cast<size_t>(tune.tma_ring_bytes_decode)
                               : kTmaRingTarget;

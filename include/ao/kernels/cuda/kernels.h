@@ -196,6 +196,12 @@ struct GemvTuning {
   // engine, tg128, 144 vs 176 KB): llama3-8b int8 457.1 vs 454.1 tok/s, fp8-row 455.9 vs 450.9;
   // llama3-1b int8 1645.2 vs 1609.8, fp8-row 1649.1 vs 1609.4 (128 KB alike; 96-112 KB slower).
   int tma_ring_bytes_decode = 144 * 1024;
+  // int4's ring where tma_ring_bytes is 0 (0: tma_ring_bytes_decode). Re-measured after lab note
+  // 68's change to int4's kernel (docs/CUDA.md lab note 69, run 189, llama3-8b int4 g128 tg128,
+  // one engine, two rounds of 5): 160 KB 692.5 / 692.6 tok/s, 176 KB 692.5 / 692.8, 192 KB 690.0
+  // / 690.2, against 689.9 / 690.0 at 144 KB; int8 and fp8 were slower at 160 KB (485.5 -> 482.2,
+  // 485.3 -> 482.5) and keep tma_ring_bytes_decode. Run 190, this default: 694.2 against 691.7.
+  int tma_ring_bytes_int4 = 160 * 1024;
   // int8/fp8/int4 on the TMA kernel at batch 1: where every consumer warp takes the same 1 or 2
   // segments of each stage and at most 4 (int4: 2) of each tile (K <= 4096), it holds their x
   // operands and x sums in registers, loaded once after the prologue, instead of reading them
