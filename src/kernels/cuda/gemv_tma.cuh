@@ -244,7 +244,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // Outside the kernel lab tma_flags() never sets the lab's switches (1, 2, 16, 64, 256: the math
   // or the stream skipped, the two-pass RMSNorm forced, reads from wrong addresses). int4's kernel
   // masks them so that the compiler drops their code: run 183, llama3-8b int4 g128 tg128 681.1 ->
-  // 689.2 tok/s (three alternations); int8's measured 0.4-0.6% slower masked and keeps them, bf16
+  // 689.2 tok/s (three alternations); int8 measured 0.4-0.7% slower masked and keeps them, bf16
   // did not change (docs/CUDA.md lab note 68).
 #ifdef AO_GEMV_EXPERIMENTS
   constexpr int kLabOnly = 0;
