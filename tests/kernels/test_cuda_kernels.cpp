@@ -653,6 +653,12 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   t.tma_prefetch_next_bytes = -1;
   refused(t, "tma_prefetch_next_bytes");
   t = good;
+  t.tma_ring_bytes = -1;
+  refused(t, "tma_ring_bytes");
+  t = good;
+  t.tma_ring_bytes_decode = -1;
+  refused(t, "tma_ring_bytes_decode");
+  t = good;
   t.tma_ring_bytes_int4 = -1;
   refused(t, "tma_ring_bytes_int4");
   t = good;
@@ -976,13 +982,19 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
       else
         smem144 = got;
     }
-    // int4's own default ring (GemvTuning::tma_ring_bytes_int4, 160 KB): at most its 160 KB
-    // beside x, and no less than with 144 KB.
+    // int4's own default ring (GemvTuning::tma_ring_bytes_int4, 160 KB): the plan of an explicit
+    // 160 KB ring (GemvTuning::tma_ring_bytes), at most 160 KB beside x, no less than 144 KB's.
     if (c.format == WeightFormat::int4) {
       const std::string what = std::string(c.name) + " K=" + std::to_string(K) + " int4 ring";
+      GemvTuning t160 = tuning_for(GemvPath::tma);
+      t160.tma_ring_bytes = 160 * 1024;
+      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t160,
+                          what + " (explicit 160 KB)");
+      const size_t smem160 = last_gemv_launch().smem;
       tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()},
                           tuning_for(GemvPath::tma), what);
       const size_t got = last_gemv_launch().smem;
+      EXPECT_EQ(got, smem160) << what;
       EXPECT_LE(got, static_cast<size_t>(160 + 64 + 1) * 1024) << what;
       EXPECT_GE(got, smem144) << what;
     }
