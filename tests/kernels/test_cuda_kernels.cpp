@@ -524,6 +524,20 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
   auto xb = to_bf16(x);
   Guarded<uint16_t> dx(xb);
   const auto ref = reference_matvec(from_bf16(xb), tw.deq, m, N, K);
+  // Row i of an output y (N values) against the reference.
+  auto check_row = [&](const float* y, int i, const std::string& what) {
+    double num = 0, den = 0;  // nmse without its floor: row 1's outputs are ~1e-35
+    for (int64_t n = 0; n < N; ++n) {
+      const double d = static_cast<double>(y[n]) - ref[i * N + n];
+      num += d * d;
+      den += static_cast<double>(ref[i * N + n]) * ref[i * N + n];
+      if (i == 3) ASSERT_EQ(y[n], 0.f) << what << " zero row, n=" << n;
+    }
+    if (i != 3) {
+      ASSERT_GT(den, 0.0) << what << " row " << i;
+      EXPECT_LT(num / den, 1e-6) << what << " row " << i;
+    }
+  };
   for (bool direct : {false, true}) {  // GemvTuning::tma_direct_fp16
     GemvTuning t = tuning_for(GemvPath::tma);
     t.tma_direct_fp16 = direct;
@@ -533,20 +547,29 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
     gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
     expect_path(GemvPath::tma, c, what);
     const auto y = dy.download();
-    for (int i = 0; i < m; ++i) {
-      double num = 0, den = 0;  // nmse without its floor: row 1's outputs are ~1e-35
-      for (int64_t n = 0; n < N; ++n) {
-        const double d = static_cast<double>(y[i * N + n]) - ref[i * N + n];
-        num += d * d;
-        den += static_cast<double>(ref[i * N + n]) * ref[i * N + n];
-        if (i == 3) ASSERT_EQ(y[i * N + n], 0.f) << what << " zero row, n=" << n;
-      }
-      if (i != 3) {
-        ASSERT_GT(den, 0.0) << what << " row " << i;
-        EXPECT_LT(num / den, 1e-6) << what << " row " << i;
-      }
-    }
+    for (int i = 0; i < m; ++i) check_row(y.data() + i * N, i, what);
     EXPECT_TRUE(dy.guards_intact()) << what;
+  }
+  // Each row alone: batch 1 (int4 there stages x as integer digits, lab note 70).
+  set_gemv_tuning(tuning_for(GemvPath::tma));
+  for (int i = 0; i < m; ++i) {
+    const std::string what = std::string(c.name) + " batch 1, row " + std::to_string(i);
+    Guarded<uint16_t> dxi(std::vector<uint16_t>(xb.begin() + i * K, xb.begin() + (i + 1) * K));
+    Guarded<float> dyi(N);
+    gemv(tw.dw, f32_gemv_args(1, dxi.get(), dyi.get()), nullptr);
+    expect_path(GemvPath::tma, c, what);
+    check_row(dyi.download().data(), i, what);
+    EXPECT_TRUE(dyi.guards_intact()) << what;
+  }
+  // int4 at batch 1: a non-finite x gives NaN in every output (its digits cannot carry it).
+  if (c.format == WeightFormat::int4) {
+    auto xi = std::vector<uint16_t>(xb.begin(), xb.begin() + K);
+    xi[100] = 0x7f80;  // +inf
+    Guarded<uint16_t> dxi(xi);
+    Guarded<float> dyi(N);
+    gemv(tw.dw, f32_gemv_args(1, dxi.get(), dyi.get()), nullptr);
+    const auto y = dyi.download();
+    for (int64_t n = 0; n < N; ++n) ASSERT_TRUE(std::isnan(y[n])) << c.name << " inf in x, n=" << n;
   }
 }
 
@@ -616,6 +639,29 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
         ASSERT_EQ(std::memcmp(&out[0][in][i], &out[1][in][i], sizeof(float)), 0)
             << c.name << " m=" << m << (in ? " rmsnorm" : " bf16") << " output " << i << ": "
             << out[0][in][i] << " vs " << out[1][in][i];
+  }
+}
+
+// int4 at batch 1 stages x as integer digits (lab note 70) after the one-pass prologues (K =
+// 4096) and the two-pass ones (K = 1280, padded to 2048; an RMSNorm row too long for one pass:
+// 12288), for a bf16 input and the RMSNorm input, against the reference, with a partial tile.
+TEST_P(CudaGemv, TmaInt4BatchOneDigitsMatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!(takes_tma(c) && c.format == WeightFormat::int4))
+    GTEST_SKIP() << c.name << " is not int4 on the TMA kernel";
+  TuningReset reset;
+  const int64_t N = 300;
+  for (int64_t K : {1280, 4096, 12288}) {
+    const RandomTestWeight tw(N, K, c, 20 + static_cast<uint32_t>(K));
+    const auto nw = norm_weight_bf16(K, 74);
+    Guarded<uint16_t> dnw(nw);
+    const auto xb = to_bf16(randn(K, 170));
+    const auto resid = randn(K, 171, 3.f);
+    Guarded<uint16_t> dx(xb);
+    Guarded<float> dres(resid);
+    tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()},
+                        tuning_for(GemvPath::tma), std::string(c.name) + " K=" + std::to_string(K));
   }
 }
 

@@ -142,6 +142,17 @@ template <WeightFormat F>
 __host__ __device__ constexpr size_t tma_red_bytes(int M, int P) {
   return static_cast<size_t>(2) * tma_warps<F>() * P * 16 * M * 4;
 }
+// Whether int4 at batch M runs on the integer tensor cores (x as three signed base-256 digits,
+// mma.m16n8k32 u8 x s8; lab note 70): batch 1.
+template <WeightFormat F>
+__host__ __device__ constexpr bool tma_int4_imma(int M) {
+  return F == WeightFormat::int4 && M == 1;
+}
+// Bytes of staged x for M rows of Kp: bf16/fp16 (2 per k), or the int4 batch-1 digits (3 per k).
+template <WeightFormat F>
+__host__ __device__ constexpr size_t tma_x_bytes(int M, int64_t Kp) {
+  return tma_int4_imma<F>(M) ? static_cast<size_t>(Kp) * 3 : static_cast<size_t>(M) * Kp * 2;
+}
 // Bytes of the x-sum entries of M rows of Kp.
 template <WeightFormat F>
 __host__ __device__ constexpr size_t tma_csum_bytes(int M, int64_t Kp) {
@@ -193,6 +204,25 @@ __device__ __forceinline__ void mma_int4_word_f16(float (&d)[4], uint32_t w0, ui
   }
 }
 
+// D += A B, m16n8k32, A unsigned bytes (int4 nibbles 0..15), B signed bytes (digits of x),
+// int32 accumulate (exact).
+__device__ __forceinline__ void mma_u8s8_16832(int (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// The power-of-two scale S = s1 s2 that puts a row's max |x| in [2^21, 2^22) for the int4 batch-1
+// digits, as two floats (s1 <= 2^126; s2 > 1 only for rows below 2^-104: up to 2^45). 1 for a
+// zero or non-finite max.
+__device__ __forceinline__ float2 imma_row_scale(float mx) {
+  int e = 0;
+  frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
+  if (!(mx > 0.f && mx < INFINITY)) return make_float2(1.f, 1.f);
+  const int k = 22 - e, k1 = min(k, 126);
+  return make_float2(ldexpf(1.f, k1), ldexpf(1.f, k - k1));
+}
 // Two e4m3 values (bits 0-7 and 8-15 of v) as an fp16 pair, low half first: exact.
 __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t v) {
   const __half2_raw h =
@@ -258,6 +288,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   constexpr bool kFp8 = F == WeightFormat::fp8;  // weight-only e4m3: the int8 layout and staging
   constexpr bool kByte = kInt8 || kFp8;          // one byte per weight, a scale per row
   constexpr bool kF16 = kByte || kInt4;  // x staged as fp16 under a power-of-two scale per row
+  // int4 at batch 1: x staged as a 24-bit integer under a power-of-two scale per row, in three
+  // signed base-256 digits, against the nibbles as unsigned bytes on the integer tensor cores
+  // (tma_int4_imma, lab note 70). It always stages directly (flag 4 does not apply).
+  constexpr bool kImma = tma_int4_imma<F>(M);
   extern __shared__ __align__(128) uint8_t tma_smem[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -281,12 +315,14 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   uint64_t* x_issued = empty + nstages;  // every consumer warp has issued its x loads
   uint8_t* ring = tma_smem + tma_barrier_bytes(nstages);
   uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
-  float* csum = reinterpret_cast<float*>(xf + M * Kp / 8);  // [M][Kp / kCsum][kCsumF]
+  // [M][Kp / kCsum][kCsumF]
+  float* csum = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(xf) + tma_x_bytes<F>(M, Kp));
   float2* csum2 = reinterpret_cast<float2*>(csum);          // int4: {C', Sx'}
   float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;         // [2][W][P][16][M]
   __shared__ float rss[M * W];
   __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
   __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
+  __shared__ float xinv2[kImma ? M : 1];     // int4 at batch 1: 1 / its second factor
   __shared__ unsigned long long x_last_ns;   // tracing: the last warp's x landing (TracePoint)
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -396,7 +432,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // int8/fp8/int4 with GemvTuning::tma_direct_fp16, where a one-pass prologue ran: each row's scale
   // xs[m] is known before staging (before_stage below), so x is staged as fp16 directly and the
   // conversion pass is skipped. The values are the same as the conversion's.
-  float xs[M];
+  float xs[M], xs2[kImma ? M : 1];  // xs2: int4 at batch 1, the scale's second factor
   bool f16_staging = false;
 #pragma unroll
   for (int m = 0; m < M; ++m) am[m] = 0.f, xs[m] = 1.f;
@@ -405,12 +441,21 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     float row_max = 0.f;
 #pragma unroll
     for (int ww = 0; ww < W; ++ww) row_max = fmaxf(row_max, xamax[m * W + ww]);
-    xs[m] = fp16_row_scale(row_max);
-    if (tid == 0) xinv[m] = 1.f / xs[m];
+    if constexpr (kImma) {
+      const float2 sc2 = imma_row_scale(row_max);
+      xs[m] = sc2.x, xs2[m] = sc2.y;
+      // A non-finite row gives NaN outputs: its digits cannot carry it.
+      if (tid == 0)
+        xinv[m] = row_max < INFINITY ? 1.f / sc2.x : __int_as_float(0x7fc00000),
+        xinv2[m] = 1.f / sc2.y;
+    } else {
+      xs[m] = fp16_row_scale(row_max);
+      if (tid == 0) xinv[m] = 1.f / xs[m];
+    }
   };
   auto before_stage = [&](int m, float mx) {
     if constexpr (kF16) {
-      if (!(flags & 4)) return;
+      if (!(flags & 4) && !kImma) return;
       mx = warp_max(mx);
       if (lane == 0) xamax[m * W + warp] = mx;
       consumer_sync<W>();
@@ -442,6 +487,37 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         dst = make_uint4(pack_bf16x2(v[0], v[2]), pack_bf16x2(v[1], v[3]), pack_bf16x2(v[4], v[6]),
                          pack_bf16x2(v[5], v[7]));
       }
+    } else if constexpr (kImma) {
+      // int4 at batch 1: X = rn(x S) (exact for every bf16 value above 2^-14 of the row's max;
+      // |X| < 2^22) as signed digits X = 65536 d2 + 256 d1 + d0, each in [-128, 127]. Word wd of
+      // lane t in segment j / 128 meets the nibbles 0, 2, 4, 6 (its low bytes, the mma's b0) and
+      // 1, 3, 5, 7 (b1); digit n is the mma's column n. Layout per segment: [half wd / 2][digit
+      // n][lane t] of 16 bytes (words wd % 2 = 0, 1, each b0 b1), so that a consumer's two loads
+      // read 12 distinct 16-byte pieces each (two wavefronts). The segment's sum of X goes to .y.
+      const float s = xs[m], s2 = xs2[m];
+      int X[8], su = 0;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) X[e] = __float2int_rn(v[e] * s * s2), su += X[e];
+#pragma unroll
+      for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+      const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
+      if ((lane & 15) == 0) csum2[gi] = make_float2(0.f, static_cast<float>(su));
+      uint32_t dg[3][2] = {{0u, 0u}, {0u, 0u}, {0u, 0u}};
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int d0 = static_cast<int>(static_cast<signed char>(X[e] & 0xff));
+        const int x1 = (X[e] - d0) >> 8;
+        const int d1 = static_cast<int>(static_cast<signed char>(x1 & 0xff));
+        const int d2 = (x1 - d1) >> 8;
+        const int sh = (e >> 1) * 8, hw = e & 1;
+        dg[0][hw] |= static_cast<uint32_t>(d2 & 0xff) << sh;
+        dg[1][hw] |= static_cast<uint32_t>(d1 & 0xff) << sh;
+        dg[2][hw] |= static_cast<uint32_t>(d0 & 0xff) << sh;
+      }
+      uint2* xi = reinterpret_cast<uint2*>(xf);
+#pragma unroll
+      for (int n = 0; n < 3; ++n)
+        xi[((gi * 2 + (wd >> 1)) * 12 + n * 4 + tt) * 2 + (wd & 1)] = make_uint2(dg[n][0], dg[n][1]);
     } else {
       // int4: word wd = (j / 8) % 4 of lane t = (j / 32) % 4 in segment j / 128, nibble pairs
       // (e, e + 4) (gemv_int4_mma.cuh). The fp16 decode reads the pairs (0, 4), (2, 6) as
@@ -553,6 +629,21 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       }
       trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
     }
+    if constexpr (kImma) {
+      // The digits need the row's scale before staging: one more pass for its max |x|.
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float mx = 0.f;
+        for (int j = tid * 8; j < Kp; j += kCons * 8) {
+          float v[8];
+          gemv_x4<IN>(a, m, j, K, xstride, vec, inv[m], v);
+          gemv_x4<IN>(a, m, j + 4, K, xstride, vec, inv[m], v + 4);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) mx = fmaxf(mx, fabsf(v[e]));
+        }
+        before_stage(m, mx);
+      }
+    }
 #pragma unroll
     for (int m = 0; m < M; ++m) {
 #pragma unroll 2
@@ -565,7 +656,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     }
   }
   trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::staged);
-  if constexpr (kF16)
+  if constexpr (kF16 && !kImma)
     if (!f16_staging) {
       // x to fp16 under a power-of-two scale per row (max |x| in [2^14, 2^15): exact for every
       // bf16 value above 2^-29 of the row's max; int4's x / 16 words above 2^-25), in place, with
@@ -613,6 +704,13 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // or zero fill (run 53's SASS of the int4 loop: 8 register clears and predicated loads per
   // segment, with 4 multiplications by a column mask).
   const int gx = min(g, M - 1);
+  // int4 at batch 1: lane (g, t) supplies digit n = min(g, 2) as the mma's column g and gets
+  // columns 2t, 2t + 1 back: t = 0 holds digits 2 and 1 (weights 65536 and 256), t = 1 digit 0
+  // (and a copy of it in column 3, weight 0), t = 2, 3 copies only. The segment's x sum goes to
+  // lane t = 0.
+  const int xn = min(g, 2);
+  const float dw0 = t == 0 ? 65536.f : t == 1 ? 1.f : 0.f, dw1 = t == 0 ? 256.f : 0.f;
+  const float xsum_on = t == 0 ? 1.f : 0.f;
   // int4: the stage rows whose scales this lane reads (g, g + 8); the lab's flag 16 reads row 0's
   // for all (wrong results: the timing without the scale loads' bank conflicts, lab note 37).
   const int sg0 = flags & 16 ? 0 : g, sg8 = flags & 16 ? 0 : g + 8;
@@ -626,10 +724,17 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   auto load_x = [&](int gi) {
     XFrag f;
     f.cs0 = f.cs1 = make_float2(0.f, 0.f);
+    if constexpr (kImma) {
+      f.v[0] = xf[(gi * 2) * 12 + xn * 4 + t];
+      f.v[1] = xf[(gi * 2 + 1) * 12 + xn * 4 + t];
+      f.cs0 = csum2[gi];
+    } else {
 #pragma unroll
-    for (int i = 0; i < kXv; ++i)
-      f.v[i] = xf[((gx * nseg + gi) * 4 + (kInt4 ? i : t)) * kXv + (kInt4 ? t : i)];
-    if constexpr (kInt8) {
+      for (int i = 0; i < kXv; ++i)
+        f.v[i] = xf[((gx * nseg + gi) * 4 + (kInt4 ? i : t)) * kXv + (kInt4 ? t : i)];
+    }
+    if constexpr (kImma) {
+    } else if constexpr (kInt8) {
       f.cs0.x = csum[c0 * nseg + gi];
       f.cs1.x = csum[c1 * nseg + gi];
     } else if constexpr (kInt4) {
@@ -727,6 +832,31 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           acc[2] = fmaf(-1152.f, xv.cs0.x, acc[2]);
           acc[3] = fmaf(-1152.f, xv.cs1.x, acc[3]);
         }
+      } else if constexpr (kImma) {
+        // Per word: its low nibbles (w & 0x0f0f0f0f) and high nibbles as unsigned bytes, rows g
+        // and g + 8, one mma against the digits of their x; two accumulator chains.
+        int da[4] = {0, 0, 0, 0}, db[4] = {0, 0, 0, 0};
+        const uint32_t xw[8] = {xv.v[0].x, xv.v[0].y, xv.v[0].z, xv.v[0].w,
+                                xv.v[1].x, xv.v[1].y, xv.v[1].z, xv.v[1].w};
+#pragma unroll
+        for (int wd = 0; wd < 4; ++wd) {
+          const uint32_t w0 = word(q0, wd), w1 = word(q1, wd);
+          const uint32_t af[4] = {w0 & 0x0f0f0f0fu, w1 & 0x0f0f0f0fu, (w0 >> 4) & 0x0f0f0f0fu,
+                                  (w1 >> 4) & 0x0f0f0f0fu};
+          mma_u8s8_16832(wd & 1 ? db : da, af, xw[2 * wd], xw[2 * wd + 1]);
+        }
+        const float2 s0 =
+            *reinterpret_cast<const float2*>(st + 16 * rs + sg0 * sc + (sg >> bpg_shift) * 8);
+        const float2 s1 =
+            *reinterpret_cast<const float2*>(st + 16 * rs + sg8 * sc + (sg >> bpg_shift) * 8);
+        // Sum over the digits: D = 65536 D2 + 256 D1 (lane t = 0) or D0 (t = 1), in fp32.
+        const float v0 = fmaf(dw0, static_cast<float>(da[0] + db[0]),
+                              dw1 * static_cast<float>(da[1] + db[1]));
+        const float v1 = fmaf(dw0, static_cast<float>(da[2] + db[2]),
+                              dw1 * static_cast<float>(da[3] + db[3]));
+        const float sx = xsum_on * xv.cs0.y;
+        acc[0] = fmaf(s0.x, v0, fmaf(s0.y, sx, acc[0]));
+        acc[2] = fmaf(s1.x, v1, fmaf(s1.y, sx, acc[2]));
       } else {
         // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
         // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
@@ -800,6 +930,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     for (int p = 0; p < P && tile + p * G < ntiles; ++p) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
       run_tile(acc);
+      if constexpr (kImma) {  // lanes t = 0 and 1 hold parts of each row
+        acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 1);
+        acc[2] += __shfl_xor_sync(0xffffffffu, acc[2], 1);
+      }
       const int r = (warp * P + p) * 16 + g;
       if (2 * t < M) rb[r * M + 2 * t] = acc[0], rb[(r + 8) * M + 2 * t] = acc[2];
       if (2 * t + 1 < M) rb[r * M + 2 * t + 1] = acc[1], rb[(r + 8) * M + 2 * t + 1] = acc[3];
@@ -821,6 +955,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             if (kPair) x1 += rb[((ww * P + p) * 16 + rl + 1) * M + m];
           }
           const float xi = kF16 ? xinv[m] : 1.f;
+          if constexpr (kImma) x0 *= xinv2[m], x1 *= xinv2[m];
           s0v[m] = x0 * r0 * xi, s1v[m] = x1 * r1 * xi;
         }
         gemv_epilogue<M, OUT>(a, N, row, s0v, s1v);
@@ -892,7 +1027,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     const int64_t Kp = w.k_padded;
     if (Kp % 256 != 0 || Kp % KS != 0) return p;
     const int64_t row_bytes = Kp / KS * 64;
-    const size_t x = static_cast<size_t>(M) * Kp * 2 + tma_csum_bytes<F>(M, Kp) +
+    const size_t x = tma_x_bytes<F>(M, Kp) + tma_csum_bytes<F>(M, Kp) +
                      tma_red_bytes<F>(M, tma_tiles_per_barrier<F>(M));
     if (x > 64 * 1024) return p;
     static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
