@@ -810,9 +810,9 @@ TEST(CudaGemvTuning, Int4MinKKeepsShorterRowsOnTheRegisterRing) {
   }
 }
 
-// The default tuning's int4 shape rule (GemvTuning::tma_int4_shape_rule): int4 g128 takes the
-// TMA kernel where K >= 4096 and there are at least 1.5 tiles of 16 rows per SM, the register ring
-// elsewhere; both match the reference.
+// The default tuning's int4 shape rule (GemvTuning::tma_int4_shape_rule): from batch 2, int4 g128
+// takes the TMA kernel where K >= 4096 and there are at least 1.5 tiles of 16 rows per SM, the
+// register ring elsewhere; at batch 1 the TMA kernel everywhere; all match the reference.
 TEST(CudaGemvTuning, Int4TakesTheTmaKernelOnTheShapeRulesShapes) {
   AO_SKIP_WITHOUT_GPU();
   TuningReset reset;
@@ -826,18 +826,24 @@ TEST(CudaGemvTuning, Int4TakesTheTmaKernelOnTheShapeRulesShapes) {
     int64_t n, k;
     bool tma;
   };
+  // The rule's shapes at batch 2; batch 1 (the integer tensor cores, lab note 70) takes the TMA
+  // kernel on every shape.
   for (const Shape sh :
        {Shape{big, 4096, true}, Shape{big, 2048, false}, Shape{1024, 4096, false}}) {
     const RandomTestWeight tw(sh.n, sh.k, c, 13);
-    auto xb = to_bf16(randn(sh.k, 133));
-    Guarded<uint16_t> dx(xb);
-    Guarded<float> dy(sh.n);
-    gemv(tw.dw, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
-    const std::string what = "N=" + std::to_string(sh.n) + " K=" + std::to_string(sh.k);
-    EXPECT_EQ(last_gemv_launch().tma, device_has_tma() && sh.tma) << what;
-    EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, 1, sh.n, sh.k)), 1e-6)
-        << what;
-    EXPECT_TRUE(dy.guards_intact()) << what;
+    for (int m : {1, 2}) {
+      auto xb = to_bf16(randn(m * sh.k, 133));
+      Guarded<uint16_t> dx(xb);
+      Guarded<float> dy(m * sh.n);
+      gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+      const std::string what =
+          "N=" + std::to_string(sh.n) + " K=" + std::to_string(sh.k) + " m=" + std::to_string(m);
+      EXPECT_EQ(last_gemv_launch().tma, device_has_tma() && (sh.tma || m == 1)) << what;
+      EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, sh.n, sh.k)),
+                1e-6)
+          << what;
+      EXPECT_TRUE(dy.guards_intact()) << what;
+    }
   }
 }
 

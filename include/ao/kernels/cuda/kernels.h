@@ -153,7 +153,9 @@ struct GemvTuning {
   // (docs/CUDA.md lab note 59, run 139, same engine, tg128, g128): llama3-8b 584.4 tok/s with
   // int4 on the TMA kernel where K >= 4096 against 560.1 on the register ring (every shape on
   // it: 584.8); llama3-1b 2140.5 on the register ring against 1919.0 with every shape on the TMA
-  // kernel and 2121.9 with its K = 8192 down projection (128 tiles) on it.
+  // kernel and 2121.9 with its K = 8192 down projection (128 tiles) on it. Batch 1 is exempt
+  // since int4 there runs on the integer tensor cores (lab note 70): llama3-1b 2209.0 tok/s
+  // with every shape on the TMA kernel against 2163.1 under the rule (run 199, one engine).
   bool tma_int4_shape_rule = true;
   // Stages of its ring the TMA kernel's producer issues at the block's start; the rest wait
   // until every consumer warp has issued its x loads after the grid-dependency wait, so those
