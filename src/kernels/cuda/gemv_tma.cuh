@@ -34,6 +34,11 @@
 //         (1, 5), (3, 7) as 1024 + 16 q (one LOP3 each, one shift per word), x staged as fp16
 //         under the power-of-two row scale, divided by 16 for the second kind; per segment
 //         y' += s (D - C') + (zero - 8 s) Sx', C' = 1024 Sa' + 64 Sb' from the staging.
+//         At batch 1 (session 20, lab note 70) on the integer tensor cores instead: x as a
+//         24-bit integer X = rn(x S) (S a power of two per row) in three signed base-256
+//         digits, one per mma column; a word's low and high nibbles as unsigned bytes, one
+//         mma.m16n8k32 (u8 x s8, int32 accumulate, exact) per word of rows g and g + 8; per
+//         segment y' += s D + (zero - 8 s) SX, D = 65536 D2 + 256 D1 + D0 in fp32.
 // The W consumer warps split each stage's segments (warp w takes w, w + W, ...), wait on the
 // stage's full barrier, and release it (one arrive per warp) when done; the partial sums of P
 // tiles (GemvTuning::tma_tile_group) meet in shared memory at one named barrier over the

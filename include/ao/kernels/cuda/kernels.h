@@ -155,7 +155,7 @@ struct GemvTuning {
   // it: 584.8); llama3-1b 2140.5 on the register ring against 1919.0 with every shape on the TMA
   // kernel and 2121.9 with its K = 8192 down projection (128 tiles) on it. Batch 1 is exempt
   // since int4 there runs on the integer tensor cores (lab note 70): llama3-1b 2209.0 tok/s
-  // with every shape on the TMA kernel against 2163.1 under the rule (run 199, one engine).
+  // with every shape on the TMA kernel against 2163.1 under the rule (run 198, one engine).
   bool tma_int4_shape_rule = true;
   // Stages of its ring the TMA kernel's producer issues at the block's start; the rest wait
   // until every consumer warp has issued its x loads after the grid-dependency wait, so those
