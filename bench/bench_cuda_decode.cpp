@@ -144,6 +144,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_tile_group = t.tma_tile_group_int4 = variant_int(mod, 6);
     else if (mod.rfind("pad=", 0) == 0)  // GemvTuning::tma_pad_rows (a WeightFormat mask)
       t.tma_pad_rows = variant_int(mod, 4);
+    else if (mod.rfind("padk4=", 0) == 0)  // GemvTuning::tma_pad_rows_int4_min_k
+      t.tma_pad_rows_int4_min_k = variant_int(mod, 6);
     else if (mod.rfind("padk=", 0) == 0)  // GemvTuning::tma_pad_rows_byte_max_k
       t.tma_pad_rows_byte_max_k = variant_int(mod, 5);
     else if (mod.rfind("pf=", 0) == 0)  // GemvTuning::tma_prefetch_next_bytes (bf16), in MB
@@ -167,7 +169,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, pf=MB; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB; join with '+')");
   }
   return r;
 }

@@ -696,6 +696,9 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   t.tma_pad_rows_byte_max_k = -1;
   refused(t, "tma_pad_rows_byte_max_k");
   t = good;
+  t.tma_pad_rows_int4_min_k = -1;
+  refused(t, "tma_pad_rows_int4_min_k");
+  t = good;
   t.tma_prefetch_next_bytes = -1;
   refused(t, "tma_prefetch_next_bytes");
   t = good;
@@ -937,8 +940,9 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
 // inputs, and the reference.
 // K = 2048 and 4096 take the registers at batch 1 for int8 and fp8 (launch record); K = 8192 does
 // not (8 segments per warp and tile), nor batch 2, nor int4 (its x stays in shared memory).
-// The launch record also shows the default stage-row padding: int4 always, int8 and fp8 where
-// K <= 2048 (GemvTuning::tma_pad_rows_byte_max_k), bf16 never.
+// The launch record also shows the default stage-row padding: int4 where K >= 4096
+// (GemvTuning::tma_pad_rows_int4_min_k), int8 and fp8 where K <= 2048
+// (GemvTuning::tma_pad_rows_byte_max_k), bf16 never.
 TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -967,7 +971,7 @@ TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
         EXPECT_EQ(last_gemv_launch().x_registers, want) << what;
         const bool byte = c.format == WeightFormat::int8 || c.format == WeightFormat::fp8;
         EXPECT_EQ(last_gemv_launch().padded_rows,
-                  c.format == WeightFormat::int4 || (byte && K <= 2048))
+                  (c.format == WeightFormat::int4 && K >= 4096) || (byte && K <= 2048))
             << what;
       }
       for (int in = 0; in < 2; ++in)

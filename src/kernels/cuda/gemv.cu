@@ -64,6 +64,8 @@ void set_gemv_tuning(const GemvTuning& t) {
     fail("set_gemv_tuning: tma_prefetch_next_bytes must be >= 0");
   if (t.tma_pad_rows_byte_max_k < 0)
     fail("set_gemv_tuning: tma_pad_rows_byte_max_k must be >= 0");
+  if (t.tma_pad_rows_int4_min_k < 0)
+    fail("set_gemv_tuning: tma_pad_rows_int4_min_k must be >= 0");
   if (t.tma_ring_bytes < 0 || t.tma_ring_bytes_decode < 0 || t.tma_ring_bytes_int4 < 0)
     fail("set_gemv_tuning: tma_ring_bytes, tma_ring_bytes_decode and tma_ring_bytes_int4 must be "
          ">= 0");

@@ -992,7 +992,8 @@ template <WeightFormat F>
 bool tma_pad_rows(const DeviceWeight& w) {
   const GemvTuning t = gemv_tuning();
   constexpr bool kByte = F == WeightFormat::int8 || F == WeightFormat::fp8;
-  return (t.tma_pad_rows >> static_cast<int>(F) & 1) ||
+  return ((t.tma_pad_rows >> static_cast<int>(F) & 1) &&
+          (F != WeightFormat::int4 || w.k_padded >= t.tma_pad_rows_int4_min_k)) ||
          (kByte && w.k_padded <= t.tma_pad_rows_byte_max_k);
 }
 

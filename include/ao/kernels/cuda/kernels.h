@@ -230,6 +230,14 @@ struct GemvTuning {
   // against 5.0), llama3-8b's K = 4096 ones slower (gate_up 29.7 against 28.1, lm_head 140.6
   // against 117.7); llama3-1b tg128 int8 1998 against 1901 tok/s, fp8-row 2005 against 1898.
   int64_t tma_pad_rows_byte_max_k = 2048;
+  // int4's stage rows (where tma_pad_rows sets its bit) padded only where K is at least this.
+  // Measured (docs/CUDA.md lab note 71, tg128, one engine each): run 200, every int4 row
+  // unpadded: llama3-1b 2454.4 tok/s against 2201.4 padded, llama3-8b (K = 4096, 14336) 661.0
+  // against 716.3; run 201, padded where K >= 4096: llama3-1b 2519.0 (its down projection,
+  // K = 8192, padded) against 2194.4 padded everywhere and 2457.3 nowhere, llama3-8b 715.2
+  // against 715.6. At K = 2048 a whole-row stage is one 16 KB copy unpadded, 32 row and scale
+  // copies of ~0.6 KB padded.
+  int64_t tma_pad_rows_int4_min_k = 4096;
   // bf16 weights on the TMA kernel: bytes of the next GEMV's weight (GemvArgs::next: its first
   // rows and the same fraction of its scales, the tiles its blocks take first) that the blocks
   // ask the L2 to prefetch, each an equal share, once their own weight copies have landed (0:
