@@ -450,9 +450,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       const float2 sc2 = imma_row_scale(row_max);
       xs[m] = sc2.x, xs2[m] = sc2.y;
       // A non-finite row gives NaN outputs: its digits cannot carry it.
-      if (tid == 0)
-        xinv[m] = row_max < INFINITY ? 1.f / sc2.x : __int_as_float(0x7fc00000),
+      if (tid == 0) {
+        xinv[m] = row_max < INFINITY ? 1.f / sc2.x : __int_as_float(0x7fc00000);
         xinv2[m] = 1.f / sc2.y;
+      }
     } else {
       xs[m] = fp16_row_scale(row_max);
       if (tid == 0) xinv[m] = 1.f / xs[m];
@@ -737,14 +738,13 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
 #pragma unroll
       for (int i = 0; i < kXv; ++i)
         f.v[i] = xf[((gx * nseg + gi) * 4 + (kInt4 ? i : t)) * kXv + (kInt4 ? t : i)];
-    }
-    if constexpr (kImma) {
-    } else if constexpr (kInt8) {
-      f.cs0.x = csum[c0 * nseg + gi];
-      f.cs1.x = csum[c1 * nseg + gi];
-    } else if constexpr (kInt4) {
-      f.cs0 = csum2[c0 * nseg + gi];
-      f.cs1 = csum2[c1 * nseg + gi];
+      if constexpr (kInt8) {
+        f.cs0.x = csum[c0 * nseg + gi];
+        f.cs1.x = csum[c1 * nseg + gi];
+      } else if constexpr (kInt4) {
+        f.cs0 = csum2[c0 * nseg + gi];
+        f.cs1 = csum2[c1 * nseg + gi];
+      }
     }
     return f;
   };
