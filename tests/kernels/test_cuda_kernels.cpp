@@ -692,25 +692,19 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
     t.tma_pad_rows = mask;
     refused(t, "tma_pad_rows");
   }
+  // The sizes and bounds that must not be negative.
+  auto refused_negative = [&](auto field, const char* name) {
+    GemvTuning t = good;
+    t.*field = -1;
+    refused(t, name);
+  };
+  refused_negative(&GemvTuning::tma_pad_rows_byte_max_k, "tma_pad_rows_byte_max_k");
+  refused_negative(&GemvTuning::tma_pad_rows_int4_min_k, "tma_pad_rows_int4_min_k");
+  refused_negative(&GemvTuning::tma_prefetch_next_bytes, "tma_prefetch_next_bytes");
+  refused_negative(&GemvTuning::tma_ring_bytes, "tma_ring_bytes");
+  refused_negative(&GemvTuning::tma_ring_bytes_decode, "tma_ring_bytes_decode");
+  refused_negative(&GemvTuning::tma_ring_bytes_int4, "tma_ring_bytes_int4");
   GemvTuning t = good;
-  t.tma_pad_rows_byte_max_k = -1;
-  refused(t, "tma_pad_rows_byte_max_k");
-  t = good;
-  t.tma_pad_rows_int4_min_k = -1;
-  refused(t, "tma_pad_rows_int4_min_k");
-  t = good;
-  t.tma_prefetch_next_bytes = -1;
-  refused(t, "tma_prefetch_next_bytes");
-  t = good;
-  t.tma_ring_bytes = -1;
-  refused(t, "tma_ring_bytes");
-  t = good;
-  t.tma_ring_bytes_decode = -1;
-  refused(t, "tma_ring_bytes_decode");
-  t = good;
-  t.tma_ring_bytes_int4 = -1;
-  refused(t, "tma_ring_bytes_int4");
-  t = good;
   t.k_split = 3;
   refused(t, "k_split");
   for (const int g : {1, 2, 4, 8}) {
