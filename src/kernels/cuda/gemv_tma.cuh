@@ -500,25 +500,36 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       // 1, 3, 5, 7 (b1); digit n is the mma's column n. Layout per segment: [half wd / 2][digit
       // n][lane t] of 16 bytes (words wd % 2 = 0, 1, each b0 b1), so that a consumer's two loads
       // read 12 distinct 16-byte pieces each (two wavefronts). The segment's sum of X goes to .y.
+      // X = rn(x s s2) as the bits of x s s2 + 1.5 * 2^23 (one FFMA, |X| <= 2^22: the float's
+      // integer lattice there is 1 and rounding to nearest even is the integer's), minus them.
+      // The digits: X + 0x808080 has the bytes d0 + 128, d1 + 128, d2 + 128 (|X| < 2^23), so
+      // those bytes XOR 0x80 are d0, d1, d2 as int8. Words: byte i of dg[n][hw] is digit 2 - n
+      // of element 2 i + hw (four PRMTs gather a digit of four elements).
+      constexpr uint32_t kMagic = 0x4B400000u;  // the bits of 1.5 * 2^23
       const float s = xs[m], s2 = xs2[m];
-      int X[8], su = 0;
+      uint32_t z[8], bsum = 0;  // bsum: the 8 X's sum plus 8 kMagic, modulo 2^32
 #pragma unroll
-      for (int e = 0; e < 8; ++e) X[e] = __float2int_rn(v[e] * s * s2), su += X[e];
+      for (int e = 0; e < 8; ++e) {
+        const uint32_t b = __float_as_uint(fmaf(v[e] * s, s2, 12582912.f));
+        bsum += b;
+        z[e] = (b + (0x808080u - kMagic)) ^ 0x808080u;
+      }
+      int su = static_cast<int>(bsum - 8u * kMagic);
 #pragma unroll
       for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
       const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
       if ((lane & 15) == 0) csum2[gi] = make_float2(0.f, static_cast<float>(su));
-      uint32_t dg[3][2] = {{0u, 0u}, {0u, 0u}, {0u, 0u}};
+      uint32_t dg[3][2];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const int d0 = static_cast<int>(static_cast<signed char>(X[e] & 0xff));
-        const int x1 = (X[e] - d0) >> 8;
-        const int d1 = static_cast<int>(static_cast<signed char>(x1 & 0xff));
-        const int d2 = (x1 - d1) >> 8;
-        const int sh = (e >> 1) * 8, hw = e & 1;
-        dg[0][hw] |= static_cast<uint32_t>(d2 & 0xff) << sh;
-        dg[1][hw] |= static_cast<uint32_t>(d1 & 0xff) << sh;
-        dg[2][hw] |= static_cast<uint32_t>(d0 & 0xff) << sh;
+      for (int hw = 0; hw < 2; ++hw) {
+        // [e0.b0, e2.b0, e0.b1, e2.b1], [e4.b0, ...] and [e0.b2, e2.b2, ...], [e4.b2, ...]
+        const uint32_t lo01 = __byte_perm(z[hw], z[2 + hw], 0x5140);
+        const uint32_t lo23 = __byte_perm(z[4 + hw], z[6 + hw], 0x5140);
+        const uint32_t hi01 = __byte_perm(z[hw], z[2 + hw], 0x0062);
+        const uint32_t hi23 = __byte_perm(z[4 + hw], z[6 + hw], 0x0062);
+        dg[2][hw] = __byte_perm(lo01, lo23, 0x5410);  // d0
+        dg[1][hw] = __byte_perm(lo01, lo23, 0x7632);  // d1
+        dg[0][hw] = __byte_perm(hi01, hi23, 0x5410);  // d2
       }
       uint2* xi = reinterpret_cast<uint2*>(xf);
 #pragma unroll
