@@ -500,11 +500,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       // 1, 3, 5, 7 (b1); digit n is the mma's column n. Layout per segment: [half wd / 2][digit
       // n][lane t] of 16 bytes (words wd % 2 = 0, 1, each b0 b1), so that a consumer's two loads
       // read 12 distinct 16-byte pieces each (two wavefronts). The segment's sum of X goes to .y.
-      // X = rn(x s s2) as the bits of x s s2 + 1.5 * 2^23 (one FFMA, |X| <= 2^22: the float's
-      // integer lattice there is 1 and rounding to nearest even is the integer's), minus them.
-      // The digits: X + 0x808080 has the bytes d0 + 128, d1 + 128, d2 + 128 (|X| < 2^23), so
-      // those bytes XOR 0x80 are d0, d1, d2 as int8. Words: byte i of dg[n][hw] is digit 2 - n
-      // of element 2 i + hw (four PRMTs gather a digit of four elements).
+      // X is the bits of the FFMA x s s2 + 1.5 * 2^23 minus those of 1.5 * 2^23: near 1.5 * 2^23
+      // the floats are the integers, so the FFMA's rounding to nearest even is rn's. The bytes
+      // of X + 0x808080 are d0 + 128, d1 + 128, d2 + 128, so those bytes XOR 0x80 are the
+      // digits as int8; PRMTs gather byte i of dg[n][hw] = digit 2 - n of element 2 i + hw.
       constexpr uint32_t kMagic = 0x4B400000u;  // the bits of 1.5 * 2^23
       const float s = xs[m], s2 = xs2[m];
       uint32_t z[8], bsum = 0;  // bsum: the 8 X's sum plus 8 kMagic, modulo 2^32
