@@ -416,8 +416,8 @@ TEST_P(CudaGemv, TmaPrefetchOfTheNextWeightChangesNoResult) {
     gemv(tw.dw, a, nullptr);
     expect_path(GemvPath::tma, c, "prefetch");
     const int64_t asked = last_gemv_launch().prefetch_bytes;
-    const std::string what = std::string(c.name) + " next " +
-                             std::to_string(next ? next->n : 0) + " bytes " + std::to_string(bytes);
+    const std::string what = std::string(c.name) + " next " + std::to_string(next ? next->n : 0) +
+                             " bytes " + std::to_string(bytes);
     if (c.format != WeightFormat::bf16 || next == nullptr || bytes == 0) {
       EXPECT_EQ(asked, 0) << what;
     } else if (bytes >= static_cast<int64_t>(next->bytes())) {
@@ -576,12 +576,16 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
 // One TMA GEMV of x (bf16 input) and one of resid (RMSNorm input, norm weight nw) under tuning t,
 // each asserted to run the TMA kernel and checked against the reference and its guards: the two
 // outputs, {bf16 input, RMSNorm input}.
+// The inputs: x (rounded to bf16), resid and the norm weight, on the host and the device.
 struct TmaInputs {
-  const std::vector<uint16_t>& xb;
-  const std::vector<float>& resid;
-  const std::vector<uint16_t>& nw;
-  const uint16_t *dx, *dnw;
-  const float* dres;
+  TmaInputs(const std::vector<float>& x, std::vector<float> r, std::vector<uint16_t> w)
+      : xb(to_bf16(x)), resid(std::move(r)), nw(std::move(w)), dx(xb), dres(resid), dnw(nw) {}
+  std::vector<uint16_t> xb;
+  std::vector<float> resid;
+  std::vector<uint16_t> nw;
+  Guarded<uint16_t> dx;
+  Guarded<float> dres;
+  Guarded<uint16_t> dnw;
 };
 std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw,
                                                       const QuantCase& c, int m,
@@ -590,9 +594,10 @@ std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw
   const int64_t N = tw.dw.n, K = tw.dw.k;
   set_gemv_tuning(t);
   Guarded<float> dy(m * N), dz(m * N);
-  gemv(tw.dw, f32_gemv_args(m, in.dx, dy.get()), nullptr);
+  gemv(tw.dw, f32_gemv_args(m, in.dx.get(), dy.get()), nullptr);
   expect_path(GemvPath::tma, c, what);
-  gemv(tw.dw, rmsnorm_gemv_args(m, in.dres, in.dnw, GemvOutput::f32, dz.get()), nullptr);
+  gemv(tw.dw, rmsnorm_gemv_args(m, in.dres.get(), in.dnw.get(), GemvOutput::f32, dz.get()),
+       nullptr);
   expect_path(GemvPath::tma, c, what + " rmsnorm");
   std::array<std::vector<float>, 2> out{dy.download(), dz.download()};
   EXPECT_TRUE(dy.guards_intact()) << what;
@@ -616,22 +621,17 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
   TuningReset reset;
   const int64_t N = 700, K = 4096;
   const RandomTestWeight tw(N, K, c, 9);
-  const auto nw = norm_weight_bf16(K, 73);
-  Guarded<uint16_t> dnw(nw);
   for (int m : {1, 2, 5}) {
     auto x = randn(m * K, 150 + m);
     if (m == 5)
       for (int64_t k = 0; k < K; ++k) x[4 * K + k] *= 1e30f;
-    const auto xb = to_bf16(x);
-    const auto resid = randn(m * K, 160 + m, 3.f);
-    Guarded<uint16_t> dx(xb);
-    Guarded<float> dres(resid);
+    const TmaInputs in(x, randn(m * K, 160 + m, 3.f), norm_weight_bf16(K, 73));
     std::array<std::vector<float>, 2> out[2];  // [direct][input: bf16, rmsnorm]
     for (int direct = 0; direct < 2; ++direct) {
       GemvTuning t = tuning_for(GemvPath::tma);
       t.tma_direct_fp16 = direct == 1;
       out[direct] = tma_outputs_checked(
-          tw, c, m, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t,
+          tw, c, m, in, t,
           std::string(c.name) + " m=" + std::to_string(m) + (direct ? " direct" : " conversion"));
     }
     for (int in = 0; in < 2; ++in)
@@ -654,14 +654,9 @@ TEST_P(CudaGemv, TmaInt4BatchOneDigitsMatchReference) {
   const int64_t N = 300;
   for (int64_t K : {1280, 4096, 12288}) {
     const RandomTestWeight tw(N, K, c, 20 + static_cast<uint32_t>(K));
-    const auto nw = norm_weight_bf16(K, 74);
-    Guarded<uint16_t> dnw(nw);
-    const auto xb = to_bf16(randn(K, 170));
-    const auto resid = randn(K, 171, 3.f);
-    Guarded<uint16_t> dx(xb);
-    Guarded<float> dres(resid);
-    tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()},
-                        tuning_for(GemvPath::tma), std::string(c.name) + " K=" + std::to_string(K));
+    const TmaInputs in(randn(K, 170), randn(K, 171, 3.f), norm_weight_bf16(K, 74));
+    tma_outputs_checked(tw, c, 1, in, tuning_for(GemvPath::tma),
+                        std::string(c.name) + " K=" + std::to_string(K));
   }
 }
 
@@ -836,8 +831,7 @@ TEST(CudaGemvTuning, Int4TakesTheTmaKernelOnTheShapeRulesShapes) {
       const std::string what =
           "N=" + std::to_string(sh.n) + " K=" + std::to_string(sh.k) + " m=" + std::to_string(m);
       EXPECT_EQ(last_gemv_launch().tma, device_has_tma() && (sh.tma || m == 1)) << what;
-      EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, sh.n, sh.k)),
-                1e-6)
+      EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, sh.n, sh.k)), 1e-6)
           << what;
       EXPECT_TRUE(dy.guards_intact()) << what;
     }
@@ -907,18 +901,13 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
   for (const int64_t K : {2048, 8192}) {
     const int64_t N = 700;
     const RandomTestWeight tw(N, K, c, 6);
-    const auto nw = norm_weight_bf16(K, 72);
-    Guarded<uint16_t> dnw(nw);
     for (int m : {1, 2}) {  // (x of 3 rows of 8192 does not fit the TMA kernel's shared memory)
-      const auto xb = to_bf16(randn(m * K, 95 + m));
-      const auto resid = randn(m * K, 97 + m, 3.f);
-      Guarded<uint16_t> dx(xb);
-      Guarded<float> dres(resid);
+      const TmaInputs in(randn(m * K, 95 + m), randn(m * K, 97 + m, 3.f), norm_weight_bf16(K, 72));
       std::array<std::vector<float>, 2> out[2];  // [evict_first][input: bf16, rmsnorm]
       for (int ef = 0; ef < 2; ++ef) {
         GemvTuning t = tuning_for(GemvPath::tma);
         t.tma_evict_first = ef == 1;
-        out[ef] = tma_outputs_checked(tw, c, m, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t,
+        out[ef] = tma_outputs_checked(tw, c, m, in, t,
                                       std::string(c.name) + " K=" + std::to_string(K) + " m=" +
                                           std::to_string(m) + (ef ? " evict-first" : " default"));
       }
@@ -945,21 +934,16 @@ TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
   for (const int64_t K : {2048, 4096, 8192}) {
     const int64_t N = 700;
     const RandomTestWeight tw(N, K, c, 8);
-    const auto nw = norm_weight_bf16(K, 74);
-    Guarded<uint16_t> dnw(nw);
     for (int m : {1, 2}) {
-      const auto xb = to_bf16(randn(m * K, 120 + m));
-      const auto resid = randn(m * K, 122 + m, 3.f);
-      Guarded<uint16_t> dx(xb);
-      Guarded<float> dres(resid);
+      const TmaInputs in(randn(m * K, 120 + m), randn(m * K, 122 + m, 3.f),
+                         norm_weight_bf16(K, 74));
       std::array<std::vector<float>, 2> out[2];  // [registers][input]
       for (int on = 0; on < 2; ++on) {
         GemvTuning t = tuning_for(GemvPath::tma);
         t.tma_x_registers = on == 1;
         const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
                                  " m=" + std::to_string(m) + (on ? " registers" : " shared");
-        out[on] = tma_outputs_checked(tw, c, m, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t,
-                                      what);
+        out[on] = tma_outputs_checked(tw, c, m, in, t, what);
         const bool want = on == 1 && m == 1 && takes_fp16_decode(c) &&
                           c.format != WeightFormat::int4 && K <= 4096;
         EXPECT_EQ(last_gemv_launch().x_registers, want) << what;
@@ -991,19 +975,14 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
   const int64_t N = 5000;
   for (const int64_t K : {2048, 8192}) {
     const RandomTestWeight tw(N, K, c, 17);
-    const auto nw = norm_weight_bf16(K, 76);
-    Guarded<uint16_t> dnw(nw);
-    const auto xb = to_bf16(randn(K, 190));
-    const auto resid = randn(K, 191, 3.f);
-    Guarded<uint16_t> dx(xb);
-    Guarded<float> dres(resid);
+    const TmaInputs in(randn(K, 190), randn(K, 191, 3.f), norm_weight_bf16(K, 76));
     size_t smem = 0;
     for (const int kb : {40, 64, 224}) {
       GemvTuning t = tuning_for(GemvPath::tma);
       t.tma_ring_bytes = kb * 1024;
       const std::string what =
           std::string(c.name) + " K=" + std::to_string(K) + " ring " + std::to_string(kb) + " KB";
-      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t, what);
+      tma_outputs_checked(tw, c, 1, in, t, what);
       const size_t got = last_gemv_launch().smem;
       EXPECT_GT(got, smem) << what;
       EXPECT_LE(got, static_cast<size_t>(kb + 64 + 1) * 1024) << what;
@@ -1019,7 +998,7 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
       t.tma_ring_bytes_int4 = 0;  // int4 follows tma_ring_bytes_decode
       const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
                                " default ring, decode " + std::to_string(dec_kb) + " KB";
-      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t, what);
+      tma_outputs_checked(tw, c, 1, in, t, what);
       const size_t got = last_gemv_launch().smem;
       const int ring_kb = c.format == WeightFormat::bf16 ? 176 : dec_kb;
       EXPECT_LE(got, static_cast<size_t>(ring_kb + 64 + 1) * 1024) << what;
@@ -1038,11 +1017,9 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
       const std::string what = std::string(c.name) + " K=" + std::to_string(K) + " int4 ring";
       GemvTuning t160 = tuning_for(GemvPath::tma);
       t160.tma_ring_bytes = 160 * 1024;
-      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()}, t160,
-                          what + " (explicit 160 KB)");
+      tma_outputs_checked(tw, c, 1, in, t160, what + " (explicit 160 KB)");
       const size_t smem160 = last_gemv_launch().smem;
-      tma_outputs_checked(tw, c, 1, {xb, resid, nw, dx.get(), dnw.get(), dres.get()},
-                          tuning_for(GemvPath::tma), what);
+      tma_outputs_checked(tw, c, 1, in, tuning_for(GemvPath::tma), what);
       const size_t got = last_gemv_launch().smem;
       EXPECT_EQ(got, smem160) << what;
       EXPECT_LE(got, static_cast<size_t>(160 + 64 + 1) * 1024) << what;

@@ -284,7 +284,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
 #ifdef AO_GEMV_EXPERIMENTS
   constexpr int kLabOnly = 0;
 #else
-  constexpr int kLabOnly = F == WeightFormat::int4 ? 1 | 2 | 16 | 64 | 256 : 0;
+  constexpr int kLabOnly = (F == WeightFormat::int4 ? 1 | 2 | 16 | 64 | 256 : 0) | 4096;
 #endif
   const int flags = lab_flags & ~kLabOnly;
   constexpr int W = tma_warps<F>(), kCons = W * 32;
@@ -322,8 +322,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
   // [M][Kp / kCsum][kCsumF]
   float* csum = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(xf) + tma_x_bytes<F>(M, Kp));
-  float2* csum2 = reinterpret_cast<float2*>(csum);          // int4: {C', Sx'}
-  float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;         // [2][W][P][16][M]
+  float2* csum2 = reinterpret_cast<float2*>(csum);   // int4: {C', Sx'}
+  float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;  // [2][W][P][16][M]
   __shared__ float rss[M * W];
   __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
   __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
@@ -533,7 +533,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       uint2* xi = reinterpret_cast<uint2*>(xf);
 #pragma unroll
       for (int n = 0; n < 3; ++n)
-        xi[((gi * 2 + (wd >> 1)) * 12 + n * 4 + tt) * 2 + (wd & 1)] = make_uint2(dg[n][0], dg[n][1]);
+        xi[((gi * 2 + (wd >> 1)) * 12 + n * 4 + tt) * 2 + (wd & 1)] =
+            make_uint2(dg[n][0], dg[n][1]);
     } else {
       // int4: word wd = (j / 8) % 4 of lane t = (j / 32) % 4 in segment j / 128, nibble pairs
       // (e, e + 4) (gemv_int4_mma.cuh). The fp16 decode reads the pairs (0, 4), (2, 6) as
@@ -607,10 +608,16 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           issued, hook);
     }
   };
-  if constexpr (kF16)
+  if (flags & 4096) {
+    // Lab flag 4096 (AO_TMA_NOSTAGE=1): x neither loaded nor staged (wrong results: the timing
+    // without the prologue's work past the grid-dependency wait).
+    issued();
+    staged = true;
+  } else if constexpr (kF16) {
     staged = onepass(before_stage);
-  else
+  } else {
     staged = onepass(NoStageHook{});
+  }
   if (IN == GemvInput::rmsnorm && staged)
     trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
   if (!staged) {
@@ -865,10 +872,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         const float2 s1 =
             *reinterpret_cast<const float2*>(st + 16 * rs + sg8 * sc + (sg >> bpg_shift) * 8);
         // Sum over the digits: D = 65536 D2 + 256 D1 (lane t = 0) or D0 (t = 1), in fp32.
-        const float v0 = fmaf(dw0, static_cast<float>(da[0] + db[0]),
-                              dw1 * static_cast<float>(da[1] + db[1]));
-        const float v1 = fmaf(dw0, static_cast<float>(da[2] + db[2]),
-                              dw1 * static_cast<float>(da[3] + db[3]));
+        const float v0 =
+            fmaf(dw0, static_cast<float>(da[0] + db[0]), dw1 * static_cast<float>(da[1] + db[1]));
+        const float v1 =
+            fmaf(dw0, static_cast<float>(da[2] + db[2]), dw1 * static_cast<float>(da[3] + db[3]));
         const float sx = xsum_on * xv.cs0.y;
         acc[0] = fmaf(s0.x, v0, fmaf(s0.y, sx, acc[0]));
         acc[2] = fmaf(s1.x, v1, fmaf(s1.y, sx, acc[2]));
@@ -1150,6 +1157,8 @@ inline int tma_flags() {
   if (bcast && bcast[0] == '1') f |= 16;
   static const char* fake = std::getenv("AO_TMA_FAKESTREAM");  // wrong results: no weights read
   if (fake && fake[0] == '1') f |= 64;
+  static const char* nostage = std::getenv("AO_TMA_NOSTAGE");  // wrong results: no x staged
+  if (nostage && nostage[0] == '1') f |= 4096;
   static const char* wcf = std::getenv("AO_TMA_WCF");  // wrong results: no weight conflicts
   if (wcf && wcf[0] == '1') f |= 256;
   static const char* xreg = std::getenv("AO_TMA_XREG");
