@@ -625,13 +625,13 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
     auto x = randn(m * K, 150 + m);
     if (m == 5)
       for (int64_t k = 0; k < K; ++k) x[4 * K + k] *= 1e30f;
-    const TmaInputs in(x, randn(m * K, 160 + m, 3.f), norm_weight_bf16(K, 73));
+    const TmaInputs inputs(x, randn(m * K, 160 + m, 3.f), norm_weight_bf16(K, 73));
     std::array<std::vector<float>, 2> out[2];  // [direct][input: bf16, rmsnorm]
     for (int direct = 0; direct < 2; ++direct) {
       GemvTuning t = tuning_for(GemvPath::tma);
       t.tma_direct_fp16 = direct == 1;
       out[direct] = tma_outputs_checked(
-          tw, c, m, in, t,
+          tw, c, m, inputs, t,
           std::string(c.name) + " m=" + std::to_string(m) + (direct ? " direct" : " conversion"));
     }
     for (int in = 0; in < 2; ++in)
@@ -654,8 +654,8 @@ TEST_P(CudaGemv, TmaInt4BatchOneDigitsMatchReference) {
   const int64_t N = 300;
   for (int64_t K : {1280, 4096, 12288}) {
     const RandomTestWeight tw(N, K, c, 20 + static_cast<uint32_t>(K));
-    const TmaInputs in(randn(K, 170), randn(K, 171, 3.f), norm_weight_bf16(K, 74));
-    tma_outputs_checked(tw, c, 1, in, tuning_for(GemvPath::tma),
+    const TmaInputs inputs(randn(K, 170), randn(K, 171, 3.f), norm_weight_bf16(K, 74));
+    tma_outputs_checked(tw, c, 1, inputs, tuning_for(GemvPath::tma),
                         std::string(c.name) + " K=" + std::to_string(K));
   }
 }
@@ -902,12 +902,13 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
     const int64_t N = 700;
     const RandomTestWeight tw(N, K, c, 6);
     for (int m : {1, 2}) {  // (x of 3 rows of 8192 does not fit the TMA kernel's shared memory)
-      const TmaInputs in(randn(m * K, 95 + m), randn(m * K, 97 + m, 3.f), norm_weight_bf16(K, 72));
+      const TmaInputs inputs(randn(m * K, 95 + m), randn(m * K, 97 + m, 3.f),
+                             norm_weight_bf16(K, 72));
       std::array<std::vector<float>, 2> out[2];  // [evict_first][input: bf16, rmsnorm]
       for (int ef = 0; ef < 2; ++ef) {
         GemvTuning t = tuning_for(GemvPath::tma);
         t.tma_evict_first = ef == 1;
-        out[ef] = tma_outputs_checked(tw, c, m, in, t,
+        out[ef] = tma_outputs_checked(tw, c, m, inputs, t,
                                       std::string(c.name) + " K=" + std::to_string(K) + " m=" +
                                           std::to_string(m) + (ef ? " evict-first" : " default"));
       }
@@ -935,15 +936,15 @@ TEST_P(CudaGemv, TmaXRegistersChangeNoResult) {
     const int64_t N = 700;
     const RandomTestWeight tw(N, K, c, 8);
     for (int m : {1, 2}) {
-      const TmaInputs in(randn(m * K, 120 + m), randn(m * K, 122 + m, 3.f),
-                         norm_weight_bf16(K, 74));
+      const TmaInputs inputs(randn(m * K, 120 + m), randn(m * K, 122 + m, 3.f),
+                             norm_weight_bf16(K, 74));
       std::array<std::vector<float>, 2> out[2];  // [registers][input]
       for (int on = 0; on < 2; ++on) {
         GemvTuning t = tuning_for(GemvPath::tma);
         t.tma_x_registers = on == 1;
         const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
                                  " m=" + std::to_string(m) + (on ? " registers" : " shared");
-        out[on] = tma_outputs_checked(tw, c, m, in, t, what);
+        out[on] = tma_outputs_checked(tw, c, m, inputs, t, what);
         const bool want = on == 1 && m == 1 && takes_fp16_decode(c) &&
                           c.format != WeightFormat::int4 && K <= 4096;
         EXPECT_EQ(last_gemv_launch().x_registers, want) << what;
@@ -975,14 +976,14 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
   const int64_t N = 5000;
   for (const int64_t K : {2048, 8192}) {
     const RandomTestWeight tw(N, K, c, 17);
-    const TmaInputs in(randn(K, 190), randn(K, 191, 3.f), norm_weight_bf16(K, 76));
+    const TmaInputs inputs(randn(K, 190), randn(K, 191, 3.f), norm_weight_bf16(K, 76));
     size_t smem = 0;
     for (const int kb : {40, 64, 224}) {
       GemvTuning t = tuning_for(GemvPath::tma);
       t.tma_ring_bytes = kb * 1024;
       const std::string what =
           std::string(c.name) + " K=" + std::to_string(K) + " ring " + std::to_string(kb) + " KB";
-      tma_outputs_checked(tw, c, 1, in, t, what);
+      tma_outputs_checked(tw, c, 1, inputs, t, what);
       const size_t got = last_gemv_launch().smem;
       EXPECT_GT(got, smem) << what;
       EXPECT_LE(got, static_cast<size_t>(kb + 64 + 1) * 1024) << what;
@@ -998,7 +999,7 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
       t.tma_ring_bytes_int4 = 0;  // int4 follows tma_ring_bytes_decode
       const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
                                " default ring, decode " + std::to_string(dec_kb) + " KB";
-      tma_outputs_checked(tw, c, 1, in, t, what);
+      tma_outputs_checked(tw, c, 1, inputs, t, what);
       const size_t got = last_gemv_launch().smem;
       const int ring_kb = c.format == WeightFormat::bf16 ? 176 : dec_kb;
       EXPECT_LE(got, static_cast<size_t>(ring_kb + 64 + 1) * 1024) << what;
@@ -1017,9 +1018,9 @@ TEST_P(CudaGemv, TmaRingSizesMatchReference) {
       const std::string what = std::string(c.name) + " K=" + std::to_string(K) + " int4 ring";
       GemvTuning t160 = tuning_for(GemvPath::tma);
       t160.tma_ring_bytes = 160 * 1024;
-      tma_outputs_checked(tw, c, 1, in, t160, what + " (explicit 160 KB)");
+      tma_outputs_checked(tw, c, 1, inputs, t160, what + " (explicit 160 KB)");
       const size_t smem160 = last_gemv_launch().smem;
-      tma_outputs_checked(tw, c, 1, in, tuning_for(GemvPath::tma), what);
+      tma_outputs_checked(tw, c, 1, inputs, tuning_for(GemvPath::tma), what);
       const size_t got = last_gemv_launch().smem;
       EXPECT_EQ(got, smem160) << what;
       EXPECT_LE(got, static_cast<size_t>(160 + 64 + 1) * 1024) << what;
