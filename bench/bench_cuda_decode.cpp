@@ -10,10 +10,10 @@
 // int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
 // its start, AO_GEMV_TMA=0 the register-ring GEMVs for bf16 too, AO_GEMV_TMA=all the TMA GEMV for
 // int8, int4 and fp8 as well, AO_GEMV_TMA=int8|int4|fp8 for that one (ao::cuda::set_gemv_tuning).
-// --trace POS (lab build only: -DAO_KERNEL_TRACE): for each model and format, a timeline of
-// decode steps at position POS from the kernels' own %globaltimer stamps — per kernel class, the
-// time it adds to the step, how long after the previous kernel it passes its grid-dependency
-// wait, its prologue, its streaming phase and its tail (first to last block end).
+// --trace POS (lab build only: -DAO_KERNEL_TRACE): for each model, format and --ab variant, a
+// timeline of decode steps at position POS from the kernels' own %globaltimer stamps — per kernel
+// class, the time it adds to the step, how long after the previous kernel it passes its
+// grid-dependency wait, its prologue, its streaming phase and its tail (first to last block end).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone, the
 // GEMVs and the decode attention under each --ab variant's tuning; --formats none leaves out the
 // GEMVs; --kernel-model llama3-1b or llama2-7b takes that model's GEMV shapes); --models none
@@ -577,8 +577,16 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "--trace needs the kernel lab's build (-DAO_KERNEL_TRACE)\n");
         return 2;
       }
-      for (const auto& m : split(models))
-        for (const auto& f : split(formats)) trace_decode(m, f, trace_pos, 5, bw);
+      // One timeline per --ab variant (its tuning in force when the engine captures its graph).
+      const Variant base{ao::cuda::gemv_tuning(), ao::cuda::attention_tuning()};
+      for (const auto& v : ab.empty() ? std::vector<std::string>{"base"} : split(ab)) {
+        const Variant t = apply_variant(base, v);
+        ao::cuda::set_gemv_tuning(t.gemv);
+        ao::cuda::set_attention_tuning(t.attention);
+        if (!ab.empty()) std::printf("\n## variant %s\n", v.c_str());
+        for (const auto& m : split(models))
+          for (const auto& f : split(formats)) trace_decode(m, f, trace_pos, 5, bw);
+      }
       return 0;
     }
     if (!ab.empty()) {
