@@ -573,10 +573,8 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
   }
 }
 
-// One TMA GEMV of x (bf16 input) and one of resid (RMSNorm input, norm weight nw) under tuning t,
-// each asserted to run the TMA kernel and checked against the reference and its guards: the two
-// outputs, {bf16 input, RMSNorm input}.
-// The inputs: x (rounded to bf16), resid and the norm weight, on the host and the device.
+// The inputs of tma_outputs_checked: x (rounded to bf16), resid and the norm weight, on the host
+// and the device.
 struct TmaInputs {
   TmaInputs(const std::vector<float>& x, std::vector<float> r, std::vector<uint16_t> w)
       : xb(to_bf16(x)), resid(std::move(r)), nw(std::move(w)), dx(xb), dres(resid), dnw(nw) {}
@@ -587,6 +585,9 @@ struct TmaInputs {
   Guarded<float> dres;
   Guarded<uint16_t> dnw;
 };
+// One TMA GEMV of x (bf16 input) and one of resid (RMSNorm input, norm weight nw) under tuning t,
+// each asserted to run the TMA kernel and checked against the reference and its guards: the two
+// outputs, {bf16 input, RMSNorm input}.
 std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw,
                                                       const QuantCase& c, int m,
                                                       const TmaInputs& in, const GemvTuning& t,
