@@ -29,9 +29,9 @@
 // (GemvTuning::tma_ring_bytes_decode), ringint4=KB (GemvTuning::tma_ring_bytes_int4), xreg / no-xreg
 // (GemvTuning::tma_x_registers), tiles=N (GemvTuning::tma_tile_group and tma_tile_group_int4: tiles
 // per tile-end barrier), tiles4=N (int4's alone), pf=MB (GemvTuning::tma_prefetch_next_bytes,
-// bf16); attn-late: the attention's loads after its wait,
-// attn-blocks=N: AttentionTuning::head_blocks): tg tok/s of each on one engine per model and
-// format, the variants alternated in each of --reps rounds (the lab's A/B in one call, no rebuild).
+// bf16); attn-late: the attention's loads after its wait, attn-blocks=N:
+// AttentionTuning::head_blocks, odig / no-odig: AttentionTuning::o_digits): tg tok/s of each on
+// one engine per model and format, the variants alternated in each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
@@ -124,6 +124,10 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       r.attention.loads_before_wait = false;
     else if (mod.rfind("attn-blocks=", 0) == 0)  // AttentionTuning::head_blocks
       r.attention.head_blocks = variant_int(mod, 12);
+    else if (mod == "odig")  // AttentionTuning::o_digits: int4's o takes the attention's digits
+      r.attention.o_digits = true;
+    else if (mod == "no-odig")
+      r.attention.o_digits = false;
     else if (mod == "no-shape-rule")
       t.tma_int8_shape_rule = false;
     else if (mod == "shape-rule")
@@ -166,7 +170,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "' (base, direct, nodirect, latenorm, hold=N, holdrms=N, "
           "holdbf16=N, holdbf16dec=N, tma-int4, tma-int4-k>=N, no-tma-int4, int4-shape-rule, "
           "no-int4-shape-rule, no-tma-int8, no-tma-fp8, "
-          "attn-late, attn-blocks=N, shape-rule, no-shape-rule, evict-first, "
+          "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
           "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB; join with '+')");

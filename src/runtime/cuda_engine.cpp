@@ -128,6 +128,8 @@ struct CudaEngine::Impl {
            *gu = nullptr, *h = nullptr, *deq = nullptr;
   float* logits = nullptr;
   void* attn_ws = nullptr;  // decode attention partials + counters (zeroed once)
+  // The decode attention's output staged for an int4 o projection (GemvInput::int4_digits).
+  uint8_t* o_digits = nullptr;
   float* scratch = nullptr;
   // Dynamic fp8 activations for the cuBLASLt FP8 GEMM (only when a weight asks for them).
   std::unique_ptr<cuda::Fp8Gemm> fp8_gemm;
@@ -229,6 +231,8 @@ struct CudaEngine::Impl {
     const size_t ws = cuda::attention_decode_workspace(attn_args());
     attn_ws = alloc<uint8_t>(ws);
     AO_CUDA_CHECK(cudaMemsetAsync(attn_ws, 0, ws, stream));
+    if ((n_heads * hd) % 128 == 0)
+      o_digits = alloc<uint8_t>(cuda::int4_digits_bytes(static_cast<int64_t>(n_heads) * hd));
     scratch = alloc<float>(16);
     d_pos = alloc<int32_t>(1);
     d_token = alloc<int32_t>(1);
@@ -473,11 +477,22 @@ struct CudaEngine::Impl {
     return a;
   }
 
+  // Whether the decode step's attention hands the o projection its x as int4 digits
+  // (AttentionTuning::o_digits; GemvInput::int4_digits): int4 o weights on the TMA kernel and a
+  // head size the attention's v2 kernel stages (docs/CUDA.md lab note 86).
+  bool o_takes_digits() const {
+    if (!cuda::attention_tuning().o_digits || o_digits == nullptr || layers.empty()) return false;
+    const DeviceWeight& o = layers[0].o;
+    return o.format == WeightFormat::int4 && o.k == static_cast<int64_t>(n_heads) * hd &&
+           cuda::gemv_takes_int4_digits(o) && cuda::attention_decode_writes_int4_digits(attn_args());
+  }
+
   // One decode step: token *d_token at position *d_pos -> logits, then sample into d_token,
   // d_out, and advance *d_pos.
   void enqueue_decode() {
     cuda::embedding(embed, d_token, 1, dim, resid, stream);
     const auto aa = attn_args();
+    const bool odig = o_takes_digits();
     for (int l = 0; l < n_layers; ++l) {
       Layer& L = layers[l];
       // Each GEMV names the weight that follows it (GemvArgs::next: the L2 prefetch of its head
@@ -491,8 +506,13 @@ struct CudaEngine::Impl {
       a.v_cache = L.v_cache;
       a.next = &L.o;
       cuda::gemv(L.qkv, a, stream);
-      cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, attn_ws, attn, stream);
+      cuda::attention_decode(q, L.k_cache, L.v_cache, d_pos, aa, attn_ws, attn, stream,
+                             odig ? o_digits : nullptr);
       a = add_to_residual(attn);
+      if (odig) {
+        a.input = cuda::GemvInput::int4_digits;
+        a.x = o_digits;
+      }
       a.next = &L.gate_up;
       cuda::gemv(L.o, a, stream);
       // gate/up rows interleaved: h = silu(g) * u
@@ -630,6 +650,7 @@ void CudaEngine::recapture() {
   if (impl_->opt.cuda_graph) impl_->capture();
 }
 size_t CudaEngine::weight_bytes_per_token() const { return impl_->weight_bytes(); }
+bool CudaEngine::o_takes_int4_digits() const { return impl_->o_takes_digits(); }
 
 std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& cfg,
                                                          const std::vector<HostWeight>& weights,

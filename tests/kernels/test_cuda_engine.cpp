@@ -2,6 +2,8 @@
 // against a plain fp32 scalar forward written in this file: prefill logits, decode logits
 // through the CUDA graph, greedy generation, and the quantized formats. Skipped without a GPU
 // or without the model file.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -447,6 +449,76 @@ TEST(CudaEngineSynthetic, RecaptureTakesTheTuningInForce) {
   }
   EXPECT_LT(num / den, 1e-4);
   EXPECT_EQ(a, a2);
+}
+
+// The decode step's int4 o projection with its x as the attention's int4 digits
+// (AttentionTuning::o_digits, on by default where the kernels take it: head_dim 128 here)
+// against the same engine re-captured with the bf16 hand-over: the same greedy tokens and logits
+// within the fp32 sums' rounding, over positions in one attention split and in several; and
+// bit for bit on a replay. Off for head_dim 64 (llama3-1b's).
+TEST(CudaEngineSynthetic, OProjectionTakesTheAttentionsInt4Digits) {
+  AO_SKIP_WITHOUT_GPU();
+  int dev = 0, major = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (major < 9) GTEST_SKIP() << "no TMA kernel before sm_90";
+  io::ModelConfig c = runtime::CudaEngine::synthetic_config("llama3-1b");
+  {
+    runtime::CudaEngineOptions opt;
+    opt.format = runtime::parse_cuda_weight_format("int4wo-g128", &opt.group_size);
+    opt.max_seq_len = 16;
+    io::ModelConfig c64 = c;
+    c64.n_layers = 1;
+    EXPECT_FALSE(runtime::CudaEngine::create_synthetic(c64, opt)->o_takes_int4_digits());
+  }
+  c.n_layers = 2, c.n_heads = 16, c.n_kv_heads = 4, c.head_dim = 128;
+  runtime::CudaEngineOptions opt;
+  opt.format = runtime::parse_cuda_weight_format("int4wo-g128", &opt.group_size);
+  opt.max_seq_len = 320;
+  opt.max_prefill = 64;
+  auto eng = runtime::CudaEngine::create_synthetic(c, opt);
+  ASSERT_TRUE(eng->o_takes_int4_digits());
+  std::vector<int32_t> prompt(150);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % 1000);
+  // Greedy decode steps after the prompt (positions 150..., several attention splits) and after
+  // a short one (one split).
+  auto steps = [&](size_t plen) {
+    eng->reset();
+    std::vector<float> lg = eng->prefill({prompt.begin(), prompt.begin() + plen});
+    std::vector<std::vector<float>> out;
+    for (int s = 0; s < 6; ++s) {
+      const int32_t t = static_cast<int32_t>(std::max_element(lg.begin(), lg.end()) - lg.begin());
+      lg = eng->decode(t);
+      out.push_back(lg);
+    }
+    return out;
+  };
+  for (size_t plen : {size_t(150), size_t(5)}) {
+    set_attention_tuning({});
+    eng->recapture();
+    ASSERT_TRUE(eng->o_takes_int4_digits());
+    const auto dig = steps(plen), dig2 = steps(plen);
+    cuda::AttentionTuning off;
+    off.o_digits = false;
+    set_attention_tuning(off);
+    eng->recapture();
+    EXPECT_FALSE(eng->o_takes_int4_digits());
+    const auto plain = steps(plen);
+    for (size_t s = 0; s < dig.size(); ++s) {
+      EXPECT_EQ(dig[s], dig2[s]) << "replay, step " << s;
+      double num = 0, den = 0;
+      for (size_t i = 0; i < dig[s].size(); ++i) {
+        ASSERT_TRUE(std::isfinite(dig[s][i]));
+        num += (double(dig[s][i]) - plain[s][i]) * (double(dig[s][i]) - plain[s][i]);
+        den += double(plain[s][i]) * plain[s][i];
+      }
+      EXPECT_LT(num / den, 1e-5) << "prompt " << plen << ", step " << s;
+      EXPECT_EQ(std::max_element(dig[s].begin(), dig[s].end()) - dig[s].begin(),
+                std::max_element(plain[s].begin(), plain[s].end()) - plain[s].begin())
+          << "prompt " << plen << ", step " << s;
+    }
+  }
+  set_attention_tuning({});
 }
 
 }  // namespace

@@ -1634,6 +1634,216 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention,
                          ::testing::Values(AttnCase{8, 2, 128, 256}, AttnCase{8, 4, 8, 200},
                                            AttnCase{4, 4, 64, 160}, AttnCase{16, 2, 64, 130}));
 
+// ---- the o projection's x as int4 digits (GemvInput::int4_digits) ---------------------------
+
+// Byte offset of digit n (0: the 65536s, 1: the 256s, 2: the units) of x[j] in an int4_digits
+// buffer: per 128-k segment gi, [half wd / 2][digit n][lane t] of 16 bytes, each two words (wd %
+// 2) of 4 bytes, byte i of word h holding element 2 i + h of the 8 values j & ~7 (wd = (j / 8) %
+// 4 and t = (j / 32) % 4 of the mma's k order; kernels.h, GemvInput::int4_digits).
+size_t digit_byte(int j, int n) {
+  const int gi = j >> 7, t = (j >> 5) & 3, wd = (j >> 3) & 3, e = j & 7;
+  return ((((size_t(gi) * 2 + (wd >> 1)) * 12 + n * 4 + t) * 2 + (wd & 1)) * 2 + (e & 1)) * 4 +
+         (e >> 1);
+}
+
+// x [K] (bf16 values) as an int4_digits buffer written on the host: per segment S = 2^(22 - e),
+// the segment's max in [2^(e-1), 2^e) (at most 2^126; 1 for an all-zero segment), X = rn(x S).
+std::vector<uint8_t> host_int4_digits(const std::vector<float>& x) {
+  const int K = static_cast<int>(x.size());
+  std::vector<uint8_t> b(int4_digits_bytes(K));
+  for (int gi = 0; gi < K / 128; ++gi) {
+    float mx = 0.f;
+    for (int j = 0; j < 128; ++j) mx = std::max(mx, std::fabs(x[gi * 128 + j]));
+    int e = 0;
+    std::frexp(mx, &e);
+    const double S = mx > 0.f ? std::ldexp(1.0, std::min(22 - e, 126)) : 1.0;
+    int64_t sum = 0;
+    for (int j = gi * 128; j < gi * 128 + 128; ++j) {
+      const int32_t X = static_cast<int32_t>(std::nearbyint(x[j] * S));
+      sum += X;
+      const uint32_t u = static_cast<uint32_t>(X + 0x808080);
+      for (int n = 0; n < 3; ++n) b[digit_byte(j, n)] = static_cast<uint8_t>((u >> (8 * (2 - n))) ^ 0x80);
+    }
+    const float inv = static_cast<float>(1.0 / S);
+    float* cs = reinterpret_cast<float*>(b.data() + size_t(K) * 3) + 2 * gi;
+    cs[0] = inv;
+    cs[1] = static_cast<float>(sum) * inv;
+  }
+  return b;
+}
+
+// The o projection with its x as int4 digits (written on the host per the format) adds to the
+// residual what the bf16-input GEMV of the same x adds, and both match the reference: segments
+// scaled by 2^-6 .. 2^6, one at 1e-30 of the others and an all-zero one (and that tiny segment
+// alone), groups of 128 and 256, a partial tile; bit for bit on a repeat; guards; and the
+// refusals, each naming what is wrong.
+TEST(CudaGemvInt4Digits, DigitsInputMatchesTheBf16Input) {
+  AO_SKIP_WITHOUT_GPU();
+  if (!device_has_tma()) GTEST_SKIP() << "no TMA kernel before sm_90";
+  TuningReset reset;
+  const int64_t N = 1000, K = 4096;
+  auto x = randn(K, 301, 2.f);
+  for (int gi = 0; gi < K / 128; ++gi)
+    for (int j = gi * 128; j < gi * 128 + 128; ++j)
+      x[j] *= gi == 3 ? 1e-30f : gi == 5 ? 0.f : std::ldexp(1.f, (gi * 5) % 13 - 6);
+  std::vector<float> tiny(K, 0.f);  // segment 3 alone
+  std::copy(x.begin() + 3 * 128, x.begin() + 4 * 128, tiny.begin() + 3 * 128);
+  for (int g : {128, 256}) {
+    const QuantCase c{WeightFormat::int4, g, false, g == 128 ? "int4-g128" : "int4-g256"};
+    const RandomTestWeight tw(N, K, c, 303 + g);
+    ASSERT_TRUE(gemv_takes_int4_digits(tw.dw)) << c.name;
+    for (const auto* xs : {&x, &tiny}) {
+      const std::string what = std::string(c.name) + (xs == &tiny ? " tiny segment alone" : "");
+      const auto xb = to_bf16(*xs);
+      const auto xf = from_bf16(xb);
+      const auto r0 = randn(N, 302, xs == &tiny ? 1e-30f : 1.f);
+      Guarded<uint8_t> dd(host_int4_digits(xf));
+      Guarded<uint16_t> dx(xb);
+      Guarded<float> r_dig(r0), r_dig2(r0), r_bf16(r0);
+      GemvArgs a;
+      a.output = GemvOutput::add_residual;
+      a.x = dx.get();
+      a.y = r_bf16.get();
+      gemv(tw.dw, a, nullptr);
+      a.input = GemvInput::int4_digits;
+      a.x = dd.get();
+      a.y = r_dig.get();
+      gemv(tw.dw, a, nullptr);
+      a.y = r_dig2.get();
+      gemv(tw.dw, a, nullptr);
+      const auto yd = r_dig.download(), yd2 = r_dig2.download(), yb = r_bf16.download();
+      const auto ref = reference_matvec(xf, tw.deq, 1, N, K);
+      std::vector<float> rref(N);
+      for (int64_t n = 0; n < N; ++n) {
+        rref[n] = r0[n] + round_bf16(ref[n]);
+        ASSERT_EQ(std::memcmp(&yd[n], &yd2[n], 4), 0) << what << " repeat, n=" << n;
+      }
+      EXPECT_LT(nmse(yd, rref), 1e-6) << what;
+      EXPECT_LT(nmse(yb, rref), 1e-6) << what << " (bf16 input)";
+      EXPECT_LT(nmse(yd, yb), 1e-7) << what << " against the bf16 input";
+      EXPECT_TRUE(r_dig.guards_intact() && r_bf16.guards_intact() && dd.guards_intact()) << what;
+    }
+  }
+  // Refusals: batch 2, an output other than the residual add, int8 weights, K padded.
+  const QuantCase c128{WeightFormat::int4, 128, false, "int4-g128"};
+  const RandomTestWeight tw(64, K, c128, 310);
+  Guarded<uint8_t> dd(int4_digits_bytes(K));
+  Guarded<float> dy(2 * 64);
+  GemvArgs a;
+  a.input = GemvInput::int4_digits;
+  a.x = dd.get();
+  a.output = GemvOutput::add_residual;
+  a.y = dy.get();
+  auto refused = [&](const DeviceWeight& w, const GemvArgs& args, const char* what) {
+    try {
+      gemv(w, args, nullptr);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  GemvArgs b = a;
+  b.m = 2;
+  refused(tw.dw, b, "needs batch 1");
+  b = a;
+  b.output = GemvOutput::f32;
+  refused(tw.dw, b, "needs add_residual output");
+  const RandomTestWeight t8(64, K, QuantCase{WeightFormat::int8, 0, false, "int8"}, 311);
+  EXPECT_FALSE(gemv_takes_int4_digits(t8.dw));
+  refused(t8.dw, a, "needs int4 weights");
+  const RandomTestWeight tp(64, 1280, c128, 312);  // K = 1280, padded to 2048
+  EXPECT_FALSE(gemv_takes_int4_digits(tp.dw));
+  refused(tp.dw, a, "K = K padded");
+  EXPECT_TRUE(dy.guards_intact());
+}
+
+// The decode attention's int4 digits (attention_decode's int4_digits output) against its own bf16
+// output, read back on the host: the output unchanged by writing them; per 128-k segment
+// S puts the max in [2^21, 2^22); X = rn(out S), exact for every value above 2^-14 of the max;
+// the segment's {1 / S, sum of X / S}; positions in one split and in several (the last block's
+// merge), query heads over 4 blocks and over 1 per KV head, head_dim 128 and 256; an infinite V
+// entry gives its KV head's segments a NaN 1 / S and leaves the others finite; head_dim 64 is
+// refused.
+TEST(CudaAttentionInt4Digits, DecodeWritesTheDigitsOfItsOutput) {
+  AO_SKIP_WITHOUT_GPU();
+  struct Case {
+    int H, KV, hd, head_blocks;
+  };
+  for (const Case cs : {Case{32, 8, 128, 4}, Case{32, 8, 128, 1}, Case{8, 2, 256, 4}}) {
+    set_attention_tuning(AttentionTuning{true, cs.head_blocks});
+    const int H = cs.H, KV = cs.KV, hd = cs.hd, S = 2304, K = H * hd;
+    AttentionArgs aa{H, KV, hd, S, 1.f / std::sqrt(static_cast<float>(hd))};
+    ASSERT_TRUE(attention_decode_writes_int4_digits(aa));
+    auto kc = to_bf16(randn(size_t(KV) * S * hd, 320));
+    auto vc = to_bf16(randn(size_t(KV) * S * hd, 321));
+    for (int inf_v : {0, 1}) {
+      if (inf_v) vc[(size_t(1) * S + 5) * hd + 7] = 0x7f80;  // KV head 1, position 5: +inf
+      Guarded<uint16_t> dk(kc), dv(vc);
+      const auto q = to_bf16(randn(size_t(H) * hd, 322, 2.f));
+      Guarded<uint16_t> dq(q);
+      for (int p : {0, 63, 127, 300, 2200}) {
+        const std::string what = "H=" + std::to_string(H) + " hd=" + std::to_string(hd) +
+                                 " hb=" + std::to_string(cs.head_blocks) +
+                                 " pos=" + std::to_string(p) + (inf_v ? " inf" : "");
+        Guarded<int32_t> dpos(std::vector<int32_t>{p});
+        Guarded<uint8_t> ws(attention_decode_workspace(aa));
+        AO_CUDA_CHECK(cudaMemset(ws.get(), 0, ws.bytes()));
+        Guarded<uint16_t> out0(K), out1(K);
+        Guarded<uint8_t> dig(int4_digits_bytes(K));
+        attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), out0.get(),
+                         nullptr);
+        attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), aa, ws.get(), out1.get(),
+                         nullptr, dig.get());
+        const auto o0 = out0.download(), o1 = out1.download();
+        ASSERT_EQ(o0, o1) << what << ": the output changed";
+        const auto b = dig.download();
+        const float* cs2 = reinterpret_cast<const float*>(b.data() + size_t(K) * 3);
+        const int G = H / KV;
+        for (int gi = 0; gi < K / 128; ++gi) {
+          const float inv = cs2[2 * gi], xs = cs2[2 * gi + 1];
+          const int head = gi * 128 / hd;
+          if (inf_v && p >= 5 && head / G == 1) {
+            EXPECT_TRUE(std::isnan(inv)) << what << " segment " << gi;
+            continue;
+          }
+          float mx = 0.f;
+          for (int j = gi * 128; j < gi * 128 + 128; ++j) mx = std::max(mx, std::fabs(bf16_to_f32(o0[j])));
+          ASSERT_TRUE(std::isfinite(inv) && inv > 0.f) << what << " segment " << gi;
+          ASSERT_GT(mx, 0.f) << what;
+          const double scaled = mx / static_cast<double>(inv);
+          EXPECT_TRUE(scaled >= 2097152.0 && scaled < 4194304.0) << what << " segment " << gi;
+          int64_t sum = 0;
+          for (int j = gi * 128; j < gi * 128 + 128; ++j) {
+            int32_t X = 0;
+            for (int n = 0; n < 3; ++n) X = X * 256 + static_cast<int8_t>(b[digit_byte(j, n)]);
+            sum += X;
+            const float v = bf16_to_f32(o0[j]);
+            if (std::fabs(v) >= mx * 0x1p-14f)
+              ASSERT_EQ(static_cast<float>(X) * inv, v) << what << " j=" << j;
+            else
+              ASSERT_LE(std::fabs(static_cast<double>(X) * inv - v), 0.5 * inv) << what << " j=" << j;
+          }
+          EXPECT_EQ(xs, static_cast<float>(sum) * inv) << what << " segment " << gi;
+        }
+        EXPECT_TRUE(dig.guards_intact() && out1.guards_intact() && ws.guards_intact()) << what;
+      }
+    }
+  }
+  set_attention_tuning({});
+  AttentionArgs a64{8, 2, 64, 256, 0.125f};
+  EXPECT_FALSE(attention_decode_writes_int4_digits(a64));
+  Guarded<uint8_t> dig(int4_digits_bytes(512)), ws(attention_decode_workspace(a64));
+  Guarded<uint16_t> dq(512), dk(2 * 256 * 64), dv(2 * 256 * 64), out(512);
+  Guarded<int32_t> dpos(std::vector<int32_t>{3});
+  try {
+    attention_decode(dq.get(), dk.get(), dv.get(), dpos.get(), a64, ws.get(), out.get(), nullptr,
+                     dig.get());
+    ADD_FAILURE() << "head_dim 64 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim 128 or 256"), std::string::npos) << e.what();
+  }
+}
+
 // ---- sampling ----------------------------------------------------------------------------
 
 TEST(CudaKernels, SamplingGreedyTopKTopP) {

@@ -168,6 +168,9 @@ class CudaEngine {
   // cache; medians over `reps` runs.
   CudaBenchResult bench(int pp, int tg, int reps = 3);
   size_t weight_bytes_per_token() const;
+  // Whether the decode step's int4 o projection takes its x from the attention as int4 digits
+  // (cuda::AttentionTuning::o_digits, cuda::GemvInput::int4_digits) under the tunings in force.
+  bool o_takes_int4_digits() const;
 
   struct Impl;
 

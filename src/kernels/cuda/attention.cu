@@ -180,7 +180,7 @@ template <int GB, int HD>
 __global__ void __launch_bounds__(kDec2Warps * 32)
     attn_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
                    AttentionArgs a, float* partial, int* counters, uint16_t* attn_out,
-                   int loads_before_wait) {
+                   int loads_before_wait, uint8_t* digits) {
   constexpr int LPR = HD / 8;    // lanes per K/V row
   constexpr int PPL = 32 / LPR;  // positions per warp-wide load
   constexpr int NL = 8 / PPL;    // loads per warp step (8 positions)
@@ -341,6 +341,53 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
   // Merge the warps through shared memory.
   __shared__ float sml[kDec2Warps][GB][2];
   __shared__ __align__(16) float sacc[kDec2Warps][GB][HD];
+  // With `digits` (GemvInput::int4_digits for the o projection, docs/CUDA.md lab note 86): the
+  // block's outputs (bf16 bits) are also kept here, then staged as the int4 batch-1 GEMV's
+  // digits, one power-of-two scale per 128-k segment (a segment is part of one block's heads:
+  // HD is 128 or 256), with the segment's {1 / S, sum of X / S}.
+  __shared__ __align__(16) uint16_t ob[GB * HD];
+  auto write_digits = [&] {
+    __syncthreads();
+    if constexpr (HD % 128 != 0) return;  // attention_decode_writes_int4_digits is false there
+    constexpr int kSegs = GB * HD / 128;
+    const int seg0 = head0 * HD / 128, K = a.n_heads * HD;
+    for (int sg = warp; sg < kSegs; sg += kDec2Warps) {
+      const bool on = lane < 16;  // lanes 0-15 take 8 consecutive values each
+      const uint4 raw =
+          on ? *reinterpret_cast<const uint4*>(&ob[sg * 128 + lane * 8]) : make_uint4(0, 0, 0, 0);
+      const uint32_t w4[4] = {raw.x, raw.y, raw.z, raw.w};
+      float v[8];
+      float mx = 0.f;
+      bool nonfinite = false;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        v[e] = __uint_as_float(e & 1 ? w4[e / 2] & 0xffff0000u : w4[e / 2] << 16);
+        mx = fmaxf(mx, fabsf(v[e]));
+        nonfinite |= !(fabsf(v[e]) < INFINITY);
+      }
+      mx = warp_max(mx);
+      const bool bad = __any_sync(0xffffffffu, nonfinite);
+      // One factor, at most 2^126: a segment below 2^-104 keeps fewer than 22 bits.
+      const float s1 = imma_row_scale(mx).x;
+      uint32_t z[8];
+      int su = imma_digit_bytes8(v, s1, 1.f, z);
+#pragma unroll
+      for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+      if (on) {
+        uint32_t dg[3][2];
+        imma_pack_digits(z, dg);
+        const int j = (seg0 + sg) * 128 + lane * 8;
+        uint2* out = reinterpret_cast<uint2*>(digits);
+#pragma unroll
+        for (int n = 0; n < 3; ++n) out[imma_digit_index(j, n)] = make_uint2(dg[n][0], dg[n][1]);
+        if (lane == 0) {
+          const float xi = bad ? __int_as_float(0x7fc00000) : 1.f / s1;
+          reinterpret_cast<float2*>(digits + static_cast<size_t>(K) * 3)[seg0 + sg] =
+              make_float2(xi, static_cast<float>(su) * xi);
+        }
+      }
+    }
+  };
   if (sub == 0) {
 #pragma unroll
     for (int g = 0; g < GB; ++g) {
@@ -368,7 +415,9 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     }
     const int h = head0 + g;
     if (used == 1) {
-      attn_out[h * HD + d] = float_to_bf16_bits(A / L);
+      const uint16_t o = float_to_bf16_bits(A / L);
+      attn_out[h * HD + d] = o;
+      ob[i] = o;
     } else {
       float* out = partial + (static_cast<int64_t>(h) * kSplits2 + split) * (HD + 2);
       out[2 + d] = A;
@@ -379,6 +428,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     }
   }
   if (used == 1) {
+    if (digits) write_digits();
     trace_point(TraceKind::attention, kc, len, HD, TracePoint::end);
     return;
   }
@@ -410,8 +460,11 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     const float* ph = partial + static_cast<int64_t>(h) * kSplits2 * (HD + 2) + 2 + d;
     float A = 0.f;
     for (int c = 0; c < used; ++c) A = fmaf(wsm[g][c], __ldcg(ph + c * (HD + 2)), A);
-    attn_out[h * HD + d] = float_to_bf16_bits(A / lsm[g]);
+    const uint16_t o = float_to_bf16_bits(A / lsm[g]);
+    attn_out[h * HD + d] = o;
+    ob[i] = o;
   }
+  if (digits) write_digits();
   if (threadIdx.x == 0) counters[blockIdx.x] = 0;
   trace_point(TraceKind::attention, kc, len, HD, TracePoint::end);
 }
@@ -421,40 +474,42 @@ static_assert(kSplits2 <= 32, "the v2 merge keeps one split per lane");
 template <int GB, int HD>
 void launch_decode_v2_split(int hb, const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
                             const int32_t* pos, const AttentionArgs& a, float* partial,
-                            int* counters, uint16_t* out, cudaStream_t s) {
+                            int* counters, uint16_t* out, uint8_t* digits, cudaStream_t s) {
   launch_pdl(attn_decode_v2<GB, HD>, dim3(static_cast<unsigned>(a.n_kv_heads * hb), kSplits2),
              dim3(kDec2Warps * 32), 0, s, q, kc, vc, pos, a, partial, counters, out,
-             attention_tuning().loads_before_wait ? 1 : 0);
+             attention_tuning().loads_before_wait ? 1 : 0, digits);
 }
 
 // AttentionTuning::head_blocks: the largest of 4, 2, 1 that divides G and is at most it.
 template <int G, int HD>
 void launch_decode_v2(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
                       const AttentionArgs& a, float* partial, int* counters, uint16_t* out,
-                      cudaStream_t s) {
+                      uint8_t* digits, cudaStream_t s) {
   const int hb = attention_tuning().head_blocks;
   if constexpr (G % 4 == 0) {
     if (hb >= 4)
-      return launch_decode_v2_split<G / 4, HD>(4, q, kc, vc, pos, a, partial, counters, out, s);
+      return launch_decode_v2_split<G / 4, HD>(4, q, kc, vc, pos, a, partial, counters, out,
+                                               digits, s);
   }
   if constexpr (G % 2 == 0) {
     if (hb >= 2)
-      return launch_decode_v2_split<G / 2, HD>(2, q, kc, vc, pos, a, partial, counters, out, s);
+      return launch_decode_v2_split<G / 2, HD>(2, q, kc, vc, pos, a, partial, counters, out,
+                                               digits, s);
   }
-  launch_decode_v2_split<G, HD>(1, q, kc, vc, pos, a, partial, counters, out, s);
+  launch_decode_v2_split<G, HD>(1, q, kc, vc, pos, a, partial, counters, out, digits, s);
 }
 
 template <int HD>
 bool dispatch_decode_v2(int G, const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
                         const int32_t* pos, const AttentionArgs& a, float* partial, int* counters,
-                        uint16_t* out, cudaStream_t s) {
+                        uint16_t* out, uint8_t* digits, cudaStream_t s) {
   switch (G) {
-#define AO_DECODE_G(g)                                                       \
-  case g:                                                                    \
-    if constexpr (g * HD <= 1024) {                                          \
-      launch_decode_v2<g, HD>(q, kc, vc, pos, a, partial, counters, out, s); \
-      return true;                                                           \
-    }                                                                        \
+#define AO_DECODE_G(g)                                                               \
+  case g:                                                                            \
+    if constexpr (g * HD <= 1024) {                                                  \
+      launch_decode_v2<g, HD>(q, kc, vc, pos, a, partial, counters, out, digits, s); \
+      return true;                                                                   \
+    }                                                                                \
     return false;
     AO_DECODE_G(1)
     AO_DECODE_G(2)
@@ -515,8 +570,23 @@ size_t attention_decode_workspace(const AttentionArgs& a) {
   return (static_cast<size_t>(a.n_heads) * workspace_splits(a) * (a.head_dim + 2) + a.n_heads) * 4;
 }
 
+bool attention_decode_writes_int4_digits(const AttentionArgs& a) {
+  if (!decode_v2_enabled() || a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0) return false;
+  const int G = a.n_heads / a.n_kv_heads;
+  return (a.head_dim == 128 || a.head_dim == 256) && G >= 1 && G <= 8 && G * a.head_dim <= 1024;
+}
+
 void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc, const int32_t* pos,
-                      const AttentionArgs& a, void* workspace, uint16_t* out, cudaStream_t s) {
+                      const AttentionArgs& a, void* workspace, uint16_t* out, cudaStream_t s,
+                      uint8_t* int4_digits) {
+  if (int4_digits != nullptr) {
+    if (!attention_decode_writes_int4_digits(a))
+      fail(("attention_decode: int4 digits need the v2 kernel with head_dim 128 or 256 (got " +
+            std::to_string(a.head_dim) + ")")
+               .c_str());
+    if (reinterpret_cast<uintptr_t>(int4_digits) % 16 != 0)
+      fail("attention_decode: the int4 digits buffer must be 16-byte aligned");
+  }
   const int nsplit = (a.max_seq + kDecodeChunk - 1) / kDecodeChunk;
   if (nsplit > kMaxDecodeSplits) fail("attention_decode: KV cache longer than 32768 positions");
   float* partial = static_cast<float*>(workspace);
@@ -526,11 +596,11 @@ void attention_decode(const uint16_t* q, const uint16_t* kc, const uint16_t* vc,
   if (decode_v2_enabled() && a.n_heads % a.n_kv_heads == 0) {
     bool done = false;
     if (a.head_dim == 128)
-      done = dispatch_decode_v2<128>(G, q, kc, vc, pos, a, partial, counters, out, s);
+      done = dispatch_decode_v2<128>(G, q, kc, vc, pos, a, partial, counters, out, int4_digits, s);
     else if (a.head_dim == 64)
-      done = dispatch_decode_v2<64>(G, q, kc, vc, pos, a, partial, counters, out, s);
+      done = dispatch_decode_v2<64>(G, q, kc, vc, pos, a, partial, counters, out, nullptr, s);
     else if (a.head_dim == 256)
-      done = dispatch_decode_v2<256>(G, q, kc, vc, pos, a, partial, counters, out, s);
+      done = dispatch_decode_v2<256>(G, q, kc, vc, pos, a, partial, counters, out, int4_digits, s);
     if (done) return;
   }
   const dim3 grid(a.n_kv_heads, nsplit);

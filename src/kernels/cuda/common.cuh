@@ -65,6 +65,58 @@ __device__ __forceinline__ float uniform01(uint64_t seed, uint64_t i) {
   return static_cast<float>(mix64(seed ^ mix64(i)) >> 40) * (1.0f / 16777216.0f);
 }
 
+// ---- x of the int4 batch-1 GEMV as integer digits (gemv_tma.cuh, docs/CUDA.md lab note 70) ----
+// x is staged as X = rn(x S), S a power of two, |X| < 2^22, in three signed base-256 digits
+// X = 65536 d2 + 256 d1 + d0 (each in [-128, 127]), one per column of the integer mma. The layout
+// per 128-k segment is [half wd / 2][digit n][lane t] of 16 bytes (words wd % 2 = 0, 1), so that
+// a consumer's two 16-byte loads read 12 distinct pieces each; imma_digit_index gives the 8-byte
+// piece (uint2) of digit n of the 8 values x[j .. j + 7] (j a multiple of 8).
+__device__ __forceinline__ int imma_digit_index(int j, int n) {
+  const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
+  return ((gi * 2 + (wd >> 1)) * 12 + n * 4 + tt) * 2 + (wd & 1);
+}
+// The power-of-two scale S = s1 s2 that puts a max |x| in [2^21, 2^22) for the digits, as two
+// floats (s1 <= 2^126; s2 > 1 only below 2^-104: up to 2^45). 1 for a zero or non-finite max.
+__device__ __forceinline__ float2 imma_row_scale(float mx) {
+  int e = 0;
+  frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
+  if (!(mx > 0.f && mx < INFINITY)) return make_float2(1.f, 1.f);
+  const int k = 22 - e, k1 = min(k, 126);
+  return make_float2(ldexpf(1.f, k1), ldexpf(1.f, k - k1));
+}
+// X = rn(v[e] s s2) of 8 consecutive values as the bytes z[e] = the digits d0, d1, d2 of X as int8
+// (bytes 0-2); returns the sum of the 8 X. X is the bits of the FFMA v s s2 + 1.5 * 2^23 minus
+// those of 1.5 * 2^23: near 1.5 * 2^23 the floats are the integers, so the FFMA's rounding to
+// nearest even is rn's. The bytes of X + 0x808080 are d0 + 128, d1 + 128, d2 + 128, so those
+// bytes XOR 0x80 are the digits (docs/CUDA.md lab note 76).
+__device__ __forceinline__ int imma_digit_bytes8(const float* v, float s, float s2,
+                                                 uint32_t (&z)[8]) {
+  constexpr uint32_t kMagic = 0x4B400000u;  // the bits of 1.5 * 2^23
+  uint32_t bsum = 0;                        // the 8 X's sum plus 8 kMagic, modulo 2^32
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const uint32_t b = __float_as_uint(fmaf(v[e] * s, s2, 12582912.f));
+    bsum += b;
+    z[e] = (b + (0x808080u - kMagic)) ^ 0x808080u;
+  }
+  return static_cast<int>(bsum - 8u * kMagic);
+}
+// imma_digit_bytes8's bytes gathered by PRMTs: dg[n][hw] holds digit 2 - n of the elements hw,
+// hw + 2, hw + 4, hw + 6 (bytes 0-3), the two words of imma_digit_index(j, n).
+__device__ __forceinline__ void imma_pack_digits(const uint32_t (&z)[8], uint32_t (&dg)[3][2]) {
+#pragma unroll
+  for (int hw = 0; hw < 2; ++hw) {
+    // [e0.b0, e2.b0, e0.b1, e2.b1], [e4.b0, ...] and [e0.b2, e2.b2, ...], [e4.b2, ...]
+    const uint32_t lo01 = __byte_perm(z[hw], z[2 + hw], 0x5140);
+    const uint32_t lo23 = __byte_perm(z[4 + hw], z[6 + hw], 0x5140);
+    const uint32_t hi01 = __byte_perm(z[hw], z[2 + hw], 0x0062);
+    const uint32_t hi23 = __byte_perm(z[4 + hw], z[6 + hw], 0x0062);
+    dg[2][hw] = __byte_perm(lo01, lo23, 0x5410);  // d0
+    dg[1][hw] = __byte_perm(lo01, lo23, 0x7632);  // d1
+    dg[0][hw] = __byte_perm(hi01, hi23, 0x5410);  // d2
+  }
+}
+
 // Programmatic dependent launch (sm_90): wait for the preceding kernel's results / let the next
 // kernel start launching. No-ops on older architectures and without the launch attribute.
 __device__ __forceinline__ void grid_dependency_wait() {

@@ -101,6 +101,7 @@ void set_kernel_trace(KernelTraceBuffer*) {
 
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.m < 1 || a.m > 8) fail("gemv: batch must be 1..8");
+  if (a.input == GemvInput::int4_digits && a.m != 1) fail("gemv: int4_digits input needs batch 1");
   if (w.act_quant != ActQuant::none && w.format != WeightFormat::fp8)
     fail("gemv: activation quantization needs fp8 weights");
   switch (w.format) {

@@ -884,10 +884,27 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
              early_dependents(), norm_flags());
 }
 
+// Whether the TMA plan p of int4 weight w (batch 1) can take GemvInput::int4_digits.
+inline bool takes_int4_digits(const DeviceWeight& w, const TmaPlan& p) {
+  return w.format == WeightFormat::int4 && p.chunk != 0 && w.k == w.k_padded && w.k % 128 == 0;
+}
+
 template <WeightFormat F, int M>
 void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   using I = GemvInput;
   using O = GemvOutput;
+  if (a.input == I::int4_digits) {
+    if constexpr (F == WeightFormat::int4 && M == 1) {
+      if (a.output != O::add_residual) fail("gemv: int4_digits input needs add_residual output");
+      const TmaPlan p = tma_plan<F>(w, 1);
+      if (!takes_int4_digits(w, p))
+        fail(
+            "gemv: int4_digits input needs int4 weights with K = K padded, a multiple of 128, on "
+            "the TMA kernel (gemv_takes_int4_digits)");
+      return launch_tma<F, 1, I::int4_digits, O::add_residual>(w, a, p, s);
+    }
+    fail("gemv: int4_digits input needs int4 weights at batch 1");
+  }
   if (a.input == I::rmsnorm && a.output == O::bf16)
     return launch<F, M, I::rmsnorm, O::bf16>(w, a, s);
   if (a.input == I::rmsnorm && a.output == O::f32) return launch<F, M, I::rmsnorm, O::f32>(w, a, s);

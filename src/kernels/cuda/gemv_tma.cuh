@@ -115,7 +115,8 @@ __device__ __forceinline__ void consumer_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(W * 32) : "memory");
 }
 
-// Shared-memory bytes of the barriers (full[stages], empty[stages], x_issued) before the ring.
+// Shared-memory bytes of the barriers (full[stages], empty[stages], x_issued, and for
+// int4_digits x_full: 16 stages + 16 <= the rounded size) before the ring.
 __host__ __device__ constexpr size_t tma_barrier_bytes(int stages) {
   return (16 * static_cast<size_t>(stages) + 8 + 127) / 128 * 128;
 }
@@ -218,16 +219,6 @@ __device__ __forceinline__ void mma_u8s8_16832(int (&d)[4], const uint32_t (&a)[
       : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-// The power-of-two scale S = s1 s2 that puts a row's max |x| in [2^21, 2^22) for the int4 batch-1
-// digits, as two floats (s1 <= 2^126; s2 > 1 only for rows below 2^-104: up to 2^45). 1 for a
-// zero or non-finite max.
-__device__ __forceinline__ float2 imma_row_scale(float mx) {
-  int e = 0;
-  frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
-  if (!(mx > 0.f && mx < INFINITY)) return make_float2(1.f, 1.f);
-  const int k = 22 - e, k1 = min(k, 126);
-  return make_float2(ldexpf(1.f, k1), ldexpf(1.f, k - k1));
-}
 // Two e4m3 values (bits 0-7 and 8-15 of v) as an fp16 pair, low half first: exact.
 __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t v) {
   const __half2_raw h =
@@ -297,6 +288,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // signed base-256 digits, against the nibbles as unsigned bytes on the integer tensor cores
   // (tma_int4_imma, lab note 70). It always stages directly (flag 4 does not apply).
   constexpr bool kImma = tma_int4_imma<F>(M);
+  // x already staged by the previous kernel (GemvInput::int4_digits: the decode attention's
+  // digits, a scale per segment): one bulk copy into shared memory instead of the prologue.
+  constexpr bool kDig = IN == GemvInput::int4_digits;
+  static_assert(!kDig || kImma, "int4_digits input: int4 weights at batch 1 only");
   extern __shared__ __align__(128) uint8_t tma_smem[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -318,6 +313,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   uint64_t* full = reinterpret_cast<uint64_t*>(tma_smem);
   uint64_t* empty = full + nstages;
   uint64_t* x_issued = empty + nstages;  // every consumer warp has issued its x loads
+  uint64_t* x_full = x_issued + 1;       // int4_digits: the staged x has landed
   uint8_t* ring = tma_smem + tma_barrier_bytes(nstages);
   uint4* xf = reinterpret_cast<uint4*>(ring + static_cast<size_t>(nstages) * stage_bytes);
   // [M][Kp / kCsum][kCsumF]
@@ -339,6 +335,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       mbar_init(&empty[s], W);
     }
     mbar_init(x_issued, W);
+    if (kDig) mbar_init(x_full, 1);
     x_last_ns = 0;
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -495,41 +492,18 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       }
     } else if constexpr (kImma) {
       // int4 at batch 1: X = rn(x S) (exact for every bf16 value above 2^-14 of the row's max;
-      // |X| < 2^22) as signed digits X = 65536 d2 + 256 d1 + d0, each in [-128, 127]. Word wd of
-      // lane t in segment j / 128 meets the nibbles 0, 2, 4, 6 (its low bytes, the mma's b0) and
-      // 1, 3, 5, 7 (b1); digit n is the mma's column n. Layout per segment: [half wd / 2][digit
-      // n][lane t] of 16 bytes (words wd % 2 = 0, 1, each b0 b1), so that a consumer's two loads
-      // read 12 distinct 16-byte pieces each (two wavefronts). The segment's sum of X goes to .y.
-      // X is the bits of the FFMA x s s2 + 1.5 * 2^23 minus those of 1.5 * 2^23: near 1.5 * 2^23
-      // the floats are the integers, so the FFMA's rounding to nearest even is rn's. The bytes
-      // of X + 0x808080 are d0 + 128, d1 + 128, d2 + 128, so those bytes XOR 0x80 are the
-      // digits as int8; PRMTs gather byte i of dg[n][hw] = digit 2 - n of element 2 i + hw.
-      constexpr uint32_t kMagic = 0x4B400000u;  // the bits of 1.5 * 2^23
-      const float s = xs[m], s2 = xs2[m];
-      uint32_t z[8], bsum = 0;  // bsum: the 8 X's sum plus 8 kMagic, modulo 2^32
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const uint32_t b = __float_as_uint(fmaf(v[e] * s, s2, 12582912.f));
-        bsum += b;
-        z[e] = (b + (0x808080u - kMagic)) ^ 0x808080u;
-      }
-      int su = static_cast<int>(bsum - 8u * kMagic);
+      // |X| < 2^22) as signed digits X = 65536 d2 + 256 d1 + d0 (imma_digit_bytes8, common.cuh). Word
+      // wd of lane t in segment j / 128 meets the nibbles 0, 2, 4, 6 (its low bytes, the mma's
+      // b0) and 1, 3, 5, 7 (b1); digit n is the mma's column n (imma_digit_index's layout). The
+      // segment's sum of X goes to .y.
+      uint32_t z[8];
+      int su = imma_digit_bytes8(v, xs[m], xs2[m], z);
 #pragma unroll
       for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
       const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
       if ((lane & 15) == 0) csum2[gi] = make_float2(0.f, static_cast<float>(su));
       uint32_t dg[3][2];
-#pragma unroll
-      for (int hw = 0; hw < 2; ++hw) {
-        // [e0.b0, e2.b0, e0.b1, e2.b1], [e4.b0, ...] and [e0.b2, e2.b2, ...], [e4.b2, ...]
-        const uint32_t lo01 = __byte_perm(z[hw], z[2 + hw], 0x5140);
-        const uint32_t lo23 = __byte_perm(z[4 + hw], z[6 + hw], 0x5140);
-        const uint32_t hi01 = __byte_perm(z[hw], z[2 + hw], 0x0062);
-        const uint32_t hi23 = __byte_perm(z[4 + hw], z[6 + hw], 0x0062);
-        dg[2][hw] = __byte_perm(lo01, lo23, 0x5410);  // d0
-        dg[1][hw] = __byte_perm(lo01, lo23, 0x7632);  // d1
-        dg[0][hw] = __byte_perm(hi01, hi23, 0x5410);  // d2
-      }
+      imma_pack_digits(z, dg);
       uint2* xi = reinterpret_cast<uint2*>(xf);
 #pragma unroll
       for (int n = 0; n < 3; ++n)
@@ -608,7 +582,21 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           issued, hook);
     }
   };
-  if (flags & 4096) {
+  if constexpr (kDig) {
+    // The staged digits and the per-segment {1 / S, sum of X / S} in one transaction; the
+    // epilogue's row scales are 1 (the segment scales are applied in the main loop).
+    if (tid == 0) {
+      const unsigned xb = static_cast<unsigned>(Kp) * 3, cb = static_cast<unsigned>(nseg) * 8;
+      mbar_arrive_expect_tx(x_full, xb + cb);
+      bulk_load(xf, a.x, xb, x_full);
+      bulk_load(csum2, static_cast<const uint8_t*>(a.x) + xb, cb, x_full);
+      xinv[0] = 1.f;
+      xinv2[0] = 1.f;
+    }
+    issued();
+    mbar_wait(x_full, 0);
+    staged = true;
+  } else if (flags & 4096) {
     // Lab flag 4096 (AO_TMA_NOSTAGE=1): x neither loaded nor staged (wrong results: the timing
     // without the prologue's work past the grid-dependency wait).
     issued();
@@ -620,7 +608,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   }
   if (IN == GemvInput::rmsnorm && staged)
     trace_point(TraceKind::gemv_tma, w.data, N, K, TracePoint::rms_done);
-  if (!staged) {
+  if (!kDig && !staged) {
     issued();
     float inv[M];
 #pragma unroll
@@ -877,8 +865,14 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         const float v1 =
             fmaf(dw0, static_cast<float>(da[2] + db[2]), dw1 * static_cast<float>(da[3] + db[3]));
         const float sx = xsum_on * xv.cs0.y;
-        acc[0] = fmaf(s0.x, v0, fmaf(s0.y, sx, acc[0]));
-        acc[2] = fmaf(s1.x, v1, fmaf(s1.y, sx, acc[2]));
+        if constexpr (kDig) {
+          // The segment's own x scale: .x = 1 / S_seg (.y is already the sum of X / S_seg).
+          acc[0] = fmaf(s0.x, v0 * xv.cs0.x, fmaf(s0.y, sx, acc[0]));
+          acc[2] = fmaf(s1.x, v1 * xv.cs0.x, fmaf(s1.y, sx, acc[2]));
+        } else {
+          acc[0] = fmaf(s0.x, v0, fmaf(s0.y, sx, acc[0]));
+          acc[2] = fmaf(s1.x, v1, fmaf(s1.y, sx, acc[2]));
+        }
       } else {
         // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
         // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
@@ -1178,7 +1172,7 @@ int tma_hold_stages(GemvInput in) {
   if (e) return std::atoi(e);
 #endif
   const GemvTuning t = gemv_tuning();
-  if (in != GemvInput::bf16) return t.tma_hold_stages;
+  if (in == GemvInput::rmsnorm) return t.tma_hold_stages;  // int4_digits: as a bf16 x
   return F == WeightFormat::bf16 ? t.tma_hold_stages_bf16_input
                                  : t.tma_hold_stages_bf16_input_decode;
 }

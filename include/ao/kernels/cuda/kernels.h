@@ -53,7 +53,18 @@ struct DeviceWeight {
 enum class GemvInput : int {
   bf16 = 0,     // x [M, K] bf16
   rmsnorm = 1,  // x [M, K] f32 residual; uses rms_weight (bf16 [K]) and eps
+  // x already staged for the int4 batch-1 GEMV on the integer tensor cores (the decode
+  // attention's int4_digits output, int4_digits_bytes(K) bytes): per 128-k segment three signed
+  // base-256 digits of X = rn(x S_seg) in the kernel's shared-memory order, then one float2
+  // {1 / S_seg, sum of X / S_seg} per segment. The kernel copies it to shared memory with the
+  // TMA instead of loading and staging x. Batch 1, int4 weights with K = K padded, a multiple of
+  // 128, that the TMA kernel takes (gemv_takes_int4_digits); add_residual output only.
+  int4_digits = 2,
 };
+// Bytes of an int4_digits input of K values (K a multiple of 128).
+inline size_t int4_digits_bytes(int64_t k) {
+  return static_cast<size_t>(k) * 3 + static_cast<size_t>(k / 128) * 8;
+}
 // What it does with the result (fused epilogue).
 enum class GemvOutput : int {
   bf16 = 0,          // y [M, N] bf16
@@ -102,6 +113,8 @@ struct GemvArgs {
 // from a pre-pass over all of K, so any K works) and the activation scale is applied with the
 // weight scale; ActQuant::fp8_tensor needs a batch of 1, 2, 4 or 8 (one launch sees every row).
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
+// Whether gemv() takes GemvInput::int4_digits for weight w under the current GemvTuning.
+bool gemv_takes_int4_digits(const DeviceWeight& w);
 
 // Overrides of the GEMV's launch choices, for tests and the kernel lab; process-wide, set before
 // launching. Defaults: automatic.
@@ -373,9 +386,14 @@ struct AttentionArgs {
 // (the decode step's position is written by the previous step, whose kernels all complete before
 // the next step's first kernel, launched without the attribute, starts).
 size_t attention_decode_workspace(const AttentionArgs& a);
+// With int4_digits (int4_digits_bytes(n_heads * head_dim) bytes, 16-byte aligned), the kernel
+// also writes out as GemvInput::int4_digits for the o projection, one scale per 128-k segment
+// (S_seg puts the segment's max |out| in [2^21, 2^22), at most 2^126; a non-finite segment gets
+// a NaN 1 / S_seg): needs attention_decode_writes_int4_digits(a).
 void attention_decode(const uint16_t* q, const uint16_t* k_cache, const uint16_t* v_cache,
                       const int32_t* pos, const AttentionArgs& a, void* workspace, uint16_t* out,
-                      cudaStream_t s);
+                      cudaStream_t s, uint8_t* int4_digits = nullptr);
+bool attention_decode_writes_int4_digits(const AttentionArgs& a);
 // Lab setting of the decode attention, process-wide like GemvTuning: loads_before_wait = false
 // waits for the previous kernel before reading the position and the cache (the order until
 // docs/CUDA.md lab note 34), for A/B runs.
@@ -387,6 +405,10 @@ struct AttentionTuning {
   // int8 479.0 vs 466.0 tok/s, fp8-row 477.5 vs 465.4, bf16 280.0 vs 277.3; llama3-1b int8
   // 1844.6 vs 1780.6, bf16 1380.2 vs 1353.8.
   int head_blocks = 4;
+  // The decode step's int4 o projection takes its x from the attention as int4 digits
+  // (GemvInput::int4_digits) where both kernels allow it, instead of staging the bf16 output in
+  // its own prologue (docs/CUDA.md lab note 86).
+  bool o_digits = true;
 };
 void set_attention_tuning(const AttentionTuning& t);
 AttentionTuning attention_tuning();
