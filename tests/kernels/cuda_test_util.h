@@ -113,6 +113,12 @@ inline GemvArgs rmsnorm_gemv_args(int m, const float* x, const uint16_t* weight,
   return a;
 }
 
+// Puts the default decode-attention tuning back when a test that overrides it ends (also when
+// an assertion ends it early).
+struct AttentionTuningReset {
+  ~AttentionTuningReset() { set_attention_tuning(AttentionTuning{}); }
+};
+
 // A device buffer of `count` T with 4 KiB sentinel guards on both sides.
 template <typename T>
 class Guarded {

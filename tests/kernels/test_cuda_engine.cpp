@@ -458,6 +458,7 @@ TEST(CudaEngineSynthetic, RecaptureTakesTheTuningInForce) {
 // bit for bit on a replay. Off for head_dim 64 (llama3-1b's).
 TEST(CudaEngineSynthetic, OProjectionTakesTheAttentionsInt4Digits) {
   AO_SKIP_WITHOUT_GPU();
+  AttentionTuningReset reset;
   int dev = 0, major = 0;
   AO_CUDA_CHECK(cudaGetDevice(&dev));
   AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
@@ -518,7 +519,6 @@ TEST(CudaEngineSynthetic, OProjectionTakesTheAttentionsInt4Digits) {
           << "prompt " << plen << ", step " << s;
     }
   }
-  set_attention_tuning({});
 }
 
 }  // namespace

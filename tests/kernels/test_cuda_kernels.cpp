@@ -1766,6 +1766,7 @@ TEST(CudaGemvInt4Digits, DigitsInputMatchesTheBf16Input) {
 // leaves the others finite; head_dim 64 is refused.
 TEST(CudaAttentionInt4Digits, DecodeWritesTheDigitsOfItsOutput) {
   AO_SKIP_WITHOUT_GPU();
+  AttentionTuningReset reset;
   struct Case {
     int H, KV, hd, head_blocks;
   };
@@ -1830,7 +1831,7 @@ TEST(CudaAttentionInt4Digits, DecodeWritesTheDigitsOfItsOutput) {
       }
     }
   }
-  set_attention_tuning({});
+  set_attention_tuning(AttentionTuning{});
   AttentionArgs a64{8, 2, 64, 256, 0.125f};
   EXPECT_FALSE(attention_decode_writes_int4_digits(a64));
   Guarded<uint8_t> dig(int4_digits_bytes(512)), ws(attention_decode_workspace(a64));
