@@ -1724,7 +1724,8 @@ TEST(CudaGemvInt4Digits, DigitsInputMatchesTheBf16Input) {
       EXPECT_TRUE(r_dig.guards_intact() && r_bf16.guards_intact() && dd.guards_intact()) << what;
     }
   }
-  // Refusals: batch 2, an output other than the residual add, int8 weights, K padded.
+  // Refusals: batch 2, an output other than the residual add, an unaligned buffer, int8 weights,
+  // K padded.
   const QuantCase c128{WeightFormat::int4, 128, false, "int4-g128"};
   const RandomTestWeight tw(64, K, c128, 310);
   Guarded<uint8_t> dd(int4_digits_bytes(K));
@@ -1748,6 +1749,9 @@ TEST(CudaGemvInt4Digits, DigitsInputMatchesTheBf16Input) {
   b = a;
   b.output = GemvOutput::f32;
   refused(tw.dw, b, "needs add_residual output");
+  b = a;
+  b.x = dd.get() + 8;
+  refused(tw.dw, b, "16-byte aligned");
   const RandomTestWeight t8(64, K, QuantCase{WeightFormat::int8, 0, false, "int8"}, 311);
   EXPECT_FALSE(gemv_takes_int4_digits(t8.dw));
   refused(t8.dw, a, "needs int4 weights");

@@ -417,7 +417,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     if (used == 1) {
       const uint16_t o = float_to_bf16_bits(A / L);
       attn_out[h * HD + d] = o;
-      ob[i] = o;
+      if (digits) ob[i] = o;
     } else {
       float* out = partial + (static_cast<int64_t>(h) * kSplits2 + split) * (HD + 2);
       out[2 + d] = A;
@@ -462,7 +462,7 @@ __global__ void __launch_bounds__(kDec2Warps * 32)
     for (int c = 0; c < used; ++c) A = fmaf(wsm[g][c], __ldcg(ph + c * (HD + 2)), A);
     const uint16_t o = float_to_bf16_bits(A / lsm[g]);
     attn_out[h * HD + d] = o;
-    ob[i] = o;
+    if (digits) ob[i] = o;
   }
   if (digits) write_digits();
   if (threadIdx.x == 0) counters[blockIdx.x] = 0;

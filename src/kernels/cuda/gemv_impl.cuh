@@ -896,6 +896,8 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.input == I::int4_digits) {
     if constexpr (F == WeightFormat::int4 && M == 1) {
       if (a.output != O::add_residual) fail("gemv: int4_digits input needs add_residual output");
+      if (a.x == nullptr || reinterpret_cast<uintptr_t>(a.x) % 16 != 0)
+        fail("gemv: int4_digits input needs a 16-byte aligned buffer (it is copied by the TMA)");
       const TmaPlan p = tma_plan<F>(w, 1);
       if (!takes_int4_digits(w, p))
         fail(

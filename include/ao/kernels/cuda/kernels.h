@@ -54,9 +54,9 @@ enum class GemvInput : int {
   bf16 = 0,     // x [M, K] bf16
   rmsnorm = 1,  // x [M, K] f32 residual; uses rms_weight (bf16 [K]) and eps
   // x already staged for the int4 batch-1 GEMV on the integer tensor cores (the decode
-  // attention's int4_digits output, int4_digits_bytes(K) bytes): per 128-k segment three signed
-  // base-256 digits of X = rn(x S_seg) in the kernel's shared-memory order, then one float2
-  // {1 / S_seg, sum of X / S_seg} per segment. The kernel copies it to shared memory with the
+  // attention's int4_digits output, int4_digits_bytes(K) bytes, 16-byte aligned): per 128-k
+  // segment three signed base-256 digits of X = rn(x S_seg) in the kernel's shared-memory order,
+  // then one float2 {1 / S_seg, sum of X / S_seg} per segment. The kernel copies it to shared memory with the
   // TMA instead of loading and staging x. Batch 1, int4 weights with K = K padded, a multiple of
   // 128, that the TMA kernel takes (gemv_takes_int4_digits); add_residual output only.
   int4_digits = 2,
