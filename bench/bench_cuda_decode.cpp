@@ -164,6 +164,12 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_ring_bytes_decode = variant_kb(mod, 8);
     else if (mod.rfind("ringint4=", 0) == 0)  // GemvTuning::tma_ring_bytes_int4, in KB
       t.tma_ring_bytes_int4 = variant_kb(mod, 9);
+    else if (mod == "chunk512")  // GemvTuning::tma_chunk_any_divisor = false
+      t.tma_chunk_any_divisor = false;
+    else if (mod == "balanced")  // GemvTuning::tma_balanced_grid
+      t.tma_balanced_grid = true;
+    else if (mod.rfind("oblocks=", 0) == 0)  // GemvTuning::decode_o_blocks
+      t.decode_o_blocks = variant_int(mod, 8);
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
@@ -173,7 +179,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N; join with '+')");
   }
   return r;
 }

@@ -514,6 +514,7 @@ struct CudaEngine::Impl {
         a.x = o_digits;
       }
       a.next = &L.gate_up;
+      a.max_blocks = cuda::gemv_tuning().decode_o_blocks;
       cuda::gemv(L.o, a, stream);
       // gate/up rows interleaved: h = silu(g) * u
       a = normed_input(L.mlp_norm, cuda::GemvOutput::swiglu, h);

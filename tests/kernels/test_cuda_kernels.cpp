@@ -385,6 +385,60 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
       });
 }
 
+// Rows whose bytes are 2^k times an odd factor (llama2-7b's down projection, K = 11008; and
+// K = 18944, Qwen2.5-7B's) have no multiple of 512 bytes that streams at rate: the plan then
+// takes a chunk that is a multiple of 64 bytes (GemvTuning::tma_chunk_any_divisor, lab note 87),
+// >= 1.5 KB per copy. Both plans match the reference, f32 output and RMSNorm + SwiGLU.
+TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!takes_tma(c) || !device_has_tma()) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  TuningReset reset;
+  for (const int64_t K : {int64_t{11008}, int64_t{18944}}) {
+    const int64_t N = 300;
+    const RandomTestWeight tw(N, K, c, 71);
+    const auto nw = norm_weight_bf16(K, 72);
+    Guarded<uint16_t> dnw(nw);
+    for (const bool any : {true, false}) {
+      GemvTuning t = tuning_for(GemvPath::tma);
+      t.tma_chunk_any_divisor = any;
+      set_gemv_tuning(t);
+      for (int m = 1; m <= (K == 11008 ? 2 : 1); ++m) {  // x must fit beside the ring
+        const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
+                                 " m=" + std::to_string(m) + (any ? " any chunk" : " chunk512");
+        auto xb = to_bf16(randn(m * K, 73 + m));
+        Guarded<uint16_t> dx(xb);
+        Guarded<float> dy(m * N);
+        gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+        expect_path(GemvPath::tma, c, what);
+        const int chunk = last_gemv_launch().chunk;
+        ASSERT_GT(chunk, 0) << what;
+        const auto row_bytes = static_cast<int64_t>(tw.dw.bytes() - tw.dw.scale_bytes()) / N;
+        EXPECT_EQ(row_bytes % chunk, 0) << what << ": chunk " << chunk;
+        if (any) {
+          EXPECT_NE(chunk % 512, 0) << what << ": chunk " << chunk;
+          EXPECT_GE(chunk, 1536) << what;
+        } else {
+          EXPECT_EQ(chunk % 512, 0) << what << ": chunk " << chunk;
+        }
+        EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
+            << what;
+        EXPECT_TRUE(dy.guards_intact()) << what;
+        const auto resid = randn(m * K, 80 + m, 3.f);
+        const auto href = reference_swiglu(
+            reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K), m, N);
+        Guarded<float> dres(resid);
+        Guarded<uint16_t> dh(m * N / 2);
+        gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get()),
+             nullptr);
+        expect_path(GemvPath::tma, c, what + " swiglu");
+        EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
+        EXPECT_TRUE(dh.guards_intact()) << what;
+      }
+    }
+  }
+}
+
 // GemvArgs::next with GemvTuning::tma_prefetch_next_bytes: the bf16 kernel's blocks ask the L2
 // to prefetch the head of the next weight once their own copies have landed. The launch record
 // says how many bytes: the size asked, to 16 bytes, for part of the next weight; all of it (data

@@ -64,6 +64,7 @@ void set_gemv_tuning(const GemvTuning& t) {
     fail("set_gemv_tuning: tma_prefetch_next_bytes must be >= 0");
   if (t.tma_pad_rows_byte_max_k < 0)
     fail("set_gemv_tuning: tma_pad_rows_byte_max_k must be >= 0");
+  if (t.decode_o_blocks < 0) fail("set_gemv_tuning: decode_o_blocks must be >= 0 (0: all SMs)");
   if (t.tma_pad_rows_int4_min_k < 0)
     fail("set_gemv_tuning: tma_pad_rows_int4_min_k must be >= 0");
   if (t.tma_ring_bytes < 0 || t.tma_ring_bytes_decode < 0 || t.tma_ring_bytes_int4 < 0)
@@ -102,6 +103,7 @@ void set_kernel_trace(KernelTraceBuffer*) {
 void gemv(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (a.m < 1 || a.m > 8) fail("gemv: batch must be 1..8");
   if (a.input == GemvInput::int4_digits && a.m != 1) fail("gemv: int4_digits input needs batch 1");
+  if (a.max_blocks < 0) fail("gemv: max_blocks must be >= 0 (0: one block per SM)");
   if (w.act_quant != ActQuant::none && w.format != WeightFormat::fp8)
     fail("gemv: activation quantization needs fp8 weights");
   switch (w.format) {

@@ -1068,7 +1068,8 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
                               : kTmaRingTarget;
     const size_t budget = std::min(target, optin - 1024 - x - tma_barrier_bytes(8));
 #ifdef AO_GEMV_EXPERIMENTS
-    // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512 dividing the row).
+    // Lab: AO_TMA_CHUNK forces the bytes per row and stage (a multiple of 512, or with
+    // tma_chunk_any_divisor of 64, dividing the row).
     static const int64_t want = [] {
       const char* e = std::getenv("AO_TMA_CHUNK");
       return e ? std::atoll(e) : 0;
@@ -1080,16 +1081,19 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     // 512 bytes dividing the row (one copy per row, and per row of scales for int4). The TMA
     // takes ~75 cycles per bulk copy whatever its size (lab note 23: 512-byte copies stream at
     // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
-    // copy; among those, the most stages (up to 4) in the ring, then the larger chunk.
+    // copy; among those, the most stages (up to 4) in the ring, then the larger chunk. Where no
+    // such chunk reaches that rate (a row of 2^k x an odd factor: llama2-7b's K = 11008 has only
+    // 512-byte chunks), any multiple of 64 bytes dividing the row (lab note 87;
+    // GemvTuning::tma_chunk_any_divisor).
     const bool pad = tma_pad_rows<F>(w);
     int best_key = -1;
-    int64_t cands[9] = {row_bytes};  // whole rows, then 4096, 3584, ..., 512 bytes
-    int ncand = 1;
-    for (int64_t ch = std::min<int64_t>(4096, row_bytes - 512); ch >= 512; ch -= 512)
-      cands[ncand++] = ch;
-    for (int ci = 0; ci < ncand; ++ci) {
-      const int64_t ch = cands[ci];
-      if (ch % 512 != 0 || row_bytes % ch != 0 || (want != 0 && ch != want)) continue;
+    auto consider = [&](int64_t ch, bool any) {
+      if (ch < 512 || ch % (any ? 64 : 512) != 0 || row_bytes % ch != 0 ||
+          (want != 0 && ch != want))
+        return;
+      // int4: whole scale groups per chunk, and their copy a multiple of 16 bytes.
+      if (F == WeightFormat::int4 && (ch * 2 % w.group_size != 0 || ch * 2 / w.group_size % 2 != 0))
+        return;
       const bool whole = ch == row_bytes;
       const size_t sc =
           F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8 : 0;
@@ -1099,16 +1103,23 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       const int copies =
           (whole && !pad ? 1 : 16) + (F == WeightFormat::int4 ? (whole ? 1 : 16) : 0);
       const bool rate_ok = stage / copies >= 1536;
-      if (stages < (rate_ok ? 2 : 3)) continue;
+      if (stages < (rate_ok ? 2 : 3)) return;
       const int key =
-          (rate_ok ? 1 << 20 : 0) + std::min(stages, 4) * (1 << 16) + static_cast<int>(ch / 512);
+          (rate_ok ? 1 << 20 : 0) + std::min(stages, 4) * (1 << 16) + static_cast<int>(ch / 64);
       if (key > best_key) {
         best_key = key;
         p.chunk = static_cast<int>(ch);
         p.stages = stages;
         p.smem = tma_barrier_bytes(stages) + stages * stage + x;
       }
-    }
+    };
+    // Whole rows, then 4096, 3584, ..., 512 bytes.
+    consider(row_bytes, false);
+    for (int64_t ch = std::min<int64_t>(4096, row_bytes - 512); ch >= 512; ch -= 512)
+      consider(ch, false);
+    if (best_key < (1 << 20) && tune.tma_chunk_any_divisor)
+      for (int64_t ch = std::min<int64_t>(8192, row_bytes - 64) / 64 * 64; ch >= 512; ch -= 64)
+        if (ch % 512 != 0) consider(ch, true);
 #ifdef AO_GEMV_EXPERIMENTS
     // Lab: AO_TMA_STAGES caps the ring.
     static const int cap = [] {
@@ -1188,7 +1199,13 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
     configured = p.smem;
   }
   const int ntiles = static_cast<int>((w.n + 15) / 16);
-  const int grid = std::min(ntiles, sms);
+  int cap = sms;
+  if (a.max_blocks > 0) cap = std::min(cap, a.max_blocks);
+  int grid = std::min(ntiles, cap);
+  if (gemv_tuning().tma_balanced_grid && grid > 0) {
+    const int rounds = (ntiles + grid - 1) / grid;
+    grid = (ntiles + rounds - 1) / rounds;
+  }
   constexpr int W = tma_warps<F>();
   // x in registers (flag 128) where each consumer warp takes the same 1 or 2 segments of each
   // stage and at most 4 of every tile, at batch 1, for int8 and fp8 (the kernel's kXr).
@@ -1234,7 +1251,8 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
     }
   }
   record_gemv_launch(
-      GemvLaunch{true, W, 1, grid, true, p.smem, xreg, pad, pf.data_bytes + pf.scale_bytes});
+      GemvLaunch{true, W, 1, grid, true, p.smem, xreg, pad, pf.data_bytes + pf.scale_bytes,
+                 p.chunk});
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags, pf);
 }

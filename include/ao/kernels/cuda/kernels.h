@@ -108,6 +108,9 @@ struct GemvArgs {
   // blocks, once their own weight copies have landed, ask the L2 to prefetch the head of it
   // (GemvTuning::tma_prefetch_next_bytes), in the window where this GEMV only computes.
   const DeviceWeight* next = nullptr;
+  // The TMA kernel's grid at most this many blocks (0: one per SM, as many as there are tiles).
+  // The decode step sets it for the o projection (GemvTuning::decode_o_blocks).
+  int max_blocks = 0;
 };
 // With w.act_quant != none (fp8 weights only) the staged x is replaced by its e4m3 values (scale
 // from a pre-pass over all of K, so any K works) and the activation scale is applied with the
@@ -261,6 +264,17 @@ struct GemvTuning {
   // 67, runs 174-176, tg128, same engine): bf16 4 MB llama3-8b 274.8 -> 278.0 tok/s, llama3-1b
   // 1371.5 -> 1398.2 (2-8 MB +0.6-1.5%, 16 MB slower).
   int64_t tma_prefetch_next_bytes = 4 << 20;
+  // The TMA kernel's stage chunk may be any multiple of 64 bytes dividing the row where no
+  // multiple of 512 streams at rate (>= 1.5 KB per copy): rows of 2^k times an odd factor, such
+  // as llama2-7b's K = 11008 (docs/CUDA.md lab note 87). false: multiples of 512 only.
+  bool tma_chunk_any_divisor = true;
+  // The TMA kernel's grid: one block per SM up to the tiles (false), or the fewest blocks that
+  // take the same rounds of tiles (true: 256 tiles on 132 SMs run on 128 blocks of 2), which
+  // leaves the rest of the SMs to the next kernel's blocks from the start.
+  bool tma_balanced_grid = false;
+  // The decode step's o projection on at most this many blocks (GemvArgs::max_blocks; 0: all),
+  // so that the blocks of the gate_up GEMV after it find SMs free and start streaming early.
+  int decode_o_blocks = 0;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
@@ -278,6 +292,7 @@ struct GemvLaunch {
   // Bytes of GemvArgs::next (data + scales) the TMA kernel's blocks prefetch into L2 in all
   // (GemvTuning::tma_prefetch_next_bytes; bf16 only).
   int64_t prefetch_bytes = 0;
+  int chunk = 0;  // the TMA kernel's bytes per weight row and stage (its plan)
 };
 GemvLaunch last_gemv_launch();
 
