@@ -386,7 +386,7 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
 }
 
 // Rows whose bytes are 2^k times an odd factor (llama2-7b's down projection, K = 11008; and
-// K = 18944, Qwen2.5-7B's) have no multiple of 512 bytes that streams at rate: the plan then
+// K = 18944, Qwen2.5-7B's, bf16/int8/fp8) have no multiple of 512 bytes that streams at rate: the plan then
 // takes a chunk that is a multiple of 64 bytes (GemvTuning::tma_chunk_any_divisor, lab note 87),
 // >= 1.5 KB per copy. Both plans match the reference, f32 output and RMSNorm + SwiGLU.
 TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
@@ -395,6 +395,8 @@ TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
   if (!takes_tma(c) || !device_has_tma()) GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
   for (const int64_t K : {int64_t{11008}, int64_t{18944}}) {
+    // int4's batch-1 digits of K = 18944 (3 bytes per k) do not fit beside the ring.
+    if (K == 18944 && c.format == WeightFormat::int4) continue;
     const int64_t N = 300;
     const RandomTestWeight tw(N, K, c, 71);
     const auto nw = norm_weight_bf16(K, 72);

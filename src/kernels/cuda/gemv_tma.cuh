@@ -1083,43 +1083,61 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
     // copy; among those, the most stages (up to 4) in the ring, then the larger chunk. Where no
     // such chunk reaches that rate (a row of 2^k x an odd factor: llama2-7b's K = 11008 has only
-    // 512-byte chunks), any multiple of 64 bytes dividing the row (lab note 87;
-    // GemvTuning::tma_chunk_any_divisor).
+    // 512-byte chunks), any multiple of 64 bytes dividing the row, the most bytes per copy first
+    // (lab note 87; GemvTuning::tma_chunk_any_divisor).
     const bool pad = tma_pad_rows<F>(w);
-    int best_key = -1;
-    auto consider = [&](int64_t ch, bool any) {
+    struct Cand {
+      int64_t key = -1;
+      int stages = 0;
+      size_t stage = 0;
+      int64_t chunk = 0;
+    };
+    // A chunk's plan: its stage bytes, stages and key (-1: not taken). Multiples of 512: at rate
+    // first, then the most stages (up to 4), then the larger chunk. The second pass (`any`): at
+    // rate first, then the most bytes per copy, then the most stages.
+    auto plan_of = [&](int64_t ch, bool any) {
+      Cand c;
       if (ch < 512 || ch % (any ? 64 : 512) != 0 || row_bytes % ch != 0 ||
           (want != 0 && ch != want))
-        return;
+        return c;
       // int4: whole scale groups per chunk, and their copy a multiple of 16 bytes.
       if (F == WeightFormat::int4 && (ch * 2 % w.group_size != 0 || ch * 2 / w.group_size % 2 != 0))
-        return;
+        return c;
       const bool whole = ch == row_bytes;
       const size_t sc =
           F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8 : 0;
-      const size_t stage = 16 * (ch + (pad ? 64 : 0) + sc);
-      const int stages = static_cast<int>(std::min<size_t>(budget / stage, 8));
+      c.stage = 16 * (ch + (pad ? 64 : 0) + sc);
+      c.stages = static_cast<int>(std::min<size_t>(budget / c.stage, 8));
+      c.chunk = ch;
       // Copies per stage: the weights' (one per row unless whole unpadded rows), int4's scales'.
       const int copies =
           (whole && !pad ? 1 : 16) + (F == WeightFormat::int4 ? (whole ? 1 : 16) : 0);
-      const bool rate_ok = stage / copies >= 1536;
-      if (stages < (rate_ok ? 2 : 3)) return;
-      const int key =
-          (rate_ok ? 1 << 20 : 0) + std::min(stages, 4) * (1 << 16) + static_cast<int>(ch / 64);
-      if (key > best_key) {
-        best_key = key;
-        p.chunk = static_cast<int>(ch);
-        p.stages = stages;
-        p.smem = tma_barrier_bytes(stages) + stages * stage + x;
-      }
+      const auto per_copy = static_cast<int64_t>(c.stage / copies);
+      const bool rate_ok = per_copy >= 1536;
+      if (c.stages < (rate_ok ? 2 : 3)) return c;
+      c.key = any ? (int64_t{rate_ok} << 40) + (per_copy << 8) + c.stages
+                  : (int64_t{rate_ok} << 40) + std::min(c.stages, 4) * (int64_t{1} << 20) + ch / 64;
+      return c;
+    };
+    Cand best;
+    auto take = [&](const Cand& c) {
+      if (c.key > best.key) best = c;
     };
     // Whole rows, then 4096, 3584, ..., 512 bytes.
-    consider(row_bytes, false);
+    take(plan_of(row_bytes, false));
     for (int64_t ch = std::min<int64_t>(4096, row_bytes - 512); ch >= 512; ch -= 512)
-      consider(ch, false);
-    if (best_key < (1 << 20) && tune.tma_chunk_any_divisor)
+      take(plan_of(ch, false));
+    if (best.key < (int64_t{1} << 40) && tune.tma_chunk_any_divisor) {
+      // The incumbent in the second pass's terms; then every multiple of 64 up to 8 KB.
+      if (best.key >= 0) best = plan_of(best.chunk, true);
       for (int64_t ch = std::min<int64_t>(8192, row_bytes - 64) / 64 * 64; ch >= 512; ch -= 64)
-        if (ch % 512 != 0) consider(ch, true);
+        if (ch % 512 != 0) take(plan_of(ch, true));
+    }
+    if (best.key >= 0) {
+      p.chunk = static_cast<int>(best.chunk);
+      p.stages = best.stages;
+      p.smem = tma_barrier_bytes(best.stages) + best.stages * best.stage + x;
+    }
 #ifdef AO_GEMV_EXPERIMENTS
     // Lab: AO_TMA_STAGES caps the ring.
     static const int cap = [] {
