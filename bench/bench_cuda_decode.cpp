@@ -170,6 +170,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_balanced_grid = true;
     else if (mod.rfind("oblocks=", 0) == 0)  // GemvTuning::decode_o_blocks
       t.decode_o_blocks = variant_int(mod, 8);
+    else if (mod.rfind("ospare=", 0) == 0)  // GemvTuning::decode_o_spare_sms_int4
+      t.decode_o_spare_sms_int4 = variant_int(mod, 7);
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
@@ -179,7 +181,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N; join with '+')");
   }
   return r;
 }

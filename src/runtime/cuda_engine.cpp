@@ -469,6 +469,16 @@ struct CudaEngine::Impl {
     a.y = y;
     return a;
   }
+  // The o projection's grid cap (GemvTuning::decode_o_blocks, decode_o_spare_sms_int4).
+  int o_max_blocks(bool odig) const {
+    const cuda::GemvTuning t = cuda::gemv_tuning();
+    if (t.decode_o_blocks > 0) return t.decode_o_blocks;
+    if (!odig || t.decode_o_spare_sms_int4 <= 0) return 0;
+    int dev = 0, sms = 0;
+    AO_CUDA_CHECK(cudaGetDevice(&dev));
+    AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return std::max(1, sms - t.decode_o_spare_sms_int4);
+  }
   cuda::GemvArgs add_to_residual(const uint16_t* x) const {
     cuda::GemvArgs a;
     a.x = x;
@@ -514,7 +524,7 @@ struct CudaEngine::Impl {
         a.x = o_digits;
       }
       a.next = &L.gate_up;
-      a.max_blocks = cuda::gemv_tuning().decode_o_blocks;
+      a.max_blocks = o_max_blocks(odig);
       cuda::gemv(L.o, a, stream);
       // gate/up rows interleaved: h = silu(g) * u
       a = normed_input(L.mlp_norm, cuda::GemvOutput::swiglu, h);

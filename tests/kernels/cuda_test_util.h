@@ -113,6 +113,12 @@ inline GemvArgs rmsnorm_gemv_args(int m, const float* x, const uint16_t* weight,
   return a;
 }
 
+// Puts the default GEMV launch choices back when a test that overrides them ends (also when an
+// assertion ends it early).
+struct TuningReset {
+  ~TuningReset() { set_gemv_tuning(GemvTuning{}); }
+};
+
 // Puts the default decode-attention tuning back when a test that overrides it ends (also when
 // an assertion ends it early).
 struct AttentionTuningReset {

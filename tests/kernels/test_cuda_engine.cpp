@@ -459,6 +459,7 @@ TEST(CudaEngineSynthetic, RecaptureTakesTheTuningInForce) {
 TEST(CudaEngineSynthetic, OProjectionTakesTheAttentionsInt4Digits) {
   AO_SKIP_WITHOUT_GPU();
   AttentionTuningReset reset;
+  TuningReset gemv_reset;
   int dev = 0, major = 0;
   AO_CUDA_CHECK(cudaGetDevice(&dev));
   AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
@@ -505,8 +506,17 @@ TEST(CudaEngineSynthetic, OProjectionTakesTheAttentionsInt4Digits) {
     eng->recapture();
     EXPECT_FALSE(eng->o_takes_int4_digits());
     const auto plain = steps(plen);
+    // The o projection on every SM (GemvTuning::decode_o_spare_sms_int4 = 0): the same logits.
+    cuda::GemvTuning every = cuda::gemv_tuning();
+    every.decode_o_spare_sms_int4 = 0;
+    cuda::set_gemv_tuning(every);
+    set_attention_tuning({});
+    eng->recapture();
+    const auto every_sm = steps(plen);
+    cuda::set_gemv_tuning({});  // (gemv_reset restores it too if an assertion ends the test)
     for (size_t s = 0; s < dig.size(); ++s) {
       EXPECT_EQ(dig[s], dig2[s]) << "replay, step " << s;
+      EXPECT_EQ(dig[s], every_sm[s]) << "o on every SM, step " << s;
       double num = 0, den = 0;
       for (size_t i = 0; i < dig[s].size(); ++i) {
         ASSERT_TRUE(std::isfinite(dig[s][i]));

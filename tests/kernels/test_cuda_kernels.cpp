@@ -94,10 +94,6 @@ GemvArgs f32_gemv_args(int m, const uint16_t* x, float* y) {
   return a;
 }
 
-// Puts the default GEMV launch choices back when a test that overrides them ends.
-struct TuningReset {
-  ~TuningReset() { set_gemv_tuning(GemvTuning{}); }
-};
 
 struct QuantCase {
   WeightFormat format;
@@ -439,6 +435,42 @@ TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
       }
     }
   }
+}
+
+// GemvArgs::max_blocks (the decode step's o projection, GemvTuning::decode_o_blocks and
+// decode_o_spare_sms_int4) and GemvTuning::tma_balanced_grid set the TMA kernel's grid and change
+// no result: each tile's sums do not depend on the block that takes it.
+TEST_P(CudaGemv, TmaGridCapChangesNoResult) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!takes_tma(c) || !device_has_tma()) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  TuningReset reset;
+  const int64_t N = 4600, K = 4096;  // 288 tiles
+  const RandomTestWeight tw(N, K, c, 91);
+  auto xb = to_bf16(randn(K, 92));
+  Guarded<uint16_t> dx(xb);
+  auto run = [&](int max_blocks, bool balanced) {
+    GemvTuning t = tuning_for(GemvPath::tma);
+    t.tma_balanced_grid = balanced;
+    set_gemv_tuning(t);
+    Guarded<float> dy(N);
+    GemvArgs a = f32_gemv_args(1, dx.get(), dy.get());
+    a.max_blocks = max_blocks;
+    gemv(tw.dw, a, nullptr);
+    expect_path(GemvPath::tma, c, "grid");
+    EXPECT_TRUE(dy.guards_intact());
+    return std::make_pair(last_gemv_launch().grid, dy.download());
+  };
+  const auto [g0, y0] = run(0, false);
+  EXPECT_LT(nmse(y0, reference_matvec(from_bf16(xb), tw.deq, 1, N, K)), 1e-6) << c.name;
+  const auto [g7, y7] = run(7, false);
+  EXPECT_EQ(g7, 7) << c.name;
+  EXPECT_EQ(y7, y0) << c.name << ": 7 blocks";
+  // 288 tiles on 100 blocks take 3 rounds, as on 96 blocks.
+  const auto [gb, yb] = run(100, true);
+  EXPECT_EQ(gb, 96) << c.name;
+  EXPECT_EQ(yb, y0) << c.name << ": balanced grid";
+  EXPECT_THROW(run(-1, false), Error) << c.name;
 }
 
 // GemvArgs::next with GemvTuning::tma_prefetch_next_bytes: the bf16 kernel's blocks ask the L2

@@ -64,7 +64,8 @@ void set_gemv_tuning(const GemvTuning& t) {
     fail("set_gemv_tuning: tma_prefetch_next_bytes must be >= 0");
   if (t.tma_pad_rows_byte_max_k < 0)
     fail("set_gemv_tuning: tma_pad_rows_byte_max_k must be >= 0");
-  if (t.decode_o_blocks < 0) fail("set_gemv_tuning: decode_o_blocks must be >= 0 (0: all SMs)");
+  if (t.decode_o_blocks < 0 || t.decode_o_spare_sms_int4 < 0)
+    fail("set_gemv_tuning: decode_o_blocks and decode_o_spare_sms_int4 must be >= 0");
   if (t.tma_pad_rows_int4_min_k < 0)
     fail("set_gemv_tuning: tma_pad_rows_int4_min_k must be >= 0");
   if (t.tma_ring_bytes < 0 || t.tma_ring_bytes_decode < 0 || t.tma_ring_bytes_int4 < 0)

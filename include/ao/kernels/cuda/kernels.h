@@ -272,9 +272,17 @@ struct GemvTuning {
   // take the same rounds of tiles (true: 256 tiles on 132 SMs run on 128 blocks of 2), which
   // leaves the rest of the SMs to the next kernel's blocks from the start.
   bool tma_balanced_grid = false;
-  // The decode step's o projection on at most this many blocks (GemvArgs::max_blocks; 0: all),
-  // so that the blocks of the gate_up GEMV after it find SMs free and start streaming early.
+  // The decode step's o projection on at most this many blocks (GemvArgs::max_blocks; 0: all,
+  // or decode_o_spare_sms_int4 below), so that the blocks of the gate_up GEMV after it find SMs
+  // free and start streaming early.
   int decode_o_blocks = 0;
+  // Where decode_o_blocks is 0: an int4 o projection that takes the attention's digits runs on
+  // this many blocks fewer than the SMs (0: all). Measured (docs/CUDA.md lab note 88, tg128, one
+  // engine): llama3-8b int4 g128 736.4 against 732.2 tok/s (and 726.0 against 720.8 on another
+  // card), llama2-7b 753.6 against 746.5, llama3-1b 2559 against 2557; int8 and bf16, whose o
+  // follows the attention with a bf16 x, were slower with it (llama3-8b int8 485.8 against 491.3
+  // at 104 blocks) and keep every SM.
+  int decode_o_spare_sms_int4 = 20;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
