@@ -348,6 +348,33 @@ void for_each_ring_shape(const QuantCase& c, int seed, int max_m, Fn&& fn) {
   }
 }
 
+// Weight tw [N, K] at batch m on the TMA kernel (under the tuning in force), with f32 output and
+// with RMSNorm + SwiGLU, each against the reference with sentinel guards (x from seed + m, the
+// residual from seed + 10 + m); returns the f32 launch's record.
+GemvLaunch expect_tma_f32_and_swiglu(const QuantCase& c, const RandomTestWeight& tw,
+                                     const std::vector<uint16_t>& nw, const uint16_t* dnw,
+                                     int64_t N, int64_t K, int m, int seed,
+                                     const std::string& what) {
+  auto xb = to_bf16(randn(m * K, seed + m));
+  Guarded<uint16_t> dx(xb);
+  Guarded<float> dy(m * N);
+  gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
+  expect_path(GemvPath::tma, c, what);
+  const GemvLaunch launch = last_gemv_launch();
+  EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6) << what;
+  EXPECT_TRUE(dy.guards_intact()) << what;
+  const auto resid = randn(m * K, seed + 10 + m, 3.f);
+  const auto href = reference_swiglu(
+      reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K), m, N);
+  Guarded<float> dres(resid);
+  Guarded<uint16_t> dh(m * N / 2);
+  gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw, GemvOutput::swiglu, dh.get()), nullptr);
+  expect_path(GemvPath::tma, c, what + " swiglu");
+  EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
+  EXPECT_TRUE(dh.guards_intact()) << what;
+  return launch;
+}
+
 // The TMA kernel's ring of shared-memory stages running on across tiles: more tiles than SMs
 // (several rounds per block, the ring wrapping many times), chunks of 1024 and 512 bytes, a K of
 // 14336 (the down projection's: 7 chunks per tile); f32 output and RMSNorm + SwiGLU.
@@ -361,30 +388,15 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
       c, 6, 2,
       [&](const RandomTestWeight& tw, const std::vector<uint16_t>& nw, const uint16_t* dnw,
           int64_t N, int64_t K, int m, const std::string& what) {
-        auto xb = to_bf16(randn(m * K, 110 + m));
-        Guarded<uint16_t> dx(xb);
-        Guarded<float> dy(m * N);
-        gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-        expect_path(GemvPath::tma, c, what);
-        EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
-            << what;
-        EXPECT_TRUE(dy.guards_intact()) << what;
-        const auto resid = randn(m * K, 120 + m, 3.f);
-        const auto href = reference_swiglu(
-            reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K), m, N);
-        Guarded<float> dres(resid);
-        Guarded<uint16_t> dh(m * N / 2);
-        gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw, GemvOutput::swiglu, dh.get()), nullptr);
-        expect_path(GemvPath::tma, c, what + " swiglu");
-        EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
-        EXPECT_TRUE(dh.guards_intact()) << what;
+        expect_tma_f32_and_swiglu(c, tw, nw, dnw, N, K, m, 110, what);
       });
 }
 
-// Rows whose bytes are 2^k times an odd factor (llama2-7b's down projection, K = 11008; and
-// K = 18944, Qwen2.5-7B's, bf16/int8/fp8) have no multiple of 512 bytes that streams at rate: the plan then
-// takes a chunk that is a multiple of 64 bytes (GemvTuning::tma_chunk_any_divisor, lab note 87),
-// >= 1.5 KB per copy. Both plans match the reference, f32 output and RMSNorm + SwiGLU.
+// Rows whose bytes are 2^k times an odd factor (llama2-7b's down projection, K = 11008; and, for
+// bf16/int8/fp8, K = 18944, Qwen2.5-7B's) have no multiple of 512 bytes that streams at rate: the
+// plan then takes a chunk of at least 1.5 KB that is a multiple of 64 bytes
+// (GemvTuning::tma_chunk_any_divisor, lab note 87). Both plans match the reference, f32 output
+// and RMSNorm + SwiGLU.
 TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
@@ -404,12 +416,8 @@ TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
       for (int m = 1; m <= (K == 11008 ? 2 : 1); ++m) {  // x must fit beside the ring
         const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
                                  " m=" + std::to_string(m) + (any ? " any chunk" : " chunk512");
-        auto xb = to_bf16(randn(m * K, 73 + m));
-        Guarded<uint16_t> dx(xb);
-        Guarded<float> dy(m * N);
-        gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-        expect_path(GemvPath::tma, c, what);
-        const int chunk = last_gemv_launch().chunk;
+        const int chunk =
+            expect_tma_f32_and_swiglu(c, tw, nw, dnw.get(), N, K, m, 73, what).chunk;
         ASSERT_GT(chunk, 0) << what;
         const auto row_bytes = static_cast<int64_t>(tw.dw.bytes() - tw.dw.scale_bytes()) / N;
         EXPECT_EQ(row_bytes % chunk, 0) << what << ": chunk " << chunk;
@@ -419,19 +427,6 @@ TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
         } else {
           EXPECT_EQ(chunk % 512, 0) << what << ": chunk " << chunk;
         }
-        EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6)
-            << what;
-        EXPECT_TRUE(dy.guards_intact()) << what;
-        const auto resid = randn(m * K, 80 + m, 3.f);
-        const auto href = reference_swiglu(
-            reference_matvec(reference_rmsnorm(resid, m, K, nw), tw.deq, m, N, K), m, N);
-        Guarded<float> dres(resid);
-        Guarded<uint16_t> dh(m * N / 2);
-        gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get()),
-             nullptr);
-        expect_path(GemvPath::tma, c, what + " swiglu");
-        EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
-        EXPECT_TRUE(dh.guards_intact()) << what;
       }
     }
   }
