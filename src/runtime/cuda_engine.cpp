@@ -854,6 +854,10 @@ std::unique_ptr<CudaEngine> CudaEngine::create_synthetic(const io::ModelConfig& 
     L.o = random(D, qn);
     L.gate_up = random(2 * F, D);
     L.down = random(D, F);
+    if (cfg.attention_bias) {  // Qwen2's q/k/v bias, added in the qkv GEMV's RoPE epilogue
+      L.qkv_bias = e.alloc<uint16_t>(e.qkv_dim);
+      cuda::fill_random_bf16(L.qkv_bias, e.qkv_dim, a, seed++, e.stream);
+    }
   }
   e.lm_head = cfg.tie_embeddings ? e.make_weight(e.embed, e.vocab, D) : random(e.vocab, D);
   AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
@@ -877,10 +881,14 @@ io::ModelConfig CudaEngine::synthetic_config(const std::string& name) {
   } else if (name == "llama3-1b") {
     c.dim = 2048, c.hidden_dim = 8192, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8;
     c.vocab_size = 128256, c.rope_theta = 500000.f, c.tie_embeddings = true;
+  } else if (name == "qwen2.5-7b") {  // K = 3584 and 18944: rows of 2^k times an odd factor
+    c.architecture = "Qwen2ForCausalLM";
+    c.dim = 3584, c.hidden_dim = 18944, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4;
+    c.vocab_size = 152064, c.rope_theta = 1000000.f, c.attention_bias = true, c.norm_eps = 1e-6f;
   } else {
     // Other names may be valid elsewhere (the CPU bench knows more shapes).
     throw NotSupported("synthetic model '" + name +
-                       "' on CUDA (available: llama3-8b, llama2-7b, llama3-1b)");
+                       "' on CUDA (available: llama3-8b, llama2-7b, llama3-1b, qwen2.5-7b)");
   }
   c.head_dim = c.dim / c.n_heads;
   c.torch_dtype = "bfloat16";
