@@ -108,8 +108,9 @@ struct GemvArgs {
   // blocks, once their own weight copies have landed, ask the L2 to prefetch the head of it
   // (GemvTuning::tma_prefetch_next_bytes), in the window where this GEMV only computes.
   const DeviceWeight* next = nullptr;
-  // The TMA kernel's grid at most this many blocks (0: one per SM, as many as there are tiles).
-  // The decode step sets it for the o projection (GemvTuning::decode_o_blocks).
+  // The TMA kernel's grid at most this many blocks (0: one per SM, as many as there are tiles;
+  // the register-ring kernels ignore it). The decode step sets it for the o projection
+  // (GemvTuning::decode_o_blocks, decode_o_spare_sms_int4).
   int max_blocks = 0;
 };
 // With w.act_quant != none (fp8 weights only) the staged x is replaced by its e4m3 values (scale
