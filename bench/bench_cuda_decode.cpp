@@ -29,7 +29,9 @@
 // (GemvTuning::tma_ring_bytes_decode), ringint4=KB (GemvTuning::tma_ring_bytes_int4), xreg / no-xreg
 // (GemvTuning::tma_x_registers), tiles=N (GemvTuning::tma_tile_group and tma_tile_group_int4: tiles
 // per tile-end barrier), tiles4=N (int4's alone), pf=MB (GemvTuning::tma_prefetch_next_bytes,
-// bf16); attn-late: the attention's loads after its wait, attn-blocks=N:
+// bf16), chunk512 (GemvTuning::tma_chunk_any_divisor off), balanced (tma_balanced_grid),
+// oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4); attn-late: the attention's
+// loads after its wait, attn-blocks=N:
 // AttentionTuning::head_blocks, odig / no-odig: AttentionTuning::o_digits): tg tok/s of each on
 // one engine per model and format, the variants alternated in each of --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
