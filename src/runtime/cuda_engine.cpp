@@ -662,6 +662,7 @@ void CudaEngine::recapture() {
 }
 size_t CudaEngine::weight_bytes_per_token() const { return impl_->weight_bytes(); }
 bool CudaEngine::o_takes_int4_digits() const { return impl_->o_takes_digits(); }
+int CudaEngine::o_max_blocks() const { return impl_->o_max_blocks(impl_->o_takes_digits()); }
 
 std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& cfg,
                                                          const std::vector<HostWeight>& weights,

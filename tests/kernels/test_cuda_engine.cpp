@@ -506,14 +506,23 @@ TEST(CudaEngineSynthetic, OProjectionTakesTheAttentionsInt4Digits) {
     eng->recapture();
     EXPECT_FALSE(eng->o_takes_int4_digits());
     const auto plain = steps(plen);
+    EXPECT_EQ(eng->o_max_blocks(), 0) << "o without the digits keeps every SM";
     // The o projection on every SM (GemvTuning::decode_o_spare_sms_int4 = 0): the same logits.
     cuda::GemvTuning every = cuda::gemv_tuning();
     every.decode_o_spare_sms_int4 = 0;
     cuda::set_gemv_tuning(every);
     set_attention_tuning({});
     eng->recapture();
+    EXPECT_EQ(eng->o_max_blocks(), 0);
     const auto every_sm = steps(plen);
+    every.decode_o_blocks = 7;  // an explicit cap wins
+    cuda::set_gemv_tuning(every);
+    EXPECT_EQ(eng->o_max_blocks(), 7);
     cuda::set_gemv_tuning({});  // (gemv_reset restores it too if an assertion ends the test)
+    int sms = 0;
+    AO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    EXPECT_EQ(eng->o_max_blocks(), sms - cuda::GemvTuning{}.decode_o_spare_sms_int4)
+        << "the default: the digits o on SMs - decode_o_spare_sms_int4 blocks";
     for (size_t s = 0; s < dig.size(); ++s) {
       EXPECT_EQ(dig[s], dig2[s]) << "replay, step " << s;
       EXPECT_EQ(dig[s], every_sm[s]) << "o on every SM, step " << s;

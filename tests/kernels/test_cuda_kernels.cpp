@@ -94,7 +94,6 @@ GemvArgs f32_gemv_args(int m, const uint16_t* x, float* y) {
   return a;
 }
 
-
 struct QuantCase {
   WeightFormat format;
   int group;
@@ -432,6 +431,21 @@ TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
   }
 }
 
+// Weight w [N, K] at batch 1 on the TMA kernel under tuning t, f32 output from bf16 x, the
+// GemvArgs changed by `edit` first; checks the path and the guards and returns y.
+template <class Edit>
+std::vector<float> tma_f32(const QuantCase& c, const DeviceWeight& w, const uint16_t* x, int64_t N,
+                           const GemvTuning& t, Edit&& edit, const std::string& what) {
+  set_gemv_tuning(t);
+  Guarded<float> dy(N);
+  GemvArgs a = f32_gemv_args(1, x, dy.get());
+  edit(a);
+  gemv(w, a, nullptr);
+  expect_path(GemvPath::tma, c, what);
+  EXPECT_TRUE(dy.guards_intact()) << what;
+  return dy.download();
+}
+
 // GemvArgs::max_blocks (the decode step's o projection, GemvTuning::decode_o_blocks and
 // decode_o_spare_sms_int4) and GemvTuning::tma_balanced_grid set the TMA kernel's grid and change
 // no result: each tile's sums do not depend on the block that takes it.
@@ -447,14 +461,9 @@ TEST_P(CudaGemv, TmaGridCapChangesNoResult) {
   auto run = [&](int max_blocks, bool balanced) {
     GemvTuning t = tuning_for(GemvPath::tma);
     t.tma_balanced_grid = balanced;
-    set_gemv_tuning(t);
-    Guarded<float> dy(N);
-    GemvArgs a = f32_gemv_args(1, dx.get(), dy.get());
-    a.max_blocks = max_blocks;
-    gemv(tw.dw, a, nullptr);
-    expect_path(GemvPath::tma, c, "grid");
-    EXPECT_TRUE(dy.guards_intact());
-    return std::make_pair(last_gemv_launch().grid, dy.download());
+    auto y = tma_f32(c, tw.dw, dx.get(), N, t, [&](GemvArgs& a) { a.max_blocks = max_blocks; },
+                     std::string(c.name) + " grid");
+    return std::make_pair(last_gemv_launch().grid, std::move(y));
   };
   const auto [g0, y0] = run(0, false);
   EXPECT_LT(nmse(y0, reference_matvec(from_bf16(xb), tw.deq, 1, N, K)), 1e-6) << c.name;
@@ -492,15 +501,10 @@ TEST_P(CudaGemv, TmaPrefetchOfTheNextWeightChangesNoResult) {
   auto run = [&](const DeviceWeight* next, int64_t bytes) {
     GemvTuning t = tuning_for(GemvPath::tma);
     t.tma_prefetch_next_bytes = bytes;
-    set_gemv_tuning(t);
-    Guarded<float> dy(N);
-    GemvArgs a = f32_gemv_args(1, dx.get(), dy.get());
-    a.next = next;
-    gemv(tw.dw, a, nullptr);
-    expect_path(GemvPath::tma, c, "prefetch");
-    const int64_t asked = last_gemv_launch().prefetch_bytes;
     const std::string what = std::string(c.name) + " next " + std::to_string(next ? next->n : 0) +
                              " bytes " + std::to_string(bytes);
+    auto y = tma_f32(c, tw.dw, dx.get(), N, t, [&](GemvArgs& a) { a.next = next; }, what);
+    const int64_t asked = last_gemv_launch().prefetch_bytes;
     if (c.format != WeightFormat::bf16 || next == nullptr || bytes == 0) {
       EXPECT_EQ(asked, 0) << what;
     } else if (bytes >= static_cast<int64_t>(next->bytes())) {
@@ -510,13 +514,12 @@ TEST_P(CudaGemv, TmaPrefetchOfTheNextWeightChangesNoResult) {
       EXPECT_LE(asked, bytes) << what;
       EXPECT_GT(asked, bytes - 64) << what;
     }
-    EXPECT_TRUE(dy.guards_intact());
     Guarded<uint16_t> dh(N / 2);
-    a = rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get());
+    GemvArgs a = rmsnorm_gemv_args(1, dres.get(), dnw.get(), GemvOutput::swiglu, dh.get());
     a.next = next;
     gemv(tw.dw, a, nullptr);
     EXPECT_TRUE(dh.guards_intact());
-    return std::make_pair(dy.download(), dh.download());
+    return std::make_pair(std::move(y), dh.download());
   };
   const auto base = run(nullptr, 0);
   EXPECT_LT(nmse(base.first, reference_matvec(from_bf16(xb), tw.deq, 1, N, K)), 1e-6);

@@ -171,6 +171,9 @@ class CudaEngine {
   // Whether the decode step's int4 o projection takes its x from the attention as int4 digits
   // (cuda::AttentionTuning::o_digits, cuda::GemvInput::int4_digits) under the tunings in force.
   bool o_takes_int4_digits() const;
+  // The decode step's o projection grid cap under the tunings in force (0: every SM; see
+  // cuda::GemvTuning::decode_o_blocks and decode_o_spare_sms_int4).
+  int o_max_blocks() const;
 
   struct Impl;
 
