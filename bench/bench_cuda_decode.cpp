@@ -30,15 +30,18 @@
 // (GemvTuning::tma_x_registers), tiles=N (GemvTuning::tma_tile_group and tma_tile_group_int4: tiles
 // per tile-end barrier), tiles4=N (int4's alone), pf=MB (GemvTuning::tma_prefetch_next_bytes,
 // bf16), chunk512 (GemvTuning::tma_chunk_any_divisor off), balanced (tma_balanced_grid),
-// oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4); attn-late: the attention's
+// oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4), pad1024 (tma_int4_pad_256
+// off: int4 rows padded to 1024 elements, a second engine); attn-late: the attention's
 // loads after its wait, attn-blocks=N:
 // AttentionTuning::head_blocks, odig / no-odig: AttentionTuning::o_digits): tg tok/s of each on
-// one engine per model and format, the variants alternated in each of --reps rounds (the lab's A/B in one call, no rebuild).
+// one engine per model and format (one per int4 row layout), the variants alternated in each of
+// --reps rounds (the lab's A/B in one call, no rebuild).
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -174,6 +177,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.decode_o_blocks = variant_int(mod, 8);
     else if (mod.rfind("ospare=", 0) == 0)  // GemvTuning::decode_o_spare_sms_int4
       t.decode_o_spare_sms_int4 = variant_int(mod, 7);
+    else if (mod == "pad1024")  // GemvTuning::tma_int4_pad_256 = false (at the engine's creation)
+      t.tma_int4_pad_256 = false;
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
@@ -183,7 +188,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024; join with '+')");
   }
   return r;
 }
@@ -205,17 +210,26 @@ void ab_table(const std::vector<std::string>& models, const std::vector<std::str
       opt.format = parse_cuda_weight_format(f, &opt.group_size);
       opt.max_seq_len = std::max(tg, 16);
       opt.max_prefill = 1;
-      auto eng = CudaEngine::create_synthetic(CudaEngine::synthetic_config(m), opt);
+      // One engine per int4 row layout among the variants (GemvTuning::tma_int4_pad_256 is read
+      // when the weights are made), each made under its variant's tuning.
+      std::unique_ptr<CudaEngine> engines[2];
+      for (const Variant& t : tunings)
+        if (!engines[t.gemv.tma_int4_pad_256]) {
+          ao::cuda::set_gemv_tuning(t.gemv);
+          engines[t.gemv.tma_int4_pad_256] =
+              CudaEngine::create_synthetic(CudaEngine::synthetic_config(m), opt);
+        }
       std::vector<std::vector<double>> tps(variants.size());
-      double gb = 0;
+      std::vector<double> gb(variants.size());
       for (int r = 0; r < rounds; ++r)
         for (size_t v = 0; v < variants.size(); ++v) {
           ao::cuda::set_gemv_tuning(tunings[v].gemv);
           ao::cuda::set_attention_tuning(tunings[v].attention);
-          eng->recapture();
-          const CudaBenchResult res = eng->bench(0, tg, 1);
+          CudaEngine& eng = *engines[tunings[v].gemv.tma_int4_pad_256];
+          eng.recapture();
+          const CudaBenchResult res = eng.bench(0, tg, 1);
           tps[v].push_back(res.tg_tok_s);
-          gb = res.weight_gb;
+          gb[v] = res.weight_gb;
         }
       for (size_t v = 0; v < variants.size(); ++v) {
         std::string each;
@@ -228,7 +242,7 @@ void ab_table(const std::vector<std::string>& models, const std::vector<std::str
         std::sort(sorted.begin(), sorted.end());
         const double med = sorted[sorted.size() / 2];
         std::printf("| %s | %s | %s | %s | %.1f | %.0f%% |\n", m.c_str(), f.c_str(),
-                    variants[v].c_str(), each.c_str(), med, 100.0 * gb * med / bw);
+                    variants[v].c_str(), each.c_str(), med, 100.0 * gb[v] * med / bw);
         std::fflush(stdout);
       }
       ao::cuda::set_gemv_tuning(base.gemv);
@@ -302,9 +316,8 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
       w.format = wf;
       w.n = sh.n;
       w.k = sh.k;
-      const int al = gemv_k_align(wf);
-      w.k_padded = (sh.k + al - 1) / al * al;
       w.group_size = wf == WeightFormat::int4 ? g : 0;
+      w.k_padded = gemv_padded_k(wf, sh.n, sh.k, w.group_size);
       w.act_quant = aq;
       AO_CUDA_CHECK(cudaMalloc(&w.data, w.n * w.k_padded * 2));
       AO_CUDA_CHECK(cudaMalloc(&w.scale, w.n * (w.k_padded / 32) * 8 + w.n * 4));

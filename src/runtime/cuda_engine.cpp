@@ -271,9 +271,8 @@ struct CudaEngine::Impl {
     w.format = device_format(opt.format);
     w.n = n;
     w.k = k;
-    const int align = cuda::gemv_k_align(w.format);
-    w.k_padded = (k + align - 1) / align * align;
     w.group_size = w.format == WeightFormat::int4 ? opt.group_size : 0;
+    w.k_padded = cuda::gemv_padded_k(w.format, n, k, w.group_size);
     w.act_quant = activation_quant(opt.format);
     w.per_tensor_scale = fp8_per_tensor(opt.format);
     if (w.format == WeightFormat::int4 && k % opt.group_size != 0)
@@ -300,9 +299,8 @@ struct CudaEngine::Impl {
     AO_CHECK(w.format != WeightFormat::bf16, "CudaEngine: prequantized weight in bf16");
     w.n = p.n;
     w.k = p.k;
-    const int align = cuda::gemv_k_align(w.format);
-    w.k_padded = (p.k + align - 1) / align * align;
     const bool int4 = w.format == WeightFormat::int4;
+    w.k_padded = cuda::gemv_padded_k(w.format, p.n, p.k, int4 ? p.group_size : 0);
     if (int4) {
       AO_CHECK((p.group_size == 32 || p.group_size == 64 || p.group_size == 128 ||
                 p.group_size == 256) &&

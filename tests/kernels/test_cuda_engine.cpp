@@ -540,5 +540,58 @@ TEST(CudaEngineSynthetic, OProjectionTakesTheAttentionsInt4Digits) {
   }
 }
 
+// An int4 engine whose K are multiples of 256 but not of 1024 (Qwen2.5-7B's 3584, here 1280 and
+// 2304) stores its rows padded to 256 on sm_90 (gemv_padded_k, GemvTuning::tma_int4_pad_256):
+// fewer weight bytes per token by exactly the padding, and against the same weights padded to
+// 1024 (the layout before: other kernels in the prefill, and at batch 1 x staged as fp16) the
+// same logits within rounding, for a prefill of 5 tokens (the batch-5 GEMV) and 6 decode steps.
+TEST(CudaEngineSynthetic, Int4RowsPaddedTo256MatchThe1024Layout) {
+  AO_SKIP_WITHOUT_GPU();
+  TuningReset gemv_reset;
+  io::ModelConfig c = runtime::CudaEngine::synthetic_config("qwen2.5-7b");
+  c.n_layers = 2, c.dim = 1280, c.hidden_dim = 2304, c.n_heads = 10, c.n_kv_heads = 2;
+  c.head_dim = 128, c.vocab_size = 5000;
+  runtime::CudaEngineOptions opt;
+  opt.format = runtime::parse_cuda_weight_format("int4wo-g128", &opt.group_size);
+  opt.max_seq_len = 64;
+  opt.max_prefill = 16;
+  auto run = [&](bool pad256) {
+    GemvTuning t;
+    t.tma_int4_pad_256 = pad256;
+    set_gemv_tuning(t);
+    auto eng = runtime::CudaEngine::create_synthetic(c, opt);
+    std::vector<std::vector<float>> out{eng->prefill({11, 22, 33, 44, 55})};
+    for (int s = 0; s < 6; ++s) out.push_back(eng->decode(100 + 37 * s));
+    return std::make_pair(eng->weight_bytes_per_token(), out);
+  };
+  const auto [bytes256, lg256] = run(true);
+  const auto [bytes1024, lg1024] = run(false);
+  int dev = 0, major = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  // int4 g128 bytes of n rows stored at kp: the nibbles and a {scale, offset} float pair per group.
+  auto int4_bytes = [](int64_t n, int64_t kp) { return n * kp / 2 + n * (kp / 128) * 8; };
+  const int64_t D = c.dim, F = c.hidden_dim, qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
+  int64_t saved = 0;
+  for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
+           {qkv, D}, {D, c.n_heads * c.head_dim}, {2 * F, D}, {D, F}})
+    saved += c.n_layers * (int4_bytes(n, (k + 1023) / 1024 * 1024) - int4_bytes(n, k));
+  saved += int4_bytes(c.vocab_size, (D + 1023) / 1024 * 1024) - int4_bytes(c.vocab_size, D);
+  EXPECT_EQ(static_cast<int64_t>(bytes1024) - static_cast<int64_t>(bytes256),
+            major >= 9 ? saved : 0);
+  ASSERT_EQ(lg256.size(), lg1024.size());
+  for (size_t s = 0; s < lg256.size(); ++s) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < lg256[s].size(); ++i) {
+      ASSERT_TRUE(std::isfinite(lg256[s][i])) << "step " << s;
+      num += (double(lg256[s][i]) - lg1024[s][i]) * (double(lg256[s][i]) - lg1024[s][i]);
+      den += double(lg1024[s][i]) * lg1024[s][i];
+    }
+    // (1.2-1.7e-5 measured: the 1024 layout's K is padded, so its o projection does not take
+    // the attention's digits and its batch-1 x is staged as fp16, not as exact digits.)
+    EXPECT_LT(num / den, 1e-4) << "step " << s;
+  }
+}
+
 }  // namespace
 }  // namespace ao::cuda::testing

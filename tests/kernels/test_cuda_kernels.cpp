@@ -107,12 +107,14 @@ class CudaGemv : public ::testing::TestWithParam<QuantCase> {};
 struct TestWeight {
   DeviceWeight dw;
   std::unique_ptr<Guarded<uint8_t>> data, scale;
-  TestWeight(const std::vector<uint16_t>& wb, int64_t N, int64_t K, const QuantCase& c) {
+  // Rows stored at k_padded elements (0: K rounded up to gemv_k_align, what every kernel takes).
+  TestWeight(const std::vector<uint16_t>& wb, int64_t N, int64_t K, const QuantCase& c,
+             int64_t k_padded = 0) {
     dw.format = c.format;
     dw.n = N;
     dw.k = K;
     const int align = gemv_k_align(c.format);
-    dw.k_padded = (K + align - 1) / align * align;
+    dw.k_padded = k_padded != 0 ? k_padded : (K + align - 1) / align * align;
     dw.group_size = c.format == WeightFormat::int4 ? c.group : 0;
     const size_t db = c.format == WeightFormat::bf16   ? N * dw.k_padded * 2
                       : c.format == WeightFormat::int4 ? N * dw.k_padded / 2
@@ -135,12 +137,13 @@ struct TestWeight {
 // reference dequantization of those values.
 struct RandomTestWeight : TestWeight {
   std::vector<float> deq;
-  RandomTestWeight(int64_t N, int64_t K, const QuantCase& c, uint32_t seed)
-      : RandomTestWeight(to_bf16(randn(N * K, seed, 0.05f)), N, K, c) {}
+  RandomTestWeight(int64_t N, int64_t K, const QuantCase& c, uint32_t seed, int64_t k_padded = 0)
+      : RandomTestWeight(to_bf16(randn(N * K, seed, 0.05f)), N, K, c, k_padded) {}
 
  private:
-  RandomTestWeight(const std::vector<uint16_t>& wb, int64_t N, int64_t K, const QuantCase& c)
-      : TestWeight(wb, N, K, c),
+  RandomTestWeight(const std::vector<uint16_t>& wb, int64_t N, int64_t K, const QuantCase& c,
+                   int64_t k_padded)
+      : TestWeight(wb, N, K, c, k_padded),
         deq(reference_dequant(from_bf16(wb), N, K, c.format, c.group, c.per_tensor)) {}
 };
 
@@ -428,6 +431,62 @@ TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
         }
       }
     }
+  }
+}
+
+// int4 weights that the TMA kernel takes at every batch 1-8 are stored at K rounded up to 256
+// elements, not 1024 (gemv_padded_k, lab note 90: Qwen2.5-7B's K = 3584 read as 4096 before).
+// Stored so, they run on the TMA kernel at every batch under the default tuning (its shape rule
+// does not apply to them) and match the reference with f32 output and RMSNorm + SwiGLU; with
+// GemvTuning::tma_int4_pad_256 off they keep 1024; where a later tuning leaves them no TMA plan,
+// gemv() refuses them with an error that names why.
+TEST_P(CudaGemv, Int4RowsPaddedTo256MatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (c.format != WeightFormat::int4) GTEST_SKIP() << c.name << " is not int4";
+  TuningReset reset;
+  const bool tma = device_has_tma() && takes_tma(c);
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 3584, c.group), tma ? 3584 : 4096) << c.name;
+  // g256: 5 (and at K = 4352, 17) groups per row have no even count of groups per stage row.
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 1280, c.group), tma && c.group == 128 ? 1280 : 2048)
+      << c.name;
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 4096, c.group), 4096) << c.name;
+  // Batch 8's x of K = 18944 does not fit beside the ring: the register-ring kernel's padding.
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 18944, c.group), 19456) << c.name;
+  GemvTuning before;
+  before.tma_int4_pad_256 = false;
+  set_gemv_tuning(before);
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 3584, c.group), 4096) << c.name;
+  set_gemv_tuning({});
+  if (!tma) GTEST_SKIP() << c.name << " keeps rows of 1024 elements here";
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 4352, c.group), tma && c.group == 128 ? 4352 : 5120)
+      << c.name;
+  // K = 4352: stage rows padded by 64 bytes (K >= 4096: GemvTuning::tma_pad_rows_int4_min_k).
+  for (const int64_t K : {int64_t{3584}, int64_t{1280}, int64_t{4352}}) {
+    const int64_t Kp = gemv_padded_k(c.format, 600, K, c.group);
+    if (Kp % 1024 == 0) continue;  // K = 1280 and 4352 at g256
+    const int64_t N = 600;
+    const RandomTestWeight tw(N, K, c, 131, Kp);
+    const auto nw = norm_weight_bf16(K, 132);
+    Guarded<uint16_t> dnw(nw);
+    for (int m = 1; m <= 8; ++m)
+      expect_tma_f32_and_swiglu(c, tw, nw, dnw.get(), N, K, m, 133,
+                                std::string(c.name) + " K=" + std::to_string(K) + " stored at " +
+                                    std::to_string(Kp) + " m=" + std::to_string(m));
+    // No TMA plan under a later tuning: refused, not read as rows of 1024.
+    GemvTuning no_tma;
+    no_tma.tma_int4 = false;
+    set_gemv_tuning(no_tma);
+    Guarded<uint16_t> dx(to_bf16(randn(K, 134)));
+    Guarded<float> dy(N);
+    try {
+      gemv(tw.dw, f32_gemv_args(1, dx.get(), dy.get()), nullptr);
+      ADD_FAILURE() << c.name << ": a weight stored at K = " << Kp << " ran off the TMA kernel";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("only the TMA kernel takes"), std::string::npos)
+          << e.what();
+    }
+    set_gemv_tuning({});
   }
 }
 

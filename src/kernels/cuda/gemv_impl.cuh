@@ -804,6 +804,12 @@ void launch(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   if (const TmaPlan p = tma_plan<F>(w, M); p.chunk != 0)
     return launch_tma<F, M, IN, OUT>(w, a, p, s);
   if constexpr (F == WeightFormat::int4) {
+    // The register-ring kernels walk K in whole 1024-element steps (gemv_padded_k).
+    if (w.k_padded % gemv_k_align(F) != 0)
+      fail(
+          "gemv: this int4 weight's rows are stored at a K that is not a multiple of 1024 "
+          "(gemv_padded_k), which only the TMA kernel takes, and it does not take them at this "
+          "batch under the current GemvTuning");
     // v7 tensor-core kernel (gemv_int4_mma.cuh) where eligible, unless GemvTuning says not.
     if (int4_mma_eligible(w, M)) return launch_int4_mma<M, IN, OUT>(w, a, s);
     return launch_u<F, M, IN, OUT, 1>(w, a, s);

@@ -54,6 +54,9 @@ constexpr int tma_warps() {
   return F == WeightFormat::bf16 ? 8 : F == WeightFormat::int4 ? 12 : 16;
 }
 constexpr size_t kTmaRingTarget = 176 * 1024;  // bytes of weights in flight per block (bf16)
+// Shared memory for x (with its sums and the partial sums) beside the ring: 64 KB, or this much
+// for a weight only the TMA kernel takes (tma_plan's tma_only), which then has >= 128 KB of ring.
+constexpr size_t kTmaOnlyMaxX = 96 * 1024;
 // Segments per consumer warp and tile whose x operands a warp may hold in registers (flag 128):
 // ~9 registers each for int8/fp8 (K = 4096: 4 segments). int4 none: its ~18 per segment spilled
 // to local memory, and its x from shared memory measured faster once 4-8 tiles share a tile-end
@@ -1027,9 +1030,14 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     return p;
   // fp8 with dynamic activation quantization keeps the CUDA-core kernel (its x is e4m3).
   if (F == WeightFormat::fp8 && w.act_quant != ActQuant::none) return p;
+  // An int4 weight stored at a K the register-ring kernels cannot take (a multiple of 256, not
+  // of gemv_k_align(int4) = 1024: gemv_padded_k) has no other kernel: no shape rule, and x may
+  // take more of shared memory (batch 8 at K = 3584: 71 KB).
+  const bool tma_only = F == WeightFormat::int4 && w.k_padded % gemv_k_align(F) != 0;
   // (int4 at batch 1, on the integer tensor cores, measured faster on every llama3-1b shape.)
-  if (((F == WeightFormat::int8 || F == WeightFormat::fp8) && tune.tma_int8_shape_rule) ||
-      (F == WeightFormat::int4 && tune.tma_int4_shape_rule && !tma_int4_imma<F>(M))) {
+  if (!tma_only &&
+      (((F == WeightFormat::int8 || F == WeightFormat::fp8) && tune.tma_int8_shape_rule) ||
+       (F == WeightFormat::int4 && tune.tma_int4_shape_rule && !tma_int4_imma<F>(M)))) {
     static const int sms = [] {
       int dev = 0, v = 0;
       AO_CUDA_CHECK(cudaGetDevice(&dev));
@@ -1047,7 +1055,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     const int64_t row_bytes = Kp / KS * 64;
     const size_t x = tma_x_bytes<F>(M, Kp) + tma_csum_bytes<F>(M, Kp) +
                      tma_red_bytes<F>(M, tma_tiles_per_barrier<F>(M));
-    if (x > 64 * 1024) return p;
+    if (x > (tma_only ? kTmaOnlyMaxX : 64 * 1024)) return p;
     static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
       int dev = 0, v = 0, major = 0;
       AO_CUDA_CHECK(cudaGetDevice(&dev));
@@ -1130,6 +1138,9 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     if (best.key < (int64_t{1} << 40) && tune.tma_chunk_any_divisor) {
       // The incumbent in the second pass's terms; then every multiple of 64 up to 8 KB.
       if (best.key >= 0) best = plan_of(best.chunk, true);
+      // Whole rows that are no multiple of 512 (int4 rows of 256-element multiples:
+      // gemv_padded_k).
+      if (row_bytes % 512 != 0) take(plan_of(row_bytes, true));
       for (int64_t ch = std::min<int64_t>(8192, row_bytes - 64) / 64 * 64; ch >= 512; ch -= 64)
         if (ch % 512 != 0) take(plan_of(ch, true));
     }

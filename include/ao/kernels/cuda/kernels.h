@@ -16,8 +16,8 @@ void check(cudaError_t e, const char* call, const char* file, int line);
 [[noreturn]] void fail(const char* msg);
 
 // ---- weights for GEMV/GEMM ---------------------------------------------------------------
-// Weight formats the GEMV kernels read. Rows are padded to `k_padded` elements (a multiple of
-// gemv_k_align(format)); the padding holds zero weights.
+// Weight formats the GEMV kernels read. Rows are padded to `k_padded` elements
+// (gemv_padded_k); the padding holds zero weights.
 enum class WeightFormat : int {
   bf16 = 0,  // w [N, Kp] bf16
   int8 = 1,  // w [N, Kp] int8, scale [N] f32: deq = q * scale (TorchAO Int8 weight-only)
@@ -27,6 +27,12 @@ enum class WeightFormat : int {
   fp8 = 3,   // w [N, Kp] e4m3fn, scale [N] f32 (per-tensor: all rows equal): deq = q * scale
 };
 int gemv_k_align(WeightFormat f);  // elements a row must be padded to
+// The K a weight [n, k] of format f is stored at (its k_padded): k rounded up to
+// gemv_k_align(f), except int4 weights that the TMA kernel (sm_90, groups of 128/256) takes at
+// every batch 1-8 with rows of a multiple of 256 (GemvTuning::tma_int4_pad_256): those are
+// padded to 256 only (Qwen2.5-7B's K = 3584 stays 3584 instead of 4096). gemv() refuses such a
+// weight where a later GemvTuning leaves it no TMA plan.
+int64_t gemv_padded_k(WeightFormat f, int64_t n, int64_t k, int group_size);
 
 // Dynamic quantization of the activations that multiply an fp8 weight (TorchAO
 // Float8DynamicActivationFloat8WeightConfig): x (bf16 values) -> e4m3 codes with
@@ -174,6 +180,10 @@ struct GemvTuning {
   // since int4 there runs on the integer tensor cores (lab note 70): llama3-1b 2209.0 tok/s
   // with every shape on the TMA kernel against 2163.1 under the rule (run 198, one engine).
   bool tma_int4_shape_rule = true;
+  // gemv_padded_k: int4 weights the TMA kernel takes at every batch 1-8 are padded to a multiple
+  // of 256 elements, not 1024 (read when a weight is made; false: 1024 everywhere, the layout
+  // before). docs/CUDA.md lab note 90.
+  bool tma_int4_pad_256 = true;
   // Stages of its ring the TMA kernel's producer issues at the block's start; the rest wait
   // until every consumer warp has issued its x loads after the grid-dependency wait, so those
   // loads do not queue behind them (docs/CUDA.md lab note 28). 0: the whole ring at once; -1:
