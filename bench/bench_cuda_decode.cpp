@@ -16,7 +16,7 @@
 // grid-dependency wait, its prologue, its streaming phase and its tail (first to last block end).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone, the
 // GEMVs and the decode attention under each --ab variant's tuning; --formats none leaves out the
-// GEMVs; --kernel-model llama3-1b or llama2-7b takes that model's GEMV shapes); --models none
+// GEMVs; --kernel-model llama3-1b, llama2-7b or qwen2.5-7b takes that model's GEMV shapes); --models none
 // skips the whole-model runs.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N (bf16 x, every format), holdbf16dec=N
@@ -275,25 +275,30 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
     GemvOutput out;
   };
   // The model's GEMVs (the engine's synthetic config): qkv (q heads + 2 kv heads) x head_dim
-  // by d, o, gate_up (2 f by d), down and the lm_head. The buffers below fit llama3-8b's and the
-  // smaller models' (d <= 4096, f <= 14336, vocab <= 128256).
+  // by d, o, gate_up (2 f by d), down and the lm_head.
   const ao::io::ModelConfig mc = ao::runtime::CudaEngine::synthetic_config(model);
   const int64_t d = mc.dim, f = mc.hidden_dim, hd = mc.head_dim;
-  if (d > 4096 || f > 14336 || mc.vocab_size > 128256)
-    throw std::invalid_argument("--kernel-model: '" + model + "' is larger than llama3-8b");
   const Shape shapes[] = {
       {"qkv", (mc.n_heads + 2 * mc.n_kv_heads) * hd, d, GemvInput::rmsnorm, GemvOutput::bf16},
       {"o", d, mc.n_heads * hd, GemvInput::bf16, GemvOutput::add_residual},
       {"gate_up+swiglu", 2 * f, d, GemvInput::rmsnorm, GemvOutput::swiglu},
       {"down", d, f, GemvInput::bf16, GemvOutput::add_residual},
       {"lm_head", mc.vocab_size, d, GemvInput::rmsnorm, GemvOutput::f32}};
+  // Buffers for the largest shape: the weight's bf16 source, x (8 rows of fp32 or bf16 of up to
+  // max_k), y (8 rows of fp32 of up to max_n), the RMSNorm weight.
+  size_t max_nk = 0, max_n = 0, max_k = 0;
+  for (const auto& sh : shapes) {
+    max_nk = std::max(max_nk, static_cast<size_t>(sh.n * sh.k));
+    max_n = std::max(max_n, static_cast<size_t>(sh.n));
+    max_k = std::max(max_k, static_cast<size_t>(sh.k));
+  }
   void *src, *x, *y, *normw;
-  AO_CUDA_CHECK(cudaMalloc(&src, size_t(128256) * 4096 * 2));
-  AO_CUDA_CHECK(cudaMalloc(&x, 8 * 28672 * 4));
-  AO_CUDA_CHECK(cudaMalloc(&y, 8 * 128256 * 4));
-  AO_CUDA_CHECK(cudaMalloc(&normw, 16384 * 2));
-  fill_random_bf16(static_cast<uint16_t*>(x), 8 * 28672 * 2, 1.f, 3, s);
-  fill_bf16(static_cast<uint16_t*>(normw), 16384, 1.f, s);
+  AO_CUDA_CHECK(cudaMalloc(&src, max_nk * 2));
+  AO_CUDA_CHECK(cudaMalloc(&x, 8 * max_k * 4));
+  AO_CUDA_CHECK(cudaMalloc(&y, 8 * max_n * 4));
+  AO_CUDA_CHECK(cudaMalloc(&normw, max_k * 2));
+  fill_random_bf16(static_cast<uint16_t*>(x), static_cast<int64_t>(8 * max_k * 2), 1.f, 3, s);
+  fill_bf16(static_cast<uint16_t*>(normw), static_cast<int64_t>(max_k), 1.f, s);
   const GemvTuning gemv_base = gemv_tuning();
   std::printf(
       "\n| kernel (%s shape) | format | M | bytes MB | us | GB/s | of copy BW "
@@ -562,7 +567,7 @@ int main(int argc, char** argv) {
       kernel_reps = next_int();
     else if (a == "--kernel-m1")  // batch 1 only
       kernel_m1 = true;
-    else if (a == "--kernel-model")  // the GEMV shapes of llama3-8b, llama3-1b or llama2-7b
+    else if (a == "--kernel-model")  // the GEMV shapes of llama3-8b, llama3-1b, llama2-7b or qwen2.5-7b
       kernel_model = next();
     else if (a == "--trace")
       trace_pos = next_int();
@@ -616,11 +621,11 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
+    if (models == "none") return 0;
     if (!ab.empty()) {
       ab_table(split(models), split(formats), split(ab), tg, reps, bw);
       return 0;
     }
-    if (models == "none") return 0;
     std::FILE* jf = json.empty() ? nullptr : std::fopen(json.c_str(), "w");
     if (jf)
       std::fprintf(
