@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch peer for the CUDA decode benchmark: a gpt-fast-style Llama decode loop (static KV cache,
-fused wqkv, greedy argmax on device), batch 1, random weights of a synthetic shape.
+fused wqkv, greedy argmax on device), batch 1, random weights of a synthetic shape (llama3-8b,
+llama3-1b, llama2-7b, qwen2.5-7b: the engine's --synthetic shapes, Qwen's q/k/v bias included).
 
 Variants: eager or torch.compile(mode="reduce-overhead", fullgraph=True) (CUDA graphs), with bf16
 weights, int8 weight-only (gpt-fast's form: F.linear(x, w.to(bf16)) * scales, which inductor
@@ -23,6 +24,9 @@ SHAPES = {
     "llama3-8b": dict(dim=4096, hidden=14336, layers=32, heads=32, kv=8, vocab=128256, theta=500000.0),
     "llama3-1b": dict(dim=2048, hidden=8192, layers=16, heads=32, kv=8, vocab=128256, theta=500000.0),
     "llama2-7b": dict(dim=4096, hidden=11008, layers=32, heads=32, kv=32, vocab=32000, theta=10000.0),
+    # Qwen2.5-7B: a bias on q, k and v (added after the fused projection).
+    "qwen2.5-7b": dict(dim=3584, hidden=18944, layers=28, heads=28, kv=4, vocab=152064, theta=1000000.0,
+                       qkv_bias=True),
 }
 DEV = "cuda"
 BF16 = torch.bfloat16
@@ -121,6 +125,8 @@ class Block(nn.Module):
         D, H, KV = c["dim"], c["heads"], c["kv"]
         self.H, self.KV, self.hd = H, KV, D // H
         self.wqkv = make_linear(fmt, (H + 2 * KV) * self.hd, D)
+        self.bqkv = (torch.randn((H + 2 * KV) * self.hd, device=DEV, dtype=BF16) * 0.02
+                     if c.get("qkv_bias") else None)
         self.wo = make_linear(fmt, D, H * self.hd)
         self.w1 = make_linear(fmt, c["hidden"], D)
         self.w3 = make_linear(fmt, c["hidden"], D)
@@ -133,7 +139,10 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, input_pos, mask):
         B, T, D = x.shape
         H, KV, hd = self.H, self.KV, self.hd
-        q, k, v = self.wqkv(self.attention_norm(x)).split([H * hd, KV * hd, KV * hd], dim=-1)
+        qkv = self.wqkv(self.attention_norm(x))
+        if self.bqkv is not None:
+            qkv = qkv + self.bqkv
+        q, k, v = qkv.split([H * hd, KV * hd, KV * hd], dim=-1)
         q = q.view(B, T, H, hd).transpose(1, 2)
         k = k.view(B, T, KV, hd).transpose(1, 2)
         v = v.view(B, T, KV, hd).transpose(1, 2)
