@@ -31,7 +31,8 @@
 // per tile-end barrier), tiles4=N (int4's alone), pf=MB (GemvTuning::tma_prefetch_next_bytes,
 // bf16), chunk512 (GemvTuning::tma_chunk_any_divisor off), balanced (tma_balanced_grid),
 // oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4), pad1024 (tma_int4_pad_256
-// off: int4 rows padded to 1024 elements, a second engine); attn-late: the attention's
+// off: int4 rows padded to 1024 elements, a second engine), no-tilefit (tma_tile_group_fits_x
+// off); attn-late: the attention's
 // loads after its wait, attn-blocks=N:
 // AttentionTuning::head_blocks, odig / no-odig: AttentionTuning::o_digits): tg tok/s of each on
 // one engine per model and format (one per int4 row layout), the variants alternated in each of
@@ -179,6 +180,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.decode_o_spare_sms_int4 = variant_int(mod, 7);
     else if (mod == "pad1024")  // GemvTuning::tma_int4_pad_256 = false (at the engine's creation)
       t.tma_int4_pad_256 = false;
+    else if (mod == "no-tilefit")  // GemvTuning::tma_tile_group_fits_x = false
+      t.tma_tile_group_fits_x = false;
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
@@ -188,7 +191,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit; join with '+')");
   }
   return r;
 }
@@ -325,7 +328,7 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
       w.k_padded = gemv_padded_k(wf, sh.n, sh.k, w.group_size);
       w.act_quant = aq;
       AO_CUDA_CHECK(cudaMalloc(&w.data, w.n * w.k_padded * 2));
-      AO_CUDA_CHECK(cudaMalloc(&w.scale, w.n * (w.k_padded / 32) * 8 + w.n * 4));
+      AO_CUDA_CHECK(cudaMalloc(&w.scale, int4_scale_rows(w.n) * (w.k_padded / 32) * 8 + w.n * 4));
       quantize_weight(static_cast<uint16_t*>(src), w, aq == ActQuant::fp8_tensor,
                       static_cast<float*>(y), s);
       for (int m : {1, 4}) {

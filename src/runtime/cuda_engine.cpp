@@ -283,7 +283,7 @@ struct CudaEngine::Impl {
                                                                : n * w.k_padded;
     w.data = alloc<uint8_t>(data_bytes);
     if (w.format == WeightFormat::int4)
-      w.scale = alloc<float>(2 * n * (w.k_padded / w.group_size));
+      w.scale = alloc<float>(w.scale_bytes() / 4);  // tile-major (cuda::int4_scale_index)
     else if (w.format != WeightFormat::bf16)
       w.scale = alloc<float>(n);
     cuda::quantize_weight(src_bf16, w, fp8_per_tensor(opt.format), scratch, stream);
@@ -313,17 +313,27 @@ struct CudaEngine::Impl {
     const size_t row_in = static_cast<size_t>(int4 ? p.k / 2 : p.k);
     const size_t row_out = static_cast<size_t>(int4 ? w.k_padded / 2 : w.k_padded);
     const size_t sc_in = int4 ? 2 * static_cast<size_t>(p.groups()) : 1;
-    const size_t sc_out = int4 ? 2 * static_cast<size_t>(w.k_padded / p.group_size) : 1;
     AO_CHECK(p.data.size() == row_in * n && p.scale.size() == sc_in * n,
              "CudaEngine: prequantized weight [{}, {}] has {} data bytes and {} scales", p.n, p.k,
              p.data.size(), p.scale.size());
     // Padding: int4 nibble 8 (with the group's scale: the zero point; x is 0 there anyway),
-    // padding groups s = b = 0; int8 / fp8 zeros.
+    // padding groups and the last scale tile's rows past N s = b = 0; int8 / fp8 zeros. int4's
+    // scale pairs go to their tile-major places (cuda::int4_scale_index).
     std::vector<uint8_t> data(row_out * n, int4 ? 0x88 : 0);
-    std::vector<float> scale(sc_out * n, 0.f);
+    std::vector<float> scale(int4 ? w.scale_bytes() / 4 : n, 0.f);
+    const int64_t groups_out = int4 ? w.k_padded / p.group_size : 1;
     for (size_t r = 0; r < n; ++r) {
       std::memcpy(&data[r * row_out], &p.data[r * row_in], row_in);
-      std::memcpy(&scale[r * sc_out], &p.scale[r * sc_in], sc_in * 4);
+      if (!int4) {
+        scale[r] = p.scale[r];
+        continue;
+      }
+      for (int64_t gi = 0; gi < p.groups(); ++gi) {
+        const auto at = static_cast<size_t>(
+            2 * cuda::int4_scale_index(static_cast<int64_t>(r), gi, groups_out));
+        scale[at] = p.scale[r * sc_in + 2 * gi];
+        scale[at + 1] = p.scale[r * sc_in + 2 * gi + 1];
+      }
     }
     // Fused q/k/v or gate/up parts of a per-tensor checkpoint keep one scale each.
     w.per_tensor_scale = !int4 && std::all_of(p.scale.begin(), p.scale.end(),

@@ -569,8 +569,11 @@ TEST(CudaEngineSynthetic, Int4RowsPaddedTo256MatchThe1024Layout) {
   int dev = 0, major = 0;
   AO_CUDA_CHECK(cudaGetDevice(&dev));
   AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  // int4 g128 bytes of n rows stored at kp: the nibbles and a {scale, offset} float pair per group.
-  auto int4_bytes = [](int64_t n, int64_t kp) { return n * kp / 2 + n * (kp / 128) * 8; };
+  // int4 g128 bytes of n rows stored at kp: the nibbles and a {scale, offset} float pair per
+  // group, for whole tiles of 16 rows (int4_scale_rows).
+  auto int4_bytes = [](int64_t n, int64_t kp) {
+    return n * kp / 2 + int4_scale_rows(n) * (kp / 128) * 8;
+  };
   const int64_t D = c.dim, F = c.hidden_dim, qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
   int64_t saved = 0;
   for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{

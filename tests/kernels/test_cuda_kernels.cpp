@@ -120,7 +120,9 @@ struct TestWeight {
                       : c.format == WeightFormat::int4 ? N * dw.k_padded / 2
                                                        : N * dw.k_padded;
     data = std::make_unique<Guarded<uint8_t>>(db);
-    const size_t sb = c.format == WeightFormat::int4 ? N * (dw.k_padded / c.group) * 8 : N * 4;
+    const size_t sb = c.format == WeightFormat::int4
+                          ? int4_scale_rows(N) * (dw.k_padded / c.group) * 8  // tile-major
+                          : N * 4;
     scale = std::make_unique<Guarded<uint8_t>>(sb);
     dw.data = data->get();
     dw.scale = scale->get();
@@ -162,6 +164,37 @@ TEST_P(CudaGemv, QuantizeDequantizeMatchesReference) {
   auto ref = tw.deq;
   for (auto& v : ref) v = round_bf16(v);
   EXPECT_LT(nmse(got, ref), 1e-6) << c.name;
+  if (c.format == WeightFormat::int4) {
+    // The scale pairs' tile-major layout (int4_scale_index): row r, group gi at
+    // [r / 16][gi][r % 16]; s = (max - min) / 15 of the group's values (1e-6 / 15 in K's
+    // padding, 1536 to 2048); the last tile's rows past N (72 = 4.5 tiles) zero.
+    const int64_t G = tw.dw.k_padded / c.group;
+    std::vector<float> sb(tw.dw.scale_bytes() / 4);
+    ASSERT_EQ(cudaMemcpy(sb.data(), tw.dw.scale, tw.dw.scale_bytes(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(sb.size(), size_t(80 * G * 2));
+    for (int64_t r = 0; r < 80; ++r)
+      for (int64_t gi = 0; gi < G; ++gi) {
+        const size_t at = 2 * int4_scale_index(r, gi, G);
+        if (r >= N) {
+          EXPECT_EQ(sb[at], 0.f) << r;
+          EXPECT_EQ(sb[at + 1], 0.f) << r;
+          continue;
+        }
+        if (gi * c.group >= K) {  // a group of K's padding: s = 1e-6 / 15
+          EXPECT_EQ(sb[at], 1e-6f / 15.f) << c.name << " row " << r << " group " << gi;
+          continue;
+        }
+        float mn = INFINITY, mx = -INFINITY;
+        for (int64_t k = gi * c.group; k < (gi + 1) * c.group; ++k) {
+          const float v = tw.deq[r * K + k];
+          mn = std::min(mn, v), mx = std::max(mx, v);
+        }
+        // (The reference's dequantized values span q = 0..15: 15 s, up to fp32 rounding.)
+        EXPECT_NEAR(sb[at], std::max(mx - mn, 1e-6f) / 15.f, 1e-4f * (mx - mn) + 1e-6f)
+            << c.name << " row " << r << " group " << gi;
+      }
+  }
 }
 
 // The GEMV kernels a test can ask for through GemvTuning: the TMA kernel (gemv_tma.cuh: bf16,
@@ -447,9 +480,9 @@ TEST_P(CudaGemv, Int4RowsPaddedTo256MatchReference) {
   TuningReset reset;
   const bool tma = device_has_tma() && takes_tma(c);
   EXPECT_EQ(gemv_padded_k(c.format, 600, 3584, c.group), tma ? 3584 : 4096) << c.name;
-  // g256: 5 (and at K = 4352, 17) groups per row have no even count of groups per stage row.
-  EXPECT_EQ(gemv_padded_k(c.format, 600, 1280, c.group), tma && c.group == 128 ? 1280 : 2048)
-      << c.name;
+  // g256: 5 (and at K = 4352, 17) groups per row, an odd count (taken since the scales are
+  // tile-major: one copy per stage of any group count, lab note 91).
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 1280, c.group), tma ? 1280 : 2048) << c.name;
   EXPECT_EQ(gemv_padded_k(c.format, 600, 4096, c.group), 4096) << c.name;
   // Batch 8's x of K = 18944 does not fit beside the ring: the register-ring kernel's padding.
   EXPECT_EQ(gemv_padded_k(c.format, 600, 18944, c.group), 19456) << c.name;
@@ -459,12 +492,11 @@ TEST_P(CudaGemv, Int4RowsPaddedTo256MatchReference) {
   EXPECT_EQ(gemv_padded_k(c.format, 600, 3584, c.group), 4096) << c.name;
   set_gemv_tuning({});
   if (!tma) GTEST_SKIP() << c.name << " keeps rows of 1024 elements here";
-  EXPECT_EQ(gemv_padded_k(c.format, 600, 4352, c.group), tma && c.group == 128 ? 4352 : 5120)
-      << c.name;
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 4352, c.group), tma ? 4352 : 5120) << c.name;
   // K = 4352: stage rows padded by 64 bytes (K >= 4096: GemvTuning::tma_pad_rows_int4_min_k).
   for (const int64_t K : {int64_t{3584}, int64_t{1280}, int64_t{4352}}) {
     const int64_t Kp = gemv_padded_k(c.format, 600, K, c.group);
-    if (Kp % 1024 == 0) continue;  // K = 1280 and 4352 at g256
+    if (Kp % 1024 == 0) continue;
     const int64_t N = 600;
     const RandomTestWeight tw(N, K, c, 131, Kp);
     const auto nw = norm_weight_bf16(K, 132);

@@ -488,7 +488,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
       dst[r] = load_stream(static_cast<const uint8_t*>(w.data) + rs[r] * row_bytes +
                            static_cast<int64_t>(c) * 16);
       if constexpr (kInt4)
-        sdst[r] = __ldg(&sbase[static_cast<int64_t>(rs[r]) * groups + c * 32 / w.group_size]);
+        sdst[r] = __ldg(&sbase[int4_scale_index(rs[r], c * 32 / w.group_size, groups)]);
     }
   };
 

@@ -90,11 +90,11 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     const int64_t off = static_cast<int64_t>(igi) * 64 + t * 16;
     p0 = wbase + r0 * row_bytes + off;
     p1 = wbase + r1 * row_bytes + off;
-    q0 = sbase + static_cast<int64_t>(r0) * groups + igi / bpg;
-    q1 = sbase + static_cast<int64_t>(r1) * groups + igi / bpg;
+    q0 = sbase + int4_scale_index(r0, igi / bpg, groups);
+    q1 = sbase + int4_scale_index(r1, igi / bpg, groups);
   };
   seek();
-  const int pstep = W * 64, qstep = W / bpg;
+  const int pstep = W * 64, qstep = W / bpg * 16;  // (tile-major scales: 16 per group)
   auto issue = [&](uint4(&dq)[2], float2(&ds)[2]) {
     if (itile < ntiles) {
       dq[0] = load_stream(p0);

@@ -379,27 +379,24 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         } else if (chunks == 1 && !pad_w) {
           // Whole rows: the tile's weights and its scales are each one contiguous copy.
           if (lane == 0) {
-            mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
+            mbar_arrive_expect_tx(&full[s], valid * chunk + 16 * sc);
             copy(st, wbase + static_cast<int64_t>(tile) * 16 * row_bytes, valid * chunk, &full[s]);
             if (kInt4)
-              copy(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow, valid * sc,
+              copy(st + 16 * chunk, sbase + static_cast<int64_t>(tile) * 16 * srow, 16 * sc,
                    &full[s]);
           }
         } else {
-          // `chunk` bytes of each row (lanes 0-15) and, for int4, of its scales (lanes 16-31;
-          // whole rows: one copy of the tile's scales).
-          if (lane == 0) mbar_arrive_expect_tx(&full[s], valid * (chunk + sc));
+          // `chunk` bytes of each row (lanes 0-15) and, for int4, the chunk's scales of the
+          // tile's 16 rows, contiguous in the tile-major layout (int4_scale_index): one copy
+          // (lane 16).
+          if (lane == 0) mbar_arrive_expect_tx(&full[s], valid * chunk + 16 * sc);
           __syncwarp();
-          if (kInt4 && lane == 16 && chunks == 1)
-            copy(st + 16 * rs, sbase + static_cast<int64_t>(tile) * 16 * srow, valid * sc,
+          if (kInt4 && lane == 16)
+            copy(st + 16 * rs, sbase + (static_cast<int64_t>(tile) * 16 * srow + 16 * c * sc),
+                 16 * sc, &full[s]);
+          else if (lane < valid)
+            copy(st + lane * rs, wbase + row * row_bytes + static_cast<int64_t>(c) * chunk, chunk,
                  &full[s]);
-          else if ((lane & 15) < valid) {
-            if (lane < 16)
-              copy(st + lane * rs, wbase + row * row_bytes + static_cast<int64_t>(c) * chunk, chunk,
-                   &full[s]);
-            else if (kInt4 && chunks > 1)
-              copy(st + 16 * rs + (lane - 16) * sc, sbase + row * srow + c * sc, sc, &full[s]);
-          }
         }
         last_s = s, last_phase = phase;
         if (++s == nstages) s = 0, phase ^= 1, first = false;
@@ -859,9 +856,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           mma_u8s8_16832(wd & 1 ? db : da, af, xw[2 * wd], xw[2 * wd + 1]);
         }
         const float2 s0 =
-            *reinterpret_cast<const float2*>(st + 16 * rs + sg0 * sc + (sg >> bpg_shift) * 8);
+            *reinterpret_cast<const float2*>(st + 16 * rs + ((sg >> bpg_shift) * 16 + sg0) * 8);
         const float2 s1 =
-            *reinterpret_cast<const float2*>(st + 16 * rs + sg8 * sc + (sg >> bpg_shift) * 8);
+            *reinterpret_cast<const float2*>(st + 16 * rs + ((sg >> bpg_shift) * 16 + sg8) * 8);
         // Sum over the digits: D = 65536 D2 + 256 D1 (lane t = 0) or D0 (t = 1), in fp32.
         const float v0 =
             fmaf(dw0, static_cast<float>(da[0] + db[0]), dw1 * static_cast<float>(da[1] + db[1]));
@@ -888,9 +885,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv.v[wd]);
         }
         const float2 s0 =
-            *reinterpret_cast<const float2*>(st + 16 * rs + sg0 * sc + (sg >> bpg_shift) * 8);
+            *reinterpret_cast<const float2*>(st + 16 * rs + ((sg >> bpg_shift) * 16 + sg0) * 8);
         const float2 s1 =
-            *reinterpret_cast<const float2*>(st + 16 * rs + sg8 * sc + (sg >> bpg_shift) * 8);
+            *reinterpret_cast<const float2*>(st + 16 * rs + ((sg >> bpg_shift) * 16 + sg8) * 8);
         const float2 cs0 = xv.cs0, cs1 = xv.cs1;
         float D[4];
 #pragma unroll
@@ -1016,6 +1013,7 @@ bool tma_pad_rows(const DeviceWeight& w) {
 // K not a multiple of its segments, or x too large for shared memory next to the ring).
 struct TmaPlan {
   int chunk = 0, stages = 0;
+  int tiles = 1;  // tiles per tile-end barrier (tma_tiles_per_barrier, or fewer so that x fits)
   size_t smem = 0;
 };
 
@@ -1053,9 +1051,16 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     const int64_t Kp = w.k_padded;
     if (Kp % 256 != 0 || Kp % KS != 0) return p;
     const int64_t row_bytes = Kp / KS * 64;
-    const size_t x = tma_x_bytes<F>(M, Kp) + tma_csum_bytes<F>(M, Kp) +
-                     tma_red_bytes<F>(M, tma_tiles_per_barrier<F>(M));
-    if (x > (tma_only ? kTmaOnlyMaxX : 64 * 1024)) return p;
+    auto x_bytes = [&](int tiles) {
+      return tma_x_bytes<F>(M, Kp) + tma_csum_bytes<F>(M, Kp) + tma_red_bytes<F>(M, tiles);
+    };
+    const size_t x_cap = tma_only ? kTmaOnlyMaxX : 64 * 1024;
+    // Fewer tiles per barrier where that lets x fit (GemvTuning::tma_tile_group_fits_x: Qwen2.5-7B's
+    // int4 down projection at batch 1, K = 19456, takes 2 instead of 8; lab note 91).
+    int tiles = tma_tiles_per_barrier<F>(M);
+    while (tune.tma_tile_group_fits_x && tiles > 1 && x_bytes(tiles) > x_cap) tiles /= 2;
+    const size_t x = x_bytes(tiles);
+    if (x > x_cap) return p;
     static const size_t optin = [] {  // 0 before sm_90: no TMA kernel there
       int dev = 0, v = 0, major = 0;
       AO_CUDA_CHECK(cudaGetDevice(&dev));
@@ -1086,7 +1091,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     constexpr int64_t want = 0;
 #endif
     // Chunk: whole rows (the tile's weights and scales are then one copy each) or a multiple of
-    // 512 bytes dividing the row (one copy per row, and per row of scales for int4). The TMA
+    // 512 bytes dividing the row (one copy per row, and one of the 16 rows' scales for int4). The TMA
     // takes ~75 cycles per bulk copy whatever its size (lab note 23: 512-byte copies stream at
     // 1.7 TB/s, 1 KB at 3.3, 2 KB at 4.4 on the H200), so a stage must average >= 1.5 KB per
     // copy; among those, the most stages (up to 4) in the ring, then the larger chunk. Where no
@@ -1108,18 +1113,18 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       if (ch < 512 || ch % (any ? 64 : 512) != 0 || row_bytes % ch != 0 ||
           (want != 0 && ch != want))
         return c;
-      // int4: whole scale groups per chunk, and their copy a multiple of 16 bytes.
-      if (F == WeightFormat::int4 && (ch * 2 % w.group_size != 0 || ch * 2 / w.group_size % 2 != 0))
-        return c;
+      // int4: whole scale groups per chunk (their copy, 16 rows of 8 bytes each, is a multiple
+      // of 16 bytes whatever their count).
+      if (F == WeightFormat::int4 && ch * 2 % w.group_size != 0) return c;
       const bool whole = ch == row_bytes;
       const size_t sc =
           F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8 : 0;
       c.stage = 16 * (ch + (pad ? 64 : 0) + sc);
       c.stages = static_cast<int>(std::min<size_t>(budget / c.stage, 8));
       c.chunk = ch;
-      // Copies per stage: the weights' (one per row unless whole unpadded rows), int4's scales'.
-      const int copies =
-          (whole && !pad ? 1 : 16) + (F == WeightFormat::int4 ? (whole ? 1 : 16) : 0);
+      // Copies per stage: the weights' (one per row unless whole unpadded rows), int4's scales'
+      // (one: the tile-major layout, int4_scale_index).
+      const int copies = (whole && !pad ? 1 : 16) + (F == WeightFormat::int4 ? 1 : 0);
       const auto per_copy = static_cast<int64_t>(c.stage / copies);
       const bool rate_ok = per_copy >= 1536;
       if (c.stages < (rate_ok ? 2 : 3)) return c;
@@ -1147,6 +1152,7 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     if (best.key >= 0) {
       p.chunk = static_cast<int>(best.chunk);
       p.stages = best.stages;
+      p.tiles = tiles;
       p.smem = tma_barrier_bytes(best.stages) + best.stages * best.stage + x;
     }
 #ifdef AO_GEMV_EXPERIMENTS
@@ -1248,7 +1254,7 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   if (!xreg) flags &= ~128;
   const bool pad = tma_pad_rows<F>(w);
   if (pad) flags |= 2048;
-  const int tiles_per_barrier = tma_tiles_per_barrier<F>(M);
+  const int tiles_per_barrier = p.tiles;
   flags |= (tiles_per_barrier == 8   ? 3
             : tiles_per_barrier == 4 ? 2
             : tiles_per_barrier == 2 ? 1

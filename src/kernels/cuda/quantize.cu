@@ -76,7 +76,7 @@ __global__ void quantize_int4_groups(const uint16_t* w, int64_t N, int64_t K, in
     }
     q[(row * Kp + k0 + j) / 8] = word;
   }
-  sb[row * groups + grp] = make_float2(s, zero - 8.f * s);
+  sb[int4_scale_index(row, grp, groups)] = make_float2(s, zero - 8.f * s);
 }
 
 __global__ void amax_all(const uint16_t* w, int64_t n, float* amax) {
@@ -183,7 +183,7 @@ __device__ __forceinline__ void dequantize_chunks(const void* data, const void* 
     } else {  // int4: one 32-bit word = 8 nibbles, element k in nibble k % 8
       const uint32_t word =
           reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(data) + row * (Kp / 2))[c];
-      const float2 sb = static_cast<const float2*>(scale)[row * (Kp / g) + (c * 8) / g];
+      const float2 sb = static_cast<const float2*>(scale)[int4_scale_index(row, (c * 8) / g, Kp / g)];
 #pragma unroll
       for (int e = 0; e < 8; ++e) v[e] = static_cast<float>((word >> (4 * e)) & 15u) * sb.x + sb.y;
     }
@@ -214,6 +214,8 @@ void quantize_weight(const uint16_t* w, DeviceWeight& d, bool fp8_per_tensor, fl
       if (d.group_size % 32 != 0 || d.k_padded % d.group_size != 0)
         fail("quantize_weight: int4 group size must be a multiple of 32 dividing the padded K");
       const int64_t n = d.n * (d.k_padded / d.group_size);
+      // The last tile's rows past N (tile-major scales: int4_scale_index) stay zero.
+      if (d.n % 16 != 0) AO_CUDA_CHECK(cudaMemsetAsync(d.scale, 0, d.scale_bytes(), s));
       quantize_int4_groups<<<blocks_for(n, 128), 128, 0, s>>>(w, d.n, d.k, d.k_padded, d.group_size,
                                                               static_cast<uint32_t*>(d.data),
                                                               static_cast<float2*>(d.scale));

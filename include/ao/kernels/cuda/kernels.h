@@ -22,11 +22,21 @@ enum class WeightFormat : int {
   bf16 = 0,  // w [N, Kp] bf16
   int8 = 1,  // w [N, Kp] int8, scale [N] f32: deq = q * scale (TorchAO Int8 weight-only)
   int4 = 2,  // w [N, Kp/2] bytes, 8 consecutive k per 32-bit word, element k in nibble k%8
-             // (low first), q in [0, 15]; scale_bias [N, Kp/g] float2 {s, zero - 8 s}:
-             // deq = q * s + (zero - 8 s) = (q - 8) * s + zero (TorchAO Int4 semantics)
+             // (low first), q in [0, 15]; scale_bias float2 {s, zero - 8 s} per row and group,
+             // tile-major (int4_scale_index: [ceil(N/16)][Kp/g][16 rows], the rows past N of the
+             // last tile zero): deq = q * s + (zero - 8 s) = (q - 8) * s + zero (TorchAO Int4
+             // semantics)
   fp8 = 3,   // w [N, Kp] e4m3fn, scale [N] f32 (per-tensor: all rows equal): deq = q * scale
 };
 int gemv_k_align(WeightFormat f);  // elements a row must be padded to
+// Index of row `row`, group `grp` in an int4 weight's scale_bias (`groups` per row): tiles of 16
+// rows, each [groups][16 rows], so that the TMA GEMV copies a stage's scales in one piece and
+// reads them without bank conflicts (docs/CUDA.md lab note 91).
+__host__ __device__ inline int64_t int4_scale_index(int64_t row, int64_t grp, int64_t groups) {
+  return ((row >> 4) * groups + grp) * 16 + (row & 15);
+}
+// Rows of an int4 weight's scale_bias: N rounded up to a whole tile of 16.
+__host__ __device__ inline int64_t int4_scale_rows(int64_t n) { return (n + 15) / 16 * 16; }
 // The K a weight [n, k] of format f is stored at (its k_padded): k rounded up to
 // gemv_k_align(f), except int4 weights that the TMA kernel (sm_90, groups of 128/256) takes at
 // every batch 1-8 with rows of a multiple of 256 (GemvTuning::tma_int4_pad_256): those are
@@ -184,6 +194,11 @@ struct GemvTuning {
   // of 256 elements, not 1024 (read when a weight is made; false: 1024 everywhere, the layout
   // before). docs/CUDA.md lab note 90.
   bool tma_int4_pad_256 = true;
+  // Where x (with the tile-end partial sums) passes its shared-memory limit beside the ring, the
+  // TMA plan halves the tiles per tile-end barrier until it fits (Qwen2.5-7B's int4 down
+  // projection at batch 1: 2 instead of 8) rather than leaving the weight to the register ring.
+  // docs/CUDA.md lab note 91.
+  bool tma_tile_group_fits_x = true;
   // Stages of its ring the TMA kernel's producer issues at the block's start; the rest wait
   // until every consumer warp has issued its x loads after the grid-dependency wait, so those
   // loads do not queue behind them (docs/CUDA.md lab note 28). 0: the whole ring at once; -1:
