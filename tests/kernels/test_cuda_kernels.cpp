@@ -427,8 +427,8 @@ TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
       });
 }
 
-// Rows whose bytes are 2^k times an odd factor (llama2-7b's down projection, K = 11008; and, for
-// bf16/int8/fp8, K = 18944, Qwen2.5-7B's) have no multiple of 512 bytes that streams at rate: the
+// Rows whose bytes are 2^k times an odd factor (llama2-7b's down projection, K = 11008; and
+// K = 18944, Qwen2.5-7B's) have no multiple of 512 bytes that streams at rate: the
 // plan then takes a chunk of at least 1.5 KB that is a multiple of 64 bytes
 // (GemvTuning::tma_chunk_any_divisor, lab note 87). Both plans match the reference, f32 output
 // and RMSNorm + SwiGLU.
@@ -438,8 +438,6 @@ TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
   if (!takes_tma(c) || !device_has_tma()) GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
   for (const int64_t K : {int64_t{11008}, int64_t{18944}}) {
-    // int4's batch-1 digits of K = 18944 (3 bytes per k) do not fit beside the ring.
-    if (K == 18944 && c.format == WeightFormat::int4) continue;
     const int64_t N = 300;
     const RandomTestWeight tw(N, K, c, 71);
     const auto nw = norm_weight_bf16(K, 72);
@@ -451,9 +449,14 @@ TEST_P(CudaGemv, TmaChunksOfAnyMultipleOf64MatchReference) {
       for (int m = 1; m <= (K == 11008 ? 2 : 1); ++m) {  // x must fit beside the ring
         const std::string what = std::string(c.name) + " K=" + std::to_string(K) +
                                  " m=" + std::to_string(m) + (any ? " any chunk" : " chunk512");
-        const int chunk =
-            expect_tma_f32_and_swiglu(c, tw, nw, dnw.get(), N, K, m, 73, what).chunk;
+        const GemvLaunch launch = expect_tma_f32_and_swiglu(c, tw, nw, dnw.get(), N, K, m, 73, what);
+        const int chunk = launch.chunk;
         ASSERT_GT(chunk, 0) << what;
+        // Tiles per barrier: 4, int4 8 (4 at batch 2: its partial sums within 16 KB); int4's
+        // batch-1 digits of K = 18944 (3 bytes per k, 58 KB) fit beside the ring only with 2
+        // tiles' partial sums (GemvTuning::tma_tile_group_fits_x, lab note 91).
+        const int tiles = c.format != WeightFormat::int4 ? 4 : K == 18944 ? 2 : m == 1 ? 8 : 4;
+        EXPECT_EQ(launch.tiles_per_barrier, tiles) << what;
         const auto row_bytes = static_cast<int64_t>(tw.dw.bytes() - tw.dw.scale_bytes()) / N;
         EXPECT_EQ(row_bytes % chunk, 0) << what << ": chunk " << chunk;
         if (any) {
@@ -492,7 +495,7 @@ TEST_P(CudaGemv, Int4RowsPaddedTo256MatchReference) {
   EXPECT_EQ(gemv_padded_k(c.format, 600, 3584, c.group), 4096) << c.name;
   set_gemv_tuning({});
   if (!tma) GTEST_SKIP() << c.name << " keeps rows of 1024 elements here";
-  EXPECT_EQ(gemv_padded_k(c.format, 600, 4352, c.group), tma ? 4352 : 5120) << c.name;
+  EXPECT_EQ(gemv_padded_k(c.format, 600, 4352, c.group), 4352) << c.name;
   // K = 4352: stage rows padded by 64 bytes (K >= 4096: GemvTuning::tma_pad_rows_int4_min_k).
   for (const int64_t K : {int64_t{3584}, int64_t{1280}, int64_t{4352}}) {
     const int64_t Kp = gemv_padded_k(c.format, 600, K, c.group);

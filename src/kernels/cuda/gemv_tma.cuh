@@ -1287,7 +1287,7 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   }
   record_gemv_launch(
       GemvLaunch{true, W, 1, grid, true, p.smem, xreg, pad, pf.data_bytes + pf.scale_bytes,
-                 p.chunk});
+                 p.chunk, p.tiles});
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags, pf);
 }

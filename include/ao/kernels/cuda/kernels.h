@@ -327,6 +327,7 @@ struct GemvLaunch {
   // (GemvTuning::tma_prefetch_next_bytes; bf16 only).
   int64_t prefetch_bytes = 0;
   int chunk = 0;  // the TMA kernel's bytes per weight row and stage (its plan)
+  int tiles_per_barrier = 0;  // the TMA kernel's tiles per tile-end barrier (its plan)
 };
 GemvLaunch last_gemv_launch();
 
