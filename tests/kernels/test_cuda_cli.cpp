@@ -11,12 +11,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <nlohmann/json.hpp>
 
+#include "ao/core/dtype.h"
 #include "ao/core/mmap.h"
 #include "ao/io/safetensors.h"
 #include "ao/io/model_files.h"
@@ -186,16 +186,11 @@ void write_random_llama(const std::string& dir, int dim, int hidden, int heads, 
   std::ofstream(dir + "/config.json") << c.dump(2);
   std::mt19937 rng(1234);
   std::normal_distribution<float> nd(0.f, 0.05f);
-  auto bf16 = [](float v) {
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    return static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-  };
   std::vector<io::NamedTensor> ts;
   auto add = [&](const std::string& name, Shape shape, bool ones = false) {
     Tensor t = Tensor::empty(shape, DType::bf16);
     uint16_t* p = t.data<uint16_t>();
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = ones ? 0x3f80 : bf16(nd(rng));
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = f32_to_bf16(ones ? 1.f : nd(rng));
     ts.push_back({name, t});
   };
   add("model.embed_tokens.weight", {vocab, dim});
