@@ -12,6 +12,7 @@
 #include <map>
 #include <random>
 
+#include "ao/core/dtype.h"
 #include "ao/core/error.h"
 #include "ao/kernels/cuda/cublas_check.h"
 #include "ao/kernels/cuda/gemm_fp8.h"
@@ -145,6 +146,7 @@ struct CudaEngine::Impl {
   static constexpr int kOutCap = 1 << 16;
   int host_pos = 0;
   size_t deq_elems = 0;  // largest weight that prefill dequantizes to bf16
+  int64_t int4_scales_rounded = 0;  // prequantized int4 groups whose s or zero was not bf16
 
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t graph_exec = nullptr;
@@ -317,22 +319,27 @@ struct CudaEngine::Impl {
              "CudaEngine: prequantized weight [{}, {}] has {} data bytes and {} scales", p.n, p.k,
              p.data.size(), p.scale.size());
     // Padding: int4 nibble 8 (with the group's scale: the zero point; x is 0 there anyway),
-    // padding groups and the last scale tile's rows past N s = b = 0; int8 / fp8 zeros. int4's
-    // scale pairs go to their tile-major places (cuda::int4_scale_index).
+    // padding groups and the last scale tile's rows past N s = zero = 0; int8 / fp8 zeros.
+    // int4's {s, b = zero - 8 s} become scale words of bf16 s and zero (int4_pack_scale) at their
+    // tile-major places (cuda::int4_scale_index). TorchAO keeps both in the model's dtype, so for
+    // bf16 checkpoints this is exact; other values are rounded to bf16, and counted.
     std::vector<uint8_t> data(row_out * n, int4 ? 0x88 : 0);
-    std::vector<float> scale(int4 ? w.scale_bytes() / 4 : n, 0.f);
+    std::vector<uint32_t> scale(int4 ? w.scale_bytes() / 4 : n, 0u);
     const int64_t groups_out = int4 ? w.k_padded / p.group_size : 1;
     for (size_t r = 0; r < n; ++r) {
       std::memcpy(&data[r * row_out], &p.data[r * row_in], row_in);
       if (!int4) {
-        scale[r] = p.scale[r];
+        std::memcpy(&scale[r], &p.scale[r], 4);
         continue;
       }
       for (int64_t gi = 0; gi < p.groups(); ++gi) {
-        const auto at = static_cast<size_t>(
-            2 * cuda::int4_scale_index(static_cast<int64_t>(r), gi, groups_out));
-        scale[at] = p.scale[r * sc_in + 2 * gi];
-        scale[at + 1] = p.scale[r * sc_in + 2 * gi + 1];
+        const float s = p.scale[r * sc_in + 2 * gi];
+        const float zero = std::fmaf(8.f, s, p.scale[r * sc_in + 2 * gi + 1]);
+        const uint16_t sb = f32_to_bf16(s), zb = f32_to_bf16(zero);
+        if (bf16_to_f32(sb) != s || bf16_to_f32(zb) != zero) ++int4_scales_rounded;
+        scale[static_cast<size_t>(cuda::int4_scale_index(static_cast<int64_t>(r), gi,
+                                                         groups_out))] =
+            cuda::int4_pack_scale(sb, zb);
       }
     }
     // Fused q/k/v or gate/up parts of a per-tensor checkpoint keep one scale each.
@@ -827,6 +834,10 @@ std::unique_ptr<CudaEngine> CudaEngine::create_from_host(const io::ModelConfig& 
     }
   }
   AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
+  if (e.int4_scales_rounded > 0)
+    warn("CudaEngine: {} int4 groups had a scale or zero point that is not a bf16 value (an fp32 "
+         "checkpoint); the engine stores both in bf16, rounded to nearest",
+         e.int4_scales_rounded);
   e.finish_setup();
   return std::unique_ptr<CudaEngine>(new CudaEngine(std::move(impl)));
 }

@@ -227,7 +227,7 @@ TEST(CudaCli, TorchAOInt4CheckpointWithRowsOf256MultiplesMatchesCpu) {
   for (const char* config : {"int4wo-g128", "int4wo-g256"}) {
     auto eng = check_quantized_on_cuda(tmp.file("m"), tmp.file(config), config, 1e-2, L * 7, 40,
                                        toks);
-    // The quantized weights' bytes per token: int4 rows and a float pair per group (the
+    // The quantized weights' bytes per token: int4 rows and a bf16 scale and zero per group (the
     // lm_head stays bf16: TorchAO's configs leave it unquantized).
     const int64_t g = std::string(config) == "int4wo-g128" ? 128 : 256;
     int dev = 0, major = 0;
@@ -235,7 +235,7 @@ TEST(CudaCli, TorchAOInt4CheckpointWithRowsOf256MultiplesMatchesCpu) {
     ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
     auto bytes = [&](int64_t n, int64_t k) {
       const int64_t kp = major >= 9 ? k : (k + 1023) / 1024 * 1024;
-      return n * kp / 2 + (n + 15) / 16 * 16 * (kp / g) * 8;
+      return n * kp / 2 + (n + 15) / 16 * 16 * (kp / g) * 4;
     };
     const int64_t q = (H + 2 * KV) * 128;
     const int64_t want =

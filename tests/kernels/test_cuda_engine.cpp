@@ -569,10 +569,10 @@ TEST(CudaEngineSynthetic, Int4RowsPaddedTo256MatchThe1024Layout) {
   int dev = 0, major = 0;
   AO_CUDA_CHECK(cudaGetDevice(&dev));
   AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  // int4 g128 bytes of n rows stored at kp: the nibbles and a {scale, offset} float pair per
-  // group, for whole tiles of 16 rows (int4_scale_rows).
+  // int4 g128 bytes of n rows stored at kp: the nibbles and a 4-byte word (bf16 scale and
+  // zero) per group, for whole tiles of 16 rows (int4_scale_rows).
   auto int4_bytes = [](int64_t n, int64_t kp) {
-    return n * kp / 2 + int4_scale_rows(n) * (kp / 128) * 8;
+    return n * kp / 2 + int4_scale_rows(n) * (kp / 128) * 4;
   };
   const int64_t D = c.dim, F = c.hidden_dim, qkv = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
   int64_t saved = 0;

@@ -42,9 +42,11 @@ std::vector<float> reference_dequant(const std::vector<float>& w, int64_t N, int
         for (int j = 0; j < g; ++j) mn = std::min(mn, x[k0 + j]), mx = std::max(mx, x[k0 + j]);
         const float s = std::max(mx - mn, 1e-6f) / 15.f;
         const float zero = mn + 8.f * s;
+        // q from the fp32 s and min; s and zero then stored in bf16 (TorchAO's Int4Tensor).
+        const float sb = round_bf16(s), zb = round_bf16(zero);
         for (int j = 0; j < g; ++j) {
           const float q = std::min(std::max(std::nearbyint((x[k0 + j] - mn) / s), 0.f), 15.f);
-          o[k0 + j] = (q - 8.f) * s + zero;
+          o[k0 + j] = (q - 8.f) * sb + zb;
         }
       }
     } else {
@@ -121,7 +123,7 @@ struct TestWeight {
                                                        : N * dw.k_padded;
     data = std::make_unique<Guarded<uint8_t>>(db);
     const size_t sb = c.format == WeightFormat::int4
-                          ? int4_scale_rows(N) * (dw.k_padded / c.group) * 8  // tile-major
+                          ? int4_scale_rows(N) * (dw.k_padded / c.group) * kInt4ScaleBytes
                           : N * 4;
     scale = std::make_unique<Guarded<uint8_t>>(sb);
     dw.data = data->get();
@@ -165,33 +167,32 @@ TEST_P(CudaGemv, QuantizeDequantizeMatchesReference) {
   for (auto& v : ref) v = round_bf16(v);
   EXPECT_LT(nmse(got, ref), 1e-6) << c.name;
   if (c.format == WeightFormat::int4) {
-    // The scale pairs' tile-major layout (int4_scale_index): row r, group gi at
-    // [r / 16][gi][r % 16]; s = (max - min) / 15 of the group's values (1e-6 / 15 in K's
-    // padding, 1536 to 2048); the last tile's rows past N (72 = 4.5 tiles) zero.
+    // The scale words' tile-major layout (int4_scale_index): row r, group gi at
+    // [r / 16][gi][r % 16], bf16 s in the low half and zero in the high half; s = (max - min)
+    // / 15 and zero = min + 8 s of the group's source values in fp32, each rounded to bf16 (bit
+    // for bit); 1e-6 / 15 and 8 s in K's padding (1536 to 2048); the last tile's rows past N
+    // (72 = 4.5 tiles) zero.
+    const std::vector<float> src = from_bf16(to_bf16(randn(N * K, 1, 0.05f)));  // tw's values
     const int64_t G = tw.dw.k_padded / c.group;
-    std::vector<float> sb(tw.dw.scale_bytes() / 4);
-    ASSERT_EQ(cudaMemcpy(sb.data(), tw.dw.scale, tw.dw.scale_bytes(), cudaMemcpyDeviceToHost),
+    ASSERT_EQ(tw.dw.scale_bytes(), size_t(80 * G * 4));
+    std::vector<uint32_t> sw(80 * G);
+    ASSERT_EQ(cudaMemcpy(sw.data(), tw.dw.scale, tw.dw.scale_bytes(), cudaMemcpyDeviceToHost),
               cudaSuccess);
-    ASSERT_EQ(sb.size(), size_t(80 * G * 2));
     for (int64_t r = 0; r < 80; ++r)
       for (int64_t gi = 0; gi < G; ++gi) {
-        const size_t at = 2 * int4_scale_index(r, gi, G);
+        const uint32_t word = sw[int4_scale_index(r, gi, G)];
         if (r >= N) {
-          EXPECT_EQ(sb[at], 0.f) << r;
-          EXPECT_EQ(sb[at + 1], 0.f) << r;
+          EXPECT_EQ(word, 0u) << r;
           continue;
         }
-        if (gi * c.group >= K) {  // a group of K's padding: s = 1e-6 / 15
-          EXPECT_EQ(sb[at], 1e-6f / 15.f) << c.name << " row " << r << " group " << gi;
-          continue;
+        float mn = 0.f, mx = 0.f;
+        if (gi * c.group < K) {
+          mn = INFINITY, mx = -INFINITY;
+          for (int64_t k = gi * c.group; k < (gi + 1) * c.group; ++k)
+            mn = std::min(mn, src[r * K + k]), mx = std::max(mx, src[r * K + k]);
         }
-        float mn = INFINITY, mx = -INFINITY;
-        for (int64_t k = gi * c.group; k < (gi + 1) * c.group; ++k) {
-          const float v = tw.deq[r * K + k];
-          mn = std::min(mn, v), mx = std::max(mx, v);
-        }
-        // (The reference's dequantized values span q = 0..15: 15 s, up to fp32 rounding.)
-        EXPECT_NEAR(sb[at], std::max(mx - mn, 1e-6f) / 15.f, 1e-4f * (mx - mn) + 1e-6f)
+        const float s = std::max(mx - mn, 1e-6f) / 15.f, zero = mn + 8.f * s;
+        EXPECT_EQ(word, uint32_t(f32_to_bf16(s)) | uint32_t(f32_to_bf16(zero)) << 16)
             << c.name << " row " << r << " group " << gi;
       }
   }

@@ -23,6 +23,17 @@ __device__ __forceinline__ float round_bf16(float f) {
   return bf16_bits_to_float(float_to_bf16_bits(f));
 }
 
+// An int4 scale word (int4_pack_scale: bf16 s low, bf16 zero high) as {s, zero} in fp32, and as
+// {s, zero - 8 s}, the pair most int4 kernels' math takes (deq = q s + (zero - 8 s); one
+// rounding, as the host's zero - 8.f * s).
+__device__ __forceinline__ float2 int4_scale_zero(uint32_t p) {
+  return make_float2(__uint_as_float(p << 16), __uint_as_float(p & 0xffff0000u));
+}
+__device__ __forceinline__ float2 int4_scale_bias(uint32_t p) {
+  const float2 sz = int4_scale_zero(p);
+  return make_float2(sz.x, fmaf(-8.f, sz.x, sz.y));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

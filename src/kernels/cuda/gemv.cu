@@ -28,7 +28,7 @@ size_t DeviceWeight::scale_bytes() const {
     case WeightFormat::fp8:
       return static_cast<size_t>(n * 4);
     case WeightFormat::int4:
-      return static_cast<size_t>(int4_scale_rows(n) * (k_padded / group_size) * 8);
+      return static_cast<size_t>(int4_scale_rows(n) * (k_padded / group_size) * kInt4ScaleBytes);
   }
   return 0;
 }

@@ -472,7 +472,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   const int wr = warp / ks, wk = warp % ks;  // this warp's row group and K slice
   const int ntiles = (N + wpt * R - 1) / (wpt * R);
   const int groups = kInt4 ? Kp / w.group_size : 1;
-  const float2* sbase = static_cast<const float2*>(w.scale);
+  const uint32_t* sbase = static_cast<const uint32_t*>(w.scale);  // int4 scale words
   const int64_t row_bytes = static_cast<int64_t>(Kp / E) * 16;
 
   // This warp's rows of tile t.
@@ -481,7 +481,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
     for (int r = 0; r < R; ++r) rs[r] = min((t * wpt + wr) * R + r, N - 1);
   };
   // Loads iteration i (global chunk cbase + i * 32 + lane) of rows rs.
-  auto load = [&](uint4(&dst)[R], float2(&sdst)[R], const int(&rs)[R], int cbase, int i) {
+  auto load = [&](uint4(&dst)[R], uint32_t(&sdst)[R], const int(&rs)[R], int cbase, int i) {
     const int c = cbase + i * 32 + lane;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -495,7 +495,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
   trace_point(TraceKind::gemv, w.data, N, K, TracePoint::start);
   if (early_dependents) grid_dependents_launch();  // else in the last tile, below
   uint4 wv[U][R];
-  float2 sv[U][R];
+  uint32_t sv[U][R];
   int tile = blockIdx.x;
   int rows[R];
   set_rows(rows, tile);
@@ -624,7 +624,7 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
       }
       for (int i0 = ibeg; i0 < iend; i0 += U) {
         uint4 nv[U][R];
-        float2 ns[U][R];
+        uint32_t ns[U][R];
 #pragma unroll
         for (int u = 0; u < U; ++u)
           if (i0 + U + u < iend) load(nv[u], ns[u], rows, cbase, i0 + U + u);
@@ -665,8 +665,10 @@ __global__ void __launch_bounds__(W * 32, 512 / (W * 32))
               if constexpr (kInt4) {
                 const float2 cs = csum[m * (seg / 32) + i * 32 + lane];
 #pragma unroll
-                for (int r = 0; r < R; ++r)
-                  acc[m][r] += sv[u][r].x * (part[m][r] - cs.x) + sv[u][r].y * cs.y;
+                for (int r = 0; r < R; ++r) {
+                  const float2 sb = int4_scale_bias(sv[u][r]);
+                  acc[m][r] += sb.x * (part[m][r] - cs.x) + sb.y * cs.y;
+                }
               } else {
                 const float cs = csum8[m * (seg / 16) + i * 32 + lane] * (1.f + 1.f / 256.f);
 #pragma unroll

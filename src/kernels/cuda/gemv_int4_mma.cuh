@@ -1,7 +1,7 @@
 // int4 GEMV on the tensor cores (v7), included by gemv_impl.cuh inside its anonymous namespace.
 //
 // Same weight layout as the CUDA-core kernel (row-major nibbles, element k of a row at bits
-// 4 (k % 8) of word k / 8; scales float2 {s, zero - 8 s} per (row, group)), so no repacking.
+// 4 (k % 8) of word k / 8; one scale word {bf16 s, zero} per (row, group)), so no repacking.
 // A warp computes a 16-row x 128-k block with 8 mma.m16n8k16 (bf16 in, fp32 accumulate):
 // lane (g = lane / 4, t = lane % 4) loads the 16-byte chunk t (k 32t .. 32t + 31) of rows g and
 // g + 8. A word's nibble pairs (j, j + 4) become bf16x2 (128 + q) with one shift and one LOP3
@@ -72,19 +72,19 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   const int ntiles = (N + 15) / 16;
   const int bpg = w.group_size / 128;  // 128-blocks per scale group
   const int groups = Kp / w.group_size;
-  const float2* sbase = static_cast<const float2*>(w.scale);
+  const uint32_t* sbase = static_cast<const uint32_t*>(w.scale);  // int4 scale words
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
   const int64_t row_bytes = Kp / 2;
 
   trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::start);
   if (early_dependents) grid_dependents_launch();  // else in the last tile, below
   uint4 rq[U][2];
-  float2 rs[U][2];
+  uint32_t rs[U][2];
   // Issue cursor (tile itile, 128-block igi) as pointers to this lane's weights and scales of
   // rows g and g + 8; a step within a tile adds constants (the launcher keeps W % bpg == 0).
   int itile = blockIdx.x, igi = warp;
   const uint8_t *p0, *p1;
-  const float2 *q0, *q1;
+  const uint32_t *q0, *q1;
   auto seek = [&]() {
     const int r0 = min(itile * 16 + g, N - 1), r1 = min(itile * 16 + g + 8, N - 1);
     const int64_t off = static_cast<int64_t>(igi) * 64 + t * 16;
@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   };
   seek();
   const int pstep = W * 64, qstep = W / bpg * 16;  // (tile-major scales: 16 per group)
-  auto issue = [&](uint4(&dq)[2], float2(&ds)[2]) {
+  auto issue = [&](uint4(&dq)[2], uint32_t(&ds)[2]) {
     if (itile < ntiles) {
       dq[0] = load_stream(p0);
       dq[1] = load_stream(p1);
@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
         mma_int4_word(d, word(rq[u][0], wd), word(rq[u][1], wd), xv);
       }
       const float cs0 = csum[c0 * G + gi], cs1 = csum[c1 * G + gi];
-      const float2 s0 = rs[u][0], s1 = rs[u][1];
+      const float2 s0 = int4_scale_bias(rs[u][0]), s1 = int4_scale_bias(rs[u][1]);
       const float z0 = fmaf(-128.f, s0.x, s0.y), z1 = fmaf(-128.f, s1.x, s1.y);
       acc[0] = fmaf(s0.x, d[0], fmaf(z0, cs0, acc[0]));
       acc[1] = fmaf(s0.x, d[1], fmaf(z0, cs1, acc[1]));

@@ -306,7 +306,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const int gs = kInt4 ? w.group_size : 128;
   const int groups = Kp / gs;
   const int bpg_shift = gs == 256 ? 1 : 0;        // int4: log2 of segments per scale group
-  const int sc = kInt4 ? chunk * 2 / gs * 8 : 0;  // scale bytes per row and chunk
+  const int sc = kInt4 ? chunk * 2 / gs * kInt4ScaleBytes : 0;  // scale bytes per row and chunk
   // A stage's weight rows lie rs bytes apart: chunk, or with flag 2048 (GemvTuning::tma_pad_rows)
   // chunk + 64, one copy per row: rows a multiple of 128 bytes apart put the two rows of a
   // quarter-warp's 16-byte loads in the same banks (2-way conflicts). int4's scales follow.
@@ -349,7 +349,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     // Weights are never written, so this needs no grid-dependency wait.
     const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
     const uint8_t* sbase = static_cast<const uint8_t*>(w.scale);
-    const int64_t srow = static_cast<int64_t>(groups) * 8;
+    const int64_t srow = static_cast<int64_t>(groups) * kInt4ScaleBytes;
     // `hold` stages are issued before the consumers' x loads (GemvTuning::tma_hold_stages).
     int s = 0, phase = 0, nissued = 0;
     int last_s = 0, last_phase = 0;  // the last stage issued (the prefetch waits for it)
@@ -855,21 +855,29 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
                                   (w1 >> 4) & 0x0f0f0f0fu};
           mma_u8s8_16832(wd & 1 ? db : da, af, xw[2 * wd], xw[2 * wd + 1]);
         }
-        const float2 s0 =
-            *reinterpret_cast<const float2*>(st + 16 * rs + ((sg >> bpg_shift) * 16 + sg0) * 8);
-        const float2 s1 =
-            *reinterpret_cast<const float2*>(st + 16 * rs + ((sg >> bpg_shift) * 16 + sg8) * 8);
+        // {s, zero} of rows g and g + 8: y += s (D - 8 Sx) + zero Sx, the 8 Sx folded into D's
+        // last FMA (no zero - 8 s per row).
+        const float2 s0 = int4_scale_zero(*reinterpret_cast<const uint32_t*>(
+            st + 16 * rs + ((sg >> bpg_shift) * 16 + sg0) * kInt4ScaleBytes));
+        const float2 s1 = int4_scale_zero(*reinterpret_cast<const uint32_t*>(
+            st + 16 * rs + ((sg >> bpg_shift) * 16 + sg8) * kInt4ScaleBytes));
+        const float sx = xsum_on * xv.cs0.y, m8sx = -8.f * sx;
         // Sum over the digits: D = 65536 D2 + 256 D1 (lane t = 0) or D0 (t = 1), in fp32.
-        const float v0 =
-            fmaf(dw0, static_cast<float>(da[0] + db[0]), dw1 * static_cast<float>(da[1] + db[1]));
-        const float v1 =
-            fmaf(dw0, static_cast<float>(da[2] + db[2]), dw1 * static_cast<float>(da[3] + db[3]));
-        const float sx = xsum_on * xv.cs0.y;
         if constexpr (kDig) {
           // The segment's own x scale: .x = 1 / S_seg (.y is already the sum of X / S_seg).
-          acc[0] = fmaf(s0.x, v0 * xv.cs0.x, fmaf(s0.y, sx, acc[0]));
-          acc[2] = fmaf(s1.x, v1 * xv.cs0.x, fmaf(s1.y, sx, acc[2]));
+          const float v0 = fmaf(fmaf(dw0, static_cast<float>(da[0] + db[0]),
+                                     dw1 * static_cast<float>(da[1] + db[1])),
+                                xv.cs0.x, m8sx);
+          const float v1 = fmaf(fmaf(dw0, static_cast<float>(da[2] + db[2]),
+                                     dw1 * static_cast<float>(da[3] + db[3])),
+                                xv.cs0.x, m8sx);
+          acc[0] = fmaf(s0.x, v0, fmaf(s0.y, sx, acc[0]));
+          acc[2] = fmaf(s1.x, v1, fmaf(s1.y, sx, acc[2]));
         } else {
+          const float v0 = fmaf(dw0, static_cast<float>(da[0] + db[0]),
+                                fmaf(dw1, static_cast<float>(da[1] + db[1]), m8sx));
+          const float v1 = fmaf(dw0, static_cast<float>(da[2] + db[2]),
+                                fmaf(dw1, static_cast<float>(da[3] + db[3]), m8sx));
           acc[0] = fmaf(s0.x, v0, fmaf(s0.y, sx, acc[0]));
           acc[2] = fmaf(s1.x, v1, fmaf(s1.y, sx, acc[2]));
         }
@@ -884,10 +892,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           for (int i = 0; i < 4; ++i) dw[wd][i] = 0.f;
           mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv.v[wd]);
         }
-        const float2 s0 =
-            *reinterpret_cast<const float2*>(st + 16 * rs + ((sg >> bpg_shift) * 16 + sg0) * 8);
-        const float2 s1 =
-            *reinterpret_cast<const float2*>(st + 16 * rs + ((sg >> bpg_shift) * 16 + sg8) * 8);
+        const float2 s0 = int4_scale_bias(*reinterpret_cast<const uint32_t*>(
+            st + 16 * rs + ((sg >> bpg_shift) * 16 + sg0) * kInt4ScaleBytes));
+        const float2 s1 = int4_scale_bias(*reinterpret_cast<const uint32_t*>(
+            st + 16 * rs + ((sg >> bpg_shift) * 16 + sg8) * kInt4ScaleBytes));
         const float2 cs0 = xv.cs0, cs1 = xv.cs1;
         float D[4];
 #pragma unroll
@@ -1113,12 +1121,12 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       if (ch < 512 || ch % (any ? 64 : 512) != 0 || row_bytes % ch != 0 ||
           (want != 0 && ch != want))
         return c;
-      // int4: whole scale groups per chunk (their copy, 16 rows of 8 bytes each, is a multiple
+      // int4: whole scale groups per chunk (their copy, 16 rows of 4 bytes each, is a multiple
       // of 16 bytes whatever their count).
       if (F == WeightFormat::int4 && ch * 2 % w.group_size != 0) return c;
       const bool whole = ch == row_bytes;
       const size_t sc =
-          F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * 8 : 0;
+          F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * kInt4ScaleBytes : 0;
       c.stage = 16 * (ch + (pad ? 64 : 0) + sc);
       c.stages = static_cast<int>(std::min<size_t>(budget / c.stage, 8));
       c.chunk = ch;

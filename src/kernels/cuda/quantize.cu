@@ -39,10 +39,12 @@ __global__ void quantize_int8_rows(const uint16_t* w, int64_t K, int64_t Kp, int
 }
 
 // int4 weight-only (plain Int4Tensor): per group, scale = clamp(max - min, 1e-6) / 15,
-// zero = min + 8 scale, q = clamp(rint((x - min) / scale), 0, 15); deq = (q - 8) scale + zero.
+// zero = min + 8 scale, q = clamp(rint((x - min) / scale), 0, 15) in fp32; scale and zero are
+// then stored in bf16 (TorchAO's int4_row_quantize_zp casts both to the weight's dtype), and
+// deq = (q - 8) scale + zero with the stored values.
 // One thread per (row, group of 8 elements); a warp covers 256 consecutive elements.
 __global__ void quantize_int4_groups(const uint16_t* w, int64_t N, int64_t K, int64_t Kp, int g,
-                                     uint32_t* q, float2* sb) {
+                                     uint32_t* q, uint32_t* sb) {
   const int64_t groups = Kp / g;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= N * groups) return;
@@ -76,7 +78,8 @@ __global__ void quantize_int4_groups(const uint16_t* w, int64_t N, int64_t K, in
     }
     q[(row * Kp + k0 + j) / 8] = word;
   }
-  sb[int4_scale_index(row, grp, groups)] = make_float2(s, zero - 8.f * s);
+  sb[int4_scale_index(row, grp, groups)] =
+      int4_pack_scale(float_to_bf16_bits(s), float_to_bf16_bits(zero));
 }
 
 __global__ void amax_all(const uint16_t* w, int64_t n, float* amax) {
@@ -183,7 +186,8 @@ __device__ __forceinline__ void dequantize_chunks(const void* data, const void* 
     } else {  // int4: one 32-bit word = 8 nibbles, element k in nibble k % 8
       const uint32_t word =
           reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(data) + row * (Kp / 2))[c];
-      const float2 sb = static_cast<const float2*>(scale)[int4_scale_index(row, (c * 8) / g, Kp / g)];
+      const float2 sb = int4_scale_bias(
+          static_cast<const uint32_t*>(scale)[int4_scale_index(row, (c * 8) / g, Kp / g)]);
 #pragma unroll
       for (int e = 0; e < 8; ++e) v[e] = static_cast<float>((word >> (4 * e)) & 15u) * sb.x + sb.y;
     }
@@ -218,7 +222,7 @@ void quantize_weight(const uint16_t* w, DeviceWeight& d, bool fp8_per_tensor, fl
       if (d.n % 16 != 0) AO_CUDA_CHECK(cudaMemsetAsync(d.scale, 0, d.scale_bytes(), s));
       quantize_int4_groups<<<blocks_for(n, 128), 128, 0, s>>>(w, d.n, d.k, d.k_padded, d.group_size,
                                                               static_cast<uint32_t*>(d.data),
-                                                              static_cast<float2*>(d.scale));
+                                                              static_cast<uint32_t*>(d.scale));
       break;
     }
     case WeightFormat::fp8:

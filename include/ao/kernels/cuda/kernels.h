@@ -22,10 +22,11 @@ enum class WeightFormat : int {
   bf16 = 0,  // w [N, Kp] bf16
   int8 = 1,  // w [N, Kp] int8, scale [N] f32: deq = q * scale (TorchAO Int8 weight-only)
   int4 = 2,  // w [N, Kp/2] bytes, 8 consecutive k per 32-bit word, element k in nibble k%8
-             // (low first), q in [0, 15]; scale_bias float2 {s, zero - 8 s} per row and group,
-             // tile-major (int4_scale_index: [ceil(N/16)][Kp/g][16 rows], the rows past N of the
-             // last tile zero): deq = q * s + (zero - 8 s) = (q - 8) * s + zero (TorchAO Int4
-             // semantics)
+             // (low first), q in [0, 15]; per row and group one 32-bit word of two bf16,
+             // s in the low half and zero in the high half (int4_pack_scale; TorchAO stores
+             // both in the model's bf16), tile-major (int4_scale_index: [ceil(N/16)][Kp/g][16
+             // rows], the rows past N of the last tile zero): deq = (q - 8) * s + zero, computed
+             // as q * s + (zero - 8 s) with zero - 8 s in fp32 (TorchAO Int4 semantics)
   fp8 = 3,   // w [N, Kp] e4m3fn, scale [N] f32 (per-tensor: all rows equal): deq = q * scale
 };
 int gemv_k_align(WeightFormat f);  // elements a row must be padded to
@@ -37,6 +38,12 @@ __host__ __device__ inline int64_t int4_scale_index(int64_t row, int64_t grp, in
 }
 // Rows of an int4 weight's scale_bias: N rounded up to a whole tile of 16.
 __host__ __device__ inline int64_t int4_scale_rows(int64_t n) { return (n + 15) / 16 * 16; }
+// Bytes of one int4 scale word (per row and group).
+inline constexpr int kInt4ScaleBytes = 4;
+// One int4 scale word from the bf16 bits of s (low half) and zero (high half).
+__host__ __device__ inline uint32_t int4_pack_scale(uint16_t s_bf16, uint16_t zero_bf16) {
+  return static_cast<uint32_t>(s_bf16) | static_cast<uint32_t>(zero_bf16) << 16;
+}
 // The K a weight [n, k] of format f is stored at (its k_padded): k rounded up to
 // gemv_k_align(f), except int4 weights that the TMA kernel (sm_90, groups of 128/256) takes at
 // every batch 1-8 with rows of a multiple of 256 (GemvTuning::tma_int4_pad_256): those are
@@ -56,7 +63,7 @@ struct DeviceWeight {
   int64_t n = 0, k = 0, k_padded = 0;
   int group_size = 0;  // int4 only
   void* data = nullptr;
-  void* scale = nullptr;          // int8/fp8: float[N]; int4: float2[N, Kp/g]
+  void* scale = nullptr;          // int8/fp8: float[N]; int4: uint32[N/16][Kp/g][16] (bf16 s, zero)
   bool per_tensor_scale = false;  // int8/fp8: all N scales are equal (scale[0] is the tensor's)
   // fp8 only: activations are quantized dynamically before they meet this weight (the GEMV
   // does it on the fly; prefill runs quantize_activation_fp8 + the cuBLASLt FP8 GEMM).
