@@ -348,6 +348,12 @@ std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t g
   auto* qd = reinterpret_cast<uint8_t*>(q.data<int8_t>());
   float* sd = scale.data<float>();
   float* zd = zero.data<float>();
+  const DType wdt = w_in.dtype();
+  auto to_weight_dtype = [wdt](float v) {
+    return wdt == DType::bf16  ? bf16_to_f32(f32_to_bf16(v))
+           : wdt == DType::f16 ? f16_to_f32(f32_to_f16(v))
+                               : v;
+  };
   parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
     std::vector<int> vals(static_cast<size_t>(g));
     for (int64_t n = b; n < e; ++n)
@@ -355,8 +361,10 @@ std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t g
         const float* blk = src + n * K + gi * g;
         const float mx = *std::max_element(blk, blk + g), mn = *std::min_element(blk, blk + g);
         const float s = std::max(mx - mn, 1e-6f) / 15.0f;
-        sd[gi * N + n] = s;
-        zd[gi * N + n] = mn + s * 8.0f;
+        // q from the fp32 s and min; s and zero are then kept in the weight's dtype (TorchAO's
+        // Int4Tensor.from_hp: scale.to(w.dtype), zero_point.to(w.dtype)).
+        sd[gi * N + n] = to_weight_dtype(s);
+        zd[gi * N + n] = to_weight_dtype(mn + s * 8.0f);
         for (int64_t k = 0; k < g; ++k)
           vals[k] =
               static_cast<int>(std::clamp(std::nearbyint((blk[k] - mn) / s), 0.0f, 15.0f)) - 8;

@@ -320,7 +320,7 @@ struct CudaEngine::Impl {
              p.data.size(), p.scale.size());
     // Padding: int4 nibble 8 (with the group's scale: the zero point; x is 0 there anyway),
     // padding groups and the last scale tile's rows past N s = zero = 0; int8 / fp8 zeros.
-    // int4's {s, b = zero - 8 s} become scale words of bf16 s and zero (int4_pack_scale) at their
+    // int4's {s, zero} become scale words of bf16 s and zero (int4_pack_scale) at their
     // tile-major places (cuda::int4_scale_index). TorchAO keeps both in the model's dtype, so for
     // bf16 checkpoints this is exact; other values are rounded to bf16, and counted.
     std::vector<uint8_t> data(row_out * n, int4 ? 0x88 : 0);
@@ -334,7 +334,7 @@ struct CudaEngine::Impl {
       }
       for (int64_t gi = 0; gi < p.groups(); ++gi) {
         const float s = p.scale[r * sc_in + 2 * gi];
-        const float zero = std::fmaf(8.f, s, p.scale[r * sc_in + 2 * gi + 1]);
+        const float zero = p.scale[r * sc_in + 2 * gi + 1];
         const uint16_t sb = f32_to_bf16(s), zb = f32_to_bf16(zero);
         if (bf16_to_f32(sb) != s || bf16_to_f32(zb) != zero) ++int4_scales_rounded;
         scale[static_cast<size_t>(cuda::int4_scale_index(static_cast<int64_t>(r), gi,

@@ -43,7 +43,7 @@ std::optional<PrequantizedWeight> map_affine_int8(const quant::AffineInt8Tensor&
   }
   if (engine_int4_group(g) && K % 2 == 0 &&
       std::all_of(qd, qd + N * K, [](int8_t v) { return v >= -8 && v <= 7; })) {
-    // u = q + 8 in [0, 15]; w = (u - 8 - zp) s = u s + b with b = -(8 + zp) s.
+    // u = q + 8 in [0, 15]; w = (u - 8 - zp) s = (u - 8) s + zero with zero = -zp s.
     w.format = CudaWeightFormat::int4wo;
     w.group_size = static_cast<int>(g);
     w.data.assign(static_cast<size_t>(N * K / 2), 0);
@@ -56,7 +56,7 @@ std::optional<PrequantizedWeight> map_affine_int8(const quant::AffineInt8Tensor&
       for (int64_t gi = 0; gi < groups; ++gi) {
         const float sc = sd[n * groups + gi];
         w.scale[(n * groups + gi) * 2] = sc;
-        w.scale[(n * groups + gi) * 2 + 1] = -static_cast<float>(8 + zd[n * groups + gi]) * sc;
+        w.scale[(n * groups + gi) * 2 + 1] = -static_cast<float>(zd[n * groups + gi]) * sc;
       }
     }
     return w;
@@ -91,7 +91,7 @@ std::optional<PrequantizedWeight> map_int4(const quant::Int4Tensor& a, std::stri
     for (int64_t gi = 0; gi < groups; ++gi) {
       const float sc = s.data<float>()[gi * N + n], zero = z.data<float>()[gi * N + n];
       w.scale[(n * groups + gi) * 2] = sc;
-      w.scale[(n * groups + gi) * 2 + 1] = zero - 8.f * sc;
+      w.scale[(n * groups + gi) * 2 + 1] = zero;
     }
   return w;
 }
@@ -125,7 +125,7 @@ std::optional<PrequantizedWeight> map_int4_tile(const quant::Int4TilePackedTo4dT
     for (int64_t gi = 0; gi < groups; ++gi) {
       const float sc = szd[(gi * Np + n) * 2], zero = szd[(gi * Np + n) * 2 + 1];
       w.scale[(n * groups + gi) * 2] = sc;
-      w.scale[(n * groups + gi) * 2 + 1] = zero - 8.f * sc;
+      w.scale[(n * groups + gi) * 2 + 1] = zero;
       for (int64_t k = gi * g; k < std::min(K, (gi + 1) * g); ++k) {
         float u = 8.f;
         if (sc != 0.f && std::isfinite(sc)) u = std::nearbyint((d[n * K + k] - zero) / sc) + 8.f;

@@ -225,8 +225,13 @@ TEST(CudaCli, TorchAOInt4CheckpointWithRowsOf256MultiplesMatchesCpu) {
   std::vector<int32_t> toks;
   for (int i = 0; i < 40; ++i) toks.push_back((i * 7919 + 13) % V);
   for (const char* config : {"int4wo-g128", "int4wo-g256"}) {
+    // A bf16 model's int4 scales and zero points are bf16 values (TorchAO keeps them in the
+    // weight's dtype), which the engine stores as they are: no rounding warning.
+    testing::internal::CaptureStderr();
     auto eng = check_quantized_on_cuda(tmp.file("m"), tmp.file(config), config, 1e-2, L * 7, 40,
                                        toks);
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(err.find("not a bf16 value"), std::string::npos) << err;
     // The quantized weights' bytes per token: int4 rows and a bf16 scale and zero per group (the
     // lm_head stays bf16: TorchAO's configs leave it unquantized).
     const int64_t g = std::string(config) == "int4wo-g128" ? 128 : 256;
@@ -262,7 +267,13 @@ TEST(CudaCli, TorchAOInt8CheckpointMatchesCpu) {
 
 TEST(CudaCli, TorchAOInt4CheckpointMatchesCpu) {
   AO_SKIP_WITHOUT_GPU_OR_DATA();
+  // stories260K is fp32, so are its int4 scales: the engine rounds them to bf16 and says so.
+  testing::internal::CaptureStderr();
   check_checkpoint_on_cuda("int4wo-g32", 2e-2, 30);  // down_proj (K = 172) is dequantized
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("int4 groups had a scale or zero point that is not a bf16 value"),
+            std::string::npos)
+      << err;
 }
 
 TEST(CudaCli, TorchAOInt4TilePackedCheckpointMatchesCpu) {

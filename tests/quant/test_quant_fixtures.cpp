@@ -5,8 +5,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <functional>
 
+#include "ao/core/dtype.h"
 #include "ao/io/safetensors.h"
 #include "ao/quant/quantized_tensors.h"
 
@@ -230,6 +232,45 @@ TEST(QuantInt8Int8, MatchesTorchAoLinear) {
     da->linear(x.data<float>(), M, y.data<float>());
     EXPECT_LE(max_rel_diff(y, f.tensor("8da4w.y_m" + std::to_string(M))), 1e-6);
   }
+}
+
+// Int4Tensor of a bf16 weight: TorchAO's from_hp quantizes with the fp32 scale and min
+// (int4_row_quantize_zp), then keeps scale and zero_point in the weight's dtype. Checked
+// against that rule written out here: q from fp32 values, s and zero bf16 values, and the
+// dequantization q s + zero with them.
+TEST(QuantInt4, Bf16WeightKeepsBf16ScaleAndZero) {
+  const int64_t N = 6, K = 256, g = 64;
+  Tensor w = Tensor::empty({N, K}, DType::bf16);
+  for (int64_t i = 0; i < N * K; ++i)
+    w.data<uint16_t>()[i] = f32_to_bf16(0.3f * std::sin(0.37f * float(i)) + 0.05f * float(i % 7));
+  const auto q = Int4Tensor::from_float(w, g);
+  const Tensor sc = q->data("scale").contiguous().to(DType::f32);
+  const Tensor zp = q->data("zero_point").contiguous().to(DType::f32);
+  const Tensor deq = q->dequantize().contiguous().to(DType::f32);
+  const auto* qd = static_cast<const uint8_t*>(q->data("qdata").data_ptr());
+  int changed = 0;  // groups whose fp32 s is no bf16 value (so the rounding is exercised)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t gi = 0; gi < K / g; ++gi) {
+      float mn = INFINITY, mx = -INFINITY;
+      for (int64_t k = gi * g; k < (gi + 1) * g; ++k) {
+        const float v = bf16_to_f32(w.data<uint16_t>()[n * K + k]);
+        mn = std::min(mn, v), mx = std::max(mx, v);
+      }
+      const float s = std::max(mx - mn, 1e-6f) / 15.f;
+      const float sb = bf16_to_f32(f32_to_bf16(s)), zb = bf16_to_f32(f32_to_bf16(mn + 8.f * s));
+      changed += sb != s;
+      ASSERT_EQ(sc.data<float>()[gi * N + n], sb) << n << " " << gi;
+      ASSERT_EQ(zp.data<float>()[gi * N + n], zb) << n << " " << gi;
+      for (int64_t k = gi * g; k < (gi + 1) * g; ++k) {
+        const float v = bf16_to_f32(w.data<uint16_t>()[n * K + k]);
+        const int want = int(std::clamp(std::nearbyint((v - mn) / s), 0.f, 15.f)) - 8;
+        const uint8_t byte = qd[(n * K + k) / 2];
+        const int got = (int((k % 2 == 0 ? byte : byte >> 4) & 15) ^ 8) - 8;
+        ASSERT_EQ(got, want) << n << " " << k;
+        EXPECT_NEAR(deq.data<float>()[n * K + k], float(want) * sb + zb, 1e-6f * (1.f + std::fabs(zb)));
+      }
+    }
+  EXPECT_GT(changed, 0);
 }
 
 }  // namespace

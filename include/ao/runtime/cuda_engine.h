@@ -76,11 +76,10 @@ struct CudaEngineOptions {
 //   int8wo:         data int8 [n, k], scale [n]: w = q * scale
 //   fp8(dq)_row/tensor: data e4m3fn [n, k], scale [n] (per-tensor: all equal): w = q * scale
 //   int4wo:         data [n, k/2] bytes, element k in nibble k % 2 (low first), u in [0, 15];
-//                   scale [n, groups, 2] = {s, b} per group of group_size along k (the last
-//                   group may be partial): w = u * s + b
-//                   (TorchAO: (u - 8) * s + zero, b = zero - 8 s). The engine stores s and
-//                   zero = b + 8 s in bf16, as TorchAO does for bf16 models (fp32 values are
-//                   rounded to nearest, with a warning).
+//                   scale [n, groups, 2] = {s, zero} per group of group_size along k (the
+//                   last group may be partial): w = (u - 8) * s + zero (TorchAO's). The
+//                   engine stores s and zero in bf16, as TorchAO does for bf16 models (fp32
+//                   values are rounded to nearest, with a warning).
 struct PrequantizedWeight {
   CudaWeightFormat format = CudaWeightFormat::int8wo;
   int group_size = 0;  // int4wo: 32, 64, 128 or 256

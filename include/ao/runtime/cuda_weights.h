@@ -73,7 +73,7 @@ inline std::vector<float> dequantize_prequantized(const PrequantizedWeight& w) {
           const uint8_t byte = w.data[r * (w.k / 2) + c / 2];
           const float u = static_cast<float>((c % 2 == 0) ? (byte & 15) : (byte >> 4));
           const float* sb = &w.scale[(r * w.groups() + c / w.group_size) * 2];
-          v = std::fma(u, sb[0], sb[1]);
+          v = std::fma(u - 8.f, sb[0], sb[1]);
           break;
         }
         case CudaWeightFormat::bf16:
