@@ -251,8 +251,11 @@ struct GemvTuning {
   // 68's change to int4's kernel (docs/CUDA.md lab note 69, run 189, llama3-8b int4 g128 tg128,
   // one engine, two rounds of 5): 160 KB 692.5 / 692.6 tok/s, 176 KB 692.5 / 692.8, 192 KB 690.0
   // / 690.2, against 689.9 / 690.0 at 144 KB; int8 and fp8 were slower at 160 KB (485.5 -> 482.2,
-  // 485.3 -> 482.5) and keep tma_ring_bytes_decode. Run 190, this default: 694.2 against 691.7.
-  int tma_ring_bytes_int4 = 160 * 1024;
+  // 485.3 -> 482.5) and keep tma_ring_bytes_decode. Run 190: 694.2 against 691.7. Since lab note
+  // 92's bf16 scales (run 277, `--ab`, tg128 g128 / g256): 144 KB qwen2.5-7b 664.7 / 674.8
+  // against 655.4 / 650.9 at 160, llama2-7b 768.5 / 775.0 against 768.6 / 774.8, llama3-8b
+  // 746.6 / 751.4 against 745.9 / 751.3; 128 KB lower on llama (743.2, 753.7).
+  int tma_ring_bytes_int4 = 144 * 1024;
   // int8/fp8/int4 on the TMA kernel at batch 1: where every consumer warp takes the same 1 or 2
   // segments of each stage and at most 4 (int4: 2) of each tile (K <= 4096), it holds their x
   // operands and x sums in registers, loaded once after the prologue, instead of reading them
