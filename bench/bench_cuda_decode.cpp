@@ -599,11 +599,12 @@ int main(int argc, char** argv) {
     for (const auto& v : split(ab)) apply_variant(Variant{}, v);  // a bad name fails here, first
     const double bw = cuda_copy_bandwidth_gb_s();
     const double gemm_big = cuda_gemm_tflops(8192, 8192, 8192);
-    const double gemm_pp = cuda_gemm_tflops(pp > 0 ? pp : 512, 14336, 4096);
+    const int gemm_m = pp > 0 ? pp : 512;  // the prefill's GEMM shape (512 rows without --pp)
+    const double gemm_pp = cuda_gemm_tflops(gemm_m, 14336, 4096);
     std::printf("device: %s\n", cuda_device_name().c_str());
     std::printf("d2d copy bandwidth (read+write, 1 GiB): %.0f GB/s\n", bw);
     std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s; %dx14336x4096: %.0f TFLOP/s\n\n", gemm_big,
-                pp, gemm_pp);
+                gemm_m, gemm_pp);
     if (kernels)
       kernel_table(split(formats), bw, kernel_reps, kernel_m1,
                    ab.empty() ? std::vector<std::string>{"base"} : split(ab), kernel_model);
