@@ -328,7 +328,8 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
       w.k_padded = gemv_padded_k(wf, sh.n, sh.k, w.group_size);
       w.act_quant = aq;
       AO_CUDA_CHECK(cudaMalloc(&w.data, w.n * w.k_padded * 2));
-      AO_CUDA_CHECK(cudaMalloc(&w.scale, int4_scale_rows(w.n) * (w.k_padded / 32) * kInt4ScaleBytes + w.n * 4));
+      AO_CUDA_CHECK(cudaMalloc(
+          &w.scale, int4_scale_rows(w.n) * (w.k_padded / 32) * kInt4ScaleBytes + w.n * 4));
       quantize_weight(static_cast<uint16_t*>(src), w, aq == ActQuant::fp8_tensor,
                       static_cast<float*>(y), s);
       for (int m : {1, 4}) {

@@ -267,7 +267,8 @@ TEST(QuantInt4, Bf16WeightKeepsBf16ScaleAndZero) {
         const uint8_t byte = qd[(n * K + k) / 2];
         const int got = (int((k % 2 == 0 ? byte : byte >> 4) & 15) ^ 8) - 8;
         ASSERT_EQ(got, want) << n << " " << k;
-        EXPECT_NEAR(deq.data<float>()[n * K + k], float(want) * sb + zb, 1e-6f * (1.f + std::fabs(zb)));
+        EXPECT_NEAR(deq.data<float>()[n * K + k], float(want) * sb + zb,
+                    1e-6f * (1.f + std::fabs(zb)));
       }
     }
   EXPECT_GT(changed, 0);

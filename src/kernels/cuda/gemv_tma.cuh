@@ -1125,8 +1125,9 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
       // of 16 bytes whatever their count).
       if (F == WeightFormat::int4 && ch * 2 % w.group_size != 0) return c;
       const bool whole = ch == row_bytes;
-      const size_t sc =
-          F == WeightFormat::int4 ? static_cast<size_t>(ch) * 2 / w.group_size * kInt4ScaleBytes : 0;
+      const size_t sc = F == WeightFormat::int4
+                            ? static_cast<size_t>(ch) * 2 / w.group_size * kInt4ScaleBytes
+                            : 0;
       c.stage = 16 * (ch + (pad ? 64 : 0) + sc);
       c.stages = static_cast<int>(std::min<size_t>(budget / c.stage, 8));
       c.chunk = ch;
