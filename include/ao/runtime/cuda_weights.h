@@ -53,7 +53,9 @@ inline float e4m3fn_to_float(uint8_t b) {
   return sign ? -v : v;
 }
 
-// The f32 weight [n, k] the engine multiplies by (before its bf16 rounding for prefill GEMMs).
+// The f32 weight [n, k] the mapping describes (TorchAO's values). The engine multiplies by these,
+// except that it stores int4 scale and zero in bf16 (exact for a bf16 checkpoint, rounded for an
+// fp32 one) and rounds the weights to bf16 for prefill GEMMs.
 inline std::vector<float> dequantize_prequantized(const PrequantizedWeight& w) {
   std::vector<float> out(static_cast<size_t>(w.n * w.k));
   for (int64_t r = 0; r < w.n; ++r)
