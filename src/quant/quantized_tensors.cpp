@@ -27,6 +27,8 @@ json typed(const std::string& type, json data) {
 }
 json per_row() { return typed("PerRow", json{{"dim", -1}}); }
 
+float bf16r(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
 Tensor f32_contiguous(const Tensor& t) {
   return t.dtype() == DType::f32 ? t.contiguous() : t.contiguous().to(DType::f32);
 }
@@ -350,7 +352,7 @@ std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t g
   float* zd = zero.data<float>();
   const DType wdt = w_in.dtype();
   auto to_weight_dtype = [wdt](float v) {
-    return wdt == DType::bf16  ? bf16_to_f32(f32_to_bf16(v))
+    return wdt == DType::bf16  ? bf16r(v)
            : wdt == DType::f16 ? f16_to_f32(f32_to_f16(v))
                                : v;
   };
@@ -420,7 +422,6 @@ bool Int4Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, fl
 
 namespace {
 
-float bf16r(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
 // TorchAO's _choose_qparams_affine_tinygemm + _quantize_affine_tinygemm on a CUDA bf16 tensor:
 // every op rounded to bf16, and `/ 15` (a CPU scalar) computed as `* (1 / 15)` as CUDA does.
