@@ -5,7 +5,7 @@
 //                     fp8dq-tensor)
 //                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
 //                     [--kernel-reps 50] [--kernel-m1] [--kernel-model llama3-8b]
-//                     [--trace POS] [--ab VARIANTS]
+//                     [--trace POS] [--ab VARIANTS] [--prefill-gemms]
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
 // int4 kernel, AO_GEMV_EARLY=0 the next kernel's launch in each GEMV's last tile instead of at
 // its start, AO_GEMV_TMA=0 the register-ring GEMVs for bf16 too, AO_GEMV_TMA=all the TMA GEMV for
@@ -17,7 +17,9 @@
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone, the
 // GEMVs and the decode attention under each --ab variant's tuning; --formats none leaves out the
 // GEMVs; --kernel-model llama3-1b, llama2-7b or qwen2.5-7b takes that model's GEMV shapes); --models none
-// skips the whole-model runs.
+// skips the whole-model runs. --prefill-gemms adds a table of the model's prefill GEMMs (M = --pp
+// rows, 512 without it) of each quantized format through DequantGemm, under each --ab variant,
+// against cuBLAS on the same weight in bf16.
 // --ab base,direct,latenorm (GemvTuning variants, modifiers joined by '+': direct, nodirect,
 // latenorm, hold=N (both inputs), holdrms=N, holdbf16=N (bf16 x, every format), holdbf16dec=N
 // (bf16 x, the formats that decode: GemvTuning::tma_hold_stages_bf16_input_decode), tma-int4
@@ -32,7 +34,8 @@
 // bf16), chunk512 (GemvTuning::tma_chunk_any_divisor off), balanced (tma_balanced_grid),
 // oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4), pad1024 (tma_int4_pad_256
 // off: int4 rows padded to 1024 elements, a second engine), no-tilefit (tma_tile_group_fits_x
-// off); attn-late: the attention's
+// off), deqmb=MB (DequantGemmTuning::chunk_bytes: the prefill's bf16 chunks of a quantized
+// weight; 0 = the whole weight); attn-late: the attention's
 // loads after its wait, attn-blocks=N:
 // AttentionTuning::head_blocks, odig / no-odig: AttentionTuning::o_digits): tg tok/s of each on
 // one engine per model and format (one per int4 row layout), the variants alternated in each of
@@ -49,6 +52,8 @@
 #include <string>
 #include <vector>
 
+#include "ao/kernels/cuda/cublas_check.h"
+#include "ao/kernels/cuda/gemm_dequant.h"
 #include "ao/kernels/cuda/kernel_trace.h"
 #include "ao/kernels/cuda/kernels.h"
 #include "ao/runtime/cuda_engine.h"
@@ -67,6 +72,7 @@ std::vector<std::string> split(const std::string& s, char sep = ',') {
 struct Variant {
   ao::cuda::GemvTuning gemv;
   ao::cuda::AttentionTuning attention;
+  ao::cuda::DequantGemmTuning prefill = ao::cuda::dequant_gemm_tuning();
 };
 // The integer after a variant's `name=` (a whole, in-range number), or an error naming it.
 int variant_int(const std::string& mod, size_t prefix) {
@@ -182,6 +188,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_int4_pad_256 = false;
     else if (mod == "no-tilefit")  // GemvTuning::tma_tile_group_fits_x = false
       t.tma_tile_group_fits_x = false;
+    else if (mod.rfind("deqmb=", 0) == 0)  // DequantGemmTuning::chunk_bytes in MB (0: whole)
+      r.prefill.chunk_bytes = int64_t{variant_int(mod, 6)} << 20;
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
@@ -191,67 +199,194 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, deqmb=MB; join with '+')");
   }
   return r;
 }
 
-// --ab: tg tok/s of each tuning variant on one engine per model and format. Every round runs
-// each variant once, on a re-captured decode graph, so the card's drift hits them alike; the
-// table has each round and the median.
+// --ab: tg tok/s (and with --pp, pp tok/s) of each tuning variant on one engine per model and
+// format. Every round runs each variant once, on a re-captured decode graph, so the card's drift
+// hits them alike; the table has each round and the median.
 void ab_table(const std::vector<std::string>& models, const std::vector<std::string>& formats,
-              const std::vector<std::string>& variants, int tg, int rounds, double bw) {
+              const std::vector<std::string>& variants, int pp, int tg, int rounds, double bw,
+              double gemm_tflops) {
   using namespace ao::runtime;
-  const Variant base{ao::cuda::gemv_tuning(), ao::cuda::attention_tuning()};
+  const Variant base{ao::cuda::gemv_tuning(), ao::cuda::attention_tuning(),
+                     ao::cuda::dequant_gemm_tuning()};
   std::vector<Variant> tunings;
   for (const auto& v : variants) tunings.push_back(apply_variant(base, v));
-  std::printf("| model | format | variant | tg%d t/s, each round | median | of copy BW |\n", tg);
-  std::printf("|---|---|---|---|---|---|\n");
+  auto set_all = [](const Variant& t) {
+    ao::cuda::set_gemv_tuning(t.gemv);
+    ao::cuda::set_attention_tuning(t.attention);
+    ao::cuda::set_dequant_gemm_tuning(t.prefill);
+  };
+  const char* pp_cols = pp > 0 ? " pp t/s, each round | pp median | TFLOP/s | of GEMM |" : "";
+  std::printf("| model | format | variant |%s tg%d t/s, each round | median | of copy BW |\n",
+              pp_cols, tg);
+  std::printf("|---|---|---|%s---|---|---|\n", pp > 0 ? "---|---|---|---|" : "");
+  auto joined = [](const std::vector<double>& xs) {
+    std::string each;
+    for (double x : xs) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%s%.1f", each.empty() ? "" : " / ", x);
+      each += b;
+    }
+    return each;
+  };
+  auto median_of = [](std::vector<double> xs) {
+    if (xs.empty()) return 0.0;
+    std::sort(xs.begin(), xs.end());
+    return xs[xs.size() / 2];
+  };
   for (const auto& m : models)
     for (const auto& f : formats) {
       CudaEngineOptions opt;
       opt.format = parse_cuda_weight_format(f, &opt.group_size);
-      opt.max_seq_len = std::max(tg, 16);
-      opt.max_prefill = 1;
+      opt.max_seq_len = std::max(pp + tg, 16);
+      opt.max_prefill = std::max(std::min(pp, 512), 1);
       // One engine per int4 row layout among the variants (GemvTuning::tma_int4_pad_256 is read
       // when the weights are made), each made under its variant's tuning.
       std::unique_ptr<CudaEngine> engines[2];
       for (const Variant& t : tunings)
         if (!engines[t.gemv.tma_int4_pad_256]) {
-          ao::cuda::set_gemv_tuning(t.gemv);
+          set_all(t);
           engines[t.gemv.tma_int4_pad_256] =
               CudaEngine::create_synthetic(CudaEngine::synthetic_config(m), opt);
         }
-      std::vector<std::vector<double>> tps(variants.size());
+      std::vector<std::vector<double>> tps(variants.size()), pps(variants.size()),
+          tfl(variants.size());
       std::vector<double> gb(variants.size());
       for (int r = 0; r < rounds; ++r)
         for (size_t v = 0; v < variants.size(); ++v) {
-          ao::cuda::set_gemv_tuning(tunings[v].gemv);
-          ao::cuda::set_attention_tuning(tunings[v].attention);
+          set_all(tunings[v]);
           CudaEngine& eng = *engines[tunings[v].gemv.tma_int4_pad_256];
           eng.recapture();
-          const CudaBenchResult res = eng.bench(0, tg, 1);
-          tps[v].push_back(res.tg_tok_s);
+          const CudaBenchResult res = eng.bench(pp, tg, 1);
+          if (tg > 0) tps[v].push_back(res.tg_tok_s);
+          if (pp > 0) pps[v].push_back(res.pp_tok_s), tfl[v].push_back(res.pp_tflops);
           gb[v] = res.weight_gb;
         }
       for (size_t v = 0; v < variants.size(); ++v) {
-        std::string each;
-        for (double x : tps[v]) {
-          char b[32];
-          std::snprintf(b, sizeof b, "%s%.1f", each.empty() ? "" : " / ", x);
-          each += b;
+        const double med = median_of(tps[v]);
+        std::string ppc;
+        if (pp > 0) {
+          char b[128];
+          const double t = median_of(tfl[v]);
+          std::snprintf(b, sizeof b, " %s | %.1f | %.0f | %.0f%% |", joined(pps[v]).c_str(),
+                        median_of(pps[v]), t, 100.0 * t / gemm_tflops);
+          ppc = b;
         }
-        auto sorted = tps[v];
-        std::sort(sorted.begin(), sorted.end());
-        const double med = sorted[sorted.size() / 2];
-        std::printf("| %s | %s | %s | %s | %.1f | %.0f%% |\n", m.c_str(), f.c_str(),
-                    variants[v].c_str(), each.c_str(), med, 100.0 * gb[v] * med / bw);
+        std::printf("| %s | %s | %s |%s %s | %.1f | %.0f%% |\n", m.c_str(), f.c_str(),
+                    variants[v].c_str(), ppc.c_str(), joined(tps[v]).c_str(), med,
+                    100.0 * gb[v] * med / bw);
         std::fflush(stdout);
       }
-      ao::cuda::set_gemv_tuning(base.gemv);
-      ao::cuda::set_attention_tuning(base.attention);
+      set_all(base);
     }
 }
+
+// --prefill-gemms: each linear layer of `model` at M = m rows, alone, for each format and --ab
+// variant (DequantGemmTuning): the quantized weight through DequantGemm against cuBLAS on the
+// same weight in bf16 (the ceiling), CUDA events.
+void prefill_gemm_table(const std::vector<std::string>& formats,
+                        const std::vector<std::string>& variants, const std::string& model, int m,
+                        int reps) {
+  using namespace ao::cuda;
+  cudaStream_t s;
+  AO_CUDA_CHECK(cudaStreamCreate(&s));
+  cublasHandle_t h;
+  AO_CUBLAS_CHECK(cublasCreate(&h));
+  AO_CUBLAS_CHECK(cublasSetStream(h, s));
+  cudaEvent_t t0, t1;
+  AO_CUDA_CHECK(cudaEventCreate(&t0));
+  AO_CUDA_CHECK(cudaEventCreate(&t1));
+  auto time_us = [&](const auto& fn) {
+    fn();
+    AO_CUDA_CHECK(cudaEventRecord(t0, s));
+    for (int i = 0; i < reps; ++i) fn();
+    AO_CUDA_CHECK(cudaEventRecord(t1, s));
+    AO_CUDA_CHECK(cudaEventSynchronize(t1));
+    float ms = 0;
+    AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+    return 1e3 * ms / reps;
+  };
+  const ao::io::ModelConfig mc = ao::runtime::CudaEngine::synthetic_config(model);
+  const int64_t d = mc.dim, f = mc.hidden_dim, hd = mc.head_dim;
+  struct Shape {
+    const char* name;
+    int64_t n, k;
+  };
+  const Shape shapes[] = {{"qkv", (mc.n_heads + 2 * mc.n_kv_heads) * hd, d},
+                          {"o", d, mc.n_heads * hd},
+                          {"gate_up", 2 * f, d},
+                          {"down", d, f},
+                          {"lm_head (all rows)", mc.vocab_size, d}};
+  size_t max_nk = 0, max_n = 0, max_k = 0;
+  for (const auto& sh : shapes) {
+    max_nk = std::max(max_nk, static_cast<size_t>(sh.n * sh.k));
+    max_n = std::max(max_n, static_cast<size_t>(sh.n));
+    max_k = std::max(max_k, static_cast<size_t>(sh.k));
+  }
+  void *src, *x, *y;
+  AO_CUDA_CHECK(cudaMalloc(&src, max_nk * 2));
+  AO_CUDA_CHECK(cudaMalloc(&x, size_t(m) * max_k * 2));
+  AO_CUDA_CHECK(cudaMalloc(&y, size_t(m) * max_n * 2 + max_n * 4));
+  fill_random_bf16(static_cast<uint16_t*>(x), int64_t(m) * max_k, 1.f, 3, s);
+  const DequantGemmTuning base = dequant_gemm_tuning();
+  std::printf(
+      "\n| GEMM (%s shape, M = %d) | format | variant | chunks | us | TFLOP/s | bf16 weight us | "
+      "of bf16 |\n|---|---|---|---|---|---|---|---|\n",
+      model.c_str(), m);
+  DequantGemm dg;
+  for (const auto& sh : shapes) {
+    fill_random_bf16(static_cast<uint16_t*>(src), sh.n * sh.k, 0.03f, 5, s);
+    DeviceWeight wb;
+    wb.n = sh.n, wb.k = sh.k, wb.k_padded = sh.k, wb.data = src;
+    const double flop = 2.0 * m * sh.n * sh.k;
+    const double us_bf16 = time_us([&] {
+      dg.run(h, wb, static_cast<uint16_t*>(x), m, y, CUDA_R_16BF, s);
+    });
+    for (const auto& fname : formats) {
+      int g = 128;
+      const auto cf = ao::runtime::parse_cuda_weight_format(fname, &g);
+      if (cf == ao::runtime::CudaWeightFormat::bf16) continue;
+      DeviceWeight w;
+      w.format = cf == ao::runtime::CudaWeightFormat::int8wo   ? WeightFormat::int8
+                 : cf == ao::runtime::CudaWeightFormat::int4wo ? WeightFormat::int4
+                                                               : WeightFormat::fp8;
+      w.n = sh.n;
+      w.k = sh.k;
+      w.group_size = w.format == WeightFormat::int4 ? g : 0;
+      w.k_padded = gemv_padded_k(w.format, sh.n, sh.k, w.group_size);
+      AO_CUDA_CHECK(cudaMalloc(&w.data, w.n * w.k_padded));
+      AO_CUDA_CHECK(cudaMalloc(
+          &w.scale, int4_scale_rows(w.n) * (w.k_padded / 32) * kInt4ScaleBytes + w.n * 4));
+      quantize_weight(static_cast<uint16_t*>(src), w, false, static_cast<float*>(y), s);
+      for (const auto& v : variants) {
+        set_dequant_gemm_tuning(apply_variant(Variant{gemv_tuning(), attention_tuning(), base}, v)
+                                    .prefill);
+        const DequantChunks c =
+            plan_dequant_chunks(w.n, w.k_padded, dequant_gemm_tuning().chunk_bytes);
+        const double us =
+            time_us([&] { dg.run(h, w, static_cast<uint16_t*>(x), m, y, CUDA_R_16BF, s); });
+        std::printf("| %s %lldx%lld | %s | %s | %lld x %lld | %.1f | %.0f | %.1f | %.0f%% |\n",
+                    sh.name, (long long)sh.n, (long long)sh.k, fname.c_str(), v.c_str(),
+                    (long long)c.count, (long long)c.rows, us, flop / us / 1e6, us_bf16,
+                    100.0 * us_bf16 / us);
+        std::fflush(stdout);
+      }
+      set_dequant_gemm_tuning(base);
+      AO_CUDA_CHECK(cudaFree(w.data));
+      AO_CUDA_CHECK(cudaFree(w.scale));
+    }
+  }
+  cudaFree(src);
+  cudaFree(x);
+  cudaFree(y);
+  cublasDestroy(h);
+  cudaStreamDestroy(s);
+}
+
 // Kernel lab: each decode-step kernel of `model`'s shapes alone, back to back, CUDA events.
 void kernel_table(const std::vector<std::string>& formats, double copy_bw, int reps, bool m1_only,
                   const std::vector<std::string>& variants, const std::string& model) {
@@ -528,7 +663,7 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
 int main(int argc, char** argv) {
   std::string models = "llama3-8b,llama3-1b", formats = "bf16,int8wo,int4wo-g128", json;
   int pp = 512, tg = 128, reps = 3;
-  bool kernels = false, kernel_m1 = false;
+  bool kernels = false, kernel_m1 = false, prefill_gemms = false;
   std::string kernel_model = "llama3-8b";
   int trace_pos = -1;
   int kernel_reps = 50;
@@ -577,6 +712,8 @@ int main(int argc, char** argv) {
       trace_pos = next_int();
     else if (a == "--ab")
       ab = next();
+    else if (a == "--prefill-gemms")
+      prefill_gemms = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -606,6 +743,9 @@ int main(int argc, char** argv) {
     std::printf("d2d copy bandwidth (read+write, 1 GiB): %.0f GB/s\n", bw);
     std::printf("cuBLAS bf16 GEMM 8192^3: %.0f TFLOP/s; %dx14336x4096: %.0f TFLOP/s\n\n", gemm_big,
                 gemm_m, gemm_pp);
+    if (prefill_gemms)
+      prefill_gemm_table(split(formats), ab.empty() ? std::vector<std::string>{"base"} : split(ab),
+                         kernel_model, gemm_m, std::max(kernel_reps / 5, 3));
     if (kernels)
       kernel_table(split(formats), bw, kernel_reps, kernel_m1,
                    ab.empty() ? std::vector<std::string>{"base"} : split(ab), kernel_model);
@@ -628,7 +768,7 @@ int main(int argc, char** argv) {
     }
     if (models == "none") return 0;
     if (!ab.empty()) {
-      ab_table(split(models), split(formats), split(ab), tg, reps, bw);
+      ab_table(split(models), split(formats), split(ab), pp, tg, reps, bw, gemm_big);
       return 0;
     }
     std::FILE* jf = json.empty() ? nullptr : std::fopen(json.c_str(), "w");

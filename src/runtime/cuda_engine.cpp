@@ -15,6 +15,7 @@
 #include "ao/core/dtype.h"
 #include "ao/core/error.h"
 #include "ao/kernels/cuda/cublas_check.h"
+#include "ao/kernels/cuda/gemm_dequant.h"
 #include "ao/kernels/cuda/gemm_fp8.h"
 #include "ao/kernels/cuda/kernels.h"
 #include "ao/runtime/cuda_weights.h"
@@ -126,7 +127,7 @@ struct CudaEngine::Impl {
 
   float* resid = nullptr;
   uint16_t *xn = nullptr, *qkv = nullptr, *q = nullptr, *attn = nullptr, *tmp = nullptr,
-           *gu = nullptr, *h = nullptr, *deq = nullptr;
+           *gu = nullptr, *h = nullptr;
   float* logits = nullptr;
   void* attn_ws = nullptr;  // decode attention partials + counters (zeroed once)
   // The decode attention's output staged for an int4 o projection (GemvInput::int4_digits).
@@ -145,7 +146,8 @@ struct CudaEngine::Impl {
   int32_t* h_pinned = nullptr;  // [0] pos, [1] token, [16..] tokens / outputs
   static constexpr int kOutCap = 1 << 16;
   int host_pos = 0;
-  size_t deq_elems = 0;  // largest weight that prefill dequantizes to bf16
+  // Prefill GEMMs of quantized weights (their bf16 copies in chunks; docs/CUDA.md lab note 94).
+  std::unique_ptr<cuda::DequantGemm> deq_gemm = std::make_unique<cuda::DequantGemm>();
   int64_t int4_scales_rounded = 0;  // prequantized int4 groups whose s or zero was not bf16
 
   cudaGraph_t graph = nullptr;
@@ -158,6 +160,7 @@ struct CudaEngine::Impl {
     for (void* p : allocations) cudaFree(p);
     if (h_pinned) cudaFreeHost(h_pinned);
     fp8_gemm.reset();
+    deq_gemm.reset();
     if (cublas) cublasDestroy(cublas);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -355,17 +358,16 @@ struct CudaEngine::Impl {
     return w;
   }
 
-  // Sizes the prefill scratch a weight needs: the bf16 copy of a quantized weight for cuBLAS,
+  // Sizes the prefill scratch a weight needs: the bf16 chunks of a quantized weight for cuBLAS,
   // or the fp8 activation buffer of the cuBLASLt FP8 GEMM (no dequantization then).
   void note_prefill_needs(const DeviceWeight& w) {
     if (w.act_quant != cuda::ActQuant::none)
       act_kp = std::max(act_kp, w.k_padded);
-    else if (w.format != WeightFormat::bf16)
-      deq_elems = std::max(deq_elems, static_cast<size_t>(w.n * w.k_padded));
+    else
+      deq_gemm->reserve(w);
   }
 
   void finish_setup() {
-    if (deq_elems) deq = alloc<uint16_t>(deq_elems);
     if (act_kp) {
       act_q = alloc<uint8_t>(static_cast<size_t>(max_m) * act_kp);
       act_scale = alloc<float>(max_m);
@@ -391,19 +393,11 @@ struct CudaEngine::Impl {
     a.y = y;
     cuda::gemv(w, a, stream);
   }
-  // y [m, N] (bf16 or f32) = x W^T through cuBLAS, quantized weights dequantized to bf16 first.
+  // y [m, N] (bf16 or f32) = x W^T through cuBLAS, quantized weights dequantized to bf16 first
+  // (chunk by chunk: cuda::DequantGemm).
   void gemm_dequantized(const DeviceWeight& w, const uint16_t* x, int m, void* y,
                         cudaDataType out_type) {
-    const void* wp = w.data;
-    if (w.format != WeightFormat::bf16) {
-      cuda::dequantize_weight(w, deq, stream);
-      wp = deq;
-    }
-    const float alpha = 1.f, beta = 0.f;
-    AO_CUBLAS_CHECK(cublasGemmEx(
-        cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.n), m, static_cast<int>(w.k), &alpha,
-        wp, CUDA_R_16BF, static_cast<int>(w.k_padded), x, CUDA_R_16BF, static_cast<int>(w.k), &beta,
-        y, out_type, static_cast<int>(w.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    deq_gemm->run(cublas, w, x, m, y, out_type, stream);
   }
 
   void linear(const DeviceWeight& w, const uint16_t* x, int m, uint16_t* y) {
@@ -657,6 +651,20 @@ struct CudaEngine::Impl {
            static_cast<size_t>(dim) * 4;
     return b;
   }
+  // The FLOPs a prefill of pp tokens from position 0 performs, in chunks of max_m as bench()
+  // runs it: every linear layer for every token, the lm_head for each chunk's last token only,
+  // and the causal attention (QK^T and PV: 4 head_dim FLOPs per query head and key).
+  double prefill_flops(int pp) const {
+    const double lm = static_cast<double>(lm_head.n) * lm_head.k;
+    const double body = static_cast<double>(linear_params()) - lm;
+    double f = 0;
+    for (int off = 0; off < pp; off += max_m) {
+      const int m = std::min(max_m, pp - off);
+      f += 2.0 * body * m + 2.0 * lm;
+    }
+    const double keys = 0.5 * static_cast<double>(pp) * (pp + 1);  // sum over positions of p + 1
+    return f + 4.0 * hd * n_heads * n_layers * keys;
+  }
   int64_t linear_params() const {
     int64_t p = lm_head.n * lm_head.k;
     for (const auto& L : layers)
@@ -676,6 +684,7 @@ void CudaEngine::recapture() {
   if (impl_->opt.cuda_graph) impl_->capture();
 }
 size_t CudaEngine::weight_bytes_per_token() const { return impl_->weight_bytes(); }
+size_t CudaEngine::prefill_scratch_bytes() const { return impl_->deq_gemm->scratch_bytes(); }
 bool CudaEngine::o_takes_int4_digits() const { return impl_->o_takes_digits(); }
 int CudaEngine::o_max_blocks() const { return impl_->o_max_blocks(impl_->o_takes_digits()); }
 
@@ -1050,7 +1059,7 @@ CudaBenchResult CudaEngine::bench(int pp, int tg, int reps) {
     }
     const double s = median(times) / 1e3;
     r.pp_tok_s = pp / s;
-    r.pp_tflops = 2.0 * r.params * pp / s / 1e12;
+    r.pp_tflops = e.prefill_flops(pp) / s / 1e12;
   }
   if (tg > 0) {
     times.clear();

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ao/core/error.h"
+#include "ao/kernels/cuda/gemm_dequant.h"
 #include "ao/runtime/cuda_engine.h"
 #include "cuda_test_util.h"
 
@@ -353,6 +354,38 @@ TEST_F(CudaEngineStories, PrefillAllLogitsMatchCpuReferenceAtEveryPosition) {
   }
 }
 
+// Prefill with the quantized weights dequantized in 128-row chunks (DequantGemm; stories260K's
+// lm_head of 512 rows in 4, gate_up's 344 in 3, the rest in one): the all-position logits of
+// int8wo are those of the whole-weight dequantization up to cuBLAS's summation order for the
+// narrower GEMMs.
+TEST_F(CudaEngineStories, PrefillDequantChunksMatchTheWholeWeight) {
+  const std::vector<int32_t> toks(kTokens40.begin(), kTokens40.end());
+  const size_t V = static_cast<size_t>(s_.cfg.vocab_size);
+  const cuda::DequantGemmTuning saved = cuda::dequant_gemm_tuning();
+  std::vector<float> whole;
+  for (const int64_t chunk_bytes : {0, 128 * 64 * 2}) {
+    cuda::DequantGemmTuning t;
+    t.chunk_bytes = chunk_bytes;
+    cuda::set_dequant_gemm_tuning(t);
+    runtime::CudaEngineOptions opt;
+    opt.format = runtime::CudaWeightFormat::int8wo;
+    opt.max_seq_len = 64;
+    opt.max_prefill = 64;
+    auto eng = runtime::CudaEngine::create_from_host(s_.cfg, s_.weights, opt);
+    std::vector<float> all(toks.size() * V, NAN);
+    eng->prefill_all_logits(toks, all.data());
+    for (float v : all) ASSERT_TRUE(std::isfinite(v));
+    if (t.chunk_bytes == 0) {
+      whole = all;
+      continue;
+    }
+    const double e = nmse(all, whole);
+    std::printf("stories260K int8wo prefill, 128-row chunks vs the whole weight: NMSE %.3g\n", e);
+    EXPECT_LT(e, 1e-9);
+  }
+  cuda::set_dequant_gemm_tuning(saved);
+}
+
 // fp8 weights and per-token fp8 activations: the prefill (activation quantizer + cuBLASLt FP8
 // GEMM for chunks of more than 8 tokens, the GEMV for the rest) and the decode step (GEMV with
 // the quantization fused) compute the same per-token numerics, so their logits agree up to
@@ -403,6 +436,42 @@ TEST(CudaEngineSynthetic, BenchRunsOnSmallShape) {
     // Prefill + decode logits are finite.
     auto lg = eng->prefill({1, 2, 3});
     for (float v : lg) ASSERT_TRUE(std::isfinite(v)) << f;
+  }
+}
+
+// The prefill scratch of a quantized model is at most DequantGemmTuning's chunk (256 MB), not
+// the lm_head's whole bf16 copy: llama3-1b's lm_head (128256 x 2048, 525 MB in bf16) goes in 2
+// chunks, gate_up (16384 x 2048, 67 MB) whole. A bf16 model has none.
+TEST(CudaEngineSynthetic, PrefillScratchStaysAtTheChunkSize) {
+  AO_SKIP_WITHOUT_GPU();
+  io::ModelConfig c = runtime::CudaEngine::synthetic_config("llama3-1b");
+  c.n_layers = 1;
+  const int64_t chunk = int64_t{256} << 20;
+  ASSERT_EQ(cuda::dequant_gemm_tuning().chunk_bytes, chunk);
+  struct F {
+    const char* name;
+    WeightFormat wf;
+    int group;
+  };
+  for (const F f : {F{"int8wo", WeightFormat::int8, 0}, F{"int4wo-g128", WeightFormat::int4, 128},
+                    F{"bf16", WeightFormat::bf16, 0}}) {
+    runtime::CudaEngineOptions opt;
+    opt.format = runtime::parse_cuda_weight_format(f.name, &opt.group_size);
+    opt.max_seq_len = 64;
+    opt.max_prefill = 32;
+    auto eng = runtime::CudaEngine::create_synthetic(c, opt);
+    const int64_t kp = cuda::gemv_padded_k(f.wf, c.vocab_size, c.dim, f.group);
+    const auto plan = cuda::plan_dequant_chunks(c.vocab_size, kp, chunk);
+    EXPECT_EQ(plan.count, 2) << f.name;
+    const size_t want = f.wf == WeightFormat::bf16 ? 0 : size_t(plan.rows * kp * 2);
+    EXPECT_EQ(eng->prefill_scratch_bytes(), want) << f.name;
+    EXPECT_LE(eng->prefill_scratch_bytes(), size_t(chunk)) << f.name;
+    // The all-position logits of 20 tokens take the chunked lm_head: finite.
+    std::vector<int32_t> toks(20);
+    for (int i = 0; i < 20; ++i) toks[i] = 1000 + 37 * i;
+    std::vector<float> all(toks.size() * static_cast<size_t>(c.vocab_size), NAN);
+    eng->prefill_all_logits(toks, all.data());
+    for (float v : all) ASSERT_TRUE(std::isfinite(v)) << f.name;
   }
 }
 

@@ -10,6 +10,8 @@
 #include <tuple>
 
 #include "ao/core/error.h"
+#include "ao/kernels/cuda/cublas_check.h"
+#include "ao/kernels/cuda/gemm_dequant.h"
 #include "ao/kernels/cuda/kernel_trace.h"
 #include "cuda_test_util.h"
 
@@ -260,6 +262,75 @@ TEST_P(CudaGemv, BatchesMatchReference) {
       EXPECT_LT(nmse(y, ref), 1e-6) << what;
     }
   }
+}
+
+// The prefill GEMM of a quantized weight (DequantGemm): the weight dequantized to bf16 in chunks
+// of rows, each chunk's GEMM writing its columns of y (row stride N). Against x . bf16(deq)^T in
+// double, for the whole weight at once, 128-row chunks (8: the last of 104 rows) and balanced
+// 256-row chunks (4: the last of 232), bf16 and f32 outputs; the guards around y catch a chunk
+// written past its columns or rows.
+TEST_P(CudaGemv, DequantGemmChunksMatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  const int64_t N = 1000, K = 768;  // whole groups of 32, 128 and 256
+  const int m = 37;
+  const RandomTestWeight tw(N, K, c, 4);
+  auto deq = tw.deq;
+  for (auto& v : deq) v = round_bf16(v);  // the GEMM's operand: the bf16 copy
+  const auto xb = to_bf16(randn(m * K, 21));
+  const auto ref = reference_matvec(from_bf16(xb), deq, m, N, K);
+  Guarded<uint16_t> dx(xb);
+  cublasHandle_t h;
+  AO_CUBLAS_CHECK(cublasCreate(&h));
+  const DequantGemmTuning saved = dequant_gemm_tuning();
+  const int64_t row_bytes = tw.dw.k_padded * 2;
+  struct Case {
+    int64_t chunk_bytes;
+    int64_t rows, count;  // the plan expected (bf16 weights are never chunked)
+  };
+  for (const Case& k : {Case{0, N, 1}, Case{128 * row_bytes, 128, 8},
+                        Case{300 * row_bytes, 256, 4}}) {
+    set_dequant_gemm_tuning(DequantGemmTuning{k.chunk_bytes});
+    const DequantChunks plan = plan_dequant_chunks(N, tw.dw.k_padded, k.chunk_bytes);
+    EXPECT_EQ(plan.rows, k.rows);
+    EXPECT_EQ(plan.count, k.count);
+    DequantGemm g;
+    g.reserve(tw.dw);
+    EXPECT_EQ(g.scratch_bytes(),
+              c.format == WeightFormat::bf16 ? 0 : size_t(k.rows * row_bytes));
+    const std::string what = std::string(c.name) + " chunk rows " + std::to_string(k.rows);
+    Guarded<float> y32(m * N);
+    g.run(h, tw.dw, dx.get(), m, y32.get(), CUDA_R_32F, nullptr);
+    EXPECT_LT(nmse(y32.download(), ref), 1e-9) << what;
+    EXPECT_TRUE(y32.guards_intact()) << what;
+    Guarded<uint16_t> y16(m * N);
+    g.run(h, tw.dw, dx.get(), m, y16.get(), CUDA_R_16BF, nullptr);
+    EXPECT_LT(nmse(from_bf16(y16.download()), ref), 1e-5) << what;
+    EXPECT_TRUE(y16.guards_intact()) << what;
+  }
+  set_dequant_gemm_tuning(saved);
+  cublasDestroy(h);
+}
+
+// plan_dequant_chunks (host only): llama3-8b's gate_up at 24 MB is 10 chunks of 2944 rows.
+TEST(CudaDequantGemm, PlansBalancedChunksOf128Rows) {
+  const int64_t mb = int64_t{1} << 20;
+  auto plan = plan_dequant_chunks(28672, 4096, 24 * mb);
+  EXPECT_EQ(plan.rows, 2944);
+  EXPECT_EQ(plan.count, 10);
+  EXPECT_LE(plan.rows * 4096 * 2, 24 * mb);
+  plan = plan_dequant_chunks(28672, 4096, 0);  // the whole weight
+  EXPECT_EQ(plan.rows, 28672);
+  EXPECT_EQ(plan.count, 1);
+  plan = plan_dequant_chunks(4096, 4096, 32 * mb);  // fits exactly
+  EXPECT_EQ(plan.count, 1);
+  plan = plan_dequant_chunks(4096, 14336, 4 * mb);  // below 128 rows: 128-row chunks
+  EXPECT_EQ(plan.rows, 128);
+  EXPECT_EQ(plan.count, 32);
+  plan = plan_dequant_chunks(100, 64, 1);  // fewer rows than one chunk's minimum
+  EXPECT_EQ(plan.rows, 100);
+  EXPECT_EQ(plan.count, 1);
+  EXPECT_THROW(plan_dequant_chunks(0, 64, mb), Error);
 }
 
 TEST_P(CudaGemv, FusedRmsnormSwigluResidualEpilogues) {

@@ -116,7 +116,9 @@ struct CudaBenchResult {
   double weight_gb = 0;  // bytes read per decode step, in 1e9
   int pp = 0, tg = 0;
   double pp_tok_s = 0, tg_tok_s = 0;
-  double pp_tflops = 0;  // 2 * params * pp / time
+  // FLOPs performed / time: linear layers of every token, the lm_head of the last token, the
+  // causal attention (until session 28 it was 2 * params * pp, the lm_head of every token).
+  double pp_tflops = 0;
   double tg_gb_s = 0;    // weight bytes per token * tok/s
 };
 
@@ -169,6 +171,9 @@ class CudaEngine {
   // cache; medians over `reps` runs.
   CudaBenchResult bench(int pp, int tg, int reps = 3);
   size_t weight_bytes_per_token() const;
+  // Device bytes of the bf16 scratch that prefill dequantizes quantized weights into (at most
+  // cuda::DequantGemmTuning::chunk_bytes per weight; 0 for bf16 models).
+  size_t prefill_scratch_bytes() const;
   // Whether the decode step's int4 o projection takes its x from the attention as int4 digits
   // (cuda::AttentionTuning::o_digits, cuda::GemvInput::int4_digits) under the tunings in force.
   bool o_takes_int4_digits() const;

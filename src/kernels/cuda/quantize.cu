@@ -3,6 +3,8 @@
 // quantization of activations for the FP8 GEMM.
 #include <cuda_fp8.h>
 
+#include <string>
+
 #include "ao/kernels/cuda/kernels.h"
 #include "common.cuh"
 #include "fp8_activation.cuh"
@@ -147,9 +149,10 @@ __device__ __forceinline__ void dequantize_chunks(const void* data, const void* 
 // multiple of 8 for every format (gemv_k_align).
 template <WeightFormat F>
 __global__ void __launch_bounds__(256)
-    dequantize_rows(const void* data, const void* scale, int Kp, int g, uint16_t* out) {
-  const int64_t row = blockIdx.x;
-  uint4* dst = reinterpret_cast<uint4*>(out + row * Kp);
+    dequantize_rows(const void* data, const void* scale, int Kp, int g, int64_t row0,
+                    uint16_t* out) {
+  const int64_t row = row0 + blockIdx.x;
+  uint4* dst = reinterpret_cast<uint4*>(out + static_cast<int64_t>(blockIdx.x) * Kp);
   float sc = 1.f;
   if constexpr (F == WeightFormat::int8 || F == WeightFormat::fp8)
     sc = static_cast<const float*>(scale)[row];
@@ -262,26 +265,36 @@ void quantize_activation_fp8(const uint16_t* x, int64_t x_stride, int m, int64_t
   AO_CUDA_CHECK(cudaGetLastError());
 }
 
-void dequantize_weight(const DeviceWeight& w, uint16_t* out, cudaStream_t s) {
+void dequantize_weight_rows(const DeviceWeight& w, int64_t row0, int64_t rows, uint16_t* out,
+                            cudaStream_t s) {
   if (w.k_padded % 8 != 0 || w.k_padded > INT32_MAX) fail("dequantize_weight: bad padded K");
-  const dim3 grid(static_cast<unsigned>(w.n)), block(256);
+  if (row0 < 0 || rows < 0 || row0 + rows > w.n || rows > INT32_MAX)
+    fail(("dequantize_weight_rows: rows [" + std::to_string(row0) + ", " +
+          std::to_string(row0 + rows) + ") outside the weight's " + std::to_string(w.n) + " rows")
+             .c_str());
+  if (rows == 0) return;
+  const dim3 grid(static_cast<unsigned>(rows)), block(256);
   const int Kp = static_cast<int>(w.k_padded);
   switch (w.format) {
     case WeightFormat::bf16:
-      dequantize_rows<WeightFormat::bf16><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, out);
+      dequantize_rows<WeightFormat::bf16><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, row0, out);
       break;
     case WeightFormat::int8:
-      dequantize_rows<WeightFormat::int8><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, out);
+      dequantize_rows<WeightFormat::int8><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, row0, out);
       break;
     case WeightFormat::fp8:
-      dequantize_rows<WeightFormat::fp8><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, out);
+      dequantize_rows<WeightFormat::fp8><<<grid, block, 0, s>>>(w.data, w.scale, Kp, 0, row0, out);
       break;
     case WeightFormat::int4:
       dequantize_rows<WeightFormat::int4>
-          <<<grid, block, 0, s>>>(w.data, w.scale, Kp, w.group_size, out);
+          <<<grid, block, 0, s>>>(w.data, w.scale, Kp, w.group_size, row0, out);
       break;
   }
   AO_CUDA_CHECK(cudaGetLastError());
+}
+
+void dequantize_weight(const DeviceWeight& w, uint16_t* out, cudaStream_t s) {
+  dequantize_weight_rows(w, 0, w.n, out, s);
 }
 
 }  // namespace ao::cuda

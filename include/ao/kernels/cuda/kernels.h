@@ -390,6 +390,9 @@ void quantize_weight(const uint16_t* w_bf16, DeviceWeight& dst, bool fp8_per_ten
                      float* scratch_amax, cudaStream_t s);
 // Dequantize into bf16 [N, Kp] (for prefill GEMMs through cuBLAS).
 void dequantize_weight(const DeviceWeight& w, uint16_t* out_bf16, cudaStream_t s);
+// Rows [row0, row0 + rows) of it into bf16 [rows, Kp] (DequantGemm's chunks).
+void dequantize_weight_rows(const DeviceWeight& w, int64_t row0, int64_t rows, uint16_t* out_bf16,
+                            cudaStream_t s);
 
 // Dynamic fp8 e4m3 quantization of bf16 activations x [M, K] (row stride x_stride), TorchAO
 // numerics (Float8Tensor.from_hp: _choose_scale_float8 + _quantize_affine_float8, bf16 input):
