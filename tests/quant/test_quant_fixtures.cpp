@@ -274,4 +274,43 @@ TEST(QuantInt4, Bf16WeightKeepsBf16ScaleAndZero) {
   EXPECT_GT(changed, 0);
 }
 
+// The same rule against TorchAO itself (fixture int4_g32_bf16: the int4_g32 weight cast to
+// bf16, TorchAO's Int4Tensor with bf16 scale and zero_point). qdata must be byte-identical;
+// our scale and zero_point are f32 tensors holding the bf16 values, so they are compared
+// with TorchAO's bf16 tensors widened to f32 (exact), bit for bit. Both dequantizations (ours,
+// and TorchAO's tensors loaded) must match the fixture's.
+TEST(QuantInt4, Bf16WeightMatchesTorchAoFixture) {
+  const auto f = open_fixture("int4_g32_bf16");
+  const Tensor w = f.tensor("w");
+  ASSERT_EQ(w.dtype(), DType::bf16);
+  const auto q = Int4Tensor::from_float(w, 32);
+  const auto q_f32 = Int4Tensor::from_float(w.to(DType::f32), 32);  // the same values, f32 rule
+  const auto meta = nlohmann::ordered_json::parse(f.metadata().at("layer.weight"));
+  EXPECT_EQ(q->metadata()["_data"], meta["_data"]);
+  std::vector<io::NamedTensor> data;
+  int differ_f32 = 0;  // scales/zeros where the f32 rule would not match (rounding exercised)
+  for (const char* name : {"qdata", "scale", "zero_point"}) {
+    const Tensor ref = f.tensor(std::string("layer._weight_") + name);
+    data.push_back({name, ref});
+    ASSERT_EQ(q->data(name).shape(), ref.shape()) << name;
+    if (std::string(name) == "qdata") {
+      ASSERT_EQ(q->data(name).dtype(), ref.dtype());
+      EXPECT_EQ(0,
+                std::memcmp(q->data(name).contiguous().data_ptr(), ref.data_ptr(), ref.nbytes()));
+      continue;
+    }
+    ASSERT_EQ(ref.dtype(), DType::bf16) << name;
+    const Tensor ours = q->data(name).contiguous().to(DType::f32), want = ref.to(DType::f32);
+    EXPECT_EQ(0, std::memcmp(ours.data_ptr(), want.data_ptr(), want.nbytes())) << name;
+    const Tensor unrounded = q_f32->data(name).contiguous().to(DType::f32);
+    for (int64_t i = 0; i < want.numel(); ++i)
+      differ_f32 += unrounded.data<float>()[i] != want.data<float>()[i];
+  }
+  EXPECT_GT(differ_f32, 0);
+  EXPECT_LE(max_rel_diff(q->dequantize(), f.tensor("deq")), 1e-6);
+  const QTensorPtr loaded =
+      find_qtensor_type("Int4Tensor")->load("int4_g32_bf16", data, meta["_data"]);
+  EXPECT_LE(max_rel_diff(loaded->dequantize(), f.tensor("deq")), 1e-6);
+}
+
 }  // namespace
