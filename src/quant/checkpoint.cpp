@@ -130,6 +130,16 @@ bool is_torchao_checkpoint(const io::ModelFiles& m) {
   return false;
 }
 
+void append_quantized_weight(const std::string& weight_name, const QTensor& q,
+                             std::vector<io::NamedTensor>& tensors,
+                             std::map<std::string, std::string>& metadata) {
+  // "<module>.weight" -> "<module>._weight_<name>", the names load_quantized_weights looks up.
+  const std::string prefix =
+      module_of(weight_name) + "._" + weight_name.substr(weight_name.rfind('.') + 1) + "_";
+  for (const auto& d : q.data()) tensors.push_back({prefix + d.name, d.tensor});
+  metadata[weight_name] = q.metadata().dump();
+}
+
 QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan,
                                const std::string& out_dir, bool overwrite,
                                const QuantizeProgress& progress) {
@@ -173,9 +183,7 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan,
     }
     names.push_back(nt.name);
     if (q) {
-      const std::string prefix = module_of(nt.name) + "._weight_";
-      for (const auto& d : q->data()) tensors.push_back({prefix + d.name, d.tensor});
-      meta[nt.name] = q->metadata().dump();
+      append_quantized_weight(nt.name, *q, tensors, meta);
       row.format = q->type_name();
       row.bytes_after = static_cast<int64_t>(q->nbytes());
       ++sum.quantized;

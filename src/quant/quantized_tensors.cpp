@@ -329,13 +329,25 @@ QTensorPtr IntxUnpackedToInt8Tensor::load(const std::string& where,
 
 // ---- Int4Tensor (plain) -------------------------------------------------------------------
 
+namespace {
+bool int4_qparam_dtype(DType d) { return d == DType::f32 || d == DType::bf16 || d == DType::f16; }
+}  // namespace
+
 Int4Tensor::Int4Tensor(Tensor qdata, Tensor scale, Tensor zero_point, int64_t group_size,
                        Shape shape)
     : QTensor("Int4Tensor", shape, {{"qdata", qdata}, {"scale", scale}, {"zero_point", zero_point}},
               json{{"activation_dtype", torch_dtype("bfloat16")},
                    {"block_size", json::array({1, group_size})},
                    {"shape", shape}}),
-      group_size_(group_size) {}
+      group_size_(group_size) {
+  for (const char* name : {"scale", "zero_point"})
+    AO_CHECK(int4_qparam_dtype(data(name).dtype()),
+             "Int4Tensor: tensor '{}' has dtype {}, expected f32, bf16 or f16", name,
+             dtype_name(data(name).dtype()));
+  // The kernels read f32: a copy for bf16/f16 data, the data tensor itself when it is f32.
+  scale_f32_ = f32_contiguous(data("scale"));
+  zero_f32_ = f32_contiguous(data("zero_point"));
+}
 
 std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t group_size) {
   check_weight(w_in, "Int4Tensor");
@@ -344,18 +356,10 @@ std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t g
   AO_CHECK(g > 0 && g % 2 == 0 && K % g == 0,
            "Int4Tensor: group size {} must be even and divide K = {}", g, K);
   const int64_t groups = K / g;
-  Tensor q = Tensor::empty({N, K / 2}, DType::i8), scale = Tensor::empty({groups, N}, DType::f32),
-         zero = Tensor::empty({groups, N}, DType::f32);
+  Tensor q = Tensor::empty({N, K / 2}, DType::i8);
+  std::vector<float> s32(static_cast<size_t>(groups * N)), z32(s32.size());
   const float* src = w.data<float>();
   auto* qd = reinterpret_cast<uint8_t*>(q.data<int8_t>());
-  float* sd = scale.data<float>();
-  float* zd = zero.data<float>();
-  const DType wdt = w_in.dtype();
-  auto to_weight_dtype = [wdt](float v) {
-    return wdt == DType::bf16  ? bf16r(v)
-           : wdt == DType::f16 ? f16_to_f32(f32_to_f16(v))
-                               : v;
-  };
   parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
     std::vector<int> vals(static_cast<size_t>(g));
     for (int64_t n = b; n < e; ++n)
@@ -363,10 +367,9 @@ std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t g
         const float* blk = src + n * K + gi * g;
         const float mx = *std::max_element(blk, blk + g), mn = *std::min_element(blk, blk + g);
         const float s = std::max(mx - mn, 1e-6f) / 15.0f;
-        // q from the fp32 s and min; s and zero are then kept in the weight's dtype (TorchAO's
-        // Int4Tensor.from_hp: scale.to(w.dtype), zero_point.to(w.dtype)).
-        sd[gi * N + n] = to_weight_dtype(s);
-        zd[gi * N + n] = to_weight_dtype(mn + s * 8.0f);
+        // q from the fp32 s and min; s and zero are then stored in the weight's dtype (below).
+        s32[gi * N + n] = s;
+        z32[gi * N + n] = mn + s * 8.0f;
         for (int64_t k = 0; k < g; ++k)
           vals[k] =
               static_cast<int>(std::clamp(std::nearbyint((blk[k] - mn) / s), 0.0f, 15.0f)) - 8;
@@ -375,7 +378,23 @@ std::shared_ptr<Int4Tensor> Int4Tensor::from_float(const Tensor& w_in, int64_t g
               static_cast<uint8_t>((vals[k] & 0xF) | ((vals[k + 1] & 0xF) << 4));
       }
   });
-  return std::make_shared<Int4Tensor>(q, scale, zero, g, Shape{N, K});
+  // TorchAO's Int4Tensor.from_hp: scale.to(w.dtype), zero_point.to(w.dtype) — bf16 / f16
+  // tensors for such weights (rounded to nearest even), f32 otherwise.
+  const DType wdt = w_in.dtype();
+  const DType qp_dtype = wdt == DType::bf16 || wdt == DType::f16 ? wdt : DType::f32;
+  auto stored = [&](const std::vector<float>& v) {
+    Tensor t = Tensor::empty({groups, N}, qp_dtype);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (qp_dtype == DType::bf16)
+        t.data<uint16_t>()[i] = f32_to_bf16(v[i]);
+      else if (qp_dtype == DType::f16)
+        t.data<uint16_t>()[i] = f32_to_f16(v[i]);
+      else
+        t.data<float>()[i] = v[i];
+    }
+    return t;
+  };
+  return std::make_shared<Int4Tensor>(q, stored(s32), stored(z32), g, Shape{N, K});
 }
 
 QTensorPtr Int4Tensor::load(const std::string& where, std::vector<io::NamedTensor> data,
@@ -395,24 +414,28 @@ QTensorPtr Int4Tensor::load(const std::string& where, std::vector<io::NamedTenso
   d.expect_shape("qdata", {N, K / 2});
   d.expect_shape("scale", {K / g, N});
   d.expect_shape("zero_point", {K / g, N});
+  // scale and zero_point keep the file's dtype (TorchAO writes a bf16 model's as bf16), so a
+  // loaded checkpoint saves back unchanged; the constructor makes the f32 copies for compute.
+  for (const char* name : {"scale", "zero_point"})
+    AO_CHECK(int4_qparam_dtype(d.get(name).dtype()),
+             "{}: Int4Tensor tensor '{}' has dtype {}, expected f32, bf16 or f16", where, name,
+             dtype_name(d.get(name).dtype()));
   Tensor qc = q.contiguous();
   if (qc.dtype() != DType::i8)
     qc = Tensor::from_blob(qc.data_ptr(), qc.shape(), DType::i8, qc.storage());
-  return std::make_shared<Int4Tensor>(qc, f32_contiguous(d.get("scale")),
-                                      f32_contiguous(d.get("zero_point")), g, Shape{N, K});
+  return std::make_shared<Int4Tensor>(qc, d.get("scale").contiguous(),
+                                      d.get("zero_point").contiguous(), g, Shape{N, K});
 }
 
 void Int4Tensor::dequantize_rows(int64_t n0, int64_t n1, float* out) const {
-  dequantize_plain_int4(
-      plain_int4(data("qdata"), data("scale"), data("zero_point"), shape_, group_size_), n0, n1,
-      out);
+  dequantize_plain_int4(plain_int4(data("qdata"), scale_f32_, zero_f32_, shape_, group_size_), n0,
+                        n1, out);
 }
 
 bool Int4Tensor::gemv_rows(const float* x, int64_t M, int64_t n0, int64_t n1, float* y,
                            int64_t ldy) const {
-  kq::gemv_int4_plain(
-      plain_int4(data("qdata"), data("scale"), data("zero_point"), shape_, group_size_), x, M, n0,
-      n1, y, ldy);
+  kq::gemv_int4_plain(plain_int4(data("qdata"), scale_f32_, zero_f32_, shape_, group_size_), x, M,
+                      n0, n1, y, ldy);
   return true;
 }
 

@@ -207,6 +207,43 @@ TEST_F(QuantCheckpoint, WritesTorchAOLayoutAndLoadsItBack) {
   fs::remove_all(dir);
 }
 
+// `ao quantize` of a bf16 model writes Int4Tensor scale and zero_point as BF16, as TorchAO
+// does (from_hp keeps them in the weight's dtype), and counts them as 2 bytes in bits/weight.
+TEST_F(QuantCheckpoint, Bf16ModelWritesBf16Int4ScaleAndZero) {
+  const fs::path dir = fresh_dir("bf16_int4");
+  io::ModelFiles in = io::open_model_files(kStories);
+  in.format = "safetensors";  // a bf16 safetensors model: no llama2.c q/k permutation (f32)
+  for (auto& t : in.tensors) t.tensor = t.tensor.to(DType::bf16);
+  const QuantizeSummary s =
+      quantize_model(in, QuantPlan::single(parse_quant_config("int4wo-g32")), (dir / "q").string());
+  ASSERT_GT(s.quantized, 0);
+  for (const auto& r : s.rows) {
+    if (r.format != "Int4Tensor") continue;
+    const int64_t N = r.shape[0], K = r.shape[1], g = K % 32 == 0 ? 32 : K;
+    EXPECT_EQ(r.bytes_after, N * K / 2 + 2 * 2 * N * (K / g)) << r.name;
+  }
+  const auto f = io::SafetensorsFile::open((dir / "q" / "model.safetensors").string());
+  int checked = 0;
+  for (const auto& e : f.entries()) {
+    if (!e.name.ends_with("._weight_scale") && !e.name.ends_with("._weight_zero_point")) continue;
+    EXPECT_EQ(f.tensor(e.name).dtype(), DType::bf16) << e.name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2 * s.quantized);
+  // The stored bytes are from_float's of the bf16 weight.
+  const std::string fqn = "model.layers.0.mlp.up_proj";
+  Tensor src;
+  for (const auto& t : in.tensors)
+    if (t.name == fqn + ".weight") src = t.tensor;
+  const auto again = Int4Tensor::from_float(src, 32);
+  for (const char* name : {"scale", "zero_point"}) {
+    const Tensor a = f.tensor(fqn + "._weight_" + name), b = again->data(name);
+    ASSERT_EQ(a.nbytes(), b.nbytes()) << name;
+    EXPECT_EQ(0, std::memcmp(a.data_ptr(), b.data_ptr(), b.nbytes())) << name;
+  }
+  fs::remove_all(dir);
+}
+
 TEST_F(QuantCheckpoint, RefusesAlreadyQuantizedInputsAndExistingOutputs) {
   const fs::path dir = fresh_dir("refuse");
   const io::ModelFiles in = io::open_model_files(kStories);

@@ -1,15 +1,21 @@
 // Bit-exactness against TorchAO: each fixture (scripts/fixtures/make_quant_fixtures.py) holds
 // a weight, TorchAO's flattened quantized tensors and metadata, its dequantization, and for
 // dynamic-activation types its quantize-dequantize of an activation.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include "ao/core/dtype.h"
+#include "ao/io/model_files.h"
 #include "ao/io/safetensors.h"
+#include "ao/quant/checkpoint.h"
 #include "ao/quant/quantized_tensors.h"
 
 using namespace ao;
@@ -34,6 +40,8 @@ const std::vector<FixtureCase>& fixture_cases() {
        }},
       {"int4_g32", [](const Tensor& w) { return Int4Tensor::from_float(w, 32); }},
       {"int4_g96", [](const Tensor& w) { return Int4Tensor::from_float(w, 96); }},
+      // bf16 weight: TorchAO keeps scale and zero_point in bf16 (checked dtype and bytes).
+      {"int4_g32_bf16", [](const Tensor& w) { return Int4Tensor::from_float(w, 32); }},
       {"intx4_g32_sym",
        [](const Tensor& w) {
          return IntxUnpackedToInt8Tensor::from_float(w, 4, 32, true, ActivationQuant::none);
@@ -234,51 +242,66 @@ TEST(QuantInt8Int8, MatchesTorchAoLinear) {
   }
 }
 
-// Int4Tensor of a bf16 weight: TorchAO's from_hp quantizes with the fp32 scale and min
-// (int4_row_quantize_zp), then keeps scale and zero_point in the weight's dtype. Checked
-// against that rule written out here: q from fp32 values, s and zero bf16 values, and the
-// dequantization q s + zero with them.
+// Int4Tensor of a bf16 (or f16) weight: TorchAO's from_hp quantizes with the fp32 scale and
+// min (int4_row_quantize_zp), then keeps scale and zero_point in the weight's dtype. Checked
+// against that rule written out here: q from fp32 values, scale and zero_point bf16 (f16)
+// tensors holding the rounded s and zero bit for bit, and the dequantization q s + zero with
+// them.
 TEST(QuantInt4, Bf16WeightKeepsBf16ScaleAndZero) {
   const int64_t N = 6, K = 256, g = 64;
-  Tensor w = Tensor::empty({N, K}, DType::bf16);
-  for (int64_t i = 0; i < N * K; ++i)
-    w.data<uint16_t>()[i] = f32_to_bf16(0.3f * std::sin(0.37f * float(i)) + 0.05f * float(i % 7));
-  const auto q = Int4Tensor::from_float(w, g);
-  const Tensor sc = q->data("scale").contiguous().to(DType::f32);
-  const Tensor zp = q->data("zero_point").contiguous().to(DType::f32);
-  const Tensor deq = q->dequantize().contiguous().to(DType::f32);
-  const auto* qd = static_cast<const uint8_t*>(q->data("qdata").data_ptr());
-  int changed = 0;  // groups whose fp32 s is no bf16 value (so the rounding is exercised)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t gi = 0; gi < K / g; ++gi) {
-      float mn = INFINITY, mx = -INFINITY;
-      for (int64_t k = gi * g; k < (gi + 1) * g; ++k) {
-        const float v = bf16_to_f32(w.data<uint16_t>()[n * K + k]);
-        mn = std::min(mn, v), mx = std::max(mx, v);
+  for (const DType dt : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const auto round = [dt](float v) { return dt == DType::bf16 ? f32_to_bf16(v) : f32_to_f16(v); };
+    const auto widen = [dt](uint16_t v) {
+      return dt == DType::bf16 ? bf16_to_f32(v) : f16_to_f32(v);
+    };
+    Tensor w = Tensor::empty({N, K}, dt);
+    for (int64_t i = 0; i < N * K; ++i)
+      w.data<uint16_t>()[i] = round(0.3f * std::sin(0.37f * float(i)) + 0.05f * float(i % 7));
+    const auto q = Int4Tensor::from_float(w, g);
+    ASSERT_EQ(q->data("scale").dtype(), dt);
+    ASSERT_EQ(q->data("zero_point").dtype(), dt);
+    EXPECT_EQ(q->nbytes(), size_t(N * K / 2 + 2 * 2 * N * (K / g)));  // 2-byte scales and zeros
+    const Tensor sc = q->data("scale").contiguous(), zp = q->data("zero_point").contiguous();
+    const Tensor deq = q->dequantize().contiguous().to(DType::f32);
+    const auto* qd = static_cast<const uint8_t*>(q->data("qdata").data_ptr());
+    int changed = 0;  // groups whose fp32 s is no bf16/f16 value (so the rounding is exercised)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t gi = 0; gi < K / g; ++gi) {
+        float mn = INFINITY, mx = -INFINITY;
+        for (int64_t k = gi * g; k < (gi + 1) * g; ++k) {
+          const float v = widen(w.data<uint16_t>()[n * K + k]);
+          mn = std::min(mn, v), mx = std::max(mx, v);
+        }
+        const float s = std::max(mx - mn, 1e-6f) / 15.f;
+        const uint16_t sb = round(s), zb = round(mn + 8.f * s);
+        changed += widen(sb) != s;
+        ASSERT_EQ(sc.data<uint16_t>()[gi * N + n], sb) << n << " " << gi;
+        ASSERT_EQ(zp.data<uint16_t>()[gi * N + n], zb) << n << " " << gi;
+        for (int64_t k = gi * g; k < (gi + 1) * g; ++k) {
+          const float v = widen(w.data<uint16_t>()[n * K + k]);
+          const int want = int(std::clamp(std::nearbyint((v - mn) / s), 0.f, 15.f)) - 8;
+          const uint8_t byte = qd[(n * K + k) / 2];
+          const int got = (int((k % 2 == 0 ? byte : byte >> 4) & 15) ^ 8) - 8;
+          ASSERT_EQ(got, want) << n << " " << k;
+          EXPECT_NEAR(deq.data<float>()[n * K + k], float(want) * widen(sb) + widen(zb),
+                      1e-6f * (1.f + std::fabs(widen(zb))));
+        }
       }
-      const float s = std::max(mx - mn, 1e-6f) / 15.f;
-      const float sb = bf16_to_f32(f32_to_bf16(s)), zb = bf16_to_f32(f32_to_bf16(mn + 8.f * s));
-      changed += sb != s;
-      ASSERT_EQ(sc.data<float>()[gi * N + n], sb) << n << " " << gi;
-      ASSERT_EQ(zp.data<float>()[gi * N + n], zb) << n << " " << gi;
-      for (int64_t k = gi * g; k < (gi + 1) * g; ++k) {
-        const float v = bf16_to_f32(w.data<uint16_t>()[n * K + k]);
-        const int want = int(std::clamp(std::nearbyint((v - mn) / s), 0.f, 15.f)) - 8;
-        const uint8_t byte = qd[(n * K + k) / 2];
-        const int got = (int((k % 2 == 0 ? byte : byte >> 4) & 15) ^ 8) - 8;
-        ASSERT_EQ(got, want) << n << " " << k;
-        EXPECT_NEAR(deq.data<float>()[n * K + k], float(want) * sb + zb,
-                    1e-6f * (1.f + std::fabs(zb)));
-      }
-    }
-  EXPECT_GT(changed, 0);
+    EXPECT_GT(changed, 0);
+  }
+  // An f32 weight keeps f32 scale and zero_point (as TorchAO's from_hp of an f32 weight).
+  const auto q32 = Int4Tensor::from_float(Tensor::full({4, 64}, 0.5f), 32);
+  EXPECT_EQ(q32->data("scale").dtype(), DType::f32);
+  EXPECT_EQ(q32->data("zero_point").dtype(), DType::f32);
 }
 
 // The same rule against TorchAO itself (fixture int4_g32_bf16: the int4_g32 weight cast to
-// bf16, TorchAO's Int4Tensor with bf16 scale and zero_point). qdata must be byte-identical;
-// our scale and zero_point are f32 tensors holding the bf16 values, so they are compared
-// with TorchAO's bf16 tensors widened to f32 (exact), bit for bit. Both dequantizations (ours,
-// and TorchAO's tensors loaded) must match the fixture's.
+// bf16, TorchAO's Int4Tensor with bf16 scale and zero_point; also a row of the QuantFixture
+// table). Every data tensor must have TorchAO's dtype and bytes: qdata i8, scale and
+// zero_point bf16, bit for bit. The f32 rule on the same values must differ (the rounding is
+// exercised). Both dequantizations (ours, and TorchAO's tensors loaded, which keep bf16) must
+// match the fixture's.
 TEST(QuantInt4, Bf16WeightMatchesTorchAoFixture) {
   const auto f = open_fixture("int4_g32_bf16");
   const Tensor w = f.tensor("w");
@@ -293,15 +316,12 @@ TEST(QuantInt4, Bf16WeightMatchesTorchAoFixture) {
     const Tensor ref = f.tensor(std::string("layer._weight_") + name);
     data.push_back({name, ref});
     ASSERT_EQ(q->data(name).shape(), ref.shape()) << name;
-    if (std::string(name) == "qdata") {
-      ASSERT_EQ(q->data(name).dtype(), ref.dtype());
-      EXPECT_EQ(0,
-                std::memcmp(q->data(name).contiguous().data_ptr(), ref.data_ptr(), ref.nbytes()));
-      continue;
-    }
-    ASSERT_EQ(ref.dtype(), DType::bf16) << name;
-    const Tensor ours = q->data(name).contiguous().to(DType::f32), want = ref.to(DType::f32);
-    EXPECT_EQ(0, std::memcmp(ours.data_ptr(), want.data_ptr(), want.nbytes())) << name;
+    ASSERT_EQ(q->data(name).dtype(), ref.dtype()) << name;
+    if (std::string(name) != "qdata") ASSERT_EQ(ref.dtype(), DType::bf16) << name;
+    EXPECT_EQ(0, std::memcmp(q->data(name).contiguous().data_ptr(), ref.data_ptr(), ref.nbytes()))
+        << name;
+    if (std::string(name) == "qdata") continue;
+    const Tensor want = ref.to(DType::f32);
     const Tensor unrounded = q_f32->data(name).contiguous().to(DType::f32);
     for (int64_t i = 0; i < want.numel(); ++i)
       differ_f32 += unrounded.data<float>()[i] != want.data<float>()[i];
@@ -310,7 +330,98 @@ TEST(QuantInt4, Bf16WeightMatchesTorchAoFixture) {
   EXPECT_LE(max_rel_diff(q->dequantize(), f.tensor("deq")), 1e-6);
   const QTensorPtr loaded =
       find_qtensor_type("Int4Tensor")->load("int4_g32_bf16", data, meta["_data"]);
+  for (const char* name : {"scale", "zero_point"}) {
+    const Tensor ref = f.tensor(std::string("layer._weight_") + name);
+    ASSERT_EQ(loaded->data(name).dtype(), DType::bf16) << name;
+    EXPECT_EQ(0, std::memcmp(loaded->data(name).data_ptr(), ref.data_ptr(), ref.nbytes())) << name;
+  }
   EXPECT_LE(max_rel_diff(loaded->dequantize(), f.tensor("deq")), 1e-6);
+}
+
+// A TorchAO bf16 Int4Tensor checkpoint (the fixture's tensors and metadata) read by
+// load_quantized_weights and written back the way `ao quantize` writes weights
+// (append_quantized_weight + save_safetensors): scale and zero_point stay BF16 in the file's
+// header and byte-identical to TorchAO's; the file loads back to the same dequantization.
+TEST(QuantInt4, TorchAoBf16CheckpointSavesBackUnchanged) {
+  const auto f = open_fixture("int4_g32_bf16");
+  io::ModelFiles in;
+  in.path = "int4_g32_bf16";
+  in.format = "safetensors";
+  for (const char* name : {"qdata", "scale", "zero_point"}) {
+    const std::string n = std::string("layer._weight_") + name;
+    in.tensors.push_back({n, f.tensor(n)});
+  }
+  in.metadata = {{"tensor_names", f.metadata().at("tensor_names")},
+                 {"layer.weight", f.metadata().at("layer.weight")}};
+  const QuantizedWeights loaded = load_quantized_weights(in);
+  ASSERT_EQ(loaded.linears.size(), 1u);
+  std::vector<io::NamedTensor> tensors;
+  std::map<std::string, std::string> meta;
+  append_quantized_weight("layer.weight", *loaded.linears.at("layer"), tensors, meta);
+  meta["tensor_names"] = f.metadata().at("tensor_names");
+  const std::string path =
+      (std::filesystem::temp_directory_path() /
+       ("ao_int4_bf16_roundtrip_" + std::to_string(::getpid()) + ".safetensors"))
+          .string();
+  io::save_safetensors(path, tensors, meta);
+  // The header as written: {"layer._weight_scale": {"dtype": "BF16", ...}, ...}.
+  std::ifstream file(path, std::ios::binary);
+  uint64_t header_len = 0;
+  file.read(reinterpret_cast<char*>(&header_len), 8);
+  std::string header(header_len, '\0');
+  file.read(header.data(), static_cast<std::streamsize>(header_len));
+  const auto h = nlohmann::json::parse(header);
+  EXPECT_EQ(h["layer._weight_scale"]["dtype"], "BF16");
+  EXPECT_EQ(h["layer._weight_zero_point"]["dtype"], "BF16");
+  EXPECT_EQ(h["layer._weight_qdata"]["dtype"], "I8");
+  {
+    const auto saved = io::SafetensorsFile::open(path);
+    for (const char* name : {"qdata", "scale", "zero_point"}) {
+      const std::string n = std::string("layer._weight_") + name;
+      const Tensor a = saved.tensor(n), b = f.tensor(n);
+      ASSERT_EQ(a.dtype(), b.dtype()) << n;
+      ASSERT_EQ(a.shape(), b.shape()) << n;
+      EXPECT_EQ(0, std::memcmp(a.data_ptr(), b.data_ptr(), b.nbytes())) << n;
+    }
+    // The same JSON as TorchAO's (Python's json.dumps spaces it differently).
+    EXPECT_EQ(nlohmann::ordered_json::parse(saved.metadata().at("layer.weight")),
+              nlohmann::ordered_json::parse(f.metadata().at("layer.weight")));
+    io::ModelFiles back;
+    back.path = path;
+    back.format = "safetensors";
+    back.tensors = {{"layer._weight_qdata", saved.tensor("layer._weight_qdata")},
+                    {"layer._weight_scale", saved.tensor("layer._weight_scale")},
+                    {"layer._weight_zero_point", saved.tensor("layer._weight_zero_point")}};
+    back.metadata = saved.metadata();
+    EXPECT_LE(max_rel_diff(load_quantized_weights(back).linears.at("layer")->dequantize(),
+                           f.tensor("deq")),
+              1e-6);
+  }
+  std::filesystem::remove(path);
+}
+
+// A bad dtype for scale / zero_point is an error naming the weight, the tensor and the dtype.
+TEST(QuantInt4, LoadRejectsOtherScaleDtypes) {
+  const auto f = open_fixture("int4_g32_bf16");
+  const auto meta = nlohmann::ordered_json::parse(f.metadata().at("layer.weight"));
+  for (const char* bad : {"scale", "zero_point"}) {
+    std::vector<io::NamedTensor> data;
+    for (const char* name : {"qdata", "scale", "zero_point"}) {
+      const Tensor t = f.tensor(std::string("layer._weight_") + name);
+      data.push_back({name, std::string(name) == bad ? t.to(DType::i32) : t});
+    }
+    std::string err;
+    try {
+      find_qtensor_type("Int4Tensor")->load("model.layers.0.mlp.up_proj", data, meta["_data"]);
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+    EXPECT_NE(err.find(fmt::format("model.layers.0.mlp.up_proj: Int4Tensor tensor '{}' has dtype "
+                                   "i32, expected f32, bf16 or f16",
+                                   bad)),
+              std::string::npos)
+        << err;
+  }
 }
 
 }  // namespace

@@ -46,6 +46,14 @@ QuantizeSummary quantize_model(const io::ModelFiles& in, const QuantPlan& plan,
                                const std::string& out_dir, bool overwrite = false,
                                const QuantizeProgress& progress = {});
 
+// How quantize_model stores one quantized Linear weight `<module>.weight`: appends its data
+// tensors, in their stored dtypes, as `<module>._weight_<name>` to `tensors` and sets
+// `metadata[weight_name]` to q.metadata() (the caller adds "tensor_names" and "format"). A
+// weight rebuilt by load_quantized_weights is written back as the checkpoint held it.
+void append_quantized_weight(const std::string& weight_name, const QTensor& q,
+                             std::vector<io::NamedTensor>& tensors,
+                             std::map<std::string, std::string>& metadata);
+
 // ---- reading ----------------------------------------------------------------------------
 
 // True when the files hold TorchAO quantized tensors (metadata "tensor_names", or a

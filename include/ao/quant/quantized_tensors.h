@@ -69,9 +69,14 @@ class IntxUnpackedToInt8Tensor : public AffineInt8Tensor {
                          const nlohmann::ordered_json& attributes);
 };
 
+// scale and zero_point are stored in TorchAO's dtype (from_hp: the weight's dtype, so bf16 for
+// a bf16 model; f32, bf16 or f16 from a checkpoint) and serialized as stored; the kernels read
+// f32 copies made once here (the data tensors themselves when already f32).
 class Int4Tensor : public QTensor {
  public:
+  // scale and zero_point: f32, bf16 or f16.
   Int4Tensor(Tensor qdata, Tensor scale, Tensor zero_point, int64_t group_size, Shape shape);
+  // scale and zero_point in w's dtype when it is bf16 or f16, else f32 (TorchAO's from_hp).
   static std::shared_ptr<Int4Tensor> from_float(const Tensor& w, int64_t group_size);
   static QTensorPtr load(const std::string& where, std::vector<io::NamedTensor> data,
                          const nlohmann::ordered_json& attributes);
@@ -82,6 +87,7 @@ class Int4Tensor : public QTensor {
 
  private:
   int64_t group_size_;
+  Tensor scale_f32_, zero_f32_;  // compute copies of scale / zero_point (not counted in nbytes)
 };
 
 // How Int4WeightOnlyConfig chooses the int4 qparams (TorchAO's Int4ChooseQParamsAlgorithm).
