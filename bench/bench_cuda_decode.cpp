@@ -67,6 +67,37 @@ std::vector<std::string> split(const std::string& s, char sep = ',') {
   return out;
 }
 
+// Mean microseconds per call of fn over `reps` calls on stream s, after one warm-up call (CUDA
+// events around the calls).
+class EventTimer {
+ public:
+  explicit EventTimer(cudaStream_t s) : s_(s) {
+    AO_CUDA_CHECK(cudaEventCreate(&t0_));
+    AO_CUDA_CHECK(cudaEventCreate(&t1_));
+  }
+  ~EventTimer() {
+    cudaEventDestroy(t0_);
+    cudaEventDestroy(t1_);
+  }
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  template <typename Fn>
+  double us(const Fn& fn, int reps) {
+    fn();
+    AO_CUDA_CHECK(cudaEventRecord(t0_, s_));
+    for (int i = 0; i < reps; ++i) fn();
+    AO_CUDA_CHECK(cudaEventRecord(t1_, s_));
+    AO_CUDA_CHECK(cudaEventSynchronize(t1_));
+    float ms = 0;
+    AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0_, t1_));
+    return 1e3 * ms / reps;
+  }
+
+ private:
+  cudaStream_t s_;
+  cudaEvent_t t0_ = nullptr, t1_ = nullptr;
+};
+
 // --ab: a tuning variant (GEMV and attention) by name, modifiers joined by '+' (e.g.
 // "direct+hold=2").
 struct Variant {
@@ -297,19 +328,8 @@ void prefill_gemm_table(const std::vector<std::string>& formats,
   cublasHandle_t h;
   AO_CUBLAS_CHECK(cublasCreate(&h));
   AO_CUBLAS_CHECK(cublasSetStream(h, s));
-  cudaEvent_t t0, t1;
-  AO_CUDA_CHECK(cudaEventCreate(&t0));
-  AO_CUDA_CHECK(cudaEventCreate(&t1));
-  auto time_us = [&](const auto& fn) {
-    fn();
-    AO_CUDA_CHECK(cudaEventRecord(t0, s));
-    for (int i = 0; i < reps; ++i) fn();
-    AO_CUDA_CHECK(cudaEventRecord(t1, s));
-    AO_CUDA_CHECK(cudaEventSynchronize(t1));
-    float ms = 0;
-    AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
-    return 1e3 * ms / reps;
-  };
+  EventTimer timer(s);
+  auto time_us = [&](const auto& fn) { return timer.us(fn, reps); };
   const ao::io::ModelConfig mc = ao::runtime::CudaEngine::synthetic_config(model);
   const int64_t d = mc.dim, f = mc.hidden_dim, hd = mc.head_dim;
   struct Shape {
@@ -393,19 +413,8 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
   using namespace ao::cuda;
   cudaStream_t s;
   AO_CUDA_CHECK(cudaStreamCreate(&s));
-  cudaEvent_t t0, t1;
-  AO_CUDA_CHECK(cudaEventCreate(&t0));
-  AO_CUDA_CHECK(cudaEventCreate(&t1));
-  auto time_us = [&](const auto& fn, int reps) {
-    fn();
-    AO_CUDA_CHECK(cudaEventRecord(t0, s));
-    for (int i = 0; i < reps; ++i) fn();
-    AO_CUDA_CHECK(cudaEventRecord(t1, s));
-    AO_CUDA_CHECK(cudaEventSynchronize(t1));
-    float ms = 0;
-    AO_CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
-    return 1e3 * ms / reps;
-  };
+  EventTimer timer(s);
+  auto time_us = [&](const auto& fn, int reps) { return timer.us(fn, reps); };
   struct Shape {
     const char* name;
     int64_t n, k;
@@ -564,8 +573,6 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
   std::printf("| sample greedy, vocab 128256 | f32 | 1 | 0.5 | %.1f | | |\n", us_s);
   std::fflush(stdout);
   for (void* p : {src, x, y, normw, kc, vc, q, part, out, pos, dst, tok}) cudaFree(p);
-  cudaEventDestroy(t0);
-  cudaEventDestroy(t1);
   cudaStreamDestroy(s);
 }
 

@@ -96,6 +96,30 @@ TEST_P(CudaWeightMappingInt4, PlainInt4MatchesDequantize) {
   expect_same_values(*p, *q, false);
 }
 
+// A bf16 weight's Int4Tensor keeps bf16 scale and zero_point tensors (TorchAO's dtype): the
+// mapping reads them as they are, so the engine's {s, zero} are those bf16 values exactly and
+// its dequantized weight is the CPU's.
+TEST_P(CudaWeightMappingInt4, PlainInt4OfABf16WeightMatchesDequantize) {
+  const int g = GetParam();
+  const auto q = quant::Int4Tensor::from_float(random_weight(24, 512, 40 + g, 0.3f).to(DType::bf16), g);
+  ASSERT_EQ(q->data("scale").dtype(), DType::bf16);
+  ASSERT_EQ(q->data("zero_point").dtype(), DType::bf16);
+  std::string why;
+  const auto p = runtime::map_qtensor_for_cuda(*q, &why);
+  ASSERT_TRUE(p) << why;
+  EXPECT_EQ(p->format, CudaWeightFormat::int4wo);
+  EXPECT_EQ(p->group_size, g);
+  const Tensor s = q->data("scale").to(DType::f32).contiguous();
+  const Tensor z = q->data("zero_point").to(DType::f32).contiguous();
+  const int64_t G = p->groups();
+  for (int64_t r = 0; r < p->n; ++r)
+    for (int64_t gi = 0; gi < G; ++gi) {  // scale / zero_point are [K/g, N]
+      ASSERT_EQ(p->scale[(r * G + gi) * 2], s.data<float>()[gi * p->n + r]) << r << " " << gi;
+      ASSERT_EQ(p->scale[(r * G + gi) * 2 + 1], z.data<float>()[gi * p->n + r]) << r << " " << gi;
+    }
+  expect_same_values(*p, *q, false);
+}
+
 TEST_P(CudaWeightMappingInt4, TilePackedMatchesDequantize) {
   const int g = GetParam();
   // N not a multiple of 8, K not a multiple of 1024 (TorchAO pads both) nor of g for g > 32.
