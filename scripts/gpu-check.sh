@@ -4,7 +4,8 @@
 # ./out). Stages: STAGES="build test bench peer" (default), "ncu" (stall reasons of the decode
 # GEMVs), "trace" (a timeline of decode steps from the kernels' own clocks, docs/CUDA.md lab
 # note 19), "ab" (tuning variants alternated on one engine: bench_cuda_decode --ab), "full";
-# BENCH_ARGS, PEER_VARIANTS, NCU_FORMATS, TRACE_ARGS, AB_VARIANTS, AB_ARGS tune them.
+# BENCH_ARGS, PEER_VARIANTS, PEER_ARGS (e.g. "--pp 512": the peer's prefill too), NCU_FORMATS,
+# TRACE_ARGS, AB_VARIANTS, AB_ARGS tune them.
 # BENCH_BIN picks the benchmark binary (default: the lab's; build-gpu/bench_cuda_decode after
 # stage "full"). Stage "full" builds the whole project with CUDA (build-gpu), runs its Cuda* tests (incl. the
 # CLI / TorchAO-checkpoint ones), `ao generate --device cuda` on stories260K (plain and an int4
@@ -53,7 +54,7 @@ fi
 if has peer; then
   stamp "peer (PyTorch)"
   PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-330} python3 bench/peers/gpt_fast_decode.py \
-      --variants "$PEER_VARIANTS" --json "$OUT/peer.json" 2>&1 | grep -v Warning | tee "$OUT/peer.log" | tail -20
+      --variants "$PEER_VARIANTS" $PEER_ARGS --json "$OUT/peer.json" 2>&1 | grep -v Warning | tee "$OUT/peer.log" | tail -20
 fi
 if has ncu; then
   # Stall reasons of the batch-1 decode GEMVs (NCU_FORMATS, default int8wo,int4wo-g128): per

@@ -10,6 +10,9 @@ fuses) or int4 weight-only g128 through PyTorch's own tinygemm ops
 
   python3 bench/peers/gpt_fast_decode.py --variants llama3-8b:compile:bf16,llama3-8b:compile:int4
 Prints one JSON object per variant (model, variant, format, tok_s, weight_gb, gb_s).
+--pp N adds a prefill of N tokens from position 0 (pp_tok_s): one forward over the N tokens, the
+lm_head on the last one only (as ao's engine and llama-bench do), torch.compile(fullgraph=True)
+without CUDA graphs for the compile variants; --tg 0 leaves the decode out.
 """
 import argparse
 import json
@@ -45,26 +48,22 @@ class BF16Linear(nn.Module):
 
 
 class Int8Linear(nn.Module):
-    """int8 weight-only: torch._weight_int8pack_mm when this build has it on CUDA, else
-    gpt-fast's F.linear(x, w.to(bf16)) * scales (which inductor fuses into one kernel)."""
-    use_pack_mm = None
+    """int8 weight-only, gpt-fast's form: F.linear(x, w.to(bf16)) * scales. Format "int8pack"
+    calls torch._weight_int8pack_mm directly. On an H200 with torch 2.11 (runs 286-288, llama3-8b
+    shape) that op gave 18.5-19.9 tok/s decode and 65 tok/s prefill, and torch.compile of the
+    F.linear form measured the same (19.86 / 65.1: inductor's weight-only int8 pattern appears to
+    lower it to that op); eager F.linear gave 34.1 tok/s decode (launch-bound) and 12215 tok/s
+    prefill."""
 
-    def __init__(self, n, k):
+    def __init__(self, n, k, pack_mm=False):
         super().__init__()
         self.register_buffer("weight", torch.randint(-128, 128, (n, k), dtype=torch.int8, device=DEV))
         self.register_buffer("scales", torch.rand(n, dtype=BF16, device=DEV) * 1e-3)
         self.n = n
-        if Int8Linear.use_pack_mm is None:
-            try:
-                torch._weight_int8pack_mm(torch.randn(1, k, dtype=BF16, device=DEV), self.weight, self.scales)
-                Int8Linear.use_pack_mm = True
-            except Exception as e:  # noqa: BLE001
-                print(f"# _weight_int8pack_mm unavailable ({type(e).__name__}); using F.linear * scales",
-                      flush=True)
-                Int8Linear.use_pack_mm = False
+        self.pack_mm = pack_mm
 
     def forward(self, x):
-        if Int8Linear.use_pack_mm:
+        if self.pack_mm:
             shape = x.shape
             y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight, self.scales)
             return y.reshape(*shape[:-1], self.n)
@@ -95,8 +94,8 @@ class Int4Linear(nn.Module):
 def make_linear(fmt, n, k):
     if fmt == "bf16":
         return BF16Linear(n, k)
-    if fmt == "int8":
-        return Int8Linear(n, k)
+    if fmt in ("int8", "int8pack"):
+        return Int8Linear(n, k, pack_mm=fmt == "int8pack")
     if fmt == "int4":
         return Int4Linear(n, k)
     raise ValueError(fmt)
@@ -174,12 +173,14 @@ class Transformer(nn.Module):
         self.register_buffer("sin", emb.sin().to(BF16))
         self.register_buffer("causal", torch.tril(torch.ones(max_seq, max_seq, dtype=torch.bool, device=DEV)))
 
-    def forward(self, idx, input_pos):
+    def forward(self, idx, input_pos, last_only=False):
         mask = self.causal[None, None, input_pos]
         cos, sin = self.cos[input_pos], self.sin[input_pos]
         x = self.tok_embeddings(idx)
         for layer in self.layers:
             x = layer(x, cos, sin, input_pos, mask)
+        if last_only:  # prefill: the next token's logits only
+            x = x[:, -1:]
         return self.output(self.norm(x))
 
     def weight_bytes(self):
@@ -195,11 +196,45 @@ def decode_one(model, tok, input_pos):
     return torch.argmax(logits[:, -1], dim=-1)
 
 
-def run_variant(model_name, mode, fmt, tg, reps):
+def prefill_one(model, idx, input_pos):
+    logits = model(idx, input_pos, last_only=True)
+    return torch.argmax(logits[:, -1], dim=-1)
+
+
+def time_prefill(model, mode, c, pp, reps):
+    """Median tokens/s of a prefill of pp random tokens from position 0."""
+    step = torch.compile(prefill_one, fullgraph=True) if mode == "compile" else prefill_one
+    idx = torch.randint(0, c["vocab"], (1, pp), device=DEV)
+    pos = torch.arange(pp, device=DEV)
+    for _ in range(3):  # warm up (compile)
+        step(model, idx, pos)
+    times = []
+    for _ in range(max(reps, 3)):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step(model, idx, pos)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return pp / times[len(times) // 2]
+
+
+def run_variant(model_name, mode, fmt, tg, reps, pp=0):
     c = SHAPES[model_name]
-    max_seq = 1024
+    max_seq = max(1024, pp + 1)
+    pp_tok_s = None
     with torch.no_grad():
         model = Transformer(c, fmt, max_seq)
+        if pp > 0:
+            pp_tok_s = time_prefill(model, mode, c, pp, reps)
+        if tg == 0:
+            wb = model.weight_bytes()
+            del model
+            torch.cuda.empty_cache()
+            torch._dynamo.reset()
+            return dict(model=model_name, variant=f"{mode} {fmt}", mode=mode, format=fmt,
+                        pp=pp, pp_tok_s=round(pp_tok_s, 1), weight_gb=round(wb / 1e9, 3),
+                        torch=torch.__version__)
         step = decode_one
         if mode == "compile":
             step = torch.compile(decode_one, mode="reduce-overhead", fullgraph=True)
@@ -228,11 +263,14 @@ def run_variant(model_name, mode, fmt, tg, reps):
         del model
     torch.cuda.empty_cache()
     torch._dynamo.reset()
-    if fmt == "int8":
-        fmt = "int8 (_weight_int8pack_mm)" if Int8Linear.use_pack_mm else "int8 (F.linear * scales)"
-    return dict(model=model_name, variant=f"{mode} {fmt}", mode=mode, format=fmt, tok_s=round(tok_s, 2),
-                weight_gb=round(wb / 1e9, 3), gb_s=round(wb * tok_s / 1e9, 1),
-                warmup_s=round(t_compile, 1), torch=torch.__version__)
+    if fmt.startswith("int8"):
+        fmt = "int8 (_weight_int8pack_mm)" if fmt == "int8pack" else "int8 (F.linear * scales)"
+    r = dict(model=model_name, variant=f"{mode} {fmt}", mode=mode, format=fmt, tok_s=round(tok_s, 2),
+             weight_gb=round(wb / 1e9, 3), gb_s=round(wb * tok_s / 1e9, 1),
+             warmup_s=round(t_compile, 1), torch=torch.__version__)
+    if pp_tok_s is not None:
+        r.update(pp=pp, pp_tok_s=round(pp_tok_s, 1))
+    return r
 
 
 def main():
@@ -240,6 +278,7 @@ def main():
     ap.add_argument("--variants", default="llama3-8b:eager:bf16,llama3-8b:compile:bf16,"
                     "llama3-8b:compile:int8,llama3-8b:compile:int4,llama3-1b:compile:bf16,llama3-1b:compile:int4")
     ap.add_argument("--tg", type=int, default=128)
+    ap.add_argument("--pp", type=int, default=0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
@@ -252,7 +291,7 @@ def main():
         model_name, mode, fmt = v.split(":")
         try:
             r = run_variant(model_name, mode, fmt, args.tg if mode == "compile" else min(args.tg, 32),
-                            args.reps)
+                            args.reps, args.pp)
         except Exception as e:  # report and go on with the next variant
             r = dict(model=model_name, variant=f"{mode} {fmt}", error=f"{type(e).__name__}: {e}"[:300])
             torch.cuda.empty_cache()
