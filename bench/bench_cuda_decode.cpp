@@ -3,7 +3,7 @@
 //   bench_cuda_decode [--models llama3-8b,llama3-1b] [--formats bf16,int8wo,int4wo-g128]
 //                     (formats: bf16, int8wo, int4wo-gN, fp8-row, fp8-tensor, fp8dq-row,
 //                     fp8dq-tensor)
-//                     [--pp 512] [--tg 128] [--reps 3] [--json FILE] [--kernels]
+//                     [--pp 512] [--tg 128] [--reps 3] [--ubatch 512] [--json FILE] [--kernels]
 //                     [--kernel-reps 50] [--kernel-m1] [--kernel-model llama3-8b]
 //                     [--trace POS] [--ab VARIANTS] [--prefill-gemms]
 // Environment (lab): AO_GEMV_KSPLIT=1|2|4 forces the GEMV's K split, AO_GEMV_MMA=0 the CUDA-core
@@ -669,7 +669,7 @@ void trace_decode(const std::string& model, const std::string& format, int pos, 
 
 int main(int argc, char** argv) {
   std::string models = "llama3-8b,llama3-1b", formats = "bf16,int8wo,int4wo-g128", json;
-  int pp = 512, tg = 128, reps = 3;
+  int pp = 512, tg = 128, reps = 3, ubatch = 512;
   bool kernels = false, kernel_m1 = false, prefill_gemms = false;
   std::string kernel_model = "llama3-8b";
   int trace_pos = -1;
@@ -705,6 +705,8 @@ int main(int argc, char** argv) {
       tg = next_int();
     else if (a == "--reps")
       reps = next_int();
+    else if (a == "--ubatch")  // prompt tokens per prefill chunk (CudaEngineOptions::max_prefill)
+      ubatch = std::max(1, next_int());
     else if (a == "--json")
       json = next();
     else if (a == "--kernels")
@@ -789,11 +791,12 @@ int main(int argc, char** argv) {
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (const auto& m : split(models)) {
       for (const auto& f : split(formats)) {
-        CudaBenchResult r = cuda_bench(m, f, pp, tg, reps);
+        CudaBenchResult r = cuda_bench(m, f, pp, tg, reps, ubatch);
         if (pp > 0)
-          std::printf("| %s | %s | %.2f | pp%d | %.1f | | | %.0f | %.0f%% |\n", m.c_str(),
-                      f.c_str(), r.weight_gb, pp, r.pp_tok_s, r.pp_tflops,
-                      100.0 * r.pp_tflops / gemm_big);
+          std::printf("| %s | %s | %.2f | pp%d%s | %.1f | | | %.0f | %.0f%% |\n", m.c_str(),
+                      f.c_str(), r.weight_gb, pp,
+                      ubatch < pp ? (" (ub " + std::to_string(ubatch) + ")").c_str() : "",
+                      r.pp_tok_s, r.pp_tflops, 100.0 * r.pp_tflops / gemm_big);
         if (tg > 0)
           std::printf("| %s | %s | %.2f | tg%d | %.1f | %.0f | %.0f%% | | |\n", m.c_str(),
                       f.c_str(), r.weight_gb, tg, r.tg_tok_s, r.tg_gb_s, 100.0 * r.tg_gb_s / bw);

@@ -191,7 +191,7 @@ struct CudaEngine::Impl {
     max_seq = o.max_seq_len > 0 ? o.max_seq_len
                                 : std::min(c.max_seq_len > 0 ? c.max_seq_len : 4096, 4096);
     qkv_dim = (n_heads + 2 * n_kv) * hd;
-    max_m = std::max(1, o.max_prefill);
+    max_m = std::max(1, std::min(o.max_prefill, max_seq));  // a chunk never exceeds the cache
     AO_CUDA_CHECK(cudaSetDevice(o.device));
     AO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     AO_CUBLAS_CHECK(cublasCreate(&cublas));
@@ -608,21 +608,38 @@ struct CudaEngine::Impl {
   }
 
   // ---- logits of every prefill position (perplexity) -----------------------------------------
-  float* all_logits = nullptr;          // [max_m, vocab] f32, allocated on first use
-  uint16_t* all_logits_bf16 = nullptr;  // [max_m, vocab], fp8-activation lm_head only
+  float* all_logits = nullptr;          // [rows, vocab] f32, allocated on first use
+  uint16_t* all_logits_bf16 = nullptr;  // [rows, vocab], fp8-activation lm_head only
+  int all_logits_rows = 0;              // rows allocated: the largest chunk so far
+
+  // Room for m rows of all-position logits (grown, never shrunk: a window shorter than max_m
+  // does not pay for max_m rows of vocab-wide f32).
+  void ensure_all_logits(int m) {
+    if (m <= all_logits_rows) return;
+    for (void** p : {reinterpret_cast<void**>(&all_logits), reinterpret_cast<void**>(&all_logits_bf16)})
+      if (*p) {
+        AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+        AO_CUDA_CHECK(cudaFree(*p));
+        allocations.erase(std::find(allocations.begin(), allocations.end(), *p));
+        *p = nullptr;
+      }
+    all_logits = alloc<float>(static_cast<size_t>(m) * vocab);
+    if (lm_head.act_quant != cuda::ActQuant::none)
+      all_logits_bf16 = alloc<uint16_t>(static_cast<size_t>(m) * vocab);
+    all_logits_rows = m;
+  }
 
   // After enqueue_prefill(m): the lm_head of all m final-normed rows in xn into all_logits, in
   // f32 like the last-token GEMV (and the CPU model). m <= 8: the GEMV; else cuBLAS on bf16
   // operands with f32 accumulation and output (a quantized lm_head is dequantized to bf16 first,
   // as linear() does for prefill).
   void enqueue_all_logits(int m) {
-    if (!all_logits) all_logits = alloc<float>(static_cast<size_t>(max_m) * vocab);
+    ensure_all_logits(m);
     if (gemv_takes(lm_head, m)) {
       gemv_rows(lm_head, xn, m, cuda::GemvOutput::f32, all_logits);
     } else if (lm_head.act_quant != cuda::ActQuant::none) {
       // fp8 activations: the FP8 GEMM (bf16 logits, as torch._scaled_mm gives TorchAO's bf16
       // model), widened to f32; no dequantized copy exists for these weights.
-      if (!all_logits_bf16) all_logits_bf16 = alloc<uint16_t>(static_cast<size_t>(max_m) * vocab);
       linear_fp8(lm_head, xn, m, all_logits_bf16);
       cuda::bf16_to_f32(all_logits_bf16, static_cast<int64_t>(m) * vocab, all_logits, stream);
     } else {
@@ -1087,11 +1104,12 @@ CudaBenchResult CudaEngine::bench(int pp, int tg, int reps) {
 // ---- free functions -------------------------------------------------------------------------
 
 CudaBenchResult cuda_bench(const std::string& model, const std::string& format, int pp, int tg,
-                           int reps) {
+                           int reps, int ubatch) {
+  AO_CHECK(ubatch >= 1, "cuda_bench: ubatch must be at least 1, got {}", ubatch);
   CudaEngineOptions opt;
   opt.format = parse_cuda_weight_format(format, &opt.group_size);
   opt.max_seq_len = std::max(pp + tg, 16);
-  opt.max_prefill = std::max(std::min(pp, 512), 1);
+  opt.max_prefill = std::max(std::min(pp, ubatch), 1);
   auto eng = CudaEngine::create_synthetic(CudaEngine::synthetic_config(model), opt);
   CudaBenchResult r = eng->bench(pp, tg, reps);
   r.model = model;

@@ -475,6 +475,47 @@ TEST(CudaEngineSynthetic, PrefillScratchStaysAtTheChunkSize) {
   }
 }
 
+// A 2048-token prompt in one prefill chunk (CudaEngineOptions::max_prefill's default) and in
+// chunks of 512: the same logits up to summation order (int4 weights, dequantized once per chunk).
+// Then the all-position logits of a 600-token window and of the 2048-token one on the same
+// engine (the logits buffer grows): the last row matches the last-token logits of prefill().
+TEST(CudaEngineSynthetic, LongPromptInOneChunkMatchesChunksOf512) {
+  AO_SKIP_WITHOUT_GPU();
+  io::ModelConfig c = runtime::CudaEngine::synthetic_config("llama3-1b");
+  c.n_layers = 2;
+  const int T = 2048;
+  std::vector<int32_t> toks(T);
+  for (int i = 0; i < T; ++i) toks[i] = (7919 * i + 13) % 128000;
+  EXPECT_EQ(runtime::CudaEngineOptions{}.max_prefill, 2048);
+  std::vector<float> last[2];
+  std::unique_ptr<runtime::CudaEngine> one;
+  for (int chunk : {2048, 512}) {
+    runtime::CudaEngineOptions opt;
+    opt.format = runtime::parse_cuda_weight_format("int4wo-g128", &opt.group_size);
+    opt.max_seq_len = T + 16;
+    opt.max_prefill = chunk;
+    auto eng = runtime::CudaEngine::create_synthetic(c, opt);
+    last[chunk == 512] = eng->prefill(toks);
+    for (float v : last[chunk == 512]) ASSERT_TRUE(std::isfinite(v)) << chunk;
+    if (chunk == 2048) one = std::move(eng);
+  }
+  const double e = nmse(last[1], last[0]);
+  std::printf("llama3-1b x2 int4, 2048 tokens: chunks of 512 vs one chunk, last logits NMSE %.3g\n", e);
+  EXPECT_LT(e, 1e-3);
+  const size_t V = static_cast<size_t>(c.vocab_size);
+  for (int n : {600, T}) {
+    one->reset();
+    const std::vector<int32_t> window(toks.begin(), toks.begin() + n);
+    std::vector<float> all(static_cast<size_t>(n) * V, NAN);
+    one->prefill_all_logits(window, all.data());
+    const std::vector<float> row(all.end() - static_cast<std::ptrdiff_t>(V), all.end());
+    one->reset();
+    const double er = nmse(row, one->prefill(window));
+    std::printf("  %d-token window: last all-position row vs prefill(): NMSE %.3g\n", n, er);
+    EXPECT_LT(er, 1e-4) << n;
+  }
+}
+
 // CudaEngine::recapture(): the decode graph takes the launch choices of the tuning in force at
 // its capture. Re-captured under another GEMV tuning (bf16 off the TMA kernel) and attention
 // order, the step runs the other kernels (the capture's eager step reports its last GEMV) and

@@ -23,6 +23,7 @@ struct BenchArgs {
   int layers = 0;
   std::vector<int64_t> n_prompt = {512}, n_gen = {128};
   int reps = 3;
+  int ubatch = 512;  // --device cuda: prompt tokens per prefill chunk (llama-bench's -ub)
   bool json = false;
 };
 
@@ -52,7 +53,7 @@ std::vector<runtime::BenchRow> run_cuda_bench(const BenchArgs& a) {
              "bench --device cuda: pp + tg = {} exceeds the model's context {}", max_total,
              w.config.max_seq_len);
     eo.max_seq_len = static_cast<int>(max_total);
-    eo.max_prefill = static_cast<int>(std::min<int64_t>(max_pp, 512));
+    eo.max_prefill = static_cast<int>(std::min<int64_t>(max_pp, a.ubatch));
     eng = runtime::CudaEngine::create_from_host(w.config, w.weights, eo);
     label = a.model + " " + (w.torchao ? "torchao" : runtime::cuda_weight_format_name(eo.format, eo.group_size));
     for (const auto& m : w.mapping) fmt::print(stderr, "weights: {}\n", m);
@@ -64,7 +65,7 @@ std::vector<runtime::BenchRow> run_cuda_bench(const BenchArgs& a) {
     const runtime::CudaBenchResult r =
         eng ? eng->bench(static_cast<int>(pp), static_cast<int>(tg), a.reps)
             : runtime::cuda_bench(a.synthetic, a.format, static_cast<int>(pp),
-                                  static_cast<int>(tg), a.reps);
+                                  static_cast<int>(tg), a.reps, a.ubatch);
     for (const bool is_pp : {true, false}) {
       runtime::BenchRow row;
       row.model = eng ? label : a.synthetic + " synthetic " + r.format;
@@ -169,6 +170,11 @@ const bool registered = register_command(
               "fp8dq-tensor or fp8dq-row "
               "(TorchAO checkpoints keep their quantized weights; this applies to the others)")
            ->capture_default_str();
+       sub->add_option("--ub,--ubatch-size", a->ubatch,
+                       "with --device cuda: prompt tokens per prefill chunk (llama-bench's -ub; "
+                       "larger chunks spread each quantized weight's dequantization over more tokens)")
+           ->capture_default_str()
+           ->check(CLI::PositiveNumber);
        sub->add_flag("--json", a->json, "print JSON instead of a markdown table");
        return [a] { return run_bench(*a); };
      }});

@@ -65,7 +65,11 @@ struct CudaEngineOptions {
   CudaWeightFormat format = CudaWeightFormat::bf16;
   int group_size = 128;    // int4wo
   int max_seq_len = 0;     // KV-cache capacity; 0 = min(config.max_seq_len, 4096)
-  int max_prefill = 512;   // tokens per prefill chunk (longer prompts run in chunks)
+  // Tokens per prefill chunk (longer prompts run in chunks; at most max_seq_len). Each chunk
+  // dequantizes every quantized weight once, so larger chunks spread that over more tokens:
+  // llama3-8b pp2048 int4 26237 tok/s in chunks of 512, 34422 in one of 2048 (docs/CUDA.md lab
+  // note 95). Activation buffers grow with it (~145 KB per token for llama3-8b).
+  int max_prefill = 2048;
   bool cuda_graph = true;  // capture the decode step
   int device = 0;
 };
@@ -156,7 +160,8 @@ class CudaEngine {
   // Appends `tokens` like prefill() and writes the logits after each of them to `logits`
   // ([tokens.size(), vocab] f32, row-major): every row of each chunk goes through the final
   // RMSNorm and the lm_head (the GEMV for chunks of up to 8 rows, else a cuBLAS GEMM with f32
-  // output). The [max_prefill, vocab] device buffer is allocated on the first call.
+  // output). The [chunk rows, vocab] device buffer is allocated on the first call (and grown
+  // when a later chunk is longer).
   void prefill_all_logits(const std::vector<int32_t>& tokens, float* logits);
   // One decode step (through the CUDA graph when enabled): appends `token`, returns logits.
   std::vector<float> decode(int32_t token);
@@ -188,9 +193,10 @@ class CudaEngine {
   std::unique_ptr<Impl> impl_;
 };
 
-// For `ao bench --device cuda --synthetic NAME`: builds the synthetic model and runs bench().
+// For `ao bench --device cuda --synthetic NAME`: builds the synthetic model and runs bench(),
+// the prompt in chunks of at most `ubatch` tokens (CudaEngineOptions::max_prefill).
 CudaBenchResult cuda_bench(const std::string& synthetic_model, const std::string& format, int pp,
-                           int tg, int reps = 3);
+                           int tg, int reps = 3, int ubatch = 512);
 // Measured device-to-device copy bandwidth in GB/s (bytes read + written), `bytes` per copy.
 double cuda_copy_bandwidth_gb_s(size_t bytes = size_t(1) << 30);
 // Measured cuBLAS bf16 GEMM throughput in TFLOP/s for an m x n x k product.
