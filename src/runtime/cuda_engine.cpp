@@ -165,6 +165,16 @@ struct CudaEngine::Impl {
     if (stream) cudaStreamDestroy(stream);
   }
 
+  // Frees an alloc() buffer early (the stream must no longer use it) and nulls the pointer.
+  template <typename T>
+  void release(T*& p) {
+    if (!p) return;
+    const auto it = std::find(allocations.begin(), allocations.end(), static_cast<void*>(p));
+    AO_CHECK(it != allocations.end(), "CudaEngine: release of a buffer alloc() did not make");
+    allocations.erase(it);
+    AO_CUDA_CHECK(cudaFree(p));
+    p = nullptr;
+  }
   template <typename T>
   T* alloc(size_t count) {
     void* p = nullptr;
@@ -616,13 +626,9 @@ struct CudaEngine::Impl {
   // does not pay for max_m rows of vocab-wide f32).
   void ensure_all_logits(int m) {
     if (m <= all_logits_rows) return;
-    for (void** p : {reinterpret_cast<void**>(&all_logits), reinterpret_cast<void**>(&all_logits_bf16)})
-      if (*p) {
-        AO_CUDA_CHECK(cudaStreamSynchronize(stream));
-        AO_CUDA_CHECK(cudaFree(*p));
-        allocations.erase(std::find(allocations.begin(), allocations.end(), *p));
-        *p = nullptr;
-      }
+    AO_CUDA_CHECK(cudaStreamSynchronize(stream));
+    release(all_logits);
+    release(all_logits_bf16);
     all_logits = alloc<float>(static_cast<size_t>(m) * vocab);
     if (lm_head.act_quant != cuda::ActQuant::none)
       all_logits_bf16 = alloc<uint16_t>(static_cast<size_t>(m) * vocab);

@@ -410,6 +410,11 @@ TEST(CudaCli, BenchRealModel) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("tg32"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("pp64"), std::string::npos) << r.out;
+  // Prompts in chunks of 16 tokens (--ubatch-size): the same table.
+  const auto u = test::run_ao("bench --device cuda -m " + test::stories260k_dir() +
+                              "/stories260K.bin -p 64 -n 8 -r 1 --format int8wo --ubatch-size 16");
+  ASSERT_EQ(u.exit_code, 0) << u.out;
+  EXPECT_NE(u.out.find("pp64"), std::string::npos) << u.out;
 }
 
 }  // namespace

@@ -104,6 +104,12 @@ TEST(ModelErrors, BadSamplerAndBenchOptions) {
   expect_error(test::run_ao("generate -m " + kLlama + " -p hi --top-p 0"), "top_p");
   expect_error(test::run_ao("bench --synthetic gpt-5"), "unknown synthetic model 'gpt-5'");
   expect_error(test::run_ao("bench --synthetic stories15M --device cuda"), "not supported yet");
+  expect_error(test::run_ao("bench --synthetic stories15M --ubatch-size 64"),
+               "--ubatch-size applies to --device cuda only");
+  const auto r = test::run_ao("bench --synthetic llama3-8b --device cuda --ubatch-size 0");
+  EXPECT_EQ(r.exit_code, 2) << r.out;  // a usage error, before any model is made
+  EXPECT_NE(r.out.find("--ubatch-size: Value 0 not in range 1 to 1048576"), std::string::npos)
+      << r.out;
 }
 
 TEST(ModelErrors, SetWeightChecksNameAndShape) {

@@ -23,7 +23,7 @@ struct BenchArgs {
   int layers = 0;
   std::vector<int64_t> n_prompt = {512}, n_gen = {128};
   int reps = 3;
-  int ubatch = 512;  // --device cuda: prompt tokens per prefill chunk (llama-bench's -ub)
+  int ubatch = 0;  // --device cuda: prompt tokens per prefill chunk (llama-bench's -ub); 0 = 512
   bool json = false;
 };
 
@@ -32,6 +32,7 @@ struct BenchArgs {
 std::vector<runtime::BenchRow> run_cuda_bench(const BenchArgs& a) {
 #ifdef AO_WITH_CUDA
   AO_CHECK(a.layers == 0, "bench --device cuda: --layers is not supported");
+  const int ubatch = a.ubatch > 0 ? a.ubatch : 512;
   const size_t pairs = std::max(a.n_prompt.size(), a.n_gen.size());
   int64_t max_pp = 1, max_total = 16;
   for (size_t i = 0; i < pairs; ++i) {
@@ -53,7 +54,7 @@ std::vector<runtime::BenchRow> run_cuda_bench(const BenchArgs& a) {
              "bench --device cuda: pp + tg = {} exceeds the model's context {}", max_total,
              w.config.max_seq_len);
     eo.max_seq_len = static_cast<int>(max_total);
-    eo.max_prefill = static_cast<int>(std::min<int64_t>(max_pp, a.ubatch));
+    eo.max_prefill = static_cast<int>(std::min<int64_t>(max_pp, ubatch));
     eng = runtime::CudaEngine::create_from_host(w.config, w.weights, eo);
     label = a.model + " " + (w.torchao ? "torchao" : runtime::cuda_weight_format_name(eo.format, eo.group_size));
     for (const auto& m : w.mapping) fmt::print(stderr, "weights: {}\n", m);
@@ -65,7 +66,7 @@ std::vector<runtime::BenchRow> run_cuda_bench(const BenchArgs& a) {
     const runtime::CudaBenchResult r =
         eng ? eng->bench(static_cast<int>(pp), static_cast<int>(tg), a.reps)
             : runtime::cuda_bench(a.synthetic, a.format, static_cast<int>(pp),
-                                  static_cast<int>(tg), a.reps, a.ubatch);
+                                  static_cast<int>(tg), a.reps, ubatch);
     for (const bool is_pp : {true, false}) {
       runtime::BenchRow row;
       row.model = eng ? label : a.synthetic + " synthetic " + r.format;
@@ -102,6 +103,8 @@ int run_bench(const BenchArgs& a) {
                a.json ? runtime::bench_json(rows).dump(2) + "\n" : runtime::bench_markdown(rows));
     return 0;
   }
+  AO_CHECK(a.ubatch == 0,
+           "bench: --ubatch-size applies to --device cuda only");
   runtime::BenchOptions o;
   o.n_prompt = a.n_prompt;
   o.n_gen = a.n_gen;
@@ -170,11 +173,11 @@ const bool registered = register_command(
               "fp8dq-tensor or fp8dq-row "
               "(TorchAO checkpoints keep their quantized weights; this applies to the others)")
            ->capture_default_str();
-       sub->add_option("--ub,--ubatch-size", a->ubatch,
-                       "with --device cuda: prompt tokens per prefill chunk (llama-bench's -ub; "
-                       "larger chunks spread each quantized weight's dequantization over more tokens)")
-           ->capture_default_str()
-           ->check(CLI::PositiveNumber);
+       sub->add_option("--ubatch-size,--ub", a->ubatch,
+                       "with --device cuda: prompt tokens per prefill chunk, default 512 "
+                       "(llama-bench's -ub; larger chunks spread each quantized weight's "
+                       "dequantization over more tokens)")
+           ->check(CLI::Range(1, 1 << 20));
        sub->add_flag("--json", a->json, "print JSON instead of a markdown table");
        return [a] { return run_bench(*a); };
      }});
