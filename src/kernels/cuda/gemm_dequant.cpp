@@ -5,6 +5,7 @@
 
 #include "ao/core/error.h"
 #include "ao/kernels/cuda/cublas_check.h"
+#include "int4_mixed_gemm.h"
 
 namespace ao::cuda {
 
@@ -28,12 +29,34 @@ DequantChunks plan_dequant_chunks(int64_t n, int64_t k_padded, int64_t chunk_byt
   return {std::min(rows, n), (n + rows - 1) / rows};
 }
 
-DequantGemm::DequantGemm() = default;
+#ifndef AO_WITH_CUTLASS
+// This build has no CUTLASS: every quantized weight takes the bf16 copy.
+bool int4_mixed_gemm_available() { return false; }
+bool int4_mixed_gemm_fits(int64_t, int64_t, int64_t, int) { return false; }
+void int4_mixed_gemm(const Int4MixedGemmArgs&, cudaStream_t) {
+  fail("int4 mixed-input GEMM: this build has no CUTLASS (scripts/setup-deps.sh fetches it)");
+}
+#endif
+
+bool int4_fused_gemm_available() { return int4_mixed_gemm_available(); }
+
+DequantGemm::DequantGemm() : fused_device_(int4_mixed_gemm_available()) {}
 DequantGemm::~DequantGemm() {
-  if (scratch_) {
-    cudaDeviceSynchronize();  // a GEMM may still read it
-    cudaFree(scratch_);
-  }
+  if (scratch_ || !planes_.empty()) cudaDeviceSynchronize();  // a GEMM may still read them
+  if (scratch_) cudaFree(scratch_);
+  for (auto& [key, p] : planes_) cudaFree(p.s);
+}
+
+bool DequantGemm::takes_fused(const DeviceWeight& w) const {
+  return fused_device_ && g_tuning.int4_fused && w.format == WeightFormat::int4 &&
+         int4_mixed_gemm_fits(w.n, w.k, w.k_padded, w.group_size);
+}
+
+bool DequantGemm::fused(const DeviceWeight& w) const {
+  if (!takes_fused(w)) return false;
+  const auto it = planes_.find(w.data);
+  return it != planes_.end() && it->second.n == w.n && it->second.k_padded == w.k_padded &&
+         it->second.group_size == w.group_size;
 }
 
 namespace {
@@ -45,6 +68,37 @@ size_t scratch_elems(const DeviceWeight& w, const DequantGemmTuning& t) {
 }  // namespace
 
 void DequantGemm::reserve(const DeviceWeight& w) {
+  if (!takes_fused(w)) {
+    reserve_scratch(w);
+    return;
+  }
+  if (fused(w)) return;
+  Planes p;
+  p.ld = (w.n + 7) / 8 * 8;
+  p.n = w.n;
+  p.k_padded = w.k_padded;
+  p.group_size = w.group_size;
+  const int64_t groups = w.k_padded / w.group_size;
+  p.bytes = static_cast<size_t>(2 * groups * p.ld) * 2;
+  auto it = planes_.find(w.data);
+  if (it != planes_.end()) {  // made for another weight at the same address
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
+    AO_CUDA_CHECK(cudaFree(it->second.s));
+    planes_.erase(it);
+  }
+  AO_CUDA_CHECK(cudaMalloc(&p.s, p.bytes));
+  int4_scale_planes(w, p.s, p.s + groups * p.ld, p.ld, nullptr);
+  AO_CUDA_CHECK(cudaDeviceSynchronize());
+  planes_.emplace(w.data, p);
+}
+
+size_t DequantGemm::plane_bytes() const {
+  size_t b = 0;
+  for (const auto& [key, p] : planes_) b += p.bytes;
+  return b;
+}
+
+void DequantGemm::reserve_scratch(const DeviceWeight& w) {
   const size_t elems = scratch_elems(w, g_tuning);
   if (elems <= cap_elems_) return;
   if (scratch_) {
@@ -77,7 +131,25 @@ void DequantGemm::run(cublasHandle_t h, const DeviceWeight& w, const uint16_t* x
     gemm(w.data, 0, w.n);
     return;
   }
-  reserve(w);  // no-op once the engine has reserved for its weights under this tuning
+  if (out_type == CUDA_R_16BF && takes_fused(w)) {
+    reserve(w);  // no-op once the engine has reserved for its weights under this tuning
+    const Planes& p = planes_.at(w.data);
+    Int4MixedGemmArgs a;
+    a.w = w.data;
+    a.s = p.s;
+    a.z = p.s + (w.k_padded / w.group_size) * p.ld;
+    a.ld_sz = p.ld;
+    a.n = w.n;
+    a.k = w.k;
+    a.k_padded = w.k_padded;
+    a.group_size = w.group_size;
+    a.x = x;
+    a.m = m;
+    a.y = static_cast<uint16_t*>(y);
+    int4_mixed_gemm(a, s);
+    return;
+  }
+  reserve_scratch(w);  // no-op once the engine has reserved for its weights under this tuning
   const DequantChunks c = plan_dequant_chunks(w.n, w.k_padded, g_tuning.chunk_bytes);
   for (int64_t i = 0; i < c.count; ++i) {
     const int64_t r0 = i * c.rows, rows = std::min(c.rows, w.n - r0);

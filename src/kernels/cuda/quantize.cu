@@ -293,6 +293,35 @@ void dequantize_weight_rows(const DeviceWeight& w, int64_t row0, int64_t rows, u
   AO_CUDA_CHECK(cudaGetLastError());
 }
 
+namespace {
+__global__ void int4_scale_planes_kernel(const uint32_t* words, int64_t n, int64_t groups,
+                                         int64_t ld, uint16_t* sp, uint16_t* zp) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= groups * ld) return;
+  const int64_t g = i / ld, r = i % ld;
+  uint16_t sb = 0, zb = 0;
+  if (r < n) {
+    const uint32_t word = words[int4_scale_index(r, g, groups)];
+    sb = static_cast<uint16_t>(word & 0xffffu);
+    const float sf = bf16_bits_to_float(sb), zero = bf16_bits_to_float(static_cast<uint16_t>(word >> 16));
+    zb = float_to_bf16_bits(fmaf(-8.f, sf, zero));  // int4_scale_bias's fp32 value
+  }
+  sp[i] = sb;
+  zp[i] = zb;
+}
+}  // namespace
+
+void int4_scale_planes(const DeviceWeight& w, uint16_t* s_plane, uint16_t* z_plane, int64_t ld,
+                       cudaStream_t s) {
+  if (w.format != WeightFormat::int4 || w.group_size <= 0 || w.k_padded % w.group_size != 0 ||
+      ld < w.n)
+    fail("int4_scale_planes: needs an int4 weight and ld >= N");
+  const int64_t groups = w.k_padded / w.group_size;
+  int4_scale_planes_kernel<<<blocks_for(groups * ld, 256), 256, 0, s>>>(
+      static_cast<const uint32_t*>(w.scale), w.n, groups, ld, s_plane, z_plane);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
+
 void dequantize_weight(const DeviceWeight& w, uint16_t* out, cudaStream_t s) {
   dequantize_weight_rows(w, 0, w.n, out, s);
 }

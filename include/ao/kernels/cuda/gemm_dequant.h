@@ -1,4 +1,5 @@
-// Prefill GEMM of a weight-only quantized weight (int8, int4, fp8) through cuBLAS:
+// Prefill GEMM of a weight-only quantized weight (int8, int4, fp8) through cuBLAS (int4 with a
+// bf16 output: fused, see DequantGemmTuning::int4_fused):
 //   y [M, N] = x [M, K] (bf16) . dequantize(W)^T   (bf16 operands, fp32 accumulation),
 // the weight dequantized to a bf16 scratch first. A weight whose bf16 copy is larger than
 // DequantGemmTuning::chunk_bytes goes in chunks of rows, each dequantized and then multiplied,
@@ -14,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <unordered_map>
 
 #include "ao/kernels/cuda/kernels.h"
 
@@ -24,7 +26,13 @@ struct DequantGemmTuning {
   // <= 0: the whole weight at once (a scratch of the largest weight's size). 256 MB holds every
   // linear layer of the 7-8B shapes but Qwen2.5-7B's gate_up (271 MB, two chunks) whole.
   int64_t chunk_bytes = int64_t{256} << 20;
+  // int4 weights of groups of 64-256 (and n a multiple of 8, k of 64) multiply bf16 x into a bf16
+  // y without the copy, on CUTLASS's mixed-input GEMM (int4_mixed_gemm.h), where the build has
+  // it and the GPU is sm_90; off: every quantized weight takes the bf16 copy (lab A/B).
+  bool int4_fused = true;
 };
+// Whether this build has the fused int4 GEMM (CUTLASS) and the current GPU runs it (sm_90).
+bool int4_fused_gemm_available();
 void set_dequant_gemm_tuning(const DequantGemmTuning& t);
 DequantGemmTuning dequant_gemm_tuning();
 
@@ -45,18 +53,35 @@ class DequantGemm {
   DequantGemm(const DequantGemm&) = delete;
   DequantGemm& operator=(const DequantGemm&) = delete;
 
-  // Allocates now whatever run() needs for w under the tuning in force, so that prefill does not
-  // allocate (run() grows the scratch itself otherwise, e.g. after a tuning change).
+  // Allocates now whatever run() needs for w's bf16 outputs under the tuning in force, so that
+  // prefill does not allocate: the bf16 scratch, or for a weight that takes the fused int4 GEMM
+  // its scale planes (int4_scale_planes, ~3% of the weight's bytes). run() allocates what an f32
+  // output of a fused weight needs (the all-position logits) on its first such call, and grows
+  // the scratch after a tuning change.
   void reserve(const DeviceWeight& w);
   size_t scratch_bytes() const;
+  size_t plane_bytes() const;  // the fused int4 weights' scale planes
+  // Whether run() multiplies w into a bf16 y without the bf16 copy (after reserve(w)).
+  bool fused(const DeviceWeight& w) const;
   // y [m, N] of out_type (CUDA_R_16BF or CUDA_R_32F, row stride N) = x [m, K] bf16 (row stride
   // K) . W^T. `h` must be bound to `s`.
   void run(cublasHandle_t h, const DeviceWeight& w, const uint16_t* x, int m, void* y,
            cudaDataType out_type, cudaStream_t s);
 
  private:
+  struct Planes {
+    uint16_t* s = nullptr;  // [Kp/g][ld] bf16, then z [Kp/g][ld] in the same allocation
+    int64_t ld = 0;
+    size_t bytes = 0;
+    int64_t n = 0, k_padded = 0;  // the weight it was made for
+    int group_size = 0;
+  };
+  bool takes_fused(const DeviceWeight& w) const;
+  void reserve_scratch(const DeviceWeight& w);
   uint16_t* scratch_ = nullptr;
   size_t cap_elems_ = 0;
+  bool fused_device_ = false;  // this build has the fused int4 GEMM and the GPU runs it
+  std::unordered_map<const void*, Planes> planes_;  // by the weight's data pointer
 };
 
 }  // namespace ao::cuda
