@@ -87,6 +87,9 @@ void DequantGemm::reserve(const DeviceWeight& w) {
     planes_.erase(it);
   }
   AO_CUDA_CHECK(cudaMalloc(&p.s, p.bytes));
+  // The weight's scales may still be in flight on the caller's stream (an upload, a quantize
+  // kernel): the planes read them only after everything queued so far.
+  AO_CUDA_CHECK(cudaDeviceSynchronize());
   int4_scale_planes(w, p.s, p.s + groups * p.ld, p.ld, nullptr);
   AO_CUDA_CHECK(cudaDeviceSynchronize());
   planes_.emplace(w.data, p);
