@@ -393,7 +393,7 @@ TEST(CudaDequantGemm, Int4FusedGemmMatchesItsNumerics) {
                             << ", want " << acc << " +- " << tol;
           }
         EXPECT_EQ(bad, 0) << what;
-        // Run 294: 2.7e-6 against this emulation (y's own bf16 rounding; with u s and z rounded
+        // Run 295: 2.7e-6 against this emulation (y's own bf16 rounding; with u s and z rounded
         // separately, 2.2-2.7e-5), 2.0-4.2e-5 against TorchAO's exact values (z's rounding).
         const double e = nmse(y, reference_matvec(x, wf, m, N, K));
         const double ex = nmse(y, reference_matvec(x, tw.deq, m, N, K));
