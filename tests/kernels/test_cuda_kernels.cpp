@@ -232,8 +232,10 @@ bool takes_fp16_decode(const QuantCase& c) {
 }
 // Asserts that the last gemv() ran the kernel path p asked for, where it takes format c (x fits
 // shared memory in every test shape).
-void expect_path(GemvPath p, const QuantCase& c, const std::string& what) {
-  const bool int4_mma = c.format == WeightFormat::int4 && c.group >= 128;
+void expect_path(GemvPath p, const QuantCase& c, const std::string& what, int m) {
+  // int4 on the v7 tensor-core kernel: groups of 128/256 at every batch, 32/64 at batch 1 (an
+  // odd batch's last launch is its one-row rest: 3 = 2 + 1, 5 = 4 + 1).
+  const bool int4_mma = c.format == WeightFormat::int4 && (c.group >= 128 || (m & 1));
   const bool tma = p == GemvPath::tma && device_has_tma() && takes_tma(c);
   const bool mma = tma || (p != GemvPath::cuda_cores && int4_mma);
   EXPECT_EQ(last_gemv_launch().tma, tma) << what << ": TMA kernel";
@@ -256,7 +258,7 @@ TEST_P(CudaGemv, BatchesMatchReference) {
       Guarded<uint16_t> dx(xb);
       Guarded<float> dy(m * N);
       gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-      expect_path(path, c, what);
+      expect_path(path, c, what, m);
       auto y = dy.download();
       EXPECT_TRUE(dy.guards_intact());
       const auto ref = reference_matvec(from_bf16(xb), deq, m, N, K);
@@ -580,7 +582,7 @@ GemvLaunch expect_tma_f32_and_swiglu(const QuantCase& c, const RandomTestWeight&
   Guarded<uint16_t> dx(xb);
   Guarded<float> dy(m * N);
   gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-  expect_path(GemvPath::tma, c, what);
+  expect_path(GemvPath::tma, c, what, m);
   const GemvLaunch launch = last_gemv_launch();
   EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(xb), tw.deq, m, N, K)), 1e-6) << what;
   EXPECT_TRUE(dy.guards_intact()) << what;
@@ -590,7 +592,7 @@ GemvLaunch expect_tma_f32_and_swiglu(const QuantCase& c, const RandomTestWeight&
   Guarded<float> dres(resid);
   Guarded<uint16_t> dh(m * N / 2);
   gemv(tw.dw, rmsnorm_gemv_args(m, dres.get(), dnw, GemvOutput::swiglu, dh.get()), nullptr);
-  expect_path(GemvPath::tma, c, what + " swiglu");
+  expect_path(GemvPath::tma, c, what + " swiglu", m);
   EXPECT_LT(nmse(from_bf16(dh.download()), href), 2e-5) << what << " swiglu";
   EXPECT_TRUE(dh.guards_intact()) << what;
   return launch;
@@ -721,7 +723,7 @@ std::vector<float> tma_f32(const QuantCase& c, const DeviceWeight& w, const uint
   GemvArgs a = f32_gemv_args(1, x, dy.get());
   edit(a);
   gemv(w, a, nullptr);
-  expect_path(GemvPath::tma, c, what);
+  expect_path(GemvPath::tma, c, what, 1);
   EXPECT_TRUE(dy.guards_intact()) << what;
   return dy.download();
 }
@@ -850,7 +852,7 @@ TEST_P(CudaGemv, TmaTileGroupsMatchOneTilePerBarrier) {
           set_gemv_tuning(tunings[i]);
           Guarded<float> dy(m * N);
           gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-          expect_path(GemvPath::tma, c, what);
+          expect_path(GemvPath::tma, c, what, m);
           y[i] = dy.download();
           EXPECT_TRUE(dy.guards_intact()) << what;
           Guarded<uint16_t> dh(m * N / 2);
@@ -911,7 +913,7 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
     const std::string what = std::string(c.name) + (direct ? " direct" : " conversion");
     Guarded<float> dy(m * N);
     gemv(tw.dw, f32_gemv_args(m, dx.get(), dy.get()), nullptr);
-    expect_path(GemvPath::tma, c, what);
+    expect_path(GemvPath::tma, c, what, m);
     const auto y = dy.download();
     for (int i = 0; i < m; ++i) check_row(y.data() + i * N, i, what);
     EXPECT_TRUE(dy.guards_intact()) << what;
@@ -923,7 +925,7 @@ TEST_P(CudaGemv, TmaFp16DecodeScalesEachRowOfX) {
     Guarded<uint16_t> dxi(std::vector<uint16_t>(xb.begin() + i * K, xb.begin() + (i + 1) * K));
     Guarded<float> dyi(N);
     gemv(tw.dw, f32_gemv_args(1, dxi.get(), dyi.get()), nullptr);
-    expect_path(GemvPath::tma, c, what);
+    expect_path(GemvPath::tma, c, what, 1);
     check_row(dyi.download().data(), i, what);
     EXPECT_TRUE(dyi.guards_intact()) << what;
   }
@@ -962,10 +964,10 @@ std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw
   set_gemv_tuning(t);
   Guarded<float> dy(m * N), dz(m * N);
   gemv(tw.dw, f32_gemv_args(m, in.dx.get(), dy.get()), nullptr);
-  expect_path(GemvPath::tma, c, what);
+  expect_path(GemvPath::tma, c, what, m);
   gemv(tw.dw, rmsnorm_gemv_args(m, in.dres.get(), in.dnw.get(), GemvOutput::f32, dz.get()),
        nullptr);
-  expect_path(GemvPath::tma, c, what + " rmsnorm");
+  expect_path(GemvPath::tma, c, what + " rmsnorm", m);
   std::array<std::vector<float>, 2> out{dy.download(), dz.download()};
   EXPECT_TRUE(dy.guards_intact()) << what;
   EXPECT_TRUE(dz.guards_intact()) << what;
@@ -1401,6 +1403,7 @@ INSTANTIATE_TEST_SUITE_P(Formats, CudaGemv,
                          ::testing::Values(QuantCase{WeightFormat::bf16, 0, false, "bf16"},
                                            QuantCase{WeightFormat::int8, 0, false, "int8"},
                                            QuantCase{WeightFormat::int4, 32, false, "int4_g32"},
+                                           QuantCase{WeightFormat::int4, 64, false, "int4_g64"},
                                            QuantCase{WeightFormat::int4, 128, false, "int4_g128"},
                                            QuantCase{WeightFormat::int4, 256, false, "int4_g256"},
                                            QuantCase{WeightFormat::fp8, 0, false, "fp8_row"},

@@ -14,6 +14,10 @@
 // is persistent; each warp streams its weights through a ring of U register slots that runs on
 // across tiles (the first U loads are issued before the grid-dependency wait).
 // Needs group_size 128 or 256 and M x Kp x 2 bytes of x in shared memory (<= 96 KB in all).
+// Groups of 64 and 32 (GPB = 2 or 4 groups per 128-block; batch 1): a lane's chunk t lies in
+// group t / (4 / GPB) of its 128-block, so the block's mmas run once per group with the B
+// fragments (x) of the other groups' lanes zeroed (2x / 4x the mmas, the same weight loads), and
+// the prologue keeps x's sums per group (docs/CUDA.md lab note 97).
 
 constexpr int kMmaMaxWarps = 16;  // warps per block (4, 8 or 16) are chosen at launch
 constexpr int kMmaU = 4;
@@ -50,7 +54,7 @@ __device__ __forceinline__ void mma_int4_word(float (&d)[4], uint32_t w0, uint32
   }
 }
 
-template <int M, GemvInput IN, GemvOutput OUT, int U>
+template <int M, GemvInput IN, GemvOutput OUT, int U, int GPB>
 __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     gemv_int4_mma_kernel(const DeviceWeight w, const GemvArgs a, int early_dependents,
                          int norm_flags) {
@@ -61,8 +65,8 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   const int G = Kp / 128;                                   // 128-blocks per row
   const int nb = G / W;                                     // per warp and tile
   uint4* xf = smem_u4;                                      // [M][G][4 words][4 t]
-  float* csum = reinterpret_cast<float*>(xf + M * G * 16);  // [M][G]
-  float* red = csum + M * G;                                // [2][W][16 rows][8 cols]
+  float* csum = reinterpret_cast<float*>(xf + M * G * 16);  // [M][G][GPB]
+  float* red = csum + M * G * GPB;                          // [2][W][16 rows][8 cols]
   __shared__ float redb[32];
   __shared__ float inv_rms[M];
 
@@ -70,7 +74,8 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   const int g = lane >> 2, t = lane & 3;
   const int64_t xstride = a.x_stride ? a.x_stride : K;
   const int ntiles = (N + 15) / 16;
-  const int bpg = w.group_size / 128;  // 128-blocks per scale group
+  static_assert(GPB == 1 || GPB == 2 || GPB == 4, "groups of 128+, 64 or 32");
+  const int bpg = GPB == 1 ? w.group_size / 128 : 1;  // 128-blocks per scale group
   const int groups = Kp / w.group_size;
   const uint32_t* sbase = static_cast<const uint32_t*>(w.scale);  // int4 scale words
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
@@ -79,7 +84,7 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   trace_point(TraceKind::gemv_int4_mma, w.data, N, K, TracePoint::start);
   if (early_dependents) grid_dependents_launch();  // else in the last tile, below
   uint4 rq[U][2];
-  uint32_t rs[U][2];
+  uint32_t rs[U][2 * GPB];  // rows g, g + 8 of each group of the 128-block
   // Issue cursor (tile itile, 128-block igi) as pointers to this lane's weights and scales of
   // rows g and g + 8; a step within a tile adds constants (the launcher keeps W % bpg == 0).
   int itile = blockIdx.x, igi = warp;
@@ -90,17 +95,22 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     const int64_t off = static_cast<int64_t>(igi) * 64 + t * 16;
     p0 = wbase + r0 * row_bytes + off;
     p1 = wbase + r1 * row_bytes + off;
-    q0 = sbase + int4_scale_index(r0, igi / bpg, groups);
-    q1 = sbase + int4_scale_index(r1, igi / bpg, groups);
+    const int grp = GPB == 1 ? igi / bpg : igi * GPB;
+    q0 = sbase + int4_scale_index(r0, grp, groups);
+    q1 = sbase + int4_scale_index(r1, grp, groups);
   };
   seek();
-  const int pstep = W * 64, qstep = W / bpg * 16;  // (tile-major scales: 16 per group)
-  auto issue = [&](uint4(&dq)[2], uint32_t(&ds)[2]) {
+  // (tile-major scales: the next group's word of a row is 16 words on)
+  const int pstep = W * 64, qstep = GPB == 1 ? W / bpg * 16 : W * GPB * 16;
+  auto issue = [&](uint4(&dq)[2], uint32_t(&ds)[2 * GPB]) {
     if (itile < ntiles) {
       dq[0] = load_stream(p0);
       dq[1] = load_stream(p1);
-      ds[0] = __ldg(q0);
-      ds[1] = __ldg(q1);
+#pragma unroll
+      for (int j = 0; j < GPB; ++j) {
+        ds[2 * j] = __ldg(q0 + 16 * j);
+        ds[2 * j + 1] = __ldg(q1 + 16 * j);
+      }
     }
     igi += W;
     if (igi >= G) {
@@ -126,9 +136,9 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
   auto stage8 = [&](int m, int j, const float* v) {
     float su = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 #pragma unroll
-    for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+    for (int o = 1; o < 16 / GPB; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
     const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
-    if ((lane & 15) == 0) csum[m * G + gi] = su;
+    if ((lane & (16 / GPB - 1)) == 0) csum[(m * G + gi) * GPB + (j & 127) / (128 / GPB)] = su;
     auto b = [&](int e) { return static_cast<uint32_t>(float_to_bf16_bits(v[e])); };
     xf[((m * G + gi) * 4 + wd) * 4 + tt] =
         make_uint4(b(0) | b(4) << 16, b(1) | b(5) << 16, b(2) | b(6) << 16, b(3) | b(7) << 16);
@@ -165,19 +175,43 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
     for (int u = 0; u < U; ++u) {
       if (ctile >= ntiles) break;
       const int gi = warp + cnt * W;
-      float d[4] = {0.f, 0.f, 0.f, 0.f};
+      if constexpr (GPB == 1) {
+        float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int wd = 0; wd < 4; ++wd) {
-        const uint4 xv = xf[((gx * G + gi) * 4 + wd) * 4 + t];
-        mma_int4_word(d, word(rq[u][0], wd), word(rq[u][1], wd), xv);
+        for (int wd = 0; wd < 4; ++wd) {
+          const uint4 xv = xf[((gx * G + gi) * 4 + wd) * 4 + t];
+          mma_int4_word(d, word(rq[u][0], wd), word(rq[u][1], wd), xv);
+        }
+        const float cs0 = csum[c0 * G + gi], cs1 = csum[c1 * G + gi];
+        const float2 s0 = int4_scale_bias(rs[u][0]), s1 = int4_scale_bias(rs[u][1]);
+        const float z0 = fmaf(-128.f, s0.x, s0.y), z1 = fmaf(-128.f, s1.x, s1.y);
+        acc[0] = fmaf(s0.x, d[0], fmaf(z0, cs0, acc[0]));
+        acc[1] = fmaf(s0.x, d[1], fmaf(z0, cs1, acc[1]));
+        acc[2] = fmaf(s1.x, d[2], fmaf(z1, cs0, acc[2]));
+        acc[3] = fmaf(s1.x, d[3], fmaf(z1, cs1, acc[3]));
+      } else {
+        // One pass of the block's mmas per group: lane t's x only in its own group's pass.
+        float d[GPB][4] = {};
+        const int mine = t / (4 / GPB);
+#pragma unroll
+        for (int wd = 0; wd < 4; ++wd) {
+          const uint4 xv = xf[((gx * G + gi) * 4 + wd) * 4 + t];
+          const uint4 zero4 = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+          for (int j = 0; j < GPB; ++j)
+            mma_int4_word(d[j], word(rq[u][0], wd), word(rq[u][1], wd), mine == j ? xv : zero4);
+        }
+#pragma unroll
+        for (int j = 0; j < GPB; ++j) {
+          const float cs0 = csum[(c0 * G + gi) * GPB + j], cs1 = csum[(c1 * G + gi) * GPB + j];
+          const float2 s0 = int4_scale_bias(rs[u][2 * j]), s1 = int4_scale_bias(rs[u][2 * j + 1]);
+          const float z0 = fmaf(-128.f, s0.x, s0.y), z1 = fmaf(-128.f, s1.x, s1.y);
+          acc[0] = fmaf(s0.x, d[j][0], fmaf(z0, cs0, acc[0]));
+          acc[1] = fmaf(s0.x, d[j][1], fmaf(z0, cs1, acc[1]));
+          acc[2] = fmaf(s1.x, d[j][2], fmaf(z1, cs0, acc[2]));
+          acc[3] = fmaf(s1.x, d[j][3], fmaf(z1, cs1, acc[3]));
+        }
       }
-      const float cs0 = csum[c0 * G + gi], cs1 = csum[c1 * G + gi];
-      const float2 s0 = int4_scale_bias(rs[u][0]), s1 = int4_scale_bias(rs[u][1]);
-      const float z0 = fmaf(-128.f, s0.x, s0.y), z1 = fmaf(-128.f, s1.x, s1.y);
-      acc[0] = fmaf(s0.x, d[0], fmaf(z0, cs0, acc[0]));
-      acc[1] = fmaf(s0.x, d[1], fmaf(z0, cs1, acc[1]));
-      acc[2] = fmaf(s1.x, d[2], fmaf(z1, cs0, acc[2]));
-      acc[3] = fmaf(s1.x, d[3], fmaf(z1, cs1, acc[3]));
       issue(rq[u], rs[u]);  // refill this slot U blocks ahead
       if (++cnt == nb) {
         // Tile done: reduce the W warps' partials, 16 threads run the epilogue.
@@ -223,22 +257,43 @@ __global__ void __launch_bounds__(kMmaMaxWarps * 32, 1)
 // GemvTuning::tensor_cores = false (tests, lab) selects the CUDA-core int4 kernel.
 inline bool int4_mma_enabled() { return gemv_tuning().tensor_cores; }
 
+// Groups of the weight per 128-block of K: 1 (groups of 128 or 256), 2 (64) or 4 (32).
+inline int int4_mma_gpb(const DeviceWeight& w) {
+  return w.group_size == 64 ? 2 : w.group_size == 32 ? 4 : 1;
+}
+
 inline size_t int4_mma_smem(const DeviceWeight& w, int M, int W) {
   const size_t G = static_cast<size_t>(w.k_padded / 128);
-  return static_cast<size_t>(M) * G * 256 + static_cast<size_t>(M) * G * 4 +
+  return static_cast<size_t>(M) * G * 256 + static_cast<size_t>(M) * G * 4 * int4_mma_gpb(w) +
          2 * static_cast<size_t>(W) * 128 * 4;
 }
 
 inline bool int4_mma_eligible(const DeviceWeight& w, int M) {
   // Groups of 128 or 256 (the engine's, both tested): a warp step (4, 8 or 16 blocks of 128)
-  // spans whole groups, so the scale pointer advances by a constant.
-  return int4_mma_enabled() && (w.group_size == 128 || w.group_size == 256) &&
-         w.k_padded % 1024 == 0 && int4_mma_smem(w, M, 8) <= 96 * 1024;
+  // spans whole groups, so the scale pointer advances by a constant. Groups of 64 and 32 at
+  // batch 1 (the decode step; batches 2-8 keep the CUDA-core kernel, which bounds the
+  // instantiations).
+  const bool groups = w.group_size == 128 || w.group_size == 256 ||
+                      (M == 1 && (w.group_size == 64 || w.group_size == 32));
+  return int4_mma_enabled() && groups && w.k_padded % 1024 == 0 &&
+         int4_mma_smem(w, M, 8) <= 96 * 1024;
 }
+
+template <int M, GemvInput IN, GemvOutput OUT, int GPB>
+void launch_int4_mma_gpb(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s);
 
 template <int M, GemvInput IN, GemvOutput OUT>
 void launch_int4_mma(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
-  auto kernel = gemv_int4_mma_kernel<M, IN, OUT, kMmaU>;
+  if constexpr (M == 1) {
+    if (w.group_size == 64) return launch_int4_mma_gpb<M, IN, OUT, 2>(w, a, s);
+    if (w.group_size == 32) return launch_int4_mma_gpb<M, IN, OUT, 4>(w, a, s);
+  }
+  launch_int4_mma_gpb<M, IN, OUT, 1>(w, a, s);
+}
+
+template <int M, GemvInput IN, GemvOutput OUT, int GPB>
+void launch_int4_mma_gpb(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
+  auto kernel = gemv_int4_mma_kernel<M, IN, OUT, kMmaU, GPB>;
   static bool configured = false;
   static int sms = 0;
   static size_t occ_smem[3] = {~size_t(0), ~size_t(0), ~size_t(0)};
