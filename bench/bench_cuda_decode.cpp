@@ -35,8 +35,8 @@
 // oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4), pad1024 (tma_int4_pad_256
 // off: int4 rows padded to 1024 elements, a second engine), no-tilefit (tma_tile_group_fits_x
 // off), deqmb=MB (DequantGemmTuning::chunk_bytes: the prefill's bf16 chunks of a quantized
-// weight; 0 = the whole weight), no-int4fused (DequantGemmTuning::int4_fused off: int4 prefill
-// through the bf16 copy too); attn-late: the attention's
+// weight; 0 = the whole weight), no-fused (DequantGemmTuning::fused off: quantized prefill
+// through the bf16 copy, as before lab notes 96 and 98); attn-late: the attention's
 // loads after its wait, attn-blocks=N:
 // AttentionTuning::head_blocks, odig / no-odig: AttentionTuning::o_digits): tg tok/s of each on
 // one engine per model and format (one per int4 row layout), the variants alternated in each of
@@ -222,8 +222,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_tile_group_fits_x = false;
     else if (mod.rfind("deqmb=", 0) == 0)  // DequantGemmTuning::chunk_bytes in MB (0: whole)
       r.prefill.chunk_bytes = int64_t{variant_int(mod, 6)} << 20;
-    else if (mod == "no-int4fused")  // DequantGemmTuning::int4_fused = false (the bf16 copy)
-      r.prefill.int4_fused = false;
+    else if (mod == "no-fused")  // DequantGemmTuning::fused = false (the bf16 copy)
+      r.prefill.fused = false;
     else
       throw std::invalid_argument(
           "--ab: unknown variant '" + mod +
@@ -233,7 +233,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, deqmb=MB, no-int4fused; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, deqmb=MB, no-fused; join with '+')");
   }
   return r;
 }

@@ -464,9 +464,9 @@ TEST(CudaEngineSynthetic, PrefillScratchStaysAtTheChunkSize) {
     const auto plan = cuda::plan_dequant_chunks(c.vocab_size, kp, chunk);
     EXPECT_EQ(plan.count, 2) << f.name;
     const size_t want = f.wf == WeightFormat::bf16 ? 0 : size_t(plan.rows * kp * 2);
-    // int4 weights on the fused GEMM need no copy for prefill; the f32 all-position logits
-    // still take the lm_head's copy, allocated on the first call.
-    const bool fused = f.wf == WeightFormat::int4 && cuda::int4_fused_gemm_available();
+    // int4 and int8 weights on the fused GEMMs need no copy for prefill; the f32 all-position
+    // logits still take the lm_head's copy, allocated on the first call.
+    const bool fused = f.wf != WeightFormat::bf16 && cuda::fused_gemm_available();
     EXPECT_EQ(eng->prefill_scratch_bytes(), fused ? 0 : want) << f.name;
     EXPECT_LE(eng->prefill_scratch_bytes(), size_t(chunk)) << f.name;
     // The all-position logits of 20 tokens take the chunked lm_head: finite.

@@ -299,10 +299,12 @@ TEST_P(CudaGemv, DequantGemmChunksMatchReference) {
     EXPECT_EQ(plan.count, k.count);
     DequantGemm g;
     g.reserve(tw.dw);
-    // int4 of groups >= 64 multiplies a bf16 y without the copy where the build and the GPU
-    // have the fused GEMM (Int4FusedGemmMatchesItsNumerics); its f32 outputs still take the copy,
-    // allocated on the first f32 call.
-    const bool fused = c.format == WeightFormat::int4 && c.group >= 64 && int4_fused_gemm_available();
+    // int4 of groups >= 64, int8 and fp8 multiply a bf16 y without the copy where the build and
+    // the GPU have the fused GEMMs (Int4FusedGemmMatchesItsNumerics,
+    // RowScaledFusedGemmMatchesItsNumerics); their f32 outputs still take the copy, allocated on
+    // the first f32 call.
+    const bool fused = c.format != WeightFormat::bf16 &&
+                       (c.format != WeightFormat::int4 || c.group >= 64) && fused_gemm_available();
     EXPECT_EQ(g.fused(tw.dw), fused) << c.name;
     EXPECT_EQ(g.scratch_bytes(),
               c.format == WeightFormat::bf16 || fused ? 0 : size_t(k.rows * row_bytes));
@@ -314,7 +316,8 @@ TEST_P(CudaGemv, DequantGemmChunksMatchReference) {
     EXPECT_EQ(g.scratch_bytes(), c.format == WeightFormat::bf16 ? 0 : size_t(k.rows * row_bytes));
     Guarded<uint16_t> y16(m * N);
     g.run(h, tw.dw, dx.get(), m, y16.get(), CUDA_R_16BF, nullptr);
-    // The fused GEMM rounds zero - 8 s to bf16 (Int4FusedGemmMatchesItsNumerics): 3.1-4.0e-5.
+    // The fused GEMMs round int4's zero - 8 s (Int4FusedGemmMatchesItsNumerics: 3.1-4.0e-5) and
+    // int8 / fp8's row scale to bf16.
     EXPECT_LT(nmse(from_bf16(y16.download()), ref), fused ? 1e-4 : 1e-5) << what;
     EXPECT_TRUE(y16.guards_intact()) << what;
   }
@@ -322,7 +325,7 @@ TEST_P(CudaGemv, DequantGemmChunksMatchReference) {
   cublasDestroy(h);
 }
 
-// The fused int4 prefill GEMM (CUTLASS's mixed-input GEMM, int4_mixed_gemm.h) against a host
+// The fused int4 prefill GEMM (CUTLASS's mixed-input GEMM, mixed_input_gemm.h) against a host
 // emulation of its numerics, read back from the device weight: W = bf16(u s + z) (one rounding,
 // as measured: two roundings were 8x further off), z = bf16(fma(-8, s, zero)), products summed
 // in fp32 (here in double), y rounded to bf16. Each output within half a bf16 ulp plus the fp32
@@ -332,7 +335,7 @@ TEST_P(CudaGemv, DequantGemmChunksMatchReference) {
 // the weights the kernel does not take (g32, K not a multiple of 64) keep the copy.
 TEST(CudaDequantGemm, Int4FusedGemmMatchesItsNumerics) {
   AO_SKIP_WITHOUT_GPU();
-  if (!int4_fused_gemm_available()) GTEST_SKIP() << "this build or GPU has no fused int4 GEMM";
+  if (!fused_gemm_available()) GTEST_SKIP() << "this build or GPU has no fused GEMMs";
   cublasHandle_t h;
   AO_CUBLAS_CHECK(cublasCreate(&h));
   struct Shape {
@@ -416,7 +419,7 @@ TEST(CudaDequantGemm, Int4FusedGemmMatchesItsNumerics) {
   // The tuning switch turns it off.
   const DequantGemmTuning saved = dequant_gemm_tuning();
   DequantGemmTuning off = saved;
-  off.int4_fused = false;
+  off.fused = false;
   set_dequant_gemm_tuning(off);
   {
     const RandomTestWeight tw(64, 256, QuantCase{WeightFormat::int4, 128, false, "int4"}, 5);
@@ -425,6 +428,90 @@ TEST(CudaDequantGemm, Int4FusedGemmMatchesItsNumerics) {
     EXPECT_FALSE(g.fused(tw.dw));
   }
   set_dequant_gemm_tuning(saved);
+  cublasDestroy(h);
+}
+
+// The fused prefill GEMM of int8 and weight-only fp8 weights (per row and per tensor) against a
+// host emulation read back from the device weight: W = bf16(q bf16(s)) (q the int8 value or the
+// e4m3 byte's value, s the row's f32 scale rounded to bf16), products summed in fp32 (here in
+// double), y rounded to bf16: each output within half a bf16 ulp plus the fp32 summation's
+// bound, guards around y; against q s with the f32 scale (the copy path's operand before its
+// bf16 rounding), NMSE < 3e-5. Both tile shapes ([4608, 1280] at m = 300 takes 128 x 256).
+TEST(CudaDequantGemm, RowScaledFusedGemmMatchesItsNumerics) {
+  AO_SKIP_WITHOUT_GPU();
+  if (!fused_gemm_available()) GTEST_SKIP() << "this build or GPU has no fused GEMMs";
+  cublasHandle_t h;
+  AO_CUBLAS_CHECK(cublasCreate(&h));
+  // e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities (NaN never written).
+  auto e4m3 = [](uint8_t b) {
+    const int e = (b >> 3) & 15, mant = b & 7;
+    const float v = e == 0 ? std::ldexp(static_cast<float>(mant), -9)
+                           : std::ldexp(1.f + mant / 8.f, e - 7);
+    return (b & 0x80) ? -v : v;
+  };
+  const QuantCase cases[] = {{WeightFormat::int8, 0, false, "int8"},
+                             {WeightFormat::fp8, 0, false, "fp8_row"},
+                             {WeightFormat::fp8, 0, true, "fp8_tensor"}};
+  struct Shape {
+    int64_t n, k;
+    std::vector<int> ms;
+  };
+  for (const QuantCase& c : cases)
+    for (const Shape& sh : {Shape{1000, 768, {1, 37}}, Shape{4608, 1280, {300}}}) {
+      const int64_t N = sh.n, K = sh.k;
+      const RandomTestWeight tw(N, K, c, 11);
+      const int64_t kp = tw.dw.k_padded;
+      std::vector<uint8_t> q(N * kp);
+      std::vector<float> sc(N);
+      ASSERT_EQ(cudaMemcpy(q.data(), tw.dw.data, q.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(sc.data(), tw.dw.scale, N * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      std::vector<float> wf(N * K), wx(N * K);  // the fused GEMM's operand; q s in f32
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t k = 0; k < K; ++k) {
+          const uint8_t b = q[r * kp + k];
+          const float v = c.format == WeightFormat::int8 ? static_cast<float>(static_cast<int8_t>(b))
+                                                         : e4m3(b);
+          wf[r * K + k] = round_bf16(v * round_bf16(sc[r]));
+          wx[r * K + k] = v * sc[r];
+        }
+      DequantGemm g;
+      g.reserve(tw.dw);
+      ASSERT_TRUE(g.fused(tw.dw)) << c.name;
+      EXPECT_EQ(g.scratch_bytes(), 0u);
+      EXPECT_EQ(g.plane_bytes(), size_t(N * 2));  // N a multiple of 8
+      for (int m : sh.ms) {
+        const std::string what = std::string(c.name) + " [" + std::to_string(N) + ", " +
+                                 std::to_string(K) + "] m=" + std::to_string(m);
+        const auto xb = to_bf16(randn(m * K, 60 + m));
+        const auto x = from_bf16(xb);
+        Guarded<uint16_t> dx(xb), dy(m * N);
+        g.run(h, tw.dw, dx.get(), m, dy.get(), CUDA_R_16BF, nullptr);
+        const auto y = from_bf16(dy.download());
+        EXPECT_TRUE(dy.guards_intact()) << what;
+        int bad = 0;
+        const int64_t step = std::max<int64_t>(1, N / 250);
+        for (int i = 0; i < m; ++i)
+          for (int64_t n = i % step; n < N; n += step) {
+            double acc = 0, mag = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              acc += double(x[i * K + k]) * wf[n * K + k];
+              mag += std::fabs(double(x[i * K + k]) * wf[n * K + k]);
+            }
+            const double tol = std::fabs(acc) / 256 + mag * K * 6e-8;
+            if (std::fabs(y[i * N + n] - acc) > tol && bad++ < 3)
+              ADD_FAILURE() << what << " y[" << i << "][" << n << "] = " << y[i * N + n]
+                            << ", want " << acc << " +- " << tol;
+          }
+        EXPECT_EQ(bad, 0) << what;
+        const double e = nmse(y, reference_matvec(x, wf, m, N, K));
+        const double ex = nmse(y, reference_matvec(x, wx, m, N, K));
+        std::printf("%s: NMSE %.3g against the emulation, %.3g against q s in f32\n",
+                    what.c_str(), e, ex);
+        // Run 302: 2.5-2.8e-6 (y's own bf16 rounding) and 2.8-9.6e-6 (the scale's rounding).
+        EXPECT_LT(e, 5e-6) << what;
+        EXPECT_LT(ex, 3e-5) << what;
+      }
+    }
   cublasDestroy(h);
 }
 

@@ -5,7 +5,7 @@
 
 #include "ao/core/error.h"
 #include "ao/kernels/cuda/cublas_check.h"
-#include "int4_mixed_gemm.h"
+#include "mixed_input_gemm.h"
 
 namespace ao::cuda {
 
@@ -31,16 +31,24 @@ DequantChunks plan_dequant_chunks(int64_t n, int64_t k_padded, int64_t chunk_byt
 
 #ifndef AO_WITH_CUTLASS
 // This build has no CUTLASS: every quantized weight takes the bf16 copy.
-bool int4_mixed_gemm_available() { return false; }
-bool int4_mixed_gemm_fits(int64_t, int64_t, int64_t, int) { return false; }
-void int4_mixed_gemm(const Int4MixedGemmArgs&, cudaStream_t) {
-  fail("int4 mixed-input GEMM: this build has no CUTLASS (scripts/setup-deps.sh fetches it)");
+bool mixed_input_gemm_available() { return false; }
+bool mixed_input_gemm_fits(MixedInput, int64_t, int64_t, int64_t, int) { return false; }
+void mixed_input_gemm(const MixedInputGemmArgs&, cudaStream_t) {
+  fail("mixed-input GEMM: this build has no CUTLASS (scripts/setup-deps.sh fetches it)");
 }
 #endif
 
-bool int4_fused_gemm_available() { return int4_mixed_gemm_available(); }
+bool fused_gemm_available() { return mixed_input_gemm_available(); }
 
-DequantGemm::DequantGemm() : fused_device_(int4_mixed_gemm_available()) {}
+namespace {
+MixedInput mixed_kind(const DeviceWeight& w) {
+  return w.format == WeightFormat::int4   ? MixedInput::uint4_zero
+         : w.format == WeightFormat::int8 ? MixedInput::int8_scale
+                                          : MixedInput::e4m3_scale;
+}
+}  // namespace
+
+DequantGemm::DequantGemm() : fused_device_(mixed_input_gemm_available()) {}
 DequantGemm::~DequantGemm() {
   if (scratch_ || !planes_.empty()) cudaDeviceSynchronize();  // a GEMM may still read them
   if (scratch_) cudaFree(scratch_);
@@ -48,8 +56,9 @@ DequantGemm::~DequantGemm() {
 }
 
 bool DequantGemm::takes_fused(const DeviceWeight& w) const {
-  return fused_device_ && g_tuning.int4_fused && w.format == WeightFormat::int4 &&
-         int4_mixed_gemm_fits(w.n, w.k, w.k_padded, w.group_size);
+  return fused_device_ && g_tuning.fused && w.format != WeightFormat::bf16 &&
+         w.act_quant == ActQuant::none &&
+         mixed_input_gemm_fits(mixed_kind(w), w.n, w.k, w.k_padded, w.group_size);
 }
 
 bool DequantGemm::fused(const DeviceWeight& w) const {
@@ -78,8 +87,9 @@ void DequantGemm::reserve(const DeviceWeight& w) {
   p.n = w.n;
   p.k_padded = w.k_padded;
   p.group_size = w.group_size;
-  const int64_t groups = w.k_padded / w.group_size;
-  p.bytes = static_cast<size_t>(2 * groups * p.ld) * 2;
+  const bool int4 = w.format == WeightFormat::int4;
+  const int64_t groups = int4 ? w.k_padded / w.group_size : 1;
+  p.bytes = static_cast<size_t>((int4 ? 2 : 1) * groups * p.ld) * 2;
   auto it = planes_.find(w.data);
   if (it != planes_.end()) {  // made for another weight at the same address
     AO_CUDA_CHECK(cudaDeviceSynchronize());
@@ -90,7 +100,10 @@ void DequantGemm::reserve(const DeviceWeight& w) {
   // The weight's scales may still be in flight on the caller's stream (an upload, a quantize
   // kernel): the planes read them only after everything queued so far.
   AO_CUDA_CHECK(cudaDeviceSynchronize());
-  int4_scale_planes(w, p.s, p.s + groups * p.ld, p.ld, nullptr);
+  if (int4)
+    int4_scale_planes(w, p.s, p.s + groups * p.ld, p.ld, nullptr);
+  else
+    row_scale_plane(w, p.s, p.ld, nullptr);
   AO_CUDA_CHECK(cudaDeviceSynchronize());
   planes_.emplace(w.data, p);
 }
@@ -137,10 +150,11 @@ void DequantGemm::run(cublasHandle_t h, const DeviceWeight& w, const uint16_t* x
   if (out_type == CUDA_R_16BF && takes_fused(w)) {
     reserve(w);  // no-op once the engine has reserved for its weights under this tuning
     const Planes& p = planes_.at(w.data);
-    Int4MixedGemmArgs a;
+    MixedInputGemmArgs a;
+    a.kind = mixed_kind(w);
     a.w = w.data;
     a.s = p.s;
-    a.z = p.s + (w.k_padded / w.group_size) * p.ld;
+    if (a.kind == MixedInput::uint4_zero) a.z = p.s + (w.k_padded / w.group_size) * p.ld;
     a.ld_sz = p.ld;
     a.n = w.n;
     a.k = w.k;
@@ -149,7 +163,7 @@ void DequantGemm::run(cublasHandle_t h, const DeviceWeight& w, const uint16_t* x
     a.x = x;
     a.m = m;
     a.y = static_cast<uint16_t*>(y);
-    int4_mixed_gemm(a, s);
+    mixed_input_gemm(a, s);
     return;
   }
   reserve_scratch(w);  // no-op once the engine has reserved for its weights under this tuning

@@ -309,7 +309,19 @@ __global__ void int4_scale_planes_kernel(const uint32_t* words, int64_t n, int64
   sp[i] = sb;
   zp[i] = zb;
 }
+__global__ void row_scale_plane_kernel(const float* scale, int64_t n, int64_t ld, uint16_t* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < ld) out[i] = i < n ? float_to_bf16_bits(scale[i]) : uint16_t{0};
+}
 }  // namespace
+
+void row_scale_plane(const DeviceWeight& w, uint16_t* plane, int64_t ld, cudaStream_t s) {
+  if ((w.format != WeightFormat::int8 && w.format != WeightFormat::fp8) || ld < w.n)
+    fail("row_scale_plane: needs an int8 or fp8 weight and ld >= N");
+  row_scale_plane_kernel<<<blocks_for(ld, 256), 256, 0, s>>>(static_cast<const float*>(w.scale),
+                                                             w.n, ld, plane);
+  AO_CUDA_CHECK(cudaGetLastError());
+}
 
 void int4_scale_planes(const DeviceWeight& w, uint16_t* s_plane, uint16_t* z_plane, int64_t ld,
                        cudaStream_t s) {

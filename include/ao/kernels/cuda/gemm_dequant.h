@@ -1,5 +1,5 @@
-// Prefill GEMM of a weight-only quantized weight (int8, int4, fp8) through cuBLAS (int4 with a
-// bf16 output: fused, see DequantGemmTuning::int4_fused):
+// Prefill GEMM of a weight-only quantized weight (int8, int4, fp8) through cuBLAS (with a bf16
+// output on sm_90: fused instead, see DequantGemmTuning::fused):
 //   y [M, N] = x [M, K] (bf16) . dequantize(W)^T   (bf16 operands, fp32 accumulation),
 // the weight dequantized to a bf16 scratch first. A weight whose bf16 copy is larger than
 // DequantGemmTuning::chunk_bytes goes in chunks of rows, each dequantized and then multiplied,
@@ -26,13 +26,14 @@ struct DequantGemmTuning {
   // <= 0: the whole weight at once (a scratch of the largest weight's size). 256 MB holds every
   // linear layer of the 7-8B shapes but Qwen2.5-7B's gate_up (271 MB, two chunks) whole.
   int64_t chunk_bytes = int64_t{256} << 20;
-  // int4 weights of groups of 64-256 (and n a multiple of 8, k of 64) multiply bf16 x into a bf16
-  // y without the copy, on CUTLASS's mixed-input GEMM (int4_mixed_gemm.h), where the build has
-  // it and the GPU is sm_90; off: every quantized weight takes the bf16 copy (lab A/B).
-  bool int4_fused = true;
+  // int4 weights of groups of 64-256, int8 and weight-only fp8 weights (n a multiple of 8, k of
+  // 64 / 16) multiply bf16 x into a bf16 y without the copy, on CUTLASS's mixed-input GEMM
+  // (src/kernels/cuda/mixed_input_gemm.h), where the build has it and the GPU is sm_90; off:
+  // every quantized weight takes the bf16 copy (lab A/B).
+  bool fused = true;
 };
-// Whether this build has the fused int4 GEMM (CUTLASS) and the current GPU runs it (sm_90).
-bool int4_fused_gemm_available();
+// Whether this build has the fused GEMMs (CUTLASS) and the current GPU runs them (sm_90).
+bool fused_gemm_available();
 void set_dequant_gemm_tuning(const DequantGemmTuning& t);
 DequantGemmTuning dequant_gemm_tuning();
 
@@ -54,13 +55,14 @@ class DequantGemm {
   DequantGemm& operator=(const DequantGemm&) = delete;
 
   // Allocates now whatever run() needs for w's bf16 outputs under the tuning in force, so that
-  // prefill does not allocate: the bf16 scratch, or for a weight that takes the fused int4 GEMM
-  // its scale planes (int4_scale_planes, ~3% of the weight's bytes). run() allocates what an f32
+  // prefill does not allocate: the bf16 scratch, or for a weight that takes the fused GEMM its
+  // scale planes (int4: int4_scale_planes, ~3% of the weight's bytes; int8 / fp8: one bf16 scale
+  // per row, row_scale_plane). run() allocates what an f32
   // output of a fused weight needs (the all-position logits) on its first such call, and grows
   // the scratch after a tuning change.
   void reserve(const DeviceWeight& w);
   size_t scratch_bytes() const;
-  size_t plane_bytes() const;  // the fused int4 weights' scale planes
+  size_t plane_bytes() const;  // the fused weights' scale planes
   // Whether run() multiplies w into a bf16 y without the bf16 copy (after reserve(w)).
   bool fused(const DeviceWeight& w) const;
   // y [m, N] of out_type (CUDA_R_16BF or CUDA_R_32F, row stride N) = x [m, K] bf16 (row stride
@@ -70,7 +72,7 @@ class DequantGemm {
 
  private:
   struct Planes {
-    uint16_t* s = nullptr;  // [Kp/g][ld] bf16, then z [Kp/g][ld] in the same allocation
+    uint16_t* s = nullptr;  // int4: [Kp/g][ld] bf16, then z [Kp/g][ld]; else [1][ld]
     int64_t ld = 0;
     size_t bytes = 0;
     int64_t n = 0, k_padded = 0;  // the weight it was made for
@@ -80,7 +82,7 @@ class DequantGemm {
   void reserve_scratch(const DeviceWeight& w);
   uint16_t* scratch_ = nullptr;
   size_t cap_elems_ = 0;
-  bool fused_device_ = false;  // this build has the fused int4 GEMM and the GPU runs it
+  bool fused_device_ = false;  // this build has the fused GEMMs and the GPU runs them
   std::unordered_map<const void*, Planes> planes_;  // by the weight's data pointer
 };
 

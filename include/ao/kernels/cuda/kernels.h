@@ -393,12 +393,15 @@ void dequantize_weight(const DeviceWeight& w, uint16_t* out_bf16, cudaStream_t s
 // Rows [row0, row0 + rows) of it into bf16 [rows, Kp] (DequantGemm's chunks).
 void dequantize_weight_rows(const DeviceWeight& w, int64_t row0, int64_t rows, uint16_t* out_bf16,
                             cudaStream_t s);
-// An int4 weight's scales as the fused prefill GEMM reads them (int4_mixed_gemm.h): bf16 planes
+// An int4 weight's scales as the fused prefill GEMM reads them (mixed_input_gemm.h): bf16 planes
 // s [Kp/g][ld] and z [Kp/g][ld] (rows fastest, the rows past N zero), z = bf16(zero - 8 s)
 // (rounded to nearest even from the fp32 value the GEMVs use), so that (u - 8) s + zero =
 // u s + z. `ld` >= N.
 void int4_scale_planes(const DeviceWeight& w, uint16_t* s_plane, uint16_t* z_plane, int64_t ld,
                        cudaStream_t s);
+// An int8 or fp8 weight's per-row f32 scales as bf16 (rounded to nearest even), plane[0..ld)
+// (the rows past N zero), for the same GEMM. `ld` >= N.
+void row_scale_plane(const DeviceWeight& w, uint16_t* plane, int64_t ld, cudaStream_t s);
 
 // Dynamic fp8 e4m3 quantization of bf16 activations x [M, K] (row stride x_stride), TorchAO
 // numerics (Float8Tensor.from_hp: _choose_scale_float8 + _quantize_affine_float8, bf16 input):
