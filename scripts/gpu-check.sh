@@ -29,7 +29,7 @@ stamp() { echo "[gpu-check +$(( $(date +%s) - t0 ))s] $*"; }
 
 [ -f .gpu/gpu-env.sh ] && . .gpu/gpu-env.sh
 # CUTLASS's headers travel packed (`tar -C .deps -cJf .gpu/cutlass.tar.xz cutlass` after
-# scripts/setup-deps.sh: 1 MB instead of 27); without them int4 prefill dequantizes for cuBLAS.
+# scripts/setup-deps.sh: 1 MB instead of 27); without them quantized prefill dequantizes for cuBLAS.
 if [ -f .gpu/cutlass.tar.xz ] && [ ! -f .deps/cutlass/include/cutlass/cutlass.h ]; then
   mkdir -p .deps && tar -C .deps -xJf .gpu/cutlass.tar.xz
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ao.cpp builds against, and fetches CUTLASS's headers (NVIDIA's
 # nvidia-cutlass wheel from PyPI, checked against its SHA-256, unpacked into the git-ignored
-# .deps/cutlass) for the CUDA build's int4 prefill GEMM. Nothing is vendored or downloaded at
+# .deps/cutlass) for the CUDA build's quantized prefill GEMMs. Nothing is vendored or downloaded at
 # build time. Safe to re-run; uses sudo when not root.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config python3 python3-pip
@@ -16,8 +16,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# CUTLASS (headers only). Without them the CUDA build still works: int4 prefill then takes the
-# dequantize + cuBLAS path (docs/CUDA.md lab note 96), so a failed download is only a warning.
+# CUTLASS (headers only). Without them the CUDA build still works: quantized prefill then takes the
+# dequantize + cuBLAS path (docs/CUDA.md lab notes 96, 98), so a failed download is only a warning.
 root=$(cd "$(dirname "$0")/.." && pwd)
 cutlass_ver=4.2.0.0
 cutlass_sha=f9599ada45c7bcb6bf53f7d3f0a7d154183e53451c01bfa59eecd37dd4a693f6
@@ -42,7 +42,7 @@ PY
     echo "$cutlass_ver" > "$dest/VERSION"
     echo "CUTLASS $cutlass_ver headers in .deps/cutlass"
   else
-    echo "warning: could not fetch CUTLASS $cutlass_ver (int4 prefill will dequantize + cuBLAS)" >&2
+    echo "warning: could not fetch CUTLASS $cutlass_ver (quantized prefill will dequantize + cuBLAS)" >&2
   fi
   rm -rf "$tmp"
 fi
