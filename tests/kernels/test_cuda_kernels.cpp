@@ -325,6 +325,42 @@ TEST_P(CudaGemv, DequantGemmChunksMatchReference) {
   cublasDestroy(h);
 }
 
+// x [m, K] random bf16 values and y = x . W^T through g (bf16 output, guards checked).
+std::pair<std::vector<float>, std::vector<float>> run_fused(DequantGemm& g, cublasHandle_t h,
+                                                            const DeviceWeight& w, int m,
+                                                            uint32_t seed,
+                                                            const std::string& what) {
+  const auto xb = to_bf16(randn(m * w.k, seed));
+  Guarded<uint16_t> dx(xb), dy(m * w.n);
+  g.run(h, w, dx.get(), m, dy.get(), CUDA_R_16BF, nullptr);
+  EXPECT_TRUE(dy.guards_intact()) << what;
+  return {from_bf16(xb), from_bf16(dy.download())};
+}
+
+// The fused prefill GEMMs' outputs y [m, N] (bf16 values) against x [m, K] . wf^T in double,
+// wf the GEMM's own bf16 operand emulated on the host: each checked output (every row of the
+// small shapes, ~250 rows of the large ones) within half a bf16 ulp plus the fp32 summation's
+// bound. Returns how many are not (the first 3 reported).
+int outputs_off_emulation(const std::vector<float>& y, const std::vector<float>& x,
+                          const std::vector<float>& wf, int m, int64_t N, int64_t K,
+                          const std::string& what) {
+  int bad = 0;
+  const int64_t step = std::max<int64_t>(1, N / 250);
+  for (int i = 0; i < m; ++i)
+    for (int64_t n = i % step; n < N; n += step) {
+      double acc = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        acc += double(x[i * K + k]) * wf[n * K + k];
+        mag += std::fabs(double(x[i * K + k]) * wf[n * K + k]);
+      }
+      const double tol = std::fabs(acc) / 256 + mag * K * 6e-8;
+      if (std::fabs(y[i * N + n] - acc) > tol && bad++ < 3)
+        ADD_FAILURE() << what << " y[" << i << "][" << n << "] = " << y[i * N + n] << ", want "
+                      << acc << " +- " << tol;
+    }
+  return bad;
+}
+
 // The fused int4 prefill GEMM (CUTLASS's mixed-input GEMM, mixed_input_gemm.h) against a host
 // emulation of its numerics, read back from the device weight: W = bf16(u s + z) (one rounding,
 // as measured: two roundings were 8x further off), z = bf16(fma(-8, s, zero)), products summed
@@ -377,27 +413,8 @@ TEST(CudaDequantGemm, Int4FusedGemmMatchesItsNumerics) {
       for (int m : sh.ms) {
         const std::string what = "[" + std::to_string(N) + ", " + std::to_string(K) + "] g" +
                                  std::to_string(group) + " m=" + std::to_string(m);
-        const auto xb = to_bf16(randn(m * K, 40 + m));
-        const auto x = from_bf16(xb);
-        Guarded<uint16_t> dx(xb), dy(m * N);
-        g.run(h, tw.dw, dx.get(), m, dy.get(), CUDA_R_16BF, nullptr);
-        const auto y = from_bf16(dy.download());
-        EXPECT_TRUE(dy.guards_intact()) << what;
-        int bad = 0;
-        const int64_t step = std::max<int64_t>(1, N / 250);  // every row of the small shapes
-        for (int i = 0; i < m; ++i)
-          for (int64_t n = i % step; n < N; n += step) {
-            double acc = 0, mag = 0;
-            for (int64_t k = 0; k < K; ++k) {
-              acc += double(x[i * K + k]) * wf[n * K + k];
-              mag += std::fabs(double(x[i * K + k]) * wf[n * K + k]);
-            }
-            const double tol = std::fabs(acc) / 256 + mag * K * 6e-8;
-            if (std::fabs(y[i * N + n] - acc) > tol && bad++ < 3)
-              ADD_FAILURE() << what << " y[" << i << "][" << n << "] = " << y[i * N + n]
-                            << ", want " << acc << " +- " << tol;
-          }
-        EXPECT_EQ(bad, 0) << what;
+        const auto [x, y] = run_fused(g, h, tw.dw, m, 40 + m, what);
+        EXPECT_EQ(outputs_off_emulation(y, x, wf, m, N, K, what), 0) << what;
         // Run 295: 2.7e-6 against this emulation (y's own bf16 rounding; with u s and z rounded
         // separately, 2.2-2.7e-5), 2.0-4.2e-5 against TorchAO's exact values (z's rounding).
         const double e = nmse(y, reference_matvec(x, wf, m, N, K));
@@ -482,27 +499,8 @@ TEST(CudaDequantGemm, RowScaledFusedGemmMatchesItsNumerics) {
       for (int m : sh.ms) {
         const std::string what = std::string(c.name) + " [" + std::to_string(N) + ", " +
                                  std::to_string(K) + "] m=" + std::to_string(m);
-        const auto xb = to_bf16(randn(m * K, 60 + m));
-        const auto x = from_bf16(xb);
-        Guarded<uint16_t> dx(xb), dy(m * N);
-        g.run(h, tw.dw, dx.get(), m, dy.get(), CUDA_R_16BF, nullptr);
-        const auto y = from_bf16(dy.download());
-        EXPECT_TRUE(dy.guards_intact()) << what;
-        int bad = 0;
-        const int64_t step = std::max<int64_t>(1, N / 250);
-        for (int i = 0; i < m; ++i)
-          for (int64_t n = i % step; n < N; n += step) {
-            double acc = 0, mag = 0;
-            for (int64_t k = 0; k < K; ++k) {
-              acc += double(x[i * K + k]) * wf[n * K + k];
-              mag += std::fabs(double(x[i * K + k]) * wf[n * K + k]);
-            }
-            const double tol = std::fabs(acc) / 256 + mag * K * 6e-8;
-            if (std::fabs(y[i * N + n] - acc) > tol && bad++ < 3)
-              ADD_FAILURE() << what << " y[" << i << "][" << n << "] = " << y[i * N + n]
-                            << ", want " << acc << " +- " << tol;
-          }
-        EXPECT_EQ(bad, 0) << what;
+        const auto [x, y] = run_fused(g, h, tw.dw, m, 60 + m, what);
+        EXPECT_EQ(outputs_off_emulation(y, x, wf, m, N, K, what), 0) << what;
         const double e = nmse(y, reference_matvec(x, wf, m, N, K));
         const double ex = nmse(y, reference_matvec(x, wx, m, N, K));
         std::printf("%s: NMSE %.3g against the emulation, %.3g against q s in f32\n",
