@@ -64,8 +64,10 @@ bool DequantGemm::takes_fused(const DeviceWeight& w) const {
 bool DequantGemm::fused(const DeviceWeight& w) const {
   if (!takes_fused(w)) return false;
   const auto it = planes_.find(w.data);
-  return it != planes_.end() && it->second.n == w.n && it->second.k_padded == w.k_padded &&
-         it->second.group_size == w.group_size;
+  if (it == planes_.end()) return false;
+  const Planes& p = it->second;
+  return p.format == w.format && p.scale == w.scale && p.n == w.n &&
+         p.k_padded == w.k_padded && p.group_size == w.group_size;
 }
 
 namespace {
@@ -84,6 +86,8 @@ void DequantGemm::reserve(const DeviceWeight& w) {
   if (fused(w)) return;
   Planes p;
   p.ld = (w.n + 7) / 8 * 8;
+  p.format = w.format;
+  p.scale = w.scale;
   p.n = w.n;
   p.k_padded = w.k_padded;
   p.group_size = w.group_size;

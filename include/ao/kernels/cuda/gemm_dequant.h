@@ -75,7 +75,12 @@ class DequantGemm {
     uint16_t* s = nullptr;  // int4: [Kp/g][ld] bf16, then z [Kp/g][ld]; else [1][ld]
     int64_t ld = 0;
     size_t bytes = 0;
-    int64_t n = 0, k_padded = 0;  // the weight it was made for
+    // The weight it was made for (a weight's planes are made once: one whose scales change in
+    // place, or that is freed and replaced at the same address and scale address, needs a new
+    // DequantGemm).
+    WeightFormat format = WeightFormat::bf16;
+    const void* scale = nullptr;
+    int64_t n = 0, k_padded = 0;
     int group_size = 0;
   };
   bool takes_fused(const DeviceWeight& w) const;
