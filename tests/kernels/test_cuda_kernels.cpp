@@ -230,13 +230,22 @@ bool takes_tma(const QuantCase& c) {  // (the fp8 cases are weight-only)
 bool takes_fp16_decode(const QuantCase& c) {
   return takes_tma(c) && c.format != WeightFormat::bf16;
 }
+// The largest batch at which the TMA kernel takes format c: 8 where it takes every batch
+// (takes_tma), 1 for int4 in groups of 64 and 32 (one mma pass per two groups on the integer
+// tensor cores' spare columns), 0 where it takes none.
+int tma_max_batch(const QuantCase& c) {
+  if (takes_tma(c)) return 8;
+  return c.format == WeightFormat::int4 && (c.group == 64 || c.group == 32) ? 1 : 0;
+}
 // Asserts that the last gemv() ran the kernel path p asked for, where it takes format c (x fits
 // shared memory in every test shape).
 void expect_path(GemvPath p, const QuantCase& c, const std::string& what, int m) {
   // int4 on the v7 tensor-core kernel: groups of 128/256 at every batch, 32/64 at batch 1 (an
-  // odd batch's last launch is its one-row rest: 3 = 2 + 1, 5 = 4 + 1).
+  // odd batch's last launch is its one-row rest: 3 = 2 + 1, 5 = 4 + 1); on the TMA kernel groups
+  // of 32/64 likewise at batch 1 only (tma_max_batch).
   const bool int4_mma = c.format == WeightFormat::int4 && (c.group >= 128 || (m & 1));
-  const bool tma = p == GemvPath::tma && device_has_tma() && takes_tma(c);
+  const bool tma = p == GemvPath::tma && device_has_tma() &&
+                   (takes_tma(c) || (tma_max_batch(c) == 1 && (m & 1)));
   const bool mma = tma || (p != GemvPath::cuda_cores && int4_mma);
   EXPECT_EQ(last_gemv_launch().tma, tma) << what << ": TMA kernel";
   EXPECT_EQ(last_gemv_launch().tensor_cores, mma) << what << ": tensor-core kernel";
@@ -638,7 +647,8 @@ TEST_P(CudaGemv, KSplitTileSchedulesMatchReference) {
 
 // The TMA ring tests' shapes: 4600 x 4096 (288 tiles: 2-3 per block on the card's SMs) at
 // batches 1..max_m, 300 x 14336 (19 tiles of K in 7 chunks) at batch 1, 2200 x 1024 (138 tiles) at
-// batches 1-2. Calls fn(weight, RMSNorm weight, its device copy, N, K, m, label) for each.
+// batches 1-2 (none above tma_max_batch). Calls fn(weight, RMSNorm weight, its device copy, N,
+// K, m, label) for each.
 template <class Fn>
 void for_each_ring_shape(const QuantCase& c, int seed, int max_m, Fn&& fn) {
   struct Shape {
@@ -649,7 +659,7 @@ void for_each_ring_shape(const QuantCase& c, int seed, int max_m, Fn&& fn) {
     const RandomTestWeight tw(sh.n, sh.k, c, seed);
     const auto nw = norm_weight_bf16(sh.k, 66 + seed);
     Guarded<uint16_t> dnw(nw);
-    for (int m = 1; m <= sh.max_m; ++m)
+    for (int m = 1; m <= std::min(sh.max_m, tma_max_batch(c)); ++m)
       fn(tw, nw, dnw.get(), sh.n, sh.k, m,
          std::string(c.name) + " " + std::to_string(sh.n) + "x" + std::to_string(sh.k) +
              " m=" + std::to_string(m));
@@ -689,7 +699,7 @@ GemvLaunch expect_tma_f32_and_swiglu(const QuantCase& c, const RandomTestWeight&
 TEST_P(CudaGemv, TmaRingAcrossTilesMatchesReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
-  if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  if (tma_max_batch(c) == 0) GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
   set_gemv_tuning(tuning_for(GemvPath::tma));
   for_each_ring_shape(
@@ -819,7 +829,8 @@ std::vector<float> tma_f32(const QuantCase& c, const DeviceWeight& w, const uint
 TEST_P(CudaGemv, TmaGridCapChangesNoResult) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
-  if (!takes_tma(c) || !device_has_tma()) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  if (tma_max_batch(c) == 0 || !device_has_tma())
+    GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
   const int64_t N = 4600, K = 4096;  // 288 tiles
   const RandomTestWeight tw(N, K, c, 91);
@@ -911,7 +922,7 @@ TEST_P(CudaGemv, TmaPrefetchOfTheNextWeightChangesNoResult) {
 TEST_P(CudaGemv, TmaTileGroupsMatchOneTilePerBarrier) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
-  if (!takes_tma(c)) GTEST_SKIP() << c.name << " does not take the TMA kernel";
+  if (tma_max_batch(c) == 0) GTEST_SKIP() << c.name << " does not take the TMA kernel";
   TuningReset reset;
   // Tile groups of 1, 2, 4, 8 without padded stage rows; then 1 and 8 with them
   // (GemvTuning::tma_pad_rows and tma_pad_rows_byte_max_k: one copy per row, the same sums).
@@ -1102,7 +1113,7 @@ TEST_P(CudaGemv, TmaDirectFp16StagingMatchesTheConversionBitForBit) {
 TEST_P(CudaGemv, TmaInt4BatchOneDigitsMatchReference) {
   AO_SKIP_WITHOUT_GPU();
   const QuantCase c = GetParam();
-  if (!(takes_tma(c) && c.format == WeightFormat::int4))
+  if (!(tma_max_batch(c) > 0 && c.format == WeightFormat::int4))
     GTEST_SKIP() << c.name << " is not int4 on the TMA kernel";
   TuningReset reset;
   const int64_t N = 300;

@@ -894,7 +894,8 @@ void launch_u(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 
 // Whether the TMA plan p of int4 weight w (batch 1) can take GemvInput::int4_digits.
 inline bool takes_int4_digits(const DeviceWeight& w, const TmaPlan& p) {
-  return w.format == WeightFormat::int4 && p.chunk != 0 && w.k == w.k_padded && w.k % 128 == 0;
+  return w.format == WeightFormat::int4 && w.group_size >= 128 && p.chunk != 0 &&
+         w.k == w.k_padded && w.k % 128 == 0;
 }
 
 template <WeightFormat F, int M>
@@ -909,8 +910,8 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
       const TmaPlan p = tma_plan<F>(w, 1);
       if (!takes_int4_digits(w, p))
         fail(
-            "gemv: int4_digits input needs int4 weights with K = K padded, a multiple of 128, on "
-            "the TMA kernel (gemv_takes_int4_digits)");
+            "gemv: int4_digits input needs int4 weights in groups of 128 or 256 with K = K "
+            "padded, a multiple of 128, on the TMA kernel (gemv_takes_int4_digits)");
       return launch_tma<F, 1, I::int4_digits, O::add_residual>(w, a, p, s);
     }
     fail("gemv: int4_digits input needs int4 weights at batch 1");

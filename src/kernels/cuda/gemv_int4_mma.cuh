@@ -17,7 +17,8 @@
 // Groups of 64 and 32 (GPB = 2 or 4 groups per 128-block; batch 1): a lane's chunk t lies in
 // group t / (4 / GPB) of its 128-block, so the block's mmas run once per group with the B
 // fragments (x) of the other groups' lanes zeroed (2x / 4x the mmas, the same weight loads), and
-// the prologue keeps x's sums per group (docs/CUDA.md lab note 97).
+// the prologue keeps x's sums per group (docs/CUDA.md lab note 97). On sm_90 the TMA kernel takes
+// these at batch 1 (lab note 99); this path serves the cards and tunings without it.
 
 constexpr int kMmaMaxWarps = 16;  // warps per block (4, 8 or 16) are chosen at launch
 constexpr int kMmaU = 4;

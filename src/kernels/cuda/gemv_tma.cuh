@@ -1,6 +1,6 @@
 // Weight-streaming GEMV on the tensor cores with the weights staged through shared memory by the
-// TMA (v8; bf16, int8 and int4 with groups of 128/256), included by gemv_impl.cuh inside its
-// anonymous namespace.
+// TMA (v8; bf16, int8 and int4 with groups of 128/256; int4 groups of 64/32 at batch 1),
+// included by gemv_impl.cuh inside its anonymous namespace.
 //
 // Why: the decode-step timeline (docs/CUDA.md, lab note 19) showed the GEMVs streaming at 80-99%
 // of copy bandwidth once they run, and 5-10 us lost around each one: the grid-dependency wait,
@@ -162,11 +162,19 @@ template <WeightFormat F>
 __host__ __device__ constexpr size_t tma_x_bytes(int M, int64_t Kp) {
   return tma_int4_imma<F>(M) ? static_cast<size_t>(Kp) * 3 : static_cast<size_t>(M) * Kp * 2;
 }
-// Bytes of the x-sum entries of M rows of Kp.
+// Bytes of the x-sum entries of M rows of Kp; int4 at batch 1 with GPS scale groups per segment
+// (groups of 64: 2, of 32: 4) keeps one sum per group (a segment's two floats hold 2; 4 take two
+// entries).
 template <WeightFormat F>
-__host__ __device__ constexpr size_t tma_csum_bytes(int M, int64_t Kp) {
-  return TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * TmaFmt<F>::kCsumF * 4
+__host__ __device__ constexpr size_t tma_csum_bytes(int M, int64_t Kp, int GPS = 1) {
+  return TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * TmaFmt<F>::kCsumF *
+                                4 * (GPS == 4 ? 2 : 1)
                           : 0;
+}
+// int4 at batch 1 on the integer tensor cores: scale groups per 128-k segment of w (1 for groups
+// of 128 and 256, 2 for 64, 4 for 32).
+__host__ __device__ constexpr int tma_int4_groups_per_segment(int group_size) {
+  return group_size >= 128 ? 1 : 128 / group_size;
 }
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
@@ -263,7 +271,9 @@ __device__ __forceinline__ void l2_prefetch_share(const uint8_t* base, int64_t b
   }
 }
 
-template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
+// GPS: int4 at batch 1 only, the weight's scale groups per 128-k segment (1: groups of 128 or
+// 256; 2: 64; 4: 32; tma_int4_groups_per_segment).
+template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int GPS = 1>
 __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     gemv_tma_kernel(const DeviceWeight w, const GemvArgs a, int chunk, int nstages,
                     int early_dependents, int hold, int lab_flags, const TmaPrefetch pf) {
@@ -295,6 +305,8 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // digits, a scale per segment): one bulk copy into shared memory instead of the prologue.
   constexpr bool kDig = IN == GemvInput::int4_digits;
   static_assert(!kDig || kImma, "int4_digits input: int4 weights at batch 1 only");
+  static_assert(GPS == 1 || ((GPS == 2 || GPS == 4) && kImma && !kDig),
+                "groups of 64 / 32: int4 at batch 1 from a bf16 or RMSNorm x");
   extern __shared__ __align__(128) uint8_t tma_smem[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -322,11 +334,12 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // [M][Kp / kCsum][kCsumF]
   float* csum = reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(xf) + tma_x_bytes<F>(M, Kp));
   float2* csum2 = reinterpret_cast<float2*>(csum);   // int4: {C', Sx'}
-  float* red = csum + tma_csum_bytes<F>(M, Kp) / 4;  // [2][W][P][16][M]
+  float* red = csum + tma_csum_bytes<F>(M, Kp, GPS) / 4;  // [2][W][P][16][M]
   __shared__ float rss[M * W];
   __shared__ float xamax[kF16 ? M * W : 1];  // int8/fp8/int4: max |x| per warp and row
   __shared__ float xinv[M];                  // int8/fp8/int4: 1 / the power-of-two scale of x
   __shared__ float xinv2[kImma ? M : 1];     // int4 at batch 1: 1 / its second factor
+  __shared__ uint4 xzero[GPS > 1 ? 2 : 1];   // groups of 64 / 32: zero x operands (load_x)
   __shared__ unsigned long long x_last_ns;   // tracing: the last warp's x landing (TracePoint)
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -339,6 +352,7 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     }
     mbar_init(x_issued, W);
     if (kDig) mbar_init(x_full, 1);
+    if constexpr (GPS > 1) xzero[0] = xzero[1] = make_uint4(0u, 0u, 0u, 0u);
     x_last_ns = 0;
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -496,12 +510,19 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       // wd of lane t in segment j / 128 meets the nibbles 0, 2, 4, 6 (its low bytes, the mma's
       // b0) and 1, 3, 5, 7 (b1); digit n is the mma's column n (imma_digit_index's layout). The
       // segment's sum of X goes to .y.
+      // With GPS groups per segment the sum is kept per group (16 / GPS lanes' 8 k each), in
+      // csum[gi * GPS + group].
       uint32_t z[8];
       int su = imma_digit_bytes8(v, xs[m], xs2[m], z);
 #pragma unroll
-      for (int o = 1; o < 16; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
+      for (int o = 1; o < 16 / GPS; o <<= 1) su += __shfl_xor_sync(0xffffffffu, su, o);
       const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
-      if ((lane & 15) == 0) csum2[gi] = make_float2(0.f, static_cast<float>(su));
+      if constexpr (GPS == 1) {
+        if ((lane & 15) == 0) csum2[gi] = make_float2(0.f, static_cast<float>(su));
+      } else {
+        if ((lane & (16 / GPS - 1)) == 0)
+          csum[gi * GPS + (j & 127) / (128 / GPS)] = static_cast<float>(su);
+      }
       uint32_t dg[3][2];
       imma_pack_digits(z, dg);
       uint2* xi = reinterpret_cast<uint2*>(xf);
@@ -732,10 +753,46 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     uint4 v[kXv];
     float2 cs0, cs1;
   };
+  // Groups of 64 / 32 (GPS = 2 / 4): lane t's 32 k of a segment lie in group t / (4 / GPS). One
+  // mma pass per two groups (GPS = 2: one; GPS = 4: pass p takes groups 2p, 2p + 1): columns 0-2
+  // carry the pass's first group's digits (supplied by that group's lanes t, zeros from the
+  // others), columns 3-5 the second group's, 6-7 zeros. Lane (g, t) gets columns 2t, 2t + 1 back:
+  // t = 0 the first group's digits 2 and 1, t = 1 its digit 0 and the second's digit 2, t = 2 the
+  // second's digits 1 and 0, t = 3 nothing. A lane that supplies zeros reads them from xzero.
+  constexpr int kPasses = GPS == 4 ? 2 : 1;
+  const uint4* xsrc[kPasses];
+  int xstep[kPasses], xoff2[kPasses];
+  float wa0 = 0.f, wa1 = 0.f, wb0 = 0.f, wb1 = 0.f;  // column weights: first / second group
+  const float xa_on = t == 0 ? 1.f : 0.f, xb_on = t == 2 ? 1.f : 0.f;  // whose lane adds Sx terms
+  if constexpr (GPS > 1) {
+    const int plane = g < 3 ? g : g < 6 ? g - 3 : 0;
+#pragma unroll
+    for (int p = 0; p < kPasses; ++p) {
+      const int first = GPS == 2 ? 0 : 2 * p;  // the pass's first group
+      const bool sup = g < 6 && t / (4 / GPS) == first + (g >= 3 ? 1 : 0);
+      xsrc[p] = sup ? xf + plane * 4 + t : xzero;
+      xstep[p] = sup ? 24 : 0;
+      xoff2[p] = sup ? 12 : 1;
+    }
+    auto colw = [](int c) {
+      return c >= 6 ? 0.f : c % 3 == 0 ? 65536.f : c % 3 == 1 ? 256.f : 1.f;
+    };
+    const int c0w = 2 * t, c1w = 2 * t + 1;
+    wa0 = c0w < 3 ? colw(c0w) : 0.f, wb0 = c0w >= 3 ? colw(c0w) : 0.f;
+    wa1 = c1w < 3 ? colw(c1w) : 0.f, wb1 = c1w >= 3 ? colw(c1w) : 0.f;
+  }
   auto load_x = [&](int gi) {
     XFrag f;
     f.cs0 = f.cs1 = make_float2(0.f, 0.f);
-    if constexpr (kImma) {
+    if constexpr (kImma && GPS > 1) {
+#pragma unroll
+      for (int p = 0; p < kPasses; ++p) {
+        f.v[2 * p] = xsrc[p][gi * xstep[p]];
+        f.v[2 * p + 1] = xsrc[p][gi * xstep[p] + xoff2[p]];
+      }
+      f.cs0 = csum2[gi * (GPS / 2)];  // {Sx of the first pass's two groups}
+      if constexpr (GPS == 4) f.cs1 = csum2[gi * 2 + 1];
+    } else if constexpr (kImma) {
       f.v[0] = xf[(gi * 2) * 12 + xn * 4 + t];
       f.v[1] = xf[(gi * 2 + 1) * 12 + xn * 4 + t];
       f.cs0 = csum2[gi];
@@ -841,6 +898,42 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           acc[1] = fmaf(-1152.f, xv.cs1.x, acc[1]);
           acc[2] = fmaf(-1152.f, xv.cs0.x, acc[2]);
           acc[3] = fmaf(-1152.f, xv.cs1.x, acc[3]);
+        }
+      } else if constexpr (kImma && GPS > 1) {
+        // Groups of 64 / 32: the words' nibbles as below, one mma per word and pass against that
+        // pass's x operands (load_x); per pass and row y += s (D - 8 Sx) + zero Sx of each group.
+        int d[kPasses][2][4] = {};
+#pragma unroll
+        for (int wd = 0; wd < 4; ++wd) {
+          const uint32_t w0 = word(q0, wd), w1 = word(q1, wd);
+          const uint32_t af[4] = {w0 & 0x0f0f0f0fu, w1 & 0x0f0f0f0fu, (w0 >> 4) & 0x0f0f0f0fu,
+                                  (w1 >> 4) & 0x0f0f0f0fu};
+#pragma unroll
+          for (int p = 0; p < kPasses; ++p) {
+            const uint4& xa = xv.v[2 * p + (wd >> 1)];
+            mma_u8s8_16832(d[p][wd & 1], af, wd & 1 ? xa.z : xa.x, wd & 1 ? xa.w : xa.y);
+          }
+        }
+        const uint8_t* scl = st + 16 * rs;
+        auto sz = [&](int grp, int row) {
+          return int4_scale_zero(
+              *reinterpret_cast<const uint32_t*>(scl + (grp * 16 + row) * kInt4ScaleBytes));
+        };
+#pragma unroll
+        for (int p = 0; p < kPasses; ++p) {
+          const int ga = sg * GPS + (GPS == 2 ? 0 : 2 * p);  // the pass's first group in the stage
+          const float2 sxp = p == 0 ? xv.cs0 : xv.cs1;
+          const float xa = xa_on * sxp.x, xb = xb_on * sxp.y;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {  // rows g (h = 0) and g + 8
+            const int row = h ? sg8 : sg0;
+            const float2 za = sz(ga, row), zb = sz(ga + 1, row);
+            const float e0 = static_cast<float>(d[p][0][2 * h] + d[p][1][2 * h]);
+            const float e1 = static_cast<float>(d[p][0][2 * h + 1] + d[p][1][2 * h + 1]);
+            const float va = fmaf(wa0, e0, fmaf(wa1, e1, -8.f * xa));
+            const float vb = fmaf(wb0, e0, fmaf(wb1, e1, -8.f * xb));
+            acc[2 * h] = fmaf(za.x, va, fmaf(za.y, xa, fmaf(zb.x, vb, fmaf(zb.y, xb, acc[2 * h]))));
+          }
         }
       } else if constexpr (kImma) {
         // Per word: its low nibbles (w & 0x0f0f0f0f) and high nibbles as unsigned bytes, rows g
@@ -954,9 +1047,13 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
     for (int p = 0; p < P && tile + p * G < ntiles; ++p) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
       run_tile(acc);
-      if constexpr (kImma) {  // lanes t = 0 and 1 hold parts of each row
+      if constexpr (kImma) {  // lanes t = 0 and 1 (groups of 64 / 32: 0-2) hold parts of each row
         acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 1);
         acc[2] += __shfl_xor_sync(0xffffffffu, acc[2], 1);
+        if constexpr (GPS > 1) {
+          acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 2);
+          acc[2] += __shfl_xor_sync(0xffffffffu, acc[2], 2);
+        }
       }
       const int r = (warp * P + p) * 16 + g;
       if (2 * t < M) rb[r * M + 2 * t] = acc[0], rb[(r + 8) * M + 2 * t] = acc[2];
@@ -1053,14 +1150,19 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     if (w.k_padded < 4096 || (w.n + 15) / 16 * 2 < 3 * static_cast<int64_t>(sms)) return p;
   }
   {
-    if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256) return p;
+    // int4: groups of 128 / 256 at every batch, 64 / 32 at batch 1 (the integer tensor cores'
+    // spare columns carry a second group: tma_int4_groups_per_segment).
+    if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256 &&
+        !(tma_int4_imma<F>(M) && (w.group_size == 64 || w.group_size == 32)))
+      return p;
+    const int gps = F == WeightFormat::int4 ? tma_int4_groups_per_segment(w.group_size) : 1;
     if (F == WeightFormat::int4 && w.k_padded < tune.tma_int4_min_k) return p;
     constexpr int KS = TmaFmt<F>::kSeg;
     const int64_t Kp = w.k_padded;
     if (Kp % 256 != 0 || Kp % KS != 0) return p;
     const int64_t row_bytes = Kp / KS * 64;
     auto x_bytes = [&](int tiles) {
-      return tma_x_bytes<F>(M, Kp) + tma_csum_bytes<F>(M, Kp) + tma_red_bytes<F>(M, tiles);
+      return tma_x_bytes<F>(M, Kp) + tma_csum_bytes<F>(M, Kp, gps) + tma_red_bytes<F>(M, tiles);
     };
     const size_t x_cap = tma_only ? kTmaOnlyMaxX : 64 * 1024;
     // Fewer tiles per barrier where that lets x fit (GemvTuning::tma_tile_group_fits_x: Qwen2.5-7B's
@@ -1236,12 +1338,18 @@ int tma_hold_stages(GemvInput in) {
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cudaStream_t s) {
   auto kernel = gemv_tma_kernel<F, M, IN, OUT>;
-  static int sms = 0;
-  static size_t configured = 0;
-  if (configured < p.smem) {
-    sms = opt_in_shared_memory(kernel, static_cast<int>(p.smem));
-    configured = p.smem;
+  int ki = 0;  // the instance: groups per segment 1, 2, 4
+  if constexpr (tma_int4_imma<F>(M) && IN != GemvInput::int4_digits) {
+    if (w.group_size == 64) kernel = gemv_tma_kernel<F, M, IN, OUT, 2>, ki = 1;
+    if (w.group_size == 32) kernel = gemv_tma_kernel<F, M, IN, OUT, 4>, ki = 2;
   }
+  static int sms_of[3] = {};
+  static size_t configured[3] = {};
+  if (configured[ki] < p.smem) {
+    sms_of[ki] = opt_in_shared_memory(kernel, static_cast<int>(p.smem));
+    configured[ki] = p.smem;
+  }
+  const int sms = sms_of[ki];
   const int ntiles = static_cast<int>((w.n + 15) / 16);
   int cap = sms;
   if (a.max_blocks > 0) cap = std::min(cap, a.max_blocks);
