@@ -6,7 +6,8 @@ llama3-1b, llama2-7b, qwen2.5-7b: the engine's --synthetic shapes, Qwen's q/k/v 
 Variants: eager or torch.compile(mode="reduce-overhead", fullgraph=True) (CUDA graphs), with bf16
 weights, int8 weight-only (gpt-fast's form: F.linear(x, w.to(bf16)) * scales, which inductor
 fuses) or int4 weight-only g128 through PyTorch's own tinygemm ops
-(aten._convert_weight_to_int4pack / aten._weight_int4pack_mm).
+(aten._convert_weight_to_int4pack / aten._weight_int4pack_mm; int4-g32, int4-g64, int4-g256 for
+its other group sizes).
 
   python3 bench/peers/gpt_fast_decode.py --variants llama3-8b:compile:bf16,llama3-8b:compile:int4
 Prints one JSON object per variant (model, variant, format, tok_s, weight_gb, gb_s).
@@ -98,6 +99,8 @@ def make_linear(fmt, n, k):
         return Int8Linear(n, k, pack_mm=fmt == "int8pack")
     if fmt == "int4":
         return Int4Linear(n, k)
+    if fmt.startswith("int4-g"):  # int4-g32 / -g64 / -g256: tinygemm's other group sizes
+        return Int4Linear(n, k, group=int(fmt[len("int4-g"):]))
     raise ValueError(fmt)
 
 

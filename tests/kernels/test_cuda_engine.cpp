@@ -710,5 +710,56 @@ TEST(CudaEngineSynthetic, Int4RowsPaddedTo256MatchThe1024Layout) {
   }
 }
 
+// int4 weights in groups of 64 and 32 decode on the TMA kernel on sm_90 (batch 1: a second group
+// in the integer mma's spare columns, docs/CUDA.md lab note 99): an engine with head_dim 128
+// (whose o projection would take the attention's digits in groups of 128) keeps a bf16 hand-over
+// for o, its decode step ends on the TMA kernel, and its logits match the same engine on the
+// register-ring kernels (GemvTuning::tma_int4 off: x staged as fp16) within rounding, for a
+// prefill of 5 tokens and 6 decode steps; a replay gives the same bits.
+TEST(CudaEngineSynthetic, Int4Groups64And32DecodeOnTheTmaKernel) {
+  AO_SKIP_WITHOUT_GPU();
+  TuningReset gemv_reset;
+  int dev = 0, major = 0;
+  AO_CUDA_CHECK(cudaGetDevice(&dev));
+  AO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  io::ModelConfig c = runtime::CudaEngine::synthetic_config("llama3-1b");
+  c.n_layers = 2, c.n_heads = 16, c.n_kv_heads = 4, c.head_dim = 128, c.vocab_size = 6000;
+  for (const char* fmt : {"int4wo-g64", "int4wo-g32"}) {
+    runtime::CudaEngineOptions opt;
+    opt.format = runtime::parse_cuda_weight_format(fmt, &opt.group_size);
+    opt.max_seq_len = 64;
+    opt.max_prefill = 16;
+    auto eng = runtime::CudaEngine::create_synthetic(c, opt);
+    EXPECT_FALSE(eng->o_takes_int4_digits()) << fmt;
+    auto run = [&] {
+      eng->reset();
+      std::vector<std::vector<float>> out{eng->prefill({11, 22, 33, 44, 55})};
+      for (int s = 0; s < 6; ++s) out.push_back(eng->decode(100 + 37 * s));
+      return out;
+    };
+    set_gemv_tuning({});
+    eng->recapture();
+    EXPECT_EQ(last_gemv_launch().tma, major >= 9) << fmt << ": the step's last GEMV (lm_head)";
+    const auto tma = run(), tma2 = run();
+    GemvTuning off;
+    off.tma_int4 = false;
+    set_gemv_tuning(off);
+    eng->recapture();
+    EXPECT_FALSE(last_gemv_launch().tma) << fmt;
+    const auto ring = run();
+    ASSERT_EQ(tma.size(), ring.size());
+    for (size_t s = 0; s < tma.size(); ++s) {
+      EXPECT_EQ(tma[s], tma2[s]) << fmt << " replay, step " << s;
+      double num = 0, den = 0;
+      for (size_t i = 0; i < tma[s].size(); ++i) {
+        ASSERT_TRUE(std::isfinite(tma[s][i])) << fmt << " step " << s;
+        num += (double(tma[s][i]) - ring[s][i]) * (double(tma[s][i]) - ring[s][i]);
+        den += double(ring[s][i]) * ring[s][i];
+      }
+      EXPECT_LT(num / den, 1e-4) << fmt << " step " << s;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ao::cuda::testing
