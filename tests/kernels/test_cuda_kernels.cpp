@@ -227,25 +227,27 @@ bool takes_tma(const QuantCase& c) {  // (the fp8 cases are weight-only)
   return c.format == WeightFormat::bf16 || c.format == WeightFormat::int8 ||
          c.format == WeightFormat::fp8 || (c.format == WeightFormat::int4 && c.group >= 128);
 }
-bool takes_fp16_decode(const QuantCase& c) {
-  return takes_tma(c) && c.format != WeightFormat::bf16;
-}
 // The largest batch at which the TMA kernel takes format c: 8 where it takes every batch
-// (takes_tma), 1 for int4 in groups of 64 and 32 (one mma pass per two groups on the integer
-// tensor cores' spare columns), 0 where it takes none.
+// (takes_tma), 4 for int4 in groups of 64 and 32 (the other groups in the mma's spare columns:
+// at batch 1 on the integer tensor cores, at 2-4 on the fp16 decode), 0 where it takes none.
 int tma_max_batch(const QuantCase& c) {
   if (takes_tma(c)) return 8;
-  return c.format == WeightFormat::int4 && (c.group == 64 || c.group == 32) ? 1 : 0;
+  return c.format == WeightFormat::int4 && (c.group == 64 || c.group == 32) ? 4 : 0;
+}
+// Whether the TMA kernel decodes format c to fp16 at some batch (int8, fp8, int4 from batch 2).
+bool takes_fp16_decode(const QuantCase& c) {
+  return tma_max_batch(c) > 0 && c.format != WeightFormat::bf16;
 }
 // Asserts that the last gemv() ran the kernel path p asked for, where it takes format c (x fits
 // shared memory in every test shape).
 void expect_path(GemvPath p, const QuantCase& c, const std::string& what, int m) {
   // int4 on the v7 tensor-core kernel: groups of 128/256 at every batch, 32/64 at batch 1 (an
   // odd batch's last launch is its one-row rest: 3 = 2 + 1, 5 = 4 + 1); on the TMA kernel groups
-  // of 32/64 likewise at batch 1 only (tma_max_batch).
+  // of 32/64 at batches 1-4 (tma_max_batch), so every batch but 8, whose launches are 4, 2 or 1
+  // rows (6 = 4 + 2, 7 = 4 + 2 + 1).
   const bool int4_mma = c.format == WeightFormat::int4 && (c.group >= 128 || (m & 1));
   const bool tma = p == GemvPath::tma && device_has_tma() &&
-                   (takes_tma(c) || (tma_max_batch(c) == 1 && (m & 1)));
+                   (takes_tma(c) || (tma_max_batch(c) == 4 && m != 8));
   const bool mma = tma || (p != GemvPath::cuda_cores && int4_mma);
   EXPECT_EQ(last_gemv_launch().tma, tma) << what << ": TMA kernel";
   EXPECT_EQ(last_gemv_launch().tensor_cores, mma) << what << ": tensor-core kernel";
@@ -1122,6 +1124,41 @@ TEST_P(CudaGemv, TmaInt4BatchOneDigitsMatchReference) {
     const TmaInputs inputs(randn(K, 170), randn(K, 171, 3.f), norm_weight_bf16(K, 74));
     tma_outputs_checked(tw, c, 1, inputs, tuning_for(GemvPath::tma),
                         std::string(c.name) + " K=" + std::to_string(K));
+  }
+}
+
+// int4 at batches 2-4 on the fp16 decode (lab note 100), every group size: groups of 64 and 32
+// with each scale group's x in its own columns of the mma (groups of 32 at batches 3-4 in two
+// passes) and the x sums kept per group and row; rows of x longer than 64 KB beside a smaller
+// ring (K = 12288 at batches 3-4: kTmaInt4BatchMaxX). Against the reference after the one-pass
+// prologues (K = 4096) and the two-pass ones (K = 1280, padded; an RMSNorm row too long for one
+// pass: 12288), for a bf16 and an RMSNorm input, with a partial tile; the conversion pass and the
+// direct fp16 staging (GemvTuning::tma_direct_fp16) bit for bit alike.
+TEST_P(CudaGemv, TmaInt4BatchesTwoToFourMatchReference) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!(c.format == WeightFormat::int4 && tma_max_batch(c) >= 4))
+    GTEST_SKIP() << c.name << " is not int4 on the TMA kernel";
+  TuningReset reset;
+  const int64_t N = 300;
+  for (int64_t K : {1280, 4096, 12288}) {
+    const RandomTestWeight tw(N, K, c, 30 + static_cast<uint32_t>(K));
+    for (int m : {2, 3, 4}) {
+      const TmaInputs inputs(randn(m * K, 180 + m), randn(m * K, 184 + m, 3.f),
+                             norm_weight_bf16(K, 75));
+      std::array<std::vector<float>, 2> out[2];  // [direct][input: bf16, rmsnorm]
+      for (int direct = 0; direct < 2; ++direct) {
+        GemvTuning t = tuning_for(GemvPath::tma);
+        t.tma_direct_fp16 = direct == 1;
+        out[direct] = tma_outputs_checked(tw, c, m, inputs, t,
+                                          std::string(c.name) + " K=" + std::to_string(K) +
+                                              " m=" + std::to_string(m) +
+                                              (direct ? " direct" : " conversion"));
+      }
+      for (int in = 0; in < 2; ++in)
+        EXPECT_EQ(std::memcmp(out[0][in].data(), out[1][in].data(), m * N * sizeof(float)), 0)
+            << c.name << " K=" << K << " m=" << m << (in ? " rmsnorm" : " bf16");
+    }
   }
 }
 

@@ -57,6 +57,10 @@ constexpr size_t kTmaRingTarget = 176 * 1024;  // bytes of weights in flight per
 // Shared memory for x (with its sums and the partial sums) beside the ring: 64 KB, or this much
 // for a weight only the TMA kernel takes (tma_plan's tma_only), which then has >= 128 KB of ring.
 constexpr size_t kTmaOnlyMaxX = 96 * 1024;
+// ... and for int4 at batches 2-4, whose other kernels take a long row of x at a tenth of the copy
+// bandwidth (llama3-8b's down projection, K = 14336, at batch 4: 73 us on the v7 and CUDA-core
+// kernels; lab note 100): x up to this much, the ring then >= ~80 KB.
+constexpr size_t kTmaInt4BatchMaxX = 144 * 1024;
 // Segments per consumer warp and tile whose x operands a warp may hold in registers (flag 128):
 // ~9 registers each for int8/fp8 (K = 4096: 4 segments). int4 none: its ~18 per segment spilled
 // to local memory, and its x from shared memory measured faster once 4-8 tiles share a tile-end
@@ -162,17 +166,17 @@ template <WeightFormat F>
 __host__ __device__ constexpr size_t tma_x_bytes(int M, int64_t Kp) {
   return tma_int4_imma<F>(M) ? static_cast<size_t>(Kp) * 3 : static_cast<size_t>(M) * Kp * 2;
 }
-// Bytes of the x-sum entries of M rows of Kp; int4 at batch 1 with GPS scale groups per segment
-// (groups of 64: 2, of 32: 4) keeps one sum per group (a segment's two floats hold 2; 4 take two
-// entries).
+// Bytes of the x-sum entries of M rows of Kp; int4 with GPS scale groups per segment (groups of
+// 64: 2, of 32: 4) keeps them per group: at batch 1 one sum per group (a segment's two floats
+// hold 2; 4 take two entries), at batches 2-4 one {C', Sx'} per group and row.
 template <WeightFormat F>
 __host__ __device__ constexpr size_t tma_csum_bytes(int M, int64_t Kp, int GPS = 1) {
   return TmaFmt<F>::kCsum ? static_cast<size_t>(M) * (Kp / TmaFmt<F>::kCsum) * TmaFmt<F>::kCsumF *
-                                4 * (GPS == 4 ? 2 : 1)
+                                4 * (tma_int4_imma<F>(M) ? (GPS == 4 ? 2 : 1) : GPS)
                           : 0;
 }
-// int4 at batch 1 on the integer tensor cores: scale groups per 128-k segment of w (1 for groups
-// of 128 and 256, 2 for 64, 4 for 32).
+// int4 on the TMA kernel: scale groups per 128-k segment of w (1 for groups of 128 and 256, 2 for
+// 64, 4 for 32).
 __host__ __device__ constexpr int tma_int4_groups_per_segment(int group_size) {
   return group_size >= 128 ? 1 : 128 / group_size;
 }
@@ -271,7 +275,7 @@ __device__ __forceinline__ void l2_prefetch_share(const uint8_t* base, int64_t b
   }
 }
 
-// GPS: int4 at batch 1 only, the weight's scale groups per 128-k segment (1: groups of 128 or
+// GPS: int4 at batches 1-4 only, the weight's scale groups per 128-k segment (1: groups of 128 or
 // 256; 2: 64; 4: 32; tma_int4_groups_per_segment).
 template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT, int GPS = 1>
 __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
@@ -305,8 +309,18 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   // digits, a scale per segment): one bulk copy into shared memory instead of the prologue.
   constexpr bool kDig = IN == GemvInput::int4_digits;
   static_assert(!kDig || kImma, "int4_digits input: int4 weights at batch 1 only");
-  static_assert(GPS == 1 || ((GPS == 2 || GPS == 4) && kImma && !kDig),
-                "groups of 64 / 32: int4 at batch 1 from a bf16 or RMSNorm x");
+  static_assert(GPS == 1 || ((GPS == 2 || GPS == 4) && kInt4 && M <= 4 && !kDig),
+                "groups of 64 / 32: int4 at batches 1-4 from a bf16 or RMSNorm x");
+  // int4 in groups of 64 / 32 at batches 2-4 on the fp16 decode (lab note 100): the B operand's
+  // 8 columns are kGpp column groups of kCw columns, one scale group each (column g: group
+  // g / kCw of the pass, x row g % kCw); a lane supplies its x only to the columns of the group
+  // its own 32 k lie in (t / (4 / GPS)) and zeros to the others, so one mma returns each group's
+  // dot products in its own columns. kPassF passes over the same weight operands cover the
+  // segment's GPS groups (2 only for groups of 32 at batches 3-4).
+  constexpr bool kColGroups = kInt4 && !kImma && GPS > 1;
+  constexpr int kGpp = kColGroups ? (GPS < 8 / M ? GPS : 8 / M) : 1;
+  constexpr int kCw = 8 / kGpp;
+  constexpr int kPassF = kColGroups ? GPS / kGpp : 1;
   extern __shared__ __align__(128) uint8_t tma_smem[];
   const int K = static_cast<int>(w.k), Kp = static_cast<int>(w.k_padded);
   const int N = static_cast<int>(w.n);
@@ -535,21 +549,25 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
       // (e, e + 4) (gemv_int4_mma.cuh). The fp16 decode reads the pairs (0, 4), (2, 6) as
       // 1024 + q and (1, 5), (3, 7) as 1024 + 16 q against x / 16: its offset per segment is
       // C = 1024 Sa + 64 Sb (a: the first pairs' x, b: the others'), formed once x is scaled.
+      // With column groups (kColGroups) the sums are kept per scale group (16 / GPS lanes' 8 k
+      // each), in csum2[(m * nseg + gi) * GPS + group].
       float sa = (v[0] + v[4]) + (v[2] + v[6]), sb = (v[1] + v[5]) + (v[3] + v[7]);
+      constexpr int kSumLanes = kColGroups ? 16 / GPS : 16;
 #pragma unroll
-      for (int o = 1; o < 16; o <<= 1) {
+      for (int o = 1; o < kSumLanes; o <<= 1) {
         sa += __shfl_xor_sync(0xffffffffu, sa, o);
         sb += __shfl_xor_sync(0xffffffffu, sb, o);
       }
       const int gi = j >> 7, tt = (j >> 5) & 3, wd = (j >> 3) & 3;
+      const int ci = kColGroups ? (m * nseg + gi) * GPS + (j & 127) / (128 / GPS) : m * nseg + gi;
       uint4& dst = xf[((m * nseg + gi) * 4 + wd) * 4 + tt];
       if (f16_staging) {
         const float s = xs[m], s1 = s * 0.0625f;
-        if ((lane & 15) == 0) csum2[m * nseg + gi] = fp16_int4_sums(sa * s, sb * s);
+        if ((lane & (kSumLanes - 1)) == 0) csum2[ci] = fp16_int4_sums(sa * s, sb * s);
         dst = make_uint4(pack_f16x2(v[0] * s, v[4] * s), pack_f16x2(v[1] * s1, v[5] * s1),
                          pack_f16x2(v[2] * s, v[6] * s), pack_f16x2(v[3] * s1, v[7] * s1));
       } else {
-        if ((lane & 15) == 0) csum2[m * nseg + gi] = make_float2(sa, sb);
+        if ((lane & (kSumLanes - 1)) == 0) csum2[ci] = make_float2(sa, sb);
 #pragma unroll
         for (int e = 0; e < 8; ++e) am[m] = fmaxf(am[m], fabsf(v[e]));
         dst = make_uint4(pack_bf16x2(v[0], v[4]), pack_bf16x2(v[1], v[5]), pack_bf16x2(v[2], v[6]),
@@ -715,8 +733,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
         };
         xf[i] = make_uint4(cv(u.x, s), cv(u.y, s1), cv(u.z, s), cv(u.w, s1));
       }
-      for (int i = tid; i < M * nseg; i += kCons) {
-        const float s = row_scale(i / nseg);
+      constexpr int kCg = kColGroups ? GPS : 1;  // x-sum entries per row and segment
+      for (int i = tid; i < M * nseg * kCg; i += kCons) {
+        const float s = row_scale(i / (nseg * kCg));
         if constexpr (kInt4) {
           const float2 v = csum2[i];  // {Sa, Sb} -> {C', Sx'}
           csum2[i] = fp16_int4_sums(v.x * s, v.y * s);
@@ -730,12 +749,29 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   if (tracing() && x_last_ns != 0)
     trace_point_at(TraceKind::gemv_tma, w.data, N, K, TracePoint::x_last, x_last_ns);
 
-  const int c0 = min(2 * t, M - 1), c1 = min(2 * t + 1, M - 1);
+  // The x rows of this lane's accumulator columns 2t, 2t + 1 (with column groups: of its group
+  // 2t / kCw).
+  const int c0 = min((2 * t) % kCw, M - 1), c1 = min((2 * t + 1) % kCw, M - 1);
   // x column of this lane. Lanes g >= M repeat row M - 1 (and the sums c0, c1 likewise): the
   // accumulator columns >= M hold copies that no epilogue reads, and the loads need no predicate
   // or zero fill (run 53's SASS of the int4 loop: 8 register clears and predicated loads per
-  // segment, with 4 multiplications by a column mask).
-  const int gx = min(g, M - 1);
+  // segment, with 4 multiplications by a column mask). With column groups the row is g % kCw.
+  const int gx = min(g % kCw, M - 1);
+  // Column groups: per pass p, where this lane's fp16 x operands come from (its row's words, or
+  // the zeros where column g's group is not the one its k lie in), and the scale group (within
+  // the segment) of its accumulator columns.
+  const uint4* fsrc[kPassF];
+  int fstep[kPassF], foff[kPassF];
+  const int gacc = (2 * t) / kCw;
+  if constexpr (kColGroups) {
+#pragma unroll
+    for (int p = 0; p < kPassF; ++p) {
+      const bool sup = p * kGpp + g / kCw == t / (4 / GPS);
+      fsrc[p] = sup ? xf + static_cast<size_t>(gx) * nseg * 16 + t : xzero;
+      fstep[p] = sup ? 16 : 0;
+      foff[p] = sup ? 4 : 0;
+    }
+  }
   // int4 at batch 1: lane (g, t) supplies digit n = min(g, 2) as the mma's column g and gets
   // columns 2t, 2t + 1 back: t = 0 holds digits 2 and 1 (weights 65536 and 256), t = 1 digit 0
   // (and a copy of it in column 3, weight 0), t = 2, 3 copies only. The segment's x sum goes to
@@ -748,10 +784,10 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   const int sg0 = flags & 16 ? 0 : g, sg8 = flags & 16 ? 0 : g + 8;
   // One lane's x operands of segment gi (the B fragments of its mmas) and its x sums: int8's
   // Sx' of columns c0, c1 in .x, int4's {C', Sx'}.
-  constexpr int kXv = kInt4 ? 4 : kByte ? 2 : 1;
+  constexpr int kXv = kInt4 ? 4 * kPassF : kByte ? 2 : 1;
   struct XFrag {
     uint4 v[kXv];
-    float2 cs0, cs1;
+    float2 cs0, cs1, cs2, cs3;  // cs2, cs3: the second pass's (column groups of 32 at batch 3-4)
   };
   // Groups of 64 / 32 (GPS = 2 / 4): lane t's 32 k of a segment lie in group t / (4 / GPS). One
   // mma pass per two groups (GPS = 2: one; GPS = 4: pass p takes groups 2p, 2p + 1): columns 0-2
@@ -783,8 +819,20 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
   }
   auto load_x = [&](int gi) {
     XFrag f;
-    f.cs0 = f.cs1 = make_float2(0.f, 0.f);
-    if constexpr (kImma && GPS > 1) {
+    f.cs0 = f.cs1 = f.cs2 = f.cs3 = make_float2(0.f, 0.f);
+    if constexpr (kColGroups) {
+#pragma unroll
+      for (int p = 0; p < kPassF; ++p)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) f.v[p * 4 + i] = fsrc[p][gi * fstep[p] + i * foff[p]];
+      const int e = gi * GPS + gacc;  // {C', Sx'} of the first pass's group, rows c0 and c1
+      f.cs0 = csum2[c0 * nseg * GPS + e];
+      f.cs1 = csum2[c1 * nseg * GPS + e];
+      if constexpr (kPassF == 2) {
+        f.cs2 = csum2[c0 * nseg * GPS + e + kGpp];
+        f.cs3 = csum2[c1 * nseg * GPS + e + kGpp];
+      }
+    } else if constexpr (kImma && GPS > 1) {
 #pragma unroll
       for (int p = 0; p < kPasses; ++p) {
         f.v[2 * p] = xsrc[p][gi * xstep[p]];
@@ -974,6 +1022,30 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           acc[0] = fmaf(s0.x, v0, fmaf(s0.y, sx, acc[0]));
           acc[2] = fmaf(s1.x, v1, fmaf(s1.y, sx, acc[2]));
         }
+      } else if constexpr (kColGroups) {
+        // The fp16 decode below, once per pass against that pass's x operands; each lane applies
+        // the scale group of its accumulator columns (tile end: the groups' columns summed).
+#pragma unroll
+        for (int p = 0; p < kPassF; ++p) {
+          float dw[4][4];
+#pragma unroll
+          for (int wd = 0; wd < 4; ++wd) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) dw[wd][i] = 0.f;
+            mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv.v[p * 4 + wd]);
+          }
+          const uint32_t* scl = reinterpret_cast<const uint32_t*>(st + 16 * rs) +
+                                (sg * GPS + p * kGpp + gacc) * 16;  // the stage's scale group
+          const float2 s0 = int4_scale_bias(scl[sg0]), s1 = int4_scale_bias(scl[sg8]);
+          const float2 cs0 = p ? xv.cs2 : xv.cs0, cs1 = p ? xv.cs3 : xv.cs1;
+          float D[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) D[i] = (dw[0][i] + dw[1][i]) + (dw[2][i] + dw[3][i]);
+          acc[0] = fmaf(s0.x, D[0] - cs0.x, fmaf(s0.y, cs0.y, acc[0]));
+          acc[1] = fmaf(s0.x, D[1] - cs1.x, fmaf(s0.y, cs1.y, acc[1]));
+          acc[2] = fmaf(s1.x, D[2] - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
+          acc[3] = fmaf(s1.x, D[3] - cs1.x, fmaf(s1.y, cs1.y, acc[3]));
+        }
       } else {
         // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
         // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
@@ -1054,6 +1126,13 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 2);
           acc[2] += __shfl_xor_sync(0xffffffffu, acc[2], 2);
         }
+      } else if constexpr (kColGroups) {
+        // Column groups: lanes t and t ^ 2 (kCw = 4), or all four (kCw = 2), hold the same rows
+        // of different groups; lanes with 2t < kCw (>= M) then hold the rows' sums.
+#pragma unroll
+        for (int o = kCw / 2; o < 4; o <<= 1)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], o);
       }
       const int r = (warp * P + p) * 16 + g;
       if (2 * t < M) rb[r * M + 2 * t] = acc[0], rb[(r + 8) * M + 2 * t] = acc[2];
@@ -1137,10 +1216,12 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
   // of gemv_k_align(int4) = 1024: gemv_padded_k) has no other kernel: no shape rule, and x may
   // take more of shared memory (batch 8 at K = 3584: 71 KB).
   const bool tma_only = F == WeightFormat::int4 && w.k_padded % gemv_k_align(F) != 0;
-  // (int4 at batch 1, on the integer tensor cores, measured faster on every llama3-1b shape.)
+  // (int4 at batch 1, on the integer tensor cores, measured faster on every llama3-1b shape; int4
+  // in groups of 64 and 32 has only the CUDA-core kernel besides at batches 2-4, lab note 100.)
   if (!tma_only &&
       (((F == WeightFormat::int8 || F == WeightFormat::fp8) && tune.tma_int8_shape_rule) ||
-       (F == WeightFormat::int4 && tune.tma_int4_shape_rule && !tma_int4_imma<F>(M)))) {
+       (F == WeightFormat::int4 && tune.tma_int4_shape_rule && !tma_int4_imma<F>(M) &&
+        w.group_size >= 128))) {
     static const int sms = [] {
       int dev = 0, v = 0;
       AO_CUDA_CHECK(cudaGetDevice(&dev));
@@ -1150,10 +1231,10 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     if (w.k_padded < 4096 || (w.n + 15) / 16 * 2 < 3 * static_cast<int64_t>(sms)) return p;
   }
   {
-    // int4: groups of 128 / 256 at every batch, 64 / 32 at batch 1 (the integer tensor cores'
-    // spare columns carry a second group: tma_int4_groups_per_segment).
+    // int4: groups of 128 / 256 at every batch, 64 / 32 at batches 1-4 (the mma's spare columns
+    // carry the other groups: tma_int4_groups_per_segment, lab notes 99-100).
     if (F == WeightFormat::int4 && w.group_size != 128 && w.group_size != 256 &&
-        !(tma_int4_imma<F>(M) && (w.group_size == 64 || w.group_size == 32)))
+        !(M <= 4 && (w.group_size == 64 || w.group_size == 32)))
       return p;
     const int gps = F == WeightFormat::int4 ? tma_int4_groups_per_segment(w.group_size) : 1;
     if (F == WeightFormat::int4 && w.k_padded < tune.tma_int4_min_k) return p;
@@ -1164,7 +1245,9 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     auto x_bytes = [&](int tiles) {
       return tma_x_bytes<F>(M, Kp) + tma_csum_bytes<F>(M, Kp, gps) + tma_red_bytes<F>(M, tiles);
     };
-    const size_t x_cap = tma_only ? kTmaOnlyMaxX : 64 * 1024;
+    const size_t x_cap = F == WeightFormat::int4 && M >= 2 && M <= 4 ? kTmaInt4BatchMaxX
+                         : tma_only                                  ? kTmaOnlyMaxX
+                                                                     : 64 * 1024;
     // Fewer tiles per barrier where that lets x fit (GemvTuning::tma_tile_group_fits_x: Qwen2.5-7B's
     // int4 down projection at batch 1, K = 19456, takes 2 instead of 8; lab note 91).
     int tiles = tma_tiles_per_barrier<F>(M);
@@ -1339,7 +1422,7 @@ template <WeightFormat F, int M, GemvInput IN, GemvOutput OUT>
 void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cudaStream_t s) {
   auto kernel = gemv_tma_kernel<F, M, IN, OUT>;
   int ki = 0;  // the instance: groups per segment 1, 2, 4
-  if constexpr (tma_int4_imma<F>(M) && IN != GemvInput::int4_digits) {
+  if constexpr (F == WeightFormat::int4 && M <= 4 && IN != GemvInput::int4_digits) {
     if (w.group_size == 64) kernel = gemv_tma_kernel<F, M, IN, OUT, 2>, ki = 1;
     if (w.group_size == 32) kernel = gemv_tma_kernel<F, M, IN, OUT, 4>, ki = 2;
   }
