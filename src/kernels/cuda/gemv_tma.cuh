@@ -1,5 +1,5 @@
 // Weight-streaming GEMV on the tensor cores with the weights staged through shared memory by the
-// TMA (v8; bf16, int8 and int4 with groups of 128/256; int4 groups of 64/32 at batch 1),
+// TMA (v8; bf16, int8 and int4 with groups of 128/256; int4 groups of 64/32 at batches 1-4),
 // included by gemv_impl.cuh inside its anonymous namespace.
 //
 // Why: the decode-step timeline (docs/CUDA.md, lab note 19) showed the GEMVs streaming at 80-99%
