@@ -479,7 +479,7 @@ void kernel_table(const std::vector<std::string>& formats, double copy_bw, int r
           &w.scale, int4_scale_rows(w.n) * (w.k_padded / 32) * kInt4ScaleBytes + w.n * 4));
       quantize_weight(static_cast<uint16_t*>(src), w, aq == ActQuant::fp8_tensor,
                       static_cast<float*>(y), s);
-      for (int m : {1, 2, 4}) {
+      for (int m : {1, 2, 4, 8}) {
         if (m != 1 && m1_only) continue;
         for (const auto& v : variants) {
           // Each --ab variant's GEMV tuning (the default alone without --ab).

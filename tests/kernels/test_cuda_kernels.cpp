@@ -243,11 +243,10 @@ bool takes_fp16_decode(const QuantCase& c) {
 void expect_path(GemvPath p, const QuantCase& c, const std::string& what, int m) {
   // int4 on the v7 tensor-core kernel: groups of 128/256 at every batch, 32/64 at batch 1 (an
   // odd batch's last launch is its one-row rest: 3 = 2 + 1, 5 = 4 + 1); on the TMA kernel groups
-  // of 32/64 at batches 1-4 (tma_max_batch), so every batch but 8, whose launches are 4, 2 or 1
-  // rows (6 = 4 + 2, 7 = 4 + 2 + 1).
+  // of 32/64 at batches 1-4 (tma_max_batch), so at every batch: its launches are 4, 2 or 1 rows
+  // (6 = 4 + 2, 7 = 4 + 2 + 1, 8 = 4 + 4 outside rope_kv).
   const bool int4_mma = c.format == WeightFormat::int4 && (c.group >= 128 || (m & 1));
-  const bool tma = p == GemvPath::tma && device_has_tma() &&
-                   (takes_tma(c) || (tma_max_batch(c) == 4 && m != 8));
+  const bool tma = p == GemvPath::tma && device_has_tma() && tma_max_batch(c) > 0;
   const bool mma = tma || (p != GemvPath::cuda_cores && int4_mma);
   EXPECT_EQ(last_gemv_launch().tma, tma) << what << ": TMA kernel";
   EXPECT_EQ(last_gemv_launch().tensor_cores, mma) << what << ": tensor-core kernel";
@@ -1894,10 +1893,13 @@ TEST_P(CudaAttention, QkvGemvRopeEpilogueMatchesReference) {
   auto w = from_bf16(to_bf16(randn(size_t(N) * K, 61, 0.1f)));
   auto bias = from_bf16(to_bf16(randn(N, 62, 0.1f)));
   Guarded<uint16_t> dbias(to_bf16(bias));
-  // bf16 and int4 g128 (the tensor-core int4 kernel has its own RoPE epilogue).
+  // bf16 and int4 g128 (the tensor-core int4 kernel has its own RoPE epilogue); int4 g64 and g32
+  // (at batch 2 on the TMA kernel's column groups where it takes them, lab note 100).
   const QuantCase formats[] = {{WeightFormat::bf16, 0, false, "bf16"},
-                               {WeightFormat::int4, 128, false, "int4_g128"}};
-  for (int fi = 0; fi < 2; ++fi)
+                               {WeightFormat::int4, 128, false, "int4_g128"},
+                               {WeightFormat::int4, 64, false, "int4_g64"},
+                               {WeightFormat::int4, 32, false, "int4_g32"}};
+  for (int fi = 0; fi < 4; ++fi)
     for (bool inter : {false, true}) {
       const QuantCase qc = formats[fi];
       // Quantization is per row (and group), so the row permutation below commutes with it.

@@ -947,11 +947,17 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     case 4:
       return dispatch_io<F, 4>(w, a, s);
     case 8:
-      return dispatch_io<F, 8>(w, a, s);
+      // int4 in groups of 64 / 32: two launches of 4 rows on the TMA kernel read the weight twice
+      // and still take about a third of the CUDA-core kernel's time at batch 8 (docs/CUDA.md lab
+      // note 100); not for rope_kv, whose rows are positions of one launch.
+      if (!(F == WeightFormat::int4 && w.group_size < 128 && a.output != GemvOutput::rope_kv &&
+            a.input != GemvInput::int4_digits && tma_plan<F>(w, 4).chunk != 0))
+        return dispatch_io<F, 8>(w, a, s);
+      break;
     default:
       break;
   }
-  // 3, 5, 6, 7: the largest power of two first, then the rest.
+  // 3, 5, 6, 7 (and 8 above): the largest power of two below m first, then the rest.
   if (a.output == GemvOutput::rope_kv) fail("gemv: rope_kv output needs batch 1, 2, 4 or 8");
   if (w.act_quant == ActQuant::fp8_tensor)
     fail(
