@@ -1075,6 +1075,17 @@ std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw
       << what << " rmsnorm";
   return out;
 }
+// tma_outputs_checked under tunings a and b (labels what + la / lb), and the two runs' outputs
+// bit for bit alike, for both inputs.
+void tma_tunings_alike(const RandomTestWeight& tw, const QuantCase& c, int m, const TmaInputs& in,
+                       const GemvTuning& a, const GemvTuning& b, const std::string& what,
+                       const char* la, const char* lb) {
+  const auto oa = tma_outputs_checked(tw, c, m, in, a, what + la);
+  const auto ob = tma_outputs_checked(tw, c, m, in, b, what + lb);
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(std::memcmp(oa[i].data(), ob[i].data(), oa[i].size() * sizeof(float)), 0)
+        << what << (i ? " rmsnorm" : " bf16") << ":" << la << " vs" << lb;
+}
 
 // GemvTuning::tma_direct_fp16 (int8/int4 x staged as fp16 directly, its row scale taken before
 // staging) gives bit for bit the outputs of the staging in bf16 plus the conversion pass, for the
@@ -1145,18 +1156,12 @@ TEST_P(CudaGemv, TmaInt4BatchesTwoToFourMatchReference) {
     for (int m : {2, 3, 4}) {
       const TmaInputs inputs(randn(m * K, 180 + m), randn(m * K, 184 + m, 3.f),
                              norm_weight_bf16(K, 75));
-      std::array<std::vector<float>, 2> out[2];  // [direct][input: bf16, rmsnorm]
-      for (int direct = 0; direct < 2; ++direct) {
-        GemvTuning t = tuning_for(GemvPath::tma);
-        t.tma_direct_fp16 = direct == 1;
-        out[direct] = tma_outputs_checked(tw, c, m, inputs, t,
-                                          std::string(c.name) + " K=" + std::to_string(K) +
-                                              " m=" + std::to_string(m) +
-                                              (direct ? " direct" : " conversion"));
-      }
-      for (int in = 0; in < 2; ++in)
-        EXPECT_EQ(std::memcmp(out[0][in].data(), out[1][in].data(), m * N * sizeof(float)), 0)
-            << c.name << " K=" << K << " m=" << m << (in ? " rmsnorm" : " bf16");
+      GemvTuning conversion = tuning_for(GemvPath::tma), direct = conversion;
+      conversion.tma_direct_fp16 = false;
+      direct.tma_direct_fp16 = true;
+      tma_tunings_alike(tw, c, m, inputs, conversion, direct,
+                        std::string(c.name) + " K=" + std::to_string(K) + " m=" + std::to_string(m),
+                        " conversion", " direct");
     }
   }
 }
@@ -1405,17 +1410,12 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
     for (int m : {1, 2}) {  // (x of 3 rows of 8192 does not fit the TMA kernel's shared memory)
       const TmaInputs inputs(randn(m * K, 95 + m), randn(m * K, 97 + m, 3.f),
                              norm_weight_bf16(K, 72));
-      std::array<std::vector<float>, 2> out[2];  // [evict_first][input: bf16, rmsnorm]
-      for (int ef = 0; ef < 2; ++ef) {
-        GemvTuning t = tuning_for(GemvPath::tma);
-        t.tma_evict_first = ef == 1;
-        out[ef] = tma_outputs_checked(tw, c, m, inputs, t,
-                                      std::string(c.name) + " K=" + std::to_string(K) + " m=" +
-                                          std::to_string(m) + (ef ? " evict-first" : " default"));
-      }
-      for (int in = 0; in < 2; ++in)
-        EXPECT_EQ(std::memcmp(out[0][in].data(), out[1][in].data(), m * N * sizeof(float)), 0)
-            << c.name << " K=" << K << " m=" << m << (in ? " rmsnorm" : " bf16");
+      GemvTuning plain = tuning_for(GemvPath::tma), ef = plain;
+      plain.tma_evict_first = false;
+      ef.tma_evict_first = true;
+      tma_tunings_alike(tw, c, m, inputs, plain, ef,
+                        std::string(c.name) + " K=" + std::to_string(K) + " m=" + std::to_string(m),
+                        " default", " evict-first");
     }
   }
 }

@@ -1022,9 +1022,12 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           acc[0] = fmaf(s0.x, v0, fmaf(s0.y, sx, acc[0]));
           acc[2] = fmaf(s1.x, v1, fmaf(s1.y, sx, acc[2]));
         }
-      } else if constexpr (kColGroups) {
-        // The fp16 decode below, once per pass against that pass's x operands; each lane applies
-        // the scale group of its accumulator columns (tile end: the groups' columns summed).
+      } else {
+        // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
+        // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
+        // Per segment and row: y' += s (D - C') + (zero - 8 s) Sx'. With column groups
+        // (kColGroups), once per pass against that pass's x operands, each lane applying the
+        // scale group of its accumulator columns (tile end: the groups' columns summed).
 #pragma unroll
         for (int p = 0; p < kPassF; ++p) {
           float dw[4][4];
@@ -1034,8 +1037,9 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
             for (int i = 0; i < 4; ++i) dw[wd][i] = 0.f;
             mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv.v[p * 4 + wd]);
           }
-          const uint32_t* scl = reinterpret_cast<const uint32_t*>(st + 16 * rs) +
-                                (sg * GPS + p * kGpp + gacc) * 16;  // the stage's scale group
+          // The stage's scale group: tile-major, 16 rows of kInt4ScaleBytes each.
+          const int grp = kColGroups ? sg * GPS + p * kGpp + gacc : sg >> bpg_shift;
+          const uint32_t* scl = reinterpret_cast<const uint32_t*>(st + 16 * rs) + grp * 16;
           const float2 s0 = int4_scale_bias(scl[sg0]), s1 = int4_scale_bias(scl[sg8]);
           const float2 cs0 = p ? xv.cs2 : xv.cs0, cs1 = p ? xv.cs3 : xv.cs1;
           float D[4];
@@ -1046,29 +1050,6 @@ __global__ void __launch_bounds__((tma_warps<F>() + 1) * 32, 1)
           acc[2] = fmaf(s1.x, D[2] - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
           acc[3] = fmaf(s1.x, D[3] - cs1.x, fmaf(s1.y, cs1.y, acc[3]));
         }
-      } else {
-        // fp16 decode (mma_int4_word_f16); one accumulator chain of 2 mmas per word (four
-        // independent chains instead of one of 8: lab note 37 found the loop latency-bound).
-        // Per segment and row: y' += s (D - C') + (zero - 8 s) Sx'.
-        float dw[4][4];
-#pragma unroll
-        for (int wd = 0; wd < 4; ++wd) {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) dw[wd][i] = 0.f;
-          mma_int4_word_f16(dw[wd], word(q0, wd), word(q1, wd), xv.v[wd]);
-        }
-        const float2 s0 = int4_scale_bias(*reinterpret_cast<const uint32_t*>(
-            st + 16 * rs + ((sg >> bpg_shift) * 16 + sg0) * kInt4ScaleBytes));
-        const float2 s1 = int4_scale_bias(*reinterpret_cast<const uint32_t*>(
-            st + 16 * rs + ((sg >> bpg_shift) * 16 + sg8) * kInt4ScaleBytes));
-        const float2 cs0 = xv.cs0, cs1 = xv.cs1;
-        float D[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) D[i] = (dw[0][i] + dw[1][i]) + (dw[2][i] + dw[3][i]);
-        acc[0] = fmaf(s0.x, D[0] - cs0.x, fmaf(s0.y, cs0.y, acc[0]));
-        acc[1] = fmaf(s0.x, D[1] - cs1.x, fmaf(s0.y, cs1.y, acc[1]));
-        acc[2] = fmaf(s1.x, D[2] - cs0.x, fmaf(s1.y, cs0.y, acc[2]));
-        acc[3] = fmaf(s1.x, D[3] - cs1.x, fmaf(s1.y, cs1.y, acc[3]));
       }
     };
     if (xreg) {
