@@ -1075,16 +1075,19 @@ std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw
       << what << " rmsnorm";
   return out;
 }
-// tma_outputs_checked under tunings a and b (labels what + la / lb), and the two runs' outputs
-// bit for bit alike, for both inputs.
-void tma_tunings_alike(const RandomTestWeight& tw, const QuantCase& c, int m, const TmaInputs& in,
-                       const GemvTuning& a, const GemvTuning& b, const std::string& what,
-                       const char* la, const char* lb) {
-  const auto oa = tma_outputs_checked(tw, c, m, in, a, what + la);
-  const auto ob = tma_outputs_checked(tw, c, m, in, b, what + lb);
+// tma_outputs_checked with the TMA tuning's switch `knob` off and on (labels what + l_off /
+// l_on), and the two runs' outputs bit for bit alike, for both inputs.
+void tma_switch_changes_no_result(const RandomTestWeight& tw, const QuantCase& c, int m,
+                                  const TmaInputs& in, bool GemvTuning::*knob,
+                                  const std::string& what, const char* l_off, const char* l_on) {
+  GemvTuning off = tuning_for(GemvPath::tma), on = off;
+  off.*knob = false;
+  on.*knob = true;
+  const auto oa = tma_outputs_checked(tw, c, m, in, off, what + l_off);
+  const auto ob = tma_outputs_checked(tw, c, m, in, on, what + l_on);
   for (int i = 0; i < 2; ++i)
     EXPECT_EQ(std::memcmp(oa[i].data(), ob[i].data(), oa[i].size() * sizeof(float)), 0)
-        << what << (i ? " rmsnorm" : " bf16") << ":" << la << " vs" << lb;
+        << what << (i ? " rmsnorm" : " bf16") << ":" << l_off << " vs" << l_on;
 }
 
 // GemvTuning::tma_direct_fp16 (int8/int4 x staged as fp16 directly, its row scale taken before
@@ -1156,12 +1159,10 @@ TEST_P(CudaGemv, TmaInt4BatchesTwoToFourMatchReference) {
     for (int m : {2, 3, 4}) {
       const TmaInputs inputs(randn(m * K, 180 + m), randn(m * K, 184 + m, 3.f),
                              norm_weight_bf16(K, 75));
-      GemvTuning conversion = tuning_for(GemvPath::tma), direct = conversion;
-      conversion.tma_direct_fp16 = false;
-      direct.tma_direct_fp16 = true;
-      tma_tunings_alike(tw, c, m, inputs, conversion, direct,
-                        std::string(c.name) + " K=" + std::to_string(K) + " m=" + std::to_string(m),
-                        " conversion", " direct");
+      tma_switch_changes_no_result(
+          tw, c, m, inputs, &GemvTuning::tma_direct_fp16,
+          std::string(c.name) + " K=" + std::to_string(K) + " m=" + std::to_string(m),
+          " conversion", " direct");
     }
   }
 }
@@ -1410,12 +1411,10 @@ TEST_P(CudaGemv, TmaEvictFirstChangesNoResult) {
     for (int m : {1, 2}) {  // (x of 3 rows of 8192 does not fit the TMA kernel's shared memory)
       const TmaInputs inputs(randn(m * K, 95 + m), randn(m * K, 97 + m, 3.f),
                              norm_weight_bf16(K, 72));
-      GemvTuning plain = tuning_for(GemvPath::tma), ef = plain;
-      plain.tma_evict_first = false;
-      ef.tma_evict_first = true;
-      tma_tunings_alike(tw, c, m, inputs, plain, ef,
-                        std::string(c.name) + " K=" + std::to_string(K) + " m=" + std::to_string(m),
-                        " default", " evict-first");
+      tma_switch_changes_no_result(
+          tw, c, m, inputs, &GemvTuning::tma_evict_first,
+          std::string(c.name) + " K=" + std::to_string(K) + " m=" + std::to_string(m),
+          " default", " evict-first");
     }
   }
 }
