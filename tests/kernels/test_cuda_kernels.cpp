@@ -1167,6 +1167,51 @@ TEST_P(CudaGemv, TmaInt4BatchesTwoToFourMatchReference) {
   }
 }
 
+// Batch 8 where it would leave the TMA kernel (a row of x of K = 14336: 224 KB at batch 8; int4
+// in groups of 64 / 32 at every K) runs as two launches of 4 rows on it where
+// GemvTuning::tma_split_batch8 has the format's bit (the default: every format), with x up to 144 KB
+// for every format (GemvTuning::tma_batch_max_x): both inputs against the reference, and bit for
+// bit the outputs of the two halves' own batch-4 GEMVs. Without the bit batch 8 runs on another
+// kernel.
+TEST_P(CudaGemv, BatchEightSplitsInTwoWhereItWouldLeaveTheTmaKernel) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (tma_max_batch(c) < 4 || !device_has_tma()) GTEST_SKIP() << c.name << " is not on the TMA kernel";
+  TuningReset reset;
+  const int64_t N = 300, K = 14336;
+  const RandomTestWeight tw(N, K, c, 41);
+  const auto x = randn(8 * K, 190), resid = randn(8 * K, 191, 3.f);
+  const auto nw = norm_weight_bf16(K, 77);
+  auto rows = [&](const std::vector<float>& v, int first) {
+    return std::vector<float>(v.begin() + first * K, v.begin() + (first + 4) * K);
+  };
+  const TmaInputs all(x, resid, nw), head(rows(x, 0), rows(resid, 0), nw),
+      tail(rows(x, 4), rows(resid, 4), nw);
+  GemvTuning t = tuning_for(GemvPath::tma);
+  t.tma_batch_max_x = 144 * 1024;
+  t.tma_split_batch8 = 15;
+  const std::string what = std::string(c.name) + " K=14336";
+  const auto split = tma_outputs_checked(tw, c, 8, all, t, what + " m=8");
+  const auto a = tma_outputs_checked(tw, c, 4, head, t, what + " rows 0-3");
+  const auto b = tma_outputs_checked(tw, c, 4, tail, t, what + " rows 4-7");
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(split[i].size(), static_cast<size_t>(8 * N));
+    EXPECT_EQ(std::memcmp(split[i].data(), a[i].data(), 4 * N * sizeof(float)), 0)
+        << what << (i ? " rmsnorm" : " bf16") << ": rows 0-3";
+    EXPECT_EQ(std::memcmp(split[i].data() + 4 * N, b[i].data(), 4 * N * sizeof(float)), 0)
+        << what << (i ? " rmsnorm" : " bf16") << ": rows 4-7";
+  }
+  // The bit off: batch 8 on another kernel, still right.
+  t.tma_split_batch8 = 0;
+  set_gemv_tuning(t);
+  Guarded<float> dy(8 * N);
+  gemv(tw.dw, f32_gemv_args(8, all.dx.get(), dy.get()), nullptr);
+  EXPECT_FALSE(last_gemv_launch().tma) << what << " m=8 without the split";
+  EXPECT_TRUE(dy.guards_intact()) << what;
+  EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(all.xb), tw.deq, 8, N, K)), 1e-6)
+      << what << " m=8 without the split";
+}
+
 // set_gemv_tuning refuses values the kernels do not take, with an error that names the field,
 // and keeps the tuning in force. Host checks only: this runs without a GPU too.
 TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
@@ -1193,6 +1238,9 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
     GemvTuning t = good;
     t.tma_pad_rows = mask;
     refused(t, "tma_pad_rows");
+    t = good;
+    t.tma_split_batch8 = mask;
+    refused(t, "tma_split_batch8");
   }
   // The sizes and bounds that must not be negative.
   auto refused_negative = [&](auto field, const char* name) {
@@ -1206,6 +1254,7 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   refused_negative(&GemvTuning::tma_ring_bytes, "tma_ring_bytes");
   refused_negative(&GemvTuning::tma_ring_bytes_decode, "tma_ring_bytes_decode");
   refused_negative(&GemvTuning::tma_ring_bytes_int4, "tma_ring_bytes_int4");
+  refused_negative(&GemvTuning::tma_batch_max_x, "tma_batch_max_x");
   GemvTuning t = good;
   t.k_split = 3;
   refused(t, "k_split");

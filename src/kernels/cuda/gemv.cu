@@ -71,6 +71,9 @@ void set_gemv_tuning(const GemvTuning& t) {
   if (t.tma_ring_bytes < 0 || t.tma_ring_bytes_decode < 0 || t.tma_ring_bytes_int4 < 0)
     fail("set_gemv_tuning: tma_ring_bytes, tma_ring_bytes_decode and tma_ring_bytes_int4 must be "
          ">= 0");
+  if (t.tma_split_batch8 < 0 || t.tma_split_batch8 > 15)
+    fail("set_gemv_tuning: tma_split_batch8 is a mask of the 4 weight formats (0..15)");
+  if (t.tma_batch_max_x < 0) fail("set_gemv_tuning: tma_batch_max_x must be >= 0");
   g_tuning = t;
 }
 GemvTuning gemv_tuning() { return g_tuning; }

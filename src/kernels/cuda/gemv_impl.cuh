@@ -935,6 +935,21 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   fail("gemv: unsupported input/output combination");
 }
 
+// Batch 8 as two launches of 4 rows on the TMA kernel (GemvTuning::tma_split_batch8): where
+// batch 8 would run on neither the TMA kernel nor int4's v7 tensor-core kernel and batch 4 runs
+// on the TMA kernel; not for rope_kv, whose rows are positions of one launch, nor for per-tensor
+// fp8 activations, whose one scale covers all 8 rows.
+template <WeightFormat F>
+bool gemv_splits_batch8(const DeviceWeight& w, const GemvArgs& a) {
+  if (!(gemv_tuning().tma_split_batch8 & (1 << static_cast<int>(F)))) return false;
+  if (a.output == GemvOutput::rope_kv || a.input == GemvInput::int4_digits ||
+      w.act_quant == ActQuant::fp8_tensor)
+    return false;
+  if (tma_plan<F>(w, 8).chunk != 0) return false;
+  if (F == WeightFormat::int4 && int4_mma_eligible(w, 8)) return false;
+  return tma_plan<F>(w, 4).chunk != 0;
+}
+
 }  // namespace
 
 template <WeightFormat F>
@@ -947,12 +962,7 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     case 4:
       return dispatch_io<F, 4>(w, a, s);
     case 8:
-      // int4 in groups of 64 / 32: two launches of 4 rows on the TMA kernel read the weight twice
-      // and still take about a third of the CUDA-core kernel's time at batch 8 (docs/CUDA.md lab
-      // note 100); not for rope_kv, whose rows are positions of one launch.
-      if (!(F == WeightFormat::int4 && w.group_size < 128 && a.output != GemvOutput::rope_kv &&
-            a.input != GemvInput::int4_digits && tma_plan<F>(w, 4).chunk != 0))
-        return dispatch_io<F, 8>(w, a, s);
+      if (!gemv_splits_batch8<F>(w, a)) return dispatch_io<F, 8>(w, a, s);
       break;
     default:
       break;

@@ -1226,9 +1226,11 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
     auto x_bytes = [&](int tiles) {
       return tma_x_bytes<F>(M, Kp) + tma_csum_bytes<F>(M, Kp, gps) + tma_red_bytes<F>(M, tiles);
     };
-    const size_t x_cap = F == WeightFormat::int4 && M >= 2 && M <= 4 ? kTmaInt4BatchMaxX
-                         : tma_only                                  ? kTmaOnlyMaxX
-                                                                     : 64 * 1024;
+    const size_t x_cap =
+        F == WeightFormat::int4 && M >= 2 && M <= 4 ? kTmaInt4BatchMaxX
+        : tma_only                                  ? kTmaOnlyMaxX
+        : F != WeightFormat::int4 && M >= 2 ? static_cast<size_t>(tune.tma_batch_max_x)
+                                            : 64 * 1024;
     // Fewer tiles per barrier where that lets x fit (GemvTuning::tma_tile_group_fits_x: Qwen2.5-7B's
     // int4 down projection at batch 1, K = 19456, takes 2 instead of 8; lab note 91).
     int tiles = tma_tiles_per_barrier<F>(M);

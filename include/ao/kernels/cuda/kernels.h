@@ -319,6 +319,22 @@ struct GemvTuning {
   // follows the attention with a bf16 x, were slower with it (llama3-8b int8 485.8 against 491.3
   // at 104 blocks) and keep every SM.
   int decode_o_spare_sms_int4 = 20;
+  // Bytes of x (with its sums and partial sums) the TMA kernel stages beside its ring for bf16,
+  // int8 and fp8 at batches 2-8 (at batch 1: 64 KB; int4 at batches 2-4: 144 KB,
+  // kTmaInt4BatchMaxX). Past it the batch runs on the register-ring kernels, 3-8x slower there:
+  // at 64 KB, batch 8 of every llama3-8b GEMV left the TMA kernel (bf16 qkv 94.3 against 19.2 us,
+  // lm_head 1873 against 244; int8 / fp8 alike) and so did batch 4 of down (K = 14336: bf16 97.5
+  // against 30.9 us). Run 313, docs/CUDA.md lab note 101.
+  int tma_batch_max_x = 144 * 1024;
+  // Formats (a mask of WeightFormat bits) whose batch 8 runs as two launches of 4 rows on the TMA
+  // kernel where batch 8 itself would run on neither the TMA kernel nor int4's v7 tensor-core
+  // kernel (x too large, or int4 in groups of 64 / 32) and batch 4 runs on the TMA kernel: the
+  // weight is read twice, and still, for int4, in about a third of the CUDA-core kernel's time
+  // (docs/CUDA.md lab note 100); bf16 / int8 / fp8 down of llama3-8b (x of 224 KB at batch 8):
+  // 61.8 / 49.7 / 48.9 us against 187.6 / 192.0 / 165.8 (run 313, lab note 101). Never for rope_kv
+  // outputs (their rows are one launch's positions), int4_digits inputs or per-tensor fp8
+  // activations (one scale over all 8 rows).
+  int tma_split_batch8 = 15;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
