@@ -1212,6 +1212,43 @@ TEST_P(CudaGemv, BatchEightSplitsInTwoWhereItWouldLeaveTheTmaKernel) {
       << what << " m=8 without the split";
 }
 
+// bf16 / int8 / fp8 at batches 2-4 take rows of x up to GemvTuning::tma_batch4_max_x (192 KB) on
+// the TMA kernel, with one tile per tile-end barrier once x passes 144 KB (the ring keeps its
+// stages): K = 18944 at batch 4 (148 KB of x) against the reference for both inputs, and the same
+// results bit for bit at two tiles per barrier (x at 150 KB, allowed here). With a cap of 144 KB
+// the batch runs on another kernel, still right.
+TEST_P(CudaGemv, BatchFourTakesLongRowsOfX) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!takes_tma(c) || c.format == WeightFormat::int4 || !device_has_tma())
+    GTEST_SKIP() << c.name << ": int4 has its own bound (kTmaInt4BatchMaxX)";
+  TuningReset reset;
+  const int64_t N = 300, K = 18944;
+  const RandomTestWeight tw(N, K, c, 43);
+  const TmaInputs in(randn(4 * K, 192), randn(4 * K, 193, 3.f), norm_weight_bf16(K, 78));
+  const std::string what = std::string(c.name) + " K=18944 m=4";
+  GemvTuning t = tuning_for(GemvPath::tma);
+  ASSERT_GE(t.tma_batch4_max_x, 192 * 1024) << "the default";
+  const auto one = tma_outputs_checked(tw, c, 4, in, t, what);
+  EXPECT_EQ(last_gemv_launch().tiles_per_barrier, 1) << what;
+  t.tma_tile_group_fits_x = false;  // the tiles of the tuning (4), x and partial sums > 144 KB
+  t.tma_tile_group = 2;
+  const auto two = tma_outputs_checked(tw, c, 4, in, t, what + " two tiles");
+  EXPECT_EQ(last_gemv_launch().tiles_per_barrier, 2) << what;
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(std::memcmp(one[i].data(), two[i].data(), one[i].size() * sizeof(float)), 0)
+        << what << (i ? " rmsnorm" : " bf16") << ": one tile vs two";
+  t = tuning_for(GemvPath::tma);
+  t.tma_batch4_max_x = 144 * 1024;
+  set_gemv_tuning(t);
+  Guarded<float> dy(4 * N);
+  gemv(tw.dw, f32_gemv_args(4, in.dx.get(), dy.get()), nullptr);
+  EXPECT_FALSE(last_gemv_launch().tma) << what << " with x capped at 144 KB";
+  EXPECT_TRUE(dy.guards_intact()) << what;
+  EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(in.xb), tw.deq, 4, N, K)), 1e-6)
+      << what << " with x capped at 144 KB";
+}
+
 // set_gemv_tuning refuses values the kernels do not take, with an error that names the field,
 // and keeps the tuning in force. Host checks only: this runs without a GPU too.
 TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
@@ -1255,6 +1292,7 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   refused_negative(&GemvTuning::tma_ring_bytes_decode, "tma_ring_bytes_decode");
   refused_negative(&GemvTuning::tma_ring_bytes_int4, "tma_ring_bytes_int4");
   refused_negative(&GemvTuning::tma_batch_max_x, "tma_batch_max_x");
+  refused_negative(&GemvTuning::tma_batch4_max_x, "tma_batch4_max_x");
   GemvTuning t = good;
   t.k_split = 3;
   refused(t, "k_split");

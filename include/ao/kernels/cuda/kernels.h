@@ -326,6 +326,11 @@ struct GemvTuning {
   // lm_head 1873 against 244; int8 / fp8 alike) and so did batch 4 of down (K = 14336: bf16 97.5
   // against 30.9 us). Run 313, docs/CUDA.md lab note 101.
   int tma_batch_max_x = 144 * 1024;
+  // The same bound at batches 2-4 (bf16, int8, fp8), where the alternative to the TMA kernel is
+  // the register-ring kernel rather than two launches of 4 rows; past 144 KB the plan takes fewer
+  // tiles per barrier so that the ring keeps its stages. Qwen2.5-7B's down (K = 18944) at batch
+  // 4: bf16 / int8 / fp8 64.8 / 60.8 / 61.1 us against 126.4 / 126.5 / 110.7 at 144 KB (run 314).
+  int tma_batch4_max_x = 192 * 1024;
   // Formats (a mask of WeightFormat bits) whose batch 8 runs as two launches of 4 rows on the TMA
   // kernel where batch 8 itself would run on neither the TMA kernel nor int4's v7 tensor-core
   // kernel (x too large, or int4 in groups of 64 / 32) and batch 4 runs on the TMA kernel: the
