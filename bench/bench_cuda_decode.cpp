@@ -35,10 +35,10 @@
 // oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4), pad1024 (tma_int4_pad_256
 // off: int4 rows padded to 1024 elements, a second engine), no-tilefit (tma_tile_group_fits_x
 // off), xcap=KB (GemvTuning::tma_batch_max_x: batch 8), x4cap=KB (tma_batch4_max_x: batches
-// 2-4), split8=MASK (GemvTuning::tma_split_batch8: a WeightFormat mask), deqmb=MB
-// (DequantGemmTuning::chunk_bytes: the prefill's bf16 chunks of a quantized weight; 0 = the whole
-// weight), no-fused (DequantGemmTuning::fused off: quantized prefill
-// through the bf16 copy, as before lab notes 96 and 98); attn-late: the attention's
+// 2-4), tilex=KB (tma_batch_fewer_tiles_x), split8=MASK (GemvTuning::tma_split_batch8: a
+// WeightFormat mask), deqmb=MB (DequantGemmTuning::chunk_bytes: the prefill's bf16 chunks of a
+// quantized weight; 0 = the whole weight), no-fused (DequantGemmTuning::fused off: quantized
+// prefill through the bf16 copy, as before lab notes 96 and 98); attn-late: the attention's
 // loads after its wait, attn-blocks=N:
 // AttentionTuning::head_blocks, odig / no-odig: AttentionTuning::o_digits): tg tok/s of each on
 // one engine per model and format (one per int4 row layout), the variants alternated in each of
@@ -226,6 +226,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_batch_max_x = variant_kb(mod, 5);
     else if (mod.rfind("x4cap=", 0) == 0)  // GemvTuning::tma_batch4_max_x, in KB
       t.tma_batch4_max_x = variant_kb(mod, 6);
+    else if (mod.rfind("tilex=", 0) == 0)  // GemvTuning::tma_batch_fewer_tiles_x, in KB
+      t.tma_batch_fewer_tiles_x = variant_kb(mod, 6);
     else if (mod.rfind("split8=", 0) == 0)  // GemvTuning::tma_split_batch8 (a WeightFormat mask)
       t.tma_split_batch8 = variant_int(mod, 7);
     else if (mod.rfind("deqmb=", 0) == 0)  // DequantGemmTuning::chunk_bytes in MB (0: whole)
@@ -241,7 +243,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, xcap=KB, x4cap=KB, split8=MASK, deqmb=MB, no-fused; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, xcap=KB, x4cap=KB, tilex=KB, split8=MASK, deqmb=MB, no-fused; join with '+')");
   }
   return r;
 }

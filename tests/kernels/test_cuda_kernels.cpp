@@ -1293,6 +1293,7 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   refused_negative(&GemvTuning::tma_ring_bytes_int4, "tma_ring_bytes_int4");
   refused_negative(&GemvTuning::tma_batch_max_x, "tma_batch_max_x");
   refused_negative(&GemvTuning::tma_batch4_max_x, "tma_batch4_max_x");
+  refused_negative(&GemvTuning::tma_batch_fewer_tiles_x, "tma_batch_fewer_tiles_x");
   GemvTuning t = good;
   t.k_split = 3;
   refused(t, "k_split");

@@ -61,9 +61,6 @@ constexpr size_t kTmaOnlyMaxX = 96 * 1024;
 // bandwidth (llama3-8b's down projection, K = 14336, at batch 4: 73 us on the v7 and CUDA-core
 // kernels; lab note 100): x up to this much, the ring then >= ~80 KB.
 constexpr size_t kTmaInt4BatchMaxX = 144 * 1024;
-// bf16 / int8 / fp8 at batches 2-4: x beyond this many bytes (up to GemvTuning::tma_batch4_max_x)
-// halves the tiles per tile-end barrier until it fits, or one is left (tma_plan).
-constexpr size_t kTmaBatchFewerTilesX = 144 * 1024;
 // Segments per consumer warp and tile whose x operands a warp may hold in registers (flag 128):
 // ~9 registers each for int8/fp8 (K = 4096: 4 segments). int4 none: its ~18 per segment spilled
 // to local memory, and its x from shared memory measured faster once 4-8 tiles share a tile-end
@@ -1237,12 +1234,13 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
                                                       : 64 * 1024;
     // Fewer tiles per barrier where that lets x fit (GemvTuning::tma_tile_group_fits_x: Qwen2.5-7B's
     // int4 down projection at batch 1, K = 19456, takes 2 instead of 8; lab note 91).
-    // bf16 / int8 / fp8 at batches 2-4 with x past kTmaBatchFewerTilesX take fewer tiles too: the
-    // ring keeps its stages (Qwen2.5-7B's down, K = 18944, at batch 4: bf16 64.8 against 114.9 us
-    // with 4 tiles; run 314, lab note 101).
-    const size_t tile_cap = F != WeightFormat::int4 && M >= 2 && M <= 4
-                                ? std::min(x_cap, kTmaBatchFewerTilesX)
-                                : x_cap;
+    // bf16 / int8 / fp8 at batches 2-4 with x past GemvTuning::tma_batch_fewer_tiles_x take fewer
+    // tiles too: the ring keeps its stages (Qwen2.5-7B's down, K = 18944, at batch 4: bf16 64.8
+    // against 114.9 us with 4 tiles; run 314, lab note 101).
+    const size_t tile_cap =
+        F != WeightFormat::int4 && M >= 2 && M <= 4
+            ? std::min(x_cap, static_cast<size_t>(tune.tma_batch_fewer_tiles_x))
+            : x_cap;
     int tiles = tma_tiles_per_barrier<F>(M);
     while (tune.tma_tile_group_fits_x && tiles > 1 && x_bytes(tiles) > tile_cap) tiles /= 2;
     const size_t x = x_bytes(tiles);

@@ -331,6 +331,9 @@ struct GemvTuning {
   // tiles per barrier so that the ring keeps its stages. Qwen2.5-7B's down (K = 18944) at batch
   // 4: bf16 / int8 / fp8 64.8 / 60.8 / 61.1 us against 126.4 / 126.5 / 110.7 at 144 KB (run 314).
   int tma_batch4_max_x = 192 * 1024;
+  // ... and x beyond this many bytes there halves the tiles per tile-end barrier until it fits, or
+  // one is left (each tile's partial sums take shared memory beside x: 4 tiles at batch 4, 16 KB).
+  int tma_batch_fewer_tiles_x = 144 * 1024;
   // Formats (a mask of WeightFormat bits) whose batch 8 runs as two launches of 4 rows on the TMA
   // kernel where batch 8 itself would run on neither the TMA kernel nor int4's v7 tensor-core
   // kernel (x too large, or int4 in groups of 64 / 32) and batch 4 runs on the TMA kernel: the
