@@ -333,6 +333,8 @@ struct GemvTuning {
   int tma_batch4_max_x = 192 * 1024;
   // ... and x beyond this many bytes there halves the tiles per tile-end barrier until it fits, or
   // one is left (each tile's partial sums take shared memory beside x: 4 tiles at batch 4, 16 KB).
+  // At 64-112 KB llama3-8b's int8 / fp8 down ran 7% faster at batches 4 and 8, bf16's 2% slower
+  // at 8 (run 315, lab note 101; not taken without a verification run).
   int tma_batch_fewer_tiles_x = 144 * 1024;
   // Formats (a mask of WeightFormat bits) whose batch 8 runs as two launches of 4 rows on the TMA
   // kernel where batch 8 itself would run on neither the TMA kernel nor int4's v7 tensor-core
