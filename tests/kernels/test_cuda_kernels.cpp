@@ -1075,6 +1075,19 @@ std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw
       << what << " rmsnorm";
   return out;
 }
+// One GEMV of x (bf16 input) under tuning t, asserted to run off the TMA kernel, against the
+// reference and its guards.
+void off_tma_output_checked(const RandomTestWeight& tw, int m, const TmaInputs& in,
+                            const GemvTuning& t, const std::string& what) {
+  const int64_t N = tw.dw.n, K = tw.dw.k;
+  set_gemv_tuning(t);
+  Guarded<float> dy(m * N);
+  gemv(tw.dw, f32_gemv_args(m, in.dx.get(), dy.get()), nullptr);
+  EXPECT_FALSE(last_gemv_launch().tma) << what;
+  EXPECT_TRUE(dy.guards_intact()) << what;
+  EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(in.xb), tw.deq, m, N, K)), 1e-6)
+      << what;
+}
 // tma_outputs_checked with the TMA tuning's switch `knob` off and on (labels what + l_off /
 // l_on), and the two runs' outputs bit for bit alike, for both inputs.
 void tma_switch_changes_no_result(const RandomTestWeight& tw, const QuantCase& c, int m,
@@ -1203,13 +1216,7 @@ TEST_P(CudaGemv, BatchEightSplitsInTwoWhereItWouldLeaveTheTmaKernel) {
   }
   // The bit off: batch 8 on another kernel, still right.
   t.tma_split_batch8 = 0;
-  set_gemv_tuning(t);
-  Guarded<float> dy(8 * N);
-  gemv(tw.dw, f32_gemv_args(8, all.dx.get(), dy.get()), nullptr);
-  EXPECT_FALSE(last_gemv_launch().tma) << what << " m=8 without the split";
-  EXPECT_TRUE(dy.guards_intact()) << what;
-  EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(all.xb), tw.deq, 8, N, K)), 1e-6)
-      << what << " m=8 without the split";
+  off_tma_output_checked(tw, 8, all, t, what + " m=8 without the split");
 }
 
 // bf16 / int8 / fp8 at batches 2-4 take rows of x up to GemvTuning::tma_batch4_max_x (192 KB) on
@@ -1240,13 +1247,7 @@ TEST_P(CudaGemv, BatchFourTakesLongRowsOfX) {
         << what << (i ? " rmsnorm" : " bf16") << ": one tile vs two";
   t = tuning_for(GemvPath::tma);
   t.tma_batch4_max_x = 144 * 1024;
-  set_gemv_tuning(t);
-  Guarded<float> dy(4 * N);
-  gemv(tw.dw, f32_gemv_args(4, in.dx.get(), dy.get()), nullptr);
-  EXPECT_FALSE(last_gemv_launch().tma) << what << " with x capped at 144 KB";
-  EXPECT_TRUE(dy.guards_intact()) << what;
-  EXPECT_LT(nmse(dy.download(), reference_matvec(from_bf16(in.xb), tw.deq, 4, N, K)), 1e-6)
-      << what << " with x capped at 144 KB";
+  off_tma_output_checked(tw, 4, in, t, what + " with x capped at 144 KB");
 }
 
 // set_gemv_tuning refuses values the kernels do not take, with an error that names the field,
