@@ -938,7 +938,8 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 // Batch 8 as two launches of 4 rows on the TMA kernel (GemvTuning::tma_split_batch8): where
 // batch 8 would run on neither the TMA kernel nor int4's v7 tensor-core kernel and batch 4 runs
 // on the TMA kernel; not for rope_kv, whose rows are positions of one launch, nor for per-tensor
-// fp8 activations, whose one scale covers all 8 rows.
+// fp8 activations, whose one scale covers all 8 rows (fp8 with quantized activations has no TMA
+// plan today; the guard keeps the split right should it get one).
 template <WeightFormat F>
 bool gemv_splits_batch8(const DeviceWeight& w, const GemvArgs& a) {
   if (!(gemv_tuning().tma_split_batch8 & (1 << static_cast<int>(F)))) return false;

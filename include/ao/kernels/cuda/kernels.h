@@ -320,16 +320,18 @@ struct GemvTuning {
   // at 104 blocks) and keep every SM.
   int decode_o_spare_sms_int4 = 20;
   // Bytes of x (with its sums and partial sums) the TMA kernel stages beside its ring for bf16,
-  // int8 and fp8 at batches 2-8 (at batch 1: 64 KB; int4 at batches 2-4: 144 KB,
-  // kTmaInt4BatchMaxX). Past it the batch runs on the register-ring kernels, 3-8x slower there:
-  // at 64 KB, batch 8 of every llama3-8b GEMV left the TMA kernel (bf16 qkv 94.3 against 19.2 us,
-  // lm_head 1873 against 244; int8 / fp8 alike) and so did batch 4 of down (K = 14336: bf16 97.5
-  // against 30.9 us). Run 313, docs/CUDA.md lab note 101.
+  // int8 and fp8 at batch 8 (at batch 1: 64 KB; batches 2-4: tma_batch4_max_x; int4 at batches
+  // 2-4: 144 KB, kTmaInt4BatchMaxX). Past it batch 8 runs as 4 + 4 (tma_split_batch8) or on the
+  // register-ring kernels, 3-8x slower: at the former 64 KB every batch-8 GEMV of llama3-8b left
+  // the TMA kernel (bf16 qkv 94.3 against 19.2 us, lm_head 1873 against 244; int8 / fp8 alike).
+  // Run 313, docs/CUDA.md lab note 101.
   int tma_batch_max_x = 144 * 1024;
   // The same bound at batches 2-4 (bf16, int8, fp8), where the alternative to the TMA kernel is
-  // the register-ring kernel rather than two launches of 4 rows; past 144 KB the plan takes fewer
-  // tiles per barrier so that the ring keeps its stages. Qwen2.5-7B's down (K = 18944) at batch
-  // 4: bf16 / int8 / fp8 64.8 / 60.8 / 61.1 us against 126.4 / 126.5 / 110.7 at 144 KB (run 314).
+  // the register-ring kernel rather than two launches of 4 rows (llama3-8b's down at batch 4, K =
+  // 14336, was there at the former 64 KB: bf16 97.5 against 30.9 us); past 144 KB the plan takes
+  // fewer tiles per barrier so that the ring keeps its stages. Qwen2.5-7B's down (K = 18944) at
+  // batch 4: bf16 / int8 / fp8 64.8 / 60.8 / 61.1 us against 126.4 / 126.5 / 110.7 at 144 KB (run
+  // 314).
   int tma_batch4_max_x = 192 * 1024;
   // ... and x beyond this many bytes there halves the tiles per tile-end barrier until it fits, or
   // one is left (each tile's partial sums take shared memory beside x: 4 tiles at batch 4, 16 KB).
