@@ -16,7 +16,7 @@
 // grid-dependency wait, its prologue, its streaming phase and its tail (first to last block end).
 // --kernels adds a per-kernel table (each decode kernel of the llama3-8b shape timed alone, the
 // GEMVs and the decode attention under each --ab variant's tuning; --formats none leaves out the
-// GEMVs; --kernel-model llama3-1b, llama2-7b or qwen2.5-7b takes that model's GEMV shapes); --models none
+// GEMVs; --kernel-model llama3-1b, llama2-7b, qwen2.5-7b or llama3-70b takes that model's GEMV shapes); --models none
 // skips the whole-model runs. --prefill-gemms adds a table of the model's prefill GEMMs (M = --pp
 // rows, 512 without it) of each quantized format through DequantGemm, under each --ab variant,
 // against cuBLAS on the same weight in bf16.
@@ -35,8 +35,9 @@
 // oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4), pad1024 (tma_int4_pad_256
 // off: int4 rows padded to 1024 elements, a second engine), no-tilefit (tma_tile_group_fits_x
 // off), xcap=KB (GemvTuning::tma_batch_max_x: batch 8), x4cap=KB (tma_batch4_max_x: batches
-// 2-4), tilex=KB (tma_batch_fewer_tiles_x), split8=MASK (GemvTuning::tma_split_batch8: a
-// WeightFormat mask), deqmb=MB (DequantGemmTuning::chunk_bytes: the prefill's bf16 chunks of a
+// 2-4), tilex=KB (tma_batch_fewer_tiles_x: bf16), tilexb=KB (tma_batch_fewer_tiles_x_byte: int8,
+// fp8), split8=MASK (GemvTuning::tma_split_batch8: a WeightFormat mask), split4=MASK
+// (tma_split_batch4), deqmb=MB (DequantGemmTuning::chunk_bytes: the prefill's bf16 chunks of a
 // quantized weight; 0 = the whole weight), no-fused (DequantGemmTuning::fused off: quantized
 // prefill through the bf16 copy, as before lab notes 96 and 98); attn-late: the attention's
 // loads after its wait, attn-blocks=N:
@@ -228,8 +229,12 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_batch4_max_x = variant_kb(mod, 6);
     else if (mod.rfind("tilex=", 0) == 0)  // GemvTuning::tma_batch_fewer_tiles_x, in KB
       t.tma_batch_fewer_tiles_x = variant_kb(mod, 6);
+    else if (mod.rfind("tilexb=", 0) == 0)  // GemvTuning::tma_batch_fewer_tiles_x_byte, in KB
+      t.tma_batch_fewer_tiles_x_byte = variant_kb(mod, 7);
     else if (mod.rfind("split8=", 0) == 0)  // GemvTuning::tma_split_batch8 (a WeightFormat mask)
       t.tma_split_batch8 = variant_int(mod, 7);
+    else if (mod.rfind("split4=", 0) == 0)  // GemvTuning::tma_split_batch4 (a WeightFormat mask)
+      t.tma_split_batch4 = variant_int(mod, 7);
     else if (mod.rfind("deqmb=", 0) == 0)  // DequantGemmTuning::chunk_bytes in MB (0: whole)
       r.prefill.chunk_bytes = int64_t{variant_int(mod, 6)} << 20;
     else if (mod == "no-fused")  // DequantGemmTuning::fused = false (the bf16 copy)
@@ -243,7 +248,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, xcap=KB, x4cap=KB, tilex=KB, split8=MASK, deqmb=MB, no-fused; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, xcap=KB, x4cap=KB, tilex=KB, tilexb=KB, split8=MASK, split4=MASK, deqmb=MB, no-fused; join with '+')");
   }
   return r;
 }
@@ -728,7 +733,7 @@ int main(int argc, char** argv) {
       kernel_reps = next_int();
     else if (a == "--kernel-m1")  // batch 1 only
       kernel_m1 = true;
-    else if (a == "--kernel-model")  // the GEMV shapes of llama3-8b, llama3-1b, llama2-7b or qwen2.5-7b
+    else if (a == "--kernel-model")  // the GEMV shapes of llama3-8b, llama3-1b, llama2-7b, qwen2.5-7b or llama3-70b
       kernel_model = next();
     else if (a == "--trace")
       trace_pos = next_int();

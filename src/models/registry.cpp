@@ -106,7 +106,7 @@ std::unique_ptr<text::Tokenizer> load_model_tokenizer(const LoadedModel& m,
 
 std::vector<std::string> synthetic_model_names() {
   return {"stories15M", "stories110M", "tinyllama-1.1b", "qwen2-0.5b", "llama3-1b",
-          "llama2-7b",  "mistral-7b",  "llama3-8b",      "qwen2.5-7b"};
+          "llama2-7b",  "mistral-7b",  "llama3-8b",      "qwen2.5-7b", "llama3-70b"};
 }
 
 io::ModelConfig synthetic_config(const std::string& name) {
@@ -139,6 +139,8 @@ io::ModelConfig synthetic_config(const std::string& name) {
     set("MistralForCausalLM", 4096, 14336, 32, 32, 8, 32000, 32768, 1000000.0f);
   } else if (name == "llama3-8b") {
     set("LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f);
+  } else if (name == "llama3-70b") {
+    set("LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128256, 8192, 500000.0f);
   } else if (name == "qwen2.5-7b") {
     set("Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 152064, 32768, 1000000.0f);
     c.attention_bias = true, c.norm_eps = 1e-6f;

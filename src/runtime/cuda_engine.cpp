@@ -881,10 +881,27 @@ std::unique_ptr<CudaEngine> CudaEngine::create_synthetic(const io::ModelConfig& 
   Impl& e = *impl;
   e.init(cfg, opt);
   const int64_t D = e.dim, F = e.hidden;
+  {
+    // The weights must fit what the device has free after the KV cache and buffers (llama3-70b
+    // in bf16 is 141 GB, past an 80 GB card): say so before filling any, rather than fail in
+    // the middle.
+    const double per_weight = opt.format == CudaWeightFormat::bf16     ? 2.0
+                              : opt.format == CudaWeightFormat::int4wo ? 0.5 + 4.0 / opt.group_size
+                                                                       : 1.0 + 4.0 / D;
+    const double embed = 2.0 * double(e.vocab) * D;  // the embedding stays bf16
+    const double need = (double(cfg.parameter_count()) - double(e.vocab) * D) * per_weight + embed;
+    size_t free_b = 0, total_b = 0;
+    AO_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    if (need > 0.97 * double(free_b))
+      throw Error(fmt::format(
+          "synthetic model: {} weights need {:.1f} GiB but the device has {:.1f} GiB free (of "
+          "{:.1f}); try a narrower format (int8wo, fp8-row, int4wo-g128) or a smaller shape",
+          cuda_weight_format_name(opt.format, opt.group_size), need / (1 << 30),
+          double(free_b) / (1 << 30), double(total_b) / (1 << 30)));
+  }
   size_t max_elems = std::max({static_cast<size_t>(e.vocab) * D, static_cast<size_t>(2 * F * D),
                                static_cast<size_t>(e.qkv_dim) * D});
-  uint16_t* stage = nullptr;
-  AO_CUDA_CHECK(cudaMalloc(&stage, max_elems * 2));
+  uint16_t* stage = e.alloc<uint16_t>(max_elems);  // freed below (or with e on an error)
   const float a = 0.02f * std::sqrt(3.f);
   auto random = [&](int64_t n, int64_t k) {
     cuda::fill_random_bf16(stage, n * k, a, seed++, e.stream);
@@ -913,7 +930,7 @@ std::unique_ptr<CudaEngine> CudaEngine::create_synthetic(const io::ModelConfig& 
   }
   e.lm_head = cfg.tie_embeddings ? e.make_weight(e.embed, e.vocab, D) : random(e.vocab, D);
   AO_CUDA_CHECK(cudaStreamSynchronize(e.stream));
-  cudaFree(stage);
+  e.release(stage);
   e.finish_setup();
   return std::unique_ptr<CudaEngine>(new CudaEngine(std::move(impl)));
 }
@@ -933,6 +950,9 @@ io::ModelConfig CudaEngine::synthetic_config(const std::string& name) {
   } else if (name == "llama3-1b") {
     c.dim = 2048, c.hidden_dim = 8192, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8;
     c.vocab_size = 128256, c.rope_theta = 500000.f, c.tie_embeddings = true;
+  } else if (name == "llama3-70b") {  // 37 GB in int4 g128, 71 in int8 / fp8, 141 in bf16
+    c.dim = 8192, c.hidden_dim = 28672, c.n_layers = 80, c.n_heads = 64, c.n_kv_heads = 8;
+    c.vocab_size = 128256, c.rope_theta = 500000.f;
   } else if (name == "qwen2.5-7b") {  // K = 3584 and 18944: rows of 2^k times an odd factor
     c.architecture = "Qwen2ForCausalLM";
     c.dim = 3584, c.hidden_dim = 18944, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4;
@@ -940,7 +960,8 @@ io::ModelConfig CudaEngine::synthetic_config(const std::string& name) {
   } else {
     // Other names may be valid elsewhere (the CPU bench knows more shapes).
     throw NotSupported("synthetic model '" + name +
-                       "' on CUDA (available: llama3-8b, llama2-7b, llama3-1b, qwen2.5-7b)");
+                       "' on CUDA (available: llama3-8b, llama2-7b, llama3-1b, qwen2.5-7b, "
+                       "llama3-70b)");
   }
   c.head_dim = c.dim / c.n_heads;
   c.torch_dtype = "bfloat16";

@@ -439,6 +439,39 @@ TEST(CudaEngineSynthetic, BenchRunsOnSmallShape) {
   }
 }
 
+// llama3-70b's shape is known to the CUDA engine; weights past the device's free memory (here its
+// 80 layers made 800: 1.4 TB in bf16, 0.36 TB in int4) are refused before any is filled, with a
+// message that names the GiB needed and free, and what init() took is given back.
+TEST(CudaEngineSynthetic, WeightsPastTheFreeMemoryAreRefusedUpFront) {
+  AO_SKIP_WITHOUT_GPU();
+  io::ModelConfig c = runtime::CudaEngine::synthetic_config("llama3-70b");
+  EXPECT_EQ(c.dim, 8192);
+  EXPECT_EQ(c.hidden_dim, 28672);
+  EXPECT_EQ(c.n_layers, 80);
+  EXPECT_NEAR(static_cast<double>(c.parameter_count()), 70.55e9, 0.01e9);
+  c.n_layers = 800;
+  for (const char* f : {"bf16", "int4wo-g128"}) {
+    runtime::CudaEngineOptions opt;
+    opt.format = runtime::parse_cuda_weight_format(f, &opt.group_size);
+    opt.max_seq_len = 64;
+    opt.max_prefill = 16;
+    AO_CUDA_CHECK(cudaDeviceSynchronize());
+    size_t before = 0, after = 0, total = 0;
+    AO_CUDA_CHECK(cudaMemGetInfo(&before, &total));
+    try {
+      runtime::CudaEngine::create_synthetic(c, opt);
+      ADD_FAILURE() << f << ": 800 layers of llama3-70b accepted";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("GiB"), std::string::npos) << m;
+      EXPECT_NE(m.find("free"), std::string::npos) << m;
+      EXPECT_NE(m.find(f), std::string::npos) << m;
+    }
+    AO_CUDA_CHECK(cudaMemGetInfo(&after, &total));
+    EXPECT_GE(after + (64u << 20), before) << f << ": device memory not given back";
+  }
+}
+
 // The prefill scratch of a quantized model is at most DequantGemmTuning's chunk (256 MB), not
 // the lm_head's whole bf16 copy: llama3-1b's lm_head (128256 x 2048, 525 MB in bf16) goes in 2
 // chunks, gate_up (16384 x 2048, 67 MB) whole. A bf16 model has none.

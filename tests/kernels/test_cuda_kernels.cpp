@@ -1247,7 +1247,55 @@ TEST_P(CudaGemv, BatchFourTakesLongRowsOfX) {
         << what << (i ? " rmsnorm" : " bf16") << ": one tile vs two";
   t = tuning_for(GemvPath::tma);
   t.tma_batch4_max_x = 144 * 1024;
+  t.tma_split_batch4 = 0;  // (else 2 + 2 on the TMA kernel: BatchFourSplitsInTwo... below)
   off_tma_output_checked(tw, 4, in, t, what + " with x capped at 144 KB");
+}
+
+// Batch 4 where x does not fit beside the ring (K = 28672, llama3-70b's down projection: 224 KB
+// of x at batch 4, past tma_batch4_max_x and int4's kTmaInt4BatchMaxX) runs as two launches of 2
+// rows on the TMA kernel where GemvTuning::tma_split_batch4 has the format's bit (the default), and
+// batch 8 as 4 + 4 with each half as 2 + 2: both inputs against the reference, and bit for bit the
+// outputs of the rows' own batch-2 GEMVs. Without the bit batch 4 runs on another kernel.
+TEST_P(CudaGemv, BatchFourSplitsInTwoWhereItWouldLeaveTheTmaKernel) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (tma_max_batch(c) < 4 || !device_has_tma()) GTEST_SKIP() << c.name << " is not on the TMA kernel";
+  TuningReset reset;
+  const int64_t N = 200, K = 28672;
+  const RandomTestWeight tw(N, K, c, 47);
+  const auto x = randn(8 * K, 194), resid = randn(8 * K, 195, 3.f);
+  const auto nw = norm_weight_bf16(K, 79);
+  auto rows = [&](const std::vector<float>& v, int first, int count) {
+    return std::vector<float>(v.begin() + first * K, v.begin() + (first + count) * K);
+  };
+  const GemvTuning t = tuning_for(GemvPath::tma);
+  ASSERT_EQ(t.tma_split_batch4, 15) << "the default";
+  ASSERT_EQ(t.tma_split_batch8, 15) << "the default";
+  const std::string what = std::string(c.name) + " K=28672";
+  std::vector<std::array<std::vector<float>, 2>> pairs;  // rows 2i, 2i + 1 as their own batch 2
+  for (int i = 0; i < 4; ++i) {
+    const TmaInputs in(rows(x, 2 * i, 2), rows(resid, 2 * i, 2), nw);
+    pairs.push_back(
+        tma_outputs_checked(tw, c, 2, in, t, what + " rows " + std::to_string(2 * i) + "-" +
+                                                 std::to_string(2 * i + 1)));
+  }
+  for (const int m : {4, 8}) {
+    const TmaInputs in(rows(x, 0, m), rows(resid, 0, m), nw);
+    const auto split = tma_outputs_checked(tw, c, m, in, t, what + " m=" + std::to_string(m));
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_EQ(split[i].size(), static_cast<size_t>(m * N));
+      for (int p = 0; p < m / 2; ++p)
+        EXPECT_EQ(std::memcmp(split[i].data() + 2 * p * N, pairs[p][i].data(), 2 * N * sizeof(float)),
+                  0)
+            << what << " m=" << m << (i ? " rmsnorm" : " bf16") << ": rows " << 2 * p << "-"
+            << 2 * p + 1;
+    }
+  }
+  // The bit off: batch 4 on another kernel, still right.
+  GemvTuning off = t;
+  off.tma_split_batch4 = 0;
+  const TmaInputs four(rows(x, 0, 4), rows(resid, 0, 4), nw);
+  off_tma_output_checked(tw, 4, four, off, what + " m=4 without the split");
 }
 
 // set_gemv_tuning refuses values the kernels do not take, with an error that names the field,
@@ -1279,6 +1327,9 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
     t = good;
     t.tma_split_batch8 = mask;
     refused(t, "tma_split_batch8");
+    t = good;
+    t.tma_split_batch4 = mask;
+    refused(t, "tma_split_batch4");
   }
   // The sizes and bounds that must not be negative.
   auto refused_negative = [&](auto field, const char* name) {
@@ -1295,6 +1346,7 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   refused_negative(&GemvTuning::tma_batch_max_x, "tma_batch_max_x");
   refused_negative(&GemvTuning::tma_batch4_max_x, "tma_batch4_max_x");
   refused_negative(&GemvTuning::tma_batch_fewer_tiles_x, "tma_batch_fewer_tiles_x");
+  refused_negative(&GemvTuning::tma_batch_fewer_tiles_x_byte, "tma_batch_fewer_tiles_x_byte");
   GemvTuning t = good;
   t.k_split = 3;
   refused(t, "k_split");

@@ -165,7 +165,8 @@ const bool registered = register_command(
            ->capture_default_str()
            ->check(CLI::PositiveNumber);
        sub->add_option("--device", a->device,
-                       "cpu or cuda (cuda: -m MODEL, or --synthetic llama3-1b, llama2-7b, llama3-8b or qwen2.5-7b)")
+                       "cpu or cuda (cuda: -m MODEL, or --synthetic llama3-1b, llama2-7b, "
+                       "llama3-8b, qwen2.5-7b or llama3-70b)")
            ->capture_default_str();
        sub->add_option(
               "--format", a->format,

@@ -137,10 +137,13 @@ class CudaEngine {
                                                       const std::vector<HostWeight>& weights,
                                                       const CudaEngineOptions& options);
   // Random weights generated on the device (for benchmarks): config from synthetic_config().
+  // Throws ao::Error, before allocating the weights, where they would not fit the device's free
+  // memory (llama3-70b in bf16).
   static std::unique_ptr<CudaEngine> create_synthetic(const io::ModelConfig& config,
                                                       const CudaEngineOptions& options,
                                                       uint64_t seed = 1234);
-  // "llama3-8b", "llama2-7b", "llama3-1b"; throws ao::NotSupported for other names.
+  // "llama3-8b", "llama2-7b", "llama3-1b", "qwen2.5-7b", "llama3-70b"; throws ao::NotSupported for
+  // other names.
   static io::ModelConfig synthetic_config(const std::string& name);
 
   ~CudaEngine();

@@ -73,10 +73,14 @@ void set_gemv_tuning(const GemvTuning& t) {
          ">= 0");
   if (t.tma_split_batch8 < 0 || t.tma_split_batch8 > 15)
     fail("set_gemv_tuning: tma_split_batch8 is a mask of the 4 weight formats (0..15)");
+  if (t.tma_split_batch4 < 0 || t.tma_split_batch4 > 15)
+    fail("set_gemv_tuning: tma_split_batch4 is a mask of the 4 weight formats (0..15)");
   if (t.tma_batch_max_x < 0) fail("set_gemv_tuning: tma_batch_max_x must be >= 0");
   if (t.tma_batch4_max_x < 0) fail("set_gemv_tuning: tma_batch4_max_x must be >= 0");
   if (t.tma_batch_fewer_tiles_x < 0)
     fail("set_gemv_tuning: tma_batch_fewer_tiles_x must be >= 0");
+  if (t.tma_batch_fewer_tiles_x_byte < 0)
+    fail("set_gemv_tuning: tma_batch_fewer_tiles_x_byte must be >= 0");
   g_tuning = t;
 }
 GemvTuning gemv_tuning() { return g_tuning; }

@@ -935,20 +935,23 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   fail("gemv: unsupported input/output combination");
 }
 
-// Batch 8 as two launches of 4 rows on the TMA kernel (GemvTuning::tma_split_batch8): where
-// batch 8 would run on neither the TMA kernel nor int4's v7 tensor-core kernel and batch 4 runs
-// on the TMA kernel; not for rope_kv, whose rows are positions of one launch, nor for per-tensor
-// fp8 activations, whose one scale covers all 8 rows (fp8 with quantized activations has no TMA
+// Batch 8 (4) as two launches of 4 (2) rows on the TMA kernel (GemvTuning::tma_split_batch8,
+// tma_split_batch4): where the batch would run on neither the TMA kernel nor int4's v7 tensor-core
+// kernel and its half runs on the TMA kernel or splits in turn (batch 8 of llama3-70b's down: 4 + 4,
+// each as 2 + 2); not for rope_kv, whose rows are positions of one launch, nor for per-tensor
+// fp8 activations, whose one scale covers all the rows (fp8 with quantized activations has no TMA
 // plan today; the guard keeps the split right should it get one).
 template <WeightFormat F>
-bool gemv_splits_batch8(const DeviceWeight& w, const GemvArgs& a) {
-  if (!(gemv_tuning().tma_split_batch8 & (1 << static_cast<int>(F)))) return false;
+bool gemv_splits(const DeviceWeight& w, const GemvArgs& a, int m) {
+  const GemvTuning& tune = gemv_tuning();
+  const int mask = m == 8 ? tune.tma_split_batch8 : m == 4 ? tune.tma_split_batch4 : 0;
+  if (!(mask & (1 << static_cast<int>(F)))) return false;
   if (a.output == GemvOutput::rope_kv || a.input == GemvInput::int4_digits ||
       w.act_quant == ActQuant::fp8_tensor)
     return false;
-  if (tma_plan<F>(w, 8).chunk != 0) return false;
-  if (F == WeightFormat::int4 && int4_mma_eligible(w, 8)) return false;
-  return tma_plan<F>(w, 4).chunk != 0;
+  if (tma_plan<F>(w, m).chunk != 0) return false;
+  if (F == WeightFormat::int4 && int4_mma_eligible(w, m)) return false;
+  return tma_plan<F>(w, m / 2).chunk != 0 || gemv_splits<F>(w, a, m / 2);
 }
 
 }  // namespace
@@ -961,14 +964,15 @@ void gemv_format(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
     case 2:
       return dispatch_io<F, 2>(w, a, s);
     case 4:
-      return dispatch_io<F, 4>(w, a, s);
+      if (!gemv_splits<F>(w, a, 4)) return dispatch_io<F, 4>(w, a, s);
+      break;
     case 8:
-      if (!gemv_splits_batch8<F>(w, a)) return dispatch_io<F, 8>(w, a, s);
+      if (!gemv_splits<F>(w, a, 8)) return dispatch_io<F, 8>(w, a, s);
       break;
     default:
       break;
   }
-  // 3, 5, 6, 7 (and 8 above): the largest power of two below m first, then the rest.
+  // 3, 5, 6, 7 (and 4 and 8 above): the largest power of two below m first, then the rest.
   if (a.output == GemvOutput::rope_kv) fail("gemv: rope_kv output needs batch 1, 2, 4 or 8");
   if (w.act_quant == ActQuant::fp8_tensor)
     fail(

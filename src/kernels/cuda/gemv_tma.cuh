@@ -1234,12 +1234,15 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
                                                       : 64 * 1024;
     // Fewer tiles per barrier where that lets x fit (GemvTuning::tma_tile_group_fits_x: Qwen2.5-7B's
     // int4 down projection at batch 1, K = 19456, takes 2 instead of 8; lab note 91).
-    // bf16 / int8 / fp8 at batches 2-4 with x past GemvTuning::tma_batch_fewer_tiles_x take fewer
-    // tiles too: the ring keeps its stages (Qwen2.5-7B's down, K = 18944, at batch 4: bf16 64.8
-    // against 114.9 us with 4 tiles; run 314, lab note 101).
+    // bf16 / int8 / fp8 at batches 2-4 with x past GemvTuning::tma_batch_fewer_tiles_x (bf16) or
+    // tma_batch_fewer_tiles_x_byte (int8, fp8) take fewer tiles too: the ring keeps its stages
+    // (Qwen2.5-7B's down, K = 18944, at batch 4: bf16 64.8 against 114.9 us with 4 tiles; run
+    // 314, lab note 101).
     const size_t tile_cap =
         F != WeightFormat::int4 && M >= 2 && M <= 4
-            ? std::min(x_cap, static_cast<size_t>(tune.tma_batch_fewer_tiles_x))
+            ? std::min(x_cap, static_cast<size_t>(F == WeightFormat::bf16
+                                                      ? tune.tma_batch_fewer_tiles_x
+                                                      : tune.tma_batch_fewer_tiles_x_byte))
             : x_cap;
     int tiles = tma_tiles_per_barrier<F>(M);
     while (tune.tma_tile_group_fits_x && tiles > 1 && x_bytes(tiles) > tile_cap) tiles /= 2;

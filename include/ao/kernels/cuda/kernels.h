@@ -335,9 +335,13 @@ struct GemvTuning {
   int tma_batch4_max_x = 192 * 1024;
   // ... and x beyond this many bytes there halves the tiles per tile-end barrier until it fits, or
   // one is left (each tile's partial sums take shared memory beside x: 4 tiles at batch 4, 16 KB).
-  // At 64-112 KB llama3-8b's int8 / fp8 down ran 7% faster at batches 4 and 8, bf16's 2% slower
-  // at 8 (run 315, lab note 101; not taken without a verification run).
+  // bf16's bound; int8 and fp8 take tma_batch_fewer_tiles_x_byte. At 64-112 KB bf16's down of
+  // llama3-8b ran 2% slower at batch 8 (run 315, docs/CUDA.md lab note 101).
   int tma_batch_fewer_tiles_x = 144 * 1024;
+  // The same bound for the one-byte formats (int8, fp8): llama3-8b's down (K = 14336, 112 KB of x
+  // at batch 4) ran 7% faster at batches 4 and 8 with one tile per barrier (run 315, lab notes
+  // 101-102).
+  int tma_batch_fewer_tiles_x_byte = 64 * 1024;
   // Formats (a mask of WeightFormat bits) whose batch 8 runs as two launches of 4 rows on the TMA
   // kernel where batch 8 itself would run on neither the TMA kernel nor int4's v7 tensor-core
   // kernel (x too large, or int4 in groups of 64 / 32) and batch 4 runs on the TMA kernel: the
@@ -347,6 +351,13 @@ struct GemvTuning {
   // outputs (their rows are one launch's positions), int4_digits inputs or per-tensor fp8
   // activations (one scale over all 8 rows).
   int tma_split_batch8 = 15;
+  // The same at batch 4 (a mask of WeightFormat bits): batch 4 runs as two launches of 2 rows on
+  // the TMA kernel where batch 4 itself would run on neither it nor int4's v7 kernel and batch 2
+  // runs on it: rows of x past tma_batch4_max_x (bf16 / int8 / fp8) or kTmaInt4BatchMaxX (int4),
+  // such as llama3-70b's down projection (K = 28672: 224 KB of x at batch 4). Batch 8 then runs as
+  // 4 + 4 with each half as 2 + 2 where batch 8's own plan fails too. The same exceptions as
+  // tma_split_batch8. docs/CUDA.md lab note 102.
+  int tma_split_batch4 = 15;
 };
 void set_gemv_tuning(const GemvTuning& t);
 GemvTuning gemv_tuning();
