@@ -35,9 +35,9 @@
 // oblocks=N (decode_o_blocks), ospare=N (decode_o_spare_sms_int4), pad1024 (tma_int4_pad_256
 // off: int4 rows padded to 1024 elements, a second engine), no-tilefit (tma_tile_group_fits_x
 // off), xcap=KB (GemvTuning::tma_batch_max_x: batch 8), x4cap=KB (tma_batch4_max_x: batches
-// 2-4), tilex=KB (tma_batch_fewer_tiles_x: bf16), tilexb=KB (tma_batch_fewer_tiles_x_byte: int8,
-// fp8), split8=MASK (GemvTuning::tma_split_batch8: a WeightFormat mask), split4=MASK
-// (tma_split_batch4), deqmb=MB (DequantGemmTuning::chunk_bytes: the prefill's bf16 chunks of a
+// 2-4), x8int4=KB (tma_int4_batch8_max_x), tilex=KB (tma_batch_fewer_tiles_x: bf16), tilexb=KB
+// (tma_batch_fewer_tiles_x_byte: int8, fp8), split8=MASK (GemvTuning::tma_split_batch8: a
+// WeightFormat mask), split4=MASK (tma_split_batch4), deqmb=MB (DequantGemmTuning::chunk_bytes: the prefill's bf16 chunks of a
 // quantized weight; 0 = the whole weight), no-fused (DequantGemmTuning::fused off: quantized
 // prefill through the bf16 copy, as before lab notes 96 and 98); attn-late: the attention's
 // loads after its wait, attn-blocks=N:
@@ -229,6 +229,8 @@ Variant apply_variant(const Variant& base, const std::string& v) {
       t.tma_batch4_max_x = variant_kb(mod, 6);
     else if (mod.rfind("tilex=", 0) == 0)  // GemvTuning::tma_batch_fewer_tiles_x, in KB
       t.tma_batch_fewer_tiles_x = variant_kb(mod, 6);
+    else if (mod.rfind("x8int4=", 0) == 0)  // GemvTuning::tma_int4_batch8_max_x, in KB
+      t.tma_int4_batch8_max_x = variant_kb(mod, 7);
     else if (mod.rfind("tilexb=", 0) == 0)  // GemvTuning::tma_batch_fewer_tiles_x_byte, in KB
       t.tma_batch_fewer_tiles_x_byte = variant_kb(mod, 7);
     else if (mod.rfind("split8=", 0) == 0)  // GemvTuning::tma_split_batch8 (a WeightFormat mask)
@@ -248,7 +250,7 @@ Variant apply_variant(const Variant& base, const std::string& v) {
           "attn-late, attn-blocks=N, odig, no-odig, shape-rule, no-shape-rule, evict-first, "
           "no-evict-first, tma-f16-early, late, late-out=MASK, ring=KB, ringdec=KB, ringint4=KB, xreg, "
           "no-xreg, "
-          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, xcap=KB, x4cap=KB, tilex=KB, tilexb=KB, split8=MASK, split4=MASK, deqmb=MB, no-fused; join with '+')");
+          "tiles=N, tiles4=N, pad=MASK, padk=K, padk4=K, pf=MB, chunk512, balanced, oblocks=N, ospare=N, pad1024, no-tilefit, xcap=KB, x4cap=KB, x8int4=KB, tilex=KB, tilexb=KB, split8=MASK, split4=MASK, deqmb=MB, no-fused; join with '+')");
   }
   return r;
 }

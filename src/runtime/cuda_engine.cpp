@@ -888,8 +888,10 @@ std::unique_ptr<CudaEngine> CudaEngine::create_synthetic(const io::ModelConfig& 
     const double per_weight = opt.format == CudaWeightFormat::bf16     ? 2.0
                               : opt.format == CudaWeightFormat::int4wo ? 0.5 + 4.0 / opt.group_size
                                                                        : 1.0 + 4.0 / D;
-    const double embed = 2.0 * double(e.vocab) * D;  // the embedding stays bf16
-    const double need = (double(cfg.parameter_count()) - double(e.vocab) * D) * per_weight + embed;
+    const double qn = double(e.n_heads) * e.hd;
+    const double linear = double(e.n_layers) * (double(e.qkv_dim) * D + D * qn + 3.0 * F * D) +
+                          (cfg.tie_embeddings ? 0.0 : double(e.vocab) * D);
+    const double need = linear * per_weight + 2.0 * double(e.vocab) * D;  // embedding: bf16
     size_t free_b = 0, total_b = 0;
     AO_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     if (need > 0.97 * double(free_b))

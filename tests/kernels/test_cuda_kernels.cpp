@@ -1282,6 +1282,7 @@ TEST_P(CudaGemv, BatchFourSplitsInTwoWhereItWouldLeaveTheTmaKernel) {
   for (const int m : {4, 8}) {
     const TmaInputs in(rows(x, 0, m), rows(resid, 0, m), nw);
     const auto split = tma_outputs_checked(tw, c, m, in, t, what + " m=" + std::to_string(m));
+    EXPECT_EQ(last_gemv_launch().rows, 2) << what << " m=" << m << ": launches of 2 rows";
     for (int i = 0; i < 2; ++i) {
       ASSERT_EQ(split[i].size(), static_cast<size_t>(m * N));
       for (int p = 0; p < m / 2; ++p)
@@ -1296,6 +1297,34 @@ TEST_P(CudaGemv, BatchFourSplitsInTwoWhereItWouldLeaveTheTmaKernel) {
   off.tma_split_batch4 = 0;
   const TmaInputs four(rows(x, 0, 4), rows(resid, 0, 4), nw);
   off_tma_output_checked(tw, 4, four, off, what + " m=4 without the split");
+}
+
+// Batch 8 with rows of x of K = 8192 (llama3-70b's qkv, o, gate_up and lm_head; llama3-1b's down)
+// runs as one launch of 8 rows on the TMA kernel: bf16 / int8 / fp8 with x up to
+// GemvTuning::tma_batch_max_x (160 KB: int8 and fp8 take 148 KB there with their sums), int4 in
+// groups of 128 / 256 up to tma_int4_batch8_max_x (144 KB) where the v7 kernel does not take it.
+// Against the reference for both inputs; under the former bounds (144 KB; int4 64 KB) int8, fp8
+// and int4 run as 4 + 4, still right.
+TEST_P(CudaGemv, BatchEightTakesRowsOfXOf8192) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (tma_max_batch(c) < 8 || !device_has_tma())
+    GTEST_SKIP() << c.name << " is not on the TMA kernel at batch 8";
+  TuningReset reset;
+  const int64_t N = 300, K = 8192;
+  const RandomTestWeight tw(N, K, c, 49);
+  const TmaInputs in(randn(8 * K, 196), randn(8 * K, 197, 3.f), norm_weight_bf16(K, 80));
+  const std::string what = std::string(c.name) + " K=8192 m=8";
+  GemvTuning t = tuning_for(GemvPath::tma);
+  ASSERT_GE(t.tma_batch_max_x, 160 * 1024) << "the default";
+  ASSERT_GE(t.tma_int4_batch8_max_x, 144 * 1024) << "the default";
+  tma_outputs_checked(tw, c, 8, in, t, what);
+  EXPECT_EQ(last_gemv_launch().rows, 8) << what << ": one launch";
+  if (c.format == WeightFormat::bf16) return;  // 128 KB of x, 16 KB of partial sums: within 144
+  t.tma_batch_max_x = 144 * 1024;
+  t.tma_int4_batch8_max_x = 64 * 1024;
+  tma_outputs_checked(tw, c, 8, in, t, what + " under the former bounds");
+  EXPECT_EQ(last_gemv_launch().rows, 4) << what << " under the former bounds: 4 + 4";
 }
 
 // set_gemv_tuning refuses values the kernels do not take, with an error that names the field,
@@ -1345,6 +1374,7 @@ TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {
   refused_negative(&GemvTuning::tma_ring_bytes_int4, "tma_ring_bytes_int4");
   refused_negative(&GemvTuning::tma_batch_max_x, "tma_batch_max_x");
   refused_negative(&GemvTuning::tma_batch4_max_x, "tma_batch4_max_x");
+  refused_negative(&GemvTuning::tma_int4_batch8_max_x, "tma_int4_batch8_max_x");
   refused_negative(&GemvTuning::tma_batch_fewer_tiles_x, "tma_batch_fewer_tiles_x");
   refused_negative(&GemvTuning::tma_batch_fewer_tiles_x_byte, "tma_batch_fewer_tiles_x_byte");
   GemvTuning t = good;

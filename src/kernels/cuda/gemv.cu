@@ -77,6 +77,7 @@ void set_gemv_tuning(const GemvTuning& t) {
     fail("set_gemv_tuning: tma_split_batch4 is a mask of the 4 weight formats (0..15)");
   if (t.tma_batch_max_x < 0) fail("set_gemv_tuning: tma_batch_max_x must be >= 0");
   if (t.tma_batch4_max_x < 0) fail("set_gemv_tuning: tma_batch4_max_x must be >= 0");
+  if (t.tma_int4_batch8_max_x < 0) fail("set_gemv_tuning: tma_int4_batch8_max_x must be >= 0");
   if (t.tma_batch_fewer_tiles_x < 0)
     fail("set_gemv_tuning: tma_batch_fewer_tiles_x must be >= 0");
   if (t.tma_batch_fewer_tiles_x_byte < 0)

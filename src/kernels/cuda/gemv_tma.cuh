@@ -1231,7 +1231,11 @@ TmaPlan tma_plan(const DeviceWeight& w, int M) {
         : tma_only                                  ? kTmaOnlyMaxX
         : F != WeightFormat::int4 && M >= 2 && M <= 4 ? static_cast<size_t>(tune.tma_batch4_max_x)
         : F != WeightFormat::int4 && M == 8           ? static_cast<size_t>(tune.tma_batch_max_x)
-                                                      : 64 * 1024;
+        // int4 at batch 8: where the v7 kernel does not take it (x past its 96 KB), rows of x up to
+        // tma_int4_batch8_max_x (lab note 102)
+        : F == WeightFormat::int4 && M == 8 && !int4_mma_eligible(w, 8)
+            ? static_cast<size_t>(tune.tma_int4_batch8_max_x)
+            : 64 * 1024;
     // Fewer tiles per barrier where that lets x fit (GemvTuning::tma_tile_group_fits_x: Qwen2.5-7B's
     // int4 down projection at batch 1, K = 19456, takes 2 instead of 8; lab note 91).
     // bf16 / int8 / fp8 at batches 2-4 with x past GemvTuning::tma_batch_fewer_tiles_x (bf16) or
@@ -1481,7 +1485,7 @@ void launch_tma(const DeviceWeight& w, const GemvArgs& a, const TmaPlan& p, cuda
   }
   record_gemv_launch(
       GemvLaunch{true, W, 1, grid, true, p.smem, xreg, pad, pf.data_bytes + pf.scale_bytes,
-                 p.chunk, p.tiles});
+                 p.chunk, p.tiles, M});
   launch_pdl(kernel, dim3(static_cast<unsigned>(grid)), dim3((W + 1) * 32), p.smem, s, w, a,
              p.chunk, p.stages, early, tma_hold_stages<F>(IN), flags, pf);
 }

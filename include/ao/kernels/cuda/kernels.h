@@ -324,8 +324,10 @@ struct GemvTuning {
   // 2-4: 144 KB, kTmaInt4BatchMaxX). Past it batch 8 runs as 4 + 4 (tma_split_batch8) or on the
   // register-ring kernels, 3-8x slower: at the former 64 KB every batch-8 GEMV of llama3-8b left
   // the TMA kernel (bf16 qkv 94.3 against 19.2 us, lm_head 1873 against 244; int8 / fp8 alike).
-  // Run 313, docs/CUDA.md lab note 101.
-  int tma_batch_max_x = 144 * 1024;
+  // Run 313, docs/CUDA.md lab note 101. 160 KB rather than 144 since run 318 (lab note 102): int8
+  // / fp8 at K = 8192 (148 KB with the x sums and partial sums) ran as 4 + 4 (llama3-70b lm_head
+  // 480 against 290-309 us, qkv 57 against 41; llama3-1b down 20.9 against 16.7).
+  int tma_batch_max_x = 160 * 1024;
   // The same bound at batches 2-4 (bf16, int8, fp8), where the alternative to the TMA kernel is
   // the register-ring kernel rather than two launches of 4 rows (llama3-8b's down at batch 4, K =
   // 14336, was there at the former 64 KB: bf16 97.5 against 30.9 us); past 144 KB the plan takes
@@ -333,6 +335,13 @@ struct GemvTuning {
   // batch 4: bf16 / int8 / fp8 64.8 / 60.8 / 61.1 us against 126.4 / 126.5 / 110.7 at 144 KB (run
   // 314).
   int tma_batch4_max_x = 192 * 1024;
+  // The same bound for int4 at batch 8 where the v7 tensor-core kernel does not take it (its x
+  // within 96 KB; where it does, v7 keeps batch 8 and the TMA kernel only x within 64 KB); the
+  // alternative is 4 + 4. llama3-70b (K = 8192) at batch 8: gate_up 118.9 against 164.6 us as 4 +
+  // 4, lm_head 210.4 against 323.0; at K = 4096, where v7 takes batch 8, the TMA kernel was faster
+  // on some GEMVs and slower on others (llama3-8b o 15.7 against 12.5 us; pp8 -1.8%). Run 318,
+  // docs/CUDA.md lab note 102.
+  int tma_int4_batch8_max_x = 144 * 1024;
   // ... and x beyond this many bytes there halves the tiles per tile-end barrier until it fits, or
   // one is left (each tile's partial sums take shared memory beside x: 4 tiles at batch 4, 16 KB).
   // bf16's bound; int8 and fp8 take tma_batch_fewer_tiles_x_byte. At 64-112 KB bf16's down of
@@ -377,6 +386,7 @@ struct GemvLaunch {
   int64_t prefetch_bytes = 0;
   int chunk = 0;  // the TMA kernel's bytes per weight row and stage (its plan)
   int tiles_per_barrier = 0;  // the TMA kernel's tiles per tile-end barrier (its plan)
+  int rows = 0;               // the TMA kernel's batch rows (a split batch launches its halves)
 };
 GemvLaunch last_gemv_launch();
 
