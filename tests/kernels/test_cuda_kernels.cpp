@@ -1327,6 +1327,37 @@ TEST_P(CudaGemv, BatchEightTakesRowsOfXOf8192) {
   EXPECT_EQ(last_gemv_launch().rows, 4) << what << " under the former bounds: 4 + 4";
 }
 
+// int4 (groups of 128 / 256) at batch 8 where neither the TMA kernel (the int4 shape rule: 2048
+// rows are too few tiles for the SMs) nor v7 (x past its 96 KB at K = 8192) takes it and v7 takes
+// batch 4 (llama3-1b's down projection): 4 + 4 on v7 under the default tuning, against the
+// reference; without the split, the CUDA-core kernel (run 320: 80 us there), still right.
+TEST_P(CudaGemv, Int4BatchEightSplitsOntoV7WhereNoKernelTakesIt) {
+  AO_SKIP_WITHOUT_GPU();
+  const QuantCase c = GetParam();
+  if (!(c.format == WeightFormat::int4 && c.group >= 128))
+    GTEST_SKIP() << c.name << ": v7 takes int4 in groups of 128 / 256 at batch 4";
+  TuningReset reset;
+  const int64_t N = 2048, K = 8192;
+  const RandomTestWeight tw(N, K, c, 51);
+  const auto xb = to_bf16(randn(8 * K, 198));
+  Guarded<uint16_t> dx(xb);
+  const auto ref = reference_matvec(from_bf16(xb), tw.deq, 8, N, K);
+  for (const int split : {15, 0}) {
+    const std::string what = std::string(c.name) + " K=8192 m=8 split8=" + std::to_string(split);
+    GemvTuning t;  // the default: the int4 shape rule on
+    t.tma_split_batch8 = split;
+    set_gemv_tuning(t);
+    Guarded<float> dy(8 * N);
+    gemv(tw.dw, f32_gemv_args(8, dx.get(), dy.get()), nullptr);
+    const GemvLaunch l = last_gemv_launch();
+    EXPECT_FALSE(l.tma) << what;
+    EXPECT_EQ(l.tensor_cores, split != 0) << what;
+    if (split != 0) EXPECT_EQ(l.rows, 4) << what;
+    EXPECT_TRUE(dy.guards_intact()) << what;
+    EXPECT_LT(nmse(dy.download(), ref), 1e-6) << what;
+  }
+}
+
 // set_gemv_tuning refuses values the kernels do not take, with an error that names the field,
 // and keeps the tuning in force. Host checks only: this runs without a GPU too.
 TEST(CudaGemvTuning, RefusesValuesTheKernelsDoNotTake) {

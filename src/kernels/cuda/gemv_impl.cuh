@@ -935,10 +935,11 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
   fail("gemv: unsupported input/output combination");
 }
 
-// Batch 8 (4) as two launches of 4 (2) rows on the TMA kernel (GemvTuning::tma_split_batch8,
-// tma_split_batch4): where the batch would run on neither the TMA kernel nor int4's v7 tensor-core
-// kernel and its half runs on the TMA kernel or splits in turn (batch 8 of llama3-70b's down: 4 + 4,
-// each as 2 + 2); not for rope_kv, whose rows are positions of one launch, nor for per-tensor
+// Batch 8 (4) as two launches of 4 (2) rows (GemvTuning::tma_split_batch8, tma_split_batch4):
+// where the batch would run on neither the TMA kernel nor int4's v7 tensor-core kernel and its half
+// runs on one of them or splits in turn (batch 8 of llama3-70b's down: 4 + 4, each as 2 + 2; int4
+// batch 8 of llama3-1b's down, which the int4 shape rule keeps off the TMA kernel and whose x is
+// past v7's bound: 4 + 4 on v7, where it took the CUDA-core kernel at 80 us); not for rope_kv, whose rows are positions of one launch, nor for per-tensor
 // fp8 activations, whose one scale covers all the rows (fp8 with quantized activations has no TMA
 // plan today; the guard keeps the split right should it get one).
 template <WeightFormat F>
@@ -951,7 +952,8 @@ bool gemv_splits(const DeviceWeight& w, const GemvArgs& a, int m) {
     return false;
   if (tma_plan<F>(w, m).chunk != 0) return false;
   if (F == WeightFormat::int4 && int4_mma_eligible(w, m)) return false;
-  return tma_plan<F>(w, m / 2).chunk != 0 || gemv_splits<F>(w, a, m / 2);
+  return tma_plan<F>(w, m / 2).chunk != 0 ||
+         (F == WeightFormat::int4 && int4_mma_eligible(w, m / 2)) || gemv_splits<F>(w, a, m / 2);
 }
 
 }  // namespace

@@ -331,7 +331,9 @@ void launch_int4_mma_gpb(const DeviceWeight& w, const GemvArgs& a, cudaStream_t 
     const double eff = static_cast<double>(ntiles) / (static_cast<double>(rounds) * slots);
     if (eff > best_eff + 0.05) best_eff = eff, best_w = W, best_grid = std::min(ntiles, slots);
   }
-  record_gemv_launch(GemvLaunch{true, best_w, 1, best_grid});
+  GemvLaunch rec{true, best_w, 1, best_grid};
+  rec.rows = M;
+  record_gemv_launch(rec);
   launch_pdl(kernel, dim3(static_cast<unsigned>(best_grid)),
              dim3(static_cast<unsigned>(best_w * 32)), int4_mma_smem(w, M, best_w), s, w, a,
              early_dependents(), norm_flags());

@@ -351,9 +351,9 @@ struct GemvTuning {
   // at batch 4) ran 7% faster at batches 4 and 8 with one tile per barrier (run 315, lab notes
   // 101-102).
   int tma_batch_fewer_tiles_x_byte = 64 * 1024;
-  // Formats (a mask of WeightFormat bits) whose batch 8 runs as two launches of 4 rows on the TMA
-  // kernel where batch 8 itself would run on neither the TMA kernel nor int4's v7 tensor-core
-  // kernel (x too large, or int4 in groups of 64 / 32) and batch 4 runs on the TMA kernel: the
+  // Formats (a mask of WeightFormat bits) whose batch 8 runs as two launches of 4 rows where batch
+  // 8 itself would run on neither the TMA kernel nor int4's v7 tensor-core kernel (x too large, or
+  // int4 in groups of 64 / 32) and batch 4 runs on one of them (or splits in turn): the
   // weight is read twice, and still, for int4, in about a third of the CUDA-core kernel's time
   // (docs/CUDA.md lab note 100); bf16 / int8 / fp8 down of llama3-8b (x of 224 KB at batch 8):
   // 61.8 / 49.7 / 48.9 us against 187.6 / 192.0 / 165.8 (run 313, lab note 101). Never for rope_kv
@@ -386,7 +386,7 @@ struct GemvLaunch {
   int64_t prefetch_bytes = 0;
   int chunk = 0;  // the TMA kernel's bytes per weight row and stage (its plan)
   int tiles_per_barrier = 0;  // the TMA kernel's tiles per tile-end barrier (its plan)
-  int rows = 0;               // the TMA kernel's batch rows (a split batch launches its halves)
+  int rows = 0;  // the TMA or v7 kernel's batch rows (a split batch launches its halves)
 };
 GemvLaunch last_gemv_launch();
 
