@@ -1075,6 +1075,10 @@ std::array<std::vector<float>, 2> tma_outputs_checked(const RandomTestWeight& tw
       << what << " rmsnorm";
   return out;
 }
+// Rows first .. first + count - 1 of a row-major batch of rows of K.
+std::vector<float> rows_of(const std::vector<float>& v, int64_t K, int first, int count) {
+  return std::vector<float>(v.begin() + first * K, v.begin() + (first + count) * K);
+}
 // One GEMV of x (bf16 input) under tuning t, asserted to run off the TMA kernel, against the
 // reference and its guards.
 void off_tma_output_checked(const RandomTestWeight& tw, int m, const TmaInputs& in,
@@ -1195,9 +1199,7 @@ TEST_P(CudaGemv, BatchEightSplitsInTwoWhereItWouldLeaveTheTmaKernel) {
   const RandomTestWeight tw(N, K, c, 41);
   const auto x = randn(8 * K, 190), resid = randn(8 * K, 191, 3.f);
   const auto nw = norm_weight_bf16(K, 77);
-  auto rows = [&](const std::vector<float>& v, int first) {
-    return std::vector<float>(v.begin() + first * K, v.begin() + (first + 4) * K);
-  };
+  auto rows = [&](const std::vector<float>& v, int first) { return rows_of(v, K, first, 4); };
   const TmaInputs all(x, resid, nw), head(rows(x, 0), rows(resid, 0), nw),
       tail(rows(x, 4), rows(resid, 4), nw);
   GemvTuning t = tuning_for(GemvPath::tma);
@@ -1266,7 +1268,7 @@ TEST_P(CudaGemv, BatchFourSplitsInTwoWhereItWouldLeaveTheTmaKernel) {
   const auto x = randn(8 * K, 194), resid = randn(8 * K, 195, 3.f);
   const auto nw = norm_weight_bf16(K, 79);
   auto rows = [&](const std::vector<float>& v, int first, int count) {
-    return std::vector<float>(v.begin() + first * K, v.begin() + (first + count) * K);
+    return rows_of(v, K, first, count);
   };
   const GemvTuning t = tuning_for(GemvPath::tma);
   ASSERT_EQ(t.tma_split_batch4, 15) << "the default";
