@@ -939,9 +939,10 @@ void dispatch_io(const DeviceWeight& w, const GemvArgs& a, cudaStream_t s) {
 // where the batch would run on neither the TMA kernel nor int4's v7 tensor-core kernel and its half
 // runs on one of them or splits in turn (batch 8 of llama3-70b's down: 4 + 4, each as 2 + 2; int4
 // batch 8 of llama3-1b's down, which the int4 shape rule keeps off the TMA kernel and whose x is
-// past v7's bound: 4 + 4 on v7, where it took the CUDA-core kernel at 80 us); not for rope_kv, whose rows are positions of one launch, nor for per-tensor
-// fp8 activations, whose one scale covers all the rows (fp8 with quantized activations has no TMA
-// plan today; the guard keeps the split right should it get one).
+// past v7's bound: 4 + 4 on v7, where it took the CUDA-core kernel at 80 us). Not for rope_kv,
+// whose rows are positions of one launch, nor for per-tensor fp8 activations, whose one scale
+// covers all the rows (fp8 with quantized activations has no TMA plan today; the guard keeps the
+// split right should it get one).
 template <WeightFormat F>
 bool gemv_splits(const DeviceWeight& w, const GemvArgs& a, int m) {
   const GemvTuning& tune = gemv_tuning();

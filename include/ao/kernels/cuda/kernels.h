@@ -324,7 +324,7 @@ struct GemvTuning {
   // 2-4: 144 KB, kTmaInt4BatchMaxX). Past it batch 8 runs as 4 + 4 (tma_split_batch8) or on the
   // register-ring kernels, 3-8x slower: at the former 64 KB every batch-8 GEMV of llama3-8b left
   // the TMA kernel (bf16 qkv 94.3 against 19.2 us, lm_head 1873 against 244; int8 / fp8 alike).
-  // Run 313, docs/CUDA.md lab note 101. 160 KB rather than 144 since run 318 (lab note 102): int8
+  // Run 313, docs/CUDA.md lab note 101. 160 KB rather than 144 since run 319 (lab note 102): int8
   // / fp8 at K = 8192 (148 KB with the x sums and partial sums) ran as 4 + 4 (llama3-70b lm_head
   // 480 against 290-309 us, qkv 57 against 41; llama3-1b down 20.9 against 16.7).
   int tma_batch_max_x = 160 * 1024;
@@ -339,7 +339,7 @@ struct GemvTuning {
   // within 96 KB; where it does, v7 keeps batch 8 and the TMA kernel only x within 64 KB); the
   // alternative is 4 + 4. llama3-70b (K = 8192) at batch 8: gate_up 118.9 against 164.6 us as 4 +
   // 4, lm_head 210.4 against 323.0; at K = 4096, where v7 takes batch 8, the TMA kernel was faster
-  // on some GEMVs and slower on others (llama3-8b o 15.7 against 12.5 us; pp8 -1.8%). Run 318,
+  // on some GEMVs and slower on others (llama3-8b o 15.7 against 12.5 us; pp8 -1.8%). Run 319,
   // docs/CUDA.md lab note 102.
   int tma_int4_batch8_max_x = 144 * 1024;
   // ... and x beyond this many bytes there halves the tiles per tile-end barrier until it fits, or
@@ -360,9 +360,9 @@ struct GemvTuning {
   // outputs (their rows are one launch's positions), int4_digits inputs or per-tensor fp8
   // activations (one scale over all 8 rows).
   int tma_split_batch8 = 15;
-  // The same at batch 4 (a mask of WeightFormat bits): batch 4 runs as two launches of 2 rows on
-  // the TMA kernel where batch 4 itself would run on neither it nor int4's v7 kernel and batch 2
-  // runs on it: rows of x past tma_batch4_max_x (bf16 / int8 / fp8) or kTmaInt4BatchMaxX (int4),
+  // The same at batch 4 (a mask of WeightFormat bits): batch 4 runs as two launches of 2 rows
+  // where batch 4 itself would run on neither the TMA kernel nor int4's v7 kernel and batch 2 runs
+  // on one of them: rows of x past tma_batch4_max_x (bf16 / int8 / fp8) or kTmaInt4BatchMaxX (int4),
   // such as llama3-70b's down projection (K = 28672: 224 KB of x at batch 4). Batch 8 then runs as
   // 4 + 4 with each half as 2 + 2 where batch 8's own plan fails too. The same exceptions as
   // tma_split_batch8. docs/CUDA.md lab note 102.
