@@ -881,17 +881,21 @@ std::unique_ptr<CudaEngine> CudaEngine::create_synthetic(const io::ModelConfig& 
   Impl& e = *impl;
   e.init(cfg, opt);
   const int64_t D = e.dim, F = e.hidden;
+  const size_t max_elems =
+      std::max({static_cast<size_t>(e.vocab) * D, static_cast<size_t>(2 * F * D),
+                static_cast<size_t>(e.qkv_dim) * D});
   {
-    // The weights must fit what the device has free after the KV cache and buffers (llama3-70b
-    // in bf16 is 141 GB, past an 80 GB card): say so before filling any, rather than fail in
-    // the middle.
+    // The weights and the staging buffer must fit what the device has free after the KV cache
+    // and buffers (llama3-70b in bf16 is 139 GB, past an 80 GB card): say so before filling
+    // any, rather than fail in the middle.
     const double per_weight = opt.format == CudaWeightFormat::bf16     ? 2.0
                               : opt.format == CudaWeightFormat::int4wo ? 0.5 + 4.0 / opt.group_size
                                                                        : 1.0 + 4.0 / D;
     const double qn = double(e.n_heads) * e.hd;
     const double linear = double(e.n_layers) * (double(e.qkv_dim) * D + D * qn + 3.0 * F * D) +
                           (cfg.tie_embeddings ? 0.0 : double(e.vocab) * D);
-    const double need = linear * per_weight + 2.0 * double(e.vocab) * D;  // embedding: bf16
+    // the embedding in bf16, and the bf16 staging buffer each weight is filled in
+    const double need = linear * per_weight + 2.0 * double(e.vocab) * D + 2.0 * double(max_elems);
     size_t free_b = 0, total_b = 0;
     AO_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     if (need > 0.97 * double(free_b))
@@ -901,8 +905,6 @@ std::unique_ptr<CudaEngine> CudaEngine::create_synthetic(const io::ModelConfig& 
           cuda_weight_format_name(opt.format, opt.group_size), need / (1 << 30),
           double(free_b) / (1 << 30), double(total_b) / (1 << 30)));
   }
-  size_t max_elems = std::max({static_cast<size_t>(e.vocab) * D, static_cast<size_t>(2 * F * D),
-                               static_cast<size_t>(e.qkv_dim) * D});
   uint16_t* stage = e.alloc<uint16_t>(max_elems);  // freed below (or with e on an error)
   const float a = 0.02f * std::sqrt(3.f);
   auto random = [&](int64_t n, int64_t k) {
